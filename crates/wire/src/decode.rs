@@ -1,0 +1,66 @@
+//! The streaming decoder step (`docs/protocol.md` §2.4).
+
+use crate::Error;
+use crate::frame::{Frame, FrameType, HEADER_LEN};
+use crate::limits::Limits;
+use crate::repr::FrameRepr;
+
+/// What [`decode`] found at the start of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A complete frame, borrowed from the buffer, and its length in bytes:
+    /// the caller discards `len` bytes before decoding the next frame.
+    Frame {
+        /// The parsed frame.
+        repr: FrameRepr<'a>,
+        /// Header plus body length.
+        len: usize,
+    },
+    /// The buffer holds the start of a frame only. At least `needed` more
+    /// bytes must arrive before calling again. Once the header is complete,
+    /// `needed` is exact, so a caller can size one buffer for the frame.
+    Incomplete {
+        /// Minimum number of further bytes.
+        needed: usize,
+    },
+}
+
+/// Decodes the frame at the start of `buf`, which holds bytes received so far.
+///
+/// The header is checked against `limits` before the body is waited for: a
+/// peer announcing an oversized body gets `Err(Error::FrameTooLarge)` at once,
+/// so a receiver never buffers more than `limits` allow. The function neither
+/// allocates nor loops over the input; its cost is linear in one frame.
+///
+/// This function returns `Err` for the reserved frame type, an oversized
+/// body, and any error of [`FrameRepr::parse`].
+pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, Error> {
+    if buf.len() < HEADER_LEN {
+        return Ok(Decoded::Incomplete {
+            needed: HEADER_LEN - buf.len(),
+        });
+    }
+    let frame = Frame::new_unchecked(buf);
+    let frame_type = frame.frame_type();
+    if frame_type == FrameType::Unknown(0) {
+        return Err(Error::ReservedFrameType);
+    }
+    let len = frame.body_len();
+    let max = limits.max_body_len(frame_type);
+    if len > max {
+        return Err(Error::FrameTooLarge {
+            frame_type,
+            len,
+            max,
+        });
+    }
+    // `len <= max <= MAX_FRAME_SIZE + overhead`, far below usize::MAX even on 32-bit.
+    let total = HEADER_LEN + len as usize;
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete {
+            needed: total - buf.len(),
+        });
+    }
+    let repr = FrameRepr::parse(&Frame::new_unchecked(&buf[..total]))?;
+    Ok(Decoded::Frame { repr, len: total })
+}

@@ -1,0 +1,245 @@
+//! Property tests of the codec: emit/parse identity, no panic on any input,
+//! and chunking independence of the streaming decoder.
+
+use bookend_wire::{
+    AcceptRepr, ConnectRepr, Decoded, FrameRepr, Limits, Mode, OptionsRepr, Reason, ReasonRepr,
+    decode,
+};
+use proptest::prelude::*;
+
+/// An owned description of a frame, so proptest can generate and shrink it.
+#[derive(Debug, Clone)]
+enum Owned {
+    Connect {
+        min: u8,
+        max: u8,
+        options: OptionsRepr,
+        data: Option<Vec<u8>>,
+    },
+    Accept {
+        version: u8,
+        options: OptionsRepr,
+        data: Option<Vec<u8>>,
+    },
+    Reject {
+        reason: u16,
+        data: Option<Vec<u8>>,
+    },
+    Data {
+        eom: bool,
+        payload: Vec<u8>,
+    },
+    Disconnect {
+        data: Option<Vec<u8>>,
+    },
+    Abort {
+        reason: u16,
+        data: Option<Vec<u8>>,
+    },
+    Ping,
+    Unknown {
+        frame_type: u8,
+        len: u32,
+    },
+}
+
+impl Owned {
+    fn repr(&self) -> FrameRepr<'_> {
+        match self {
+            Self::Connect {
+                min,
+                max,
+                options,
+                data,
+            } => FrameRepr::Connect(ConnectRepr {
+                min_version: *min,
+                max_version: *max,
+                options: *options,
+                data: data.as_deref(),
+            }),
+            Self::Accept {
+                version,
+                options,
+                data,
+            } => FrameRepr::Accept(AcceptRepr {
+                version: *version,
+                options: *options,
+                data: data.as_deref(),
+            }),
+            Self::Reject { reason, data } => FrameRepr::Reject(ReasonRepr {
+                reason: Reason(*reason),
+                data: data.as_deref(),
+            }),
+            Self::Data { eom, payload } => FrameRepr::Data {
+                end_of_message: *eom,
+                payload,
+            },
+            Self::Disconnect { data } => FrameRepr::Disconnect {
+                data: data.as_deref(),
+            },
+            Self::Abort { reason, data } => FrameRepr::Abort(ReasonRepr {
+                reason: Reason(*reason),
+                data: data.as_deref(),
+            }),
+            Self::Ping => FrameRepr::Ping,
+            Self::Unknown { frame_type, len } => FrameRepr::Unknown {
+                frame_type: *frame_type,
+                len: *len,
+            },
+        }
+    }
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..max)
+}
+
+fn options() -> impl Strategy<Value = OptionsRepr> {
+    (
+        prop::option::of(64u32..=16 * 1024 * 1024),
+        prop::option::of(16u32..=16 * 1024 * 1024),
+        prop::option::of(16u32..=1024 * 1024),
+        prop::option::of(16u32..=1024 * 1024),
+        prop::option::of(prop_oneof![Just(Mode::Stream), Just(Mode::Message)]),
+        prop::option::of(0u32..=3_600_000),
+    )
+        .prop_map(|(f, m, c, d, mode, k)| OptionsRepr {
+            max_frame_size: f,
+            max_message_size: m,
+            max_connect_data: c,
+            max_disconnect_data: d,
+            mode,
+            keepalive_ms: k,
+        })
+}
+
+fn frame() -> impl Strategy<Value = Owned> {
+    prop_oneof![
+        (
+            1u8..=255,
+            0u8..=255,
+            options(),
+            prop::option::of(bytes(300))
+        )
+            .prop_map(|(min, extra, options, data)| Owned::Connect {
+                min,
+                max: min.saturating_add(extra),
+                options,
+                data
+            }),
+        (1u8..=255, options(), prop::option::of(bytes(300))).prop_map(
+            |(version, options, data)| Owned::Accept {
+                version,
+                options,
+                data
+            }
+        ),
+        (any::<u16>(), prop::option::of(bytes(300)))
+            .prop_map(|(reason, data)| Owned::Reject { reason, data }),
+        (any::<bool>(), bytes(2000)).prop_map(|(eom, payload)| Owned::Data { eom, payload }),
+        prop::option::of(bytes(300)).prop_map(|data| Owned::Disconnect { data }),
+        (any::<u16>(), prop::option::of(bytes(300)))
+            .prop_map(|(reason, data)| Owned::Abort { reason, data }),
+        Just(Owned::Ping),
+        (0x08u8..=0xFF, 0u32..200).prop_map(|(frame_type, len)| Owned::Unknown { frame_type, len }),
+    ]
+}
+
+fn emit(frame: &Owned) -> Vec<u8> {
+    let repr = frame.repr();
+    let mut buf = vec![0u8; repr.buffer_len()];
+    assert_eq!(repr.emit(&mut buf).unwrap(), buf.len());
+    buf
+}
+
+/// A streaming reader as a transport would run it: accumulate, decode, drain.
+fn decode_chunked(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut feed = |chunk: &[u8], pending: &mut Vec<u8>| {
+        pending.extend_from_slice(chunk);
+        loop {
+            match decode(pending, &Limits::DEFAULT).unwrap() {
+                Decoded::Frame { len, .. } => {
+                    frames.push(pending[..len].to_vec());
+                    pending.drain(..len);
+                }
+                Decoded::Incomplete { needed } => {
+                    assert!(needed > 0);
+                    break;
+                }
+            }
+        }
+    };
+    let mut at = 0;
+    for &cut in cuts {
+        let cut = cut.clamp(at, stream.len());
+        feed(&stream[at..cut], &mut pending);
+        at = cut;
+    }
+    feed(&stream[at..], &mut pending);
+    assert!(pending.is_empty(), "bytes left over");
+    frames
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn emit_then_parse_is_identity(f in frame()) {
+        let buf = emit(&f);
+        match decode(&buf, &Limits::DEFAULT).unwrap() {
+            Decoded::Frame { repr, len } => {
+                prop_assert_eq!(len, buf.len());
+                prop_assert_eq!(repr, f.repr());
+            }
+            Decoded::Incomplete { .. } => prop_assert!(false, "complete frame reported incomplete"),
+        }
+    }
+
+    #[test]
+    fn emit_refuses_short_buffers(f in frame(), short in 0usize..64) {
+        let repr = f.repr();
+        let len = repr.buffer_len().saturating_sub(short + 1);
+        let mut buf = vec![0u8; len];
+        prop_assert!(repr.emit(&mut buf).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in bytes(4096)) {
+        let _ = decode(&data, &Limits::DEFAULT);
+        let small = Limits::new(64, 16, 16).unwrap();
+        let _ = decode(&data, &small);
+        let _ = bookend_wire::FrameRepr::parse(&bookend_wire::Frame::new_unchecked(&data[..]));
+        let _ = OptionsRepr::parse(&data);
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(f in frame(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut buf = emit(&f);
+        for (at, x) in flips {
+            if !buf.is_empty() {
+                let i = at % buf.len();
+                buf[i] ^= x;
+            }
+        }
+        let _ = decode(&buf, &Limits::DEFAULT);
+    }
+
+    #[test]
+    fn any_chunking_decodes_the_same_frames(
+        fs in prop::collection::vec(frame(), 1..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+        one_byte in any::<bool>(),
+    ) {
+        let frames: Vec<Vec<u8>> = fs.iter().map(emit).collect();
+        let stream: Vec<u8> = frames.concat();
+        let mut cuts: Vec<usize> = if one_byte {
+            (0..stream.len()).collect()
+        } else {
+            cuts.iter().map(|c| c % (stream.len() + 1)).collect()
+        };
+        cuts.sort_unstable();
+        prop_assert_eq!(decode_chunked(&stream, &cuts), frames);
+    }
+}
