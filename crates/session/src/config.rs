@@ -1,0 +1,276 @@
+//! Session configuration and negotiated options (`docs/protocol.md` §4, §6, §7).
+
+use core::fmt;
+use core::time::Duration;
+
+use bookend_wire::{
+    DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,
+    MAX_FRAME_SIZE, MAX_KEEPALIVE_MS, MAX_MESSAGE_SIZE, MAX_USER_DATA, MIN_FRAME_SIZE,
+    MIN_MESSAGE_SIZE, MIN_USER_DATA, Mode, OptionsRepr,
+};
+
+/// The options of one session, every value concrete.
+///
+/// As a caller's [`Config::options`] they are the proposal sent in CONNECT; as
+/// a callee's they are its own limits, which cap what it grants. After
+/// ACCEPT, the granted values bind both directions (`docs/protocol.md` §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Largest DATA payload per frame.
+    pub max_frame_size: u32,
+    /// Largest message (message mode).
+    pub max_message_size: u32,
+    /// Largest caller, callee or reject data.
+    pub max_connect_data: u32,
+    /// Largest disconnect or abort data.
+    pub max_disconnect_data: u32,
+    /// Stream or message semantics.
+    pub mode: Mode,
+    /// Keepalive interval in milliseconds; 0 turns keepalive and the idle
+    /// timeout off.
+    pub keepalive_ms: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// An option value outside the range the protocol allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionsError(pub LimitError);
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl core::error::Error for OptionsError {}
+
+fn within(what: &'static str, value: u32, min: u32, max: u32) -> Result<(), OptionsError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(OptionsError(LimitError {
+            what,
+            value,
+            min,
+            max,
+        }))
+    }
+}
+
+impl Options {
+    /// The protocol defaults (`docs/protocol.md` §4.1), stream mode.
+    pub const DEFAULT: Self = Self {
+        max_frame_size: DEFAULT_FRAME_SIZE,
+        max_message_size: DEFAULT_MESSAGE_SIZE,
+        max_connect_data: DEFAULT_USER_DATA,
+        max_disconnect_data: DEFAULT_USER_DATA,
+        mode: Mode::Stream,
+        keepalive_ms: 30_000,
+    };
+
+    /// Checks every value against the protocol's ranges.
+    ///
+    /// This function returns `Err` naming the first value out of range.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        within(
+            "max_frame_size",
+            self.max_frame_size,
+            MIN_FRAME_SIZE,
+            MAX_FRAME_SIZE,
+        )?;
+        within(
+            "max_message_size",
+            self.max_message_size,
+            MIN_MESSAGE_SIZE,
+            MAX_MESSAGE_SIZE,
+        )?;
+        within(
+            "max_connect_data",
+            self.max_connect_data,
+            MIN_USER_DATA,
+            MAX_USER_DATA,
+        )?;
+        within(
+            "max_disconnect_data",
+            self.max_disconnect_data,
+            MIN_USER_DATA,
+            MAX_USER_DATA,
+        )?;
+        within("keepalive_ms", self.keepalive_ms, 0, MAX_KEEPALIVE_MS)
+    }
+
+    /// Resolves a received options block: absent options take the defaults of
+    /// `docs/protocol.md` §4.1.
+    pub fn from_proposal(repr: &OptionsRepr) -> Self {
+        let d = Self::DEFAULT;
+        Self {
+            max_frame_size: repr.max_frame_size.unwrap_or(d.max_frame_size),
+            max_message_size: repr.max_message_size.unwrap_or(d.max_message_size),
+            max_connect_data: repr.max_connect_data.unwrap_or(d.max_connect_data),
+            max_disconnect_data: repr.max_disconnect_data.unwrap_or(d.max_disconnect_data),
+            mode: repr.mode.unwrap_or(d.mode),
+            keepalive_ms: repr.keepalive_ms.unwrap_or(d.keepalive_ms),
+        }
+    }
+
+    /// Resolves an ACCEPT's options against what we proposed: absent options
+    /// mean "as proposed" (§4.2).
+    pub fn from_grant(repr: &OptionsRepr, proposed: &Self) -> Self {
+        Self {
+            max_frame_size: repr.max_frame_size.unwrap_or(proposed.max_frame_size),
+            max_message_size: repr.max_message_size.unwrap_or(proposed.max_message_size),
+            max_connect_data: repr.max_connect_data.unwrap_or(proposed.max_connect_data),
+            max_disconnect_data: repr
+                .max_disconnect_data
+                .unwrap_or(proposed.max_disconnect_data),
+            mode: repr.mode.unwrap_or(proposed.mode),
+            keepalive_ms: repr.keepalive_ms.unwrap_or(proposed.keepalive_ms),
+        }
+    }
+
+    /// Every option explicit, as bookend sends them.
+    pub fn to_repr(&self) -> OptionsRepr {
+        OptionsRepr {
+            max_frame_size: Some(self.max_frame_size),
+            max_message_size: Some(self.max_message_size),
+            max_connect_data: Some(self.max_connect_data),
+            max_disconnect_data: Some(self.max_disconnect_data),
+            mode: Some(self.mode),
+            keepalive_ms: Some(self.keepalive_ms),
+        }
+    }
+
+    /// What a callee with limits `self` grants for `proposed`: each size the
+    /// smaller of the two, the proposed mode, and the smaller non-zero
+    /// keepalive (§4.2).
+    pub fn grant_for(&self, proposed: &Self) -> Self {
+        let keepalive_ms = match (proposed.keepalive_ms, self.keepalive_ms) {
+            (0, k) | (k, 0) => k,
+            (a, b) => a.min(b),
+        };
+        Self {
+            max_frame_size: self.max_frame_size.min(proposed.max_frame_size),
+            max_message_size: self.max_message_size.min(proposed.max_message_size),
+            max_connect_data: self.max_connect_data.min(proposed.max_connect_data),
+            max_disconnect_data: self.max_disconnect_data.min(proposed.max_disconnect_data),
+            mode: proposed.mode,
+            keepalive_ms,
+        }
+    }
+
+    /// Whether `self`, as a grant, respects `proposed`: sizes no larger, same mode.
+    pub fn is_valid_grant_for(&self, proposed: &Self) -> bool {
+        self.validate().is_ok()
+            && self.max_frame_size <= proposed.max_frame_size
+            && self.max_message_size <= proposed.max_message_size
+            && self.max_connect_data <= proposed.max_connect_data
+            && self.max_disconnect_data <= proposed.max_disconnect_data
+            && self.mode == proposed.mode
+    }
+
+    /// The decoder limits these options imply.
+    pub(crate) fn limits(&self) -> Limits {
+        // Options are validated on every path that builds them, so the ranges hold.
+        Limits::new(
+            self.max_frame_size,
+            self.max_connect_data,
+            self.max_disconnect_data,
+        )
+        .unwrap_or(Limits::DEFAULT)
+    }
+
+    /// The keepalive interval, if on.
+    pub(crate) fn keepalive(&self) -> Option<Duration> {
+        (self.keepalive_ms > 0).then(|| Duration::from_millis(u64::from(self.keepalive_ms)))
+    }
+}
+
+/// Everything one session needs to know before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Caller: the proposal. Callee: its own limits, capping the grant.
+    pub options: Options,
+    /// Caller: from CONNECT until ACCEPT or REJECT (default 15 s).
+    pub connect_timeout: Duration,
+    /// Callee: from transport establishment until CONNECT is complete (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Callee: from CONNECT until accept or reject, CF_DEFER included (default 10 s).
+    pub decision_timeout: Duration,
+    /// Both: after `close()`, and in the closing states, until the peer's FIN (default 10 s).
+    pub linger_timeout: Duration,
+    /// Both: after ABORT is queued, how long to wait for it to reach the
+    /// transport before the reset is issued anyway (default 1 s).
+    pub abort_flush_timeout: Duration,
+    /// Largest number of received DATA bytes held for the application. When it
+    /// is reached, `handle_bytes` stops consuming and TCP's window closes.
+    /// Must be at least `options.max_message_size`. Default 256 KiB.
+    pub recv_buffer: usize,
+    /// Largest number of DATA bytes queued for the transport. Default 256 KiB.
+    pub send_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            options: Options::DEFAULT,
+            connect_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(5),
+            decision_timeout: Duration::from_secs(10),
+            linger_timeout: Duration::from_secs(10),
+            abort_flush_timeout: Duration::from_secs(1),
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An option outside its protocol range.
+    Option(OptionsError),
+    /// `recv_buffer` below `max_message_size`: a whole message could never be held.
+    RecvBufferTooSmall {
+        /// The smallest acceptable value.
+        min: usize,
+    },
+    /// `send_buffer` of zero: nothing could ever be sent.
+    SendBufferTooSmall,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Option(e) => write!(f, "invalid option: {e}"),
+            Self::RecvBufferTooSmall { min } => write!(f, "recv_buffer must be at least {min}"),
+            Self::SendBufferTooSmall => write!(f, "send_buffer must be non-zero"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the configuration.
+    ///
+    /// This function returns `Err` for options out of range, a receive
+    /// buffer smaller than one message, or an empty send buffer.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.options.validate().map_err(ConfigError::Option)?;
+        let min = self.options.max_message_size as usize;
+        if self.recv_buffer < min {
+            return Err(ConfigError::RecvBufferTooSmall { min });
+        }
+        if self.send_buffer == 0 {
+            return Err(ConfigError::SendBufferTooSmall);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+/*! The sans-IO state machine of one bookend session.
+
+bookend carries Windows Sockets 2 connect data, conditional accept (CF_ACCEPT,
+CF_REJECT, CF_DEFER) and disconnect data (WSASendDisconnect / WSARecvDisconnect)
+over one TCP connection; `docs/protocol.md` is the specification. This crate is
+the whole protocol logic of one session, for either role, with no I/O, no clock
+and no TCP stack: the transport hands it received bytes, FIN/RST and the time,
+and takes back bytes to write, FIN/RST to perform and the next timer. Every
+transport (smoltcp today, others later) shares this one implementation.
+
+* `#![no_std]` + `alloc`, `#![forbid(unsafe_code)]`, no smoltcp types.
+* [`Session`] follows quinn-proto's taxonomy: getters, `handle_*` inputs,
+  application commands, `poll_*` outputs in a documented order.
+* Transitions are data: [`state::TRANSITIONS`], snapshot-tested and drawn in
+  `docs/session-states.md`.
+* Every buffer is bounded by the negotiated limits ([`BufferUsage`]); a peer
+  that exceeds one gets ABORT and the session ends with
+  [`CloseReason::ProtocolError`]; no input panics.
+* One `tracing` span per session (`session{id, role}`), debug events for
+  every state change.
+
+```
+use bookend_session::{Config, Event, Instant, Options, Session, TransportAction};
+
+let t = Instant::ZERO;
+let mut client = Session::caller(Config::default(), 1).unwrap();
+let mut server = Session::callee(Config::default(), 2, t).unwrap();
+let mut buf = [0u8; 4096];
+
+// WSAConnect with caller data.
+client.connect(t, Some(b"client-1"), Options::DEFAULT).unwrap();
+let n = client.poll_transmit(t, &mut buf);
+server.handle_bytes(t, &buf[..n]);
+let Some(Event::ConnectRequest(req)) = server.poll_event() else { panic!() };
+assert_eq!(req.caller_data.as_deref(), Some(&b"client-1"[..]));
+
+// The condition function says CF_ACCEPT, with callee data.
+server.accept(t, Some(b"welcome"), req.grant).unwrap();
+let n = server.poll_transmit(t, &mut buf);
+client.handle_bytes(t, &buf[..n]);
+let Some(Event::Connected { callee_data, .. }) = client.poll_event() else { panic!() };
+assert_eq!(callee_data.as_deref(), Some(&b"welcome"[..]));
+
+// WSASendDisconnect(17); the server gets FD_CLOSE and reads it.
+client.send_disconnect(t, Some(&17u64.to_be_bytes())).unwrap();
+let n = client.poll_transmit(t, &mut buf);
+server.handle_bytes(t, &buf[..n]);
+assert!(server.peer_disconnected());
+let mut total = [0u8; 8];
+assert_eq!(server.recv_disconnect(&mut total), Ok(Some(8)));
+assert_eq!(u64::from_be_bytes(total), 17);
+# let _ = TransportAction::Fin;
+```
+*/
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+mod config;
+mod error;
+mod event;
+mod session;
+pub mod state;
+mod time;
+
+pub use bookend_wire::{Mode, Reason};
+pub use config::{Config, ConfigError, Options, OptionsError};
+pub use error::Error;
+pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
+pub use session::{BufferUsage, Role, Session, TransportAction, TransportClosed};
+pub use state::State;
+pub use time::Instant;

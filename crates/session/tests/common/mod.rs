@@ -1,0 +1,376 @@
+//! A two-session harness in simulated time, after quinn-proto's `Pair`: the
+//! sessions are wired byte to byte through an in-memory "TCP" with latency,
+//! configurable chunking, backpressure, and FIN/RST semantics.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bookend_session::{Config, Event, Instant, Options, Session, TransportAction, TransportClosed};
+
+/// How the "TCP" below hands bytes to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    /// Everything that has arrived, in one call.
+    Whole,
+    /// One byte per call.
+    OneByte,
+    /// Random sizes from a seeded generator.
+    Random,
+}
+
+/// What a RST does to bytes still in flight towards the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RstBehaviour {
+    /// Bytes sent before the RST arrive before it (the usual case).
+    AfterData,
+    /// The RST overtakes them: in-flight bytes are lost (smoltcp's `abort`
+    /// drops unsent data).
+    DropsData,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Bytes(Vec<u8>),
+    Fin,
+    Rst,
+}
+
+/// One side: a session, the segments in flight towards it, and what the
+/// application has seen.
+pub struct Endpoint {
+    pub session: Session,
+    inbound: VecDeque<(Instant, Segment)>,
+    /// Arrived but not yet consumed (the session pushed back).
+    pending: Vec<u8>,
+    fin_arrived: bool,
+    fin_delivered: bool,
+    /// This side's transport is gone (RST sent or received).
+    pub dead: bool,
+    pub sent_fin: bool,
+    pub sent_rst: bool,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    cursor: usize,
+    /// Total bytes this side handed to its transport.
+    pub bytes_sent: usize,
+}
+
+impl Endpoint {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            inbound: VecDeque::new(),
+            pending: Vec::new(),
+            fin_arrived: false,
+            fin_delivered: false,
+            dead: false,
+            sent_fin: false,
+            sent_rst: false,
+            events: Vec::new(),
+            cursor: 0,
+            bytes_sent: 0,
+        }
+    }
+
+    /// Events not yet taken by the test.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        let new = self.events[self.cursor..].to_vec();
+        self.cursor = self.events.len();
+        new
+    }
+
+    /// The `Closed` reason, if the session has ended.
+    pub fn closed(&self) -> Option<&bookend_session::CloseReason> {
+        self.events.iter().find_map(|e| match e {
+            Event::Closed(r) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+pub struct Pair {
+    pub time: Instant,
+    pub latency: Duration,
+    pub chunking: Chunking,
+    pub rst: RstBehaviour,
+    /// Largest bytes taken from a session per poll (the transport's window).
+    pub mtu: usize,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    rng: u64,
+}
+
+impl Pair {
+    /// A caller and a callee whose transport is established at time 0.
+    pub fn new(client: Config, server: Config) -> Self {
+        let time = Instant::ZERO;
+        Self {
+            time,
+            latency: Duration::from_millis(10),
+            chunking: Chunking::Whole,
+            rst: RstBehaviour::AfterData,
+            mtu: 1460,
+            client: Endpoint::new(Session::caller(client, 1).unwrap()),
+            server: Endpoint::new(Session::callee(server, 2, time).unwrap()),
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    pub fn default_pair() -> Self {
+        Self::new(Config::default(), Config::default())
+    }
+
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.rng = seed | 1;
+        self
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64*: deterministic, seedable, good enough for chunk sizes.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn ends(&mut self, client_sends: bool) -> (&mut Endpoint, &mut Endpoint) {
+        if client_sends {
+            (&mut self.client, &mut self.server)
+        } else {
+            (&mut self.server, &mut self.client)
+        }
+    }
+
+    /// Moves output from one side onto the wire towards the other.
+    fn transmit(&mut self, client_sends: bool) -> bool {
+        let (now, latency, mtu, rst) = (self.time, self.latency, self.mtu, self.rst);
+        let (from, to) = self.ends(client_sends);
+        let mut progress = false;
+        let mut buf = vec![0u8; mtu];
+        loop {
+            let n = from.session.poll_transmit(now, &mut buf);
+            if n == 0 {
+                break;
+            }
+            progress = true;
+            if from.dead {
+                continue; // a dead transport swallows everything
+            }
+            from.bytes_sent += n;
+            to.inbound
+                .push_back((now + latency, Segment::Bytes(buf[..n].to_vec())));
+        }
+        while let Some(action) = from.session.poll_transport_action() {
+            progress = true;
+            if from.dead {
+                continue;
+            }
+            match action {
+                TransportAction::Fin => {
+                    assert!(!from.sent_fin, "FIN requested twice");
+                    from.sent_fin = true;
+                    to.inbound.push_back((now + latency, Segment::Fin));
+                }
+                TransportAction::Reset => {
+                    from.sent_rst = true;
+                    from.dead = true;
+                    if rst == RstBehaviour::DropsData {
+                        to.inbound.retain(|(_, s)| !matches!(s, Segment::Bytes(_)));
+                    }
+                    to.inbound.push_back((now + latency, Segment::Rst));
+                }
+            }
+        }
+        progress
+    }
+
+    /// Delivers what has arrived at one side, in chunks, honouring backpressure.
+    fn deliver(&mut self, to_client: bool) -> bool {
+        let now = self.time;
+        let mut progress = false;
+        loop {
+            let (_, to) = self.ends(!to_client);
+            match to.inbound.front() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let (_, seg) = to.inbound.pop_front().unwrap();
+            progress = true;
+            if to.dead {
+                continue;
+            }
+            match seg {
+                Segment::Bytes(b) => to.pending.extend_from_slice(&b),
+                Segment::Fin => to.fin_arrived = true,
+                Segment::Rst => {
+                    to.dead = true;
+                    to.pending.clear();
+                    to.session
+                        .handle_transport_closed(now, TransportClosed::Reset);
+                }
+            }
+        }
+        // Feed pending bytes in chunks until the session stops taking them.
+        loop {
+            let chunk = {
+                let (_, to) = self.ends(!to_client);
+                if to.dead || to.pending.is_empty() {
+                    break;
+                }
+                to.pending.len()
+            };
+            let size = match self.chunking {
+                Chunking::Whole => chunk,
+                Chunking::OneByte => 1,
+                Chunking::Random => 1 + (self.rand() as usize % chunk.min(3000)),
+            };
+            let (_, to) = self.ends(!to_client);
+            let size = size.min(to.pending.len());
+            let n = to.session.handle_bytes(now, &to.pending[..size]);
+            assert!(n <= size);
+            to.pending.drain(..n);
+            if n > 0 {
+                progress = true;
+            }
+            if n < size {
+                break; // backpressure: the application must read first
+            }
+        }
+        let (_, to) = self.ends(!to_client);
+        if to.fin_arrived && !to.fin_delivered && to.pending.is_empty() && !to.dead {
+            to.fin_delivered = true;
+            to.session
+                .handle_transport_closed(now, TransportClosed::Fin);
+            progress = true;
+        }
+        progress
+    }
+
+    fn collect_events(&mut self) {
+        for ep in [&mut self.client, &mut self.server] {
+            while let Some(e) = ep.session.poll_event() {
+                ep.events.push(e);
+            }
+        }
+    }
+
+    /// One round at the current time. Returns whether anything moved.
+    pub fn step(&mut self) -> bool {
+        let mut progress = false;
+        for ep in [&mut self.client, &mut self.server] {
+            if ep.session.poll_timeout().is_some_and(|t| t <= self.time) {
+                ep.session.handle_timeout(self.time);
+            }
+        }
+        progress |= self.transmit(true);
+        progress |= self.transmit(false);
+        progress |= self.deliver(true);
+        progress |= self.deliver(false);
+        self.collect_events();
+        progress
+    }
+
+    /// The earliest future time anything happens.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        for ep in [&self.client, &self.server] {
+            consider(ep.inbound.front().map(|(t, _)| *t));
+            consider(ep.session.poll_timeout());
+        }
+        next
+    }
+
+    /// Runs rounds at the current time until nothing moves.
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("no quiescence at {}", self.time);
+    }
+
+    /// Settles, then advances time to the next wakeup, if it is at most `limit`
+    /// away. Returns false when nothing is scheduled within the limit.
+    pub fn advance(&mut self, limit: Duration) -> bool {
+        self.settle();
+        match self.next_wakeup() {
+            Some(t) if t <= self.time + limit => {
+                self.time = self.time.max(t);
+                self.settle();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drives until `done` holds, advancing virtual time; panics after `limit`.
+    pub fn drive_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) {
+        let end = self.time + limit;
+        loop {
+            self.settle();
+            if done(self) {
+                return;
+            }
+            match self.next_wakeup() {
+                Some(t) if t <= end => self.time = self.time.max(t),
+                _ => panic!("condition not met by {} (now {})", end, self.time),
+            }
+        }
+    }
+
+    /// Drives until both sessions are drained (or `limit` passes).
+    pub fn finish(&mut self, limit: Duration) {
+        self.drive_until(limit, |p| {
+            p.client.session.is_drained() && p.server.session.is_drained()
+        });
+    }
+
+    /// Connects with caller and callee data, accepting with the default grant.
+    pub fn connect(&mut self, caller_data: &[u8], callee_data: &[u8], options: Options) {
+        let t = self.time;
+        self.client
+            .session
+            .connect(t, Some(caller_data), options)
+            .unwrap();
+        self.drive_until(Duration::from_secs(1), |p| {
+            p.server
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::ConnectRequest(_)))
+        });
+        let req = self
+            .server
+            .take_events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::ConnectRequest(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(req.caller_data.as_deref(), Some(caller_data));
+        let t = self.time;
+        self.server
+            .session
+            .accept(t, Some(callee_data), req.grant)
+            .unwrap();
+        self.drive_until(Duration::from_secs(1), |p| {
+            p.client
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Connected { .. }))
+        });
+        let got = self.client.take_events();
+        assert!(
+            got.iter().any(|e| matches!(e, Event::Connected { callee_data: Some(d), .. } if &d[..] == callee_data)),
+            "{got:?}"
+        );
+    }
+}
