@@ -1361,7 +1361,8 @@ impl Session {
     }
 
     fn post_readable(&mut self) {
-        if !self.readable_posted {
+        // `Closed` is the last event: after it, data stays readable but is not announced.
+        if !self.readable_posted && self.state != State::Closed {
             self.readable_posted = true;
             self.events.push_back(Event::Readable);
         }

@@ -242,8 +242,10 @@ transitions! {
     // Anywhere else a FIN means the peer's session layer ended without
     // DISCONNECT: the session turns it into a Violation (UNEXPECTED_EOF).
     RecvFin { AwaitConnect | Closing | Rejecting | Refused => Closed }
+    // IDLE included: a driver holds an IDLE caller while TCP connects, and a
+    // RST then is "connection refused".
     RecvRst {
-        ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
+        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
             | PeerDisconnected | Closing | Rejecting | Refused => Closed
     }
     Violation {
@@ -251,7 +253,7 @@ transitions! {
             | PeerDisconnected | Closing => Closed
     }
     TransportTimeout {
-        ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
+        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
             | PeerDisconnected | Closing | Rejecting | Refused => Closed
     }
     ConnectTimer { ConnectSent => Closed }
@@ -361,10 +363,8 @@ mod tests {
                 continue;
             }
             assert_eq!(next(s, Input::AppAbort), Some(State::Closed), "{s}");
-            if s != State::Idle {
-                assert_eq!(next(s, Input::RecvRst), Some(State::Closed), "{s}");
-                assert_eq!(next(s, Input::TransportTimeout), Some(State::Closed), "{s}");
-            }
+            assert_eq!(next(s, Input::RecvRst), Some(State::Closed), "{s}");
+            assert_eq!(next(s, Input::TransportTimeout), Some(State::Closed), "{s}");
         }
     }
 

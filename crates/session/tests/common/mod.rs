@@ -177,7 +177,9 @@ impl Pair {
                     from.sent_rst = true;
                     from.dead = true;
                     if rst == RstBehaviour::DropsData {
-                        to.inbound.retain(|(_, s)| !matches!(s, Segment::Bytes(_)));
+                        // The FIN sits after the data in sequence space: it goes too.
+                        to.inbound
+                            .retain(|(_, s)| !matches!(s, Segment::Bytes(_) | Segment::Fin));
                     }
                     to.inbound.push_back((now + latency, Segment::Rst));
                 }
@@ -186,7 +188,37 @@ impl Pair {
         progress
     }
 
-    /// Delivers what has arrived at one side, in chunks, honouring backpressure.
+    /// Feeds bytes that have arrived into the session, in chunks, until it
+    /// stops taking them (backpressure) or they run out.
+    fn feed(&mut self, to_client: bool) -> bool {
+        let now = self.time;
+        let mut progress = false;
+        loop {
+            let avail = {
+                let (_, to) = self.ends(!to_client);
+                if to.dead || to.pending.is_empty() {
+                    break;
+                }
+                to.pending.len()
+            };
+            let size = match self.chunking {
+                Chunking::Whole => avail,
+                Chunking::OneByte => 1,
+                Chunking::Random => 1 + (self.rand() as usize % avail.min(3000)),
+            };
+            let (_, to) = self.ends(!to_client);
+            let n = to.session.handle_bytes(now, &to.pending[..size]);
+            assert!(n <= size);
+            to.pending.drain(..n);
+            progress |= n > 0;
+            if n < size {
+                break; // backpressure: the application must read first
+            }
+        }
+        progress
+    }
+
+    /// Delivers, in order, what has arrived at one side by now.
     fn deliver(&mut self, to_client: bool) -> bool {
         let now = self.time;
         let mut progress = false;
@@ -202,9 +234,16 @@ impl Pair {
                 continue;
             }
             match seg {
-                Segment::Bytes(b) => to.pending.extend_from_slice(&b),
+                Segment::Bytes(b) => {
+                    to.pending.extend_from_slice(&b);
+                    self.feed(to_client);
+                }
                 Segment::Fin => to.fin_arrived = true,
                 Segment::Rst => {
+                    // TCP is ordered: what arrived before the RST is offered first;
+                    // what the session could not take yet is lost with the connection.
+                    self.feed(to_client);
+                    let (_, to) = self.ends(!to_client);
                     to.dead = true;
                     to.pending.clear();
                     to.session
@@ -212,32 +251,7 @@ impl Pair {
                 }
             }
         }
-        // Feed pending bytes in chunks until the session stops taking them.
-        loop {
-            let chunk = {
-                let (_, to) = self.ends(!to_client);
-                if to.dead || to.pending.is_empty() {
-                    break;
-                }
-                to.pending.len()
-            };
-            let size = match self.chunking {
-                Chunking::Whole => chunk,
-                Chunking::OneByte => 1,
-                Chunking::Random => 1 + (self.rand() as usize % chunk.min(3000)),
-            };
-            let (_, to) = self.ends(!to_client);
-            let size = size.min(to.pending.len());
-            let n = to.session.handle_bytes(now, &to.pending[..size]);
-            assert!(n <= size);
-            to.pending.drain(..n);
-            if n > 0 {
-                progress = true;
-            }
-            if n < size {
-                break; // backpressure: the application must read first
-            }
-        }
+        progress |= self.feed(to_client);
         let (_, to) = self.ends(!to_client);
         if to.fin_arrived && !to.fin_delivered && to.pending.is_empty() && !to.dead {
             to.fin_delivered = true;
@@ -269,7 +283,24 @@ impl Pair {
         progress |= self.deliver(true);
         progress |= self.deliver(false);
         self.collect_events();
+        self.assert_bounds();
         progress
+    }
+
+    /// No buffer a session owns exceeds its bound, ever.
+    pub fn assert_bounds(&self) {
+        for ep in [&self.client, &self.server] {
+            let u = ep.session.buffer_usage();
+            assert!(
+                u.rx_partial <= u.rx_partial_max,
+                "rx_partial over bound: {u:?}"
+            );
+            assert!(
+                u.rx_queued <= u.rx_queued_max,
+                "rx_queued over bound: {u:?}"
+            );
+            assert!(u.tx <= u.tx_max, "tx over bound: {u:?}");
+        }
     }
 
     /// The earliest future time anything happens.
@@ -309,6 +340,19 @@ impl Pair {
             }
             _ => false,
         }
+    }
+
+    /// Runs everything scheduled up to `t`, then sets the clock to `t`.
+    pub fn run_until(&mut self, t: Instant) {
+        loop {
+            self.settle();
+            match self.next_wakeup() {
+                Some(w) if w <= t => self.time = self.time.max(w),
+                _ => break,
+            }
+        }
+        self.time = self.time.max(t);
+        self.settle();
     }
 
     /// Drives until `done` holds, advancing virtual time; panics after `limit`.

@@ -1,0 +1,317 @@
+//! Abortive close in each state (closesocket with linger {1, 0}): the aborting
+//! side ends `Aborted { by: Local }`; the peer ends `Aborted { by: Peer }` with
+//! exactly the reason and data when the ABORT frame reaches it, or `Reset`
+//! when only the RST does (the RST overtook the frame, or our FIN was already
+//! sent so no frame could follow it).
+
+mod common;
+
+use std::time::Duration;
+
+use bookend_session::{CloseReason, Error, Options, Reason, Side, State};
+use bytes::Bytes;
+use common::{Pair, RstBehaviour};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    Client,
+    Server,
+}
+
+/// Brings a fresh pair to the point where `who` is in `state`.
+fn reach(state: State) -> (Pair, Who) {
+    let mut p = Pair::default_pair();
+    let t = p.time;
+    let who = match state {
+        State::ConnectSent => {
+            p.client
+                .session
+                .connect(t, Some(b"c"), Options::DEFAULT)
+                .unwrap();
+            Who::Client
+        }
+        State::AwaitConnect => {
+            // CONNECT is in flight: the server has not read it yet.
+            p.client
+                .session
+                .connect(t, Some(b"c"), Options::DEFAULT)
+                .unwrap();
+            Who::Server
+        }
+        State::ConnectReceived | State::Deferred => {
+            p.client
+                .session
+                .connect(t, Some(b"c"), Options::DEFAULT)
+                .unwrap();
+            p.drive_until(Duration::from_secs(1), |p| {
+                p.server.session.state() == State::ConnectReceived
+            });
+            if state == State::Deferred {
+                p.server.session.defer().unwrap();
+            }
+            Who::Server
+        }
+        State::Open => {
+            p.connect(b"c", b"s", Options::DEFAULT);
+            Who::Client
+        }
+        State::LocalDisconnected | State::PeerDisconnected => {
+            p.connect(b"c", b"s", Options::DEFAULT);
+            let t = p.time;
+            p.client.session.send_disconnect(t, Some(b"17")).unwrap();
+            p.drive_until(Duration::from_secs(1), |p| {
+                p.server.session.peer_disconnected()
+            });
+            if state == State::LocalDisconnected {
+                Who::Client
+            } else {
+                Who::Server
+            }
+        }
+        State::Closing => {
+            p.connect(b"c", b"s", Options::DEFAULT);
+            let t = p.time;
+            p.client.session.send_disconnect(t, Some(b"17")).unwrap();
+            p.drive_until(Duration::from_secs(1), |p| {
+                p.server.session.peer_disconnected()
+            });
+            let t = p.time;
+            p.server.session.send_disconnect(t, Some(b"1017")).unwrap();
+            Who::Server
+        }
+        State::Rejecting => {
+            p.client
+                .session
+                .connect(t, Some(b"c"), Options::DEFAULT)
+                .unwrap();
+            p.drive_until(Duration::from_secs(1), |p| {
+                p.server.session.state() == State::ConnectReceived
+            });
+            let t = p.time;
+            p.server.session.reject(t, Reason::REJECTED, None).unwrap();
+            Who::Server
+        }
+        other => panic!("not reachable here: {other}"),
+    };
+    let s = if who == Who::Client {
+        &p.client.session
+    } else {
+        &p.server.session
+    };
+    assert_eq!(s.state(), state);
+    (p, who)
+}
+
+fn abort_in(state: State, rst: RstBehaviour) -> (CloseReason, CloseReason) {
+    let (mut p, who) = reach(state);
+    p.rst = rst;
+    let reason = Reason::application(0x77);
+    let t = p.time;
+    let me = if who == Who::Client {
+        &mut p.client
+    } else {
+        &mut p.server
+    };
+    me.session.abort(t, reason, Some(b"going down")).unwrap();
+    assert_eq!(me.session.state(), State::Closed);
+    assert_eq!(
+        me.session.abort(t, reason, None),
+        Err(Error::InvalidState {
+            state: State::Closed
+        })
+    );
+    p.finish(Duration::from_secs(15));
+    let (me, peer) = if who == Who::Client {
+        (&p.client, &p.server)
+    } else {
+        (&p.server, &p.client)
+    };
+    assert!(me.sent_rst, "abort sends RST in {state}");
+    (me.closed().unwrap().clone(), peer.closed().unwrap().clone())
+}
+
+#[test]
+fn abort_in_each_state_reaches_the_peer_with_reason_and_data() {
+    let reason = Reason::application(0x77);
+    let data = Some(Bytes::from_static(b"going down"));
+    let local = CloseReason::Aborted {
+        by: Side::Local,
+        reason,
+        data: data.clone(),
+    };
+    let via_frame = CloseReason::Aborted {
+        by: Side::Peer,
+        reason,
+        data: data.clone(),
+    };
+    for state in [
+        State::ConnectSent,
+        State::AwaitConnect,
+        State::ConnectReceived,
+        State::Deferred,
+        State::Open,
+        State::LocalDisconnected,
+        State::PeerDisconnected,
+    ] {
+        let (me, peer) = abort_in(state, RstBehaviour::AfterData);
+        assert_eq!(me, local, "{state}");
+        assert_eq!(peer, via_frame, "{state}");
+    }
+}
+
+#[test]
+fn abort_after_our_fin_or_with_the_frame_lost_is_a_reset() {
+    for state in [State::Closing, State::Rejecting] {
+        let (_, peer) = abort_in(state, RstBehaviour::AfterData);
+        assert_eq!(
+            peer,
+            CloseReason::Reset,
+            "{state}: no frame can follow our FIN"
+        );
+    }
+    for state in [
+        State::ConnectReceived,
+        State::Open,
+        State::LocalDisconnected,
+        State::PeerDisconnected,
+    ] {
+        let (_, peer) = abort_in(state, RstBehaviour::DropsData);
+        assert_eq!(
+            peer,
+            CloseReason::Reset,
+            "{state}: the RST overtook the ABORT"
+        );
+    }
+}
+
+#[test]
+fn reset_discards_unread_data_and_reads_report_it() {
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    p.client.session.send(b"unread").unwrap();
+    let t = p.time;
+    p.client.session.send_disconnect(t, Some(b"total")).unwrap();
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.server.session.peer_disconnected()
+    });
+    // E12: the RST arrives before the application read anything.
+    p.rst = RstBehaviour::AfterData;
+    let t = p.time;
+    p.client
+        .session
+        .abort(t, Reason::UNSPECIFIED, None)
+        .unwrap();
+    p.finish(Duration::from_secs(5));
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        p.server.session.recv(&mut buf),
+        Err(Error::ConnectionAborted)
+    );
+    assert_eq!(
+        p.server.session.recv_disconnect(&mut buf),
+        Err(Error::ConnectionAborted)
+    );
+    assert_eq!(p.server.session.send(b"x"), Err(Error::ConnectionAborted));
+}
+
+#[test]
+fn close_with_unread_data_aborts_like_tcp() {
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    p.client.session.send(b"never read").unwrap();
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.server.session.recv_queue() > 0
+    });
+    let t = p.time;
+    p.server.session.close(t);
+    p.finish(Duration::from_secs(5));
+    let unread = Reason::UNREAD_DATA;
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Aborted {
+            by: Side::Local,
+            reason: unread,
+            data: None
+        })
+    );
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::Aborted {
+            by: Side::Peer,
+            reason: unread,
+            data: None
+        })
+    );
+}
+
+#[test]
+fn data_arriving_after_close_aborts_the_sender() {
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    let t = p.time;
+    p.server.session.close(t);
+    // The client has not seen the server's DISCONNECT yet and keeps sending.
+    p.client.session.send(b"too late").unwrap();
+    p.finish(Duration::from_secs(5));
+    let unread = Reason::UNREAD_DATA;
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::Aborted {
+            by: Side::Peer,
+            reason: unread,
+            data: None
+        })
+    );
+}
+
+#[test]
+fn linger_timeout_bounds_a_close_the_peer_never_answers() {
+    let mut p = Pair::default_pair();
+    p.connect(
+        b"c",
+        b"s",
+        Options {
+            keepalive_ms: 0,
+            ..Options::DEFAULT
+        },
+    );
+    let t = p.time;
+    // The server closes; the client application never disconnects.
+    p.server.session.close(t);
+    p.finish(Duration::from_secs(30));
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::TimedOut(bookend_session::Timer::Linger))
+    );
+    let linger = CloseReason::Aborted {
+        by: Side::Peer,
+        reason: Reason::LINGER_TIMEOUT,
+        data: None,
+    };
+    assert_eq!(p.client.closed(), Some(&linger));
+    assert!(p.time <= bookend_session::Instant::from_millis(10_200));
+}
+
+#[test]
+fn idle_timeout_after_three_silent_keepalive_intervals() {
+    let mut p = Pair::default_pair();
+    p.connect(
+        b"c",
+        b"s",
+        Options {
+            keepalive_ms: 1_000,
+            ..Options::DEFAULT
+        },
+    );
+    // Keepalives keep a quiet but healthy session up.
+    p.run_until(bookend_session::Instant::from_millis(20_000));
+    assert_eq!(p.client.session.state(), State::Open);
+    assert_eq!(p.server.session.state(), State::Open);
+    // Now the server's transport goes silent (its host vanished): no FIN, no RST.
+    p.server.dead = true;
+    p.finish(Duration::from_secs(10));
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::TimedOut(bookend_session::Timer::Idle))
+    );
+}
