@@ -46,9 +46,14 @@ fn check_reemit(original: &[u8], repr: &FrameRepr<'_>) {
     // flag bits are zero: those must come back byte for byte.
     let fixed_layout = matches!(
         repr,
-        FrameRepr::Reject(_) | FrameRepr::Abort(_) | FrameRepr::Data { .. } | FrameRepr::Disconnect { .. } | FrameRepr::Ping
+        FrameRepr::Reject(_)
+            | FrameRepr::Abort(_)
+            | FrameRepr::Data { .. }
+            | FrameRepr::Disconnect { .. }
+            | FrameRepr::Ping
     );
-    let reserved_clear = original[1] & 0xFE == 0 && !(matches!(repr, FrameRepr::Ping) && original[1] != 0);
+    let reserved_clear =
+        original[1] & 0xFE == 0 && !(matches!(repr, FrameRepr::Ping) && original[1] != 0);
     if fixed_layout && reserved_clear {
         assert_eq!(original, &buf[..], "canonical frame re-emitted differently");
     }

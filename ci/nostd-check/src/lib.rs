@@ -1,4 +1,4 @@
-//! Links the `no_std` bookend crates into a `#![no_std]` staticlib with its own
+//! Links the `no_std` bookend crates into a `#![no_std]` crate with its own
 //! panic handler: the build fails if anything in their dependency graph uses `std`.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -10,6 +10,15 @@ pub fn frame_len(bytes: &[u8]) -> usize {
     match decode(bytes, &Limits::DEFAULT) {
         Ok(Decoded::Frame { len, .. }) => len,
         _ => 0,
+    }
+}
+
+/// Builds a callee session: the session machine compiles against `core` + `alloc` only.
+#[cfg(feature = "alloc")]
+pub fn callee_state() -> bookend_session::State {
+    match bookend_session::Session::callee(Default::default(), 0, bookend_session::Instant::ZERO) {
+        Ok(s) => s.state(),
+        Err(_) => bookend_session::State::Closed,
     }
 }
 

@@ -1,0 +1,198 @@
+//! Fuzzes the whole session machine: one `Session` of either role, driven by an
+//! arbitrary sequence of received bytes (in arbitrary chunks), application
+//! commands, timer firings and transport events. Each byte sequence may start
+//! with a valid handshake so the fuzzer reaches the connected states at once.
+//!
+//! Checked after every operation, beyond "no panic, no hang": every buffer is
+//! within its bound; `Closed` is reported at most once and nothing follows it;
+//! FIN and RST are each requested at most once.
+#![no_main]
+
+use bookend_session::{
+    Config, Event, Instant, Mode, Reason, Role, Session, TransportAction, TransportClosed,
+};
+use bookend_wire::{AcceptRepr, ConnectRepr, FrameRepr, VERSION};
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Bytes(Vec<u8>),
+    Advance(u16),
+    Fin,
+    Reset,
+    TimedOut,
+    Connect(Option<Vec<u8>>),
+    Accept(Option<Vec<u8>>),
+    Reject(u16, Option<Vec<u8>>),
+    Defer,
+    Send(u16),
+    Recv(u16),
+    SendMessage(u16),
+    RecvMessage(u16),
+    SendDisconnect(Option<Vec<u8>>),
+    RecvDisconnect(u8),
+    Close,
+    Abort(u16, Option<Vec<u8>>),
+    Transmit(u16),
+}
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    callee: bool,
+    message_mode: bool,
+    /// Prefix the first Bytes op with a valid CONNECT (callee) or ACCEPT (caller).
+    handshake: bool,
+    small_limits: bool,
+    ops: Vec<Op>,
+}
+
+fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).unwrap();
+    b
+}
+
+struct Watch {
+    closed: bool,
+    fin: u32,
+    rst: u32,
+}
+
+fn drain(s: &mut Session, now: Instant, w: &mut Watch, max: usize) {
+    let mut buf = vec![0u8; max.max(1)];
+    while s.poll_transmit(now, &mut buf) > 0 {}
+    while let Some(a) = s.poll_transport_action() {
+        match a {
+            TransportAction::Fin => w.fin += 1,
+            TransportAction::Reset => w.rst += 1,
+        }
+    }
+    assert!(w.fin <= 1 && w.rst <= 1, "FIN or RST requested twice");
+    while let Some(e) = s.poll_event() {
+        assert!(!w.closed, "event after Closed: {e:?}");
+        if matches!(e, Event::Closed(_)) {
+            w.closed = true;
+        }
+    }
+    let u = s.buffer_usage();
+    assert!(u.rx_partial <= u.rx_partial_max, "{u:?}");
+    assert!(u.rx_queued <= u.rx_queued_max, "{u:?}");
+    assert!(u.tx <= u.tx_max, "{u:?}");
+}
+
+fuzz_target!(|input: Input| {
+    let mut config = Config::default();
+    let mode = if input.message_mode {
+        Mode::Message
+    } else {
+        Mode::Stream
+    };
+    config.options.mode = mode;
+    if input.small_limits {
+        config.options.max_frame_size = 64;
+        config.options.max_message_size = 256;
+        config.options.max_connect_data = 16;
+        config.options.max_disconnect_data = 16;
+        config.recv_buffer = 1024;
+        config.send_buffer = 512;
+    }
+    let mut now = Instant::ZERO;
+    let mut s = if input.callee {
+        Session::callee(config.clone(), 1, now).unwrap()
+    } else {
+        let mut s = Session::caller(config.clone(), 1).unwrap();
+        let _ = s.connect(now, Some(b"fuzz"), config.options);
+        s
+    };
+    assert_eq!(s.role() == Role::Callee, input.callee);
+    let mut prefix = if !input.handshake {
+        Vec::new()
+    } else if input.callee {
+        frame(FrameRepr::Connect(ConnectRepr {
+            min_version: VERSION,
+            max_version: VERSION,
+            options: config.options.to_repr(),
+            data: Some(b"x"),
+        }))
+    } else {
+        frame(FrameRepr::Accept(AcceptRepr {
+            version: VERSION,
+            options: config.options.to_repr(),
+            data: None,
+        }))
+    };
+    let mut w = Watch {
+        closed: false,
+        fin: 0,
+        rst: 0,
+    };
+    let mut grant = config.options;
+    let mut buf = vec![0u8; 70_000];
+    for op in input.ops.into_iter().take(256) {
+        match op {
+            Op::Bytes(mut b) => {
+                if !prefix.is_empty() {
+                    prefix.extend_from_slice(&b);
+                    b = std::mem::take(&mut prefix);
+                }
+                let n = s.handle_bytes(now, &b);
+                assert!(n <= b.len());
+            }
+            Op::Advance(ms) => {
+                now = now + std::time::Duration::from_millis(u64::from(ms) * 10);
+                s.handle_timeout(now);
+            }
+            Op::Fin => s.handle_transport_closed(now, TransportClosed::Fin),
+            Op::Reset => s.handle_transport_closed(now, TransportClosed::Reset),
+            Op::TimedOut => s.handle_transport_closed(now, TransportClosed::TimedOut),
+            Op::Connect(d) => {
+                let _ = s.connect(now, d.as_deref(), config.options);
+            }
+            Op::Accept(d) => {
+                let _ = s.accept(now, d.as_deref(), grant);
+            }
+            Op::Reject(r, d) => {
+                let _ = s.reject(now, Reason(r), d.as_deref());
+            }
+            Op::Defer => {
+                let _ = s.defer();
+            }
+            Op::Send(n) => {
+                let _ = s.send(&buf[..usize::from(n)]);
+            }
+            Op::Recv(n) => {
+                let _ = s.recv(&mut buf[..usize::from(n)]);
+            }
+            Op::SendMessage(n) => {
+                let _ = s.send_message(&buf[..usize::from(n)]);
+            }
+            Op::RecvMessage(n) => {
+                let _ = s.recv_message(&mut buf[..usize::from(n)]);
+            }
+            Op::SendDisconnect(d) => {
+                let _ = s.send_disconnect(now, d.as_deref());
+            }
+            Op::RecvDisconnect(n) => {
+                let _ = s.recv_disconnect(&mut buf[..usize::from(n)]);
+            }
+            Op::Close => s.close(now),
+            Op::Abort(r, d) => {
+                let _ = s.abort(now, Reason(r), d.as_deref());
+            }
+            Op::Transmit(n) => {
+                drain(&mut s, now, &mut w, usize::from(n));
+            }
+        }
+        // Pick up the grant the moment a request arrives, as an application would.
+        while let Some(e) = s.poll_event() {
+            assert!(!w.closed, "event after Closed: {e:?}");
+            match e {
+                Event::ConnectRequest(r) => grant = r.grant,
+                Event::Closed(_) => w.closed = true,
+                _ => {}
+            }
+        }
+        drain(&mut s, now, &mut w, 1460);
+    }
+});
