@@ -1,0 +1,149 @@
+//! Endpoint and listener configuration. Every limit and timeout is here, with
+//! its default; `docs/winsock-mapping.md` and the crate docs explain each.
+
+use core::ops::RangeInclusive;
+use core::time::Duration;
+
+use bookend_session::Config as SessionConfig;
+
+/// Configuration of an [`crate::Endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Session configuration (options, protocol timers, session buffers).
+    pub session: SessionConfig,
+    /// Seed for this endpoint's own randomness (the ephemeral port walk). Use
+    /// the same seed source for smoltcp's `iface::Config::random_seed`, which
+    /// defaults to 0 and then gives identical ISNs on every boot:
+    /// [`Config::interface_seed`] derives one.
+    pub seed: u64,
+    /// TCP receive buffer per connection, bytes (default 64 KiB).
+    pub tcp_rx_buffer: usize,
+    /// TCP send buffer per connection, bytes (default 64 KiB).
+    pub tcp_tx_buffer: usize,
+    /// TCP user timeout: smoltcp aborts a connection that received nothing for
+    /// this long, including in SYN-SENT, SYN-RECEIVED and FIN-WAIT (default 30 s).
+    /// smoltcp has none by default and retransmits forever.
+    pub tcp_timeout: Duration,
+    /// TCP keep-alive interval; must be shorter than `tcp_timeout`, which
+    /// smoltcp otherwise also applies to idle connections (default 10 s).
+    pub tcp_keep_alive: Duration,
+    /// TCP delayed-ACK time (`None` disables delayed ACKs; default 10 ms, smoltcp's).
+    pub tcp_ack_delay: Option<Duration>,
+    /// Nagle's algorithm (default off: session frames are small and latency matters).
+    pub tcp_nagle: bool,
+    /// Local ports for outgoing connections (default 49152..=65535, RFC 6335).
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// How long a closed 4-tuple is kept out of use by `connect`: smoltcp's
+    /// TIME-WAIT is 10 s, and sockets are released from the set before it ends
+    /// (default 10 s).
+    pub time_wait: Duration,
+    /// After the session ended gracefully, how long the TCP FIN/ACK exchange
+    /// may take before the socket is aborted (default 10 s).
+    pub tcp_close_timeout: Duration,
+    /// After the session asked for a reset, how long queued bytes (the ABORT
+    /// frame) may take to be acknowledged before RST (default 1 s).
+    pub abort_flush_timeout: Duration,
+    /// Most connections this endpoint holds at once, all listeners and
+    /// outgoing connections together (default 1024). Beyond it `connect`
+    /// fails and listeners are not re-armed.
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// The defaults, with `seed` for this endpoint's randomness.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            session: SessionConfig::default(),
+            seed,
+            tcp_rx_buffer: 64 * 1024,
+            tcp_tx_buffer: 64 * 1024,
+            tcp_timeout: Duration::from_secs(30),
+            tcp_keep_alive: Duration::from_secs(10),
+            tcp_ack_delay: Some(Duration::from_millis(10)),
+            tcp_nagle: false,
+            ephemeral_ports: 49152..=65535,
+            time_wait: Duration::from_secs(10),
+            tcp_close_timeout: Duration::from_secs(10),
+            abort_flush_timeout: Duration::from_secs(1),
+            max_connections: 1024,
+        }
+    }
+
+    /// The defaults, seeded from the operating system's randomness (the same
+    /// source as `std`'s `HashMap` keys).
+    #[cfg(feature = "std")]
+    pub fn from_os_entropy() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(b"bookend");
+        Self::new(h.finish())
+    }
+
+    /// A seed for smoltcp's `iface::Config::random_seed` derived from
+    /// [`Config::seed`] (never 0, which would repeat ISNs across boots).
+    pub fn interface_seed(&self) -> u64 {
+        splitmix(self.seed ^ 0x1f2e_3d4c_5b6a_7988) | 1
+    }
+
+    /// Checks the configuration.
+    ///
+    /// This function returns `Err` with a description of the first problem.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.session
+            .validate()
+            .map_err(|_| "invalid session configuration")?;
+        if self.tcp_keep_alive >= self.tcp_timeout {
+            return Err("tcp_keep_alive must be shorter than tcp_timeout");
+        }
+        if self.ephemeral_ports.is_empty() || *self.ephemeral_ports.start() == 0 {
+            return Err("ephemeral_ports must be a non-empty range without port 0");
+        }
+        if self.tcp_rx_buffer == 0 || self.tcp_tx_buffer == 0 || self.max_connections == 0 {
+            return Err("buffers and max_connections must be non-zero");
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: a small, well-mixed step for seeds.
+pub(crate) fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Configuration of one listening port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenConfig {
+    /// Listening sockets kept armed: how many SYNs can be taken at the same
+    /// instant. smoltcp has no backlog; this pool is it (default 8).
+    pub backlog: usize,
+    /// Connections held before the application has accepted them: TCP
+    /// established and waiting for CONNECT, or waiting for a decision
+    /// (including deferred ones). While it is full no listener is armed, so
+    /// further SYNs are answered with RST by smoltcp (default 32).
+    pub max_pending: usize,
+}
+
+impl ListenConfig {
+    /// A listener with `backlog` armed sockets and at most `max_pending`
+    /// connections waiting to be accepted.
+    pub fn new(backlog: usize, max_pending: usize) -> Self {
+        Self {
+            backlog,
+            max_pending,
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            backlog: 8,
+            max_pending: 32,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+/*! Runs bookend sessions over smoltcp 0.14 TCP sockets.
+
+bookend gives TCP Windows Sockets 2 connect data, conditional accept and
+disconnect data (`docs/protocol.md`). `bookend-session` is the protocol logic;
+this crate binds sessions to smoltcp TCP sockets and hides smoltcp's traps
+(each verified against smoltcp 0.14.0):
+
+| smoltcp trap | what the [`Endpoint`] does |
+|---|---|
+| no backlog: a listening socket *becomes* the connection, and a SYN finding none gets RST | a pool of `ListenConfig::backlog` listening sockets, re-armed as soon as one is taken, within `max_pending` |
+| a lost SYN-ACK plus a re-armed listener leaves a duplicate half-open socket retransmitting SYN-ACKs forever | duplicates for one 4-tuple are detected after each poll and the stale one is removed without a RST |
+| no default timeouts: retransmission never gives up; `set_timeout` also kills idle connections | every socket gets `Config::tcp_timeout` and a shorter `tcp_keep_alive`; the session adds connect, handshake, decision, linger and idle timers |
+| `connect` needs an application-chosen local port; no TIME-WAIT protection on reuse | an ephemeral port allocator that skips live ports and quarantines closed ones for `Config::time_wait` |
+| `Config::random_seed` defaults to 0: the same ISNs every boot | `Config` requires a seed; [`Config::interface_seed`] derives one for the interface, and `Config::from_os_entropy` (std) takes one from the OS |
+| `SocketSet::remove` sends nothing to the peer | sockets leave the set only when TCP is finished, or after `abort()` and one more interface poll so the RST is really sent |
+| reset and time-out look the same (`Closed` + `InvalidState`) | a connection silent for the whole user timeout is reported as timed out, otherwise as reset |
+| TIME-WAIT is a fixed 10 s and unread data is wiped when it ends | received bytes are pumped into the session before; finished sockets are released at once |
+
+# Driving model
+
+The application owns the smoltcp `Interface`, its `Device` and the
+`SocketSet`. See [`Endpoint`] for the required call order:
+`iface.poll`, then [`Endpoint::poll`], then [`Endpoint::poll_event`] until
+empty, and sleep until the earlier of `iface.poll_at` and [`Endpoint::poll_at`].
+
+# Listeners
+
+[`Endpoint::listen`] keeps `backlog` listening sockets armed. A socket that
+leaves LISTEN becomes a pending connection, counted against `max_pending`
+until the application owns it; while that bound is reached no socket is
+armed, so further SYNs are answered with RST (the caller sees its connect
+reset: WSAECONNREFUSED). A pending connection whose CONNECT does not arrive
+within the session's handshake timeout (5 s) is aborted: the defence against
+slowloris. Once CONNECT arrives, WSAAccept's condition function
+([`Endpoint::accept_with`]) or the application ([`EndpointEvent::Incoming`])
+decides: accept, reject with reason and data, or defer (bounded by the
+decision timeout, 10 s). Deferred requests do not block the ones behind them.
+
+With the `conditional-accept` feature, [`Endpoint::tcp_accept_with`] decides on
+the caller's address before the SYN-ACK (SO_CONDITIONAL_ACCEPT, through
+smoltcp's `pause_synack`): refusal is a RST, so the caller's connect is *reset*
+(it never sees `Refused`, which needs a session); deferral keeps the SYN-ACK
+paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
+
+# Timeouts and their defaults
+
+| timeout | default | where |
+|---|---|---|
+| TCP user timeout | 30 s | `Config::tcp_timeout` |
+| TCP keep-alive | 10 s | `Config::tcp_keep_alive` |
+| TCP close (FIN exchange after the session ended) | 10 s | `Config::tcp_close_timeout` |
+| abort flush (ABORT frame before RST) | 1 s | `Config::abort_flush_timeout` |
+| TIME-WAIT port quarantine | 10 s | `Config::time_wait` |
+| connect (CONNECT to ACCEPT/REJECT) | 15 s | `Config::session.connect_timeout` |
+| handshake (TCP up to CONNECT complete) | 5 s | `Config::session.handshake_timeout` |
+| decision (CONNECT to accept/reject, CF_DEFER included) | 10 s | `Config::session.decision_timeout` |
+| linger (after close, until the peer's FIN) | 10 s | `Config::session.linger_timeout` |
+| session keepalive / idle | 30 s / 90 s | `Config::session.options.keepalive_ms` |
+| SYN-ACK pause on `TcpDecision::Defer` | 5 s | [`Endpoint::set_syn_defer_timeout`] |
+
+`docs/winsock-mapping.md` maps every event and error onto its Winsock name.
+*/
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod config;
+mod endpoint;
+mod ports;
+pub mod transport;
+
+pub use config::{Config, ListenConfig};
+#[cfg(feature = "conditional-accept")]
+pub use endpoint::TcpDecision;
+pub use endpoint::{
+    Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId, Stats,
+    session_instant, smol_instant,
+};
+pub use ports::PortsExhausted;

@@ -1,0 +1,212 @@
+//! The seed's transaction-total scenario over smoltcp: one server, 100 clients
+//! on 4 client hosts, a listener backlog of 8. Each client connects with its
+//! name as caller data, is accepted with a greeting, and ends with
+//! WSASendDisconnect(its transaction total). The server, on FD_CLOSE, reads it
+//! (WSARecvDisconnect), adds it to the cumulative total, answers with
+//! WSASendDisconnect(grand total) and closes at once (5a). Every client reads
+//! its grand total and closes. Afterwards every SocketSet holds only the
+//! listening sockets.
+
+mod net;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bookend_session::{CloseReason, Event, Options};
+use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig, session_instant};
+use bytes::Bytes;
+use net::{Net, ip};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpEndpoint;
+
+const PORT: u16 = 7000;
+const CLIENTS: usize = 100;
+const CLIENT_HOSTS: usize = 4;
+
+#[derive(Debug)]
+struct Client {
+    handle: Option<Handle>,
+    total: u64,
+    greeting: Option<Bytes>,
+    grand_total: Option<u64>,
+    attempts: u32,
+    start_at: Instant,
+    done: bool,
+}
+
+#[test]
+fn seed_scenario_100_clients_backlog_8() {
+    let mut net = Net::new(1 + CLIENT_HOSTS, |i| Config::new(1000 + i as u64));
+    let server = 0;
+    let h = &mut net.hosts[server];
+    let listener =
+        h.ep.listen(&mut h.sockets, PORT, ListenConfig::new(8, 64))
+            .unwrap();
+    let names = Rc::new(RefCell::new(Vec::new()));
+    let seen = names.clone();
+    h.ep.accept_with(listener, move |req| {
+        seen.borrow_mut()
+            .push(req.caller_data.clone().unwrap_or_default());
+        Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        }
+    });
+    assert_eq!(h.sockets.iter().count(), 8, "the backlog pool is armed");
+
+    // Client i: on host 1 + i % 4, transaction total i + 1, starting within 200 ms.
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| Client {
+            handle: None,
+            total: i as u64 + 1,
+            greeting: None,
+            grand_total: None,
+            attempts: 0,
+            start_at: Instant::from_millis((i as i64 * 7) % 200),
+            done: false,
+        })
+        .collect();
+    let mut cumulative: u64 = 0;
+    let mut server_log: Vec<(u64, u64)> = Vec::new(); // (client total, grand total sent)
+
+    net.run(Duration::from_secs(60), |net| {
+        let now = net.now;
+        let t = session_instant(now);
+        // Clients start (or retry after a TCP-level refusal: smoltcp answers a
+        // SYN that finds no armed listener with RST).
+        for (i, c) in clients.iter_mut().enumerate() {
+            if c.handle.is_none() && !c.done && now >= c.start_at {
+                let host = &mut net.hosts[1 + i % CLIENT_HOSTS];
+                let name = format!("client-{i}");
+                let remote = IpEndpoint::new(ip(1), PORT);
+                let h = host
+                    .ep
+                    .connect(
+                        &mut host.iface,
+                        &mut host.sockets,
+                        now,
+                        remote,
+                        Some(name.as_bytes()),
+                        Options::DEFAULT,
+                    )
+                    .unwrap();
+                c.handle = Some(h);
+                c.attempts += 1;
+            }
+        }
+        // Server: steps 2-5 and 5a.
+        let s = &mut net.hosts[server];
+        while let Some((h, ev)) = s.ep.poll_event() {
+            if let EndpointEvent::Session(Event::PeerDisconnected) = ev {
+                let session = s.ep.session(h).unwrap();
+                let mut buf = [0u8; 8];
+                assert_eq!(session.recv(&mut buf), Ok(0), "(2) recv returns 0");
+                let n = session.recv_disconnect(&mut buf).unwrap().unwrap(); // (3)
+                let total = u64::from_be_bytes(buf[..n].try_into().unwrap());
+                cumulative += total; // (4)
+                session
+                    .send_disconnect(t, Some(&cumulative.to_be_bytes()))
+                    .unwrap(); // (5)
+                server_log.push((total, cumulative));
+                s.ep.close(h, now).unwrap(); // (5a) at once
+            }
+        }
+        // Clients: connect, step 1, then 6-8.
+        for host in 1..=CLIENT_HOSTS {
+            let hst = &mut net.hosts[host];
+            while let Some((h, ev)) = hst.ep.poll_event() {
+                // Handles are per endpoint: match the host too.
+                let (i, c) = clients
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(i, c)| 1 + i % CLIENT_HOSTS == host && c.handle == Some(h))
+                    .expect("known handle");
+                match ev {
+                    EndpointEvent::Session(Event::Connected { callee_data, .. }) => {
+                        c.greeting = callee_data;
+                        let total = c.total.to_be_bytes();
+                        hst.ep
+                            .session(h)
+                            .unwrap()
+                            .send_disconnect(t, Some(&total))
+                            .unwrap(); // (1)
+                    }
+                    EndpointEvent::Session(Event::PeerDisconnected) => {
+                        // (6) FD_CLOSE, (7) WSARecvDisconnect, (8) closesocket.
+                        let mut buf = [0u8; 8];
+                        let n = hst
+                            .ep
+                            .session(h)
+                            .unwrap()
+                            .recv_disconnect(&mut buf)
+                            .unwrap()
+                            .unwrap();
+                        c.grand_total = Some(u64::from_be_bytes(buf[..n].try_into().unwrap()));
+                        hst.ep.close(h, now).unwrap();
+                        c.done = true;
+                    }
+                    EndpointEvent::Session(Event::Closed(CloseReason::Reset))
+                        if c.grand_total.is_none() =>
+                    {
+                        // Refused at the TCP level: retry shortly, as a client would.
+                        assert!(c.attempts < 50, "client {i} refused 50 times");
+                        hst.ep.close(h, now).unwrap();
+                        c.handle = None;
+                        c.start_at = now + Duration::from_millis(20 + (i as u64 % 13) * 3);
+                    }
+                    EndpointEvent::Session(Event::Closed(r)) => {
+                        assert!(c.done, "client {i} closed early: {r}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let all_done = clients.iter().all(|c| c.done);
+        let listeners_only = net.hosts.iter().all(|h| {
+            h.ep.connection_count() == 0
+                && h.sockets.iter().count() == h.ep.listening_socket_count()
+        });
+        all_done && listeners_only
+    });
+
+    // Every client got the greeting and a grand total that is the server's
+    // running sum right after its own total.
+    let expected_sum: u64 = (1..=CLIENTS as u64).sum();
+    assert_eq!(
+        cumulative, expected_sum,
+        "cumulative total is the sum of all totals"
+    );
+    let by_total: BTreeMap<u64, u64> = server_log.iter().copied().collect();
+    assert_eq!(by_total.len(), CLIENTS);
+    for c in &clients {
+        assert_eq!(c.greeting.as_deref(), Some(&b"welcome"[..]));
+        assert_eq!(
+            c.grand_total,
+            by_total.get(&c.total).copied(),
+            "client with total {}",
+            c.total
+        );
+    }
+    let mut running = 0;
+    for (total, grand) in &server_log {
+        running += total;
+        assert_eq!(*grand, running);
+    }
+    assert_eq!(
+        names.borrow().len(),
+        CLIENTS,
+        "the condition function saw every caller's data"
+    );
+    // Back to listeners only: the server keeps its pool of 8, clients hold nothing.
+    assert_eq!(net.hosts[0].sockets.iter().count(), 8);
+    for h in &net.hosts[1..] {
+        assert_eq!(h.sockets.iter().count(), 0);
+    }
+    let retries: u32 = clients.iter().map(|c| c.attempts - 1).sum();
+    eprintln!(
+        "100 clients done at {}; {retries} TCP-level retries; stats {:?}",
+        net.now,
+        net.hosts[0].ep.stats()
+    );
+}
