@@ -22,6 +22,12 @@ pub fn callee_state() -> bookend_session::State {
     }
 }
 
+/// Builds a driver endpoint: the smoltcp driver compiles against `core` + `alloc` only.
+#[cfg(feature = "alloc")]
+pub fn endpoint_ok() -> bool {
+    bookend_smoltcp::Endpoint::new(bookend_smoltcp::Config::new(1)).is_ok()
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {

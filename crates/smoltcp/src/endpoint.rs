@@ -769,7 +769,7 @@ impl Endpoint {
         let mut seen: Vec<(IpEndpoint, IpEndpoint, SocketHandle, usize)> = Vec::new();
         for (index, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
-            if c.listener.is_none() || !Self::counts_as_pending(c.phase) {
+            if c.listener.is_none() || c.aborted_at_poll.is_some() {
                 continue;
             }
             let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket) else {
@@ -780,8 +780,11 @@ impl Endpoint {
         seen.sort_by_key(|&(l, r, h, _)| (l, r, h));
         let mut drop = Vec::new();
         for w in seen.windows(2) {
-            if w[0].0 == w[1].0 && w[0].1 == w[1].1 {
-                // Same tuple: the higher slot never sees a segment again.
+            // Same tuple: every segment goes to the lowest slot (w[0] of the
+            // run), so a higher one still half-open will never complete. An
+            // established one is never touched.
+            let same = w[0].0 == w[1].0 && w[0].1 == w[1].1;
+            if same && sockets.get::<tcp::Socket>(w[1].2).state() == tcp::State::SynReceived {
                 drop.push(w[1].3);
             }
         }

@@ -211,13 +211,7 @@ impl Net {
             if app(self) {
                 return;
             }
-            let next = self.next_wakeup().unwrap_or(end);
-            let next = if next <= self.now {
-                self.now + Duration::from_micros(100)
-            } else {
-                next
-            };
-            if next > end {
+            if self.now >= end {
                 for (i, h) in self.hosts.iter().enumerate() {
                     let states: Vec<String> = h
                         .sockets
@@ -232,6 +226,12 @@ impl Net {
                 }
                 panic!("not done by {end}");
             }
+            let next = self.next_wakeup().unwrap_or(end).min(end);
+            let next = if next <= self.now {
+                self.now + Duration::from_micros(100)
+            } else {
+                next
+            };
             self.now = next;
         }
     }
