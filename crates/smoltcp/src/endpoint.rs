@@ -628,10 +628,25 @@ impl Endpoint {
     pub fn close(&mut self, h: Handle, now: SmolInstant) -> Result<(), Error> {
         let c = self.conn_mut(h).ok_or(Error::InvalidHandle)?;
         c.session.close(session_instant(now));
+        self.release(h);
+        Ok(())
+    }
+
+    /// The application let go of `h`: invalidate the handle, and free the
+    /// slot at once if nothing is left to linger for.
+    fn release(&mut self, h: Handle) {
+        let index = h.index as usize;
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
         c.phase = Phase::Released;
         c.generation = c.generation.wrapping_add(1);
-        self.generations[h.index as usize] = c.generation;
-        Ok(())
+        self.generations[index] = c.generation;
+        if c.socket.is_none() && c.session.is_drained() {
+            self.conns[index] = None;
+            self.generations[index] = self.generations[index].wrapping_add(1);
+            self.free.push(index);
+        }
     }
 
     /// closesocket with linger {1, 0}: ABORT with `reason` and `data`, then RST.
@@ -651,9 +666,7 @@ impl Endpoint {
             Ok(()) | Err(bookend_session::Error::InvalidState { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        c.phase = Phase::Released;
-        c.generation = c.generation.wrapping_add(1);
-        self.generations[h.index as usize] = c.generation;
+        self.release(h);
         Ok(())
     }
 
@@ -674,7 +687,8 @@ impl Endpoint {
             }
         };
         for c in self.conns.iter().flatten() {
-            if c.session.send_queue() > 0 || c.aborted_at_poll.is_some() {
+            let cleanup = c.phase == Phase::Released && c.session.is_drained();
+            if c.session.send_queue() > 0 || c.aborted_at_poll.is_some() || cleanup {
                 consider(Some(t));
             }
             consider(c.session.poll_timeout());
@@ -682,7 +696,7 @@ impl Endpoint {
             consider(c.tcp_done_by);
             #[cfg(feature = "conditional-accept")]
             if let Phase::SynPaused(by) = c.phase {
-                consider(Some(by.min(t)));
+                consider(Some(by));
             }
         }
         next.map(smol_instant)
@@ -858,7 +872,12 @@ impl Endpoint {
                             c.aborted_at_poll = Some(polls);
                             c.phase = Phase::Refused;
                             self.stats.refused += 1;
-                            let _ = c.session.abort(t, Reason::REJECTED, None);
+                            // The connection is reset by us: the session ends with
+                            // nothing left to send, so it drains and its slot is freed.
+                            c.session.handle_transport_closed(
+                                t,
+                                bookend_session::TransportClosed::Reset,
+                            );
                             while c.session.poll_event().is_some() {}
                             return;
                         }

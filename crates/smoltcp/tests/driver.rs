@@ -570,3 +570,36 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
     });
     assert!(net.now - connected_at <= Duration::from_secs(6));
 }
+
+#[test]
+fn tcp_level_defer_holds_the_syn_ack_for_a_bounded_time() {
+    let mut net = Net::new(2, |i| Config::new(i as u64 + 21));
+    let h = &mut net.hosts[0];
+    let l =
+        h.ep.listen(&mut h.sockets, PORT, ListenConfig::default())
+            .unwrap();
+    h.ep.set_syn_defer_timeout(std::time::Duration::from_millis(1500));
+    h.ep.tcp_accept_with(&mut h.sockets, l, |_, _| TcpDecision::Defer);
+    net.drop = Box::new(|p| {
+        assert!(!(p.syn && p.ack), "no SYN-ACK while deferred");
+        false
+    });
+    connect(&mut net, 1, b"waiting");
+    let mut seen = Vec::new();
+    net.run(Duration::from_secs(10), |net| {
+        let new = events(net, 1);
+        close_ended(net, 1, &new);
+        seen.extend(new);
+        closed_of(&seen).is_some() && listeners_only(net)
+    });
+    assert_eq!(
+        closed_of(&seen),
+        Some(CloseReason::Reset),
+        "refused once the deferral ran out"
+    );
+    assert!(
+        net.now >= Instant::from_millis(1500) && net.now < Instant::from_millis(2600),
+        "at {}",
+        net.now
+    );
+}
