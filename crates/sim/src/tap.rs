@@ -1,0 +1,128 @@
+//! Running a host on a real Linux TAP device, in real time.
+
+use std::fmt;
+use std::io;
+use std::os::unix::io::AsRawFd;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::phy::{self, Medium, TunTapInterface};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+/// Why a TAP device could not be used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TapError {
+    /// `/dev/net/tun` does not exist: the kernel has no TUN/TAP support here.
+    NoTunDevice,
+    /// Opening or creating the device was refused: it needs `CAP_NET_ADMIN`
+    /// (run as root), or a device created beforehand with
+    /// `ip tuntap add NAME mode tap user $USER`.
+    PermissionDenied(String),
+    /// Any other I/O error, with the device name.
+    Io(String, io::Error),
+}
+
+impl fmt::Display for TapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoTunDevice => write!(
+                f,
+                "/dev/net/tun is missing: no TUN/TAP support on this machine"
+            ),
+            Self::PermissionDenied(name) => write!(
+                f,
+                "not allowed to open TAP device {name}: run as root (CAP_NET_ADMIN) or create it first with \
+                 `ip tuntap add {name} mode tap user $USER`"
+            ),
+            Self::Io(name, e) => write!(f, "TAP device {name}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TapError {}
+
+/// A host on a TAP device: an Ethernet interface with one address.
+pub struct TapHost {
+    /// The interface.
+    pub iface: Interface,
+    /// Its sockets.
+    pub sockets: SocketSet<'static>,
+    device: TunTapInterface,
+}
+
+impl TapHost {
+    /// Opens (or creates) TAP device `name` and configures `addr` on it, with
+    /// a locally administered MAC and smoltcp's ISN seed derived from `seed`.
+    ///
+    /// This function returns a [`TapError`] saying what is missing.
+    pub fn open(
+        name: &str,
+        addr: IpCidr,
+        gateway: Option<Ipv4Address>,
+        seed: u64,
+    ) -> Result<Self, TapError> {
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            return Err(TapError::NoTunDevice);
+        }
+        let mut device =
+            TunTapInterface::new(name, Medium::Ethernet).map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => TapError::PermissionDenied(name.to_string()),
+                _ if e.raw_os_error() == Some(1) => TapError::PermissionDenied(name.to_string()),
+                _ => TapError::Io(name.to_string(), e),
+            })?;
+        let b = seed.to_be_bytes();
+        // Locally administered, unicast: 02:xx:xx:xx:xx:xx.
+        let mac = EthernetAddress([0x02, b[3], b[4], b[5], b[6], b[7]]);
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+        cfg.random_seed = seed | 1;
+        let mut iface = Interface::new(cfg, &mut device, Instant::now());
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(addr);
+        });
+        if let Some(gw) = gateway {
+            iface.routes_mut().add_default_ipv4_route(gw).map_err(|_| {
+                TapError::Io(name.to_string(), io::Error::other("routing table full"))
+            })?;
+        }
+        Ok(Self {
+            iface,
+            sockets: SocketSet::new(vec![]),
+            device,
+        })
+    }
+
+    /// Runs the host in real time: polls the interface, calls `app`, and
+    /// sleeps on the device until the earlier of the interface's deadline and
+    /// the one `app` returns. `app` returns `None` to stop.
+    ///
+    /// This function returns `Err` if waiting on the device fails.
+    pub fn run(
+        &mut self,
+        mut app: impl FnMut(Instant, &mut Interface, &mut SocketSet<'static>) -> Option<Option<Instant>>,
+    ) -> io::Result<()> {
+        let fd = self.device.as_raw_fd();
+        loop {
+            let now = Instant::now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            let Some(app_at) = app(now, &mut self.iface, &mut self.sockets) else {
+                return Ok(());
+            };
+            // Send what the application queued before sleeping.
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            let iface_delay = self.iface.poll_delay(now, &self.sockets);
+            let app_delay = app_at.map(|t| if t > now { t - now } else { Duration::ZERO });
+            let delay = match (iface_delay, app_delay) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // Never sleep unboundedly: a stop condition may depend on time.
+            let delay = Some(
+                delay
+                    .unwrap_or(Duration::from_millis(100))
+                    .min(Duration::from_millis(100)),
+            );
+            phy::wait(fd, delay)?;
+        }
+    }
+}
