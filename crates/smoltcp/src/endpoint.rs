@@ -687,8 +687,15 @@ impl Endpoint {
             }
         };
         for c in self.conns.iter().flatten() {
-            let cleanup = c.phase == Phase::Released && c.session.is_drained();
-            if c.session.send_queue() > 0 || c.aborted_at_poll.is_some() || cleanup {
+            // Only work that no interface event will trigger: removing an
+            // aborted socket after the RST went out, and freeing a released
+            // slot. Bytes queued by the session need no wake-up of their own:
+            // the application polls after its commands (call order, step 4),
+            // and a send window opening again arrives through `iface.poll`.
+            // (Waking for them would spin while TCP's window is closed.)
+            let cleanup =
+                c.phase == Phase::Released && c.socket.is_none() && c.session.is_drained();
+            if c.aborted_at_poll.is_some() || cleanup {
                 consider(Some(t));
             }
             consider(c.session.poll_timeout());

@@ -1,0 +1,424 @@
+//! `bookend demo`: the seed's transaction-total scenario on the simulated network.
+
+use std::fmt;
+use std::time::Instant as WallInstant;
+
+use bookend_session::Mode;
+use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals, host_addr};
+use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
+use bytes::Bytes;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use crate::apps::{Client, ClientState, GREETING, Server, Step, step_table};
+
+/// The port the server listens on.
+pub const PORT: u16 = 7000;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoConfig {
+    /// Number of clients, each on its own host.
+    pub clients: usize,
+    /// Transactions (request and reply) each client performs.
+    pub transactions: u64,
+    /// Number of servers (clients are spread over them); 1 for the seed scenario.
+    pub servers: usize,
+    /// The link of every host, both directions.
+    pub link: LinkConfig,
+    /// The simulator's seed.
+    pub seed: u64,
+    /// Stream or message mode.
+    pub mode: Mode,
+    /// Listener backlog (armed listening sockets).
+    pub backlog: usize,
+    /// The server's link goes down at the first time and back at the second.
+    pub partition: Option<(Instant, Instant)>,
+    /// Server `.0` crashes at `.1` (and restarts at `.2`, if given).
+    pub crash: Option<(usize, Instant, Option<Instant>)>,
+    /// Session keepalive, milliseconds (also bounds how long a silent peer is
+    /// waited for: 3 intervals).
+    pub keepalive_ms: u32,
+    /// Virtual time limit.
+    pub limit: Duration,
+    /// Keep the server's pcap capture in the report.
+    pub capture: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            clients: 10,
+            transactions: 5,
+            servers: 1,
+            link: LinkConfig {
+                latency: Duration::from_millis(5),
+                ..LinkConfig::default()
+            },
+            seed: 1,
+            mode: Mode::Stream,
+            backlog: 8,
+            partition: None,
+            crash: None,
+            keepalive_ms: 30_000,
+            limit: Duration::from_secs(600),
+            capture: false,
+        }
+    }
+}
+
+/// One client's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientResult {
+    /// Its name (caller data).
+    pub name: String,
+    /// Which server it used.
+    pub server: usize,
+    /// Transactions it completed (its total).
+    pub transactions: u64,
+    /// The grand total it received, if any.
+    pub grand_total: Option<u64>,
+    /// What the server says it sent this client.
+    pub server_sent: Option<u64>,
+    /// Whether it finished.
+    pub finished: bool,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// Connect attempts.
+    pub attempts: u32,
+}
+
+/// The outcome of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// The configuration run.
+    pub config: DemoConfig,
+    /// The first client's steps, both sides.
+    pub steps: Vec<Step>,
+    /// Every client.
+    pub clients: Vec<ClientResult>,
+    /// Per server, its cumulative total at the end.
+    pub cumulative: Vec<u64>,
+    /// Sessions refused (REJECT) plus TCP-level refusals retried.
+    pub refused: u64,
+    /// Network counters.
+    pub totals: Totals,
+    /// Virtual time at the end.
+    pub virtual_time: Instant,
+    /// Wall-clock time the run took.
+    pub wall: std::time::Duration,
+    /// Why the run stopped early, if it did.
+    pub run_error: Option<RunError>,
+    /// The server's traffic as a pcap file, if `capture` was set.
+    pub pcap: Option<Vec<u8>>,
+}
+
+impl DemoReport {
+    /// Sum of all client totals of server `s`, which its cumulative total must equal.
+    pub fn expected(&self, s: usize) -> u64 {
+        self.clients
+            .iter()
+            .filter(|c| c.server == s && c.finished)
+            .map(|c| c.transactions)
+            .sum()
+    }
+
+    /// Whether every client finished and every total checks out.
+    pub fn ok(&self) -> bool {
+        self.run_error.is_none()
+            && self
+                .clients
+                .iter()
+                .all(|c| c.finished && c.grand_total.is_some() && c.grand_total == c.server_sent)
+            && (0..self.config.servers).all(|s| self.cumulative[s] == self.expected(s))
+            && self.cumulative.iter().sum::<u64>()
+                == self.config.clients as u64 * self.config.transactions
+    }
+
+    /// The seed's table for the first client.
+    pub fn step_table(&self) -> String {
+        step_table(&self.steps)
+    }
+
+    /// The summary table.
+    pub fn summary(&self) -> String {
+        let c = &self.config;
+        let finished = self.clients.iter().filter(|c| c.finished).count();
+        let grand: u64 = self.cumulative.iter().sum();
+        let expected = c.clients as u64 * c.transactions;
+        let check = if grand == expected && self.ok() {
+            "correct"
+        } else {
+            "WRONG"
+        };
+        let l = &self.totals.links;
+        let rows = [
+            ("clients", format!("{} ({finished} finished)", c.clients)),
+            (
+                "transactions",
+                format!("{} per client, {} in all", c.transactions, expected),
+            ),
+            (
+                "grand total",
+                format!("{grand} (expected {expected}: {check})"),
+            ),
+            ("sessions refused", self.refused.to_string()),
+            ("retransmissions", self.totals.retransmissions.to_string()),
+            (
+                "drops",
+                format!(
+                    "{} (loss {}, queue {}, down {}, mtu {}); corrupted {}, duplicated {}, reordered {}",
+                    l.dropped(),
+                    l.dropped_loss,
+                    l.dropped_queue,
+                    l.dropped_down,
+                    l.dropped_mtu,
+                    l.corrupted,
+                    l.duplicated,
+                    l.reordered
+                ),
+            ),
+            ("packets delivered", self.totals.delivered.to_string()),
+            ("virtual time", self.virtual_time.to_string()),
+            ("wall time", format!("{:.3}s", self.wall.as_secs_f64())),
+        ];
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("{k:<18} {v}\n"));
+        }
+        if let Some(e) = &self.run_error {
+            out.push_str(&format!("{:<18} {e}\n", "stopped"));
+        }
+        for cl in self.clients.iter().filter(|c| !c.finished).take(10) {
+            out.push_str(&format!(
+                "{:<18} {} (server {}): {}\n",
+                "failed",
+                cl.name,
+                cl.server,
+                cl.failure.as_deref().unwrap_or("unfinished")
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "The seed scenario for {} (steps 1-8 and 5a):\n",
+            self.clients.first().map_or("-", |c| &c.name)
+        )?;
+        writeln!(f, "{}", self.step_table())?;
+        write!(f, "{}", self.summary())
+    }
+}
+
+struct DemoApp {
+    config: DemoConfig,
+    endpoints: Vec<Option<Endpoint>>,
+    servers: Vec<Server>,
+    clients: Vec<Client>,
+}
+
+impl DemoApp {
+    fn server_of(&self, client: usize) -> usize {
+        client % self.config.servers
+    }
+
+    fn endpoint_config(&self, host: usize) -> Config {
+        let mut c = Config::new(
+            self.config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(host as u64),
+        );
+        c.session.options.keepalive_ms = self.config.keepalive_ms;
+        c.session.options.mode = self.config.mode;
+        // A silent peer is given up on within a few keepalive intervals.
+        let k = std::time::Duration::from_millis(u64::from(self.config.keepalive_ms.max(1000)));
+        c.tcp_keep_alive = k;
+        c.tcp_timeout = (k * 4).max(std::time::Duration::from_secs(4));
+        // Lossy links: smoltcp's RTO doubles from 1 s, so three losses of one
+        // segment take 15 s to repair. The protocol defaults (10 s linger, 5 s
+        // handshake) would abort sessions that are only slow; give them room.
+        c.session.linger_timeout = std::time::Duration::from_secs(60);
+        c.session.handshake_timeout = std::time::Duration::from_secs(30);
+        c.tcp_close_timeout = std::time::Duration::from_secs(60);
+        c
+    }
+}
+
+impl App for DemoApp {
+    fn poll(&mut self, host: usize, h: &mut Host, now: Instant) {
+        let servers = self.config.servers;
+        if self.endpoints[host].is_none() {
+            let mut ep = Endpoint::new(self.endpoint_config(host)).expect("valid configuration");
+            if host < servers {
+                let backlog = self.config.backlog;
+                let l = ep
+                    .listen(
+                        &mut h.sockets,
+                        PORT,
+                        ListenConfig::new(backlog, 4 * backlog.max(8)),
+                    )
+                    .expect("listen");
+                ep.accept_with(l, |req| Decision::Accept {
+                    callee_data: Some(Bytes::from_static(GREETING)),
+                    granted: req.grant,
+                });
+            }
+            self.endpoints[host] = Some(ep);
+        }
+        let Some(ep) = self.endpoints[host].as_mut() else {
+            return;
+        };
+        ep.poll(now, &mut h.iface, &mut h.sockets);
+        if host < servers {
+            self.servers[host].poll(ep, now);
+        } else {
+            self.clients[host - servers].poll(ep, &mut h.iface, &mut h.sockets, now);
+        }
+        // Move what the application queued into the sockets before the
+        // interface sends.
+        ep.poll(now, &mut h.iface, &mut h.sockets);
+    }
+
+    fn poll_at(&mut self, host: usize, _h: &mut Host, now: Instant) -> Option<Instant> {
+        let servers = self.config.servers;
+        let ep = self
+            .endpoints
+            .get(host)?
+            .as_ref()
+            .and_then(|ep| ep.poll_at(now));
+        let client = if host >= servers {
+            self.clients[host - servers].poll_at()
+        } else {
+            None
+        };
+        match (ep, client) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn done(&self, _sim: &Sim) -> bool {
+        self.clients.iter().all(Client::ended)
+            && self
+                .endpoints
+                .iter()
+                .take(self.config.servers)
+                .flatten()
+                .all(|ep| ep.connection_count() == 0)
+    }
+}
+
+/// Runs the demo and reports; never panics on a failed scenario (the report says).
+pub fn run(config: DemoConfig) -> DemoReport {
+    let wall = WallInstant::now();
+    let mut sim = Sim::new(config.seed);
+    let hosts = config.servers + config.clients;
+    for _ in 0..hosts {
+        sim.add_host(config.link.clone());
+    }
+    if let Some((from, until)) = config.partition {
+        sim.partition(0, from, until);
+    }
+    let mut app = DemoApp {
+        endpoints: (0..hosts).map(|_| None).collect(),
+        servers: (0..config.servers)
+            .map(|s| Server::new(config.mode, (s == 0).then(|| "client-0".to_string())))
+            .collect(),
+        clients: Vec::new(),
+        config: config.clone(),
+    };
+    for i in 0..config.clients {
+        let server = app.server_of(i);
+        let addr = IpEndpoint::new(IpAddress::Ipv4(host_addr(server)), PORT);
+        // Starts spread over 5 ms per client, as real clients arrive.
+        let start = Instant::from_micros((i as i64 * 5_000) % 500_000);
+        let mut c = Client::new(
+            format!("client-{i}"),
+            addr,
+            config.transactions,
+            config.mode,
+            start,
+            i == 0,
+        );
+        c.keepalive_ms = config.keepalive_ms;
+        app.clients.push(c);
+    }
+    let mut run_error = None;
+    match config.crash {
+        Some((server, at, restart)) => {
+            let until_crash = at - sim.now;
+            // Running out of time before the crash is the plan; stalling is not.
+            if let Err(e @ RunError::Stalled(_)) = sim.run(&mut app, until_crash) {
+                run_error = Some(e);
+            }
+            if run_error.is_none() && !app.done(&sim) {
+                sim.now = at;
+                sim.crash(server);
+                app.endpoints[server] = None;
+                if let Some(up) = restart {
+                    let _ = sim.run(&mut app, up - sim.now);
+                    sim.now = sim.now.max(up);
+                    sim.restart(server);
+                    app.servers[server] = Server::new(config.mode, None);
+                }
+                run_error = sim.run(&mut app, config.limit).err();
+            }
+        }
+        None => run_error = sim.run(&mut app, config.limit).err(),
+    }
+    let clients = app
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let server = i % config.servers;
+            ClientResult {
+                name: c.name.clone(),
+                server,
+                transactions: config.transactions,
+                grand_total: c.grand_total,
+                server_sent: app.servers[server].totals.get(&c.name).map(|&(_, g)| g),
+                finished: c.state == ClientState::Finished,
+                failure: match &c.state {
+                    ClientState::Failed(why) => Some(why.clone()),
+                    _ => None,
+                },
+                attempts: c.attempts,
+            }
+        })
+        .collect();
+    let app_capture = config.capture.then(|| sim.pcap(0));
+    let mut steps = app
+        .clients
+        .first()
+        .and_then(|c| c.steps.clone())
+        .unwrap_or_default();
+    steps.extend(
+        app.servers
+            .first()
+            .map(|s| s.steps.clone())
+            .unwrap_or_default(),
+    );
+    let refused = app
+        .clients
+        .iter()
+        .map(|c| u64::from(c.refused) + u64::from(c.attempts.saturating_sub(1)))
+        .sum();
+    DemoReport {
+        cumulative: app.servers.iter().map(|s| s.cumulative).collect(),
+        config,
+        steps,
+        clients,
+        refused,
+        totals: sim.totals(),
+        virtual_time: sim.now,
+        wall: wall.elapsed(),
+        run_error,
+        pcap: app_capture,
+    }
+}

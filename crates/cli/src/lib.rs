@@ -1,0 +1,9 @@
+//! The `bookend` command's library: the seed scenario's applications and the
+//! simulated demo, so that tests can run exactly what the binary runs.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod apps;
+pub mod demo;
+pub mod tap;

@@ -1,0 +1,271 @@
+//! `bookend`: the seed's transaction-total scenario over bookend sessions, on
+//! a simulated network (`demo`) or on real TAP devices (`serve`, `connect`).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use bookend_cli::apps::step_table;
+use bookend_cli::{demo, tap};
+use bookend_session::Mode;
+use bookend_sim::LinkConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
+
+/// bookend: connect data, conditional accept and disconnect data for TCP.
+#[derive(Debug, Parser)]
+#[command(name = "bookend", version, about, long_about = None)]
+struct Cli {
+    /// Debug logging (otherwise RUST_LOG decides; default: warnings).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Byte stream: graceful close reads as recv() == 0.
+    Stream,
+    /// Messages: graceful close is WSAEDISCON.
+    Message,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Stream => Mode::Stream,
+            ModeArg::Message => Mode::Message,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Play the seed's transaction-total scenario on the built-in simulated
+    /// network: one server, N clients, M transactions each, then
+    /// WSASendDisconnect(total) / WSASendDisconnect(grand total).
+    Demo {
+        /// Number of clients, each on its own simulated host.
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// Transactions (request and reply) per client.
+        #[arg(long, default_value_t = 5)]
+        transactions_per_client: u64,
+        /// Packet loss on every link, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// One-way latency of every link, in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        latency: u64,
+        /// Reordering on every link, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        reorder: f64,
+        /// Duplication on every link, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        duplicate: f64,
+        /// Bit corruption on every link, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        corrupt: f64,
+        /// Seed of the simulated network (same seed, same traffic).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the server's traffic to this pcap file.
+        #[arg(long)]
+        pcap: Option<std::path::PathBuf>,
+        /// Stream or message mode.
+        #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
+        mode: ModeArg,
+    },
+    /// Run the scenario's server on a TAP device (needs root or a prepared device).
+    Serve {
+        /// TAP device name (created if absent).
+        #[arg(long)]
+        tap: String,
+        /// Our address on it, as CIDR (e.g. 10.99.0.1/24).
+        #[arg(long, value_parser = parse_cidr)]
+        addr: IpCidr,
+        /// Port to listen on.
+        #[arg(long, default_value_t = demo::PORT)]
+        port: u16,
+        /// Stop after this many clients have finished.
+        #[arg(long)]
+        clients: Option<usize>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Stream or message mode.
+        #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
+        mode: ModeArg,
+    },
+    /// Run one client of the scenario on a TAP device.
+    Connect {
+        /// TAP device name (created if absent).
+        #[arg(long)]
+        tap: String,
+        /// Our address on it, as CIDR (e.g. 10.99.0.2/24).
+        #[arg(long, value_parser = parse_cidr)]
+        addr: IpCidr,
+        /// The server, IP:PORT.
+        #[arg(long, value_parser = parse_endpoint)]
+        server: IpEndpoint,
+        /// Transactions to perform.
+        #[arg(long, default_value_t = 5)]
+        transactions: u64,
+        /// Our name, sent as caller data.
+        #[arg(long, default_value = "client-0")]
+        name: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Stream or message mode.
+        #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
+        mode: ModeArg,
+    },
+}
+
+/// `A.B.C.D/N` as a smoltcp CIDR (smoltcp's types have no `FromStr`).
+fn parse_cidr(s: &str) -> Result<IpCidr, String> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s}: expected A.B.C.D/N"))?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|e| format!("{ip}: {e}"))?;
+    let prefix: u8 = prefix.parse().map_err(|e| format!("{prefix}: {e}"))?;
+    if prefix > 32 {
+        return Err(format!("prefix {prefix} is over 32"));
+    }
+    Ok(IpCidr::new(IpAddress::Ipv4(ip), prefix))
+}
+
+/// `A.B.C.D:PORT` as a smoltcp endpoint.
+fn parse_endpoint(s: &str) -> Result<IpEndpoint, String> {
+    let a: std::net::SocketAddrV4 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
+}
+
+fn percent(p: f64) -> Result<f64, String> {
+    if (0.0..=100.0).contains(&p) {
+        Ok(p / 100.0)
+    } else {
+        Err(format!("{p} is not a percentage"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.verbose {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bookend: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<bool, String> {
+    match command {
+        Command::Demo {
+            clients,
+            transactions_per_client,
+            loss,
+            latency,
+            reorder,
+            duplicate,
+            corrupt,
+            seed,
+            pcap,
+            mode,
+        } => {
+            let link = LinkConfig {
+                latency: Duration::from_millis(latency),
+                loss: percent(loss)?,
+                reorder: percent(reorder)?,
+                duplicate: percent(duplicate)?,
+                corrupt: percent(corrupt)?,
+                ..LinkConfig::default()
+            };
+            let config = demo::DemoConfig {
+                clients,
+                transactions: transactions_per_client,
+                link,
+                seed,
+                mode: mode.into(),
+                capture: pcap.is_some(),
+                ..demo::DemoConfig::default()
+            };
+            let report = demo::run(config);
+            println!("{report}");
+            if let (Some(path), Some(bytes)) = (pcap, report.pcap.as_ref()) {
+                std::fs::write(&path, bytes)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                println!("server traffic written to {}", path.display());
+            }
+            Ok(report.ok())
+        }
+        Command::Serve {
+            tap,
+            addr,
+            port,
+            clients,
+            timeout,
+            mode,
+        } => {
+            let r = tap::serve(
+                &tap,
+                addr,
+                port,
+                clients,
+                mode.into(),
+                std::time::Duration::from_secs(timeout),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("The seed scenario, server side, for client-0:\n");
+            println!("{}", step_table(&r.steps));
+            println!(
+                "clients served: {}; cumulative total: {}",
+                r.totals.len(),
+                r.cumulative
+            );
+            Ok(true)
+        }
+        Command::Connect {
+            tap,
+            addr,
+            server,
+            transactions,
+            name,
+            timeout,
+            mode,
+        } => {
+            let r = tap::connect(
+                &tap,
+                addr,
+                server,
+                &name,
+                transactions,
+                mode.into(),
+                std::time::Duration::from_secs(timeout),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("The seed scenario, client side, for {name}:\n");
+            println!("{}", step_table(&r.steps));
+            match r.grand_total {
+                Some(g) => println!("grand total received: {g}"),
+                None => println!("no grand total received"),
+            }
+            Ok(r.grand_total.is_some())
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `bookend serve` and `bookend connect`: the seed scenario's server and client
+//! on real Linux TAP devices, in real time.
+
+use std::fmt;
+
+use bookend_session::Mode;
+use bookend_sim::tap::{TapError, TapHost};
+use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
+use bytes::Bytes;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpCidr, IpEndpoint};
+
+use crate::apps::{Client, ClientState, GREETING, Server, Step};
+
+/// Why a TAP run failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TapRunError {
+    /// The TAP device could not be used.
+    Tap(TapError),
+    /// Waiting on the device failed.
+    Io(std::io::Error),
+    /// The run did not complete within its wall-clock limit.
+    TimedOut,
+}
+
+impl fmt::Display for TapRunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tap(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "device I/O: {e}"),
+            Self::TimedOut => write!(f, "did not complete within the time limit"),
+        }
+    }
+}
+
+impl std::error::Error for TapRunError {}
+
+fn relative(steps: &mut [Step], start: Instant) {
+    for s in steps {
+        s.at = Instant::from_micros(s.at.total_micros() - start.total_micros());
+    }
+}
+
+/// What `serve` did.
+#[derive(Debug)]
+pub struct ServeReport {
+    /// Per client name: (its total, the grand total sent).
+    pub totals: std::collections::BTreeMap<String, (u64, u64)>,
+    /// The cumulative total.
+    pub cumulative: u64,
+    /// The traced client's steps (times relative to the start).
+    pub steps: Vec<Step>,
+}
+
+/// Serves the seed scenario on TAP device `tap` with address `addr`, until
+/// `clients` clients have finished (or forever if `None`), at most `limit`.
+///
+/// This function returns `Err` if the device cannot be used or the limit passes.
+pub fn serve(
+    tap: &str,
+    addr: IpCidr,
+    port: u16,
+    clients: Option<usize>,
+    mode: Mode,
+    limit: std::time::Duration,
+) -> Result<ServeReport, TapRunError> {
+    let config = Config::from_os_entropy();
+    let mut host =
+        TapHost::open(tap, addr, None, config.interface_seed()).map_err(TapRunError::Tap)?;
+    let mut ep = Endpoint::new(config).expect("valid default configuration");
+    let l = ep
+        .listen(&mut host.sockets, port, ListenConfig::default())
+        .expect("listen on a free port");
+    ep.accept_with(l, |req| Decision::Accept {
+        callee_data: Some(Bytes::from_static(GREETING)),
+        granted: req.grant,
+    });
+    let mut server = Server::new(mode, Some("client-0".to_string()));
+    let start = Instant::now();
+    let deadline = start + Duration::from_micros(limit.as_micros() as u64);
+    let mut timed_out = false;
+    host.run(|now, iface, sockets| {
+        ep.poll(now, iface, sockets);
+        server.poll(&mut ep, now);
+        ep.poll(now, iface, sockets);
+        let finished =
+            clients.is_some_and(|n| server.totals.len() >= n) && ep.connection_count() == 0;
+        if finished {
+            return None;
+        }
+        if now >= deadline {
+            timed_out = true;
+            return None;
+        }
+        Some(ep.poll_at(now))
+    })
+    .map_err(TapRunError::Io)?;
+    if timed_out {
+        return Err(TapRunError::TimedOut);
+    }
+    relative(&mut server.steps, start);
+    Ok(ServeReport {
+        totals: server.totals,
+        cumulative: server.cumulative,
+        steps: server.steps,
+    })
+}
+
+/// What `connect` did.
+#[derive(Debug)]
+pub struct ConnectReport {
+    /// The callee data received.
+    pub greeting: Option<Bytes>,
+    /// The grand total received.
+    pub grand_total: Option<u64>,
+    /// The steps (times relative to the start).
+    pub steps: Vec<Step>,
+}
+
+/// Runs one client of the seed scenario on TAP device `tap` against `server`.
+///
+/// This function returns `Err` if the device cannot be used, the client
+/// fails, or `limit` passes.
+pub fn connect(
+    tap: &str,
+    addr: IpCidr,
+    server: IpEndpoint,
+    name: &str,
+    transactions: u64,
+    mode: Mode,
+    limit: std::time::Duration,
+) -> Result<ConnectReport, TapRunError> {
+    let config = Config::from_os_entropy();
+    let mut host =
+        TapHost::open(tap, addr, None, config.interface_seed()).map_err(TapRunError::Tap)?;
+    let mut ep = Endpoint::new(config).expect("valid default configuration");
+    let start = Instant::now();
+    let mut client = Client::new(name.to_string(), server, transactions, mode, start, true);
+    let deadline = start + Duration::from_micros(limit.as_micros() as u64);
+    host.run(|now, iface, sockets| {
+        ep.poll(now, iface, sockets);
+        client.poll(&mut ep, iface, sockets, now);
+        ep.poll(now, iface, sockets);
+        if (client.ended() && ep.connection_count() == 0) || now >= deadline {
+            return None;
+        }
+        let next = [ep.poll_at(now), client.poll_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        Some(next)
+    })
+    .map_err(TapRunError::Io)?;
+    match &client.state {
+        ClientState::Finished => {}
+        ClientState::Failed(_) => return Err(TapRunError::TimedOut),
+        _ => return Err(TapRunError::TimedOut),
+    }
+    let mut steps = client.steps.take().unwrap_or_default();
+    relative(&mut steps, start);
+    Ok(ConnectReport {
+        greeting: client.greeting,
+        grand_total: client.grand_total,
+        steps,
+    })
+}

@@ -1,0 +1,153 @@
+//! The demo, run exactly as `bookend demo` runs it, under faults.
+
+use bookend_cli::demo::{self, DemoConfig};
+use bookend_session::Mode;
+use bookend_sim::LinkConfig;
+use smoltcp::time::{Duration, Instant};
+
+fn check(r: &demo::DemoReport) {
+    assert!(r.ok(), "{}", r.summary());
+    // Every client's grand total is what the server computed for it.
+    for c in &r.clients {
+        assert_eq!(c.grand_total, c.server_sent, "{}", c.name);
+    }
+    let steps: Vec<&str> = r.steps.iter().map(|s| s.step).collect();
+    for s in ["1", "2", "3", "4", "5", "5a", "6", "7", "8"] {
+        assert!(
+            steps.contains(&s),
+            "step {s} missing from the table: {steps:?}"
+        );
+    }
+}
+
+#[test]
+fn default_demo_passes() {
+    check(&demo::run(DemoConfig::default()));
+}
+
+#[test]
+fn message_mode_demo_passes() {
+    let r = demo::run(DemoConfig {
+        mode: Mode::Message,
+        ..DemoConfig::default()
+    });
+    check(&r);
+    assert!(r.steps.iter().any(|s| s.call.contains("WSAEDISCON")));
+}
+
+#[test]
+fn fifty_clients_at_ten_percent_loss_with_reordering_and_duplication() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(5),
+        jitter: Duration::from_millis(2),
+        loss: 0.10,
+        reorder: 0.05,
+        duplicate: 0.05,
+        corrupt: 0.01,
+        ..LinkConfig::default()
+    };
+    let r = demo::run(DemoConfig {
+        clients: 50,
+        link,
+        seed: 42,
+        ..DemoConfig::default()
+    });
+    check(&r);
+    assert!(
+        r.totals.links.dropped_loss > 0 && r.totals.retransmissions > 0,
+        "{}",
+        r.summary()
+    );
+    assert!(r.totals.links.duplicated > 0 && r.totals.links.reordered > 0);
+}
+
+#[test]
+fn a_partition_that_heals() {
+    let r = demo::run(DemoConfig {
+        clients: 20,
+        transactions: 20,
+        partition: Some((Instant::from_millis(100), Instant::from_millis(2_100))),
+        seed: 5,
+        ..DemoConfig::default()
+    });
+    check(&r);
+    assert!(
+        r.totals.links.dropped_down > 0,
+        "the partition dropped traffic"
+    );
+    assert!(r.virtual_time > Instant::from_millis(2_100));
+}
+
+#[test]
+fn a_server_crash_fails_its_own_clients_within_bounds_and_nobody_else() {
+    let crash_at = Instant::from_millis(300);
+    let r = demo::run(DemoConfig {
+        clients: 20,
+        servers: 2,
+        transactions: 100,
+        keepalive_ms: 1_000,
+        crash: Some((0, crash_at, None)),
+        seed: 9,
+        ..DemoConfig::default()
+    });
+    for c in &r.clients {
+        if c.server == 0 {
+            let why = c.failure.as_deref().unwrap_or("finished?");
+            assert!(!c.finished, "{} of the crashed server finished", c.name);
+            assert!(
+                why.contains("reset") || why.contains("timed out"),
+                "{}: {why}",
+                c.name
+            );
+        } else {
+            assert!(
+                c.finished,
+                "{} of the healthy server: {:?}",
+                c.name, c.failure
+            );
+            assert_eq!(c.grand_total, c.server_sent);
+        }
+    }
+    assert_eq!(
+        r.cumulative[1],
+        r.expected(1),
+        "the healthy server's total is right"
+    );
+    // Bounded: 3 keepalive intervals (idle), or the 4 s TCP user timeout.
+    assert!(
+        r.virtual_time - crash_at <= Duration::from_secs(8),
+        "took until {}",
+        r.virtual_time
+    );
+}
+
+#[test]
+fn a_server_crash_and_restart_gives_resets() {
+    let r = demo::run(DemoConfig {
+        clients: 10,
+        servers: 2,
+        transactions: 100,
+        keepalive_ms: 1_000,
+        crash: Some((
+            0,
+            Instant::from_millis(300),
+            Some(Instant::from_millis(800)),
+        )),
+        seed: 10,
+        ..DemoConfig::default()
+    });
+    let crashed: Vec<_> = r.clients.iter().filter(|c| c.server == 0).collect();
+    assert!(crashed.iter().all(|c| !c.finished));
+    assert!(
+        crashed
+            .iter()
+            .any(|c| c.failure.as_deref().is_some_and(|w| w.contains("reset"))),
+        "a restarted stack answers with RST: {crashed:?}"
+    );
+    assert!(
+        r.clients
+            .iter()
+            .filter(|c| c.server == 1)
+            .all(|c| c.finished)
+    );
+}
