@@ -35,8 +35,8 @@ enum ModeArg {
 impl From<ModeArg> for Mode {
     fn from(m: ModeArg) -> Self {
         match m {
-            ModeArg::Stream => Mode::Stream,
-            ModeArg::Message => Mode::Message,
+            ModeArg::Stream => Self::Stream,
+            ModeArg::Message => Self::Message,
         }
     }
 }
