@@ -1,0 +1,125 @@
+//! The seed scenario over real Linux TAP devices: a bookend server and a
+//! bookend client, each a smoltcp stack on its own TAP device, joined by a
+//! bridge inside a network namespace this test creates (and always removes).
+//! Addresses are only used inside that namespace. Skipped, with the reason
+//! printed, where there is no /dev/net/tun, no root, or no `ip` command.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Namespace(String);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its TAP devices and bridge too.
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn skip_reason() -> Option<String> {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".into());
+    }
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root (CAP_NET_ADMIN is needed for namespaces and TAP devices)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("no `ip` command (iproute2)".into());
+    }
+    None
+}
+
+fn setup(ns: &str) -> Result<Namespace, String> {
+    ip(&["netns", "add", ns])?;
+    let guard = Namespace(ns.to_string());
+    for cmd in [
+        vec!["link", "set", "lo", "up"],
+        vec!["tuntap", "add", "bk0", "mode", "tap"],
+        vec!["tuntap", "add", "bk1", "mode", "tap"],
+        vec!["link", "add", "br0", "type", "bridge"],
+        vec!["link", "set", "bk0", "master", "br0"],
+        vec!["link", "set", "bk1", "master", "br0"],
+        vec!["link", "set", "bk0", "up"],
+        vec!["link", "set", "bk1", "up"],
+        vec!["link", "set", "br0", "up"],
+    ] {
+        let mut args = vec!["-n", ns];
+        args.extend(cmd);
+        ip(&args)?;
+    }
+    Ok(guard)
+}
+
+fn bookend(ns: &str, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_bookend")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bookend")
+}
+
+/// Waits for a child with a deadline, killing it if it overruns.
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let end = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn seed_scenario_over_tap_devices() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED seed_scenario_over_tap_devices: {why}");
+        return;
+    }
+    let ns = format!("bookend-test-{}", std::process::id());
+    let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
+    let server = bookend(&ns, &["serve", "--tap", "bk0", "--addr", "10.77.0.1/24", "--clients", "2", "--timeout", "60"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let c0 = bookend(&ns, &["connect", "--tap", "bk1", "--addr", "10.77.0.2/24", "--server", "10.77.0.1:7000", "--transactions", "5", "--name", "client-0"]);
+    let c0 = wait(c0, Duration::from_secs(60));
+    let c0_out = String::from_utf8_lossy(&c0.stdout).into_owned();
+    // A second client on the same device, later: its grand total includes the first's.
+    let c1 = bookend(&ns, &["connect", "--tap", "bk1", "--addr", "10.77.0.2/24", "--server", "10.77.0.1:7000", "--transactions", "7", "--name", "client-1"]);
+    let c1 = wait(c1, Duration::from_secs(60));
+    let c1_out = String::from_utf8_lossy(&c1.stdout).into_owned();
+    let s = wait(server, Duration::from_secs(30));
+    let s_out = String::from_utf8_lossy(&s.stdout).into_owned();
+    let diag = format!(
+        "client-0:\n{c0_out}{}\nclient-1:\n{c1_out}{}\nserver:\n{s_out}{}",
+        String::from_utf8_lossy(&c0.stderr),
+        String::from_utf8_lossy(&c1.stderr),
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert!(c0.status.success() && c1.status.success() && s.status.success(), "{diag}");
+    assert!(c0_out.contains("grand total received: 5"), "{diag}");
+    assert!(c1_out.contains("grand total received: 12"), "{diag}");
+    assert!(s_out.contains("cumulative total: 12"), "{diag}");
+    // Both sides print the seed's table.
+    for step in ["   1  Client", "   6  Client", "   7  Client", "   8  Client"] {
+        assert!(c0_out.contains(step), "{diag}");
+    }
+    for step in ["   2  Server", "   3  Server", "   5  Server", "  5a  Server"] {
+        assert!(s_out.contains(step), "{diag}");
+    }
+    println!("{c0_out}\n{s_out}");
+}
