@@ -17,11 +17,18 @@ impl Drop for Namespace {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -93,13 +100,56 @@ fn seed_scenario_over_tap_devices() {
     }
     let ns = format!("bookend-test-{}", std::process::id());
     let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
-    let server = bookend(&ns, &["serve", "--tap", "bk0", "--addr", "10.77.0.1/24", "--clients", "2", "--timeout", "60"]);
+    let server = bookend(
+        &ns,
+        &[
+            "serve",
+            "--tap",
+            "bk0",
+            "--addr",
+            "10.77.0.1/24",
+            "--clients",
+            "2",
+            "--timeout",
+            "60",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let c0 = bookend(&ns, &["connect", "--tap", "bk1", "--addr", "10.77.0.2/24", "--server", "10.77.0.1:7000", "--transactions", "5", "--name", "client-0"]);
+    let c0 = bookend(
+        &ns,
+        &[
+            "connect",
+            "--tap",
+            "bk1",
+            "--addr",
+            "10.77.0.2/24",
+            "--server",
+            "10.77.0.1:7000",
+            "--transactions",
+            "5",
+            "--name",
+            "client-0",
+        ],
+    );
     let c0 = wait(c0, Duration::from_secs(60));
     let c0_out = String::from_utf8_lossy(&c0.stdout).into_owned();
     // A second client on the same device, later: its grand total includes the first's.
-    let c1 = bookend(&ns, &["connect", "--tap", "bk1", "--addr", "10.77.0.2/24", "--server", "10.77.0.1:7000", "--transactions", "7", "--name", "client-1"]);
+    let c1 = bookend(
+        &ns,
+        &[
+            "connect",
+            "--tap",
+            "bk1",
+            "--addr",
+            "10.77.0.2/24",
+            "--server",
+            "10.77.0.1:7000",
+            "--transactions",
+            "7",
+            "--name",
+            "client-1",
+        ],
+    );
     let c1 = wait(c1, Duration::from_secs(60));
     let c1_out = String::from_utf8_lossy(&c1.stdout).into_owned();
     let s = wait(server, Duration::from_secs(30));
@@ -110,15 +160,28 @@ fn seed_scenario_over_tap_devices() {
         String::from_utf8_lossy(&c1.stderr),
         String::from_utf8_lossy(&s.stderr)
     );
-    assert!(c0.status.success() && c1.status.success() && s.status.success(), "{diag}");
+    assert!(
+        c0.status.success() && c1.status.success() && s.status.success(),
+        "{diag}"
+    );
     assert!(c0_out.contains("grand total received: 5"), "{diag}");
     assert!(c1_out.contains("grand total received: 12"), "{diag}");
     assert!(s_out.contains("cumulative total: 12"), "{diag}");
     // Both sides print the seed's table.
-    for step in ["   1  Client", "   6  Client", "   7  Client", "   8  Client"] {
+    for step in [
+        "   1  Client",
+        "   6  Client",
+        "   7  Client",
+        "   8  Client",
+    ] {
         assert!(c0_out.contains(step), "{diag}");
     }
-    for step in ["   2  Server", "   3  Server", "   5  Server", "  5a  Server"] {
+    for step in [
+        "   2  Server",
+        "   3  Server",
+        "   5  Server",
+        "  5a  Server",
+    ] {
         assert!(s_out.contains(step), "{diag}");
     }
     println!("{c0_out}\n{s_out}");
