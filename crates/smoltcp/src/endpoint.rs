@@ -672,8 +672,16 @@ impl Endpoint {
 
     /// The next event for the application: the connection it concerns and
     /// what happened.
+    ///
+    /// Events queued for a handle the application has since closed are
+    /// dropped: after `close` or `abort` a handle hears nothing more.
     pub fn poll_event(&mut self) -> Option<(Handle, EndpointEvent)> {
-        self.events.pop_front()
+        while let Some((h, e)) = self.events.pop_front() {
+            if self.conn(h).is_some() {
+                return Some((h, e));
+            }
+        }
+        None
     }
 
     /// When [`Endpoint::poll`] must run next, to be combined with

@@ -1,0 +1,92 @@
+//! bookend against raw smoltcp TCP, the same work in the same process, with
+//! the ratios printed. Runs each measurement alternately (raw, bookend, raw,
+//! ...) and reports medians, so machine noise hits both variants alike.
+//!
+//! `cargo run --release -p bookend-benches --bin compare`
+//! (`BOOKEND_BENCH_QUICK=1` for a short run).
+
+use std::time::{Duration, Instant};
+
+use bookend_benches::{Bookend, Pair, quick, raw_connect, raw_lifecycles, raw_transfer};
+use bookend_session::Options;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn main() {
+    let rounds = if quick() { 3 } else { 7 };
+    let bulk_bytes: usize = if quick() { 32 << 20 } else { 256 << 20 };
+    let seq = if quick() { 300 } else { 2000 };
+    let data = vec![0x42u8; 64 * 1024];
+    let mut sink = vec![0u8; 64 * 1024];
+    const BUF: usize = 64 * 1024;
+
+    let (mut raw_bulk, mut be_bulk) = (Vec::new(), Vec::new());
+    let (mut raw_seq, mut be_seq) = (Vec::new(), Vec::new());
+    let (mut raw_conc, mut be_conc) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // Bulk: a connected pair, then `bulk_bytes` one way (set-up not timed).
+        let mut pair = Pair::new();
+        let (c, s) = raw_connect(&mut pair, BUF, 50000);
+        let d = time(|| raw_transfer(&mut pair, c, s, bulk_bytes, &data, &mut sink));
+        raw_bulk.push(bulk_bytes as f64 * 8.0 / d.as_secs_f64() / 1e9);
+        let mut be = Bookend::new(BUF, 8);
+        let (ch, sh) = be.connect(Options::DEFAULT);
+        let d = time(|| be.transfer(ch, sh, bulk_bytes, &data, &mut sink));
+        be_bulk.push(bulk_bytes as f64 * 8.0 / d.as_secs_f64() / 1e9);
+
+        // Sequential lifecycles.
+        let mut pair = Pair::new();
+        let mut port = 10000u16;
+        let d = time(|| {
+            for _ in 0..seq {
+                port += 1;
+                raw_lifecycles(&mut pair, 1, 4096, port);
+            }
+        });
+        raw_seq.push(seq as f64 / d.as_secs_f64());
+        let mut be = Bookend::new(4096, 8);
+        let d = time(|| {
+            for _ in 0..seq {
+                be.lifecycles(1);
+            }
+        });
+        be_seq.push(seq as f64 / d.as_secs_f64());
+
+        // 1000 concurrent lifecycles.
+        let mut pair = Pair::new();
+        let d = time(|| raw_lifecycles(&mut pair, 1000, 4096, 20000));
+        raw_conc.push(1000.0 / d.as_secs_f64());
+        let mut be = Bookend::new(4096, 1000);
+        let d = time(|| be.lifecycles(1000));
+        be_conc.push(1000.0 / d.as_secs_f64());
+    }
+    let rows = [
+        ("bulk, Gbit/s", median(raw_bulk), median(be_bulk)),
+        ("lifecycles/s, sequential", median(raw_seq), median(be_seq)),
+        (
+            "lifecycles/s, 1000 concurrent",
+            median(raw_conc),
+            median(be_conc),
+        ),
+    ];
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}",
+        "measure (median of rounds)", "raw smoltcp", "bookend", "ratio"
+    );
+    for (name, raw, be) in rows {
+        println!("{name:<32} {raw:>14.2} {be:>14.2} {:>8.3}", be / raw);
+    }
+    println!(
+        "({rounds} rounds; bulk {} MiB per run; {seq} sequential lifecycles per run)",
+        bulk_bytes >> 20
+    );
+}

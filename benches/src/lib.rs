@@ -1,0 +1,570 @@
+//! Shared harness of bookend's benchmarks: two smoltcp interfaces wired in
+//! memory, and the same work done through raw smoltcp TCP sockets and through
+//! bookend sessions, so that every ratio compares like with like in one run.
+//!
+//! Both variants use the same device (Medium::Ip, MTU 1500, checksums
+//! ignored as in smoltcp's own loopback benchmark), the same TCP buffers,
+//! delayed ACKs off and Nagle off. Time is virtual: it only moves when
+//! nothing else can, so no benchmark waits on a timer.
+
+#![allow(missing_docs, unreachable_pub)]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration as StdDuration;
+
+use bookend_session::{Event, Instant as SessionInstant, Options};
+use bookend_smoltcp::{
+    Config, Decision, Endpoint, EndpointEvent, Handle, ListenConfig, session_instant,
+};
+use bytes::Bytes;
+use criterion::Criterion;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+/// Criterion settings; `BOOKEND_BENCH_QUICK=1` runs every benchmark for about
+/// a second, so a reviewer can check them all in a couple of minutes.
+pub fn criterion() -> Criterion {
+    let c = Criterion::default().configure_from_args();
+    if quick() {
+        c.warm_up_time(StdDuration::from_millis(200))
+            .measurement_time(StdDuration::from_millis(800))
+            .sample_size(10)
+    } else {
+        c
+    }
+}
+
+/// Whether quick mode is on.
+pub fn quick() -> bool {
+    std::env::var_os("BOOKEND_BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+pub const PORT: u16 = 7000;
+pub const A: IpAddress = IpAddress::v4(10, 0, 0, 1);
+pub const B: IpAddress = IpAddress::v4(10, 0, 0, 2);
+pub const MTU: usize = 1500;
+
+type Pool = Rc<RefCell<Vec<Vec<u8>>>>;
+
+/// An in-memory device; packet buffers are recycled through a shared pool so
+/// the harness allocates nothing per packet (for either variant).
+pub struct MemDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    pool: Pool,
+}
+
+pub struct Rx(Vec<u8>, Pool);
+pub struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, Pool);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.0);
+        self.1.borrow_mut().push(self.0);
+        r
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = self.1.borrow_mut().pop().unwrap_or_default();
+        b.resize(len, 0);
+        let r = f(&mut b);
+        self.0.push_back(b);
+        r
+    }
+}
+
+impl Device for MemDevice {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _t: Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((
+            Rx(p, self.pool.clone()),
+            Tx(&mut self.tx, self.pool.clone()),
+        ))
+    }
+    fn transmit(&mut self, _t: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx, self.pool.clone()))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = MTU;
+        c.checksum = ChecksumCapabilities::ignored();
+        c
+    }
+}
+
+pub struct Side {
+    pub iface: Interface,
+    pub dev: MemDevice,
+    pub sockets: SocketSet<'static>,
+}
+
+/// Two interfaces, A (10.0.0.1) and B (10.0.0.2), wired back to back.
+pub struct Pair {
+    pub now: Instant,
+    pub a: Side,
+    pub b: Side,
+    /// Packets moved between the interfaces so far.
+    pub packets: u64,
+}
+
+impl Default for Pair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pair {
+    pub fn new() -> Self {
+        let pool: Pool = Rc::default();
+        let mk = |ip: IpAddress, seed: u64| {
+            let mut dev = MemDevice {
+                rx: VecDeque::new(),
+                tx: VecDeque::new(),
+                pool: pool.clone(),
+            };
+            let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
+            cfg.random_seed = seed;
+            let mut iface = Interface::new(cfg, &mut dev, Instant::ZERO);
+            iface.update_ip_addrs(|a| a.push(IpCidr::new(ip, 24)).unwrap());
+            Side {
+                iface,
+                dev,
+                sockets: SocketSet::new(vec![]),
+            }
+        };
+        Self {
+            now: Instant::ZERO,
+            a: mk(A, 11),
+            b: mk(B, 22),
+            packets: 0,
+        }
+    }
+
+    /// Polls both interfaces and moves packets across; true if any moved.
+    pub fn round(&mut self) -> bool {
+        self.a
+            .iface
+            .poll(self.now, &mut self.a.dev, &mut self.a.sockets);
+        self.b
+            .iface
+            .poll(self.now, &mut self.b.dev, &mut self.b.sockets);
+        let moved = !self.a.dev.tx.is_empty() || !self.b.dev.tx.is_empty();
+        self.packets += (self.a.dev.tx.len() + self.b.dev.tx.len()) as u64;
+        self.b.dev.rx.append(&mut self.a.dev.tx);
+        self.a.dev.rx.append(&mut self.b.dev.tx);
+        moved
+    }
+
+    /// Jumps virtual time to the earliest interface deadline (or 1 ms).
+    pub fn advance(&mut self, extra: Option<Instant>) {
+        let a = self.a.iface.poll_at(self.now, &self.a.sockets);
+        let b = self.b.iface.poll_at(self.now, &self.b.sockets);
+        let next = [a, b, extra]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.now + Duration::from_millis(1));
+        self.now = if next > self.now {
+            next
+        } else {
+            self.now + Duration::from_micros(1)
+        };
+    }
+}
+
+/// The TCP tuning both variants share.
+pub fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; buffer]),
+        tcp::SocketBuffer::new(vec![0; buffer]),
+    );
+    s.set_ack_delay(None);
+    s.set_nagle_enabled(false);
+    s
+}
+
+/// bookend endpoint configuration with the same TCP tuning.
+pub fn endpoint_config(seed: u64, buffer: usize) -> Config {
+    let mut c = Config::new(seed);
+    c.tcp_rx_buffer = buffer;
+    c.tcp_tx_buffer = buffer;
+    c.tcp_ack_delay = None;
+    c.tcp_nagle = false;
+    c.max_connections = 100_000;
+    c.session.recv_buffer = buffer.max(c.session.options.max_message_size as usize);
+    c.session.send_buffer = buffer;
+    c
+}
+
+// ----- raw smoltcp --------------------------------------------------------------
+
+/// A connected raw TCP pair: (client socket on A, server socket on B).
+pub fn raw_connect(
+    pair: &mut Pair,
+    buffer: usize,
+    local_port: u16,
+) -> (SocketHandle, SocketHandle) {
+    let mut l = tcp_socket(buffer);
+    l.listen(PORT).unwrap();
+    let s = pair.b.sockets.add(l);
+    let mut c = tcp_socket(buffer);
+    c.connect(pair.a.iface.context(), (B, PORT), local_port)
+        .unwrap();
+    let c = pair.a.sockets.add(c);
+    while !(pair.a.sockets.get::<tcp::Socket>(c).may_send()
+        && pair.b.sockets.get::<tcp::Socket>(s).may_recv())
+    {
+        if !pair.round() {
+            pair.advance(None);
+        }
+    }
+    (c, s)
+}
+
+/// Moves `bytes` from client to server over raw TCP.
+pub fn raw_transfer(
+    pair: &mut Pair,
+    c: SocketHandle,
+    s: SocketHandle,
+    bytes: usize,
+    data: &[u8],
+    sink: &mut [u8],
+) {
+    let (mut sent, mut got) = (0, 0);
+    while got < bytes {
+        let cs = pair.a.sockets.get_mut::<tcp::Socket>(c);
+        while sent < bytes && cs.can_send() {
+            let n = (bytes - sent).min(data.len());
+            match cs.send_slice(&data[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => sent += k,
+            }
+        }
+        let moved = pair.round();
+        let ss = pair.b.sockets.get_mut::<tcp::Socket>(s);
+        while let Ok(k) = ss.recv_slice(sink) {
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if !moved {
+            pair.advance(None);
+        }
+    }
+}
+
+/// One raw TCP lifecycle: connect, 32 B each way, FIN both ways, sockets
+/// released. Returns when both sides are closed.
+pub fn raw_lifecycles(pair: &mut Pair, n: usize, buffer: usize, first_port: u16) {
+    let msg = [7u8; 32];
+    let mut listeners = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut l = tcp_socket(buffer);
+        l.listen(PORT).unwrap();
+        listeners.push(pair.b.sockets.add(l));
+        let mut c = tcp_socket(buffer);
+        c.connect(pair.a.iface.context(), (B, PORT), first_port + i as u16)
+            .unwrap();
+        clients.push(pair.a.sockets.add(c));
+    }
+    // Per connection: 0 = connecting, 1 = request sent, 2 = reply sent, 3 = closed.
+    let mut cstate = vec![0u8; n];
+    let mut sstate = vec![0u8; n];
+    let mut done = 0;
+    let mut buf = [0u8; 64];
+    while done < 2 * n {
+        let moved = pair.round();
+        for i in 0..n {
+            let c = pair.a.sockets.get_mut::<tcp::Socket>(clients[i]);
+            match cstate[i] {
+                0 if c.may_send() => {
+                    c.send_slice(&msg).unwrap();
+                    cstate[i] = 1;
+                }
+                1 if c.recv_queue() >= 32 => {
+                    c.recv_slice(&mut buf).unwrap();
+                    c.close();
+                    cstate[i] = 2;
+                }
+                2 if matches!(c.state(), tcp::State::Closed | tcp::State::TimeWait) => {
+                    cstate[i] = 3;
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        for i in 0..n {
+            let s = pair.b.sockets.get_mut::<tcp::Socket>(listeners[i]);
+            match sstate[i] {
+                0 if s.recv_queue() >= 32 => {
+                    s.recv_slice(&mut buf).unwrap();
+                    s.send_slice(&msg).unwrap();
+                    sstate[i] = 1;
+                }
+                1 if !s.may_recv() && s.recv_queue() == 0 && s.state() == tcp::State::CloseWait => {
+                    s.close();
+                    sstate[i] = 2;
+                }
+                2 if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) => {
+                    sstate[i] = 3;
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        if !moved {
+            pair.advance(None);
+        }
+    }
+    for h in clients {
+        pair.a.sockets.remove(h);
+    }
+    for h in listeners {
+        pair.b.sockets.remove(h);
+    }
+}
+
+// ----- bookend ---------------------------------------------------------------
+
+/// bookend endpoints on both interfaces, the server listening on B.
+pub struct Bookend {
+    pub pair: Pair,
+    pub client: Endpoint,
+    pub server: Endpoint,
+}
+
+impl Bookend {
+    pub fn new(buffer: usize, backlog: usize) -> Self {
+        let mut pair = Pair::new();
+        let client = Endpoint::new(endpoint_config(1, buffer)).unwrap();
+        let mut server = Endpoint::new(endpoint_config(2, buffer)).unwrap();
+        let l = server
+            .listen(
+                &mut pair.b.sockets,
+                PORT,
+                ListenConfig::new(backlog, backlog.max(8) * 2),
+            )
+            .unwrap();
+        server.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        });
+        Self {
+            pair,
+            client,
+            server,
+        }
+    }
+
+    /// One round: interfaces, endpoints, interfaces again for what they queued.
+    pub fn round(&mut self) -> bool {
+        let p = &mut self.pair;
+        let moved = p.round();
+        self.client.poll(p.now, &mut p.a.iface, &mut p.a.sockets);
+        self.server.poll(p.now, &mut p.b.iface, &mut p.b.sockets);
+        moved
+    }
+
+    pub fn advance(&mut self) {
+        let now = self.pair.now;
+        let extra = [self.client.poll_at(now), self.server.poll_at(now)]
+            .into_iter()
+            .flatten()
+            .min();
+        self.pair.advance(extra);
+    }
+
+    pub fn t(&self) -> SessionInstant {
+        session_instant(self.pair.now)
+    }
+
+    /// A connected session pair: (client handle, server handle).
+    pub fn connect(&mut self, options: Options) -> (Handle, Handle) {
+        let p = &mut self.pair;
+        let c = self
+            .client
+            .connect(
+                &mut p.a.iface,
+                &mut p.a.sockets,
+                p.now,
+                IpEndpoint::new(B, PORT),
+                Some(b"client"),
+                options,
+            )
+            .unwrap();
+        let mut server = None;
+        let mut connected = false;
+        while !(connected && server.is_some()) {
+            let moved = self.round();
+            while let Some((h, e)) = self.server.poll_event() {
+                if let EndpointEvent::Accepted(_) = e {
+                    server = Some(h);
+                }
+            }
+            while let Some((_, e)) = self.client.poll_event() {
+                if let EndpointEvent::Session(Event::Connected { .. }) = e {
+                    connected = true;
+                }
+            }
+            if !moved {
+                self.advance();
+            }
+        }
+        (c, server.unwrap())
+    }
+
+    /// Moves `bytes` from client to server in stream mode.
+    pub fn transfer(&mut self, c: Handle, s: Handle, bytes: usize, data: &[u8], sink: &mut [u8]) {
+        let (mut sent, mut got) = (0, 0);
+        while got < bytes {
+            let session = self.client.session(c).unwrap();
+            while sent < bytes {
+                let n = (bytes - sent).min(data.len());
+                match session.send(&data[..n]) {
+                    Ok(k) => sent += k,
+                    Err(_) => break,
+                }
+            }
+            let moved = self.round();
+            let session = self.server.session(s).unwrap();
+            while let Ok(k) = session.recv(sink) {
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
+            while self.server.poll_event().is_some() {}
+            while self.client.poll_event().is_some() {}
+            if !moved {
+                self.advance();
+            }
+        }
+    }
+
+    /// `n` full bookend lifecycles at once: connect with caller data, accept
+    /// with callee data, one 32 B message each way, disconnect data both ways,
+    /// close; returns when every connection (both sides) has been released.
+    pub fn lifecycles(&mut self, n: usize) {
+        let msg = [7u8; 32];
+        let options = Options {
+            mode: bookend_session::Mode::Message,
+            ..Options::DEFAULT
+        };
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let p = &mut self.pair;
+            clients.push(
+                self.client
+                    .connect(
+                        &mut p.a.iface,
+                        &mut p.a.sockets,
+                        p.now,
+                        IpEndpoint::new(B, PORT),
+                        Some(b"client"),
+                        options,
+                    )
+                    .unwrap(),
+            );
+        }
+        let mut finished = 0;
+        while finished < n
+            || self.client.connection_count() > 0
+            || self.server.connection_count() > 0
+        {
+            let moved = self.round();
+            let t = self.t();
+            let now = self.pair.now;
+            while let Some((h, e)) = self.server.poll_event() {
+                let EndpointEvent::Session(e) = e else {
+                    continue;
+                };
+                match e {
+                    Event::Readable => {
+                        let s = self.server.session(h).unwrap();
+                        while s.recv_message_bytes().is_ok() {
+                            s.send_message(&msg).unwrap();
+                        }
+                    }
+                    Event::PeerDisconnected => {
+                        let s = self.server.session(h).unwrap();
+                        let _ = s.recv_disconnect_bytes();
+                        s.send_disconnect(t, Some(b"bye too")).unwrap();
+                        self.server.close(h, now).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((h, e)) = self.client.poll_event() {
+                let EndpointEvent::Session(e) = e else {
+                    continue;
+                };
+                match e {
+                    Event::Connected { .. } => {
+                        self.client.session(h).unwrap().send_message(&msg).unwrap()
+                    }
+                    Event::Readable => {
+                        let s = self.client.session(h).unwrap();
+                        if s.recv_message_bytes().is_ok() {
+                            s.send_disconnect(t, Some(b"bye")).unwrap();
+                        }
+                    }
+                    Event::PeerDisconnected => {
+                        let _ = self.client.session(h).unwrap().recv_disconnect_bytes();
+                        self.client.close(h, now).unwrap();
+                        finished += 1;
+                    }
+                    Event::Closed(r) => panic!("lifecycle ended early: {r}"),
+                    _ => {}
+                }
+            }
+            if !moved {
+                self.advance();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_lifecycle_exchanges_the_whole_conversation() {
+        let mut pair = Pair::new();
+        raw_lifecycles(&mut pair, 1, 4096, 40000);
+        // SYN, SYN-ACK, ACK, data, data, FIN and ACKs: at least 8 segments.
+        assert!(pair.packets >= 8, "{} packets", pair.packets);
+        assert_eq!(
+            pair.a.sockets.iter().count() + pair.b.sockets.iter().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_bookend_lifecycle_releases_everything() {
+        let mut be = Bookend::new(4096, 8);
+        be.lifecycles(3);
+        assert_eq!(
+            be.client.connection_count() + be.server.connection_count(),
+            0
+        );
+        assert_eq!(be.pair.a.sockets.iter().count(), 0);
+        assert_eq!(
+            be.pair.b.sockets.iter().count(),
+            be.server.listening_socket_count()
+        );
+        eprintln!("bookend: {} packets for 3 lifecycles", be.pair.packets);
+    }
+}
