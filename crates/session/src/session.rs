@@ -299,6 +299,11 @@ impl Session {
         }
     }
 
+    /// Events not yet taken with [`poll_event`](Self::poll_event).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// Whether the session is over and nothing is left to poll: the
     /// transport can be released.
     pub fn is_drained(&self) -> bool {

@@ -212,6 +212,9 @@ struct Conn {
     /// Poll count at which the socket was aborted: it leaves the set after
     /// the next interface poll, so the RST is really sent.
     aborted_at_poll: Option<u64>,
+    /// The socket's TCP state when last pumped: a FIN or RST always changes
+    /// it, so an idle connection whose state is unchanged can be skipped.
+    last_tcp_state: Option<tcp::State>,
     span: tracing::Span,
 }
 
@@ -417,6 +420,15 @@ impl Endpoint {
             .count()
     }
 
+    fn syn_paused(phase: Phase) -> bool {
+        #[cfg(feature = "conditional-accept")]
+        if let Phase::SynPaused(_) = phase {
+            return true;
+        }
+        let _ = phase;
+        false
+    }
+
     fn counts_as_pending(phase: Phase) -> bool {
         match phase {
             #[cfg(feature = "conditional-accept")]
@@ -554,6 +566,7 @@ impl Endpoint {
             request: None,
             tcp_done_by: None,
             aborted_at_poll: None,
+            last_tcp_state: None,
             span,
         }))
     }
@@ -785,6 +798,7 @@ impl Endpoint {
                 request: None,
                 tcp_done_by: None,
                 aborted_at_poll: None,
+                last_tcp_state: None,
                 span,
             });
         }
@@ -795,26 +809,30 @@ impl Endpoint {
     /// other one would retransmit SYN-ACKs forever. Remove it without a RST
     /// (a RST would kill the caller's real connection).
     fn drop_duplicate_half_opens(&mut self, sockets: &mut SocketSet<'_>) {
-        let mut seen: Vec<(IpEndpoint, IpEndpoint, SocketHandle, usize)> = Vec::new();
+        // Only a half-open socket can be a stale duplicate, and half-open
+        // sockets are few: find them first, so an idle endpoint pays one
+        // cheap pass and no allocation.
+        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted_at_poll.is_none();
+        let mut drop = Vec::new();
         for (index, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
-            if c.listener.is_none() || c.aborted_at_poll.is_some() {
-                continue;
-            }
             let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket) else {
                 continue;
             };
-            seen.push((l, r, h, index));
-        }
-        seen.sort_by_key(|&(l, r, h, _)| (l, r, h));
-        let mut drop = Vec::new();
-        for w in seen.windows(2) {
-            // Same tuple: every segment goes to the lowest slot (w[0] of the
-            // run), so a higher one still half-open will never complete. An
-            // established one is never touched.
-            let same = w[0].0 == w[1].0 && w[0].1 == w[1].1;
-            if same && sockets.get::<tcp::Socket>(w[1].2).state() == tcp::State::SynReceived {
-                drop.push(w[1].3);
+            if !listener_born(c) || sockets.get::<tcp::Socket>(h).state() != tcp::State::SynReceived
+            {
+                continue;
+            }
+            // Every segment for this tuple goes to the lowest slot holding it:
+            // if another connection has a lower one, this socket never completes.
+            let shadowed = self.conns.iter().flatten().any(|o| {
+                listener_born(o)
+                    && o.local == Some(l)
+                    && o.remote == Some(r)
+                    && o.socket.is_some_and(|oh| oh < h)
+            });
+            if shadowed {
+                drop.push(index);
             }
         }
         for index in drop {
@@ -855,6 +873,23 @@ impl Endpoint {
                 c.socket = None;
             } else if c.aborted_at_poll.is_none() {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
+                // Idle: nothing arrived, nothing to send, no timer due, and
+                // TCP's state unchanged. Skipping keeps poll cost low with
+                // many idle sessions.
+                let state = socket.state();
+                let idle = c.last_tcp_state == Some(state)
+                    && socket.recv_queue() == 0
+                    && c.session.send_queue() == 0
+                    && c.connect_args.is_none()
+                    && c.link.poll_at().is_none()
+                    && c.session.poll_timeout().is_none_or(|d| d > t)
+                    && c.session.pending_events() == 0
+                    && c.tcp_done_by.is_none_or(|d| d > t)
+                    && !Self::syn_paused(c.phase);
+                if idle {
+                    return;
+                }
+                c.last_tcp_state = Some(state);
                 if c.local.is_none() {
                     c.local = socket.local_endpoint();
                 }

@@ -1,0 +1,169 @@
+//! Memory and scaling of idle sessions, with a counting global allocator:
+//! * bytes of bookend state per idle established session, beyond the smoltcp
+//!   socket and its buffers (bookend minus raw smoltcp holding the same
+//!   connections, both sides, identical TCP buffers);
+//! * memory of a stack holding 10,000 idle sessions;
+//! * poll cost as idle sessions grow from 10 to 10,000.
+//!
+//! `cargo run --release -p bookend-benches --bin memory` (`BOOKEND_BENCH_QUICK=1`: up to 1,000).
+
+use std::alloc::System;
+use std::time::Instant as Wall;
+
+use bookend_benches::{Bookend, PORT, Pair, quick, tcp_socket};
+use bookend_session::Options;
+use smoltcp::socket::tcp;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const BUF: usize = 4096;
+const BACKLOG: usize = 8;
+
+fn in_use() -> i64 {
+    let s = GLOBAL.stats();
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+}
+
+/// `n` idle established raw TCP connections (client on A, server on B).
+fn raw(n: usize) -> (Pair, i64) {
+    let before = in_use();
+    let mut pair = Pair::new();
+    for i in 0..n {
+        let mut l = tcp_socket(BUF);
+        l.listen(PORT).unwrap();
+        pair.b.sockets.add(l);
+        let mut c = tcp_socket(BUF);
+        c.connect(
+            pair.a.iface.context(),
+            (bookend_benches::B, PORT),
+            20000 + i as u16,
+        )
+        .unwrap();
+        pair.a.sockets.add(c);
+    }
+    while pair.round() {}
+    let established = pair.b.sockets.iter().filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::Established)).count();
+    assert_eq!(established, n);
+    let used = in_use() - before;
+    (pair, used)
+}
+
+/// `n` idle established bookend sessions, connected in batches of the backlog.
+fn bookend(n: usize) -> (Bookend, i64, i64) {
+    let before = in_use();
+    let mut be = Bookend::new(BUF, BACKLOG);
+    let listeners = in_use() - before;
+    let mut done = 0;
+    while done < n {
+        let batch = BACKLOG.min(n - done);
+        let mut handles = Vec::new();
+        for _ in 0..batch {
+            let p = &mut be.pair;
+            let ep = bookend_smoltcp::Endpoint::connect(
+                &mut be.client,
+                &mut p.a.iface,
+                &mut p.a.sockets,
+                p.now,
+                smoltcp::wire::IpEndpoint::new(bookend_benches::B, PORT),
+                Some(b"client"),
+                Options::DEFAULT,
+            )
+            .unwrap();
+            handles.push(ep);
+        }
+        let mut connected = 0;
+        while connected < batch {
+            let moved = be.round();
+            while let Some((_, e)) = be.client.poll_event() {
+                if let bookend_smoltcp::EndpointEvent::Session(
+                    bookend_session::Event::Connected { .. },
+                ) = e
+                {
+                    connected += 1;
+                }
+            }
+            while be.server.poll_event().is_some() {}
+            if !moved {
+                be.advance();
+            }
+        }
+        for _ in 0..4 {
+            be.round();
+        }
+        done += batch;
+    }
+    let used = in_use() - before;
+    (be, used, listeners)
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let sizes: &[usize] = if quick() {
+        &[10, 100, 1000]
+    } else {
+        &[10, 100, 1000, 10_000]
+    };
+    println!(
+        "Idle established connections, TCP buffers {BUF} B each way, both ends in this process.\n"
+    );
+    println!(
+        "{:>7} {:>14} {:>14} {:>16} {:>16}",
+        "N", "raw bytes", "bookend bytes", "extra/session", "extra/endpoint"
+    );
+    for &n in sizes {
+        let (pair, raw_bytes) = raw(n);
+        drop(pair);
+        let (be, be_bytes, listeners) = bookend(n);
+        // Both variants hold 2N connected sockets; bookend also holds its
+        // listener pool (measured on its own, before any connection).
+        let extra = be_bytes - listeners - raw_bytes;
+        println!(
+            "{n:>7} {raw_bytes:>14} {be_bytes:>14} {:>16.0} {:>16.0}",
+            extra as f64 / n as f64,
+            extra as f64 / (2 * n) as f64
+        );
+        drop(be);
+    }
+    let big = *sizes.last().unwrap();
+    let (be, be_bytes, _) = bookend(big);
+    println!(
+        "\n{big} idle sessions (both ends): {:.1} MiB allocated; process peak RSS {} KiB",
+        be_bytes as f64 / (1 << 20) as f64,
+        vm_hwm_kib().map_or("?".to_string(), |k| k.to_string())
+    );
+    drop(be);
+
+    println!(
+        "\nPoll cost with N idle connections (one round: both interfaces, and both endpoints for bookend):\n"
+    );
+    println!(
+        "{:>7} {:>16} {:>16} {:>8}",
+        "N", "raw us/round", "bookend us/round", "ratio"
+    );
+    for &n in sizes {
+        let rounds = (200_000 / n).clamp(20, 2000);
+        let (mut pair, _) = raw(n);
+        let t = Wall::now();
+        for _ in 0..rounds {
+            pair.round();
+        }
+        let raw_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+        let (mut be, _, _) = bookend(n);
+        let t = Wall::now();
+        for _ in 0..rounds {
+            be.round();
+        }
+        let be_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+        println!(
+            "{n:>7} {raw_us:>16.2} {be_us:>16.2} {:>8.3}",
+            raw_us / be_us
+        );
+    }
+}
