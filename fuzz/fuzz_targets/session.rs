@@ -35,6 +35,7 @@ enum Op {
     Close,
     Abort(u16, Option<Vec<u8>>),
     Transmit(u16),
+    SendDirect(u16, u16),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -179,6 +180,13 @@ fuzz_target!(|input: Input| {
             Op::Close => s.close(now),
             Op::Abort(r, d) => {
                 let _ = s.abort(now, Reason(r), d.as_deref());
+            }
+            Op::SendDirect(n, room) => {
+                let mut out = vec![0u8; usize::from(room)];
+                if let Ok((taken, written)) = s.send_direct(now, &buf[..usize::from(n)], &mut out) {
+                    assert!(taken <= usize::from(n) && written <= out.len());
+                    assert!(taken == 0 || written > taken, "every frame has a header");
+                }
             }
             Op::Transmit(n) => {
                 drain(&mut s, now, &mut w, usize::from(n));

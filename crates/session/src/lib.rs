@@ -69,6 +69,6 @@ pub use bookend_wire::{Mode, Reason};
 pub use config::{Config, ConfigError, Options, OptionsError};
 pub use error::Error;
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
-pub use session::{BufferUsage, Role, Session, TransportAction, TransportClosed};
+pub use session::{BufferUsage, MIN_DIRECT_CHUNK, Role, Session, TransportAction, TransportClosed};
 pub use state::State;
 pub use time::Instant;

@@ -45,6 +45,10 @@ pub enum TransportClosed {
     TimedOut,
 }
 
+/// Smallest DATA payload [`Session::send_direct`] cuts a frame to when the
+/// transport has less room than the data: below it, waiting beats tiny frames.
+pub const MIN_DIRECT_CHUNK: usize = 512;
+
 /// Largest number of bytes a frame header plus its body can take in the
 /// partial-frame buffer: the bound is per type, from [`Limits::max_body_len`].
 fn max_frame_len(limits: &Limits) -> usize {
@@ -721,6 +725,49 @@ impl Session {
             self.queue_data(chunk, false);
         }
         Ok(n)
+    }
+
+    /// Stream mode, zero-copy send: frames up to `data.len()` bytes straight
+    /// into `out` (the transport's free send space) instead of the session's
+    /// own buffer, returning `(data bytes taken, bytes written to out)`.
+    ///
+    /// It only writes while nothing else is queued ([`send_queue`](Self::send_queue)
+    /// is 0), so frame order is kept; otherwise it takes nothing and the
+    /// caller uses [`send`](Self::send). Frames are cut to the room in `out`,
+    /// but never below `MIN_DIRECT_CHUNK` payload bytes unless that is all
+    /// that is left, so a nearly full transport does not get tiny frames.
+    ///
+    /// This function returns the errors of [`send`](Self::send) except `WouldBlock`.
+    pub fn send_direct(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, usize), Error> {
+        self.check_send(Mode::Stream)?;
+        if !self.tx.is_empty() {
+            return Ok((0, 0));
+        }
+        let frame = self.params.max_frame_size as usize;
+        let (mut taken, mut written) = (0, 0);
+        while taken < data.len() {
+            let room = out.len() - written;
+            let want = (data.len() - taken).min(frame);
+            let n = want.min(room.saturating_sub(HEADER_LEN));
+            if n == 0 || (n < want && n < MIN_DIRECT_CHUNK) {
+                break;
+            }
+            // n <= max_frame_size <= 16 MiB: fits the u32 length.
+            let _ = emit_header(&mut out[written..], FrameType::Data, 0, n as u32);
+            out[written + HEADER_LEN..written + HEADER_LEN + n]
+                .copy_from_slice(&data[taken..taken + n]);
+            written += HEADER_LEN + n;
+            taken += n;
+        }
+        if written > 0 {
+            self.last_tx = now;
+        }
+        Ok((taken, written))
     }
 
     /// Message mode: queues one whole message, split over DATA frames as

@@ -215,6 +215,8 @@ struct Conn {
     /// The socket's TCP state when last pumped: a FIN or RST always changes
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
+    /// A direct send was cut short: report `Writable` when TCP has room.
+    want_writable: bool,
     span: tracing::Span,
 }
 
@@ -567,6 +569,7 @@ impl Endpoint {
             tcp_done_by: None,
             aborted_at_poll: None,
             last_tcp_state: None,
+            want_writable: false,
             span,
         }))
     }
@@ -575,6 +578,48 @@ impl Endpoint {
     /// `recv_disconnect` and the rest. `None` for a stale handle.
     pub fn session(&mut self, h: Handle) -> Option<&mut Session> {
         self.conn_mut(h).map(|c| &mut c.session)
+    }
+
+    /// Stream mode, zero-copy send (like a socket `send`): frames `data`
+    /// straight into the TCP socket's free space, without the session's
+    /// buffer, and returns how many bytes were taken. When the session still
+    /// has bytes queued (control frames, or earlier [`Session::send`]s), it
+    /// queues through the session instead, to keep order. A short count means
+    /// TCP is full: `EndpointEvent::Session(Event::Writable)` follows when it
+    /// has room.
+    ///
+    /// This function returns `Err(Error::Session(WouldBlock))` when nothing
+    /// could be taken, and the session's errors of [`Session::send`].
+    pub fn send(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        data: &[u8],
+    ) -> Result<usize, Error> {
+        let c = self.conn_mut(h).ok_or(Error::InvalidHandle)?;
+        let t = session_instant(now);
+        let direct = c
+            .socket
+            .filter(|_| c.session.send_queue() == 0 && c.aborted_at_poll.is_none());
+        let Some(sh) = direct else {
+            return c.session.send(data).map_err(Error::from);
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(sh);
+        let mut result = Ok((0, 0));
+        let _ = socket.send(|buf| {
+            result = c.session.send_direct(t, data, buf);
+            let written = result.as_ref().map_or(0, |&(_, w)| w);
+            (written, ())
+        });
+        let (taken, _) = result?;
+        if taken < data.len() {
+            c.want_writable = true;
+        }
+        if taken == 0 && !data.is_empty() {
+            return Err(Error::Session(bookend_session::Error::WouldBlock));
+        }
+        Ok(taken)
     }
 
     /// The pending request of an incoming connection (after `Defer`, or when
@@ -799,6 +844,7 @@ impl Endpoint {
                 tcp_done_by: None,
                 aborted_at_poll: None,
                 last_tcp_state: None,
+                want_writable: false,
                 span,
             });
         }
@@ -885,6 +931,7 @@ impl Endpoint {
                     && c.session.poll_timeout().is_none_or(|d| d > t)
                     && c.session.pending_events() == 0
                     && c.tcp_done_by.is_none_or(|d| d > t)
+                    && !(c.want_writable && socket.can_send())
                     && !Self::syn_paused(c.phase);
                 if idle {
                     return;
@@ -948,6 +995,12 @@ impl Endpoint {
                 }
                 if c.link.aborted() {
                     c.aborted_at_poll = Some(polls);
+                } else if c.want_writable && socket.can_send() && c.session.send_queue() == 0 {
+                    c.want_writable = false;
+                    if c.phase == Phase::Owned {
+                        self.events
+                            .push_back((handle, EndpointEvent::Session(Event::Writable)));
+                    }
                 }
             }
         }

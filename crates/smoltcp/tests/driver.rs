@@ -603,3 +603,59 @@ fn tcp_level_defer_holds_the_syn_ack_for_a_bounded_time() {
         net.now
     );
 }
+
+#[test]
+fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
+    let (mut net, l) = pair(ListenConfig::default());
+    net.hosts[0].ep.accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    let c = connect(&mut net, 1, b"bulk");
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let (mut sent, mut writable, mut connected) = (0usize, 0, false);
+    let mut got: Vec<u8> = Vec::new();
+    net.run(Duration::from_secs(60), |net| {
+        let now = net.now;
+        for (h, e) in events(net, 1) {
+            match e {
+                EndpointEvent::Session(Event::Connected { .. }) if h == c => connected = true,
+                EndpointEvent::Session(Event::Writable) => writable += 1,
+                _ => {}
+            }
+        }
+        if connected {
+            let host = &mut net.hosts[1];
+            while sent < data.len() {
+                match host.ep.send(&mut host.sockets, c, now, &data[sent..]) {
+                    Ok(k) => sent += k,
+                    Err(_) => break,
+                }
+            }
+        }
+        let srv = &mut net.hosts[0];
+        while let Some((h, e)) = srv.ep.poll_event() {
+            if matches!(
+                e,
+                EndpointEvent::Session(Event::Readable) | EndpointEvent::Accepted(_)
+            ) {
+                let s = srv.ep.session(h).unwrap();
+                let mut buf = [0u8; 8192];
+                while let Ok(k) = s.recv(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..k]);
+                }
+            }
+        }
+        got.len() == data.len()
+    });
+    assert!(got == data, "every byte, in order");
+    assert!(
+        writable > 1,
+        "Writable reported when TCP had room again ({writable})"
+    );
+}
