@@ -145,7 +145,7 @@ fn run_raw(host: &mut TapHost, bytes: usize) -> f64 {
     host.run(|_now, _iface, sockets| {
         loops += 1;
         let s = sockets.get_mut::<tcp::Socket>(h);
-        if debug && (loops < 30 || loops % 200 == 0) {
+        if debug && (loops < 30 || loops.is_multiple_of(200)) {
             eprintln!(
                 "loop {loops}: {} sent {sent} queue {} win?",
                 s.state(),
@@ -216,7 +216,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
     let mut loops = 0u64;
     host.run(|now, iface, sockets| {
         loops += 1;
-        if debug && (loops < 20 || loops % 1000 == 0) {
+        if debug && (loops < 20 || loops.is_multiple_of(1000)) {
             let q = ep.session(c).map(|s| (s.state(), s.send_queue()));
             eprintln!("bookend loop {loops}: connected {connected} sent {sent} session {q:?}");
         }
@@ -265,7 +265,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
             ep.poll(now, iface, sockets);
         }
         if elapsed.is_some() {
-            if debug && loops % 50 == 0 {
+            if debug && loops.is_multiple_of(50) {
                 let st = ep
                     .session(c)
                     .map(|s| (s.state(), s.send_queue(), s.peer_disconnected()));
