@@ -3,7 +3,7 @@
 //! also removed from the set before TIME-WAIT ends. So the allocator refuses
 //! any port that is live, or that closed less than `time_wait` ago.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use core::ops::RangeInclusive;
 use core::time::Duration;
 
@@ -20,6 +20,9 @@ pub(crate) struct Ports {
     live: BTreeSet<u16>,
     /// Port -> end of its quarantine.
     quarantine: BTreeMap<u16, Instant>,
+    /// The same deadlines in time order (each is `release time + time_wait`,
+    /// so they arrive sorted): expiring is O(expired), not a scan per connect.
+    expiry: VecDeque<(Instant, u16)>,
     time_wait: Duration,
 }
 
@@ -33,13 +36,23 @@ impl Ports {
             next,
             live: BTreeSet::new(),
             quarantine: BTreeMap::new(),
+            expiry: VecDeque::new(),
             time_wait,
         }
     }
 
     /// A port not live and not in quarantine at `now`, walking the range once.
     pub(crate) fn allocate(&mut self, now: Instant) -> Result<u16, PortsExhausted> {
-        self.quarantine.retain(|_, until| *until > now);
+        while let Some(&(until, port)) = self.expiry.front() {
+            if until > now {
+                break;
+            }
+            self.expiry.pop_front();
+            // A port quarantined again later has a newer deadline: keep that one.
+            if self.quarantine.get(&port) == Some(&until) {
+                self.quarantine.remove(&port);
+            }
+        }
         let (lo, hi) = (*self.range.start(), *self.range.end());
         let mut port = self.next;
         for _ in lo..=hi {
@@ -57,7 +70,9 @@ impl Ports {
     /// The connection on `port` ended at `now`: quarantine it for TIME-WAIT.
     pub(crate) fn release(&mut self, port: u16, now: Instant) {
         if self.live.remove(&port) {
-            self.quarantine.insert(port, now + self.time_wait);
+            let until = now + self.time_wait;
+            self.quarantine.insert(port, until);
+            self.expiry.push_back((until, port));
         }
     }
 
