@@ -439,8 +439,9 @@ impl Bookend {
                 }
             }
             let moved = self.round();
-            let session = self.server.session(s).unwrap();
-            while let Ok(k) = session.recv(sink) {
+            // The zero-copy path: DATA straight from TCP's receive buffer.
+            let p = &mut self.pair;
+            while let Ok(k) = self.server.recv(&mut p.b.sockets, s, p.now, sink) {
                 if k == 0 {
                     break;
                 }

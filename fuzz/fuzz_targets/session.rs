@@ -36,6 +36,7 @@ enum Op {
     Abort(u16, Option<Vec<u8>>),
     Transmit(u16),
     SendDirect(u16, u16),
+    RecvDirect(Vec<u8>, u16),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -187,6 +188,12 @@ fuzz_target!(|input: Input| {
                     assert!(taken <= usize::from(n) && written <= out.len());
                     assert!(taken == 0 || written > taken, "every frame has a header");
                 }
+            }
+            Op::RecvDirect(wire, room) => {
+                s.set_direct_receive(true);
+                let mut out = vec![0u8; usize::from(room)];
+                let (consumed, written) = s.recv_direct(now, &wire, &mut out);
+                assert!(consumed <= wire.len() && written <= out.len());
             }
             Op::Transmit(n) => {
                 drain(&mut s, now, &mut w, usize::from(n));

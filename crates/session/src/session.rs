@@ -141,6 +141,11 @@ pub struct Session {
     rx_queued: usize,
     peer_disconnect: PeerDisconnect,
     readable_posted: bool,
+    /// Stream mode, opted in by the driver: DATA stays in the transport until
+    /// the application reads it with [`Session::recv_direct`] (zero-copy).
+    direct_rx: bool,
+    /// Payload bytes still owed by a DATA frame whose header was consumed.
+    rx_data_left: usize,
 
     tx: BytesMut,
     local_disconnected: bool,
@@ -190,6 +195,8 @@ impl Session {
             rx_queued: 0,
             peer_disconnect: PeerDisconnect::NotYet,
             readable_posted: false,
+            direct_rx: false,
+            rx_data_left: 0,
             tx: BytesMut::new(),
             local_disconnected: false,
             fin: Pending::No,
@@ -440,6 +447,36 @@ impl Session {
                 return input.len();
             }
             if self.rx_queued >= self.config.recv_buffer {
+                return at;
+            }
+            if self.rx_data_left > 0 {
+                // The rest of a DATA frame `recv_direct` started.
+                if self.stops_at_data() {
+                    self.last_rx = now;
+                    return at;
+                }
+                let take = self.rx_data_left.min(input.len() - at);
+                if take == 0 {
+                    return at;
+                }
+                self.rx_data_left -= take;
+                self.last_rx = now;
+                self.on_data(now, false, &input[at..at + take]);
+                at += take;
+                continue;
+            }
+            // Only with the whole header in view: a header cut short (at the
+            // end of the transport's contiguous bytes) takes the buffered
+            // path below, or neither side could make progress.
+            if self.rx_partial.is_empty()
+                && self.stops_at_data()
+                && input.len() - at >= HEADER_LEN
+                && FrameType::from(input[at]) == FrameType::Data
+            {
+                // Direct receive: leave DATA in the transport for the
+                // application to read without a copy through the session.
+                self.last_rx = now;
+                self.post_readable();
                 return at;
             }
             if !self.rx_partial.is_empty() {
@@ -825,6 +862,105 @@ impl Session {
             return Ok(0);
         }
         Err(self.nothing_to_read())
+    }
+
+    /// Stream mode: lets the driver read DATA straight from the transport
+    /// into the application's buffer ([`recv_direct`](Self::recv_direct)).
+    /// From then on [`handle_bytes`](Self::handle_bytes) stops at DATA frames
+    /// (reporting them as not consumed, which keeps them in the transport,
+    /// and posting [`Event::Readable`]) while the application has not closed.
+    pub fn set_direct_receive(&mut self, on: bool) {
+        self.direct_rx = on && self.params.mode == Mode::Stream;
+    }
+
+    fn stops_at_data(&self) -> bool {
+        self.direct_rx
+            && !self.app_closed
+            && self.params.mode == Mode::Stream
+            && state::next(self.state, Input::RecvData).is_some()
+    }
+
+    /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
+    /// transport holds, in order), copying DATA payloads straight into `out`
+    /// and handling every other frame as [`handle_bytes`](Self::handle_bytes)
+    /// would. Returns `(bytes of wire consumed, bytes written to out)`; the
+    /// caller discards the consumed bytes from the transport. A DATA frame
+    /// longer than the room in `out` is continued by the next call.
+    ///
+    /// It takes nothing, `(0, 0)`, unless direct receive is on and the
+    /// session holds no received data of its own (read that with
+    /// [`recv`](Self::recv) first, to keep order).
+    pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
+        if !self.direct_rx
+            || self.params.mode != Mode::Stream
+            || !self.rx_partial.is_empty()
+            || self.rx_queued > 0
+        {
+            return (0, 0);
+        }
+        self.readable_posted = false;
+        let (mut at, mut written) = (0, 0);
+        loop {
+            if !self.state.parses_frames() {
+                return (wire.len(), written);
+            }
+            if self.rx_data_left > 0 {
+                let take = self
+                    .rx_data_left
+                    .min(wire.len() - at)
+                    .min(out.len() - written);
+                if take == 0 {
+                    break;
+                }
+                out[written..written + take].copy_from_slice(&wire[at..at + take]);
+                self.rx_data_left -= take;
+                at += take;
+                written += take;
+                self.last_rx = now;
+                continue;
+            }
+            let rest = &wire[at..];
+            if rest.is_empty() {
+                break;
+            }
+            if FrameType::from(rest[0]) == FrameType::Data && self.stops_at_data() {
+                if written == out.len() {
+                    break;
+                }
+                if rest.len() < HEADER_LEN {
+                    break;
+                }
+                let body = bookend_wire::Frame::new_unchecked(rest).body_len();
+                if body > self.limits.max_body_len(FrameType::Data) {
+                    let max = self.limits.max_body_len(FrameType::Data);
+                    let e = WireError::FrameTooLarge {
+                        frame_type: FrameType::Data,
+                        len: body,
+                        max,
+                    };
+                    self.on_decode_error(now, e, Some(rest[0]));
+                    return (wire.len(), written);
+                }
+                // Header taken; the payload is copied by the loop's first branch.
+                at += HEADER_LEN;
+                self.rx_data_left = body as usize;
+                self.last_rx = now;
+                continue;
+            }
+            match decode(rest, &self.limits) {
+                Ok(Decoded::Frame { repr, len }) => {
+                    at += len;
+                    self.last_rx = now;
+                    self.on_frame(now, repr);
+                }
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(e) => {
+                    self.on_decode_error(now, e, Some(rest[0]));
+                    return (wire.len(), written);
+                }
+            }
+        }
+        (at, written)
     }
 
     /// Message mode: reads the next whole message into `buf`, returning its
@@ -1431,7 +1567,7 @@ impl Session {
     }
 
     fn on_fin(&mut self, now: Instant) {
-        let mid_frame = !self.rx_partial.is_empty();
+        let mid_frame = !self.rx_partial.is_empty() || self.rx_data_left > 0;
         let reason = match self.state {
             _ if mid_frame => None,
             State::Closing => Some(CloseReason::Graceful),

@@ -622,6 +622,54 @@ impl Endpoint {
         Ok(taken)
     }
 
+    /// Stream mode, zero-copy receive (like a socket `recv`): reads into
+    /// `buf` straight from the TCP socket's receive buffer, without the
+    /// session's buffer. Data the session already holds is read first, so
+    /// order is kept; after the peer's DISCONNECT, and every byte before it,
+    /// it returns `Ok(0)` like [`Session::recv`]. The first call switches the
+    /// connection to direct receive: from then on the endpoint leaves DATA in
+    /// the socket for this call and reports `Readable` when some is there.
+    ///
+    /// This function returns the errors of [`Session::recv`] (`WouldBlock`
+    /// when nothing is there yet).
+    pub fn recv(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        let c = self.conn_mut(h).ok_or(Error::InvalidHandle)?;
+        let t = session_instant(now);
+        c.session.set_direct_receive(true);
+        if c.session.recv_queue() > 0 {
+            return c.session.recv(buf).map_err(Error::from);
+        }
+        let mut written = 0;
+        if let Some(sh) = c.socket.filter(|_| c.aborted_at_poll.is_none()) {
+            let socket = sockets.get_mut::<tcp::Socket>(sh);
+            // Two passes: the ring's contiguous part, then the wrapped part.
+            for _ in 0..2 {
+                let mut took = 0;
+                let _ = socket.recv(|wire| {
+                    let (consumed, w) = c.session.recv_direct(t, wire, &mut buf[written..]);
+                    took = consumed;
+                    written += w;
+                    (consumed, ())
+                });
+                if took == 0 || written == buf.len() {
+                    break;
+                }
+            }
+            // Control frames read here may have queued output (a reply, FIN).
+            c.last_tcp_state = None;
+        }
+        if written > 0 {
+            return Ok(written);
+        }
+        c.session.recv(buf).map_err(Error::from)
+    }
+
     /// The pending request of an incoming connection (after `Defer`, or when
     /// no condition function is installed).
     pub fn request(&self, h: Handle) -> Option<&IncomingRequest> {

@@ -659,3 +659,102 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
         "Writable reported when TCP had room again ({writable})"
     );
 }
+
+#[test]
+fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
+    let (mut net, l) = pair(ListenConfig::default());
+    net.hosts[0].ep.accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    let c = connect(&mut net, 1, b"bulk");
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let (mut sent, mut connected, mut disconnected) = (0usize, false, false);
+    let mut server_handle = None;
+    let mut got: Vec<u8> = Vec::new();
+    let mut eof = false;
+    let mut server_total = None;
+    let mut client_total = None;
+    net.run(Duration::from_secs(60), |net| {
+        let now = net.now;
+        let t = session_instant(now);
+        for (h, e) in events(net, 1) {
+            match e {
+                EndpointEvent::Session(Event::Connected { .. }) if h == c => connected = true,
+                EndpointEvent::Session(Event::PeerDisconnected) => {
+                    let mut b = [0u8; 8];
+                    let s = net.hosts[1].ep.session(h).unwrap();
+                    if let Ok(Some(8)) = s.recv_disconnect(&mut b) {
+                        client_total = Some(u64::from_be_bytes(b));
+                    }
+                    net.hosts[1].ep.close(h, now).unwrap();
+                }
+                _ => {}
+            }
+        }
+        if connected && !disconnected {
+            let host = &mut net.hosts[1];
+            while sent < data.len() {
+                match host.ep.send(&mut host.sockets, c, now, &data[sent..]) {
+                    Ok(k) => sent += k,
+                    Err(_) => break,
+                }
+            }
+            if sent == data.len() {
+                host.ep
+                    .session(c)
+                    .unwrap()
+                    .send_disconnect(t, Some(&(sent as u64).to_be_bytes()))
+                    .unwrap();
+                disconnected = true;
+            }
+        }
+        let srv = &mut net.hosts[0];
+        while let Some((h, e)) = srv.ep.poll_event() {
+            if matches!(e, EndpointEvent::Accepted(_)) {
+                server_handle = Some(h);
+            }
+        }
+        if let Some(h) = server_handle.filter(|_| !eof) {
+            // A small, odd buffer: DATA frames straddle reads.
+            let mut buf = [0u8; 3000];
+            loop {
+                match srv.ep.recv(&mut srv.sockets, h, now, &mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        let s = srv.ep.session(h).unwrap();
+                        let mut b = [0u8; 8];
+                        if let Ok(Some(8)) = s.recv_disconnect(&mut b) {
+                            server_total = Some(u64::from_be_bytes(b));
+                        }
+                        s.send_disconnect(t, Some(&(got.len() as u64).to_be_bytes()))
+                            .unwrap();
+                        srv.ep.close(h, now).unwrap();
+                        break;
+                    }
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                    Err(_) => break,
+                }
+            }
+        }
+        eof && client_total.is_some() && listeners_only(net)
+    });
+    assert!(
+        got == data,
+        "every byte, in order ({} of {})",
+        got.len(),
+        data.len()
+    );
+    assert_eq!(
+        server_total,
+        Some(data.len() as u64),
+        "the client's disconnect data"
+    );
+    assert_eq!(
+        client_total,
+        Some(data.len() as u64),
+        "the server's disconnect data"
+    );
+}
