@@ -41,6 +41,8 @@ struct Script {
     latency_ms: u64,
     seed: u64,
     reject: bool,
+    /// Each side reads with zero-copy `recv_direct` (stream mode) or not.
+    direct: (bool, bool),
     cmds: Vec<(bool, Cmd)>,
 }
 
@@ -67,16 +69,18 @@ fn script() -> impl Strategy<Value = Script> {
         0u64..30,
         any::<u64>(),
         prop::bool::weighted(0.1),
+        (any::<bool>(), any::<bool>()),
         prop::collection::vec((any::<bool>(), cmd()), 0..30),
     )
         .prop_map(
-            |(mode, chunking, rst, latency_ms, seed, reject, cmds)| Script {
+            |(mode, chunking, rst, latency_ms, seed, reject, direct, cmds)| Script {
                 mode,
                 chunking,
                 rst,
                 latency_ms,
                 seed,
                 reject,
+                direct,
                 cmds,
             },
         )
@@ -94,6 +98,7 @@ struct App {
     counter: usize,
     aborted: bool,
     closed_early: bool,
+    direct: bool,
 }
 
 fn pattern(side: u8, i: usize) -> u8 {
@@ -105,8 +110,19 @@ fn ep(p: &mut Pair, client: bool) -> &mut common::Endpoint {
 }
 
 fn read_all(p: &mut Pair, client: bool, app: &mut App, mode: Mode) {
-    let s = &mut ep(p, client).session;
+    let now = p.time;
     let mut buf = vec![0u8; 70_000];
+    if app.direct && mode == Mode::Stream {
+        // Zero-copy reads until nothing more comes, then the usual checks.
+        loop {
+            let n = ep(p, client).read_direct(now, &mut buf[..1500]);
+            if n == 0 {
+                break;
+            }
+            app.received.extend_from_slice(&buf[..n]);
+        }
+    }
+    let s = &mut ep(p, client).session;
     loop {
         match mode {
             Mode::Stream => match s.recv(&mut buf) {
@@ -326,8 +342,8 @@ proptest! {
 
     #[test]
     fn random_interleavings_keep_the_invariants(s in script()) {
-        let mut c = App::default();
-        let mut sv = App::default();
+        let mut c = App { direct: s.direct.0, ..App::default() };
+        let mut sv = App { direct: s.direct.1, ..App::default() };
         let p = run(&s, &mut c, &mut sv);
 
         // Exactly one Closed, last, on both sides.

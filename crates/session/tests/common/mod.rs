@@ -81,6 +81,22 @@ impl Endpoint {
         new
     }
 
+    /// Zero-copy read, as a driver's `Endpoint::recv` does: what the session
+    /// buffered first, then DATA straight from the bytes the transport still
+    /// holds. Returns the bytes written to `out`.
+    pub fn read_direct(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        self.session.set_direct_receive(true);
+        if self.session.recv_queue() > 0 {
+            return self.session.recv(out).unwrap_or(0);
+        }
+        if self.dead {
+            return 0;
+        }
+        let (consumed, written) = self.session.recv_direct(now, &self.pending, out);
+        self.pending.drain(..consumed);
+        written
+    }
+
     /// The `Closed` reason, if the session has ended.
     pub fn closed(&self) -> Option<&bookend_session::CloseReason> {
         self.events.iter().find_map(|e| match e {
