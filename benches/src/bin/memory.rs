@@ -104,7 +104,42 @@ fn vm_hwm_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Heap held by `n` idle established session pairs on their own (no TCP).
+fn session_heap(n: usize) -> i64 {
+    use bookend_session::{Config as SConfig, Event, Instant, Session};
+    let t = Instant::ZERO;
+    let before = in_use();
+    let mut pairs = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 4096];
+    for i in 0..n {
+        let mut c = Session::caller(SConfig::default(), i as u64).unwrap();
+        let mut s = Session::callee(SConfig::default(), i as u64, t).unwrap();
+        c.connect(t, Some(b"client"), Options::DEFAULT).unwrap();
+        let k = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..k]);
+        let Some(Event::ConnectRequest(req)) = s.poll_event() else {
+            panic!()
+        };
+        s.accept(t, Some(b"welcome"), req.grant).unwrap();
+        let k = s.poll_transmit(t, &mut buf);
+        c.handle_bytes(t, &buf[..k]);
+        while c.poll_event().is_some() {}
+        while s.poll_event().is_some() {}
+        pairs.push((c, s));
+    }
+    let used = in_use() - before;
+    let inline = (std::mem::size_of::<bookend_session::Session>() * 2 * n) as i64;
+    println!(
+        "{n} idle session pairs alone: {} B heap per session ({} B of it the Session structs in a Vec)",
+        used / (2 * n as i64),
+        inline / (2 * n as i64)
+    );
+    drop(pairs);
+    used
+}
+
 fn main() {
+    session_heap(1000);
     let sizes: &[usize] = if quick() {
         &[10, 100, 1000]
     } else {

@@ -206,8 +206,12 @@ struct Conn {
     local: Option<IpEndpoint>,
     remote: Option<IpEndpoint>,
     ephemeral_port: Option<u16>,
-    connect_args: Option<(Option<Vec<u8>>, Options)>,
-    request: Option<IncomingRequest>,
+    /// Until TCP is up: what to send in CONNECT. Boxed: most connections
+    /// never have one, and idle ones should not pay for it.
+    connect_args: Option<Box<(Option<Vec<u8>>, Options)>>,
+    /// A request waiting for the application's decision. Boxed, and dropped
+    /// once decided, for the same reason.
+    request: Option<Box<IncomingRequest>>,
     tcp_done_by: Option<Instant>,
     /// Poll count at which the socket was aborted: it leaves the set after
     /// the next interface poll, so the RST is really sent.
@@ -253,7 +257,12 @@ pub struct Stats {
 pub struct Endpoint {
     config: Config,
     listeners: Vec<Listener>,
-    conns: Vec<Option<Conn>>,
+    /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
+    /// per slot instead of a whole 864-byte connection. Measured (benches
+    /// `memory`): 1.1 KiB instead of 2.0-3.1 KiB per idle session and
+    /// endpoint, for a poll round about 1.5x slower at 10 000 idle sessions
+    /// (pointer chasing); event-driven polling is the real fix for the latter.
+    conns: Vec<Option<Box<Conn>>>,
     generations: Vec<u32>,
     free: Vec<usize>,
     ports: Ports,
@@ -484,7 +493,7 @@ impl Endpoint {
             }
         };
         let generation = self.generations[index];
-        self.conns[index] = Some(conn(generation));
+        self.conns[index] = Some(Box::new(conn(generation)));
         Handle {
             index: index as u32,
             generation,
@@ -494,14 +503,14 @@ impl Endpoint {
     fn conn(&self, h: Handle) -> Option<&Conn> {
         self.conns
             .get(h.index as usize)?
-            .as_ref()
+            .as_deref()
             .filter(|c| c.generation == h.generation)
     }
 
     fn conn_mut(&mut self, h: Handle) -> Option<&mut Conn> {
         self.conns
             .get_mut(h.index as usize)?
-            .as_mut()
+            .as_deref_mut()
             .filter(|c| c.generation == h.generation)
     }
 
@@ -564,7 +573,7 @@ impl Endpoint {
             local,
             remote: Some(remote),
             ephemeral_port: Some(port),
-            connect_args: Some((data, options)),
+            connect_args: Some(Box::new((data, options))),
             request: None,
             tcp_done_by: None,
             aborted_at_poll: None,
@@ -673,7 +682,7 @@ impl Endpoint {
     /// The pending request of an incoming connection (after `Defer`, or when
     /// no condition function is installed).
     pub fn request(&self, h: Handle) -> Option<&IncomingRequest> {
-        self.conn(h)?.request.as_ref()
+        self.conn(h)?.request.as_deref()
     }
 
     /// The local and remote endpoints of a connection, once known.
@@ -700,6 +709,7 @@ impl Endpoint {
         c.session
             .accept(session_instant(now), callee_data, granted)?;
         c.phase = Phase::Owned;
+        c.request = None;
         Ok(())
     }
 
@@ -721,6 +731,7 @@ impl Endpoint {
         }
         c.session.reject(session_instant(now), reason, data)?;
         c.phase = Phase::Refused;
+        c.request = None;
         self.stats.refused += 1;
         Ok(())
     }
@@ -1029,7 +1040,7 @@ impl Endpoint {
                         TcpDecision::Defer => return,
                     }
                 }
-                if let Some((data, options)) = c.connect_args.as_ref()
+                if let Some((data, options)) = c.connect_args.as_deref()
                     && c.session.state() == State::Idle
                     && TcpConnection::is_established(socket)
                 {
@@ -1103,7 +1114,7 @@ impl Endpoint {
                             if decision.is_some() {
                                 let _ = c.session.defer();
                             }
-                            c.request = Some(request.clone());
+                            c.request = Some(Box::new(request.clone()));
                             self.events
                                 .push_back((handle, EndpointEvent::Incoming(request)));
                         }
