@@ -203,6 +203,8 @@ pub fn endpoint_config(seed: u64, buffer: usize) -> Config {
     c.max_connections = 100_000;
     c.session.recv_buffer = buffer.max(c.session.options.max_message_size as usize);
     c.session.send_buffer = buffer;
+    // The benches play stream (bulk) and message (lifecycle) sessions.
+    c.session.offered_modes = bookend_session::ModeOffer::Both;
     c
 }
 

@@ -2,17 +2,23 @@
 //! `cargo run -p bookend-session --example state_diagram > docs/session-states.md`.
 
 fn main() {
-    println!("# Session state diagram (generated)\n");
+    println!("# Session state table (generated)\n");
     println!("Generated from `bookend_session::state::TRANSITIONS` by");
     println!("`cargo run -p bookend-session --example state_diagram > docs/session-states.md`;");
-    println!("a test fails if this file is stale. Self-loops (for example DATA in OPEN) are");
-    println!("listed in the table below but not drawn. The normative description is");
-    println!("`docs/protocol.md` §5.\n");
+    println!("a test fails if this file is stale. The table is the whole behaviour of a");
+    println!("session: every legal (state, input) cell with its effects, executed in the");
+    println!("order shown (discard, frame sent, FIN or RST, timers cleared, timers armed,");
+    println!("state, event posted). A cell not listed is illegal: a received frame or FIN");
+    println!("there is a violation (ABORT `UNEXPECTED_FRAME` / `UNEXPECTED_EOF`, or RST");
+    println!("only after our FIN), a command fails and changes nothing, a stale timer is");
+    println!("ignored. \"reason, data\" means the ones the command or violation gave.");
+    println!("DATA delivery and the FD_READ / FD_WRITE events are the data path and not");
+    println!("shown. The normative description is `docs/protocol.md` §5.\n");
+    println!("## Diagram\n");
+    println!("Self-loops are in the table, not drawn.\n");
     println!("```mermaid");
     print!("{}", bookend_session::state::mermaid());
     println!("```\n");
-    println!("## Every input in every state\n");
-    println!("```text");
-    print!("{}", bookend_session::state::table_text());
-    println!("```");
+    println!("## Every legal cell\n");
+    print!("{}", bookend_session::state::markdown_table());
 }

@@ -190,6 +190,18 @@ impl Options {
     }
 }
 
+/// Which transfer modes a callee serves (§4.2: the mode is never negotiated
+/// down; a caller proposing another is refused with `OPTION_UNSUPPORTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ModeOffer {
+    /// Only the mode of [`Config::options`]: the application is written for it.
+    #[default]
+    Configured,
+    /// Stream and message mode: the caller chooses, and the application reads
+    /// `ConnectRequest::grant.mode` to know which calls to use.
+    Both,
+}
+
 /// Everything one session needs to know before it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -209,10 +221,14 @@ pub struct Config {
     pub abort_flush_timeout: Duration,
     /// Largest number of received DATA bytes held for the application. When it
     /// is reached, `handle_bytes` stops consuming and TCP's window closes.
-    /// Must be at least `options.max_message_size`. Default 256 KiB.
+    /// Must be at least `options.max_message_size`. Queued messages count
+    /// [`crate::MESSAGE_OVERHEAD`] bytes each besides their length, so that
+    /// memory is bounded whatever the frame sizes. Default 256 KiB.
     pub recv_buffer: usize,
     /// Largest number of DATA bytes queued for the transport. Default 256 KiB.
     pub send_buffer: usize,
+    /// Callee: the modes it serves. Default: only `options.mode`.
+    pub offered_modes: ModeOffer,
 }
 
 impl Default for Config {
@@ -226,6 +242,7 @@ impl Default for Config {
             abort_flush_timeout: Duration::from_secs(1),
             recv_buffer: 256 * 1024,
             send_buffer: 256 * 1024,
+            offered_modes: ModeOffer::Configured,
         }
     }
 }
@@ -258,6 +275,14 @@ impl fmt::Display for ConfigError {
 impl core::error::Error for ConfigError {}
 
 impl Config {
+    /// Whether a callee with this configuration serves `mode`.
+    pub fn offers(&self, mode: Mode) -> bool {
+        match self.offered_modes {
+            ModeOffer::Configured => mode == self.options.mode,
+            ModeOffer::Both => true,
+        }
+    }
+
     /// Checks the configuration.
     ///
     /// This function returns `Err` for options out of range, a receive

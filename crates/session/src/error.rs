@@ -4,6 +4,45 @@ use core::fmt;
 
 use crate::state::State;
 
+/// Which user data an [`Error::TooLarge`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataKind {
+    /// WSAConnect's caller data.
+    CallerData,
+    /// The condition function's callee data (CF_ACCEPT).
+    CalleeData,
+    /// Reject data (CF_REJECT).
+    RejectData,
+    /// WSASendDisconnect's disconnect data.
+    DisconnectData,
+    /// Abort data.
+    AbortData,
+    /// A message (message mode).
+    Message,
+}
+
+impl DataKind {
+    /// Whether the data goes with the connection's set-up, where Winsock
+    /// reports a buffer over the provider's limit as `WSAEFAULT`.
+    pub const fn is_connect_time(self) -> bool {
+        matches!(self, Self::CallerData | Self::CalleeData | Self::RejectData)
+    }
+}
+
+impl fmt::Display for DataKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CallerData => "caller data",
+            Self::CalleeData => "callee data",
+            Self::RejectData => "reject data",
+            Self::DisconnectData => "disconnect data",
+            Self::AbortData => "abort data",
+            Self::Message => "message",
+        })
+    }
+}
+
 /// Why a command was refused. A refused command changes nothing: nothing is
 /// queued and the state stays as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +63,19 @@ pub enum Error {
     /// `recv_disconnect` after the disconnect data was already returned.
     Consumed,
     /// Caller, callee, reject, disconnect or abort data, or a message, over
-    /// the limit in force (`WSAEFAULT` for connect data, `WSAEMSGSIZE` for
-    /// the rest). Nothing was sent.
+    /// the limit in force. Nothing was sent. The Winsock name depends on the
+    /// call: `WSAEFAULT` for connect-time data (WSAConnect's and the
+    /// condition function's buffers), `WSAEMSGSIZE` for the rest.
     TooLarge {
         /// The limit.
         max: u32,
+        /// Which data was too large.
+        what: DataKind,
     },
+    /// `connect` while a connect is in progress (`WSAEALREADY`).
+    AlreadyConnecting,
+    /// `connect` on a connected session (`WSAEISCONN`).
+    AlreadyConnected,
     /// The caller's buffer cannot hold the disconnect data (`WSAEFAULT`). The
     /// data stays retrievable.
     BufferTooSmall {
@@ -66,7 +112,10 @@ impl Error {
             Self::InvalidState { .. } | Self::WrongMode | Self::InvalidGrant => "WSAEINVAL",
             Self::NotConnected | Self::NotYet | Self::Consumed => "WSAENOTCONN",
             Self::Shutdown => "WSAESHUTDOWN",
+            Self::TooLarge { what, .. } if what.is_connect_time() => "WSAEFAULT",
             Self::TooLarge { .. } | Self::MessageTruncated { .. } => "WSAEMSGSIZE",
+            Self::AlreadyConnecting => "WSAEALREADY",
+            Self::AlreadyConnected => "WSAEISCONN",
             Self::BufferTooSmall { .. } => "WSAEFAULT",
             Self::WouldBlock => "WSAEWOULDBLOCK",
             Self::Disconnected => "WSAEDISCON",
@@ -84,7 +133,9 @@ impl fmt::Display for Error {
             Self::Shutdown => write!(f, "sending half already shut down"),
             Self::NotYet => write!(f, "the peer has not disconnected yet"),
             Self::Consumed => write!(f, "disconnect data already read"),
-            Self::TooLarge { max } => write!(f, "data over the {max}-byte limit"),
+            Self::TooLarge { max, what } => write!(f, "{what} over the {max}-byte limit"),
+            Self::AlreadyConnecting => write!(f, "a connect is already in progress"),
+            Self::AlreadyConnected => write!(f, "already connected"),
             Self::BufferTooSmall { needed } => write!(f, "buffer too small, {needed} bytes needed"),
             Self::MessageTruncated { len } => write!(f, "message of {len} bytes does not fit"),
             Self::WouldBlock => write!(f, "would block"),

@@ -64,11 +64,15 @@ mod event;
 mod session;
 pub mod state;
 mod time;
+mod timer;
 
 pub use bookend_wire::{Mode, Reason};
-pub use config::{Config, ConfigError, Options, OptionsError};
-pub use error::Error;
+pub use config::{Config, ConfigError, ModeOffer, Options, OptionsError};
+pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
-pub use session::{BufferUsage, MIN_DIRECT_CHUNK, Role, Session, TransportAction, TransportClosed};
+pub use session::{
+    BufferUsage, MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, Role, Session, TransportAction,
+    TransportClosed,
+};
 pub use state::State;
 pub use time::Instant;

@@ -1,15 +1,28 @@
 //! The session state machine, declared as data (`docs/protocol.md` §5).
 //!
-//! [`TRANSITIONS`] is the single source of truth: one row per legal
-//! (state, input) pair. The session consults it for every change of state; an
-//! input with no row is illegal (a received frame ends the session with
-//! ABORT(`UNEXPECTED_FRAME`), an application command fails with
-//! `InvalidState`). A `const` builder turns the rows into an O(1) lookup matrix
-//! and fails the build if two rows contradict each other. The snapshot test
-//! prints every input in every state, and [`mermaid`] draws the diagram
-//! checked into `docs/session-states.md`; both come from this table.
+//! [`TRANSITIONS`] is the whole behaviour of a session. Each row names a
+//! state (or several), an input, the next state and **every effect** of the
+//! transition, in the style of the ISO 8073 / X.225 state tables: what is
+//! discarded, the frame sent, FIN or RST, the timers cleared and armed, and the
+//! events posted. The session classifies what happened into an [`Input`]
+//! (predicates such as "with unread data" are separate inputs, so every cell
+//! is deterministic), looks up the row and executes its effects; no other
+//! code changes the state, sends a control frame, issues FIN/RST or arms a
+//! timer. (DATA payloads and the FD_READ/FD_WRITE flow events belong to the
+//! data path: rows only say where DATA is legal.)
+//!
+//! A `const` builder turns the rows into an O(1) lookup matrix and fails the
+//! build if two rows claim one cell. An input with no row is illegal: a
+//! received frame or FIN there becomes a [`Input::Violation`] (ABORT
+//! `UNEXPECTED_FRAME` / `UNEXPECTED_EOF`), an application command fails with
+//! an error and changes nothing. [`table_text`] (snapshot-tested) and
+//! [`mermaid`] print the table; `docs/session-states.md` is generated from them.
 
 use core::fmt;
+
+use bookend_wire::Reason;
+
+use crate::event::Timer;
 
 /// The state of one session. Both roles share the set; each doc says which
 /// Winsock situation the state corresponds to.
@@ -82,7 +95,8 @@ impl State {
     }
 
     /// Whether received bytes are still parsed as frames in this state. In
-    /// `Rejecting`, `Refused` and `Closed` everything until the FIN is ignored.
+    /// `Rejecting`, `Refused` and `Closed` everything until the FIN is ignored,
+    /// and entering them drops any partly received frame.
     pub const fn parses_frames(self) -> bool {
         !matches!(self, Self::Rejecting | Self::Refused | Self::Closed)
     }
@@ -95,7 +109,9 @@ impl fmt::Display for State {
 }
 
 /// Everything that can move the machine: application commands, received
-/// frames, transport events and timers.
+/// frames, transport events and timers. Where one event leads to different
+/// behaviour depending on a condition (ISO's predicates), the condition is
+/// part of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Input {
@@ -111,11 +127,13 @@ pub enum Input {
     AppSend,
     /// `send_disconnect(data)`: WSASendDisconnect.
     AppSendDisconnect,
-    /// `close()`: graceful closesocket.
+    /// `close()` with nothing unread: graceful closesocket.
     AppClose,
+    /// `close()` with received data unread: TCP would reset (RFC 9293 §3.10.4).
+    AppCloseUnread,
     /// `abort(reason, data)`: closesocket with linger {1, 0}.
     AppAbort,
-    /// CONNECT received and acceptable (version, options, size).
+    /// CONNECT received and acceptable (version, options, mode, size).
     RecvConnect,
     /// CONNECT received but unservable: answered with REJECT at once (§6.3).
     RecvUnacceptableConnect,
@@ -123,19 +141,26 @@ pub enum Input {
     RecvAccept,
     /// REJECT received.
     RecvReject,
-    /// DATA received.
+    /// DATA received while the application still reads.
     RecvData,
+    /// DATA received after the application closed: nobody will read it.
+    RecvDataAfterClose,
     /// DISCONNECT received.
     RecvDisconnect,
     /// ABORT received.
     RecvAbort,
     /// PING received.
     RecvPing,
-    /// TCP FIN (end of the received stream).
+    /// A frame of unknown type without `MUST_UNDERSTAND` (skipped where legal).
+    RecvUnknown,
+    /// Callee: the session is created on an established transport.
+    TransportUp,
+    /// TCP FIN (end of the received stream) on a frame boundary.
     RecvFin,
     /// TCP RST.
     RecvRst,
-    /// A malformed frame, or a limit exceeded by the peer.
+    /// A malformed frame, a frame or FIN illegal in the state, or a limit
+    /// exceeded by the peer.
     Violation,
     /// The transport gave up (for example a TCP user timeout).
     TransportTimeout,
@@ -149,11 +174,15 @@ pub enum Input {
     LingerTimer,
     /// The idle timer: nothing received for 3 keepalive intervals.
     IdleTimer,
+    /// The keepalive timer: nothing sent for one keepalive interval.
+    KeepaliveTimer,
+    /// The abort-flush timer: the ABORT did not reach the transport in time.
+    AbortFlushTimer,
 }
 
 impl Input {
     /// Every input, in declaration order.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 31] = [
         Self::AppConnect,
         Self::AppAccept,
         Self::AppReject,
@@ -161,15 +190,19 @@ impl Input {
         Self::AppSend,
         Self::AppSendDisconnect,
         Self::AppClose,
+        Self::AppCloseUnread,
         Self::AppAbort,
         Self::RecvConnect,
         Self::RecvUnacceptableConnect,
         Self::RecvAccept,
         Self::RecvReject,
         Self::RecvData,
+        Self::RecvDataAfterClose,
         Self::RecvDisconnect,
         Self::RecvAbort,
         Self::RecvPing,
+        Self::RecvUnknown,
+        Self::TransportUp,
         Self::RecvFin,
         Self::RecvRst,
         Self::Violation,
@@ -179,243 +212,520 @@ impl Input {
         Self::DecisionTimer,
         Self::LingerTimer,
         Self::IdleTimer,
+        Self::KeepaliveTimer,
+        Self::AbortFlushTimer,
     ];
 }
 
-/// One legal transition.
+/// The session's timers, each armed and cleared only by rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum TimerId {
+    /// Caller: CONNECT sent, until ACCEPT or REJECT.
+    Connect,
+    /// Callee: transport up, until CONNECT is complete.
+    Handshake,
+    /// Callee: CONNECT received, until accept or reject.
+    Decision,
+    /// Closing: until the peer's FIN.
+    Linger,
+    /// ABORT queued: until it reached the transport.
+    AbortFlush,
+    /// Connected: 3 keepalive intervals after the transport last delivered bytes.
+    Idle,
+    /// Connected: one keepalive interval after we last sent.
+    Keepalive,
+}
+
+impl TimerId {
+    /// Every timer, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::Connect,
+        Self::Handshake,
+        Self::Decision,
+        Self::Linger,
+        Self::AbortFlush,
+        Self::Idle,
+        Self::Keepalive,
+    ];
+
+    /// The input its expiry feeds to the machine.
+    pub const fn input(self) -> Input {
+        match self {
+            Self::Connect => Input::ConnectTimer,
+            Self::Handshake => Input::HandshakeTimer,
+            Self::Decision => Input::DecisionTimer,
+            Self::Linger => Input::LingerTimer,
+            Self::AbortFlush => Input::AbortFlushTimer,
+            Self::Idle => Input::IdleTimer,
+            Self::Keepalive => Input::KeepaliveTimer,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Handshake => "handshake",
+            Self::Decision => "decision",
+            Self::Linger => "linger",
+            Self::AbortFlush => "abort-flush",
+            Self::Idle => "idle",
+            Self::Keepalive => "keepalive",
+        }
+    }
+}
+
+/// A set of timers, as a row names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Timers(u8);
+
+impl Timers {
+    /// No timer.
+    pub const NONE: Self = Self(0);
+    /// Every timer but the abort flush, which outlives the end of a session.
+    pub const ALL_BUT_FLUSH: Self = Self(0x7F & !(1 << TimerId::AbortFlush as u8));
+    /// Idle and keepalive: the liveness pair of the connected states.
+    pub const LIVENESS: Self = Self((1 << TimerId::Idle as u8) | (1 << TimerId::Keepalive as u8));
+
+    /// The set holding only `t`.
+    pub const fn of(t: TimerId) -> Self {
+        Self(1 << t as u8)
+    }
+
+    /// `self` with `t` added.
+    pub const fn and(self, t: TimerId) -> Self {
+        Self(self.0 | (1 << t as u8))
+    }
+
+    /// Whether `t` is in the set.
+    pub const fn contains(self, t: TimerId) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// What is thrown away before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discard {
+    /// Nothing.
+    Nothing,
+    /// Frames and DATA queued but not yet handed to the transport (§3.6: an
+    /// ABORT goes next, not after the queue).
+    Unsent,
+    /// Unsent bytes and received data the application has not read.
+    Both,
+    /// The transport is gone: unsent bytes, and no FIN or RST will ever go.
+    TransportGone,
+    /// Like `TransportGone`, and unread received data too (a RST: E12).
+    TransportGoneAndUnread,
+}
+
+/// The control frame a row sends. A fixed reason is part of the row; `None`
+/// takes the reason (and data) the command or the detected violation gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Control {
+    /// CONNECT with the caller data and proposal.
+    Connect,
+    /// ACCEPT with the callee data and grant.
+    Accept,
+    /// REJECT with a reason.
+    Reject(Option<Reason>),
+    /// DISCONNECT with the disconnect data (none from `close`).
+    Disconnect,
+    /// ABORT with a reason; then the row's RST.
+    Abort(Option<Reason>),
+    /// PING.
+    Ping,
+}
+
+/// FIN or RST, issued after every byte queued before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Close our sending half.
+    Fin,
+    /// Reset the connection.
+    Rst,
+}
+
+/// How a session ended, as a row states it (the details come with the input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum End {
+    /// Both DISCONNECTs and FINs exchanged.
+    Graceful,
+    /// Caller: the callee's REJECT.
+    Refused,
+    /// Callee: our REJECT.
+    Rejected,
+    /// Callee: the caller left before CONNECT.
+    Abandoned,
+    /// RST without ABORT.
+    Reset,
+    /// We aborted (the application).
+    AbortedLocally,
+    /// The peer's ABORT.
+    AbortedByPeer,
+    /// A timer of ours.
+    TimedOut(Timer),
+    /// The peer broke the protocol.
+    ProtocolError,
+}
+
+/// An event a row posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Post {
+    /// `Event::ConnectRequest` (FD_ACCEPT).
+    ConnectRequest,
+    /// `Event::Connected` then `Event::Writable` (FD_CONNECT, FD_WRITE).
+    Connected,
+    /// `Event::Writable` (FD_WRITE) after CF_ACCEPT.
+    Writable,
+    /// `Event::Refused` (FD_CONNECT with WSAECONNREFUSED).
+    Refused,
+    /// `Event::PeerDisconnected` (FD_CLOSE).
+    PeerDisconnected,
+    /// `Event::Closed`: the last event.
+    Closed(End),
+}
+
+/// The next state of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Next {
+    /// The state the input arrived in.
+    Same,
+    /// Another state.
+    To(State),
+}
+
+/// One row: in any of `from`, `input` leads to `next` with these effects,
+/// executed in field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// The state the input arrives in.
-    pub from: State,
+pub struct Row {
+    /// The states the input may arrive in.
+    pub from: &'static [State],
     /// The input.
     pub input: Input,
     /// The state after it.
-    pub to: State,
+    pub next: Next,
+    /// 1. What is discarded.
+    pub discard: Discard,
+    /// 2. The control frame sent.
+    pub send: Option<Control>,
+    /// 3. FIN or RST, after every byte queued before it.
+    pub transport: Option<Transport>,
+    /// 4. Timers cleared.
+    pub clear: Timers,
+    /// 5. Timers armed (re-armed if running).
+    pub arm: Timers,
+    /// 6. Event posted once the state has changed.
+    pub post: Option<Post>,
 }
 
-macro_rules! transitions {
-    ($( $input:ident { $( $($from:ident)|+ => $to:ident ),+ $(,)? } )*) => {
-        /// Every legal transition, grouped by input. See the module docs.
-        pub const TRANSITIONS: &[Transition] = &[
-            $( $( $( Transition { from: State::$from, input: Input::$input, to: State::$to }, )+ )+ )*
-        ];
-    };
+impl Row {
+    const fn new(from: &'static [State], input: Input, next: Next) -> Self {
+        Self {
+            from,
+            input,
+            next,
+            discard: Discard::Nothing,
+            send: None,
+            transport: None,
+            clear: Timers::NONE,
+            arm: Timers::NONE,
+            post: None,
+        }
+    }
+    const fn discard(mut self, d: Discard) -> Self {
+        self.discard = d;
+        self
+    }
+    const fn send(mut self, s: Control) -> Self {
+        self.send = Some(s);
+        self
+    }
+    const fn fin(mut self) -> Self {
+        self.transport = Some(Transport::Fin);
+        self
+    }
+    const fn rst(mut self) -> Self {
+        self.transport = Some(Transport::Rst);
+        self
+    }
+    const fn clear(mut self, t: Timers) -> Self {
+        self.clear = t;
+        self
+    }
+    const fn arm(mut self, t: Timers) -> Self {
+        self.arm = t;
+        self
+    }
+    const fn post(mut self, p: Post) -> Self {
+        self.post = Some(p);
+        self
+    }
+    /// The session ends: every timer but the flush is cleared.
+    const fn ends(self, end: End) -> Self {
+        self.clear(Timers::ALL_BUT_FLUSH).post(Post::Closed(end))
+    }
+    /// Our abort: discard what is unsent (and unread), ABORT, RST, flush timer, end.
+    const fn aborts(self, reason: Option<Reason>, end: End) -> Self {
+        self.discard(Discard::Both)
+            .send(Control::Abort(reason))
+            .rst()
+            .arm(Timers::of(TimerId::AbortFlush))
+            .ends(end)
+    }
+    /// Our abort after our FIN: no frame can follow the FIN, so RST only (§5.4).
+    const fn resets(self, discard: Discard, end: End) -> Self {
+        self.discard(discard).rst().ends(end)
+    }
 }
 
-transitions! {
-    AppConnect { Idle => ConnectSent }
-    AppAccept { ConnectReceived | Deferred => Open }
-    AppReject { ConnectReceived | Deferred => Rejecting }
-    AppDefer { ConnectReceived | Deferred => Deferred }
-    AppSend { Open => Open, PeerDisconnected => PeerDisconnected }
-    AppSendDisconnect { Open => LocalDisconnected, PeerDisconnected => Closing }
-    AppClose {
-        // Winsock: closesocket on a connecting socket abandons the attempt.
-        Idle | ConnectSent | AwaitConnect => Closed,
-        // Closing an undecided request refuses it rather than leaving the caller waiting.
-        ConnectReceived | Deferred => Rejecting,
-        Open | LocalDisconnected => LocalDisconnected,
-        PeerDisconnected | Closing => Closing,
-        Rejecting => Rejecting,
-        Refused => Refused,
-    }
-    AppAbort {
-        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
-            | PeerDisconnected | Closing | Rejecting | Refused => Closed
-    }
-    RecvConnect { AwaitConnect => ConnectReceived }
-    RecvUnacceptableConnect { AwaitConnect => Rejecting }
-    RecvAccept { ConnectSent => Open }
-    RecvReject { ConnectSent => Refused }
-    RecvData { Open => Open, LocalDisconnected => LocalDisconnected }
-    RecvDisconnect { Open => PeerDisconnected, LocalDisconnected => Closing }
-    RecvAbort {
-        ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
-            | PeerDisconnected | Closing => Closed
-    }
-    RecvPing {
-        Open => Open,
-        LocalDisconnected => LocalDisconnected,
-        PeerDisconnected => PeerDisconnected,
-        Closing => Closing,
-    }
-    // Anywhere else a FIN means the peer's session layer ended without
-    // DISCONNECT: the session turns it into a Violation (UNEXPECTED_EOF).
-    RecvFin { AwaitConnect | Closing | Rejecting | Refused => Closed }
+use Next::{Same, To};
+use State::*;
+
+const fn to(s: State) -> Next {
+    To(s)
+}
+
+const LIVE: &[State] = &[
+    Idle,
+    ConnectSent,
+    AwaitConnect,
+    ConnectReceived,
+    Deferred,
+    Open,
+    LocalDisconnected,
+    PeerDisconnected,
+    Closing,
+    Rejecting,
+    Refused,
+];
+/// States where the transport carries frames and our FIN has not been sent.
+const FRAMING: &[State] = &[
+    ConnectSent,
+    AwaitConnect,
+    ConnectReceived,
+    Deferred,
+    Open,
+    LocalDisconnected,
+    PeerDisconnected,
+];
+const AFTER_FIN: &[State] = &[Closing, Rejecting, Refused];
+const CONNECTED: &[State] = &[Open, LocalDisconnected, PeerDisconnected];
+const SKIPPABLE: &[State] = &[Open, LocalDisconnected, PeerDisconnected, Closing];
+const UNDECIDED: &[State] = &[ConnectReceived, Deferred];
+const LINGER: Timers = Timers::of(TimerId::Linger);
+/// Entering CLOSING: our FIN goes; liveness timers stop, linger bounds the wait.
+const CLOSING_TIMERS: Timers = Timers::LIVENESS;
+
+/// Every row, grouped by input. See the module docs.
+pub const TRANSITIONS: &[Row] = &[
+    // --- application commands -------------------------------------------
+    Row::new(&[Idle], Input::AppConnect, to(ConnectSent))
+        .send(Control::Connect)
+        .arm(Timers::of(TimerId::Connect)),
+    Row::new(UNDECIDED, Input::AppAccept, to(Open))
+        .send(Control::Accept)
+        .clear(Timers::of(TimerId::Decision))
+        .arm(Timers::LIVENESS)
+        .post(Post::Writable),
+    Row::new(UNDECIDED, Input::AppReject, to(Rejecting))
+        .send(Control::Reject(None))
+        .fin()
+        .clear(Timers::of(TimerId::Decision))
+        .arm(LINGER),
+    Row::new(UNDECIDED, Input::AppDefer, to(Deferred)),
+    Row::new(&[Open, PeerDisconnected], Input::AppSend, Same),
+    Row::new(&[Open], Input::AppSendDisconnect, to(LocalDisconnected)).send(Control::Disconnect),
+    Row::new(&[PeerDisconnected], Input::AppSendDisconnect, to(Closing))
+        .send(Control::Disconnect)
+        .fin()
+        .clear(CLOSING_TIMERS)
+        .arm(LINGER),
+    // Winsock: closesocket on a connecting socket abandons the attempt.
+    Row::new(&[Idle], Input::AppClose, to(Closed)).resets(Discard::Both, End::AbortedLocally),
+    Row::new(&[ConnectSent, AwaitConnect], Input::AppClose, to(Closed))
+        .aborts(Some(Reason::APPLICATION_ABORT), End::AbortedLocally),
+    // Closing an undecided request refuses it rather than leaving the caller waiting.
+    Row::new(UNDECIDED, Input::AppClose, to(Rejecting))
+        .send(Control::Reject(Some(Reason::REJECTED)))
+        .fin()
+        .clear(Timers::of(TimerId::Decision))
+        .arm(LINGER),
+    Row::new(&[Open], Input::AppClose, to(LocalDisconnected))
+        .send(Control::Disconnect)
+        .arm(LINGER),
+    Row::new(&[LocalDisconnected], Input::AppClose, Same).arm(LINGER),
+    Row::new(&[PeerDisconnected], Input::AppClose, to(Closing))
+        .send(Control::Disconnect)
+        .fin()
+        .clear(CLOSING_TIMERS)
+        .arm(LINGER),
+    Row::new(AFTER_FIN, Input::AppClose, Same),
+    Row::new(CONNECTED, Input::AppCloseUnread, to(Closed))
+        .aborts(Some(Reason::UNREAD_DATA), End::AbortedLocally),
+    Row::new(&[Idle], Input::AppAbort, to(Closed)).resets(Discard::Both, End::AbortedLocally),
+    Row::new(FRAMING, Input::AppAbort, to(Closed)).aborts(None, End::AbortedLocally),
+    Row::new(AFTER_FIN, Input::AppAbort, to(Closed)).resets(Discard::Both, End::AbortedLocally),
+    // --- received frames -------------------------------------------------
+    Row::new(&[AwaitConnect], Input::RecvConnect, to(ConnectReceived))
+        .clear(Timers::of(TimerId::Handshake))
+        .arm(Timers::of(TimerId::Decision))
+        .post(Post::ConnectRequest),
+    Row::new(
+        &[AwaitConnect],
+        Input::RecvUnacceptableConnect,
+        to(Rejecting),
+    )
+    .send(Control::Reject(None))
+    .fin()
+    .clear(Timers::of(TimerId::Handshake))
+    .arm(LINGER),
+    Row::new(&[ConnectSent], Input::RecvAccept, to(Open))
+        .clear(Timers::of(TimerId::Connect))
+        .arm(Timers::LIVENESS)
+        .post(Post::Connected),
+    Row::new(&[ConnectSent], Input::RecvReject, to(Refused))
+        .fin()
+        .clear(Timers::of(TimerId::Connect))
+        .arm(LINGER)
+        .post(Post::Refused),
+    // Delivery and FD_READ belong to the data path.
+    Row::new(&[Open, LocalDisconnected], Input::RecvData, Same),
+    // Data for an application that has closed: tell the sender, as TCP's RST
+    // would, instead of letting it believe the data was read.
+    Row::new(&[LocalDisconnected], Input::RecvDataAfterClose, to(Closed))
+        .aborts(Some(Reason::UNREAD_DATA), End::AbortedLocally),
+    Row::new(&[Open], Input::RecvDisconnect, to(PeerDisconnected)).post(Post::PeerDisconnected),
+    Row::new(&[LocalDisconnected], Input::RecvDisconnect, to(Closing))
+        .fin()
+        .clear(CLOSING_TIMERS)
+        .arm(LINGER)
+        .post(Post::PeerDisconnected),
+    // Pending data in both directions is discarded (§3.6); answer with RST.
+    Row::new(
+        &[
+            ConnectSent,
+            AwaitConnect,
+            ConnectReceived,
+            Deferred,
+            Open,
+            LocalDisconnected,
+            PeerDisconnected,
+            Closing,
+        ],
+        Input::RecvAbort,
+        to(Closed),
+    )
+    .resets(Discard::Both, End::AbortedByPeer),
+    Row::new(SKIPPABLE, Input::RecvPing, Same),
+    Row::new(SKIPPABLE, Input::RecvUnknown, Same),
+    // --- the transport ---------------------------------------------------
+    // The defence against a caller that connects and never asks (slowloris).
+    Row::new(&[AwaitConnect], Input::TransportUp, Same).arm(Timers::of(TimerId::Handshake)),
+    // The caller went away before asking: close our half cleanly too.
+    Row::new(&[AwaitConnect], Input::RecvFin, to(Closed))
+        .fin()
+        .ends(End::Abandoned),
+    Row::new(&[Closing], Input::RecvFin, to(Closed)).ends(End::Graceful),
+    Row::new(&[Rejecting], Input::RecvFin, to(Closed)).ends(End::Rejected),
+    Row::new(&[Refused], Input::RecvFin, to(Closed)).ends(End::Refused),
     // IDLE included: a driver holds an IDLE caller while TCP connects, and a
-    // RST then is "connection refused".
-    RecvRst {
-        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
-            | PeerDisconnected | Closing | Rejecting | Refused => Closed
-    }
-    Violation {
-        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
-            | PeerDisconnected | Closing => Closed
-    }
-    TransportTimeout {
-        Idle | ConnectSent | AwaitConnect | ConnectReceived | Deferred | Open | LocalDisconnected
-            | PeerDisconnected | Closing | Rejecting | Refused => Closed
-    }
-    ConnectTimer { ConnectSent => Closed }
-    HandshakeTimer { AwaitConnect => Closed }
-    DecisionTimer { ConnectReceived | Deferred => Rejecting }
-    LingerTimer { LocalDisconnected | Closing | Rejecting | Refused => Closed }
-    IdleTimer { Open | LocalDisconnected | PeerDisconnected => Closed }
-}
+    // RST then is "connection refused". Windows discards unread data (E12).
+    Row::new(LIVE, Input::RecvRst, to(Closed))
+        .discard(Discard::TransportGoneAndUnread)
+        .ends(End::Reset),
+    // The peer's RST answering our ABORT: nothing more can be sent.
+    Row::new(&[Closed], Input::RecvRst, Same).discard(Discard::TransportGone),
+    Row::new(LIVE, Input::TransportTimeout, to(Closed))
+        .discard(Discard::TransportGone)
+        .ends(End::TimedOut(Timer::Transport)),
+    Row::new(&[Closed], Input::TransportTimeout, Same).discard(Discard::TransportGone),
+    // --- protocol violations ---------------------------------------------
+    Row::new(&[Idle], Input::Violation, to(Closed)).resets(Discard::Both, End::ProtocolError),
+    Row::new(FRAMING, Input::Violation, to(Closed)).aborts(None, End::ProtocolError),
+    // After our FIN no ABORT can follow (§5.4): RST only.
+    Row::new(&[Closing], Input::Violation, to(Closed)).resets(Discard::Both, End::ProtocolError),
+    // --- timers ------------------------------------------------------------
+    Row::new(&[ConnectSent], Input::ConnectTimer, to(Closed))
+        .aborts(Some(Reason::CONNECT_TIMEOUT), End::TimedOut(Timer::Connect)),
+    Row::new(&[AwaitConnect], Input::HandshakeTimer, to(Closed)).aborts(
+        Some(Reason::HANDSHAKE_TIMEOUT),
+        End::TimedOut(Timer::Handshake),
+    ),
+    // The caller always learns why: REJECT, not silence.
+    Row::new(UNDECIDED, Input::DecisionTimer, to(Rejecting))
+        .send(Control::Reject(Some(Reason::DECISION_TIMEOUT)))
+        .fin()
+        .clear(Timers::of(TimerId::Decision))
+        .arm(LINGER),
+    Row::new(&[LocalDisconnected], Input::LingerTimer, to(Closed))
+        .aborts(Some(Reason::LINGER_TIMEOUT), End::TimedOut(Timer::Linger)),
+    // After the peer's DISCONNECT a linger timeout only means its FIN is
+    // missing: everything it sent is here and stays readable.
+    Row::new(&[Closing], Input::LingerTimer, to(Closed))
+        .resets(Discard::Unsent, End::TimedOut(Timer::Linger)),
+    Row::new(&[Rejecting, Refused], Input::LingerTimer, to(Closed))
+        .resets(Discard::Both, End::TimedOut(Timer::Linger)),
+    Row::new(CONNECTED, Input::IdleTimer, to(Closed))
+        .aborts(Some(Reason::IDLE_TIMEOUT), End::TimedOut(Timer::Idle)),
+    Row::new(CONNECTED, Input::KeepaliveTimer, Same)
+        .send(Control::Ping)
+        .arm(Timers::of(TimerId::Keepalive)),
+    // The ABORT could not get out in time: drop it, so the RST goes.
+    Row::new(&[Closed], Input::AbortFlushTimer, Same).discard(Discard::Unsent),
+];
 
-const ILLEGAL: u8 = u8::MAX;
+const NONE: u8 = u8::MAX;
 const STATES: usize = State::ALL.len();
 const INPUTS: usize = Input::ALL.len();
 
-/// `MATRIX[state][input]` is the next state's index, or `ILLEGAL`.
+/// `MATRIX[state][input]` is the index of the row for that cell, or `NONE`.
 const MATRIX: [[u8; INPUTS]; STATES] = {
-    let mut m = [[ILLEGAL; INPUTS]; STATES];
+    assert!(TRANSITIONS.len() < NONE as usize);
+    let mut m = [[NONE; INPUTS]; STATES];
     let mut i = 0;
     while i < TRANSITIONS.len() {
-        let t = TRANSITIONS[i];
-        let cell = &mut m[t.from as usize][t.input as usize];
-        // Two rows for one (state, input) pair with different targets would make
-        // the machine ambiguous: refuse to build.
-        assert!(
-            *cell == ILLEGAL || *cell == t.to as u8,
-            "contradictory transitions"
-        );
-        *cell = t.to as u8;
+        let row = &TRANSITIONS[i];
+        let mut j = 0;
+        while j < row.from.len() {
+            let cell = &mut m[row.from[j] as usize][row.input as usize];
+            // Two rows for one (state, input) cell would make the machine
+            // ambiguous: refuse to build.
+            assert!(*cell == NONE, "two rows for one cell");
+            *cell = i as u8;
+            j += 1;
+        }
         i += 1;
     }
     m
 };
 
-/// The state after `input` in `state`, or `None` if the input is illegal there.
-pub const fn next(state: State, input: Input) -> Option<State> {
-    let to = MATRIX[state as usize][input as usize];
-    if to == ILLEGAL {
+/// The row for `input` in `state`, or `None` if the input is illegal there.
+pub const fn row(state: State, input: Input) -> Option<&'static Row> {
+    let i = MATRIX[state as usize][input as usize];
+    if i == NONE {
         None
     } else {
-        Some(State::ALL[to as usize])
+        Some(&TRANSITIONS[i as usize])
     }
 }
 
-/// The transition table as text: one line per state, each input's target or
-/// `-`. Used by the snapshot test.
-pub fn table_text() -> alloc::string::String {
-    use core::fmt::Write;
-    let mut out = alloc::string::String::new();
-    for s in State::ALL {
-        let _ = writeln!(out, "{s}");
-        for i in Input::ALL {
-            match next(s, i) {
-                Some(to) => {
-                    let _ = writeln!(out, "    {i:?} -> {to}");
-                }
-                None => {
-                    let _ = writeln!(out, "    {i:?} -");
-                }
-            }
-        }
+/// The state after `input` in `state`, or `None` if the input is illegal there.
+pub const fn next(state: State, input: Input) -> Option<State> {
+    match row(state, input) {
+        Some(Row { next: To(s), .. }) => Some(*s),
+        Some(Row { next: Same, .. }) => Some(state),
+        None => None,
     }
-    out
 }
 
-/// A Mermaid state diagram of [`TRANSITIONS`]: one edge per (from, to) pair,
-/// labelled with every input that takes it. Self-loops are left out to keep
-/// the picture readable; the table lists them.
-pub fn mermaid() -> alloc::string::String {
-    use alloc::vec::Vec;
-    use core::fmt::Write;
-    let mut out = alloc::string::String::from("stateDiagram-v2\n");
-    let _ = writeln!(out, "    [*] --> IDLE: caller");
-    let _ = writeln!(out, "    [*] --> AWAIT_CONNECT: callee");
-    for from in State::ALL {
-        for to in State::ALL {
-            if from == to {
-                continue;
-            }
-            let labels: Vec<_> = Input::ALL
-                .iter()
-                .filter(|&&i| next(from, i) == Some(to))
-                .map(|i| alloc::format!("{i:?}"))
-                .collect();
-            if !labels.is_empty() {
-                let _ = writeln!(out, "    {from} --> {to}: {}", labels.join(", "));
-            }
-        }
-    }
-    let _ = writeln!(out, "    CLOSED --> [*]");
-    out
-}
+mod text;
+pub use text::{effects_text, markdown_table, mermaid, table_text};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closed_is_terminal() {
-        for i in Input::ALL {
-            assert_eq!(next(State::Closed, i), None, "{i:?} leaves CLOSED");
-        }
-    }
-
-    #[test]
-    fn every_live_state_can_be_aborted_and_reset() {
-        for s in State::ALL {
-            if s == State::Closed {
-                continue;
-            }
-            assert_eq!(next(s, Input::AppAbort), Some(State::Closed), "{s}");
-            assert_eq!(next(s, Input::RecvRst), Some(State::Closed), "{s}");
-            assert_eq!(next(s, Input::TransportTimeout), Some(State::Closed), "{s}");
-        }
-    }
-
-    #[test]
-    fn every_state_is_reachable_and_reaches_closed() {
-        let mut reach = [false; STATES];
-        reach[State::Idle as usize] = true;
-        reach[State::AwaitConnect as usize] = true;
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for t in TRANSITIONS {
-                if reach[t.from as usize] && !reach[t.to as usize] {
-                    reach[t.to as usize] = true;
-                    changed = true;
-                }
-            }
-        }
-        assert!(reach.iter().all(|&r| r), "unreachable state");
-        // Every non-terminal state has a path to CLOSED that needs no peer
-        // cooperation (a timer or the application), so nothing waits forever.
-        for s in State::ALL {
-            if s == State::Closed {
-                continue;
-            }
-            let local = [
-                Input::AppAbort,
-                Input::LingerTimer,
-                Input::ConnectTimer,
-                Input::HandshakeTimer,
-            ];
-            assert!(
-                local.iter().any(|&i| next(s, i) == Some(State::Closed)),
-                "{s} cannot end locally"
-            );
-        }
-    }
-
-    #[test]
-    fn every_event_in_every_state_snapshot() {
-        insta::assert_snapshot!("transition_table", table_text());
-    }
-
-    #[test]
-    fn checked_in_diagram_is_current() {
-        let doc = include_str!("../../../docs/session-states.md");
-        let generated = mermaid();
-        assert!(
-            doc.contains(generated.as_str()),
-            "docs/session-states.md is stale; regenerate with \
-             `cargo run -p bookend-session --example state_diagram > docs/session-states.md`"
-        );
-    }
-}
+mod tests;

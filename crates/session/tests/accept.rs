@@ -93,7 +93,10 @@ fn accept_refuses_a_grant_larger_than_the_proposal_and_oversize_callee_data() {
     };
     assert_eq!(
         p.server.session.accept(t, Some(&[0u8; 17]), small),
-        Err(Error::TooLarge { max: 16 })
+        Err(Error::TooLarge {
+            max: 16,
+            what: bookend_session::DataKind::CalleeData
+        })
     );
     // Refused commands change nothing: the request is still pending.
     assert_eq!(p.server.session.state(), State::ConnectReceived);
@@ -226,7 +229,13 @@ fn oversize_caller_data_is_refused_locally_and_nothing_is_sent() {
         .client
         .session
         .connect(t, Some(&[1u8; 17]), client.options);
-    assert_eq!(err, Err(Error::TooLarge { max: 16 }));
+    assert_eq!(
+        err,
+        Err(Error::TooLarge {
+            max: 16,
+            what: bookend_session::DataKind::CallerData
+        })
+    );
     assert_eq!(p.client.session.state(), State::Idle);
     assert_eq!(p.client.session.send_queue(), 0);
 }

@@ -68,7 +68,10 @@ fn output(s: &mut Session) -> (Vec<String>, Vec<TransportAction>) {
 }
 
 fn callee() -> Session {
-    Session::callee(Config::default(), 9, T).unwrap()
+    let mut config = Config::default();
+    // The scripts speak both modes.
+    config.offered_modes = bookend_session::ModeOffer::Both;
+    Session::callee(config, 9, T).unwrap()
 }
 
 /// A callee that has accepted our CONNECT; its ACCEPT is drained.

@@ -540,6 +540,7 @@ impl Endpoint {
         if caller_data.is_some_and(|d| d.len() > options.max_connect_data as usize) {
             return Err(Error::Session(bookend_session::Error::TooLarge {
                 max: options.max_connect_data,
+                what: bookend_session::DataKind::CallerData,
             }));
         }
         if self.connection_count() + self.listening_socket_count() >= self.config.max_connections {

@@ -134,8 +134,12 @@ impl Pair {
         }
     }
 
+    /// Default configurations, except that the callee serves both modes, so
+    /// one pair plays the scenarios in either.
     pub fn default_pair() -> Self {
-        Self::new(Config::default(), Config::default())
+        let mut server = Config::default();
+        server.offered_modes = bookend_session::ModeOffer::Both;
+        Self::new(Config::default(), server)
     }
 
     pub fn seeded(mut self, seed: u64) -> Self {

@@ -1,0 +1,672 @@
+//! The receive side: one decoder with one cursor, used by both the buffered
+//! path ([`Session::handle_bytes`]) and the zero-copy path
+//! ([`Session::recv_direct`]), and the buffers the application reads from.
+//!
+//! The decoder checks every header against the state and the limits before
+//! it waits for the body (§2.4): an illegal frame is refused from its header.
+//! Control frames are assembled whole (bounded by their limits); DATA
+//! payloads and skipped unknown frames are streamed, never buffered as frames.
+
+use alloc::collections::VecDeque;
+use bookend_wire::{
+    AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
+    Mode, Reason, VERSION, decode, flags,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use tracing::{debug, trace};
+
+use super::machine::Args;
+use super::{PeerDisconnect, Session};
+use crate::config::Options;
+use crate::error::Error;
+use crate::event::{CloseReason, Violation};
+use crate::state::{self, Input, TimerId};
+use crate::time::Instant;
+
+/// What one queued message costs the receive buffer besides its bytes: the
+/// `Bytes` handle and its queue slot, rounded up. Counting it makes flow
+/// control bound memory even for empty messages (one per 6 wire bytes).
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// A frame body being streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// DATA payload, with the frame's END_OF_MESSAGE flag.
+    Data { end_of_message: bool },
+    /// An unknown frame without MUST_UNDERSTAND, skipped.
+    Skip,
+}
+
+/// The decoder's cursor and the received data held for the application.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    /// A control frame (or any frame's header) received in part.
+    partial: BytesMut,
+    /// Bytes still owed by a streamed body.
+    body_left: usize,
+    body: Body,
+    stream: BytesMut,
+    messages: VecDeque<Bytes>,
+    message: BytesMut,
+    /// DATA bytes held for the application (FIONREAD).
+    pub(crate) queued: usize,
+    /// Complete messages' bytes plus `MESSAGE_OVERHEAD` each.
+    messages_charge: usize,
+    readable_posted: bool,
+    /// Stream mode, opted in by the driver: DATA stays in the transport
+    /// until the application reads it with `recv_direct`.
+    direct: bool,
+    /// The last offer was not taken whole: DATA waits for the application.
+    held: bool,
+}
+
+impl Rx {
+    pub(crate) fn new() -> Self {
+        Self {
+            partial: BytesMut::new(),
+            body_left: 0,
+            body: Body::Skip,
+            stream: BytesMut::new(),
+            messages: VecDeque::new(),
+            message: BytesMut::new(),
+            queued: 0,
+            messages_charge: 0,
+            readable_posted: false,
+            direct: false,
+            held: false,
+        }
+    }
+
+    pub(crate) fn partial_len(&self) -> usize {
+        self.partial.len()
+    }
+
+    pub(crate) fn messages_len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Memory held for the application, as flow control counts it.
+    pub(crate) fn charge(&self) -> usize {
+        self.stream.len() + self.message.len() + self.messages_charge
+    }
+
+    /// Whether the stream ends inside a frame.
+    pub(crate) fn mid_frame(&self) -> bool {
+        !self.partial.is_empty() || self.body_left > 0
+    }
+
+    pub(crate) fn drop_partial(&mut self) {
+        self.partial.clear();
+        self.body_left = 0;
+    }
+
+    pub(crate) fn discard(&mut self) {
+        self.stream.clear();
+        self.messages.clear();
+        self.message.clear();
+        self.queued = 0;
+        self.messages_charge = 0;
+    }
+}
+
+/// Where DATA payloads go.
+enum Sink<'a> {
+    /// Into the session's buffers, within the flow-control bound.
+    Buffer,
+    /// Into the application's buffer (zero-copy receive).
+    Direct(&'a mut [u8], usize),
+}
+
+impl Session {
+    /// The one decode loop. Returns (bytes of `input` consumed, bytes written
+    /// to the direct sink).
+    pub(super) fn receive(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> (usize, usize) {
+        let mut sink = match out {
+            Some(o) => Sink::Direct(o, 0),
+            None => Sink::Buffer,
+        };
+        let mut at = 0;
+        while self.state.parses_frames() && self.decode_one(now, input, &mut at, &mut sink) {}
+        if !self.state.parses_frames() {
+            // Everything until the FIN is ignored (§5.3).
+            at = input.len();
+        }
+        let written = match sink {
+            Sink::Direct(_, w) => w,
+            Sink::Buffer => 0,
+        };
+        if at > 0 {
+            // Liveness is what the transport delivers, not what was read (§7).
+            if let Some(k) = self.params.keepalive() {
+                self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
+            }
+        }
+        let held = at < input.len();
+        self.rx.held = held;
+        let restart = self.params.keepalive().map_or(now, |k| now + k * 3);
+        self.timers.suspend_idle(held, restart);
+        if held && self.rx.direct && matches!(sink, Sink::Buffer) {
+            // DATA waits in the transport: tell the application (FD_READ).
+            self.post_readable();
+        }
+        (at, written)
+    }
+
+    /// Decodes what it can at `*at`; returns whether to go on.
+    fn decode_one(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        at: &mut usize,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        let avail = input.len() - *at;
+        if self.rx.body_left > 0 {
+            let n = match self.rx.body {
+                Body::Skip => self.rx.body_left.min(avail),
+                Body::Data { .. } => self.rx.body_left.min(avail).min(self.data_room(sink)),
+            };
+            if n == 0 {
+                return false;
+            }
+            let chunk = &input[*at..*at + n];
+            *at += n;
+            self.rx.body_left -= n;
+            if let Body::Data { end_of_message } = self.rx.body {
+                self.take_payload(chunk, sink);
+                if self.rx.body_left == 0 && end_of_message {
+                    self.end_message();
+                }
+            }
+            return true;
+        }
+        // The header: straight from the input, or assembled in `partial`.
+        let mut header = [0u8; HEADER_LEN];
+        let in_partial = !self.rx.partial.is_empty();
+        if in_partial || avail < HEADER_LEN {
+            let need = HEADER_LEN.saturating_sub(self.rx.partial.len());
+            if need > 0 {
+                let n = need.min(avail);
+                if n == 0 {
+                    return false;
+                }
+                self.rx.partial.extend_from_slice(&input[*at..*at + n]);
+                *at += n;
+                if self.rx.partial.len() < HEADER_LEN {
+                    return false;
+                }
+            }
+            header.copy_from_slice(&self.rx.partial[..HEADER_LEN]);
+        } else {
+            header.copy_from_slice(&input[*at..*at + HEADER_LEN]);
+        }
+        let frame = Frame::new_unchecked(&header[..]);
+        let (frame_type, fl, len) = (frame.frame_type(), frame.flags(), frame.body_len());
+        let Some(input_kind) = self.check_header(now, frame_type, fl, len) else {
+            return false; // refused: the session has ended or is rejecting
+        };
+        match frame_type {
+            FrameType::Data | FrameType::Unknown(_) => {
+                let eom = fl & flags::END_OF_MESSAGE != 0;
+                if frame_type == FrameType::Data
+                    && input_kind == Input::RecvData
+                    && (len > 0 || self.params.mode == Mode::Message)
+                    && self.data_room(sink) == 0
+                {
+                    // No room: leave the frame in the transport (a header
+                    // already assembled stays in `partial`) until the
+                    // application has read.
+                    return false;
+                }
+                if !in_partial {
+                    *at += HEADER_LEN;
+                }
+                self.rx.partial.clear();
+                if input_kind == Input::RecvDataAfterClose {
+                    self.fire(now, input_kind, Args::default());
+                    return true;
+                }
+                if frame_type == FrameType::Data {
+                    self.fire(now, input_kind, Args::default());
+                    self.rx.body = Body::Data {
+                        end_of_message: eom,
+                    };
+                    self.rx.body_left = len as usize;
+                    if len == 0 && eom {
+                        self.end_message();
+                    }
+                } else {
+                    trace!(frame_type = %frame_type, len, "skipping unknown frame");
+                    self.fire(
+                        now,
+                        input_kind,
+                        Args {
+                            frame: Some(frame_type),
+                            ..Args::default()
+                        },
+                    );
+                    self.rx.body = Body::Skip;
+                    self.rx.body_left = len as usize;
+                }
+                true
+            }
+            _ => self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize),
+        }
+    }
+
+    /// Checks a header against the state, then the limits, before any body
+    /// is waited for. Order (§2.4, §5.5): reserved type; unknown type with
+    /// MUST_UNDERSTAND; frame illegal in the state; body over its limit (for
+    /// CONNECT: REJECT(`DATA_TOO_LARGE`)); message over its limit.
+    fn check_header(&mut self, now: Instant, t: FrameType, fl: u8, len: u32) -> Option<Input> {
+        let input = match t {
+            FrameType::Unknown(0) => {
+                self.violate(now, Violation::Malformed(WireError::ReservedFrameType));
+                return None;
+            }
+            FrameType::Unknown(code) if fl & flags::MUST_UNDERSTAND != 0 => {
+                self.violate(
+                    now,
+                    Violation::Malformed(WireError::UnknownCriticalFrame { frame_type: code }),
+                );
+                return None;
+            }
+            FrameType::Unknown(_) => Input::RecvUnknown,
+            FrameType::Connect => Input::RecvConnect,
+            FrameType::Accept => Input::RecvAccept,
+            FrameType::Reject => Input::RecvReject,
+            FrameType::Data => {
+                let message = self.params.mode == Mode::Message;
+                if self.app_closed && (message || len > 0) {
+                    Input::RecvDataAfterClose
+                } else {
+                    Input::RecvData
+                }
+            }
+            FrameType::Disconnect => Input::RecvDisconnect,
+            FrameType::Abort => Input::RecvAbort,
+            FrameType::Ping => Input::RecvPing,
+        };
+        if state::row(self.state, input).is_none() {
+            self.violate(
+                now,
+                Violation::UnexpectedFrame {
+                    frame: t,
+                    state: self.state,
+                },
+            );
+            return None;
+        }
+        let max = self.limits.max_body_len(t);
+        if len > max {
+            if t == FrameType::Connect {
+                debug!(len, max, "CONNECT over the limit: refused from its header");
+                self.refuse_connect(now, Reason::DATA_TOO_LARGE);
+            } else {
+                let e = WireError::FrameTooLarge {
+                    frame_type: t,
+                    len,
+                    max,
+                };
+                self.violate(now, Violation::Malformed(e));
+            }
+            return None;
+        }
+        if t == FrameType::Data && self.params.mode == Mode::Message {
+            let max = self.params.max_message_size;
+            if self.rx.message.len() + len as usize > max as usize {
+                self.violate(now, Violation::MessageTooLarge { max });
+                return None;
+            }
+        }
+        Some(input)
+    }
+
+    /// Takes a whole control frame of `total` bytes, from the input or
+    /// assembled in `partial`, and hands it to the machine.
+    fn take_control(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        at: &mut usize,
+        in_partial: bool,
+        total: usize,
+    ) -> bool {
+        let avail = input.len() - *at;
+        if !in_partial && avail >= total {
+            let bytes = &input[*at..*at + total];
+            *at += total;
+            return self.decoded(now, bytes);
+        }
+        if !in_partial {
+            self.rx
+                .partial
+                .extend_from_slice(&input[*at..*at + HEADER_LEN]);
+            *at += HEADER_LEN;
+        }
+        let n = (total - self.rx.partial.len()).min(input.len() - *at);
+        self.rx.partial.extend_from_slice(&input[*at..*at + n]);
+        *at += n;
+        if self.rx.partial.len() < total {
+            return false;
+        }
+        let buf = core::mem::take(&mut self.rx.partial);
+        let go_on = self.decoded(now, &buf);
+        // Keep the allocation for the next frame; a transition may already
+        // have dropped what was there.
+        self.rx.partial = buf;
+        self.rx.partial.clear();
+        go_on
+    }
+
+    fn decoded(&mut self, now: Instant, bytes: &[u8]) -> bool {
+        match decode(bytes, &self.limits) {
+            Ok(Decoded::Frame { repr, .. }) => {
+                self.on_frame(now, repr);
+                true
+            }
+            Ok(Decoded::Incomplete { .. }) => {
+                // Cannot happen: `bytes` is exactly one frame by its header.
+                self.violate(now, Violation::Malformed(WireError::Truncated));
+                false
+            }
+            Err(WireError::UnknownCriticalOption { .. }) if bytes.first() == Some(&0x01) => {
+                // A CONNECT we cannot serve is answered with REJECT (§6.3).
+                self.refuse_connect(now, Reason::OPTION_UNSUPPORTED);
+                false
+            }
+            Err(e) => {
+                self.violate(now, Violation::Malformed(e));
+                false
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>) {
+        trace!(frame = %repr.frame_type(), "received");
+        match repr {
+            FrameRepr::Connect(c) => self.on_connect(now, c),
+            FrameRepr::Accept(a) => self.on_accept(now, a),
+            FrameRepr::Reject(r) => {
+                self.refusal = Some(r.reason);
+                let args = Args {
+                    reason: Some(r.reason),
+                    peer_data: r.data.map(Bytes::copy_from_slice),
+                    ..Args::default()
+                };
+                self.fire(now, Input::RecvReject, args);
+            }
+            FrameRepr::Disconnect { data } => {
+                if !self.rx.message.is_empty() {
+                    return self.violate(now, Violation::UnterminatedMessage);
+                }
+                self.peer_disconnect = PeerDisconnect::Ready(data.map(Bytes::copy_from_slice));
+                self.fire(now, Input::RecvDisconnect, Args::default());
+            }
+            FrameRepr::Abort(r) => {
+                let args = Args {
+                    reason: Some(r.reason),
+                    peer_data: r.data.map(Bytes::copy_from_slice),
+                    ..Args::default()
+                };
+                self.fire(now, Input::RecvAbort, args);
+            }
+            FrameRepr::Ping => self.fire(now, Input::RecvPing, Args::default()),
+            // Streamed, never assembled.
+            FrameRepr::Data { .. } | FrameRepr::Unknown { .. } => {}
+        }
+    }
+
+    fn refuse_connect(&mut self, now: Instant, reason: Reason) {
+        debug!(%reason, "unservable CONNECT");
+        let args = Args {
+            reason: Some(reason),
+            ..Args::default()
+        };
+        self.fire(now, Input::RecvUnacceptableConnect, args);
+    }
+
+    fn on_connect(&mut self, now: Instant, c: ConnectRepr<'_>) {
+        let proposed = Options::from_proposal(&c.options);
+        let unservable = if !(c.min_version..=c.max_version).contains(&VERSION) {
+            Some(Reason::VERSION_UNSUPPORTED)
+        } else if c
+            .data
+            .is_some_and(|d| d.len() > self.config.options.max_connect_data as usize)
+        {
+            Some(Reason::DATA_TOO_LARGE)
+        } else if !self.config.offers(proposed.mode) {
+            // §4.2: the mode is never negotiated down.
+            Some(Reason::OPTION_UNSUPPORTED)
+        } else {
+            None
+        };
+        if let Some(reason) = unservable {
+            return self.refuse_connect(now, reason);
+        }
+        self.proposed = proposed;
+        let args = Args {
+            options: Some(self.config.options.grant_for(&proposed)),
+            peer_data: c.data.map(Bytes::copy_from_slice),
+            ..Args::default()
+        };
+        self.fire(now, Input::RecvConnect, args);
+    }
+
+    fn on_accept(&mut self, now: Instant, a: AcceptRepr<'_>) {
+        let granted = Options::from_grant(&a.options, &self.proposed);
+        let data_ok = a
+            .data
+            .is_none_or(|d| d.len() <= self.proposed.max_connect_data as usize);
+        if a.version != VERSION || !granted.is_valid_grant_for(&self.proposed) || !data_ok {
+            return self.violate(now, Violation::InvalidAccept);
+        }
+        self.params = granted;
+        self.limits = granted.limits();
+        self.negotiated = true;
+        let args = Args {
+            peer_data: a.data.map(Bytes::copy_from_slice),
+            ..Args::default()
+        };
+        self.fire(now, Input::RecvAccept, args);
+    }
+
+    /// Room for DATA payload in the sink now. Buffered, the session stops
+    /// only when the application has something to read (so a full buffer
+    /// can never deadlock): stream bytes, or complete messages; a message in
+    /// reassembly is bounded by `max_message_size` instead.
+    fn data_room(&self, sink: &Sink<'_>) -> usize {
+        match sink {
+            Sink::Direct(out, written) => out.len() - written,
+            Sink::Buffer if self.stops_at_data() => 0,
+            Sink::Buffer => match self.params.mode {
+                Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream.len()),
+                Mode::Message if self.rx.messages_charge >= self.config.recv_buffer => 0,
+                Mode::Message => usize::MAX,
+            },
+        }
+    }
+
+    fn take_payload(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+        match sink {
+            Sink::Direct(out, written) => {
+                out[*written..*written + chunk.len()].copy_from_slice(chunk);
+                *written += chunk.len();
+            }
+            Sink::Buffer => {
+                if chunk.is_empty() {
+                    return;
+                }
+                self.rx.queued += chunk.len();
+                match self.params.mode {
+                    Mode::Stream => {
+                        self.rx.stream.extend_from_slice(chunk);
+                        self.post_readable();
+                    }
+                    Mode::Message => self.rx.message.extend_from_slice(chunk),
+                }
+            }
+        }
+    }
+
+    fn end_message(&mut self) {
+        if self.params.mode != Mode::Message {
+            return;
+        }
+        let msg = self.rx.message.split().freeze();
+        self.rx.messages_charge += msg.len() + MESSAGE_OVERHEAD;
+        self.rx.messages.push_back(msg);
+        self.post_readable();
+    }
+
+    fn post_readable(&mut self) {
+        // `Closed` is the last event: after it, data stays readable but is not announced.
+        if !self.rx.readable_posted && !self.is_closed() {
+            self.rx.readable_posted = true;
+            self.events.push_back(crate::event::Event::Readable);
+        }
+    }
+
+    /// Whether received data waits for the application: buffered, or held
+    /// in the transport for direct receive. Closing then is an abort (§5.3).
+    pub(super) fn has_unread(&self) -> bool {
+        self.rx.queued > 0 || !self.rx.message.is_empty() || (self.rx.held && self.rx.direct)
+    }
+
+    fn stops_at_data(&self) -> bool {
+        self.rx.direct
+            && !self.app_closed
+            && self.params.mode == Mode::Stream
+            && state::row(self.state, Input::RecvData).is_some()
+    }
+
+    // ----- the application's reads ----------------------------------------
+
+    /// Stream mode: reads up to `buf.len()` bytes. After the peer's
+    /// DISCONNECT, once every byte before it has been read, returns `Ok(0)`,
+    /// and keeps returning it (Winsock's "recv returns zero").
+    ///
+    /// This function returns `Err(Error::WouldBlock)` when nothing is there
+    /// yet, `Err(Error::WrongMode)` in message mode, and the reason the
+    /// session ended (`ConnectionReset`, `ConnectionAborted`) or
+    /// `NotConnected` otherwise.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if self.params.mode != Mode::Stream {
+            return Err(Error::WrongMode);
+        }
+        self.rx.readable_posted = false;
+        if !self.rx.stream.is_empty() {
+            let n = buf.len().min(self.rx.stream.len());
+            buf[..n].copy_from_slice(&self.rx.stream[..n]);
+            self.rx.stream.advance(n);
+            self.rx.queued -= n;
+            if !self.rx.stream.is_empty() {
+                // Winsock re-posts FD_READ while data remains after a recv.
+                self.post_readable();
+            }
+            return Ok(n);
+        }
+        if self.peer_disconnected() {
+            return Ok(0);
+        }
+        Err(self.nothing_to_read())
+    }
+
+    /// Stream mode: lets the driver read DATA straight from the transport
+    /// into the application's buffer ([`recv_direct`](Self::recv_direct)).
+    /// From then on [`handle_bytes`](Self::handle_bytes) stops at DATA frames
+    /// (reporting them as not consumed, which keeps them in the transport,
+    /// and posting [`Event::Readable`](crate::Event::Readable)) while the
+    /// application has not closed.
+    pub fn set_direct_receive(&mut self, on: bool) {
+        self.rx.direct = on && self.params.mode == Mode::Stream;
+    }
+
+    /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
+    /// transport holds, in order), copying DATA payloads straight into `out`
+    /// and handling every other frame as [`handle_bytes`](Self::handle_bytes)
+    /// would (the same decoder). Returns `(bytes of wire consumed, bytes
+    /// written to out)`; the caller discards the consumed bytes from the
+    /// transport. A DATA frame longer than the room in `out` is continued by
+    /// the next call.
+    ///
+    /// It takes nothing, `(0, 0)`, unless direct receive is on and the
+    /// session holds no received data of its own (read that with
+    /// [`recv`](Self::recv) first, to keep order).
+    pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
+        if !self.rx.direct || self.params.mode != Mode::Stream || self.rx.queued > 0 {
+            return (0, 0);
+        }
+        let span = self.span.clone();
+        let _guard = span.enter();
+        self.rx.readable_posted = false;
+        self.receive(now, wire, Some(out))
+    }
+
+    /// Message mode: reads the next whole message into `buf`, returning its
+    /// length. After the peer's DISCONNECT, once every message has been read,
+    /// returns `Err(Error::Disconnected)` (WSAEDISCON).
+    ///
+    /// This function returns `Err(Error::MessageTruncated)` if the message is
+    /// longer than `buf`: it stays queued, nothing is cut. Other errors as
+    /// for [`recv`](Self::recv).
+    pub fn recv_message(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let len = self.peek_message()?;
+        if len > buf.len() {
+            return Err(Error::MessageTruncated { len });
+        }
+        let msg = self.take_message();
+        buf[..len].copy_from_slice(&msg);
+        Ok(len)
+    }
+
+    /// Message mode: takes the next whole message without copying it.
+    ///
+    /// This function returns the errors of [`recv_message`](Self::recv_message)
+    /// except `MessageTruncated`.
+    pub fn recv_message_bytes(&mut self) -> Result<Bytes, Error> {
+        self.peek_message()?;
+        Ok(self.take_message())
+    }
+
+    fn peek_message(&mut self) -> Result<usize, Error> {
+        if self.params.mode != Mode::Message {
+            return Err(Error::WrongMode);
+        }
+        self.rx.readable_posted = false;
+        match self.rx.messages.front() {
+            Some(m) => Ok(m.len()),
+            None if self.peer_disconnected() => Err(Error::Disconnected),
+            None => Err(self.nothing_to_read()),
+        }
+    }
+
+    fn take_message(&mut self) -> Bytes {
+        let msg = self.rx.messages.pop_front().unwrap_or_default();
+        self.rx.queued -= msg.len();
+        self.rx.messages_charge -= msg.len() + MESSAGE_OVERHEAD;
+        if !self.rx.messages.is_empty() {
+            self.post_readable();
+        }
+        msg
+    }
+
+    pub(super) fn nothing_to_read(&self) -> Error {
+        match &self.close_reason {
+            Some(CloseReason::Reset) => Error::ConnectionReset,
+            Some(
+                CloseReason::Aborted { .. }
+                | CloseReason::TimedOut(_)
+                | CloseReason::ProtocolError { .. },
+            ) => Error::ConnectionAborted,
+            Some(_) => Error::NotConnected,
+            None if self.negotiated => Error::WouldBlock,
+            None => Error::NotConnected,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The send side: encoded bytes waiting for the transport, and our FIN/RST.
+
+use bookend_wire::{FrameRepr, FrameType, HEADER_LEN, emit_header, flags};
+use bytes::{Buf, Bytes, BytesMut};
+use tracing::trace;
+
+use super::TransportAction;
+
+/// Our FIN or RST: not wanted, wanted once the queued bytes are out, or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    No,
+    Queued,
+    Done,
+}
+
+/// Encoded frames for the transport, in order, then FIN or RST.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    buf: BytesMut,
+    fin: Pending,
+    rst: Pending,
+    /// A send was refused or cut short: post Writable once there is room.
+    pub(crate) writable_wanted: bool,
+}
+
+impl Tx {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            fin: Pending::No,
+            rst: Pending::No,
+            writable_wanted: false,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Whether frames may still be queued: not after our FIN or RST.
+    pub(crate) fn takes_frames(&self) -> bool {
+        self.fin == Pending::No && self.rst == Pending::No
+    }
+
+    /// Whether a FIN or RST is wanted and not yet handed over.
+    pub(crate) fn action_pending(&self) -> bool {
+        self.fin == Pending::Queued || self.rst == Pending::Queued
+    }
+
+    /// Queues a control frame. Rows never send after FIN or RST (checked by
+    /// the table's tests); a frame then would be a bug, and is dropped.
+    pub(crate) fn queue(&mut self, repr: &FrameRepr<'_>) {
+        if !self.takes_frames() {
+            debug_assert!(false, "{} after FIN or RST", repr.frame_type());
+            return;
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + repr.buffer_len(), 0);
+        // Sized with `buffer_len`, and every length was checked against the
+        // limits before we got here: emit cannot fail.
+        let written = repr.emit(&mut self.buf[at..]);
+        debug_assert_eq!(written.ok(), Some(repr.buffer_len()));
+        trace!(frame = %repr.frame_type(), len = repr.buffer_len(), "queued");
+    }
+
+    /// Queues one DATA frame.
+    pub(crate) fn queue_data(&mut self, payload: &[u8], end_of_message: bool) {
+        let mut header = [0u8; HEADER_LEN];
+        let fl = if end_of_message {
+            flags::END_OF_MESSAGE
+        } else {
+            0
+        };
+        // Payload chunks are at most max_frame_size (≤ 16 MiB): they fit u32.
+        let _ = emit_header(&mut header, FrameType::Data, fl, payload.len() as u32);
+        self.buf.reserve(HEADER_LEN + payload.len());
+        self.buf.extend_from_slice(&header);
+        self.buf.extend_from_slice(payload);
+    }
+
+    pub(crate) fn request_fin(&mut self) {
+        if self.fin == Pending::No {
+            self.fin = Pending::Queued;
+        }
+    }
+
+    pub(crate) fn request_rst(&mut self) {
+        if self.rst == Pending::No {
+            self.rst = Pending::Queued;
+        }
+    }
+
+    /// Throws away every byte not yet handed to the transport (§3.6).
+    pub(crate) fn discard_unsent(&mut self) {
+        if !self.buf.is_empty() {
+            trace!(bytes = self.buf.len(), "discarding unsent bytes");
+        }
+        self.buf.clear();
+    }
+
+    /// The transport is gone: nothing will ever be sent.
+    pub(crate) fn gone(&mut self) {
+        self.buf.clear();
+        self.fin = Pending::Done;
+        self.rst = Pending::Done;
+    }
+
+    pub(crate) fn copy_out(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf.advance(n);
+        n
+    }
+
+    pub(crate) fn take(&mut self, max: usize) -> Option<Bytes> {
+        let n = max.min(self.buf.len());
+        (n > 0).then(|| self.buf.split_to(n).freeze())
+    }
+
+    /// The FIN or RST, once every byte before it was taken. RST wins.
+    pub(crate) fn poll_action(&mut self) -> Option<TransportAction> {
+        if !self.buf.is_empty() {
+            return None;
+        }
+        if self.rst == Pending::Queued {
+            self.rst = Pending::Done;
+            self.fin = Pending::Done;
+            return Some(TransportAction::Reset);
+        }
+        if self.fin == Pending::Queued {
+            self.fin = Pending::Done;
+            return Some(TransportAction::Fin);
+        }
+        None
+    }
+}

@@ -1,0 +1,130 @@
+use super::*;
+
+#[test]
+fn closed_is_terminal() {
+    for i in Input::ALL {
+        assert!(
+            matches!(next(State::Closed, i), None | Some(State::Closed)),
+            "{i:?} leaves CLOSED"
+        );
+    }
+}
+
+#[test]
+fn every_live_state_can_be_aborted_and_reset() {
+    for s in State::ALL {
+        if s == State::Closed {
+            continue;
+        }
+        assert_eq!(next(s, Input::AppAbort), Some(State::Closed), "{s}");
+        assert_eq!(next(s, Input::RecvRst), Some(State::Closed), "{s}");
+        assert_eq!(next(s, Input::TransportTimeout), Some(State::Closed), "{s}");
+    }
+}
+
+#[test]
+fn every_state_is_reachable_and_reaches_closed() {
+    let mut reach = [false; STATES];
+    reach[State::Idle as usize] = true;
+    reach[State::AwaitConnect as usize] = true;
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for s in State::ALL {
+            for i in Input::ALL {
+                if let Some(to) = next(s, i)
+                    && reach[s as usize]
+                    && !reach[to as usize]
+                {
+                    reach[to as usize] = true;
+                    changed = true;
+                }
+            }
+        }
+    }
+    assert!(reach.iter().all(|&r| r), "unreachable state");
+    // Every non-terminal state has a path to CLOSED that needs no peer
+    // cooperation (a timer or the application), so nothing waits forever.
+    for s in State::ALL {
+        if s == State::Closed {
+            continue;
+        }
+        let local = [
+            Input::AppAbort,
+            Input::LingerTimer,
+            Input::ConnectTimer,
+            Input::HandshakeTimer,
+        ];
+        assert!(
+            local.iter().any(|&i| next(s, i) == Some(State::Closed)),
+            "{s} cannot end locally"
+        );
+    }
+}
+
+/// Every row that enters CLOSED from a live state posts `Closed` exactly
+/// there, and no other row posts it: "Closed is the last event, exactly once".
+#[test]
+fn closed_is_posted_exactly_on_entering_closed() {
+    for s in State::ALL {
+        for i in Input::ALL {
+            let Some(r) = row(s, i) else { continue };
+            let enters = s != State::Closed && next(s, i) == Some(State::Closed);
+            let posts = matches!(r.post, Some(Post::Closed(_)));
+            assert_eq!(enters, posts, "{s} {i:?}");
+            if enters {
+                assert!(r.clear == Timers::ALL_BUT_FLUSH, "{s} {i:?} leaves timers");
+            }
+        }
+    }
+}
+
+/// A timer a row arms can always fire or be cleared: in every state the
+/// armed timer survives into, its input has a row.
+#[test]
+fn armed_timers_have_rows_where_they_can_fire() {
+    for s in State::ALL {
+        for i in Input::ALL {
+            let Some(r) = row(s, i) else { continue };
+            let to = next(s, i).unwrap_or(s);
+            for t in TimerId::ALL {
+                if r.arm.contains(t) {
+                    assert!(row(to, t.input()).is_some(), "{t:?} armed into {to}");
+                }
+            }
+        }
+    }
+}
+
+/// No ABORT or other frame after our FIN (§5.4), and FIN or RST only once.
+#[test]
+fn nothing_is_sent_after_our_fin() {
+    for s in [
+        State::Closing,
+        State::Rejecting,
+        State::Refused,
+        State::Closed,
+    ] {
+        for i in Input::ALL {
+            if let Some(r) = row(s, i) {
+                assert!(r.send.is_none(), "{s} {i:?} sends after FIN");
+                assert_ne!(r.transport, Some(Transport::Fin), "{s} {i:?} FIN twice");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_event_in_every_state_snapshot() {
+    insta::assert_snapshot!("transition_table", table_text());
+}
+
+#[test]
+fn checked_in_docs_are_current() {
+    let doc = include_str!("../../../../docs/session-states.md");
+    assert!(
+        doc.contains(mermaid().as_str()) && doc.contains(markdown_table().as_str()),
+        "docs/session-states.md is stale; regenerate with \
+         `cargo run -p bookend-session --example state_diagram > docs/session-states.md`"
+    );
+}

@@ -1,0 +1,387 @@
+//! Regression tests for the defects of issue 9 (the session machine,
+//! hardened). Each test is named after the defect it pins down and failed on
+//! commit 916ac5a, before the fix.
+
+mod common;
+
+use std::time::Duration;
+
+use bookend_session::{
+    CloseReason, Config, Event, Instant, Mode, Options, Reason, Session, State, Timer,
+    TransportAction, TransportClosed, Violation,
+};
+use bookend_wire::{ConnectRepr, Decoded, FrameRepr, Limits, VERSION, decode};
+use common::Pair;
+
+const T: Instant = Instant::ZERO;
+
+fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).unwrap();
+    b
+}
+
+fn data(payload: &[u8], eom: bool) -> Vec<u8> {
+    frame(FrameRepr::Data {
+        end_of_message: eom,
+        payload,
+    })
+}
+
+fn connect_frame(options: Options) -> Vec<u8> {
+    frame(FrameRepr::Connect(ConnectRepr {
+        min_version: VERSION,
+        max_version: VERSION,
+        options: options.to_repr(),
+        data: Some(b"hello"),
+    }))
+}
+
+/// Everything the session wants to send, decoded, plus its transport actions.
+fn output(s: &mut Session) -> (Vec<String>, Vec<TransportAction>) {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.poll_transmit(T, &mut buf);
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let mut actions = Vec::new();
+    while let Some(a) = s.poll_transport_action() {
+        actions.push(a);
+    }
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let Ok(Decoded::Frame { repr, len }) = decode(rest, &Limits::DEFAULT) else {
+            panic!("bad output")
+        };
+        frames.push(match repr {
+            FrameRepr::Abort(r) => format!("ABORT({})", r.reason),
+            FrameRepr::Reject(r) => format!("REJECT({})", r.reason),
+            FrameRepr::Data { payload, .. } => {
+                format!("DATA({})", String::from_utf8_lossy(payload))
+            }
+            other => other.frame_type().to_string(),
+        });
+        rest = &rest[len..];
+    }
+    (frames, actions)
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// A callee with `config` that has accepted a CONNECT proposing `mode`.
+fn accepted_with(config: Config, mode: Mode) -> Session {
+    let mut s = Session::callee(config, 9, T).unwrap();
+    s.handle_bytes(
+        T,
+        &connect_frame(Options {
+            mode,
+            ..Options::DEFAULT
+        }),
+    );
+    let req = events(&mut s)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ConnectRequest(r) => Some(r),
+            _ => None,
+        })
+        .expect("a connect request");
+    s.accept(T, None, req.grant).unwrap();
+    output(&mut s);
+    events(&mut s);
+    s
+}
+
+fn message_config() -> Config {
+    let mut c = Config::default();
+    c.options.mode = Mode::Message;
+    c
+}
+
+fn keepalive_config(ms: u32) -> Config {
+    let mut c = Config::default();
+    c.options.keepalive_ms = ms;
+    c
+}
+
+/// Defect 1: empty END_OF_MESSAGE frames cost memory (a queued message each)
+/// and must count against the receive buffer, or a peer queues without bound.
+#[test]
+fn d1_empty_messages_are_flow_controlled() {
+    let mut s = accepted_with(message_config(), Mode::Message);
+    let empty = data(&[], true);
+    let wire: Vec<u8> = empty.iter().copied().cycle().take(200_000 * 6).collect();
+    let taken = s.handle_bytes(T, &wire);
+    assert!(
+        taken < wire.len(),
+        "200,000 empty messages were all queued: no pushback"
+    );
+    let queued = taken / 6;
+    assert!(
+        queued <= Config::default().recv_buffer / 16,
+        "{queued} empty messages queued for a 256 KiB buffer"
+    );
+    // Reading them makes room again: nothing is stuck.
+    let mut buf = [0u8; 8];
+    for _ in 0..queued {
+        assert_eq!(s.recv_message(&mut buf), Ok(0));
+    }
+    let more = s.handle_bytes(T, &wire[taken..]);
+    assert!(more > 0);
+}
+
+/// Defect 2: a reader whose buffer is full holds the peer's PINGs back in
+/// TCP; its idle timer must not then blame the (live) peer.
+#[test]
+fn d2_slow_reader_is_not_killed_by_its_own_idle_timer() {
+    let mut config = keepalive_config(1_000);
+    config.recv_buffer = 64 * 1024;
+    let mut p = Pair::new(config.clone(), config);
+    p.connect(b"reader", b"writer", p.client.session.config().options);
+    // The server fills the client's buffer and TCP beyond it; the client
+    // application does not read for 20 s (over 3 keepalive intervals).
+    let chunk = vec![7u8; 16 * 1024];
+    let mut sent = 0;
+    for _ in 0..64 {
+        sent += p.server.session.send(&chunk).unwrap_or(0);
+    }
+    assert!(sent > 2 * 64 * 1024, "the writer queued only {sent} bytes");
+    p.run_until(T + Duration::from_secs(20));
+    assert_eq!(
+        p.client.closed(),
+        None,
+        "reader killed: {:?}",
+        p.client.events
+    );
+    assert_eq!(
+        p.server.closed(),
+        None,
+        "writer killed: {:?}",
+        p.server.events
+    );
+    // Reading now gets everything, in order.
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..10_000 {
+        match p.client.session.recv(&mut buf) {
+            Ok(n) => {
+                assert!(buf[..n].iter().all(|&b| b == 7));
+                total += n;
+            }
+            Err(_) => {
+                let now = p.time + Duration::from_millis(5);
+                p.run_until(now);
+            }
+        }
+        if total == sent {
+            break;
+        }
+    }
+    assert_eq!(total, sent);
+    assert_eq!(p.client.closed(), None);
+}
+
+/// Defect 2, the other half: with direct receive, the idle timer still fires
+/// when the peer has really gone silent and the application read everything.
+#[test]
+fn d2_direct_receive_idle_timer_still_fires_for_a_silent_peer() {
+    let config = keepalive_config(1_000);
+    let mut p = Pair::new(config.clone(), config);
+    p.connect(b"reader", b"writer", p.client.session.config().options);
+    p.server.session.send(b"some data").unwrap();
+    p.run_until(T + Duration::from_millis(100));
+    let mut out = [0u8; 64];
+    let t = p.time;
+    assert_eq!(p.client.read_direct(t, &mut out), 9);
+    // The server's transport vanishes: nothing more ever arrives.
+    p.server.dead = true;
+    p.run_until(T + Duration::from_secs(10));
+    assert_eq!(
+        p.client.closed(),
+        Some(&CloseReason::TimedOut(Timer::Idle)),
+        "{:?}",
+        p.client.events
+    );
+}
+
+/// Defect 3: `recv_buffer == max_message_size` and a full-size message ended
+/// by a trailing empty END_OF_MESSAGE frame must not deadlock.
+#[test]
+fn d3_full_size_message_with_trailing_empty_frame_completes() {
+    let mut config = message_config();
+    config.recv_buffer = 64 * 1024;
+    let mut s = accepted_with(config, Mode::Message);
+    let chunk = vec![1u8; 16 * 1024];
+    let mut wire = Vec::new();
+    for _ in 0..4 {
+        wire.extend(data(&chunk, false));
+    }
+    wire.extend(data(&[], true));
+    let taken = s.handle_bytes(T, &wire);
+    assert_eq!(taken, wire.len(), "the message's last frame was not taken");
+    let msg = s
+        .recv_message_bytes()
+        .expect("the whole message is readable");
+    assert_eq!(msg.len(), 64 * 1024);
+}
+
+/// Defect 4: an unservable CONNECT whose header arrived in two reads is
+/// refused with REJECT, and the caller's FIN then ends it gracefully.
+#[test]
+fn d4_split_oversize_connect_rejects_then_closes_gracefully() {
+    let mut s = Session::callee(Config::default(), 9, T).unwrap();
+    // CONNECT announcing a 1 MiB body: over the callee's CONNECT limit.
+    let header = [0x01, 0x01, 0x00, 0x10, 0x00, 0x00];
+    assert_eq!(s.handle_bytes(T, &header[..3]), 3);
+    assert_eq!(s.handle_bytes(T, &header[3..]), 3);
+    let (frames, actions) = output(&mut s);
+    assert_eq!(frames, vec![format!("REJECT({})", Reason::DATA_TOO_LARGE)]);
+    assert_eq!(actions, vec![TransportAction::Fin]);
+    // The caller answers with its FIN, as §5.3 says.
+    s.handle_transport_closed(T, TransportClosed::Fin);
+    let (frames, actions) = output(&mut s);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::Rejected {
+            reason: Reason::DATA_TOO_LARGE
+        })
+    );
+}
+
+/// Defect 5: a skippable unknown frame is legal only from OPEN on (§5.3).
+#[test]
+fn d5_unknown_frame_before_open_is_unexpected() {
+    let unknown = [0x40, 0x00, 0x00, 0x00, 0x00, 0x03, 1, 2, 3];
+    // Callee, AWAIT_CONNECT.
+    let mut s = Session::callee(Config::default(), 9, T).unwrap();
+    s.handle_bytes(T, &unknown);
+    let (frames, actions) = output(&mut s);
+    assert_eq!(
+        frames,
+        vec![format!("ABORT({})", Reason::UNEXPECTED_FRAME)],
+        "AWAIT_CONNECT"
+    );
+    assert_eq!(actions, vec![TransportAction::Reset]);
+    // Caller, CONNECT_SENT.
+    let mut c = Session::caller(Config::default(), 1).unwrap();
+    c.connect(T, None, Options::DEFAULT).unwrap();
+    output(&mut c);
+    c.handle_bytes(T, &unknown);
+    assert!(
+        matches!(
+            c.close_reason(),
+            Some(CloseReason::ProtocolError {
+                detail: Violation::UnexpectedFrame {
+                    state: State::ConnectSent,
+                    ..
+                }
+            })
+        ),
+        "{:?}",
+        c.close_reason()
+    );
+    // Callee, CONNECT_RECEIVED.
+    let mut s = Session::callee(Config::default(), 9, T).unwrap();
+    let mut wire = connect_frame(Options::DEFAULT);
+    wire.extend_from_slice(&unknown);
+    s.handle_bytes(T, &wire);
+    assert_eq!(s.state(), State::Closed);
+    // OPEN: skipped.
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    s.handle_bytes(T, &unknown);
+    assert_eq!(s.state(), State::Open);
+}
+
+/// Defect 6: a callee refuses a mode it does not offer, with
+/// REJECT(`OPTION_UNSUPPORTED`), instead of accepting it.
+#[test]
+fn d6_callee_refuses_a_mode_it_does_not_offer() {
+    let mut p = Pair::new(message_config(), Config::default());
+    let t = p.time;
+    p.client
+        .session
+        .connect(t, Some(b"msg please"), message_config().options)
+        .unwrap();
+    p.drive_until(Duration::from_secs(5), |p| p.client.closed().is_some());
+    assert!(
+        p.client.events.iter().any(|e| matches!(
+            e,
+            Event::Refused {
+                reason: Reason::OPTION_UNSUPPORTED,
+                ..
+            }
+        )),
+        "{:?}",
+        p.client.events
+    );
+    assert!(
+        !p.server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ConnectRequest(_))),
+        "the application saw a request it cannot serve"
+    );
+}
+
+/// Defect 7: `abort()` discards unsent queued DATA: ABORT goes next (§3.6).
+#[test]
+fn d7_abort_discards_queued_data() {
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    s.send(b"never").unwrap();
+    s.abort(T, Reason::application(1), Some(b"why")).unwrap();
+    let (frames, actions) = output(&mut s);
+    assert_eq!(frames, vec![format!("ABORT({})", Reason::application(1))]);
+    assert_eq!(actions, vec![TransportAction::Reset]);
+}
+
+/// Defect 7, large: 200 KB queued on a slow link must not delay the ABORT.
+#[test]
+fn d7_abort_is_not_stuck_behind_a_large_queue() {
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    let big = vec![0u8; 200_000];
+    let n = s.send(&big).unwrap();
+    assert_eq!(n, big.len());
+    s.abort(T, Reason::application(2), None).unwrap();
+    // The transport takes one small segment: it must be the ABORT.
+    let mut buf = [0u8; 64];
+    let n = s.poll_transmit(T, &mut buf);
+    assert_eq!(buf[0], 0x06, "first byte after abort is not ABORT");
+    assert_eq!(n, 8);
+}
+
+/// Defect 8: the Winsock name of an error depends on the call.
+#[test]
+fn d8_winsock_names_follow_the_call() {
+    let mut c = Session::caller(Config::default(), 1).unwrap();
+    let big = vec![0u8; 70_000];
+    let e = c.connect(T, Some(&big), Options::DEFAULT).unwrap_err();
+    assert_eq!(
+        e.winsock(),
+        "WSAEFAULT",
+        "WSAConnect with caller data too long"
+    );
+    c.connect(T, None, Options::DEFAULT).unwrap();
+    let e = c.connect(T, None, Options::DEFAULT).unwrap_err();
+    assert_eq!(e.winsock(), "WSAEALREADY", "connect while connecting");
+    let mut p = Pair::default_pair();
+    p.connect(b"a", b"b", Options::DEFAULT);
+    let t = p.time;
+    let e = p
+        .client
+        .session
+        .connect(t, None, Options::DEFAULT)
+        .unwrap_err();
+    assert_eq!(e.winsock(), "WSAEISCONN", "connect when connected");
+    // WSASendDisconnect with data too long stays WSAEMSGSIZE (bookend's choice).
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    let e = s.send_disconnect(T, Some(&big)).unwrap_err();
+    assert_eq!(e.winsock(), "WSAEMSGSIZE");
+}
