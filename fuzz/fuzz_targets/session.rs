@@ -130,6 +130,7 @@ fuzz_target!(|input: Input| {
         rst: 0,
     };
     let mut grant = config.options;
+    let mut direct = false;
     let mut buf = vec![0u8; 70_000];
     for op in input.ops.into_iter().take(256) {
         match op {
@@ -140,6 +141,15 @@ fuzz_target!(|input: Input| {
                 }
                 let n = s.handle_bytes(now, &b);
                 assert!(n <= b.len());
+                // Pushback only ever waits for the application: something
+                // must be readable, or the session could deadlock.
+                if n < b.len() && !direct {
+                    let u = s.buffer_usage();
+                    assert!(
+                        s.recv_queue() > 0 || u.rx_messages > 0,
+                        "held back with nothing to read: {u:?}"
+                    );
+                }
             }
             Op::Advance(ms) => {
                 now = now + std::time::Duration::from_millis(u64::from(ms) * 10);
@@ -191,6 +201,7 @@ fuzz_target!(|input: Input| {
             }
             Op::RecvDirect(wire, room) => {
                 s.set_direct_receive(true);
+                direct = true;
                 let mut out = vec![0u8; usize::from(room)];
                 let (consumed, written) = s.recv_direct(now, &wire, &mut out);
                 assert!(consumed <= wire.len() && written <= out.len());

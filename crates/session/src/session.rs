@@ -19,6 +19,7 @@ use crate::timer::TimerTable;
 
 mod commands;
 mod machine;
+mod read;
 mod rx;
 mod tx;
 

@@ -338,7 +338,11 @@ fn agree(a: &CloseReason, b: &CloseReason, a_fin: bool, b_fin: bool) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    // 400 cases in `cargo test`; `BOOKEND_PROPTEST_CASES=20000` for the long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("BOOKEND_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_interleavings_keep_the_invariants(s in script()) {

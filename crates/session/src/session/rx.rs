@@ -12,14 +12,13 @@ use bookend_wire::{
     AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
     Mode, Reason, VERSION, decode, flags,
 };
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
 
 use super::machine::Args;
 use super::{PeerDisconnect, Session};
 use crate::config::Options;
-use crate::error::Error;
-use crate::event::{CloseReason, Violation};
+use crate::event::Violation;
 use crate::state::{self, Input, TimerId};
 use crate::time::Instant;
 
@@ -45,19 +44,19 @@ pub(crate) struct Rx {
     /// Bytes still owed by a streamed body.
     body_left: usize,
     body: Body,
-    stream: BytesMut,
-    messages: VecDeque<Bytes>,
-    message: BytesMut,
+    pub(super) stream: BytesMut,
+    pub(super) messages: VecDeque<Bytes>,
+    pub(super) message: BytesMut,
     /// DATA bytes held for the application (FIONREAD).
     pub(crate) queued: usize,
     /// Complete messages' bytes plus `MESSAGE_OVERHEAD` each.
-    messages_charge: usize,
-    readable_posted: bool,
+    pub(super) messages_charge: usize,
+    pub(super) readable_posted: bool,
     /// Stream mode, opted in by the driver: DATA stays in the transport
     /// until the application reads it with `recv_direct`.
-    direct: bool,
+    pub(super) direct: bool,
     /// The last offer was not taken whole: DATA waits for the application.
-    held: bool,
+    pub(super) held: bool,
 }
 
 impl Rx {
@@ -524,7 +523,7 @@ impl Session {
         self.post_readable();
     }
 
-    fn post_readable(&mut self) {
+    pub(super) fn post_readable(&mut self) {
         // `Closed` is the last event: after it, data stays readable but is not announced.
         if !self.rx.readable_posted && !self.is_closed() {
             self.rx.readable_posted = true;
@@ -543,130 +542,5 @@ impl Session {
             && !self.app_closed
             && self.params.mode == Mode::Stream
             && state::row(self.state, Input::RecvData).is_some()
-    }
-
-    // ----- the application's reads ----------------------------------------
-
-    /// Stream mode: reads up to `buf.len()` bytes. After the peer's
-    /// DISCONNECT, once every byte before it has been read, returns `Ok(0)`,
-    /// and keeps returning it (Winsock's "recv returns zero").
-    ///
-    /// This function returns `Err(Error::WouldBlock)` when nothing is there
-    /// yet, `Err(Error::WrongMode)` in message mode, and the reason the
-    /// session ended (`ConnectionReset`, `ConnectionAborted`) or
-    /// `NotConnected` otherwise.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        if self.params.mode != Mode::Stream {
-            return Err(Error::WrongMode);
-        }
-        self.rx.readable_posted = false;
-        if !self.rx.stream.is_empty() {
-            let n = buf.len().min(self.rx.stream.len());
-            buf[..n].copy_from_slice(&self.rx.stream[..n]);
-            self.rx.stream.advance(n);
-            self.rx.queued -= n;
-            if !self.rx.stream.is_empty() {
-                // Winsock re-posts FD_READ while data remains after a recv.
-                self.post_readable();
-            }
-            return Ok(n);
-        }
-        if self.peer_disconnected() {
-            return Ok(0);
-        }
-        Err(self.nothing_to_read())
-    }
-
-    /// Stream mode: lets the driver read DATA straight from the transport
-    /// into the application's buffer ([`recv_direct`](Self::recv_direct)).
-    /// From then on [`handle_bytes`](Self::handle_bytes) stops at DATA frames
-    /// (reporting them as not consumed, which keeps them in the transport,
-    /// and posting [`Event::Readable`](crate::Event::Readable)) while the
-    /// application has not closed.
-    pub fn set_direct_receive(&mut self, on: bool) {
-        self.rx.direct = on && self.params.mode == Mode::Stream;
-    }
-
-    /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
-    /// transport holds, in order), copying DATA payloads straight into `out`
-    /// and handling every other frame as [`handle_bytes`](Self::handle_bytes)
-    /// would (the same decoder). Returns `(bytes of wire consumed, bytes
-    /// written to out)`; the caller discards the consumed bytes from the
-    /// transport. A DATA frame longer than the room in `out` is continued by
-    /// the next call.
-    ///
-    /// It takes nothing, `(0, 0)`, unless direct receive is on and the
-    /// session holds no received data of its own (read that with
-    /// [`recv`](Self::recv) first, to keep order).
-    pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
-        if !self.rx.direct || self.params.mode != Mode::Stream || self.rx.queued > 0 {
-            return (0, 0);
-        }
-        let span = self.span.clone();
-        let _guard = span.enter();
-        self.rx.readable_posted = false;
-        self.receive(now, wire, Some(out))
-    }
-
-    /// Message mode: reads the next whole message into `buf`, returning its
-    /// length. After the peer's DISCONNECT, once every message has been read,
-    /// returns `Err(Error::Disconnected)` (WSAEDISCON).
-    ///
-    /// This function returns `Err(Error::MessageTruncated)` if the message is
-    /// longer than `buf`: it stays queued, nothing is cut. Other errors as
-    /// for [`recv`](Self::recv).
-    pub fn recv_message(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        let len = self.peek_message()?;
-        if len > buf.len() {
-            return Err(Error::MessageTruncated { len });
-        }
-        let msg = self.take_message();
-        buf[..len].copy_from_slice(&msg);
-        Ok(len)
-    }
-
-    /// Message mode: takes the next whole message without copying it.
-    ///
-    /// This function returns the errors of [`recv_message`](Self::recv_message)
-    /// except `MessageTruncated`.
-    pub fn recv_message_bytes(&mut self) -> Result<Bytes, Error> {
-        self.peek_message()?;
-        Ok(self.take_message())
-    }
-
-    fn peek_message(&mut self) -> Result<usize, Error> {
-        if self.params.mode != Mode::Message {
-            return Err(Error::WrongMode);
-        }
-        self.rx.readable_posted = false;
-        match self.rx.messages.front() {
-            Some(m) => Ok(m.len()),
-            None if self.peer_disconnected() => Err(Error::Disconnected),
-            None => Err(self.nothing_to_read()),
-        }
-    }
-
-    fn take_message(&mut self) -> Bytes {
-        let msg = self.rx.messages.pop_front().unwrap_or_default();
-        self.rx.queued -= msg.len();
-        self.rx.messages_charge -= msg.len() + MESSAGE_OVERHEAD;
-        if !self.rx.messages.is_empty() {
-            self.post_readable();
-        }
-        msg
-    }
-
-    pub(super) fn nothing_to_read(&self) -> Error {
-        match &self.close_reason {
-            Some(CloseReason::Reset) => Error::ConnectionReset,
-            Some(
-                CloseReason::Aborted { .. }
-                | CloseReason::TimedOut(_)
-                | CloseReason::ProtocolError { .. },
-            ) => Error::ConnectionAborted,
-            Some(_) => Error::NotConnected,
-            None if self.negotiated => Error::WouldBlock,
-            None => Error::NotConnected,
-        }
     }
 }

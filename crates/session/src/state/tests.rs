@@ -24,7 +24,7 @@ fn every_live_state_can_be_aborted_and_reset() {
 
 #[test]
 fn every_state_is_reachable_and_reaches_closed() {
-    let mut reach = [false; STATES];
+    let mut reach = [false; State::ALL.len()];
     reach[State::Idle as usize] = true;
     reach[State::AwaitConnect as usize] = true;
     let mut changed = true;

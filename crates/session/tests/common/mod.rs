@@ -55,6 +55,8 @@ pub struct Endpoint {
     cursor: usize,
     /// Total bytes this side handed to its transport.
     pub bytes_sent: usize,
+    /// The application reads with `recv_direct`.
+    pub direct: bool,
 }
 
 impl Endpoint {
@@ -71,6 +73,7 @@ impl Endpoint {
             events: Vec::new(),
             cursor: 0,
             bytes_sent: 0,
+            direct: false,
         }
     }
 
@@ -86,6 +89,7 @@ impl Endpoint {
     /// holds. Returns the bytes written to `out`.
     pub fn read_direct(&mut self, now: Instant, out: &mut [u8]) -> usize {
         self.session.set_direct_receive(true);
+        self.direct = true;
         if self.session.recv_queue() > 0 {
             return self.session.recv(out).unwrap_or(0);
         }
@@ -232,6 +236,13 @@ impl Pair {
             to.pending.drain(..n);
             progress |= n > 0;
             if n < size {
+                // Backpressure only ever waits for the application: something
+                // is readable, so no full buffer can deadlock (issue 9, defect 3).
+                let u = to.session.buffer_usage();
+                assert!(
+                    to.direct || to.session.recv_queue() > 0 || u.rx_messages > 0,
+                    "held back with nothing to read: {u:?}"
+                );
                 break; // backpressure: the application must read first
             }
         }

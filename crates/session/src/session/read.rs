@@ -1,0 +1,136 @@
+//! The application's reads: stream bytes, whole messages, and the
+//! zero-copy path through the one decoder of [`super::rx`].
+
+use bookend_wire::Mode;
+use bytes::{Buf, Bytes};
+
+use super::Session;
+use super::rx::MESSAGE_OVERHEAD;
+use crate::error::Error;
+use crate::event::CloseReason;
+use crate::time::Instant;
+
+impl Session {
+    /// Stream mode: reads up to `buf.len()` bytes. After the peer's
+    /// DISCONNECT, once every byte before it has been read, returns `Ok(0)`,
+    /// and keeps returning it (Winsock's "recv returns zero").
+    ///
+    /// This function returns `Err(Error::WouldBlock)` when nothing is there
+    /// yet, `Err(Error::WrongMode)` in message mode, and the reason the
+    /// session ended (`ConnectionReset`, `ConnectionAborted`) or
+    /// `NotConnected` otherwise.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if self.params.mode != Mode::Stream {
+            return Err(Error::WrongMode);
+        }
+        self.rx.readable_posted = false;
+        if !self.rx.stream.is_empty() {
+            let n = buf.len().min(self.rx.stream.len());
+            buf[..n].copy_from_slice(&self.rx.stream[..n]);
+            self.rx.stream.advance(n);
+            self.rx.queued -= n;
+            if !self.rx.stream.is_empty() {
+                // Winsock re-posts FD_READ while data remains after a recv.
+                self.post_readable();
+            }
+            return Ok(n);
+        }
+        if self.peer_disconnected() {
+            return Ok(0);
+        }
+        Err(self.nothing_to_read())
+    }
+
+    /// Stream mode: lets the driver read DATA straight from the transport
+    /// into the application's buffer ([`recv_direct`](Self::recv_direct)).
+    /// From then on [`handle_bytes`](Self::handle_bytes) stops at DATA frames
+    /// (reporting them as not consumed, which keeps them in the transport,
+    /// and posting [`Event::Readable`](crate::Event::Readable)) while the
+    /// application has not closed.
+    pub fn set_direct_receive(&mut self, on: bool) {
+        self.rx.direct = on && self.params.mode == Mode::Stream;
+    }
+
+    /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
+    /// transport holds, in order), copying DATA payloads straight into `out`
+    /// and handling every other frame as [`handle_bytes`](Self::handle_bytes)
+    /// would (the same decoder). Returns `(bytes of wire consumed, bytes
+    /// written to out)`; the caller discards the consumed bytes from the
+    /// transport. A DATA frame longer than the room in `out` is continued by
+    /// the next call.
+    ///
+    /// It takes nothing, `(0, 0)`, unless direct receive is on and the
+    /// session holds no received data of its own (read that with
+    /// [`recv`](Self::recv) first, to keep order).
+    pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
+        if !self.rx.direct || self.params.mode != Mode::Stream || self.rx.queued > 0 {
+            return (0, 0);
+        }
+        let span = self.span.clone();
+        let _guard = span.enter();
+        self.rx.readable_posted = false;
+        self.receive(now, wire, Some(out))
+    }
+
+    /// Message mode: reads the next whole message into `buf`, returning its
+    /// length. After the peer's DISCONNECT, once every message has been read,
+    /// returns `Err(Error::Disconnected)` (WSAEDISCON).
+    ///
+    /// This function returns `Err(Error::MessageTruncated)` if the message is
+    /// longer than `buf`: it stays queued, nothing is cut. Other errors as
+    /// for [`recv`](Self::recv).
+    pub fn recv_message(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let len = self.peek_message()?;
+        if len > buf.len() {
+            return Err(Error::MessageTruncated { len });
+        }
+        let msg = self.take_message();
+        buf[..len].copy_from_slice(&msg);
+        Ok(len)
+    }
+
+    /// Message mode: takes the next whole message without copying it.
+    ///
+    /// This function returns the errors of [`recv_message`](Self::recv_message)
+    /// except `MessageTruncated`.
+    pub fn recv_message_bytes(&mut self) -> Result<Bytes, Error> {
+        self.peek_message()?;
+        Ok(self.take_message())
+    }
+
+    fn peek_message(&mut self) -> Result<usize, Error> {
+        if self.params.mode != Mode::Message {
+            return Err(Error::WrongMode);
+        }
+        self.rx.readable_posted = false;
+        match self.rx.messages.front() {
+            Some(m) => Ok(m.len()),
+            None if self.peer_disconnected() => Err(Error::Disconnected),
+            None => Err(self.nothing_to_read()),
+        }
+    }
+
+    fn take_message(&mut self) -> Bytes {
+        let msg = self.rx.messages.pop_front().unwrap_or_default();
+        self.rx.queued -= msg.len();
+        self.rx.messages_charge -= msg.len() + MESSAGE_OVERHEAD;
+        if !self.rx.messages.is_empty() {
+            self.post_readable();
+        }
+        msg
+    }
+
+    pub(super) fn nothing_to_read(&self) -> Error {
+        match &self.close_reason {
+            Some(CloseReason::Reset) => Error::ConnectionReset,
+            Some(
+                CloseReason::Aborted { .. }
+                | CloseReason::TimedOut(_)
+                | CloseReason::ProtocolError { .. },
+            ) => Error::ConnectionAborted,
+            Some(_) => Error::NotConnected,
+            None if self.negotiated => Error::WouldBlock,
+            None => Error::NotConnected,
+        }
+    }
+}
