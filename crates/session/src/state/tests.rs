@@ -127,4 +127,10 @@ fn checked_in_docs_are_current() {
         "docs/session-states.md is stale; regenerate with \
          `cargo run -p bookend-session --example state_diagram > docs/session-states.md`"
     );
+    // protocol.md §5.3 must be complete on its own: it carries the same table.
+    let spec = include_str!("../../../../docs/protocol.md");
+    assert!(
+        spec.contains(markdown_table().as_str()),
+        "docs/protocol.md §5.3 is stale: paste `state::markdown_table()` between its markers"
+    );
 }
