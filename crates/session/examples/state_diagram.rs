@@ -2,6 +2,11 @@
 //! `cargo run -p bookend-session --example state_diagram > docs/session-states.md`.
 
 fn main() {
+    if std::env::args().any(|a| a == "--table") {
+        // Only the table, for docs/protocol.md §5.3 (see ci/regen-state-docs).
+        print!("{}", bookend_session::state::markdown_table());
+        return;
+    }
     println!("# Session state table (generated)\n");
     println!("Generated from `bookend_session::state::TRANSITIONS` by");
     println!("`cargo run -p bookend-session --example state_diagram > docs/session-states.md`;");

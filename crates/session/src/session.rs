@@ -253,10 +253,15 @@ impl Session {
         let frame = p.max_frame_size as usize;
         let message = p.max_message_size as usize;
         let control = 2 * HEADER_LEN + 2 + p.max_disconnect_data as usize;
+        // A control frame begun under our own configured limits (before
+        // ACCEPT) may finish under a smaller grant.
+        let configured = self.config.options.limits();
         let largest_control = FrameType::KNOWN
             .iter()
             .filter(|&&t| t != FrameType::Data)
-            .map(|&t| self.limits.max_body_len(t) as usize)
+            .map(|&t| {
+                (self.limits.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
+            })
             .max()
             .unwrap_or(0);
         BufferUsage {
@@ -401,7 +406,11 @@ impl Session {
                 return;
             };
             trace!(timer = ?t, "expired");
-            self.fire(now, t.input(), machine::Args::default());
+            let input = match t {
+                TimerId::Keepalive if !self.tx.is_empty() => Input::KeepaliveTimerBusy,
+                _ => t.input(),
+            };
+            self.fire(now, input, machine::Args::default());
         }
     }
 

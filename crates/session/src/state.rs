@@ -176,13 +176,16 @@ pub enum Input {
     IdleTimer,
     /// The keepalive timer: nothing sent for one keepalive interval.
     KeepaliveTimer,
+    /// The keepalive timer while bytes still wait to be sent: they will do
+    /// what a PING would, and PINGs must not pile up behind them.
+    KeepaliveTimerBusy,
     /// The abort-flush timer: the ABORT did not reach the transport in time.
     AbortFlushTimer,
 }
 
 impl Input {
     /// Every input, in declaration order.
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 32] = [
         Self::AppConnect,
         Self::AppAccept,
         Self::AppReject,
@@ -213,6 +216,7 @@ impl Input {
         Self::LingerTimer,
         Self::IdleTimer,
         Self::KeepaliveTimer,
+        Self::KeepaliveTimerBusy,
         Self::AbortFlushTimer,
     ];
 }

@@ -385,3 +385,136 @@ fn d8_winsock_names_follow_the_call() {
     let e = s.send_disconnect(T, Some(&big)).unwrap_err();
     assert_eq!(e.winsock(), "WSAEMSGSIZE");
 }
+
+// ----- found by review of the fix (fail on bbc6b7f) -----------------------
+
+/// DATA whose header arrived before `close()` and whose payload after it is
+/// data nobody will read: ABORT(`UNREAD_DATA`), not a graceful close.
+#[test]
+fn r1_payload_after_close_of_a_frame_begun_before_it_aborts() {
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    let wire = data(&[9u8; 100], false);
+    assert_eq!(s.handle_bytes(T, &wire[..6]), 6);
+    s.close(T);
+    s.handle_bytes(T, &wire[6..]);
+    let (frames, actions) = output(&mut s);
+    assert_eq!(
+        frames.last().map(String::as_str),
+        Some(format!("ABORT({})", Reason::UNREAD_DATA).as_str()),
+        "{frames:?}"
+    );
+    assert_eq!(actions, vec![TransportAction::Reset]);
+}
+
+/// A transport that keeps what the session did not take, as TCP does.
+struct Wire(Vec<u8>);
+
+impl Wire {
+    fn offer(&mut self, s: &mut Session) {
+        let n = s.handle_bytes(T, &self.0);
+        self.0.drain(..n);
+    }
+}
+
+/// An empty message whose header arrives in two reads while the receive
+/// buffer is full is delivered once the application has read.
+#[test]
+fn r2_split_empty_message_header_with_a_full_buffer_is_not_lost() {
+    let mut config = message_config();
+    config.recv_buffer = 64 * 1024;
+    let mut s = accepted_with(config, Mode::Message);
+    let mut wire = Wire(Vec::new());
+    for _ in 0..4 {
+        wire.0.extend(data(&[1u8; 16 * 1024], false));
+    }
+    wire.0.extend(data(&[], true)); // the full-size message: the buffer is full
+    wire.offer(&mut s);
+    let empty = data(&[], true);
+    wire.0.extend_from_slice(&empty[..3]);
+    wire.offer(&mut s);
+    wire.0.extend_from_slice(&empty[3..]);
+    wire.offer(&mut s);
+    assert_eq!(s.recv_message_bytes().unwrap().len(), 64 * 1024);
+    // The driver offers what is still in the transport.
+    wire.offer(&mut s);
+    assert_eq!(s.recv_message_bytes().map(|m| m.len()), Ok(0));
+}
+
+/// Keepalive PINGs do not pile up behind bytes that cannot leave.
+#[test]
+fn r3_keepalive_pings_do_not_pile_up() {
+    let mut s = accepted_with(keepalive_config(1_000), Mode::Stream);
+    s.send(&[0u8; 1000]).unwrap();
+    let before = s.send_queue();
+    let mut now = T;
+    for _ in 0..100 {
+        now = now + Duration::from_secs(1);
+        s.handle_timeout(now);
+    }
+    assert!(
+        s.send_queue() <= before + 6,
+        "{} bytes queued after 100 keepalive intervals, from {before}",
+        s.send_queue()
+    );
+}
+
+/// A control frame begun before ACCEPT is read under the limits in force
+/// when its header came in, even if the grant is smaller.
+#[test]
+fn r4_frame_begun_before_accept_keeps_its_limits() {
+    let mut s = Session::callee(Config::default(), 9, T).unwrap();
+    s.handle_bytes(T, &connect_frame(Options::DEFAULT));
+    let req = events(&mut s)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ConnectRequest(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let abort = frame(FrameRepr::Abort(bookend_wire::ReasonRepr {
+        reason: Reason::application(7),
+        data: Some(&[5u8; 1000]),
+    }));
+    s.handle_bytes(T, &abort[..100]);
+    let small = Options {
+        max_disconnect_data: 16,
+        ..req.grant
+    };
+    s.accept(T, None, small).unwrap();
+    s.handle_bytes(T, &abort[100..]);
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::Aborted {
+                by: bookend_session::Side::Peer,
+                ..
+            })
+        ),
+        "{:?}",
+        s.close_reason()
+    );
+}
+
+/// Once the transport is gone after our ABORT, no timer is left running.
+#[test]
+fn r5_no_timer_after_the_transport_is_gone() {
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    s.abort(T, Reason::application(1), None).unwrap();
+    s.handle_transport_closed(T, TransportClosed::Reset);
+    assert_eq!(s.poll_timeout(), None);
+    assert!(s.is_drained() || s.pending_events() > 0);
+}
+
+/// A zero-copy read that leaves data in the transport posts FD_READ again.
+#[test]
+fn r6_direct_read_that_leaves_data_posts_readable_again() {
+    let mut s = accepted_with(Config::default(), Mode::Stream);
+    s.set_direct_receive(true);
+    let wire = data(&[3u8; 100], false);
+    s.handle_bytes(T, &wire);
+    events(&mut s);
+    let mut out = [0u8; 10];
+    let (consumed, written) = s.recv_direct(T, &wire, &mut out);
+    assert_eq!((consumed, written), (16, 10));
+    assert!(events(&mut s).contains(&Event::Readable));
+}

@@ -10,7 +10,7 @@
 use alloc::collections::VecDeque;
 use bookend_wire::{
     AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
-    Mode, Reason, VERSION, decode, flags,
+    Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, VERSION, decode, flags,
 };
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
@@ -44,6 +44,9 @@ pub(crate) struct Rx {
     /// Bytes still owed by a streamed body.
     body_left: usize,
     body: Body,
+    /// The input a control frame in `partial` was classified as when its
+    /// header passed the checks.
+    checked: Option<Input>,
     pub(super) stream: BytesMut,
     pub(super) messages: VecDeque<Bytes>,
     pub(super) message: BytesMut,
@@ -65,6 +68,7 @@ impl Rx {
             partial: BytesMut::new(),
             body_left: 0,
             body: Body::Skip,
+            checked: None,
             stream: BytesMut::new(),
             messages: VecDeque::new(),
             message: BytesMut::new(),
@@ -94,8 +98,14 @@ impl Rx {
         !self.partial.is_empty() || self.body_left > 0
     }
 
+    /// A DATA frame's payload is still arriving.
+    pub(crate) fn data_in_progress(&self) -> bool {
+        self.body_left > 0 && matches!(self.body, Body::Data { .. })
+    }
+
     pub(crate) fn drop_partial(&mut self) {
         self.partial.clear();
+        self.checked = None;
         self.body_left = 0;
     }
 
@@ -145,13 +155,16 @@ impl Session {
                 self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
             }
         }
-        let held = at < input.len();
-        self.rx.held = held;
-        let restart = self.params.keepalive().map_or(now, |k| now + k * 3);
-        self.timers.suspend_idle(held, restart);
-        if held && self.rx.direct && matches!(sink, Sink::Buffer) {
-            // DATA waits in the transport: tell the application (FD_READ).
-            self.post_readable();
+        if !input.is_empty() {
+            let held = at < input.len();
+            self.rx.held = held;
+            let restart = self.params.keepalive().map_or(now, |k| now + k * 3);
+            self.timers.suspend_idle(held, restart);
+            if held && self.rx.direct {
+                // DATA waits in the transport: tell the application (FD_READ),
+                // again after a read that left some, as Winsock re-posts it.
+                self.post_readable();
+            }
         }
         (at, written)
     }
@@ -177,6 +190,12 @@ impl Session {
             *at += n;
             self.rx.body_left -= n;
             if let Body::Data { end_of_message } = self.rx.body {
+                if self.app_closed && matches!(sink, Sink::Buffer) {
+                    // The rest of a frame whose header came before close():
+                    // nobody will read it, so tell the sender (§5.3).
+                    self.fire(now, Input::RecvDataAfterClose, Args::default());
+                    return true;
+                }
                 self.take_payload(chunk, sink);
                 if self.rx.body_left == 0 && end_of_message {
                     self.end_message();
@@ -187,6 +206,22 @@ impl Session {
         // The header: straight from the input, or assembled in `partial`.
         let mut header = [0u8; HEADER_LEN];
         let in_partial = !self.rx.partial.is_empty();
+        if !in_partial
+            && avail > 0
+            && FrameType::from(input[*at]) == FrameType::Data
+            && self.data_room(sink) == 0
+        {
+            // No room for DATA: leave even its header in the transport, so
+            // that the bytes still to read keep the driver offering them
+            // (a header parked here would never be offered again). Empty
+            // stream DATA has no effect and needs no room.
+            let empty_stream = self.params.mode == Mode::Stream
+                && avail >= HEADER_LEN
+                && Frame::new_unchecked(&input[*at..*at + HEADER_LEN]).body_len() == 0;
+            if !empty_stream {
+                return false;
+            }
+        }
         if in_partial || avail < HEADER_LEN {
             let need = HEADER_LEN.saturating_sub(self.rx.partial.len());
             if need > 0 {
@@ -206,8 +241,16 @@ impl Session {
         }
         let frame = Frame::new_unchecked(&header[..]);
         let (frame_type, fl, len) = (frame.frame_type(), frame.flags(), frame.body_len());
-        let Some(input_kind) = self.check_header(now, frame_type, fl, len) else {
-            return false; // refused: the session has ended or is rejecting
+        // A frame resumed from `partial` was checked when its header came in,
+        // against the limits in force then (they may have shrunk since, with
+        // an ACCEPT; the peer sent under the old ones).
+        let checked = if in_partial { self.rx.checked } else { None };
+        let input_kind = match checked {
+            Some(k) => k,
+            None => match self.check_header(now, frame_type, fl, len) {
+                Some(k) => k,
+                None => return false, // refused: the session has ended or is rejecting
+            },
         };
         match frame_type {
             FrameType::Data | FrameType::Unknown(_) => {
@@ -254,7 +297,10 @@ impl Session {
                 }
                 true
             }
-            _ => self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize),
+            _ => {
+                self.rx.checked = Some(input_kind);
+                self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize)
+            }
         }
     }
 
@@ -340,6 +386,7 @@ impl Session {
         if !in_partial && avail >= total {
             let bytes = &input[*at..*at + total];
             *at += total;
+            self.rx.checked = None;
             return self.decoded(now, bytes);
         }
         if !in_partial {
@@ -355,6 +402,7 @@ impl Session {
             return false;
         }
         let buf = core::mem::take(&mut self.rx.partial);
+        self.rx.checked = None;
         let go_on = self.decoded(now, &buf);
         // Keep the allocation for the next frame; a transition may already
         // have dropped what was there.
@@ -364,7 +412,10 @@ impl Session {
     }
 
     fn decoded(&mut self, now: Instant, bytes: &[u8]) -> bool {
-        match decode(bytes, &self.limits) {
+        // The length was checked from the header, against the limits in force
+        // then (`check_header`); the body is only parsed here.
+        let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
+        match decode(bytes, &any) {
             Ok(Decoded::Frame { repr, .. }) => {
                 self.on_frame(now, repr);
                 true
@@ -534,7 +585,10 @@ impl Session {
     /// Whether received data waits for the application: buffered, or held
     /// in the transport for direct receive. Closing then is an abort (§5.3).
     pub(super) fn has_unread(&self) -> bool {
-        self.rx.queued > 0 || !self.rx.message.is_empty() || (self.rx.held && self.rx.direct)
+        self.rx.queued > 0
+            || !self.rx.message.is_empty()
+            || (self.rx.held && self.rx.direct)
+            || self.rx.data_in_progress()
     }
 
     fn stops_at_data(&self) -> bool {

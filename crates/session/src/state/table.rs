@@ -161,11 +161,15 @@ pub const TRANSITIONS: &[Row] = &[
         .discard(Discard::TransportGoneAndUnread)
         .ends(End::Reset),
     // The peer's RST answering our ABORT: nothing more can be sent.
-    Row::new(&[Closed], Input::RecvRst, Same).discard(Discard::TransportGone),
+    Row::new(&[Closed], Input::RecvRst, Same)
+        .discard(Discard::TransportGone)
+        .clear(Timers::of(TimerId::AbortFlush)),
     Row::new(LIVE, Input::TransportTimeout, to(Closed))
         .discard(Discard::TransportGone)
         .ends(End::TimedOut(Timer::Transport)),
-    Row::new(&[Closed], Input::TransportTimeout, Same).discard(Discard::TransportGone),
+    Row::new(&[Closed], Input::TransportTimeout, Same)
+        .discard(Discard::TransportGone)
+        .clear(Timers::of(TimerId::AbortFlush)),
     // --- protocol violations ---------------------------------------------
     Row::new(&[Idle], Input::Violation, to(Closed)).resets(Discard::Both, End::ProtocolError),
     Row::new(FRAMING, Input::Violation, to(Closed)).aborts(None, End::ProtocolError),
@@ -197,6 +201,7 @@ pub const TRANSITIONS: &[Row] = &[
     Row::new(CONNECTED, Input::KeepaliveTimer, Same)
         .send(Control::Ping)
         .arm(Timers::of(TimerId::Keepalive)),
+    Row::new(CONNECTED, Input::KeepaliveTimerBusy, Same).arm(Timers::of(TimerId::Keepalive)),
     // The ABORT could not get out in time: drop it, so the RST goes.
     Row::new(&[Closed], Input::AbortFlushTimer, Same).discard(Discard::Unsent),
 ];

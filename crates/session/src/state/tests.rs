@@ -124,13 +124,12 @@ fn checked_in_docs_are_current() {
     let doc = include_str!("../../../../docs/session-states.md");
     assert!(
         doc.contains(mermaid().as_str()) && doc.contains(markdown_table().as_str()),
-        "docs/session-states.md is stale; regenerate with \
-         `cargo run -p bookend-session --example state_diagram > docs/session-states.md`"
+        "docs/session-states.md is stale; regenerate with `ci/regen-state-docs`"
     );
     // protocol.md §5.3 must be complete on its own: it carries the same table.
     let spec = include_str!("../../../../docs/protocol.md");
     assert!(
         spec.contains(markdown_table().as_str()),
-        "docs/protocol.md §5.3 is stale: paste `state::markdown_table()` between its markers"
+        "docs/protocol.md §5.3 is stale; regenerate with `ci/regen-state-docs`"
     );
 }
