@@ -27,7 +27,7 @@ mod rng;
 pub mod tap;
 
 pub use net::{
-    App, Host, HostStats, LinkConfig, LinkStats, RunError, Sim, SimDevice, SimRx, SimTx, Totals,
-    host_addr,
+    App, Filter, Host, HostStats, LinkConfig, LinkStats, RunError, Sim, SimDevice, SimRx, SimTx,
+    Totals, host_addr,
 };
 pub use rng::Rng;

@@ -328,7 +328,12 @@ pub struct Sim {
     seq: u64,
     delivered: u64,
     rounds: u64,
+    filter: Option<Filter>,
 }
+
+/// A test's say over each packet: `(from host, to host, IP packet)`, true to
+/// let it through. Dropped packets are counted as losses.
+pub type Filter = Box<dyn FnMut(usize, usize, &[u8]) -> bool>;
 
 impl Sim {
     /// An empty network whose randomness comes from `seed`.
@@ -341,7 +346,25 @@ impl Sim {
             seq: 0,
             delivered: 0,
             rounds: 0,
+            filter: None,
         }
+    }
+
+    /// Installs a packet filter (replacing any other): targeted drops, such
+    /// as "the first SYN-ACK", for tests that need one particular loss.
+    pub fn set_filter(&mut self, f: impl FnMut(usize, usize, &[u8]) -> bool + 'static) {
+        self.filter = Some(Box::new(f));
+    }
+
+    /// Removes the packet filter.
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// Puts a packet the test made onto host `from`'s uplink, as if the host
+    /// had sent it (its source address may be anything: a spoofed SYN flood).
+    pub fn inject(&mut self, from: usize, packet: Vec<u8>) {
+        self.send(from, packet);
     }
 
     /// Adds a host at 10.0.(n / 250).(n % 250 + 1) with the same link config
@@ -531,6 +554,12 @@ impl Sim {
             self.hosts[from].up.stats.dropped_down += 1;
             return;
         };
+        if let Some(f) = self.filter.as_mut()
+            && !f(from, to, &p)
+        {
+            self.hosts[from].up.stats.dropped_loss += 1;
+            return;
+        }
         // Uplink.
         let Some(at_switch) = self.traverse(from, true, &mut p, now) else {
             return;

@@ -213,14 +213,19 @@ struct Conn {
     /// once decided, for the same reason.
     request: Option<Box<IncomingRequest>>,
     tcp_done_by: Option<Instant>,
-    /// Poll count at which the socket was aborted: it leaves the set after
-    /// the next interface poll, so the RST is really sent.
-    aborted_at_poll: Option<u64>,
+    /// When the socket was aborted. It leaves the set once smoltcp has sent
+    /// the RST (it then forgets the 4-tuple), whatever the call order, or
+    /// after `abort_flush_timeout` if the interface never sent it.
+    aborted: Option<Instant>,
     /// The socket's TCP state when last pumped: a FIN or RST always changes
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
-    /// A direct send was cut short: report `Writable` when TCP has room.
-    want_writable: bool,
+    /// Events of this slot still in the endpoint's queue: the slot is freed
+    /// only once they are delivered (or dropped for a released handle).
+    queued_events: u32,
+    /// The pump's next deadline (pending reset, user timeout), as of the
+    /// last pump.
+    link_poll_at: Option<Instant>,
     span: tracing::Span,
 }
 
@@ -236,6 +241,9 @@ pub struct Stats {
     pub refused: u64,
     /// Sockets aborted because the TCP close did not finish in time.
     pub close_timeouts: u64,
+    /// Incoming connections reset in SYN-RECEIVED (a SYN scan, or a caller
+    /// that gave up): their socket is dropped, never reused as a listener.
+    pub reset_in_syn_received: u64,
 }
 
 /// Sessions over smoltcp TCP sockets.
@@ -577,9 +585,10 @@ impl Endpoint {
             connect_args: Some(Box::new((data, options))),
             request: None,
             tcp_done_by: None,
-            aborted_at_poll: None,
+            aborted: None,
             last_tcp_state: None,
-            want_writable: false,
+            queued_events: 0,
+            link_poll_at: None,
             span,
         }))
     }
@@ -611,7 +620,7 @@ impl Endpoint {
         let t = session_instant(now);
         let direct = c
             .socket
-            .filter(|_| c.session.send_queue() == 0 && c.aborted_at_poll.is_none());
+            .filter(|_| c.session.send_queue() == 0 && c.aborted.is_none());
         let Some(sh) = direct else {
             return c.session.send(data).map_err(Error::from);
         };
@@ -622,14 +631,20 @@ impl Endpoint {
             let written = result.as_ref().map_or(0, |&(_, w)| w);
             (written, ())
         });
-        let (taken, _) = result?;
-        if taken < data.len() {
-            c.want_writable = true;
+        let (taken, written) = result?;
+        c.link.note_written(written);
+        if taken == data.len() {
+            return Ok(taken);
         }
-        if taken == 0 && !data.is_empty() {
-            return Err(Error::Session(bookend_session::Error::WouldBlock));
+        // TCP has less room than a frame: the rest goes through the session's
+        // buffer, flushed as TCP drains, and FD_WRITE comes from the session
+        // when that buffer has room again. (Refusing here while TCP still
+        // had a little room made the application spin on Writable.)
+        match c.session.send(&data[taken..]) {
+            Ok(n) => Ok(taken + n),
+            Err(_) if taken > 0 => Ok(taken),
+            Err(e) => Err(e.into()),
         }
-        Ok(taken)
     }
 
     /// Stream mode, zero-copy receive (like a socket `recv`): reads into
@@ -656,7 +671,7 @@ impl Endpoint {
             return c.session.recv(buf).map_err(Error::from);
         }
         let mut written = 0;
-        if let Some(sh) = c.socket.filter(|_| c.aborted_at_poll.is_none()) {
+        if let Some(sh) = c.socket.filter(|_| c.aborted.is_none()) {
             let socket = sockets.get_mut::<tcp::Socket>(sh);
             // Two passes: the ring's contiguous part, then the wrapped part.
             for _ in 0..2 {
@@ -760,11 +775,33 @@ impl Endpoint {
         c.phase = Phase::Released;
         c.generation = c.generation.wrapping_add(1);
         self.generations[index] = c.generation;
-        if c.socket.is_none() && c.session.is_drained() {
+        self.try_free(index);
+    }
+
+    /// The one place a slot is freed: its socket is gone, its session has
+    /// nothing left to do, every event queued for it was delivered (or
+    /// dropped, for a released handle), and nobody holds its handle.
+    fn try_free(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_deref() else {
+            return;
+        };
+        let unowned = matches!(c.phase, Phase::Released | Phase::Refused | Phase::Pending);
+        if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
             self.conns[index] = None;
             self.generations[index] = self.generations[index].wrapping_add(1);
             self.free.push(index);
         }
+    }
+
+    /// Queues an event for the application, counting it against the slot.
+    fn push_event(
+        events: &mut VecDeque<(Handle, EndpointEvent)>,
+        c: &mut Conn,
+        h: Handle,
+        e: EndpointEvent,
+    ) {
+        c.queued_events += 1;
+        events.push_back((h, e));
     }
 
     /// closesocket with linger {1, 0}: ABORT with `reason` and `data`, then RST.
@@ -795,7 +832,15 @@ impl Endpoint {
     /// dropped: after `close` or `abort` a handle hears nothing more.
     pub fn poll_event(&mut self) -> Option<(Handle, EndpointEvent)> {
         while let Some((h, e)) = self.events.pop_front() {
-            if self.conn(h).is_some() {
+            let index = h.index as usize;
+            let Some(c) = self.conns.get_mut(index).and_then(|c| c.as_deref_mut()) else {
+                continue;
+            };
+            c.queued_events = c.queued_events.saturating_sub(1);
+            let current = c.generation == h.generation;
+            // The last event of a connection nobody holds frees its slot.
+            self.try_free(index);
+            if current {
                 return Some((h, e));
             }
         }
@@ -805,8 +850,8 @@ impl Endpoint {
     /// When [`Endpoint::poll`] must run next, to be combined with
     /// `iface.poll_at` (the earlier wins). `Some(now)` if work is waiting.
     pub fn poll_at(&self, now: SmolInstant) -> Option<SmolInstant> {
+        let _ = now;
         let mut next: Option<Instant> = None;
-        let t = session_instant(now);
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 next = Some(next.map_or(x, |n| n.min(x)));
@@ -819,14 +864,20 @@ impl Endpoint {
             // the application polls after its commands (call order, step 4),
             // and a send window opening again arrives through `iface.poll`.
             // (Waking for them would spin while TCP's window is closed.)
-            let cleanup =
-                c.phase == Phase::Released && c.socket.is_none() && c.session.is_drained();
-            if c.aborted_at_poll.is_some() || cleanup {
-                consider(Some(t));
+            if let Some(at) = c.aborted.filter(|_| c.socket.is_some()) {
+                // Removal once the RST is out: the interface poll that sends it
+                // runs before the next `poll` anyway; this is the fallback.
+                consider(Some(at + self.config.abort_flush_timeout));
             }
             consider(c.session.poll_timeout());
-            consider(c.link.poll_at());
-            consider(c.tcp_done_by);
+            consider(
+                c.link_poll_at
+                    .filter(|_| c.socket.is_some() && c.aborted.is_none()),
+            );
+            consider(
+                c.tcp_done_by
+                    .filter(|_| c.socket.is_some() && c.aborted.is_none()),
+            );
             #[cfg(feature = "conditional-accept")]
             if let Phase::SynPaused(by) = c.phase {
                 consider(Some(by));
@@ -843,7 +894,7 @@ impl Endpoint {
         for id in 0..self.listeners.len() {
             self.take_listeners(id, t, sockets);
         }
-        self.drop_duplicate_half_opens(sockets);
+        self.drop_duplicate_half_opens(t, sockets);
         for index in 0..self.conns.len() {
             self.poll_conn(index, t, sockets);
         }
@@ -902,9 +953,10 @@ impl Endpoint {
                 connect_args: None,
                 request: None,
                 tcp_done_by: None,
-                aborted_at_poll: None,
+                aborted: None,
                 last_tcp_state: None,
-                want_writable: false,
+                queued_events: 0,
+                link_poll_at: None,
                 span,
             });
         }
@@ -914,11 +966,11 @@ impl Endpoint {
     /// one 4-tuple; smoltcp hands every segment to the lower slot, so the
     /// other one would retransmit SYN-ACKs forever. Remove it without a RST
     /// (a RST would kill the caller's real connection).
-    fn drop_duplicate_half_opens(&mut self, sockets: &mut SocketSet<'_>) {
+    fn drop_duplicate_half_opens(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
         // Only a half-open socket can be a stale duplicate, and half-open
         // sockets are few: find them first, so an idle endpoint pays one
         // cheap pass and no allocation.
-        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted_at_poll.is_none();
+        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
         let mut drop = Vec::new();
         for (index, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
@@ -942,26 +994,42 @@ impl Endpoint {
             }
         }
         for index in drop {
-            if let Some(c) = self.conns[index].take() {
+            if let Some(c) = self.conns[index].as_deref_mut() {
                 debug!(remote = ?c.remote, "dropping duplicate half-open socket");
-                if let Some(h) = c.socket {
+                if let Some(h) = c.socket.take() {
                     sockets.remove(h);
                 }
-                self.free_slot(index);
+                Self::end_unseen(c, t);
                 self.stats.duplicates_dropped += 1;
             }
+            self.try_free(index);
         }
     }
 
-    fn free_slot(&mut self, index: usize) {
-        self.conns[index] = None;
-        self.generations[index] = self.generations[index].wrapping_add(1);
-        self.free.push(index);
+    /// Ends the session of a connection the application never saw, whose
+    /// transport is gone: it drains at once.
+    fn end_unseen(c: &mut Conn, t: Instant) {
+        c.session
+            .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
+        while c.session.poll_event().is_some() {}
+        while c.session.poll_transport_action().is_some() {}
     }
 
+    /// Whether a listener-born socket is no longer the connection it was
+    /// taken for: smoltcp 0.14 puts a socket reset in SYN-RECEIVED back into
+    /// LISTEN (it would then take the next caller's SYN as a hidden,
+    /// unmanaged listener, bypassing SO_CONDITIONAL_ACCEPT), and within one
+    /// interface poll that listener may already hold another caller.
+    fn lost_its_caller(c: &Conn, socket: &tcp::Socket<'_>) -> bool {
+        c.listener.is_some()
+            && (socket.state() == tcp::State::Listen
+                || (socket.remote_endpoint().is_some() && socket.remote_endpoint() != c.remote))
+    }
+
+    /// Drives one connection: the whole of its life after creation is here
+    /// and in [`Endpoint::try_free`].
     fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
-        let polls = self.polls;
-        let Some(c) = self.conns[index].as_mut() else {
+        let Some(c) = self.conns[index].as_deref_mut() else {
             return;
         };
         let span = c.span.clone();
@@ -972,12 +1040,34 @@ impl Endpoint {
         };
 
         if let Some(h) = c.socket {
-            // An aborted socket leaves the set once the interface has had a
-            // poll to send its RST.
-            if c.aborted_at_poll.is_some_and(|p| p < polls) {
-                sockets.remove(h);
-                c.socket = None;
-            } else if c.aborted_at_poll.is_none() {
+            if let Some(at) = c.aborted {
+                // The RST is out once smoltcp has forgotten the 4-tuple.
+                let socket = sockets.get::<tcp::Socket>(h);
+                if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
+                    sockets.remove(h);
+                    c.socket = None;
+                    c.tcp_done_by = None;
+                }
+            } else if Self::lost_its_caller(c, sockets.get::<tcp::Socket>(h)) {
+                let socket = sockets.get_mut::<tcp::Socket>(h);
+                debug!(state = %socket.state(), "reset in SYN-RECEIVED: dropping the socket");
+                if socket.state() == tcp::State::Listen {
+                    // A bare listener: nothing to send.
+                    sockets.remove(h);
+                    c.socket = None;
+                } else {
+                    // It took another caller's SYN: refuse that one, which retries.
+                    socket.abort();
+                    c.aborted = Some(t);
+                }
+                self.stats.reset_in_syn_received += 1;
+                c.session
+                    .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
+                #[cfg(feature = "conditional-accept")]
+                if let Phase::SynPaused(_) = c.phase {
+                    c.phase = Phase::Pending;
+                }
+            } else {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
                 // Idle: nothing arrived, nothing to send, no timer due, and
                 // TCP's state unchanged. Skipping keeps poll cost low with
@@ -987,11 +1077,11 @@ impl Endpoint {
                     && socket.recv_queue() == 0
                     && c.session.send_queue() == 0
                     && c.connect_args.is_none()
-                    && c.link.poll_at().is_none()
+                    && !c.link.reset_pending()
+                    && c.link_poll_at.is_none_or(|d| d > t)
                     && c.session.poll_timeout().is_none_or(|d| d > t)
                     && c.session.pending_events() == 0
                     && c.tcp_done_by.is_none_or(|d| d > t)
-                    && !(c.want_writable && socket.can_send())
                     && !Self::syn_paused(c.phase);
                 if idle {
                     return;
@@ -1026,16 +1116,10 @@ impl Endpoint {
                         TcpDecision::Refuse => {
                             debug!("SO_CONDITIONAL_ACCEPT refused: RST");
                             socket.abort();
-                            c.aborted_at_poll = Some(polls);
+                            c.aborted = Some(t);
                             c.phase = Phase::Refused;
                             self.stats.refused += 1;
-                            // The connection is reset by us: the session ends with
-                            // nothing left to send, so it drains and its slot is freed.
-                            c.session.handle_transport_closed(
-                                t,
-                                bookend_session::TransportClosed::Reset,
-                            );
-                            while c.session.poll_event().is_some() {}
+                            Self::end_unseen(c, t);
                             return;
                         }
                         TcpDecision::Defer => return,
@@ -1048,19 +1132,19 @@ impl Endpoint {
                     let _ = c.session.connect(t, data.as_deref(), *options);
                     c.connect_args = None;
                 }
+                if !c.link.established() && TcpConnection::is_established(socket) {
+                    // From here the pump keeps the user timeout: smoltcp's
+                    // own would make a peer's RST look like a time-out.
+                    socket.set_timeout(None);
+                }
                 for _ in 0..4 {
                     if !c.link.pump(&mut c.session, socket, t) {
                         break;
                     }
                 }
+                c.link_poll_at = c.link.poll_at(socket);
                 if c.link.aborted() {
-                    c.aborted_at_poll = Some(polls);
-                } else if c.want_writable && socket.can_send() && c.session.send_queue() == 0 {
-                    c.want_writable = false;
-                    if c.phase == Phase::Owned {
-                        self.events
-                            .push_back((handle, EndpointEvent::Session(Event::Writable)));
-                    }
+                    c.aborted = Some(t);
                 }
             }
         }
@@ -1094,8 +1178,12 @@ impl Endpoint {
                         }) => match c.session.accept(t, callee_data.as_deref(), granted) {
                             Ok(()) => {
                                 c.phase = Phase::Owned;
-                                self.events
-                                    .push_back((handle, EndpointEvent::Accepted(request)));
+                                Self::push_event(
+                                    &mut self.events,
+                                    c,
+                                    handle,
+                                    EndpointEvent::Accepted(request),
+                                );
                             }
                             Err(e) => {
                                 debug!(error = %e, "condition function's accept refused; rejecting");
@@ -1116,21 +1204,30 @@ impl Endpoint {
                                 let _ = c.session.defer();
                             }
                             c.request = Some(Box::new(request.clone()));
-                            self.events
-                                .push_back((handle, EndpointEvent::Incoming(request)));
+                            Self::push_event(
+                                &mut self.events,
+                                c,
+                                handle,
+                                EndpointEvent::Incoming(request),
+                            );
                         }
                     }
                 }
-                (_, Phase::Owned) => self
-                    .events
-                    .push_back((handle, EndpointEvent::Session(event))),
+                (_, Phase::Owned) => {
+                    Self::push_event(&mut self.events, c, handle, EndpointEvent::Session(event))
+                }
                 (Event::Closed(reason), _) => {
                     trace!(%reason, "closed in the background");
                     if c.phase == Phase::Pending {
-                        if c.request.is_some() {
-                            // The application was told of this request: tell it it is gone.
-                            self.events
-                                .push_back((handle, EndpointEvent::Session(event.clone())));
+                        if c.request.take().is_some() {
+                            // The application was told of this request: tell it it
+                            // is gone. The slot stays until this is delivered.
+                            Self::push_event(
+                                &mut self.events,
+                                c,
+                                handle,
+                                EndpointEvent::Session(event.clone()),
+                            );
                         }
                         c.phase = Phase::Refused;
                         if !matches!(reason, CloseReason::Rejected { .. }) {
@@ -1141,20 +1238,11 @@ impl Endpoint {
                 _ => {}
             }
         }
-        // The application accepted through `session()` directly.
-        if c.phase == Phase::Pending
-            && matches!(
-                c.session.state(),
-                State::Open | State::LocalDisconnected | State::PeerDisconnected
-            )
-        {
-            c.phase = Phase::Owned;
-        }
 
         // Release the TCP socket once the session is done and TCP has finished
         // (or would not finish in time).
         if let Some(h) = c.socket
-            && c.aborted_at_poll.is_none()
+            && c.aborted.is_none()
             && c.session.is_drained()
         {
             let socket = sockets.get_mut::<tcp::Socket>(h);
@@ -1162,6 +1250,7 @@ impl Endpoint {
                 // TIME-WAIT is cut short here; outgoing ports stay quarantined.
                 sockets.remove(h);
                 c.socket = None;
+                c.tcp_done_by = None;
             } else {
                 let by = *c
                     .tcp_done_by
@@ -1169,22 +1258,16 @@ impl Endpoint {
                 if t >= by {
                     debug!(state = %socket.state(), "TCP close did not finish: aborting");
                     socket.abort();
-                    c.aborted_at_poll = Some(polls);
+                    c.aborted = Some(t);
                     self.stats.close_timeouts += 1;
                 }
             }
         }
-        let mut free = false;
-        if c.socket.is_none() {
-            if let Some(port) = c.ephemeral_port.take() {
-                self.ports.release(port, t);
-            }
-            // Nobody will read this session again: free the slot.
-            free = matches!(c.phase, Phase::Released | Phase::Refused | Phase::Pending)
-                && c.session.is_drained();
+        if c.socket.is_none()
+            && let Some(port) = c.ephemeral_port.take()
+        {
+            self.ports.release(port, t);
         }
-        if free {
-            self.free_slot(index);
-        }
+        self.try_free(index);
     }
 }

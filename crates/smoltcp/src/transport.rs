@@ -88,13 +88,24 @@ impl TcpConnection for tcp::Socket<'_> {
 }
 
 /// Per-connection bookkeeping of the pump.
+///
+/// It keeps the TCP user timeout (RFC 5482: how long sent data may stay
+/// unacknowledged) itself once the connection is established, because smoltcp
+/// reports its own time-out and a peer's RST alike (CLOSED). So a connection
+/// that ends without FIN, and without our time-out, was reset.
 #[derive(Debug, Clone)]
 pub struct Link {
     fin_delivered: bool,
     gone_delivered: bool,
     reset_at: Option<Instant>,
     aborted: bool,
-    last_progress: Instant,
+    created: Instant,
+    established: bool,
+    /// Bytes handed to the transport so far (by the pump and by direct sends).
+    written: u64,
+    /// Bytes the peer had acknowledged at `acked_at`.
+    acked: u64,
+    acked_at: Instant,
     abort_flush: Duration,
     tcp_timeout: Duration,
 }
@@ -107,10 +118,35 @@ impl Link {
             gone_delivered: false,
             reset_at: None,
             aborted: false,
-            last_progress: now,
+            created: now,
+            established: false,
+            written: 0,
+            acked: 0,
+            acked_at: now,
             abort_flush,
             tcp_timeout,
         }
+    }
+
+    /// Bytes written to the transport outside [`Link::pump`] (a direct send).
+    pub fn note_written(&mut self, n: usize) {
+        self.written += n as u64;
+    }
+
+    /// Whether a RST waits for the ABORT before it to be acknowledged: the
+    /// pump must look at every acknowledgement until then.
+    pub fn reset_pending(&self) -> bool {
+        self.reset_at.is_some() && !self.aborted
+    }
+
+    /// Whether the handshake has been seen complete.
+    pub fn established(&self) -> bool {
+        self.established
+    }
+
+    /// When the user timeout would fire if nothing is acknowledged by then.
+    fn user_timeout_at(&self, unacked: usize) -> Option<Instant> {
+        (self.established && unacked > 0).then(|| self.acked_at + self.tcp_timeout)
     }
 
     /// Whether the pump has aborted the connection (RST requested).
@@ -123,9 +159,16 @@ impl Link {
         self.gone_delivered
     }
 
-    /// The next time the pump needs to run for a pending reset.
-    pub fn poll_at(&self) -> Option<Instant> {
-        self.reset_at.filter(|_| !self.aborted)
+    /// The next time the pump needs to run: a pending reset, or the user
+    /// timeout while data is unacknowledged.
+    pub fn poll_at<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
+        if self.aborted || self.gone_delivered {
+            return None;
+        }
+        match (self.reset_at, self.user_timeout_at(conn.send_queue())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Moves everything that can move between `session` and `conn` at `now`.
@@ -145,6 +188,29 @@ impl Link {
             return false;
         }
         let mut progress = false;
+        if !self.established && conn.is_established() {
+            self.established = true;
+            self.acked_at = now;
+        }
+        // Acknowledgement progress, for the user timeout.
+        let acked = self.written.saturating_sub(conn.send_queue() as u64);
+        if acked > self.acked || conn.send_queue() == 0 {
+            self.acked = acked;
+            self.acked_at = now;
+        }
+        if !self.gone_delivered
+            && self
+                .user_timeout_at(conn.send_queue())
+                .is_some_and(|at| now >= at)
+        {
+            // Sent data unacknowledged for the whole user timeout: give up, as
+            // TCP's R2 threshold would (RFC 9293 §3.8.3).
+            self.gone_delivered = true;
+            self.aborted = true;
+            conn.abort();
+            session.handle_transport_closed(now, TransportClosed::TimedOut);
+            return true;
+        }
         loop {
             let mut offered = 0;
             let mut taken = 0;
@@ -156,7 +222,6 @@ impl Link {
             match outcome {
                 RecvOutcome::Read(n) if n > 0 => {
                     progress = true;
-                    self.last_progress = now;
                     if taken < offered {
                         break; // the session's receive buffer is full
                     }
@@ -174,9 +239,11 @@ impl Link {
                     if !self.gone_delivered {
                         self.gone_delivered = true;
                         progress = true;
-                        // smoltcp reports reset and time-out alike; a connection
-                        // silent for the whole user timeout timed out.
-                        let how = if now >= self.last_progress + self.tcp_timeout {
+                        // Established, smoltcp's own time-out is off (the
+                        // endpoint keeps it here), so CLOSED without FIN is a
+                        // RST. Before that smoltcp bounds the handshake: gone
+                        // after the whole timeout, it timed out.
+                        let how = if !self.established && now >= self.created + self.tcp_timeout {
                             TransportClosed::TimedOut
                         } else {
                             TransportClosed::Reset
@@ -198,7 +265,7 @@ impl Link {
                     break;
                 }
                 progress = true;
-                self.last_progress = now;
+                self.written += n as u64;
             }
         }
         while let Some(action) = session.poll_transport_action() {

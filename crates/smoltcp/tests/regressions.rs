@@ -1,0 +1,428 @@
+//! Regression tests for the endpoint defects of issue 10, on `bookend-sim`,
+//! looking at the wire (pcap) where the defect is about the wire. Each failed
+//! on the commit named in its doc before its fix.
+
+mod world;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bookend_session::{CloseReason, Event, Options, Reason};
+use bookend_smoltcp::{
+    Config, Decision, EndpointEvent, Handle, ListenConfig, ListenerId, TcpDecision, session_instant,
+};
+use bookend_wire::{ConnectRepr, FrameRepr, VERSION};
+use smoltcp::wire::IpEndpoint;
+use world::{PORT, Seg, World, addr, ip, segments};
+
+fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).unwrap();
+    b
+}
+
+fn connect_frame(data: &[u8]) -> Vec<u8> {
+    frame(FrameRepr::Connect(ConnectRepr {
+        min_version: VERSION,
+        max_version: VERSION,
+        options: Options::DEFAULT.to_repr(),
+        data: Some(data),
+    }))
+}
+
+fn closed(
+    evs: &[(smoltcp::time::Instant, Handle, EndpointEvent)],
+    h: Handle,
+) -> Option<CloseReason> {
+    evs.iter().find_map(|(_, hd, e)| match e {
+        EndpointEvent::Session(Event::Closed(r)) if *hd == h => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// Segments the server (host 0) sent to `to`.
+fn from_server(segs: &[Seg], to: usize) -> Vec<Seg> {
+    segs.iter()
+        .filter(|s| s.src == ip(0) && s.dst == ip(to))
+        .cloned()
+        .collect()
+}
+
+/// A bookend server on host 0 listening on `PORT`; hosts 1.. are raw.
+fn server_world(hosts: usize) -> (World, ListenerId) {
+    let mut w = World::new(hosts, |i| (i == 0).then(|| Config::new(11)));
+    let (ep, _, sockets) = w.parts(0);
+    let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+    (w, l)
+}
+
+/// A SYN scan from host 1: SYN, then the SYN-ACK finds no socket and host
+/// 1's stack answers RST, which puts the server's socket in SYN-RECEIVED
+/// back to LISTEN (smoltcp 0.14).
+fn syn_scan(w: &mut World) {
+    let s = w.raw_connect(1, addr(0), 40_001);
+    w.round(); // the SYN leaves
+    w.sim.host(1).sockets.remove(s);
+    w.run_for(Duration::from_millis(100));
+}
+
+/// Defect 1 (fails on 8fbd8f6): after a SYN scan, the next caller's condition
+/// function sees the next caller, not the scanner.
+#[test]
+fn d1_syn_scan_leaves_no_hidden_listener_condition_sees_the_right_caller() {
+    let (mut w, l) = server_world(3);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let seen2 = seen.clone();
+    w.ep(0).accept_with(l, move |req| {
+        seen2.borrow_mut().push(req.caller);
+        Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        }
+    });
+    syn_scan(&mut w);
+    let s = w.raw_connect(2, addr(0), 40_002);
+    w.run_until(Duration::from_secs(2), |w| w.raw(2, s).may_send());
+    w.raw(2, s).send_slice(&connect_frame(b"good")).unwrap();
+    w.run_until(Duration::from_secs(2), |_| !seen.borrow().is_empty());
+    assert_eq!(
+        seen.borrow()[0],
+        IpEndpoint::new(ip(2), 40_002),
+        "the condition function saw the scanner's address"
+    );
+}
+
+/// Defect 1 (fails on 8fbd8f6): after a SYN scan, SO_CONDITIONAL_ACCEPT
+/// still decides for the next caller.
+#[test]
+fn d1_syn_scan_does_not_bypass_conditional_accept() {
+    let (mut w, l) = server_world(3);
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let asked2 = asked.clone();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.tcp_accept_with(sockets, l, move |caller, _| {
+            asked2.borrow_mut().push(caller);
+            if caller.addr == ip(1) {
+                TcpDecision::Accept
+            } else {
+                TcpDecision::Refuse
+            }
+        });
+    }
+    syn_scan(&mut w);
+    let s = w.raw_connect(2, addr(0), 40_002);
+    w.run_for(Duration::from_secs(2));
+    assert!(
+        asked.borrow().contains(&IpEndpoint::new(ip(2), 40_002)),
+        "SO_CONDITIONAL_ACCEPT was never asked about host 2: {:?}",
+        asked.borrow()
+    );
+    assert!(
+        !w.raw(2, s).may_send(),
+        "host 2 got a connection SO_CONDITIONAL_ACCEPT refused"
+    );
+}
+
+/// Sends `bytes` from a raw caller on host 1 once connected; returns the
+/// server's segments to host 1 after `run`.
+fn hostile(bytes: &[u8], polls_per_round: usize, accept: bool) -> Vec<Seg> {
+    let (mut w, _) = server_world(2);
+    w.apps.polls_per_round = polls_per_round;
+    let s = w.raw_connect(1, addr(0), 40_001);
+    w.run_until(Duration::from_secs(2), |w| w.raw(1, s).may_send());
+    if accept {
+        w.raw(1, s).send_slice(&connect_frame(b"x")).unwrap();
+        w.run_until(Duration::from_secs(2), |w| {
+            w.apps.events[0]
+                .iter()
+                .any(|(_, _, e)| matches!(e, EndpointEvent::Incoming(_)))
+        });
+        let (_, h, _) = w.apps.events[0][0].clone();
+        let now = w.now();
+        w.ep(0).accept(h, now, None, Options::DEFAULT).unwrap();
+        w.run_for(Duration::from_millis(100));
+    }
+    w.raw(1, s).send_slice(bytes).unwrap();
+    // Past the 5 s handshake timer, and the abort flush after it.
+    w.run_for(Duration::from_secs(8));
+    from_server(&segments(&w.sim.pcap(1)), 1)
+}
+
+fn assert_abort_then_rst(segs: &[Seg], reason: Reason) {
+    let abort_at = segs
+        .iter()
+        .position(|s| {
+            s.payload.windows(2).enumerate().any(|(i, w)| {
+                i + 8 <= s.payload.len() && s.payload[i] == 0x06 && w[0] == 0x06 && {
+                    let r = u16::from_be_bytes([s.payload[i + 6], s.payload[i + 7]]);
+                    r == reason.0
+                }
+            })
+        })
+        .unwrap_or_else(|| panic!("no ABORT({reason}) on the wire: {segs:?}"));
+    let after = &segs[abort_at + 1..];
+    assert!(
+        after.iter().any(|s| s.rst) || segs[abort_at].rst,
+        "ABORT({reason}) was not followed by RST: {segs:?}"
+    );
+    assert!(
+        !segs[abort_at..].iter().any(|s| s.fin),
+        "ABORT({reason}) followed by FIN"
+    );
+}
+
+/// Defect 2 (fails on 8fbd8f6): ABORT for bad magic is followed by RST on the wire.
+#[test]
+fn d2_abort_is_followed_by_rst_on_the_wire() {
+    let bad_magic = [
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x08, 0x4e, 0x4f, 0x50, 0x45, 0x01, 0x01, 0x00, 0x00,
+    ];
+    for polls in [1, 2] {
+        eprintln!("{polls} endpoint poll(s) per interface poll");
+        let segs = hostile(&bad_magic, polls, false);
+        assert_abort_then_rst(&segs, Reason::PROTOCOL_ERROR);
+    }
+}
+
+/// Defect 2 (fails on 8fbd8f6): ABORT(`FRAME_TOO_LARGE`) is followed by RST, not FIN.
+#[test]
+fn d2_frame_too_large_is_followed_by_rst_not_fin() {
+    let huge_data = [0x04, 0x00, 0x01, 0x00, 0x00, 0x00];
+    for polls in [1, 2] {
+        eprintln!("{polls} endpoint poll(s) per interface poll");
+        let segs = hostile(&huge_data, polls, true);
+        assert_abort_then_rst(&segs, Reason::FRAME_TOO_LARGE);
+    }
+}
+
+/// Defect 2 (fails on 8fbd8f6): the handshake timer's ABORT is followed by RST.
+#[test]
+fn d2_handshake_timeout_is_followed_by_rst() {
+    let segs = hostile(&[], 2, false);
+    assert_abort_then_rst(&segs, Reason::HANDSHAKE_TIMEOUT);
+}
+
+/// A bookend client on host 1 connected to the server on host 0, whose
+/// application accepts everything and never reads.
+fn connected_pair() -> (World, Handle, Handle) {
+    let mut w = World::new(2, |i| Some(Config::new(20 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), Options::DEFAULT)
+            .unwrap()
+    };
+    w.run_until(Duration::from_secs(2), |w| {
+        w.apps.events[1]
+            .iter()
+            .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
+    });
+    let s = w.apps.events[0]
+        .iter()
+        .find_map(|(_, h, e)| matches!(e, EndpointEvent::Accepted(_)).then_some(*h))
+        .unwrap();
+    (w, c, s)
+}
+
+/// Defect 3 (fails on 8fbd8f6): against a peer that does not read, polling
+/// many times at one instant does not post Writable again and again.
+#[test]
+fn d3_no_writable_wouldblock_livelock_against_a_zero_window() {
+    let (mut w, c, _) = connected_pair();
+    // Odd-sized writes, so the send ring's free space ends up in pieces.
+    let chunk = vec![1u8; 7 * 1024 + 13];
+    let mut writable = 0;
+    let mut sent = 0;
+    for _ in 0..200 {
+        let now = w.now();
+        {
+            let (ep, _, sockets) = w.parts(1);
+            while let Ok(n) = ep.send(sockets, c, now, &chunk) {
+                sent += n;
+            }
+        }
+        w.run_for(Duration::from_millis(50));
+        w.take_events(1);
+    }
+    // Everything the server's session and both TCP buffers hold.
+    assert!(
+        sent > 300 * 1024,
+        "only {sent} bytes sent: the window never closed"
+    );
+    // Now at one instant: poll 1000 times, answering Writable by sending.
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        let _ = ep.send(sockets, c, now, &chunk);
+    }
+    for _ in 0..1_000 {
+        let h = w.sim.host(1);
+        let ep = w.apps.eps[1].as_mut().unwrap();
+        ep.poll(now, &mut h.iface, &mut h.sockets);
+        while let Some((hd, e)) = ep.poll_event() {
+            if hd == c && e == EndpointEvent::Session(Event::Writable) {
+                writable += 1;
+                let _ = ep.send(&mut h.sockets, c, now, &chunk);
+            }
+        }
+    }
+    assert!(writable <= 1, "{writable} Writable events at one instant");
+}
+
+/// Defect 4 (fails on 8fbd8f6): after a graceful close whose handle the
+/// application still holds, `poll_at` is not stuck in the past.
+#[test]
+fn d4_poll_at_not_stuck_after_graceful_close_with_handle_held() {
+    let (mut w, c, s) = connected_pair();
+    let now = w.now();
+    w.ep(1)
+        .session(c)
+        .unwrap()
+        .send_disconnect(session_instant(now), Some(b"bye"))
+        .unwrap();
+    w.run_until(Duration::from_secs(2), |w| {
+        w.apps.events[0].iter().any(|(_, h, e)| {
+            *h == s && matches!(e, EndpointEvent::Session(Event::PeerDisconnected))
+        })
+    });
+    let now = w.now();
+    {
+        let session = w.ep(0).session(s).unwrap();
+        let _ = session.recv_disconnect_bytes();
+        session
+            .send_disconnect(session_instant(now), Some(b"bye too"))
+            .unwrap();
+    }
+    // Neither application closes its handle.
+    w.run_for(Duration::from_secs(30));
+    for i in [0, 1] {
+        let now = w.now();
+        let at = w.ep(i).poll_at(now);
+        assert!(
+            at.is_none_or(|t| t > now),
+            "host {i}: poll_at {at:?} at {now}"
+        );
+    }
+}
+
+/// Defect 5 (fails on 8fbd8f6): a deferred request that times out reports
+/// `Closed` on its handle.
+#[test]
+fn d5_deferred_request_that_times_out_reports_closed() {
+    let mut w = World::new(2, |i| Some(Config::new(30 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |_| Decision::Defer);
+    }
+    let now = w.now();
+    {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, Options::DEFAULT)
+            .unwrap();
+    }
+    w.run_for(Duration::from_secs(15));
+    let evs = w.take_events(0);
+    let h = evs
+        .iter()
+        .find_map(|(_, h, e)| matches!(e, EndpointEvent::Incoming(_)).then_some(*h))
+        .expect("the deferred request was reported");
+    assert_eq!(
+        closed(&evs, h),
+        Some(CloseReason::Rejected {
+            reason: Reason::DECISION_TIMEOUT
+        })
+    );
+}
+
+/// Defect 8 (fails on 8fbd8f6): a RST on an idle connection with keepalive
+/// off is a reset, not a time-out.
+#[test]
+fn d8_rst_on_an_idle_connection_is_reset() {
+    let mut w = World::new(2, |i| {
+        (i == 0).then(|| {
+            let mut c = Config::new(40);
+            c.session.options.keepalive_ms = 0;
+            c
+        })
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let s = w.raw_connect(1, addr(0), 40_001);
+    w.run_until(Duration::from_secs(2), |w| w.raw(1, s).may_send());
+    let mut options = Options::DEFAULT;
+    options.keepalive_ms = 0;
+    let connect = frame(FrameRepr::Connect(ConnectRepr {
+        min_version: VERSION,
+        max_version: VERSION,
+        options: options.to_repr(),
+        data: None,
+    }));
+    w.raw(1, s).send_slice(&connect).unwrap();
+    // Idle for longer than the TCP user timeout (TCP keep-alives keep it up).
+    w.run_for(Duration::from_secs(100));
+    w.raw(1, s).abort();
+    w.run_for(Duration::from_secs(1));
+    let evs = w.take_events(0);
+    let h = evs
+        .iter()
+        .find_map(|(_, h, e)| matches!(e, EndpointEvent::Accepted(_)).then_some(*h))
+        .unwrap();
+    assert_eq!(closed(&evs, h), Some(CloseReason::Reset), "{evs:?}");
+}
+
+/// Defect 8 (fails on 8fbd8f6): `close()` with DATA unread in TCP (direct
+/// receive) sends ABORT(`UNREAD_DATA`) without a DISCONNECT before it.
+#[test]
+fn d8_close_with_data_unread_in_tcp_aborts_without_disconnect() {
+    let (mut w, c, s) = connected_pair();
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let mut buf = [0u8; 16];
+        // Direct receive on: nothing there yet.
+        let _ = ep.recv(sockets, s, now, &mut buf);
+    }
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.send(sockets, c, now, b"never read").unwrap();
+    }
+    w.run_for(Duration::from_millis(200));
+    let now = w.now();
+    w.ep(0).close(s, now).unwrap();
+    w.run_for(Duration::from_secs(2));
+    let segs = from_server(&segments(&w.sim.pcap(1)), 1);
+    let payload: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert!(
+        !payload
+            .windows(6)
+            .any(|w| w == [0x05, 0x00, 0x00, 0x00, 0x00, 0x00]),
+        "DISCONNECT sent before the ABORT"
+    );
+    assert_eq!(
+        closed(&w.take_events(1), c).map(|r| matches!(
+            r,
+            CloseReason::Aborted {
+                reason: Reason::UNREAD_DATA,
+                ..
+            }
+        )),
+        Some(true)
+    );
+}

@@ -1,0 +1,229 @@
+//! Endpoints on `bookend-sim`: the driver's tests run on the same simulated
+//! network as the demo (virtual time, real checksums, pcap per host).
+//! Hosts without an endpoint are raw smoltcp hosts the test drives itself:
+//! hostile peers, SYN scanners, silent callers.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::time::Duration as StdDuration;
+
+use bookend_sim::{App, Host, LinkConfig, Sim, host_addr};
+use bookend_smoltcp::{Config, Endpoint, EndpointEvent, Handle};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Packet, TcpPacket};
+
+pub const PORT: u16 = 7000;
+
+/// Every endpoint's events, in order, with the time they were taken.
+pub struct Apps {
+    pub eps: Vec<Option<Endpoint>>,
+    pub events: Vec<Vec<(Instant, Handle, EndpointEvent)>>,
+    /// How often `Endpoint::poll` runs per interface poll (the TAP CLI ran it twice).
+    pub polls_per_round: usize,
+}
+
+impl App for Apps {
+    fn poll(&mut self, host: usize, h: &mut Host, now: Instant) {
+        let Some(ep) = self.eps[host].as_mut() else {
+            return;
+        };
+        for _ in 0..self.polls_per_round {
+            ep.poll(now, &mut h.iface, &mut h.sockets);
+            while let Some((hd, e)) = ep.poll_event() {
+                self.events[host].push((now, hd, e));
+            }
+        }
+    }
+
+    fn poll_at(&mut self, host: usize, _h: &mut Host, now: Instant) -> Option<Instant> {
+        self.eps[host].as_ref()?.poll_at(now)
+    }
+
+    fn done(&self, _sim: &Sim) -> bool {
+        false
+    }
+}
+
+pub struct World {
+    pub sim: Sim,
+    pub apps: Apps,
+}
+
+pub fn ip(i: usize) -> IpAddress {
+    IpAddress::Ipv4(host_addr(i))
+}
+
+pub fn addr(i: usize) -> IpEndpoint {
+    IpEndpoint::new(ip(i), PORT)
+}
+
+impl World {
+    /// `n` hosts on default links; `endpoint(i)` says which get an endpoint.
+    pub fn new(n: usize, mut endpoint: impl FnMut(usize) -> Option<Config>) -> Self {
+        let mut sim = Sim::new(0xB00C);
+        let mut eps = Vec::new();
+        for i in 0..n {
+            sim.add_host(LinkConfig::default());
+            eps.push(endpoint(i).map(|c| Endpoint::new(c).unwrap()));
+        }
+        Self {
+            sim,
+            apps: Apps {
+                eps,
+                events: vec![Vec::new(); n],
+                polls_per_round: 1,
+            },
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.sim.now
+    }
+
+    pub fn ep(&mut self, i: usize) -> &mut Endpoint {
+        self.apps.eps[i].as_mut().unwrap()
+    }
+
+    /// The endpoint of host `i` with that host's interface and sockets.
+    pub fn parts(
+        &mut self,
+        i: usize,
+    ) -> (
+        &mut Endpoint,
+        &mut smoltcp::iface::Interface,
+        &mut smoltcp::iface::SocketSet<'static>,
+    ) {
+        let h = self.sim.host(i);
+        let ep = self.apps.eps[i].as_mut().unwrap();
+        (ep, &mut h.iface, &mut h.sockets)
+    }
+
+    /// One round at the current time.
+    pub fn round(&mut self) {
+        self.sim.round(&mut self.apps);
+    }
+
+    /// Moves time to the next wakeup (at most `end`); false if there is
+    /// none by then. A wakeup that stays in the past for 100 000 rounds is a
+    /// busy loop (a `poll_at` stuck in the past): that panics.
+    fn advance(&mut self, end: Instant, stuck: &mut u32) -> bool {
+        match self.sim.next_wakeup(&mut self.apps) {
+            Some(t) if t <= end => {
+                if t <= self.sim.now {
+                    *stuck += 1;
+                    assert!(
+                        *stuck < 100_000,
+                        "poll_at stuck in the past at {}",
+                        self.sim.now
+                    );
+                    self.sim.now += Duration::from_micros(1);
+                } else {
+                    *stuck = 0;
+                    self.sim.now = t;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs until `cond` holds (checked after every round); panics after `limit`.
+    pub fn run_until(&mut self, limit: StdDuration, mut cond: impl FnMut(&mut Self) -> bool) {
+        let end = self.sim.now + Duration::from_micros(limit.as_micros() as u64);
+        let mut stuck = 0;
+        loop {
+            self.round();
+            if cond(self) {
+                return;
+            }
+            if !self.advance(end, &mut stuck) {
+                panic!("condition not met by {end} (now {})", self.sim.now);
+            }
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: StdDuration) {
+        let end = self.sim.now + Duration::from_micros(d.as_micros() as u64);
+        let mut stuck = 0;
+        loop {
+            self.round();
+            if !self.advance(end, &mut stuck) {
+                self.sim.now = end;
+                self.round();
+                return;
+            }
+        }
+    }
+
+    /// Events of host `i` taken so far, and forgets them.
+    pub fn take_events(&mut self, i: usize) -> Vec<(Instant, Handle, EndpointEvent)> {
+        std::mem::take(&mut self.apps.events[i])
+    }
+
+    /// A raw smoltcp TCP socket on host `i` (which has no endpoint),
+    /// connecting from `local_port` to `to`.
+    pub fn raw_connect(
+        &mut self,
+        i: usize,
+        to: IpEndpoint,
+        local_port: u16,
+    ) -> smoltcp::iface::SocketHandle {
+        let h = self.sim.host(i);
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 65536]),
+            tcp::SocketBuffer::new(vec![0; 65536]),
+        );
+        s.connect(h.iface.context(), to, local_port).unwrap();
+        h.sockets.add(s)
+    }
+
+    pub fn raw(&mut self, i: usize, s: smoltcp::iface::SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sim.host(i).sockets.get_mut::<tcp::Socket>(s)
+    }
+}
+
+/// One TCP segment seen in a pcap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seg {
+    pub src: IpAddress,
+    pub dst: IpAddress,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub payload: Vec<u8>,
+}
+
+/// Every TCP segment of a raw-IP pcap (each direction once: the capture is
+/// of one host, in and out).
+pub fn segments(pcap: &[u8]) -> Vec<Seg> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let body = &pcap[at + 16..(at + 16 + len).min(pcap.len())];
+        at += 16 + len;
+        let Ok(ip4) = Ipv4Packet::new_checked(body) else {
+            continue;
+        };
+        let Ok(t) = TcpPacket::new_checked(ip4.payload()) else {
+            continue;
+        };
+        out.push(Seg {
+            src: IpAddress::Ipv4(ip4.src_addr()),
+            dst: IpAddress::Ipv4(ip4.dst_addr()),
+            src_port: t.src_port(),
+            dst_port: t.dst_port(),
+            syn: t.syn(),
+            ack: t.ack(),
+            fin: t.fin(),
+            rst: t.rst(),
+            payload: t.payload().to_vec(),
+        });
+    }
+    out
+}
