@@ -488,24 +488,24 @@ impl Bookend {
             || self.server.connection_count() > 0
         {
             let moved = self.round();
-            let t = self.t();
             let now = self.pair.now;
+            let (srv, cli) = (&mut self.pair.b.sockets, &mut self.pair.a.sockets);
             while let Some((h, e)) = self.server.poll_event() {
                 let EndpointEvent::Session(e) = e else {
                     continue;
                 };
                 match e {
                     Event::Readable => {
-                        let s = self.server.session(h).unwrap();
-                        while s.recv_message_bytes().is_ok() {
-                            s.send_message(&msg).unwrap();
+                        while self.server.recv_message_bytes(h).is_ok() {
+                            self.server.send_message(srv, h, now, &msg).unwrap();
                         }
                     }
                     Event::PeerDisconnected => {
-                        let s = self.server.session(h).unwrap();
-                        let _ = s.recv_disconnect_bytes();
-                        s.send_disconnect(t, Some(b"bye too")).unwrap();
-                        self.server.close(h, now).unwrap();
+                        let _ = self.server.recv_disconnect_bytes(h);
+                        self.server
+                            .send_disconnect(srv, h, now, Some(b"bye too"))
+                            .unwrap();
+                        self.server.close(srv, h, now).unwrap();
                     }
                     _ => {}
                 }
@@ -515,18 +515,15 @@ impl Bookend {
                     continue;
                 };
                 match e {
-                    Event::Connected { .. } => {
-                        self.client.session(h).unwrap().send_message(&msg).unwrap()
-                    }
-                    Event::Readable => {
-                        let s = self.client.session(h).unwrap();
-                        if s.recv_message_bytes().is_ok() {
-                            s.send_disconnect(t, Some(b"bye")).unwrap();
-                        }
+                    Event::Connected { .. } => self.client.send_message(cli, h, now, &msg).unwrap(),
+                    Event::Readable if self.client.recv_message_bytes(h).is_ok() => {
+                        self.client
+                            .send_disconnect(cli, h, now, Some(b"bye"))
+                            .unwrap();
                     }
                     Event::PeerDisconnected => {
-                        let _ = self.client.session(h).unwrap().recv_disconnect_bytes();
-                        self.client.close(h, now).unwrap();
+                        let _ = self.client.recv_disconnect_bytes(h);
+                        self.client.close(cli, h, now).unwrap();
                         finished += 1;
                     }
                     Event::Closed(r) => panic!("lifecycle ended early: {r}"),

@@ -217,7 +217,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
     host.run(|now, iface, sockets| {
         loops += 1;
         if debug && (loops < 20 || loops.is_multiple_of(1000)) {
-            let q = ep.session(c).map(|s| (s.state(), s.send_queue()));
+            let q = ep.state(c).zip(ep.send_queue(c));
             eprintln!("bookend loop {loops}: connected {connected} sent {sent} session {q:?}");
         }
         ep.poll(now, iface, sockets);
@@ -230,10 +230,10 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
                 // The kernel peer's answer: how many bytes it received.
                 EndpointEvent::Session(Event::PeerDisconnected) => {
                     let mut b = [0u8; 8];
-                    if let Some(Ok(Some(8))) = ep.session(c).map(|s| s.recv_disconnect(&mut b)) {
+                    if let Ok(Some(8)) = ep.recv_disconnect(c, &mut b) {
                         peer_total = Some(u64::from_be_bytes(b));
                     }
-                    let _ = ep.close(c, now);
+                    let _ = ep.close(sockets, c, now);
                 }
                 _ => {}
             }
@@ -248,7 +248,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
         }
         ep.poll(now, iface, sockets);
         let acked = sent == bytes
-            && ep.session(c).is_some_and(|s| s.send_queue() == 0)
+            && ep.send_queue(c) == Some(0)
             && sockets.iter().all(|(_, s)| match s {
                 smoltcp::socket::Socket::Tcp(t) => t.send_queue() == 0,
                 #[allow(unreachable_patterns)]
@@ -258,17 +258,12 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
             // Everything acknowledged: that is the measurement. Then end the
             // session properly: the kernel peer answers with its byte count.
             elapsed = start.map(|t: Wall| t.elapsed());
-            let _ = ep
-                .session(c)
-                .unwrap()
-                .send_disconnect(bookend_smoltcp::session_instant(now), None);
+            let _ = ep.send_disconnect(sockets, c, now, None);
             ep.poll(now, iface, sockets);
         }
         if elapsed.is_some() {
             if debug && loops.is_multiple_of(50) {
-                let st = ep
-                    .session(c)
-                    .map(|s| (s.state(), s.send_queue(), s.peer_disconnected()));
+                let st = (ep.state(c), ep.send_queue(c), ep.peer_disconnected(c));
                 eprintln!(
                     "tail {loops}: session {st:?} conns {} peer_total {peer_total:?}",
                     ep.connection_count()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bookend_session::{CloseReason, Error as SessionError, Event, Mode, Options};
-use bookend_smoltcp::{Endpoint, EndpointEvent, Handle, session_instant};
+use bookend_smoltcp::{Endpoint, EndpointEvent, Error as EndpointError, Handle};
 use bytes::Bytes;
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::time::{Duration, Instant};
@@ -138,8 +138,7 @@ impl Server {
     }
 
     /// Handles every pending endpoint event.
-    pub fn poll(&mut self, ep: &mut Endpoint, now: Instant) {
-        let t = session_instant(now);
+    pub fn poll(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
         while let Some((h, ev)) = ep.poll_event() {
             match ev {
                 EndpointEvent::Accepted(req) | EndpointEvent::Incoming(req) => {
@@ -159,23 +158,26 @@ impl Server {
                         ),
                     );
                     if ep.request(h).is_some() {
-                        let _ = ep.accept(h, now, Some(GREETING), req.grant);
+                        let _ = ep.accept(sockets, h, now, Some(GREETING), req.grant);
                     }
                 }
-                EndpointEvent::Session(Event::Readable) => self.answer(ep, h),
+                EndpointEvent::Session(Event::Readable) => self.answer(ep, sockets, h, now),
                 EndpointEvent::Session(Event::PeerDisconnected) => {
-                    self.answer(ep, h);
-                    let Some(s) = ep.session(h) else { continue };
+                    self.answer(ep, sockets, h, now);
                     let mut buf = [0u8; 64];
                     let (call, ok) = match self.mode {
-                        Mode::Stream => ("FD_CLOSE; recv returns 0", s.recv(&mut buf) == Ok(0)),
+                        Mode::Stream => (
+                            "FD_CLOSE; recv returns 0",
+                            ep.recv(sockets, h, now, &mut buf).ok() == Some(0),
+                        ),
                         Mode::Message => (
                             "FD_CLOSE; WSARecv fails with WSAEDISCON",
-                            s.recv_message(&mut buf) == Err(SessionError::Disconnected),
+                            ep.recv_message(h, &mut buf)
+                                == Err(EndpointError::Session(SessionError::Disconnected)),
                         ),
                     };
                     self.record(h, "2", call, now, if ok { "" } else { "UNEXPECTED" });
-                    let total = match s.recv_disconnect(&mut buf) {
+                    let total = match ep.recv_disconnect(h, &mut buf) {
                         Ok(Some(n)) => u64_bytes(&buf[..n]).unwrap_or(0),
                         _ => 0,
                     };
@@ -195,7 +197,7 @@ impl Server {
                         "",
                     );
                     let grand = self.cumulative;
-                    let _ = s.send_disconnect(t, Some(&grand.to_be_bytes()));
+                    let _ = ep.send_disconnect(sockets, h, now, Some(&grand.to_be_bytes()));
                     self.record(
                         h,
                         "5",
@@ -205,7 +207,7 @@ impl Server {
                     );
                     let name = self.names.get(&h).cloned().unwrap_or_default();
                     self.totals.insert(name, (total, grand));
-                    let _ = ep.close(h, now);
+                    let _ = ep.close(sockets, h, now);
                     self.record(h, "5a", "closesocket, at once", now, "");
                     self.names.remove(&h);
                     self.stream_rx.remove(&h);
@@ -215,7 +217,7 @@ impl Server {
                         self.failed.insert(name, reason);
                     }
                     self.stream_rx.remove(&h);
-                    let _ = ep.close(h, now);
+                    let _ = ep.close(sockets, h, now);
                 }
                 EndpointEvent::Session(_) => {}
             }
@@ -223,19 +225,18 @@ impl Server {
     }
 
     /// Reads requests and answers each: reply n to request n.
-    fn answer(&mut self, ep: &mut Endpoint, h: Handle) {
-        let Some(s) = ep.session(h) else { return };
+    fn answer(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, h: Handle, now: Instant) {
         match self.mode {
             Mode::Message => {
-                while let Ok(m) = s.recv_message_bytes() {
+                while let Ok(m) = ep.recv_message_bytes(h) {
                     let n = u64_bytes(&m).unwrap_or(0);
-                    let _ = s.send_message(&(n + 1_000_000).to_be_bytes());
+                    let _ = ep.send_message(sockets, h, now, &(n + 1_000_000).to_be_bytes());
                 }
             }
             Mode::Stream => {
                 let buf = self.stream_rx.entry(h).or_default();
                 let mut chunk = [0u8; 4096];
-                while let Ok(k) = s.recv(&mut chunk) {
+                while let Ok(k) = ep.recv(sockets, h, now, &mut chunk) {
                     if k == 0 {
                         break;
                     }
@@ -244,7 +245,7 @@ impl Server {
                 while buf.len() >= 8 {
                     let n = u64_bytes(&buf[..8]).unwrap_or(0);
                     buf.drain(..8);
-                    let _ = s.send(&(n + 1_000_000).to_be_bytes());
+                    let _ = ep.send(sockets, h, now, &(n + 1_000_000).to_be_bytes());
                 }
             }
         }
@@ -358,17 +359,17 @@ impl Client {
         }
     }
 
-    fn send_request(&mut self, ep: &mut Endpoint) {
-        let Some(s) = self.handle.and_then(|h| ep.session(h)) else {
+    fn send_request(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
+        let Some(h) = self.handle else {
             return;
         };
         let n = self.completed + 1;
         match self.mode {
             Mode::Message => {
-                let _ = s.send_message(&n.to_be_bytes());
+                let _ = ep.send_message(sockets, h, now, &n.to_be_bytes());
             }
             Mode::Stream => {
-                let _ = s.send(&n.to_be_bytes());
+                let _ = ep.send(sockets, h, now, &n.to_be_bytes());
             }
         }
     }
@@ -385,7 +386,6 @@ impl Client {
         sockets: &mut SocketSet<'_>,
         now: Instant,
     ) {
-        let t = session_instant(now);
         if let ClientState::Waiting(at) = self.state
             && now >= at
         {
@@ -438,24 +438,24 @@ impl Client {
                     );
                     self.greeting = callee_data;
                     if self.transactions == 0 {
-                        self.disconnect(ep, now);
+                        self.disconnect(ep, sockets, now);
                     } else {
-                        self.send_request(ep);
+                        self.send_request(ep, sockets, now);
                     }
                 }
                 Event::Refused { reason, .. } => {
                     self.refused = true;
                     self.fail(format!("refused: {reason}"));
                 }
-                Event::Readable => self.read_replies(ep, now),
+                Event::Readable => self.read_replies(ep, sockets, now),
                 Event::PeerDisconnected => {
-                    self.read_replies(ep, now);
-                    let Some(s) = ep.session(h) else { continue };
+                    self.read_replies(ep, sockets, now);
                     let mut buf = [0u8; 64];
                     let drained = match self.mode {
-                        Mode::Stream => s.recv(&mut buf) == Ok(0),
+                        Mode::Stream => ep.recv(sockets, h, now, &mut buf).ok() == Some(0),
                         Mode::Message => {
-                            s.recv_message(&mut buf) == Err(SessionError::Disconnected)
+                            ep.recv_message(h, &mut buf)
+                                == Err(EndpointError::Session(SessionError::Disconnected))
                         }
                     };
                     self.record(
@@ -464,7 +464,7 @@ impl Client {
                         now,
                         if drained { "" } else { "UNEXPECTED: data left" },
                     );
-                    match s.recv_disconnect(&mut buf) {
+                    match ep.recv_disconnect(h, &mut buf) {
                         Ok(Some(n)) => {
                             let g = u64_bytes(&buf[..n]).unwrap_or(0);
                             self.grand_total = Some(g);
@@ -482,7 +482,7 @@ impl Client {
                             format!("UNEXPECTED {other:?}"),
                         ),
                     }
-                    let _ = ep.close(h, now);
+                    let _ = ep.close(sockets, h, now);
                     self.record("8", "closesocket", now, "");
                     self.state = ClientState::Finished;
                 }
@@ -490,13 +490,13 @@ impl Client {
                     if self.greeting.is_none() && self.attempts < MAX_ATTEMPTS =>
                 {
                     // Refused at the TCP level (no armed listener): retry shortly.
-                    let _ = ep.close(h, now);
+                    let _ = ep.close(sockets, h, now);
                     self.handle = None;
                     let backoff = 20 + u64::from(self.attempts) * 10;
                     self.state = ClientState::Waiting(now + Duration::from_millis(backoff));
                 }
                 Event::Closed(reason) => {
-                    let _ = ep.close(h, now);
+                    let _ = ep.close(sockets, h, now);
                     if !self.ended() {
                         self.fail(format!("closed: {reason}"));
                     }
@@ -504,23 +504,21 @@ impl Client {
                 Event::Writable | Event::ConnectRequest(_) => {}
             }
         }
-        let _ = t;
     }
 
-    fn read_replies(&mut self, ep: &mut Endpoint, now: Instant) {
+    fn read_replies(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
         let Some(h) = self.handle else { return };
         let mut replies = 0;
         {
-            let Some(s) = ep.session(h) else { return };
             match self.mode {
                 Mode::Message => {
-                    while s.recv_message_bytes().is_ok() {
+                    while ep.recv_message_bytes(h).is_ok() {
                         replies += 1;
                     }
                 }
                 Mode::Stream => {
                     let mut chunk = [0u8; 4096];
-                    while let Ok(k) = s.recv(&mut chunk) {
+                    while let Ok(k) = ep.recv(sockets, h, now, &mut chunk) {
                         if k == 0 {
                             break;
                         }
@@ -536,20 +534,21 @@ impl Client {
         for _ in 0..replies {
             self.completed += 1;
             if self.completed < self.transactions {
-                self.send_request(ep);
+                self.send_request(ep, sockets, now);
             } else if self.completed == self.transactions {
-                self.disconnect(ep, now);
+                self.disconnect(ep, sockets, now);
             }
         }
     }
 
     /// Step 1: WSASendDisconnect with the transaction total.
-    fn disconnect(&mut self, ep: &mut Endpoint, now: Instant) {
-        let Some(s) = self.handle.and_then(|h| ep.session(h)) else {
+    fn disconnect(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
+        let Some(h) = self.handle else {
             return;
         };
         let total = self.completed;
-        if s.send_disconnect(session_instant(now), Some(&total.to_be_bytes()))
+        if ep
+            .send_disconnect(sockets, h, now, Some(&total.to_be_bytes()))
             .is_ok()
         {
             self.record(

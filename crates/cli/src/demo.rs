@@ -273,15 +273,14 @@ impl App for DemoApp {
         let Some(ep) = self.endpoints[host].as_mut() else {
             return;
         };
+        // Call order: the interface was polled; then the endpoint; then the
+        // application, whose commands hand their output to TCP themselves.
         ep.poll(now, &mut h.iface, &mut h.sockets);
         if host < servers {
-            self.servers[host].poll(ep, now);
+            self.servers[host].poll(ep, &mut h.sockets, now);
         } else {
             self.clients[host - servers].poll(ep, &mut h.iface, &mut h.sockets, now);
         }
-        // Move what the application queued into the sockets before the
-        // interface sends.
-        ep.poll(now, &mut h.iface, &mut h.sockets);
     }
 
     fn poll_at(&mut self, host: usize, _h: &mut Host, now: Instant) -> Option<Instant> {

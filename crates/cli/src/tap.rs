@@ -82,8 +82,7 @@ pub fn serve(
     let mut timed_out = false;
     host.run(|now, iface, sockets| {
         ep.poll(now, iface, sockets);
-        server.poll(&mut ep, now);
-        ep.poll(now, iface, sockets);
+        server.poll(&mut ep, sockets, now);
         let finished =
             clients.is_some_and(|n| server.totals.len() >= n) && ep.connection_count() == 0;
         if finished {
@@ -141,7 +140,6 @@ pub fn connect(
     host.run(|now, iface, sockets| {
         ep.poll(now, iface, sockets);
         client.poll(&mut ep, iface, sockets, now);
-        ep.poll(now, iface, sockets);
         if (client.ended() && ep.connection_count() == 0) || now >= deadline {
             return None;
         }

@@ -7,9 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bookend_session::{CloseReason, Event, Options, Reason, Timer};
-use bookend_smoltcp::{
-    Config, Decision, EndpointEvent, Handle, ListenConfig, TcpDecision, session_instant,
-};
+use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig, TcpDecision};
 use bytes::Bytes;
 use net::{Net, ip};
 use smoltcp::socket::tcp;
@@ -61,7 +59,11 @@ fn close_ended(net: &mut Net, host: usize, evs: &[(Handle, EndpointEvent)]) {
     let now = net.now;
     for (h, e) in evs {
         if matches!(e, EndpointEvent::Session(Event::Closed(_))) {
-            net.hosts[host].ep.close(*h, now).unwrap();
+            {
+                let (ep, so) = net.hosts[host].split();
+                ep.close(so, *h, now)
+            }
+            .unwrap();
         }
     }
 }
@@ -140,10 +142,8 @@ fn defer_then_accept_later_and_the_event_form() {
         let later = net.now + Duration::from_secs(2);
         net.run(Duration::from_secs(3), |net| net.now >= later);
         let now = net.now;
-        net.hosts[0]
-            .ep
-            .accept(h, now, Some(b"ok then"), req.grant)
-            .unwrap();
+        let (ep, so) = net.hosts[0].split();
+        ep.accept(so, h, now, Some(b"ok then"), req.grant).unwrap();
         let mut connected = None;
         net.run(Duration::from_secs(5), |net| {
             for (hc, e) in events(net, 1) {
@@ -256,29 +256,37 @@ fn more_clients_than_backlog_plus_pending_are_refused_cleanly() {
             match e {
                 EndpointEvent::Incoming(req) => deferred.push((h, req.grant)),
                 EndpointEvent::Session(Event::PeerDisconnected) => {
-                    let s = net.hosts[0].ep.session(h).unwrap();
-                    let _ = s.send_disconnect(session_instant(now), Some(b"bye"));
-                    net.hosts[0].ep.close(h, now).unwrap();
+                    let (ep, so) = net.hosts[0].split();
+                    let _ = ep.send_disconnect(so, h, now, Some(b"bye"));
+                    {
+                        let (ep, so) = net.hosts[0].split();
+                        ep.close(so, h, now)
+                    }
+                    .unwrap();
                 }
                 _ => {}
             }
         }
         if accept_now {
             for (h, grant) in deferred.drain(..) {
-                net.hosts[0].ep.accept(h, now, None, grant).unwrap();
+                let (ep, so) = net.hosts[0].split();
+                ep.accept(so, h, now, None, grant).unwrap();
             }
         }
         for (h, e) in events(net, 1) {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) => {
                     *connected += 1;
-                    let s = net.hosts[1].ep.session(h).unwrap();
-                    s.send_disconnect(session_instant(now), Some(b"done"))
-                        .unwrap();
+                    let (ep, so) = net.hosts[1].split();
+                    ep.send_disconnect(so, h, now, Some(b"done")).unwrap();
                 }
                 EndpointEvent::Session(Event::Closed(r)) => {
                     outcome.insert(h, r);
-                    net.hosts[1].ep.close(h, now).unwrap();
+                    {
+                        let (ep, so) = net.hosts[1].split();
+                        ep.close(so, h, now)
+                    }
+                    .unwrap();
                 }
                 _ => {}
             }
@@ -516,10 +524,8 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
     });
     // A ends abortively: slot 0 is released at once.
     let now = net.now;
-    net.hosts[1]
-        .ep
-        .abort(a, now, Reason::UNSPECIFIED, None)
-        .unwrap();
+    let (ep, so) = net.hosts[1].split();
+    ep.abort(so, a, now, Reason::UNSPECIFIED, None).unwrap();
     net.run(Duration::from_millis(100), |net| {
         let ended = events(net, 0);
         close_ended(net, 0, &ended);
@@ -540,7 +546,11 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
                 EndpointEvent::Session(Event::Closed(CloseReason::Reset))
                     if h == c && !c_connected =>
                 {
-                    net.hosts[2].ep.close(h, now).unwrap();
+                    {
+                        let (ep, so) = net.hosts[2].split();
+                        ep.close(so, h, now)
+                    }
+                    .unwrap();
                     c = connect(net, 2, b"C again");
                     c_attempts += 1;
                 }
@@ -647,9 +657,8 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
                 e,
                 EndpointEvent::Session(Event::Readable) | EndpointEvent::Accepted(_)
             ) {
-                let s = srv.ep.session(h).unwrap();
                 let mut buf = [0u8; 8192];
-                while let Ok(k) = s.recv(&mut buf) {
+                while let Ok(k) = srv.ep.recv(&mut srv.sockets, h, now, &mut buf) {
                     if k == 0 {
                         break;
                     }
@@ -685,17 +694,19 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
     let mut client_total = None;
     net.run(Duration::from_secs(60), |net| {
         let now = net.now;
-        let t = session_instant(now);
         for (h, e) in events(net, 1) {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) if h == c => connected = true,
                 EndpointEvent::Session(Event::PeerDisconnected) => {
                     let mut b = [0u8; 8];
-                    let s = net.hosts[1].ep.session(h).unwrap();
-                    if let Ok(Some(8)) = s.recv_disconnect(&mut b) {
+                    if let Ok(Some(8)) = net.hosts[1].ep.recv_disconnect(h, &mut b) {
                         client_total = Some(u64::from_be_bytes(b));
                     }
-                    net.hosts[1].ep.close(h, now).unwrap();
+                    {
+                        let (ep, so) = net.hosts[1].split();
+                        ep.close(so, h, now)
+                    }
+                    .unwrap();
                 }
                 _ => {}
             }
@@ -710,9 +721,12 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
             }
             if sent == data.len() {
                 host.ep
-                    .session(c)
-                    .unwrap()
-                    .send_disconnect(t, Some(&(sent as u64).to_be_bytes()))
+                    .send_disconnect(
+                        &mut host.sockets,
+                        c,
+                        now,
+                        Some(&(sent as u64).to_be_bytes()),
+                    )
                     .unwrap();
                 disconnected = true;
             }
@@ -730,14 +744,19 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
                 match srv.ep.recv(&mut srv.sockets, h, now, &mut buf) {
                     Ok(0) => {
                         eof = true;
-                        let s = srv.ep.session(h).unwrap();
                         let mut b = [0u8; 8];
-                        if let Ok(Some(8)) = s.recv_disconnect(&mut b) {
+                        if let Ok(Some(8)) = srv.ep.recv_disconnect(h, &mut b) {
                             server_total = Some(u64::from_be_bytes(b));
                         }
-                        s.send_disconnect(t, Some(&(got.len() as u64).to_be_bytes()))
+                        srv.ep
+                            .send_disconnect(
+                                &mut srv.sockets,
+                                h,
+                                now,
+                                Some(&(got.len() as u64).to_be_bytes()),
+                            )
                             .unwrap();
-                        srv.ep.close(h, now).unwrap();
+                        srv.ep.close(&mut srv.sockets, h, now).unwrap();
                         break;
                     }
                     Ok(k) => got.extend_from_slice(&buf[..k]),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bookend_session::{CloseReason, Event, Options, Reason};
 use bookend_smoltcp::{
-    Config, Decision, EndpointEvent, Handle, ListenConfig, ListenerId, TcpDecision, session_instant,
+    Config, Decision, EndpointEvent, Handle, ListenConfig, ListenerId, TcpDecision,
 };
 use bookend_wire::{ConnectRepr, FrameRepr, VERSION};
 use smoltcp::wire::IpEndpoint;
@@ -141,7 +141,8 @@ fn hostile(bytes: &[u8], polls_per_round: usize, accept: bool) -> Vec<Seg> {
         });
         let (_, h, _) = w.apps.events[0][0].clone();
         let now = w.now();
-        w.ep(0).accept(h, now, None, Options::DEFAULT).unwrap();
+        let (ep, _, sockets) = w.parts(0);
+        ep.accept(sockets, h, now, None, Options::DEFAULT).unwrap();
         w.run_for(Duration::from_millis(100));
     }
     w.raw(1, s).send_slice(bytes).unwrap();
@@ -285,11 +286,10 @@ fn d3_no_writable_wouldblock_livelock_against_a_zero_window() {
 fn d4_poll_at_not_stuck_after_graceful_close_with_handle_held() {
     let (mut w, c, s) = connected_pair();
     let now = w.now();
-    w.ep(1)
-        .session(c)
-        .unwrap()
-        .send_disconnect(session_instant(now), Some(b"bye"))
-        .unwrap();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.send_disconnect(sockets, c, now, Some(b"bye")).unwrap();
+    }
     w.run_until(Duration::from_secs(2), |w| {
         w.apps.events[0].iter().any(|(_, h, e)| {
             *h == s && matches!(e, EndpointEvent::Session(Event::PeerDisconnected))
@@ -297,10 +297,9 @@ fn d4_poll_at_not_stuck_after_graceful_close_with_handle_held() {
     });
     let now = w.now();
     {
-        let session = w.ep(0).session(s).unwrap();
-        let _ = session.recv_disconnect_bytes();
-        session
-            .send_disconnect(session_instant(now), Some(b"bye too"))
+        let (ep, _, sockets) = w.parts(0);
+        let _ = ep.recv_disconnect_bytes(s);
+        ep.send_disconnect(sockets, s, now, Some(b"bye too"))
             .unwrap();
     }
     // Neither application closes its handle.
@@ -405,7 +404,10 @@ fn d8_close_with_data_unread_in_tcp_aborts_without_disconnect() {
     }
     w.run_for(Duration::from_millis(200));
     let now = w.now();
-    w.ep(0).close(s, now).unwrap();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.close(sockets, s, now).unwrap();
+    }
     w.run_for(Duration::from_secs(2));
     let segs = from_server(&segments(&w.sim.pcap(1)), 1);
     let payload: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();

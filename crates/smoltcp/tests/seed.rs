@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bookend_session::{CloseReason, Event, Options};
-use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig, session_instant};
+use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig};
 use bytes::Bytes;
 use net::{Net, ip};
 use smoltcp::time::{Duration, Instant};
@@ -72,7 +72,6 @@ fn seed_scenario_100_clients_backlog_8() {
 
     net.run(Duration::from_secs(60), |net| {
         let now = net.now;
-        let t = session_instant(now);
         // Clients start (or retry after a TCP-level refusal: smoltcp answers a
         // SYN that finds no armed listener with RST).
         for (i, c) in clients.iter_mut().enumerate() {
@@ -99,17 +98,19 @@ fn seed_scenario_100_clients_backlog_8() {
         let s = &mut net.hosts[server];
         while let Some((h, ev)) = s.ep.poll_event() {
             if let EndpointEvent::Session(Event::PeerDisconnected) = ev {
-                let session = s.ep.session(h).unwrap();
                 let mut buf = [0u8; 8];
-                assert_eq!(session.recv(&mut buf), Ok(0), "(2) recv returns 0");
-                let n = session.recv_disconnect(&mut buf).unwrap().unwrap(); // (3)
+                assert_eq!(
+                    s.ep.recv(&mut s.sockets, h, now, &mut buf).ok(),
+                    Some(0),
+                    "(2) recv returns 0"
+                );
+                let n = s.ep.recv_disconnect(h, &mut buf).unwrap().unwrap(); // (3)
                 let total = u64::from_be_bytes(buf[..n].try_into().unwrap());
                 cumulative += total; // (4)
-                session
-                    .send_disconnect(t, Some(&cumulative.to_be_bytes()))
+                s.ep.send_disconnect(&mut s.sockets, h, now, Some(&cumulative.to_be_bytes()))
                     .unwrap(); // (5)
                 server_log.push((total, cumulative));
-                s.ep.close(h, now).unwrap(); // (5a) at once
+                s.ep.close(&mut s.sockets, h, now).unwrap(); // (5a) at once
             }
         }
         // Clients: connect, step 1, then 6-8.
@@ -127,23 +128,15 @@ fn seed_scenario_100_clients_backlog_8() {
                         c.greeting = callee_data;
                         let total = c.total.to_be_bytes();
                         hst.ep
-                            .session(h)
-                            .unwrap()
-                            .send_disconnect(t, Some(&total))
+                            .send_disconnect(&mut hst.sockets, h, now, Some(&total))
                             .unwrap(); // (1)
                     }
                     EndpointEvent::Session(Event::PeerDisconnected) => {
                         // (6) FD_CLOSE, (7) WSARecvDisconnect, (8) closesocket.
                         let mut buf = [0u8; 8];
-                        let n = hst
-                            .ep
-                            .session(h)
-                            .unwrap()
-                            .recv_disconnect(&mut buf)
-                            .unwrap()
-                            .unwrap();
+                        let n = hst.ep.recv_disconnect(h, &mut buf).unwrap().unwrap();
                         c.grand_total = Some(u64::from_be_bytes(buf[..n].try_into().unwrap()));
-                        hst.ep.close(h, now).unwrap();
+                        hst.ep.close(&mut hst.sockets, h, now).unwrap();
                         c.done = true;
                     }
                     EndpointEvent::Session(Event::Closed(CloseReason::Reset))
@@ -151,7 +144,7 @@ fn seed_scenario_100_clients_backlog_8() {
                     {
                         // Refused at the TCP level: retry shortly, as a client would.
                         assert!(c.attempts < 50, "client {i} refused 50 times");
-                        hst.ep.close(h, now).unwrap();
+                        hst.ep.close(&mut hst.sockets, h, now).unwrap();
                         c.handle = None;
                         c.start_at = now + Duration::from_millis(20 + (i as u64 % 13) * 3);
                     }

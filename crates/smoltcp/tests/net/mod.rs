@@ -64,6 +64,13 @@ pub struct Host {
     pub vanished: bool,
 }
 
+impl Host {
+    /// The endpoint with the socket set it drives, for commands.
+    pub fn split(&mut self) -> (&mut Endpoint, &mut SocketSet<'static>) {
+        (&mut self.ep, &mut self.sockets)
+    }
+}
+
 /// Describes a packet for filters: (src, dst, TCP flags, payload length).
 #[derive(Debug, Clone, Copy)]
 pub struct PacketInfo {

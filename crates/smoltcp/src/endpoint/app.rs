@@ -1,0 +1,426 @@
+//! The application's calls. Every command goes through the endpoint (there
+//! is no `&mut Session` to bypass it with), and whatever a command queues,
+//! control frames included, is handed to TCP before it returns: the
+//! connection is driven at once, not at the next [`Endpoint::poll`].
+
+use alloc::boxed::Box;
+
+use bookend_session::{
+    BufferUsage, CloseReason, Error as SessionError, Options, Reason, Session, State,
+};
+use bytes::Bytes;
+use smoltcp::iface::{Interface, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::IpEndpoint;
+
+use super::{Conn, Endpoint, Error, Handle, IncomingRequest, Phase, session_instant};
+use crate::transport::Link;
+
+impl Endpoint {
+    /// WSAConnect: opens a TCP connection to `remote` from an ephemeral port
+    /// and, once it is established, sends CONNECT with `caller_data` and the
+    /// proposed `options`. The outcome arrives as `Event::Connected`,
+    /// `Event::Refused`, or `Event::Closed` (reset: WSAECONNREFUSED, or timed out).
+    ///
+    /// This function returns `Err` if no port or connection slot is free, the
+    /// caller data is over `options.max_connect_data`, or smoltcp cannot
+    /// connect to `remote`.
+    pub fn connect(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'_>,
+        now: SmolInstant,
+        remote: IpEndpoint,
+        caller_data: Option<&[u8]>,
+        options: Options,
+    ) -> Result<Handle, Error> {
+        if caller_data.is_some_and(|d| d.len() > options.max_connect_data as usize) {
+            return Err(Error::Session(SessionError::TooLarge {
+                max: options.max_connect_data,
+                what: bookend_session::DataKind::CallerData,
+            }));
+        }
+        if self.connection_count() + self.listening_socket_count() >= self.config.max_connections {
+            return Err(Error::TooManyConnections);
+        }
+        let t = session_instant(now);
+        let port = self.ports.allocate(t).map_err(|_| Error::PortsExhausted)?;
+        let mut socket = self.new_socket();
+        if socket.connect(iface.context(), remote, port).is_err() {
+            self.ports.release(port, t);
+            return Err(Error::Connect);
+        }
+        let local = socket.local_endpoint();
+        let handle = sockets.add(socket);
+        let id = self.next_id();
+        let span = tracing::debug_span!("conn", local = %port, remote = %remote);
+        let session = {
+            let _g = span.enter();
+            Session::caller(self.config.session.clone(), id)
+                .map_err(|_| Error::InvalidConfig("session"))?
+        };
+        let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
+        let data = caller_data.map(<[u8]>::to_vec);
+        Ok(self.alloc_conn(|generation| Conn {
+            generation,
+            socket: Some(handle),
+            session,
+            link,
+            phase: Phase::Owned,
+            listener: None,
+            local,
+            remote: Some(remote),
+            ephemeral_port: Some(port),
+            connect_args: Some(Box::new((data, options))),
+            request: None,
+            tcp_done_by: None,
+            aborted: None,
+            last_tcp_state: None,
+            queued_events: 0,
+            link_poll_at: None,
+            span,
+        }))
+    }
+
+    /// The connection behind `h`, for a command.
+    fn owned(&mut self, h: Handle) -> Result<&mut Conn, Error> {
+        self.conn_mut(h).ok_or(Error::InvalidHandle)
+    }
+
+    /// Hands what a command queued to TCP now.
+    fn flush(&mut self, h: Handle, now: SmolInstant, sockets: &mut SocketSet<'_>) {
+        self.poll_conn(h.index as usize, session_instant(now), sockets);
+    }
+
+    /// Runs a session command, then hands its output to TCP.
+    fn command<T>(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        f: impl FnOnce(&mut Session, bookend_session::Instant) -> Result<T, SessionError>,
+    ) -> Result<T, Error> {
+        let c = self.owned(h)?;
+        let out = f(&mut c.session, session_instant(now))?;
+        self.flush(h, now, sockets);
+        Ok(out)
+    }
+
+    /// Stream mode, zero-copy send (like a socket `send`): frames `data`
+    /// straight into the TCP socket's free space, without the session's
+    /// buffer, and returns how many bytes were taken. What TCP has no room
+    /// for is queued in the session's send buffer (`Config::session.send_buffer`),
+    /// in order. A short count means both are full:
+    /// `EndpointEvent::Session(Event::Writable)` follows when there is room.
+    ///
+    /// This function returns `Err(Error::Session(WouldBlock))` when nothing
+    /// could be taken, and the session's other errors of `send`.
+    pub fn send(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        data: &[u8],
+    ) -> Result<usize, Error> {
+        let c = self.owned(h)?;
+        let t = session_instant(now);
+        let direct = c
+            .socket
+            .filter(|_| c.session.send_queue() == 0 && c.aborted.is_none());
+        let Some(sh) = direct else {
+            let n = c.session.send(data)?;
+            self.flush(h, now, sockets);
+            return Ok(n);
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(sh);
+        let mut result = Ok((0, 0));
+        let _ = socket.send(|buf| {
+            result = c.session.send_direct(t, data, buf);
+            let written = result.as_ref().map_or(0, |&(_, w)| w);
+            (written, ())
+        });
+        let (taken, written) = result?;
+        c.link.note_written(written);
+        if taken == data.len() {
+            return Ok(taken);
+        }
+        // TCP has less room than a frame: the rest goes through the session's
+        // buffer, flushed as TCP drains, and FD_WRITE comes from the session
+        // when that buffer has room again. (Refusing here while TCP still
+        // had a little room made the application spin on Writable.)
+        match c.session.send(&data[taken..]) {
+            Ok(n) => Ok(taken + n),
+            Err(_) if taken > 0 => Ok(taken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stream mode, zero-copy receive (like a socket `recv`): reads into
+    /// `buf` straight from the TCP socket's receive buffer, without the
+    /// session's buffer. Data the session already holds is read first, so
+    /// order is kept; after the peer's DISCONNECT, and every byte before it,
+    /// it returns `Ok(0)`. The first call switches the connection to direct
+    /// receive: from then on the endpoint leaves DATA in the socket for this
+    /// call and reports `Readable` when some is there.
+    ///
+    /// This function returns the session's errors of `recv` (`WouldBlock`
+    /// when nothing is there yet, `WrongMode` in message mode).
+    pub fn recv(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        let c = self.owned(h)?;
+        let t = session_instant(now);
+        c.session.set_direct_receive(true);
+        if c.session.recv_queue() > 0 {
+            return c.session.recv(buf).map_err(Error::from);
+        }
+        let mut written = 0;
+        if let Some(sh) = c.socket.filter(|_| c.aborted.is_none()) {
+            let socket = sockets.get_mut::<tcp::Socket>(sh);
+            // Two passes: the ring's contiguous part, then the wrapped part.
+            for _ in 0..2 {
+                let mut took = 0;
+                let _ = socket.recv(|wire| {
+                    let (consumed, w) = c.session.recv_direct(t, wire, &mut buf[written..]);
+                    took = consumed;
+                    written += w;
+                    (consumed, ())
+                });
+                if took == 0 || written == buf.len() {
+                    break;
+                }
+            }
+            // Control frames read here may have queued output (a reply, FIN).
+            c.last_tcp_state = None;
+            self.flush(h, now, sockets);
+        }
+        if written > 0 {
+            return Ok(written);
+        }
+        let c = self.owned(h)?;
+        c.session.recv(buf).map_err(Error::from)
+    }
+
+    /// Message mode: queues one whole message (split over DATA frames as
+    /// needed) and hands what TCP can take to it.
+    ///
+    /// This function returns the session's errors of `send_message`
+    /// (`TooLarge`, `WouldBlock` when the send buffer cannot take it now).
+    pub fn send_message(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        message: &[u8],
+    ) -> Result<(), Error> {
+        self.command(sockets, h, now, |s, _| s.send_message(message))
+    }
+
+    /// Message mode: reads the next whole message into `buf`, returning its
+    /// length; `Err(Session(Disconnected))` (WSAEDISCON) after the peer's
+    /// DISCONNECT once every message was read.
+    ///
+    /// This function returns the session's errors of `recv_message`
+    /// (`MessageTruncated` leaves the message queued).
+    pub fn recv_message(&mut self, h: Handle, buf: &mut [u8]) -> Result<usize, Error> {
+        Ok(self.owned(h)?.session.recv_message(buf)?)
+    }
+
+    /// Message mode: takes the next whole message without copying it.
+    ///
+    /// This function returns the errors of [`Endpoint::recv_message`] except
+    /// `MessageTruncated`.
+    pub fn recv_message_bytes(&mut self, h: Handle) -> Result<Bytes, Error> {
+        Ok(self.owned(h)?.session.recv_message_bytes()?)
+    }
+
+    /// WSASendDisconnect: ends our sending half with `data`; the peer gets
+    /// FD_CLOSE and reads `data` with its `recv_disconnect`.
+    ///
+    /// This function returns the session's errors of `send_disconnect`
+    /// (`Shutdown` for a second call with data, `TooLarge`, `NotConnected`).
+    pub fn send_disconnect(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        data: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        self.command(sockets, h, now, |s, t| s.send_disconnect(t, data))
+    }
+
+    /// WSARecvDisconnect: copies the peer's disconnect data into `buf`:
+    /// `Ok(Some(n))`, or `Ok(None)` when its DISCONNECT carried none.
+    ///
+    /// This function returns the session's errors of `recv_disconnect`
+    /// (`NotYet`, `Consumed`, `BufferTooSmall`).
+    pub fn recv_disconnect(&mut self, h: Handle, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        Ok(self.owned(h)?.session.recv_disconnect(buf)?)
+    }
+
+    /// [`Endpoint::recv_disconnect`] without copying.
+    ///
+    /// This function returns the same errors, except `BufferTooSmall`.
+    pub fn recv_disconnect_bytes(&mut self, h: Handle) -> Result<Option<Bytes>, Error> {
+        Ok(self.owned(h)?.session.recv_disconnect_bytes()?)
+    }
+
+    /// The pending request of an incoming connection (after `Defer`, or when
+    /// no condition function is installed).
+    pub fn request(&self, h: Handle) -> Option<&IncomingRequest> {
+        self.conn(h)?.request.as_deref()
+    }
+
+    /// The local and remote endpoints of a connection, once known.
+    pub fn endpoints(&self, h: Handle) -> Option<(Option<IpEndpoint>, Option<IpEndpoint>)> {
+        self.conn(h).map(|c| (c.local, c.remote))
+    }
+
+    /// The session state of a connection.
+    pub fn state(&self, h: Handle) -> Option<State> {
+        self.conn(h).map(|c| c.session.state())
+    }
+
+    /// The options in force: the grant once connected.
+    pub fn options(&self, h: Handle) -> Option<Options> {
+        self.conn(h).map(|c| *c.session.options())
+    }
+
+    /// Received DATA bytes the session holds for the application (FIONREAD,
+    /// not counting DATA still in TCP for direct receive).
+    pub fn recv_queue(&self, h: Handle) -> Option<usize> {
+        self.conn(h).map(|c| c.session.recv_queue())
+    }
+
+    /// Bytes queued in the session, not yet handed to TCP.
+    pub fn send_queue(&self, h: Handle) -> Option<usize> {
+        self.conn(h).map(|c| c.session.send_queue())
+    }
+
+    /// Whether the peer's DISCONNECT has arrived (FD_CLOSE).
+    pub fn peer_disconnected(&self, h: Handle) -> Option<bool> {
+        self.conn(h).map(|c| c.session.peer_disconnected())
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self, h: Handle) -> Option<CloseReason> {
+        self.conn(h)?.session.close_reason().cloned()
+    }
+
+    /// The session's buffers and their bounds.
+    pub fn buffer_usage(&self, h: Handle) -> Option<BufferUsage> {
+        self.conn(h).map(|c| c.session.buffer_usage())
+    }
+
+    /// CF_ACCEPT for a pending request: the connection becomes the
+    /// application's, and ACCEPT goes to TCP at once.
+    ///
+    /// This function returns `Err(Error::NotPending)` unless the connection is
+    /// waiting for a decision, and the session's errors (`InvalidGrant`,
+    /// `TooLarge`) otherwise.
+    pub fn accept(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        callee_data: Option<&[u8]>,
+        granted: Options,
+    ) -> Result<(), Error> {
+        let c = self.owned(h)?;
+        if c.phase != Phase::Pending || c.request.is_none() {
+            return Err(Error::NotPending);
+        }
+        c.session
+            .accept(session_instant(now), callee_data, granted)?;
+        c.phase = Phase::Owned;
+        c.request = None;
+        self.flush(h, now, sockets);
+        Ok(())
+    }
+
+    /// CF_REJECT for a pending request: the caller gets `Refused` with
+    /// `reason` and `data`; the connection lingers until the caller's FIN.
+    /// The handle is invalid afterwards.
+    ///
+    /// This function returns `Err(Error::NotPending)` unless the connection is
+    /// waiting for a decision, and `TooLarge` for data over the caller's limit.
+    pub fn reject(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        reason: Reason,
+        data: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        let c = self.owned(h)?;
+        if c.phase != Phase::Pending || c.request.is_none() {
+            return Err(Error::NotPending);
+        }
+        c.session.reject(session_instant(now), reason, data)?;
+        c.phase = Phase::Refused;
+        c.request = None;
+        self.stats.refused += 1;
+        self.flush(h, now, sockets);
+        Ok(())
+    }
+
+    /// closesocket (graceful): returns at once; the session and its socket
+    /// linger in the background until everything, disconnect data included,
+    /// is delivered and the FIN exchange completes, or the linger timeout
+    /// aborts. The handle is invalid afterwards.
+    ///
+    /// This function returns `Err(Error::InvalidHandle)` for a stale handle.
+    pub fn close(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+    ) -> Result<(), Error> {
+        let c = self.owned(h)?;
+        c.session.close(session_instant(now));
+        self.flush(h, now, sockets);
+        self.release(h);
+        Ok(())
+    }
+
+    /// closesocket with linger {1, 0}: ABORT with `reason` and `data`, then RST.
+    /// The handle is invalid afterwards.
+    ///
+    /// This function returns `Err(Error::InvalidHandle)` for a stale handle
+    /// and the session's `TooLarge` for oversize data.
+    pub fn abort(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        now: SmolInstant,
+        reason: Reason,
+        data: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        let c = self.owned(h)?;
+        match c.session.abort(session_instant(now), reason, data) {
+            Ok(()) | Err(SessionError::InvalidState { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.flush(h, now, sockets);
+        self.release(h);
+        Ok(())
+    }
+
+    /// The application let go of `h`: invalidate the handle; the slot is
+    /// freed once nothing is left to linger for.
+    fn release(&mut self, h: Handle) {
+        let index = h.index as usize;
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        c.phase = Phase::Released;
+        c.generation = c.generation.wrapping_add(1);
+        self.generations[index] = c.generation;
+        self.try_free(index);
+    }
+}

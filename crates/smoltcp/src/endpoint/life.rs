@@ -1,0 +1,414 @@
+//! A connection's life: taken from a listener, driven by its session and
+//! its socket, and freed in one place ([`Endpoint::try_free`]) once nobody
+//! needs it. Any TCP state the endpoint did not expect ends it with a reason.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use bookend_session::{CloseReason, Event, Instant, Reason, Session, State};
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpEndpoint;
+use tracing::{debug, trace};
+
+#[cfg(feature = "conditional-accept")]
+use super::TcpDecision;
+use super::{Conn, Decision, Endpoint, EndpointEvent, Handle, IncomingRequest, Phase};
+use crate::transport::{Link, TcpConnection};
+
+impl Endpoint {
+    /// The one place a slot is freed: its socket is gone, its session has
+    /// nothing left to do, every event queued for it was delivered (or
+    /// dropped, for a released handle), and nobody holds its handle.
+    pub(super) fn try_free(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_deref() else {
+            return;
+        };
+        let unowned = matches!(c.phase, Phase::Released | Phase::Refused | Phase::Pending);
+        if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
+            self.conns[index] = None;
+            self.generations[index] = self.generations[index].wrapping_add(1);
+            self.free.push(index);
+        }
+    }
+
+    /// Queues an event for the application, counting it against the slot.
+    pub(super) fn push_event(
+        events: &mut VecDeque<(Handle, EndpointEvent)>,
+        c: &mut Conn,
+        h: Handle,
+        e: EndpointEvent,
+    ) {
+        c.queued_events += 1;
+        events.push_back((h, e));
+    }
+
+    /// Listening sockets that left LISTEN became connections.
+    pub(super) fn take_listeners(&mut self, id: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        let mut i = 0;
+        while i < self.listeners[id].armed.len() {
+            let h = self.listeners[id].armed[i];
+            let s = sockets.get::<tcp::Socket>(h);
+            if s.state() == tcp::State::Listen {
+                i += 1;
+                continue;
+            }
+            self.listeners[id].armed.swap_remove(i);
+            let (local, remote) = (s.local_endpoint(), s.remote_endpoint());
+            self.stats.accepted_tcp += 1;
+            let sid = self.next_id();
+            let span = match (local, remote) {
+                (Some(l), Some(r)) => tracing::debug_span!("conn", local = %l, remote = %r),
+                _ => tracing::debug_span!("conn"),
+            };
+            let session = {
+                let _g = span.enter();
+                match Session::callee(self.config.session.clone(), sid, t) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                }
+            };
+            #[cfg(feature = "conditional-accept")]
+            let phase = if self.listeners[id].tcp_condition.is_some()
+                && s.state() == tcp::State::SynReceived
+            {
+                Phase::SynPaused(t + self.syn_defer_timeout)
+            } else {
+                Phase::Pending
+            };
+            #[cfg(not(feature = "conditional-accept"))]
+            let phase = Phase::Pending;
+            trace!(?local, ?remote, "listener taken");
+            let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
+            self.alloc_conn(|generation| Conn {
+                generation,
+                socket: Some(h),
+                session,
+                link,
+                phase,
+                listener: Some(id),
+                local,
+                remote,
+                ephemeral_port: None,
+                connect_args: None,
+                request: None,
+                tcp_done_by: None,
+                aborted: None,
+                last_tcp_state: None,
+                queued_events: 0,
+                link_poll_at: None,
+                span,
+            });
+        }
+    }
+
+    /// A lost SYN-ACK plus a re-armed listener gives two half-open sockets for
+    /// one 4-tuple; smoltcp hands every segment to the lower slot, so the
+    /// other one would retransmit SYN-ACKs forever. Remove it without a RST
+    /// (a RST would kill the caller's real connection).
+    pub(super) fn drop_duplicate_half_opens(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
+        // Only a half-open socket can be a stale duplicate, and half-open
+        // sockets are few: find them first, so an idle endpoint pays one
+        // cheap pass and no allocation.
+        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
+        let mut drop = Vec::new();
+        for (index, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket) else {
+                continue;
+            };
+            if !listener_born(c) || sockets.get::<tcp::Socket>(h).state() != tcp::State::SynReceived
+            {
+                continue;
+            }
+            // Every segment for this tuple goes to the lowest slot holding it:
+            // if another connection has a lower one, this socket never completes.
+            let shadowed = self.conns.iter().flatten().any(|o| {
+                listener_born(o)
+                    && o.local == Some(l)
+                    && o.remote == Some(r)
+                    && o.socket.is_some_and(|oh| oh < h)
+            });
+            if shadowed {
+                drop.push(index);
+            }
+        }
+        for index in drop {
+            if let Some(c) = self.conns[index].as_deref_mut() {
+                debug!(remote = ?c.remote, "dropping duplicate half-open socket");
+                if let Some(h) = c.socket.take() {
+                    sockets.remove(h);
+                }
+                Self::end_unseen(c, t);
+                self.stats.duplicates_dropped += 1;
+            }
+            self.try_free(index);
+        }
+    }
+
+    /// Ends the session of a connection the application never saw, whose
+    /// transport is gone: it drains at once.
+    fn end_unseen(c: &mut Conn, t: Instant) {
+        c.session
+            .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
+        while c.session.poll_event().is_some() {}
+        while c.session.poll_transport_action().is_some() {}
+    }
+
+    /// Whether a listener-born socket is no longer the connection it was
+    /// taken for: smoltcp 0.14 puts a socket reset in SYN-RECEIVED back into
+    /// LISTEN (it would then take the next caller's SYN as a hidden,
+    /// unmanaged listener, bypassing SO_CONDITIONAL_ACCEPT), and within one
+    /// interface poll that listener may already hold another caller.
+    fn lost_its_caller(c: &Conn, socket: &tcp::Socket<'_>) -> bool {
+        c.listener.is_some()
+            && (socket.state() == tcp::State::Listen
+                || (socket.remote_endpoint().is_some() && socket.remote_endpoint() != c.remote))
+    }
+
+    /// Drives one connection: the whole of its life after creation is here
+    /// and in [`Endpoint::try_free`].
+    pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        let Some(c) = self.conns[index].as_deref_mut() else {
+            return;
+        };
+        let span = c.span.clone();
+        let _g = span.enter();
+        let handle = Handle {
+            index: index as u32,
+            generation: c.generation,
+        };
+
+        if let Some(h) = c.socket {
+            if let Some(at) = c.aborted {
+                // The RST is out once smoltcp has forgotten the 4-tuple.
+                let socket = sockets.get::<tcp::Socket>(h);
+                if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
+                    sockets.remove(h);
+                    c.socket = None;
+                    c.tcp_done_by = None;
+                }
+            } else if Self::lost_its_caller(c, sockets.get::<tcp::Socket>(h)) {
+                let socket = sockets.get_mut::<tcp::Socket>(h);
+                debug!(state = %socket.state(), "reset in SYN-RECEIVED: dropping the socket");
+                if socket.state() == tcp::State::Listen {
+                    // A bare listener: nothing to send.
+                    sockets.remove(h);
+                    c.socket = None;
+                } else {
+                    // It took another caller's SYN: refuse that one, which retries.
+                    socket.abort();
+                    c.aborted = Some(t);
+                }
+                self.stats.reset_in_syn_received += 1;
+                c.session
+                    .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
+                #[cfg(feature = "conditional-accept")]
+                if let Phase::SynPaused(_) = c.phase {
+                    c.phase = Phase::Pending;
+                }
+            } else {
+                let socket = sockets.get_mut::<tcp::Socket>(h);
+                // Idle: nothing arrived, nothing to send, no timer due, and
+                // TCP's state unchanged. Skipping keeps poll cost low with
+                // many idle sessions.
+                let state = socket.state();
+                let idle = c.last_tcp_state == Some(state)
+                    && socket.recv_queue() == 0
+                    && c.session.send_queue() == 0
+                    && c.connect_args.is_none()
+                    && !c.link.reset_pending()
+                    && c.link_poll_at.is_none_or(|d| d > t)
+                    && c.session.poll_timeout().is_none_or(|d| d > t)
+                    && c.session.pending_events() == 0
+                    && c.tcp_done_by.is_none_or(|d| d > t)
+                    && !Self::syn_paused(c.phase);
+                if idle {
+                    return;
+                }
+                c.last_tcp_state = Some(state);
+                if c.local.is_none() {
+                    c.local = socket.local_endpoint();
+                }
+                #[cfg(feature = "conditional-accept")]
+                if let Phase::SynPaused(by) = c.phase {
+                    let decision = match (c.listener, c.local, c.remote) {
+                        (Some(l), Some(local), Some(remote))
+                            if socket.state() == tcp::State::SynReceived =>
+                        {
+                            match self.listeners[l].tcp_condition.as_mut() {
+                                Some(f) => f(remote, local),
+                                None => TcpDecision::Accept,
+                            }
+                        }
+                        _ => TcpDecision::Accept,
+                    };
+                    let decision = if decision == TcpDecision::Defer && t >= by {
+                        TcpDecision::Refuse
+                    } else {
+                        decision
+                    };
+                    match decision {
+                        TcpDecision::Accept => {
+                            socket.pause_synack(false);
+                            c.phase = Phase::Pending;
+                        }
+                        TcpDecision::Refuse => {
+                            debug!("SO_CONDITIONAL_ACCEPT refused: RST");
+                            socket.abort();
+                            c.aborted = Some(t);
+                            c.phase = Phase::Refused;
+                            self.stats.refused += 1;
+                            Self::end_unseen(c, t);
+                            return;
+                        }
+                        TcpDecision::Defer => return,
+                    }
+                }
+                if let Some((data, options)) = c.connect_args.as_deref()
+                    && c.session.state() == State::Idle
+                    && TcpConnection::is_established(socket)
+                {
+                    let _ = c.session.connect(t, data.as_deref(), *options);
+                    c.connect_args = None;
+                }
+                if !c.link.established() && TcpConnection::is_established(socket) {
+                    // From here the pump keeps the user timeout: smoltcp's
+                    // own would make a peer's RST look like a time-out.
+                    socket.set_timeout(None);
+                }
+                for _ in 0..4 {
+                    if !c.link.pump(&mut c.session, socket, t) {
+                        break;
+                    }
+                }
+                c.link_poll_at = c.link.poll_at(socket);
+                if c.link.aborted() {
+                    c.aborted = Some(t);
+                }
+            }
+        }
+
+        // Events: the application's, or the condition function's.
+        while let Some(event) = c.session.poll_event() {
+            match (&event, c.phase) {
+                (Event::ConnectRequest(req), Phase::Pending) => {
+                    let request = IncomingRequest {
+                        handle,
+                        caller: c.remote.unwrap_or(IpEndpoint::new(
+                            smoltcp::wire::IpAddress::v4(0, 0, 0, 0),
+                            0,
+                        )),
+                        callee: c.local.unwrap_or(IpEndpoint::new(
+                            smoltcp::wire::IpAddress::v4(0, 0, 0, 0),
+                            0,
+                        )),
+                        caller_data: req.caller_data.clone(),
+                        proposed: req.proposed,
+                        grant: req.grant,
+                    };
+                    let decision = c
+                        .listener
+                        .and_then(|l| self.listeners[l].condition.as_mut())
+                        .map(|f| f(&request));
+                    match decision {
+                        Some(Decision::Accept {
+                            callee_data,
+                            granted,
+                        }) => match c.session.accept(t, callee_data.as_deref(), granted) {
+                            Ok(()) => {
+                                c.phase = Phase::Owned;
+                                Self::push_event(
+                                    &mut self.events,
+                                    c,
+                                    handle,
+                                    EndpointEvent::Accepted(request),
+                                );
+                            }
+                            Err(e) => {
+                                debug!(error = %e, "condition function's accept refused; rejecting");
+                                let _ = c.session.reject(t, Reason::REJECTED, None);
+                                c.phase = Phase::Refused;
+                                self.stats.refused += 1;
+                            }
+                        },
+                        Some(Decision::Reject { reason, data }) => {
+                            if c.session.reject(t, reason, data.as_deref()).is_err() {
+                                let _ = c.session.reject(t, reason, None);
+                            }
+                            c.phase = Phase::Refused;
+                            self.stats.refused += 1;
+                        }
+                        Some(Decision::Defer) | None => {
+                            if decision.is_some() {
+                                let _ = c.session.defer();
+                            }
+                            c.request = Some(Box::new(request.clone()));
+                            Self::push_event(
+                                &mut self.events,
+                                c,
+                                handle,
+                                EndpointEvent::Incoming(request),
+                            );
+                        }
+                    }
+                }
+                (_, Phase::Owned) => {
+                    Self::push_event(&mut self.events, c, handle, EndpointEvent::Session(event))
+                }
+                (Event::Closed(reason), _) => {
+                    trace!(%reason, "closed in the background");
+                    if c.phase == Phase::Pending {
+                        if c.request.take().is_some() {
+                            // The application was told of this request: tell it it
+                            // is gone. The slot stays until this is delivered.
+                            Self::push_event(
+                                &mut self.events,
+                                c,
+                                handle,
+                                EndpointEvent::Session(event.clone()),
+                            );
+                        }
+                        c.phase = Phase::Refused;
+                        if !matches!(reason, CloseReason::Rejected { .. }) {
+                            self.stats.refused += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // Release the TCP socket once the session is done and TCP has finished
+        // (or would not finish in time).
+        if let Some(h) = c.socket
+            && c.aborted.is_none()
+            && c.session.is_drained()
+        {
+            let socket = sockets.get_mut::<tcp::Socket>(h);
+            if TcpConnection::is_finished(socket) || c.link.gone() {
+                // TIME-WAIT is cut short here; outgoing ports stay quarantined.
+                sockets.remove(h);
+                c.socket = None;
+                c.tcp_done_by = None;
+            } else {
+                let by = *c
+                    .tcp_done_by
+                    .get_or_insert(t + self.config.tcp_close_timeout);
+                if t >= by {
+                    debug!(state = %socket.state(), "TCP close did not finish: aborting");
+                    socket.abort();
+                    c.aborted = Some(t);
+                    self.stats.close_timeouts += 1;
+                }
+            }
+        }
+        if c.socket.is_none()
+            && let Some(port) = c.ephemeral_port.take()
+        {
+            self.ports.release(port, t);
+        }
+        self.try_free(index);
+    }
+}
