@@ -114,27 +114,52 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Configuration of one listening port.
+/// Configuration of one listening port: how many callers it holds at each
+/// stage, and what it does beyond (`docs/protocol.md` §6.4).
+///
+/// The policy, from the SYN on:
+/// * `backlog` listening sockets stay armed (within `Config::max_connections`):
+///   they take that many SYNs per interface poll. smoltcp 0.14 has no SYN
+///   queue, so SYNs beyond them in the same poll are answered RST by smoltcp;
+///   size `backlog` for the bursts expected.
+/// * A connection whose CONNECT has not arrived is *handshaking*. One source
+///   address may hold `max_per_source` of them: more from it are reset at
+///   once, so one host cannot lock others out (slowloris). All sources
+///   together hold `max_handshaking`: beyond, the oldest is evicted with
+///   ABORT(`HANDSHAKE_TIMEOUT`), so a flood of silent connections ages out
+///   instead of blocking new callers. Under load (half of `max_handshaking` in
+///   use) a handshaking connection gets `loaded_handshake_timeout` instead of
+///   the session's handshake timeout: a real caller sends CONNECT one round
+///   trip after the TCP handshake.
+/// * A CONNECT waiting for the application's decision (no condition function,
+///   or CF_DEFER) is *undecided*. Beyond `max_pending` of them, a new CONNECT
+///   is answered REJECT(`BUSY`) at once: a caller whose TCP connection was
+///   accepted always learns why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenConfig {
     /// Listening sockets kept armed: how many SYNs can be taken at the same
     /// instant. smoltcp has no backlog; this pool is it (default 8).
     pub backlog: usize,
-    /// Connections held before the application has accepted them: TCP
-    /// established and waiting for CONNECT, or waiting for a decision
-    /// (including deferred ones). While it is full no listener is armed, so
-    /// further SYNs are answered with RST by smoltcp (default 32).
+    /// Undecided requests held; beyond, REJECT(`BUSY`) (default 32).
     pub max_pending: usize,
+    /// Handshaking connections held; beyond, the oldest is evicted (default 64).
+    pub max_handshaking: usize,
+    /// Handshaking connections one source address may hold (default 8).
+    pub max_per_source: usize,
+    /// Handshake time allowed while half of `max_handshaking` is in use
+    /// (default 2 s).
+    pub loaded_handshake_timeout: core::time::Duration,
 }
 
 impl ListenConfig {
     /// A listener with `backlog` armed sockets and at most `max_pending`
-    /// connections waiting to be accepted.
+    /// undecided requests; the other bounds take their defaults.
     pub fn new(backlog: usize, max_pending: usize) -> Self {
         Self {
             backlog,
             max_pending,
+            ..Self::default()
         }
     }
 }
@@ -144,6 +169,9 @@ impl Default for ListenConfig {
         Self {
             backlog: 8,
             max_pending: 32,
+            max_handshaking: 64,
+            max_per_source: 8,
+            loaded_handshake_timeout: core::time::Duration::from_secs(2),
         }
     }
 }

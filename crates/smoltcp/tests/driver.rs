@@ -235,8 +235,8 @@ fn tcp_level_conditional_accept_refuses_before_the_syn_ack() {
 }
 
 #[test]
-fn more_clients_than_backlog_plus_pending_are_refused_cleanly() {
-    // Backlog 2, at most 4 pending; the application defers every request and
+fn more_clients_than_pending_are_answered_busy() {
+    // Backlog 2, at most 4 undecided; the application defers every request and
     // accepts them only after a second, so the pending queue fills.
     let (mut net, l) = pair(ListenConfig::new(2, 4));
     net.hosts[0].ep.accept_with(l, |_| Decision::Defer);
@@ -292,13 +292,18 @@ fn more_clients_than_backlog_plus_pending_are_refused_cleanly() {
             }
         }
     };
-    // For one second nobody is accepted: the pending queue fills, the rest are refused.
+    // For one second nobody is accepted: the pending queue fills, the rest
+    // are answered REJECT(BUSY). One caller every 10 ms.
+    for i in 0..20 {
+        clients.push(connect(&mut net, 1, format!("c{i}").as_bytes()));
+        let until = net.now + Duration::from_millis(10);
+        net.run(Duration::from_millis(20), |net| {
+            step(net, &mut deferred, false, &mut outcome, &mut connected);
+            net.now >= until
+        });
+    }
     let one_second = Instant::from_secs(1);
     net.run(Duration::from_secs(2), |net| {
-        while clients.len() < 20 && net.now >= Instant::from_millis(10 * clients.len() as i64) {
-            let i = clients.len();
-            clients.push(connect(net, 1, format!("c{i}").as_bytes()));
-        }
         step(net, &mut deferred, false, &mut outcome, &mut connected);
         net.now >= one_second
     });
@@ -311,27 +316,24 @@ fn more_clients_than_backlog_plus_pending_are_refused_cleanly() {
         .values()
         .filter(|r| **r == CloseReason::Graceful)
         .count();
-    let reset = outcome
+    let busy = outcome
         .values()
-        .filter(|r| **r == CloseReason::Reset)
+        .filter(|r| {
+            **r == CloseReason::Refused {
+                reason: Reason::BUSY,
+            }
+        })
         .count();
     assert_eq!(
-        graceful + reset,
+        graceful + busy,
         clients.len(),
-        "every client ends cleanly: {outcome:?}"
+        "every client ends cleanly and learns why: {outcome:?}"
     );
-    // The 4 held requests completed; callers whose SYN found no armed listener
-    // were reset, except the few whose SYN retransmission came after capacity
-    // was freed at 1 s, which were served then.
-    assert!(graceful >= 4, "the pending queue held 4; they completed");
+    // The 4 held requests completed; every other caller was answered
+    // REJECT(BUSY) (docs/protocol.md §6.4), none reset.
+    assert_eq!(graceful, 4, "the pending queue held 4; they completed");
     assert_eq!(connected, graceful);
-    assert!(reset >= 12, "the excess were refused with RST: {reset}");
-    assert!(
-        outcome
-            .values()
-            .all(|r| *r != CloseReason::TimedOut(Timer::Connect)),
-        "none hung"
-    );
+    assert_eq!(busy, 16);
 }
 
 #[test]

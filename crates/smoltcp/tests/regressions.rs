@@ -67,7 +67,7 @@ fn syn_scan(w: &mut World) {
     w.run_for(Duration::from_millis(100));
 }
 
-/// Defect 1 (fails on 8fbd8f6): after a SYN scan, the next caller's condition
+/// Defect 1 (fails on 8c4d749): after a SYN scan, the next caller's condition
 /// function sees the next caller, not the scanner.
 #[test]
 fn d1_syn_scan_leaves_no_hidden_listener_condition_sees_the_right_caller() {
@@ -93,7 +93,7 @@ fn d1_syn_scan_leaves_no_hidden_listener_condition_sees_the_right_caller() {
     );
 }
 
-/// Defect 1 (fails on 8fbd8f6): after a SYN scan, SO_CONDITIONAL_ACCEPT
+/// Defect 1 (fails on 8c4d749): after a SYN scan, SO_CONDITIONAL_ACCEPT
 /// still decides for the next caller.
 #[test]
 fn d1_syn_scan_does_not_bypass_conditional_accept() {
@@ -174,7 +174,7 @@ fn assert_abort_then_rst(segs: &[Seg], reason: Reason) {
     );
 }
 
-/// Defect 2 (fails on 8fbd8f6): ABORT for bad magic is followed by RST on the wire.
+/// Defect 2 (fails on 8c4d749): ABORT for bad magic is followed by RST on the wire.
 #[test]
 fn d2_abort_is_followed_by_rst_on_the_wire() {
     let bad_magic = [
@@ -187,7 +187,7 @@ fn d2_abort_is_followed_by_rst_on_the_wire() {
     }
 }
 
-/// Defect 2 (fails on 8fbd8f6): ABORT(`FRAME_TOO_LARGE`) is followed by RST, not FIN.
+/// Defect 2 (fails on 8c4d749): ABORT(`FRAME_TOO_LARGE`) is followed by RST, not FIN.
 #[test]
 fn d2_frame_too_large_is_followed_by_rst_not_fin() {
     let huge_data = [0x04, 0x00, 0x01, 0x00, 0x00, 0x00];
@@ -198,7 +198,7 @@ fn d2_frame_too_large_is_followed_by_rst_not_fin() {
     }
 }
 
-/// Defect 2 (fails on 8fbd8f6): the handshake timer's ABORT is followed by RST.
+/// Defect 2 (fails on 8c4d749): the handshake timer's ABORT is followed by RST.
 #[test]
 fn d2_handshake_timeout_is_followed_by_rst() {
     let segs = hostile(&[], 2, false);
@@ -235,7 +235,7 @@ fn connected_pair() -> (World, Handle, Handle) {
     (w, c, s)
 }
 
-/// Defect 3 (fails on 8fbd8f6): against a peer that does not read, polling
+/// Defect 3 (fails on 8c4d749): against a peer that does not read, polling
 /// many times at one instant does not post Writable again and again.
 #[test]
 fn d3_no_writable_wouldblock_livelock_against_a_zero_window() {
@@ -280,7 +280,7 @@ fn d3_no_writable_wouldblock_livelock_against_a_zero_window() {
     assert!(writable <= 1, "{writable} Writable events at one instant");
 }
 
-/// Defect 4 (fails on 8fbd8f6): after a graceful close whose handle the
+/// Defect 4 (fails on 8c4d749): after a graceful close whose handle the
 /// application still holds, `poll_at` is not stuck in the past.
 #[test]
 fn d4_poll_at_not_stuck_after_graceful_close_with_handle_held() {
@@ -314,7 +314,7 @@ fn d4_poll_at_not_stuck_after_graceful_close_with_handle_held() {
     }
 }
 
-/// Defect 5 (fails on 8fbd8f6): a deferred request that times out reports
+/// Defect 5 (fails on 8c4d749): a deferred request that times out reports
 /// `Closed` on its handle.
 #[test]
 fn d5_deferred_request_that_times_out_reports_closed() {
@@ -344,7 +344,7 @@ fn d5_deferred_request_that_times_out_reports_closed() {
     );
 }
 
-/// Defect 8 (fails on 8fbd8f6): a RST on an idle connection with keepalive
+/// Defect 8 (fails on 8c4d749): a RST on an idle connection with keepalive
 /// off is a reset, not a time-out.
 #[test]
 fn d8_rst_on_an_idle_connection_is_reset() {
@@ -386,7 +386,7 @@ fn d8_rst_on_an_idle_connection_is_reset() {
     assert_eq!(closed(&evs, h), Some(CloseReason::Reset), "{evs:?}");
 }
 
-/// Defect 8 (fails on 8fbd8f6): `close()` with DATA unread in TCP (direct
+/// Defect 8 (fails on 8c4d749): `close()` with DATA unread in TCP (direct
 /// receive) sends ABORT(`UNREAD_DATA`) without a DISCONNECT before it.
 #[test]
 fn d8_close_with_data_unread_in_tcp_aborts_without_disconnect() {
@@ -426,5 +426,141 @@ fn d8_close_with_data_unread_in_tcp_aborts_without_disconnect() {
             }
         )),
         Some(true)
+    );
+}
+
+/// Defect 6 (fails on f4a4bc6): a burst of callers beyond what the listener
+/// holds learns why: REJECT(`BUSY`), never a bare RST.
+#[test]
+fn d6_burst_of_connects_is_answered_busy_not_reset() {
+    let mut w = World::new(4, |i| Some(Config::new(60 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        // No condition function, and the application never decides: requests
+        // wait until the decision timer.
+        ep.listen(sockets, PORT, ListenConfig::new(8, 4)).unwrap();
+    }
+    let mut handles = Vec::new();
+    for k in 0..60 {
+        let host = 1 + k % 3;
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(host);
+        let h = ep
+            .connect(iface, sockets, now, addr(0), Some(b"me"), Options::DEFAULT)
+            .unwrap();
+        handles.push((host, h));
+        w.run_for(Duration::from_millis(2));
+    }
+    w.run_for(Duration::from_secs(15));
+    let mut busy = 0;
+    for (host, h) in handles {
+        let evs: Vec<_> = w.apps.events[host]
+            .iter()
+            .filter(|(_, hd, _)| *hd == h)
+            .map(|(_, _, e)| e.clone())
+            .collect();
+        let refused = evs.iter().find_map(|e| match e {
+            EndpointEvent::Session(Event::Refused { reason, .. }) => Some(*reason),
+            _ => None,
+        });
+        assert!(
+            matches!(refused, Some(Reason::BUSY | Reason::DECISION_TIMEOUT)),
+            "caller on host {host} did not learn why: {evs:?}"
+        );
+        busy += usize::from(refused == Some(Reason::BUSY));
+    }
+    assert!(busy >= 50, "only {busy} BUSY");
+    assert!(w.ep(0).stats().busy >= 50);
+}
+
+/// Defect 7 (fails on f4a4bc6): with one host holding silent connections
+/// (reconnecting as fast as it is dropped) and a SYN flood from spoofed
+/// addresses running, a good caller from another address is served at its
+/// first attempt.
+#[test]
+fn d7_slowloris_and_syn_flood_do_not_lock_out_a_good_caller() {
+    let mut w = World::new(4, |i| {
+        (i == 0 || i == 2).then(|| Config::new(70 + i as u64))
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    // Host 1: up to 200 silent connections, reopened as soon as they close.
+    let mut silent: Vec<smoltcp::iface::SocketHandle> = Vec::new();
+    let mut port = 20_000u16;
+    for _ in 0..200 {
+        port += 1;
+        silent.push(w.raw_connect(1, addr(0), port));
+    }
+    let mut flood_seq = 1u32;
+    let mut good: Option<Handle> = None;
+    let mut outcome: Option<EndpointEvent> = None;
+    let start = w.now();
+    w.run_until(Duration::from_secs(20), |w| {
+        let now = w.now();
+        // The slowloris host reconnects what was dropped.
+        for s in silent.iter_mut() {
+            if w.raw(1, *s).state() == smoltcp::socket::tcp::State::Closed {
+                w.sim.host(1).sockets.remove(*s);
+                port = port.wrapping_add(1).max(20_000);
+                *s = w.raw_connect(1, addr(0), port);
+            }
+        }
+        // The flood: 2 SYNs per millisecond from ever new spoofed addresses.
+        for _ in 0..2 {
+            flood_seq += 1;
+            let src = IpEndpoint::new(
+                smoltcp::wire::IpAddress::v4(10, 9, (flood_seq >> 8) as u8, flood_seq as u8),
+                1024 + (flood_seq % 60_000) as u16,
+            );
+            w.sim.inject(
+                3,
+                world::syn_packet(src, addr(0), flood_seq.wrapping_mul(7919)),
+            );
+        }
+        // After 3 s of this, the good caller connects once.
+        if good.is_none() && now >= start + smoltcp::time::Duration::from_secs(3) {
+            let (ep, iface, sockets) = w.parts(2);
+            good = Some(
+                ep.connect(
+                    iface,
+                    sockets,
+                    now,
+                    addr(0),
+                    Some(b"good"),
+                    Options::DEFAULT,
+                )
+                .unwrap(),
+            );
+        }
+        if let Some(g) = good {
+            outcome = w.apps.events[2].iter().find_map(|(_, h, e)| {
+                (*h == g
+                    && matches!(
+                        e,
+                        EndpointEvent::Session(Event::Connected { .. } | Event::Closed(_))
+                    ))
+                .then(|| e.clone())
+            });
+        }
+        w.sim.now += smoltcp::time::Duration::from_millis(1);
+        outcome.is_some()
+    });
+    assert!(
+        matches!(
+            outcome,
+            Some(EndpointEvent::Session(Event::Connected { .. }))
+        ),
+        "the good caller was not served at its first attempt: {outcome:?}"
+    );
+    let stats = w.ep(0).stats();
+    assert!(
+        stats.per_source_refused > 0 && stats.evicted > 0,
+        "{stats:?}"
     );
 }

@@ -77,6 +77,7 @@ impl Endpoint {
             tcp_done_by: None,
             aborted: None,
             last_tcp_state: None,
+            born: t,
             queued_events: 0,
             link_poll_at: None,
             span,

@@ -18,6 +18,92 @@ use super::{Conn, Decision, Endpoint, EndpointEvent, Handle, IncomingRequest, Ph
 use crate::transport::{Link, TcpConnection};
 
 impl Endpoint {
+    /// Admission control for listener-born connections, once per poll
+    /// (`ListenConfig` describes the policy): counts the undecided requests,
+    /// resets handshaking connections over a source's share, evicts the
+    /// oldest handshaking ones over the total, and under load those past
+    /// the shorter handshake time.
+    pub(super) fn admit(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
+        for l in &mut self.listeners {
+            l.undecided = 0;
+        }
+        // (listener, born, source, index) of every handshaking connection.
+        let mut handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)> =
+            Vec::new();
+        for (index, c) in self.conns.iter().enumerate() {
+            let Some(c) = c.as_deref() else { continue };
+            let Some(l) = c.listener else { continue };
+            if c.phase == Phase::Pending && c.request.is_some() {
+                self.listeners[l].undecided += 1;
+            }
+            let waiting = matches!(c.phase, Phase::Pending) || Self::syn_paused(c.phase);
+            if waiting && c.session.state() == State::AwaitConnect && c.aborted.is_none() {
+                handshaking.push((l, c.born, c.remote.map(|r| r.addr), index));
+            }
+        }
+        if handshaking.is_empty() {
+            return;
+        }
+        // Oldest first.
+        handshaking.sort_unstable_by_key(|&(l, born, _, index)| (l, born, index));
+        let mut evict: Vec<usize> = Vec::new();
+        let mut start = 0;
+        while start < handshaking.len() {
+            let l = handshaking[start].0;
+            let end = start + handshaking[start..].iter().take_while(|h| h.0 == l).count();
+            let group = &handshaking[start..end];
+            let cfg = self.listeners[l].config;
+            // Per source: the newest beyond the share go.
+            let mut kept: Vec<(Instant, usize)> = Vec::with_capacity(group.len());
+            for (i, &(_, born, source, index)) in group.iter().enumerate() {
+                let same = group[..i].iter().filter(|g| g.2 == source).count();
+                if source.is_some() && same >= cfg.max_per_source {
+                    self.stats.per_source_refused += 1;
+                    evict.push(index);
+                } else {
+                    kept.push((born, index));
+                }
+            }
+            // Over the total: the oldest go.
+            let over = kept.len().saturating_sub(cfg.max_handshaking);
+            let loaded = kept.len() * 2 >= cfg.max_handshaking;
+            for (k, &(born, index)) in kept.iter().enumerate() {
+                if k < over || (loaded && t >= born + cfg.loaded_handshake_timeout) {
+                    self.stats.evicted += 1;
+                    evict.push(index);
+                }
+            }
+            start = end;
+        }
+        for index in evict {
+            self.evict(index, t, sockets);
+        }
+    }
+
+    /// Ends a handshaking connection the application never saw: with
+    /// ABORT(`HANDSHAKE_TIMEOUT`) and RST once TCP is up, with RST before.
+    fn evict(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        let Some(c) = self.conns[index].as_deref_mut() else {
+            return;
+        };
+        let _g = c.span.clone().entered();
+        debug!(remote = ?c.remote, "evicting a connection that has not sent CONNECT");
+        let established = c
+            .socket
+            .is_some_and(|h| TcpConnection::is_established(sockets.get::<tcp::Socket>(h)));
+        c.phase = Phase::Refused;
+        if established {
+            let _ = c.session.abort(t, Reason::HANDSHAKE_TIMEOUT, None);
+            while c.session.poll_event().is_some() {}
+        } else {
+            if let Some(h) = c.socket {
+                sockets.get_mut::<tcp::Socket>(h).abort();
+                c.aborted = Some(t);
+            }
+            Self::end_unseen(c, t);
+        }
+    }
+
     /// The one place a slot is freed: its socket is gone, its session has
     /// nothing left to do, every event queued for it was delivered (or
     /// dropped, for a released handle), and nobody holds its handle.
@@ -96,6 +182,7 @@ impl Endpoint {
                 tcp_done_by: None,
                 aborted: None,
                 last_tcp_state: None,
+                born: t,
                 queued_events: 0,
                 link_poll_at: None,
                 span,
@@ -312,6 +399,19 @@ impl Endpoint {
                         .listener
                         .and_then(|l| self.listeners[l].condition.as_mut())
                         .map(|f| f(&request));
+                    let would_wait = matches!(decision, None | Some(Decision::Defer));
+                    let full = c.listener.is_some_and(|l| {
+                        let l = &self.listeners[l];
+                        l.undecided >= l.config.max_pending
+                    });
+                    if would_wait && full {
+                        // Nobody can take it now: the caller learns why (§6.4).
+                        debug!("undecided requests at their bound: REJECT(BUSY)");
+                        let _ = c.session.reject(t, Reason::BUSY, None);
+                        c.phase = Phase::Refused;
+                        self.stats.busy += 1;
+                        continue;
+                    }
                     match decision {
                         Some(Decision::Accept {
                             callee_data,
@@ -343,6 +443,9 @@ impl Endpoint {
                         Some(Decision::Defer) | None => {
                             if decision.is_some() {
                                 let _ = c.session.defer();
+                            }
+                            if let Some(l) = c.listener {
+                                self.listeners[l].undecided += 1;
                             }
                             c.request = Some(Box::new(request.clone()));
                             Self::push_event(

@@ -177,6 +177,9 @@ struct Listener {
     port: u16,
     config: ListenConfig,
     armed: Vec<SocketHandle>,
+    /// Undecided requests, counted at the start of each poll and kept up to
+    /// date during it (REJECT(`BUSY`) beyond `max_pending`).
+    undecided: usize,
     condition: Option<Condition>,
     #[cfg(feature = "conditional-accept")]
     tcp_condition: Option<TcpCondition>,
@@ -222,6 +225,8 @@ struct Conn {
     /// The socket's TCP state when last pumped: a FIN or RST always changes
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
+    /// When the connection was created (taken from a listener, or connect).
+    born: Instant,
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
     queued_events: u32,
@@ -246,6 +251,13 @@ pub struct Stats {
     /// Incoming connections reset in SYN-RECEIVED (a SYN scan, or a caller
     /// that gave up): their socket is dropped, never reused as a listener.
     pub reset_in_syn_received: u64,
+    /// Handshaking connections reset because their source held its share.
+    pub per_source_refused: u64,
+    /// Handshaking connections evicted (oldest over the bound, or past the
+    /// handshake time allowed under load).
+    pub evicted: u64,
+    /// Requests answered REJECT(`BUSY`): undecided requests at their bound.
+    pub busy: u64,
 }
 
 /// Sessions over smoltcp TCP sockets.
@@ -398,6 +410,7 @@ impl Endpoint {
             port,
             config,
             armed: Vec::new(),
+            undecided: 0,
             condition: None,
             #[cfg(feature = "conditional-accept")]
             tcp_condition: None,
@@ -438,14 +451,6 @@ impl Endpoint {
         }
     }
 
-    fn pending_of(&self, listener: usize) -> usize {
-        self.conns
-            .iter()
-            .flatten()
-            .filter(|c| c.listener == Some(listener) && Self::counts_as_pending(c.phase))
-            .count()
-    }
-
     fn syn_paused(phase: Phase) -> bool {
         #[cfg(feature = "conditional-accept")]
         if let Phase::SynPaused(_) = phase {
@@ -455,25 +460,13 @@ impl Endpoint {
         false
     }
 
-    fn counts_as_pending(phase: Phase) -> bool {
-        match phase {
-            #[cfg(feature = "conditional-accept")]
-            Phase::SynPaused(_) => true,
-            Phase::Pending => true,
-            _ => false,
-        }
-    }
-
-    /// Keeps `min(backlog, max_pending - pending)` sockets listening, within
-    /// `max_connections`.
+    /// Keeps `backlog` sockets listening, within `max_connections`. Full
+    /// queues do not disarm listeners: a caller whose SYN is taken learns
+    /// why it is not served (eviction, REJECT(`BUSY`)), instead of a bare RST.
     fn rearm(&mut self, id: usize, sockets: &mut SocketSet<'_>) {
-        let pending = self.pending_of(id);
         let total = self.connection_count() + self.listening_socket_count();
         let l = &self.listeners[id];
-        let want = l
-            .config
-            .backlog
-            .min(l.config.max_pending.saturating_sub(pending));
+        let want = l.config.backlog;
         let room = self.config.max_connections.saturating_sub(total);
         let add = want.saturating_sub(l.armed.len()).min(room);
         for _ in 0..add {
@@ -605,6 +598,7 @@ impl Endpoint {
             self.take_listeners(id, t, sockets);
         }
         self.drop_duplicate_half_opens(t, sockets);
+        self.admit(t, sockets);
         for index in 0..self.conns.len() {
             self.poll_conn(index, t, sockets);
         }

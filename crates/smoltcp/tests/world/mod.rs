@@ -227,3 +227,38 @@ pub fn segments(pcap: &[u8]) -> Vec<Seg> {
     }
     out
 }
+
+/// A TCP SYN from `src` (any address: spoofed) to `dst`, with valid checksums.
+pub fn syn_packet(src: IpEndpoint, dst: IpEndpoint, seq: u32) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+    let tcp = TcpRepr {
+        src_port: src.port,
+        dst_port: dst.port,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr);
+    let ip4 = Ipv4Repr {
+        src_addr: s,
+        dst_addr: d,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; ip4.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip4.emit(&mut p, &caps);
+    let mut t = TcpPacket::new_unchecked(p.payload_mut());
+    tcp.emit(&mut t, &src.addr, &dst.addr, &caps);
+    buf
+}
