@@ -283,6 +283,12 @@ impl Session {
         }
     }
 
+    /// Whether bytes, or a FIN or RST, wait for the transport: what a
+    /// driver checks to know it must pump again after a command.
+    pub fn has_output(&self) -> bool {
+        !self.tx.is_empty() || self.tx.action_pending()
+    }
+
     /// Events not yet taken with [`poll_event`](Self::poll_event).
     pub fn pending_events(&self) -> usize {
         self.events.len()

@@ -62,8 +62,10 @@ impl Endpoint {
         };
         let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
         let data = caller_data.map(<[u8]>::to_vec);
-        Ok(self.alloc_conn(|generation| Conn {
+        Ok(self.alloc_conn(|generation, waker| Conn {
             generation,
+            waker,
+            scheduled: None,
             socket: Some(handle),
             session,
             link,

@@ -27,11 +27,21 @@ impl Endpoint {
         for l in &mut self.listeners {
             l.undecided = 0;
         }
+        // Only connections the application has not taken can be handshaking
+        // or undecided: prune the others from `waiting` as they are met.
+        let conns = &self.conns;
+        self.waiting.retain(|&i| {
+            conns[i].as_deref().is_some_and(|c| {
+                c.listener.is_some() && (c.phase == Phase::Pending || Self::syn_paused(c.phase))
+            })
+        });
         // (listener, born, source, index) of every handshaking connection.
         let mut handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)> =
             Vec::new();
-        for (index, c) in self.conns.iter().enumerate() {
-            let Some(c) = c.as_deref() else { continue };
+        for &index in &self.waiting {
+            let Some(c) = self.conns[index].as_deref() else {
+                continue;
+            };
             let Some(l) = c.listener else { continue };
             if c.phase == Phase::Pending && c.request.is_some() {
                 self.listeners[l].undecided += 1;
@@ -116,6 +126,7 @@ impl Endpoint {
             self.conns[index] = None;
             self.generations[index] = self.generations[index].wrapping_add(1);
             self.free.push(index);
+            self.live -= 1;
         }
     }
 
@@ -167,8 +178,10 @@ impl Endpoint {
             let phase = Phase::Pending;
             trace!(?local, ?remote, "listener taken");
             let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
-            self.alloc_conn(|generation| Conn {
+            let h = self.alloc_conn(|generation, waker| Conn {
                 generation,
+                waker,
+                scheduled: None,
                 socket: Some(h),
                 session,
                 link,
@@ -187,6 +200,7 @@ impl Endpoint {
                 link_poll_at: None,
                 span,
             });
+            self.waiting.push(h.index as usize);
         }
     }
 
@@ -196,19 +210,29 @@ impl Endpoint {
     /// (a RST would kill the caller's real connection).
     pub(super) fn drop_duplicate_half_opens(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
         // Only a half-open socket can be a stale duplicate, and half-open
-        // sockets are few: find them first, so an idle endpoint pays one
-        // cheap pass and no allocation.
+        // sockets are among the waiting few: find them first, so that an
+        // endpoint with none pays nothing. The twin that shadows one may be
+        // any listener-born connection (accepted ones too): only then are
+        // all connections looked at, once.
         let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
-        let mut drop = Vec::new();
-        for (index, c) in self.conns.iter().enumerate() {
-            let Some(c) = c else { continue };
+        let mut half_open = Vec::new();
+        for &index in &self.waiting {
+            let Some(c) = self.conns[index].as_deref() else {
+                continue;
+            };
             let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket) else {
                 continue;
             };
-            if !listener_born(c) || sockets.get::<tcp::Socket>(h).state() != tcp::State::SynReceived
+            if listener_born(c) && sockets.get::<tcp::Socket>(h).state() == tcp::State::SynReceived
             {
-                continue;
+                half_open.push((index, l, r, h));
             }
+        }
+        if half_open.is_empty() {
+            return;
+        }
+        let mut drop = Vec::new();
+        for (index, l, r, h) in half_open {
             // Every segment for this tuple goes to the lowest slot holding it:
             // if another connection has a lower one, this socket never completes.
             let shadowed = self.conns.iter().flatten().any(|o| {
@@ -256,7 +280,33 @@ impl Endpoint {
 
     /// Drives one connection: the whole of its life after creation is here
     /// and in [`Endpoint::try_free`].
+    /// Visits one connection, then re-arms its wakers (smoltcp wakes a waker
+    /// once) and puts its next deadline in the timer heap.
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        self.visit_conn(index, t, sockets);
+        // The visit's own decisions (a condition function's ACCEPT or REJECT,
+        // an eviction) queue frames after the pump ran: hand them to TCP now.
+        // What TCP cannot take yet goes when the socket wakes (ACKs).
+        if self.conns[index]
+            .as_deref()
+            .is_some_and(|c| c.session.has_output() && c.socket.is_some() && c.aborted.is_none())
+        {
+            if let Some(c) = self.conns[index].as_deref_mut() {
+                c.last_tcp_state = None;
+            }
+            self.visit_conn(index, t, sockets);
+        }
+        if let Some(c) = self.conns[index].as_deref()
+            && let Some(h) = c.socket
+        {
+            let socket = sockets.get_mut::<tcp::Socket>(h);
+            socket.register_recv_waker(&c.waker);
+            socket.register_send_waker(&c.waker);
+        }
+        self.reschedule(index);
+    }
+
+    fn visit_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
         let Some(c) = self.conns[index].as_deref_mut() else {
             return;
         };

@@ -2,10 +2,13 @@
 //! application's `SocketSet`.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::fmt;
+use core::task::Waker;
 
 use bookend_session::{Event, Instant, Options, Reason, Session};
 use bytes::Bytes;
@@ -20,6 +23,7 @@ use crate::transport::Link;
 
 mod app;
 mod life;
+mod ready;
 
 /// Converts smoltcp's clock to the session's (negative times clamp to 0).
 pub fn session_instant(t: SmolInstant) -> Instant {
@@ -203,6 +207,11 @@ enum Phase {
 
 struct Conn {
     generation: u32,
+    /// Marks this slot in the endpoint's ready set; registered with the
+    /// socket after every visit (smoltcp wakes a waker once).
+    waker: Waker,
+    /// The deadline this slot has in the timer heap.
+    scheduled: Option<Instant>,
     socket: Option<SocketHandle>,
     session: Session,
     link: Link,
@@ -292,6 +301,19 @@ pub struct Endpoint {
     conns: Vec<Option<Box<Conn>>>,
     generations: Vec<u32>,
     free: Vec<usize>,
+    /// Connections held (`connection_count`), kept as slots come and go.
+    live: usize,
+    /// Slots woken by their socket since the last poll.
+    ready: Arc<ready::Ready>,
+    /// Every slot's next deadline, earliest first. An entry whose time is no
+    /// longer its slot's `scheduled` is stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Listener-born connections the application has not taken yet
+    /// (handshaking, SYN-ACK paused, undecided): what admission control and
+    /// the duplicate check look at. Stale entries are pruned as they are met.
+    waiting: Vec<usize>,
+    /// Scratch: the slots to visit this poll.
+    visit: Vec<usize>,
     ports: Ports,
     events: VecDeque<(Handle, EndpointEvent)>,
     next_session_id: u64,
@@ -321,12 +343,18 @@ impl Endpoint {
             config.seed,
             config.time_wait,
         );
+        let max_connections = config.max_connections;
         Ok(Self {
             config,
             listeners: Vec::new(),
             conns: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
+            live: 0,
+            ready: ready::Ready::new(max_connections),
+            timers: BinaryHeap::new(),
+            waiting: Vec::new(),
+            visit: Vec::new(),
             ports,
             events: VecDeque::new(),
             next_session_id: 1,
@@ -348,7 +376,7 @@ impl Endpoint {
 
     /// Connections held (any phase, including lingering ones).
     pub fn connection_count(&self) -> usize {
-        self.conns.iter().flatten().count()
+        self.live
     }
 
     /// Sockets this endpoint has in the set: armed listeners plus connections
@@ -491,7 +519,7 @@ impl Endpoint {
         }
     }
 
-    fn alloc_conn(&mut self, conn: impl FnOnce(u32) -> Conn) -> Handle {
+    fn alloc_conn(&mut self, conn: impl FnOnce(u32, Waker) -> Conn) -> Handle {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -501,10 +529,65 @@ impl Endpoint {
             }
         };
         let generation = self.generations[index];
-        self.conns[index] = Some(Box::new(conn(generation)));
+        let waker = ready::waker(&self.ready, index);
+        self.conns[index] = Some(Box::new(conn(generation, waker)));
+        self.live += 1;
+        // Visited by the next poll (or at once by the command that made it).
+        self.ready.mark(index);
         Handle {
             index: index as u32,
             generation,
+        }
+    }
+
+    /// The earliest deadline of a connection: its session's timers, the
+    /// pump's (pending RST, user timeout), the bounded TCP close, the SYN-ACK
+    /// deferral, and the removal of an aborted socket.
+    fn deadline(&self, c: &Conn) -> Option<Instant> {
+        let live_socket = c.socket.is_some() && c.aborted.is_none();
+        let mut next = c.session.poll_timeout();
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                next = Some(next.map_or(x, |n: Instant| n.min(x)));
+            }
+        };
+        if let Some(at) = c.aborted.filter(|_| c.socket.is_some()) {
+            // Removal once the RST is out (smoltcp wakes the socket then);
+            // this is the fallback if the interface never sends it.
+            consider(Some(at + self.config.abort_flush_timeout));
+        }
+        consider(c.link_poll_at.filter(|_| live_socket));
+        consider(c.tcp_done_by.filter(|_| live_socket));
+        #[cfg(feature = "conditional-accept")]
+        if let Phase::SynPaused(by) = c.phase {
+            consider(Some(by));
+        }
+        next
+    }
+
+    /// Puts a slot's current deadline in the timer heap (if it changed).
+    fn reschedule(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_deref() else {
+            return;
+        };
+        let at = self.deadline(c);
+        if let Some(c) = self.conns[index].as_deref_mut()
+            && c.scheduled != at
+        {
+            c.scheduled = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, index)));
+            }
+        }
+        // Stale entries pile up when deadlines move often (keepalive):
+        // rebuild the heap from the slots when it is mostly stale.
+        if self.timers.len() > 2 * self.live + 64 {
+            self.timers = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some(Reverse((c.as_deref()?.scheduled?, i))))
+                .collect();
         }
     }
 
@@ -553,40 +636,17 @@ impl Endpoint {
     /// When [`Endpoint::poll`] must run next, to be combined with
     /// `iface.poll_at` (the earlier wins). `Some(now)` if work is waiting.
     pub fn poll_at(&self, now: SmolInstant) -> Option<SmolInstant> {
-        let _ = now;
-        let mut next: Option<Instant> = None;
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                next = Some(next.map_or(x, |n| n.min(x)));
-            }
-        };
-        for c in self.conns.iter().flatten() {
-            // Only work that no interface event will trigger: removing an
-            // aborted socket after the RST went out, and freeing a released
-            // slot. Bytes queued by the session need no wake-up of their own:
-            // the application polls after its commands (call order, step 4),
-            // and a send window opening again arrives through `iface.poll`.
-            // (Waking for them would spin while TCP's window is closed.)
-            if let Some(at) = c.aborted.filter(|_| c.socket.is_some()) {
-                // Removal once the RST is out: the interface poll that sends it
-                // runs before the next `poll` anyway; this is the fallback.
-                consider(Some(at + self.config.abort_flush_timeout));
-            }
-            consider(c.session.poll_timeout());
-            consider(
-                c.link_poll_at
-                    .filter(|_| c.socket.is_some() && c.aborted.is_none()),
-            );
-            consider(
-                c.tcp_done_by
-                    .filter(|_| c.socket.is_some() && c.aborted.is_none()),
-            );
-            #[cfg(feature = "conditional-accept")]
-            if let Phase::SynPaused(by) = c.phase {
-                consider(Some(by));
-            }
+        // A socket woke (during the interface poll): visit it now.
+        if self.ready.any() {
+            return Some(now);
         }
-        next.map(smol_instant)
+        // SYN-ACKs held by SO_CONDITIONAL_ACCEPT's `Defer` are asked again
+        // at every poll, by the documented contract; their deadline bounds it.
+        // The heap's top may be stale (earlier than needed): a spurious
+        // wake-up at worst. Bytes queued by the session need no wake-up of
+        // their own: commands hand them to TCP, and a send window opening
+        // again wakes the socket.
+        self.timers.peek().map(|Reverse((at, _))| smol_instant(*at))
     }
 
     /// Step 2 of the call order: see the type docs.
@@ -599,9 +659,33 @@ impl Endpoint {
         }
         self.drop_duplicate_half_opens(t, sockets);
         self.admit(t, sockets);
-        for index in 0..self.conns.len() {
+        // Visit what has news: woken sockets, due timers, and the waiting
+        // connections (a paused SYN-ACK is asked about at every poll).
+        let mut visit = core::mem::take(&mut self.visit);
+        visit.clear();
+        self.ready.drain_into(&mut visit);
+        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
+            if at > t {
+                break;
+            }
+            self.timers.pop();
+            if self.conns[index]
+                .as_deref()
+                .is_some_and(|c| c.scheduled == Some(at))
+            {
+                if let Some(c) = self.conns[index].as_deref_mut() {
+                    c.scheduled = None;
+                }
+                visit.push(index);
+            }
+        }
+        visit.extend_from_slice(&self.waiting);
+        visit.sort_unstable();
+        visit.dedup();
+        for &index in &visit {
             self.poll_conn(index, t, sockets);
         }
+        self.visit = visit;
         for id in 0..self.listeners.len() {
             self.rearm(id, sockets);
         }
