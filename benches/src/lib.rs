@@ -338,6 +338,110 @@ pub fn raw_lifecycles(pair: &mut Pair, n: usize, buffer: usize, first_port: u16)
     }
 }
 
+/// Reads one length-prefixed message (`[len u8][len bytes]`) if it is all there.
+fn take_message(s: &mut tcp::Socket<'_>, buf: &mut [u8; 256]) -> Option<usize> {
+    let mut head = [0u8; 1];
+    if s.peek_slice(&mut head).ok()? == 0 {
+        return None;
+    }
+    let len = usize::from(head[0]);
+    if s.recv_queue() < 1 + len {
+        return None;
+    }
+    s.recv_slice(&mut head).ok()?;
+    s.recv_slice(&mut buf[..len]).ok()
+}
+
+fn put_message(s: &mut tcp::Socket<'_>, body: &[u8]) {
+    s.send_slice(&[body.len() as u8]).unwrap();
+    s.send_slice(body).unwrap();
+}
+
+/// The same exchange as a bookend lifecycle, in raw smoltcp TCP with an
+/// ad-hoc length-prefixed protocol: connect; caller data ("client") and
+/// callee data ("welcome"); 32 B each way; disconnect data each way ("bye",
+/// "bye too"); FIN both ways; sockets released. What an application would
+/// hand-write to get the same semantics without bookend.
+pub fn raw_same_exchange(pair: &mut Pair, n: usize, buffer: usize, first_port: u16) {
+    let msg = [7u8; 32];
+    let mut listeners = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut l = tcp_socket(buffer);
+        l.listen(PORT).unwrap();
+        listeners.push(pair.b.sockets.add(l));
+        let mut c = tcp_socket(buffer);
+        c.connect(pair.a.iface.context(), (B, PORT), first_port + i as u16)
+            .unwrap();
+        clients.push(pair.a.sockets.add(c));
+    }
+    let mut cstate = vec![0u8; n];
+    let mut sstate = vec![0u8; n];
+    let mut done = 0;
+    let mut buf = [0u8; 256];
+    while done < 2 * n {
+        let moved = pair.round();
+        for i in 0..n {
+            let c = pair.a.sockets.get_mut::<tcp::Socket>(clients[i]);
+            match cstate[i] {
+                0 if c.may_send() => {
+                    put_message(c, b"client");
+                    cstate[i] = 1;
+                }
+                1 if take_message(c, &mut buf).is_some() => {
+                    put_message(c, &msg);
+                    cstate[i] = 2;
+                }
+                2 if take_message(c, &mut buf).is_some() => {
+                    put_message(c, b"bye");
+                    cstate[i] = 3;
+                }
+                3 if take_message(c, &mut buf).is_some() => {
+                    c.close();
+                    cstate[i] = 4;
+                }
+                4 if matches!(c.state(), tcp::State::Closed | tcp::State::TimeWait) => {
+                    cstate[i] = 5;
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        for i in 0..n {
+            let s = pair.b.sockets.get_mut::<tcp::Socket>(listeners[i]);
+            match sstate[i] {
+                0 if take_message(s, &mut buf).is_some() => {
+                    put_message(s, b"welcome");
+                    sstate[i] = 1;
+                }
+                1 if take_message(s, &mut buf).is_some() => {
+                    put_message(s, &msg);
+                    sstate[i] = 2;
+                }
+                2 if take_message(s, &mut buf).is_some() => {
+                    put_message(s, b"bye too");
+                    s.close();
+                    sstate[i] = 3;
+                }
+                3 if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) => {
+                    sstate[i] = 4;
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        if !moved {
+            pair.advance(None);
+        }
+    }
+    for h in clients {
+        pair.a.sockets.remove(h);
+    }
+    for h in listeners {
+        pair.b.sockets.remove(h);
+    }
+}
+
 // ----- bookend ---------------------------------------------------------------
 
 /// bookend endpoints on both interfaces, the server listening on B.
@@ -353,11 +457,14 @@ impl Bookend {
         let client = Endpoint::new(endpoint_config(1, buffer)).unwrap();
         let mut server = Endpoint::new(endpoint_config(2, buffer)).unwrap();
         let l = server
-            .listen(
-                &mut pair.b.sockets,
-                PORT,
-                ListenConfig::new(backlog, backlog.max(8) * 2),
-            )
+            .listen(&mut pair.b.sockets, PORT, {
+                // Every caller comes from one host, all at once: admission
+                // bounds sized for that (the defaults protect against it).
+                let mut l = ListenConfig::new(backlog, backlog.max(8) * 2);
+                l.max_per_source = backlog.max(8) * 2;
+                l.max_handshaking = backlog.max(8) * 2;
+                l
+            })
             .unwrap();
         server.accept_with(l, |req| Decision::Accept {
             callee_data: Some(Bytes::from_static(b"welcome")),

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use bookend_benches::{Bookend, Pair, quick, raw_connect, raw_lifecycles, raw_transfer};
+use bookend_benches::{
+    Bookend, Pair, quick, raw_connect, raw_lifecycles, raw_same_exchange, raw_transfer,
+};
 use bookend_session::Options;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -32,6 +34,7 @@ fn main() {
     let (mut raw_bulk, mut be_bulk) = (Vec::new(), Vec::new());
     let (mut raw_seq, mut be_seq) = (Vec::new(), Vec::new());
     let (mut raw_conc, mut be_conc) = (Vec::new(), Vec::new());
+    let (mut same_seq, mut same_conc) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         // Bulk: a connected pair, then `bulk_bytes` one way (set-up not timed).
         let mut pair = Pair::new();
@@ -53,6 +56,15 @@ fn main() {
             }
         });
         raw_seq.push(seq as f64 / d.as_secs_f64());
+        let mut pair = Pair::new();
+        let mut port = 10000u16;
+        let d = time(|| {
+            for _ in 0..seq {
+                port += 1;
+                raw_same_exchange(&mut pair, 1, 4096, port);
+            }
+        });
+        same_seq.push(seq as f64 / d.as_secs_f64());
         let mut be = Bookend::new(4096, 8);
         let d = time(|| {
             for _ in 0..seq {
@@ -65,25 +77,43 @@ fn main() {
         let mut pair = Pair::new();
         let d = time(|| raw_lifecycles(&mut pair, 1000, 4096, 20000));
         raw_conc.push(1000.0 / d.as_secs_f64());
+        let mut pair = Pair::new();
+        let d = time(|| raw_same_exchange(&mut pair, 1000, 4096, 20000));
+        same_conc.push(1000.0 / d.as_secs_f64());
         let mut be = Bookend::new(4096, 1000);
         let d = time(|| be.lifecycles(1000));
         be_conc.push(1000.0 / d.as_secs_f64());
     }
+    let (be_seq, be_conc) = (median(be_seq), median(be_conc));
     let rows = [
         ("bulk, Gbit/s", median(raw_bulk), median(be_bulk)),
-        ("lifecycles/s, sequential", median(raw_seq), median(be_seq)),
         (
-            "lifecycles/s, 1000 concurrent",
+            "lifecycles/s, sequential (minimal)",
+            median(raw_seq),
+            be_seq,
+        ),
+        (
+            "lifecycles/s, sequential (same exchange)",
+            median(same_seq),
+            be_seq,
+        ),
+        (
+            "lifecycles/s, 1000 conc. (minimal)",
             median(raw_conc),
-            median(be_conc),
+            be_conc,
+        ),
+        (
+            "lifecycles/s, 1000 conc. (same exchange)",
+            median(same_conc),
+            be_conc,
         ),
     ];
     println!(
-        "{:<32} {:>14} {:>14} {:>8}",
+        "{:<42} {:>14} {:>14} {:>8}",
         "measure (median of rounds)", "raw smoltcp", "bookend", "ratio"
     );
     for (name, raw, be) in rows {
-        println!("{name:<32} {raw:>14.2} {be:>14.2} {:>8.3}", be / raw);
+        println!("{name:<42} {raw:>14.2} {be:>14.2} {:>8.3}", be / raw);
     }
     println!(
         "({rounds} rounds; bulk {} MiB per run; {seq} sequential lifecycles per run)",

@@ -6,8 +6,10 @@
 use alloc::boxed::Box;
 
 use bookend_session::{
-    BufferUsage, CloseReason, Error as SessionError, Options, Reason, Session, State,
+    BufferUsage, CloseReason, Error as SessionError, MIN_DIRECT_CHUNK, Options, Reason, Session,
+    State,
 };
+use bookend_wire::HEADER_LEN;
 use bytes::Bytes;
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -79,6 +81,7 @@ impl Endpoint {
             tcp_done_by: None,
             aborted: None,
             last_tcp_state: None,
+            want_writable: false,
             born: t,
             queued_events: 0,
             link_poll_at: None,
@@ -112,10 +115,11 @@ impl Endpoint {
 
     /// Stream mode, zero-copy send (like a socket `send`): frames `data`
     /// straight into the TCP socket's free space, without the session's
-    /// buffer, and returns how many bytes were taken. What TCP has no room
-    /// for is queued in the session's send buffer (`Config::session.send_buffer`),
-    /// in order. A short count means both are full:
-    /// `EndpointEvent::Session(Event::Writable)` follows when there is room.
+    /// buffer, and returns how many bytes were taken. While the session
+    /// still has bytes queued (control frames, earlier sends), it queues
+    /// through the session instead, to keep order. A short count means TCP
+    /// is full: `EndpointEvent::Session(Event::Writable)` follows once it has
+    /// room for a frame of at least `MIN_DIRECT_CHUNK` bytes again.
     ///
     /// This function returns `Err(Error::Session(WouldBlock))` when nothing
     /// could be taken, and the session's other errors of `send`.
@@ -137,26 +141,40 @@ impl Endpoint {
             return Ok(n);
         };
         let socket = sockets.get_mut::<tcp::Socket>(sh);
-        let mut result = Ok((0, 0));
-        let _ = socket.send(|buf| {
-            result = c.session.send_direct(t, data, buf);
-            let written = result.as_ref().map_or(0, |&(_, w)| w);
-            (written, ())
-        });
-        let (taken, written) = result?;
-        c.link.note_written(written);
-        if taken == data.len() {
-            return Ok(taken);
+        let mut taken = 0;
+        // The ring's contiguous tail, then (once it is full) its wrapped start.
+        for _ in 0..2 {
+            let mut result = Ok((0, 0));
+            let _ = socket.send(|buf| {
+                result = c.session.send_direct(t, &data[taken..], buf);
+                let written = result.as_ref().map_or(0, |&(_, w)| w);
+                (written, ())
+            });
+            let (n, written) = result?;
+            c.link.note_written(written);
+            taken += n;
+            if n == 0 || taken == data.len() {
+                break;
+            }
         }
-        // TCP has less room than a frame: the rest goes through the session's
-        // buffer, flushed as TCP drains, and FD_WRITE comes from the session
-        // when that buffer has room again. (Refusing here while TCP still
-        // had a little room made the application spin on Writable.)
-        match c.session.send(&data[taken..]) {
-            Ok(n) => Ok(taken + n),
-            Err(_) if taken > 0 => Ok(taken),
-            Err(e) => Err(e.into()),
+        let room = socket.send_capacity() - socket.send_queue();
+        if taken < data.len() && room >= MIN_DIRECT_CHUNK + HEADER_LEN {
+            // Room, but not in one piece: a tail too short for a frame in front
+            // of the wrap. One frame through the session's buffer crosses it
+            // (the pump writes across the wrap); the next send is direct again.
+            let n = (data.len() - taken).min(room - HEADER_LEN);
+            taken += c.session.send(&data[taken..taken + n])?;
+            self.flush(h, now, sockets);
         }
+        if taken < data.len()
+            && let Some(c) = self.conn_mut(h)
+        {
+            c.want_writable = true;
+        }
+        if taken == 0 && !data.is_empty() {
+            return Err(Error::Session(SessionError::WouldBlock));
+        }
+        Ok(taken)
     }
 
     /// Stream mode, zero-copy receive (like a socket `recv`): reads into
@@ -198,9 +216,12 @@ impl Endpoint {
                     break;
                 }
             }
-            // Control frames read here may have queued output (a reply, FIN).
+            // Control frames read here may have queued output (a reply, FIN,
+            // an ABORT): hand it to TCP now. Plain DATA queues nothing.
             c.last_tcp_state = None;
-            self.flush(h, now, sockets);
+            if c.session.has_output() || c.session.pending_events() > 0 {
+                self.flush(h, now, sockets);
+            }
         }
         if written > 0 {
             return Ok(written);

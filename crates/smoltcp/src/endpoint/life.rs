@@ -127,6 +127,7 @@ impl Endpoint {
             self.generations[index] = self.generations[index].wrapping_add(1);
             self.free.push(index);
             self.live -= 1;
+            self.prune_timers();
         }
     }
 
@@ -195,6 +196,7 @@ impl Endpoint {
                 tcp_done_by: None,
                 aborted: None,
                 last_tcp_state: None,
+                want_writable: false,
                 born: t,
                 queued_events: 0,
                 link_poll_at: None,
@@ -359,6 +361,7 @@ impl Endpoint {
                     && c.link_poll_at.is_none_or(|d| d > t)
                     && c.session.poll_timeout().is_none_or(|d| d > t)
                     && c.session.pending_events() == 0
+                    && !c.want_writable
                     && c.tcp_done_by.is_none_or(|d| d > t)
                     && !Self::syn_paused(c.phase);
                 if idle {
@@ -423,6 +426,22 @@ impl Endpoint {
                 c.link_poll_at = c.link.poll_at(socket);
                 if c.link.aborted() {
                     c.aborted = Some(t);
+                } else if c.want_writable
+                    && c.session.send_queue() == 0
+                    && socket.send_capacity() - socket.send_queue()
+                        >= bookend_session::MIN_DIRECT_CHUNK + bookend_wire::HEADER_LEN
+                {
+                    // FD_WRITE once a frame fits again: not while the room is
+                    // smaller than a send could use (that spun on Writable).
+                    c.want_writable = false;
+                    if c.phase == Phase::Owned {
+                        Self::push_event(
+                            &mut self.events,
+                            c,
+                            handle,
+                            EndpointEvent::Session(Event::Writable),
+                        );
+                    }
                 }
             }
         }
@@ -562,6 +581,7 @@ impl Endpoint {
         {
             self.ports.release(port, t);
         }
+
         self.try_free(index);
     }
 }

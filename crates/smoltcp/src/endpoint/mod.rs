@@ -234,6 +234,8 @@ struct Conn {
     /// The socket's TCP state when last pumped: a FIN or RST always changes
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
+    /// A direct send was cut short: report `Writable` when a frame fits.
+    want_writable: bool,
     /// When the connection was created (taken from a listener, or connect).
     born: Instant,
     /// Events of this slot still in the endpoint's queue: the slot is freed
@@ -565,6 +567,22 @@ impl Endpoint {
         next
     }
 
+    /// Drops stale entries from the top of the timer heap, so that
+    /// [`Endpoint::poll_at`] reports a real deadline, never a freed slot's.
+    fn prune_timers(&mut self) {
+        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
+            let current = self
+                .conns
+                .get(index)
+                .and_then(|c| c.as_deref())
+                .is_some_and(|c| c.scheduled == Some(at));
+            if current {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
     /// Puts a slot's current deadline in the timer heap (if it changed).
     fn reschedule(&mut self, index: usize) {
         let Some(c) = self.conns[index].as_deref() else {
@@ -579,6 +597,7 @@ impl Endpoint {
                 self.timers.push(Reverse((at, index)));
             }
         }
+        self.prune_timers();
         // Stale entries pile up when deadlines move often (keepalive):
         // rebuild the heap from the slots when it is mostly stale.
         if self.timers.len() > 2 * self.live + 64 {

@@ -3,29 +3,36 @@
 //! visits those and the ones whose timer is due, not every connection.
 //!
 //! One bit per connection slot in 32-bit atomic words (the widest atomics a
-//! Cortex-M4 has); draining costs one load per 32 slots. Wakers are built
-//! with `alloc::task::Wake`, so no `unsafe` is needed.
+//! Cortex-M4 has), and a summary bit per word, so draining costs one load
+//! per 1 024 slots plus one per word that has news. Wakers are built with
+//! `alloc::task::Wake`, so no `unsafe` is needed.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use core::task::Waker;
 
 /// The set of slots woken since the last drain.
 #[derive(Debug)]
 pub(crate) struct Ready {
     words: Vec<AtomicU32>,
+    /// Bit `j % 32` of `summary[j / 32]`: `words[j]` may be non-zero.
+    summary: Vec<AtomicU32>,
+    /// One past the highest summary word marked: slots are reused lowest
+    /// first, so a drain rarely looks past the first few words.
+    end: AtomicUsize,
     any: AtomicBool,
 }
 
 impl Ready {
     /// A set for slots `0..capacity`.
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        let words = capacity.div_ceil(32);
         Arc::new(Self {
-            words: (0..capacity.div_ceil(32))
-                .map(|_| AtomicU32::new(0))
-                .collect(),
+            words: (0..words).map(|_| AtomicU32::new(0)).collect(),
+            summary: (0..words.div_ceil(32)).map(|_| AtomicU32::new(0)).collect(),
+            end: AtomicUsize::new(0),
             any: AtomicBool::new(false),
         })
     }
@@ -33,8 +40,11 @@ impl Ready {
     /// Marks `index`; out of range marks nothing (cannot happen: slots are
     /// bounded by the capacity).
     pub(crate) fn mark(&self, index: usize) {
-        if let Some(w) = self.words.get(index / 32) {
+        let word = index / 32;
+        if let (Some(w), Some(s)) = (self.words.get(word), self.summary.get(word / 32)) {
             w.fetch_or(1 << (index % 32), Ordering::Relaxed);
+            s.fetch_or(1 << (word % 32), Ordering::Relaxed);
+            self.end.fetch_max(word / 32 + 1, Ordering::Relaxed);
             self.any.store(true, Ordering::Release);
         }
     }
@@ -49,12 +59,18 @@ impl Ready {
         if !self.any.swap(false, Ordering::AcqRel) {
             return;
         }
-        for (i, w) in self.words.iter().enumerate() {
-            let mut bits = w.swap(0, Ordering::Relaxed);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                out.push(i * 32 + b);
-                bits &= bits - 1;
+        let end = self.end.swap(0, Ordering::AcqRel).min(self.summary.len());
+        for (si, s) in self.summary[..end].iter().enumerate() {
+            let mut words = s.swap(0, Ordering::Relaxed);
+            while words != 0 {
+                let i = si * 32 + words.trailing_zeros() as usize;
+                words &= words - 1;
+                let mut bits = self.words[i].swap(0, Ordering::Relaxed);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    out.push(i * 32 + b);
+                    bits &= bits - 1;
+                }
             }
         }
     }
@@ -90,14 +106,16 @@ mod tests {
 
     #[test]
     fn marks_drain_once() {
-        let r = Ready::new(100);
+        let r = Ready::new(5000);
         let w = waker(&r, 70);
+        let far = waker(&r, 4321);
         assert!(!r.any());
+        far.wake();
         w.wake_by_ref();
         r.mark(3);
         let mut out = Vec::new();
         r.drain_into(&mut out);
-        assert_eq!(out, [3, 70]);
+        assert_eq!(out, [3, 70, 4321]);
         out.clear();
         r.drain_into(&mut out);
         assert!(out.is_empty());
