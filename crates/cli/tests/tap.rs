@@ -186,3 +186,73 @@ fn seed_scenario_over_tap_devices() {
     }
     println!("{c0_out}\n{s_out}");
 }
+
+/// Issue 10, defect 2, seen from a Linux kernel TCP peer: after every ABORT
+/// bookend sends (here for bad magic, and for a silent caller at the
+/// handshake timeout), the kernel socket is reset; it must not stay
+/// ESTABLISHED. The kernel peer is a Python socket inside the namespace, on
+/// the bridge in front of the bookend server's TAP device.
+#[test]
+fn kernel_peer_sees_rst_after_every_abort() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED kernel_peer_sees_rst_after_every_abort: {why}");
+        return;
+    }
+    if Command::new("python3").arg("-V").output().is_err() {
+        println!("SKIPPED kernel_peer_sees_rst_after_every_abort: no python3 for the kernel peer");
+        return;
+    }
+    let ns = format!("bookend-kpeer-{}", std::process::id());
+    let _guard = setup(&ns).expect("namespace with a bridged TAP device");
+    ip(&["-n", &ns, "addr", "add", "10.77.0.9/24", "dev", "br0"]).expect("bridge address");
+    let server = bookend(
+        &ns,
+        &[
+            "serve",
+            "--tap",
+            "bk0",
+            "--addr",
+            "10.77.0.1/24",
+            "--timeout",
+            "30",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // bytes to send (hex), then: RST expected within 8 s, with the ABORT before it.
+    let peer = r#"
+import socket, sys, time
+s = socket.create_connection(("10.77.0.1", 7000), timeout=3)
+s.sendall(bytes.fromhex(sys.argv[1]))
+data = b""
+end = time.time() + 8
+s.settimeout(0.5)
+while time.time() < end:
+    try:
+        b = s.recv(4096)
+    except socket.timeout:
+        continue
+    except ConnectionResetError:
+        print("RST", data.hex()); sys.exit(0)
+    if not b:
+        print("FIN", data.hex()); sys.exit(2)
+    data += b
+print("OPEN", data.hex()); sys.exit(3)
+"#;
+    // Bad magic: ABORT(PROTOCOL_ERROR). Nothing at all: ABORT(HANDSHAKE_TIMEOUT)
+    // after the 5 s handshake timer.
+    for bytes in ["0100000000084e4f504501010000", ""] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", peer, bytes])
+            .output()
+            .expect("python3 kernel peer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            stdout.starts_with("RST 06"),
+            "kernel peer after sending {bytes:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+}
