@@ -13,7 +13,7 @@ use bookend_smoltcp::{
     Config, Decision, EndpointEvent, Handle, ListenConfig, ListenerId, TcpDecision,
 };
 use bookend_wire::{ConnectRepr, FrameRepr, VERSION};
-use smoltcp::wire::IpEndpoint;
+use smoltcp::wire::{IpEndpoint, Ipv4Packet, TcpPacket};
 use world::{PORT, Seg, World, addr, ip, segments};
 
 fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
@@ -563,4 +563,50 @@ fn d7_slowloris_and_syn_flood_do_not_lock_out_a_good_caller() {
         stats.per_source_refused > 0 && stats.evicted > 0,
         "{stats:?}"
     );
+}
+
+/// Defect 8, from reading: `close` on a handle whose TCP connection is
+/// still being set up resets it, so the callee does not keep a half-open
+/// connection for the caller that gave up.
+#[test]
+fn d8_close_while_connecting_resets_the_half_open_callee() {
+    let mut w = World::new(2, |i| Some(Config::new(80 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+    }
+    // The callee's SYN-ACKs never arrive: the caller stays in SYN-SENT.
+    w.sim.set_filter(|from, _, p| {
+        let syn_ack = Ipv4Packet::new_checked(p).ok().and_then(|ip4| {
+            TcpPacket::new_checked(ip4.payload())
+                .ok()
+                .map(|t| t.syn() && t.ack())
+        });
+        !(from == 0 && syn_ack == Some(true))
+    });
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, Options::DEFAULT)
+            .unwrap()
+    };
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(
+        w.ep(0).connection_count(),
+        1,
+        "the callee holds a half-open connection"
+    );
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.close(sockets, c, now).unwrap();
+    }
+    w.run_for(Duration::from_millis(200));
+    let segs = segments(&w.sim.pcap(1));
+    assert!(
+        segs.iter().any(|s| s.src == ip(1) && s.rst),
+        "no RST from the caller that gave up: {segs:?}"
+    );
+    assert_eq!(w.ep(1).connection_count(), 0);
+    assert_eq!(w.ep(0).connection_count(), 0, "the callee's half-open was reset");
 }
