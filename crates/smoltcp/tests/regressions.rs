@@ -608,5 +608,9 @@ fn d8_close_while_connecting_resets_the_half_open_callee() {
         "no RST from the caller that gave up: {segs:?}"
     );
     assert_eq!(w.ep(1).connection_count(), 0);
-    assert_eq!(w.ep(0).connection_count(), 0, "the callee's half-open was reset");
+    assert_eq!(
+        w.ep(0).connection_count(),
+        0,
+        "the callee's half-open was reset"
+    );
 }
