@@ -343,8 +343,8 @@ impl Session {
     pub fn poll_transport_action(&mut self) -> Option<TransportAction> {
         let action = self.tx.poll_action();
         if action == Some(TransportAction::Reset) {
-            // The ABORT before it has left: nothing is left to flush.
-            self.timers.clear(TimerId::AbortFlush);
+            // Rows clear timers; the instant does not matter (nothing is armed).
+            self.fire(Instant::ZERO, Input::RstTaken, machine::Args::default());
         }
         action
     }

@@ -181,11 +181,13 @@ pub enum Input {
     KeepaliveTimerBusy,
     /// The abort-flush timer: the ABORT did not reach the transport in time.
     AbortFlushTimer,
+    /// The transport took our RST (so the ABORT before it had left).
+    RstTaken,
 }
 
 impl Input {
     /// Every input, in declaration order.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::AppConnect,
         Self::AppAccept,
         Self::AppReject,
@@ -218,6 +220,7 @@ impl Input {
         Self::KeepaliveTimer,
         Self::KeepaliveTimerBusy,
         Self::AbortFlushTimer,
+        Self::RstTaken,
     ];
 }
 

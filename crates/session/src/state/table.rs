@@ -204,6 +204,8 @@ pub const TRANSITIONS: &[Row] = &[
     Row::new(CONNECTED, Input::KeepaliveTimerBusy, Same).arm(Timers::of(TimerId::Keepalive)),
     // The ABORT could not get out in time: drop it, so the RST goes.
     Row::new(&[Closed], Input::AbortFlushTimer, Same).discard(Discard::Unsent),
+    // The RST left, after every byte before it: nothing is left to flush.
+    Row::new(&[Closed], Input::RstTaken, Same).clear(Timers::of(TimerId::AbortFlush)),
 ];
 
 const NONE: u8 = u8::MAX;
