@@ -1,7 +1,7 @@
 //! The driver's scenarios: conditional accept at both levels, overflow of the
 //! listener pool, slowloris, a vanishing peer, and the lost-SYN-ACK duplicate.
 
-mod net;
+mod world;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,12 +9,17 @@ use std::rc::Rc;
 use bookend_session::{CloseReason, Event, Options, Reason, Timer};
 use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig, TcpDecision};
 use bytes::Bytes;
-use net::{Net, ip};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
+use world::{World as Net, ip as host_ip};
 
 const PORT: u16 = 7000;
+
+/// Host `n` of the old numbering (1 is the server): host `n - 1` of the world.
+fn ip(n: u8) -> smoltcp::wire::IpAddress {
+    host_ip(n as usize - 1)
+}
 
 fn server() -> IpEndpoint {
     IpEndpoint::new(ip(1), PORT)
@@ -22,29 +27,29 @@ fn server() -> IpEndpoint {
 
 /// Two hosts: 10.0.0.1 serves, 10.0.0.2 connects.
 fn pair(listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
-    let mut net = Net::new(2, |i| Config::new(7 + i as u64));
-    let h = &mut net.hosts[0];
-    let l = h.ep.listen(&mut h.sockets, PORT, listen).unwrap();
+    world(2, listen)
+}
+
+/// `n` hosts with endpoints on bookend-sim; host 0 listens. The tests take
+/// the endpoints' events themselves.
+fn world(n: usize, listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
+    let mut net = Net::new(n, |i| Some(Config::new(7 + i as u64)));
+    net.apps.collect = false;
+    let (ep, sockets) = net.split(0);
+    let l = ep.listen(sockets, PORT, listen).unwrap();
     (net, l)
 }
 
 fn connect(net: &mut Net, host: usize, data: &[u8]) -> Handle {
-    let now = net.now;
-    let h = &mut net.hosts[host];
-    h.ep.connect(
-        &mut h.iface,
-        &mut h.sockets,
-        now,
-        server(),
-        Some(data),
-        Options::DEFAULT,
-    )
-    .unwrap()
+    let now = net.now();
+    let (ep, iface, sockets) = net.parts(host);
+    ep.connect(iface, sockets, now, server(), Some(data), Options::DEFAULT)
+        .unwrap()
 }
 
 /// Every event of `host` so far.
 fn events(net: &mut Net, host: usize) -> Vec<(Handle, EndpointEvent)> {
-    std::iter::from_fn(|| net.hosts[host].ep.poll_event()).collect()
+    std::iter::from_fn(|| net.ep(host).poll_event()).collect()
 }
 
 fn closed_of(evs: &[(Handle, EndpointEvent)]) -> Option<CloseReason> {
@@ -56,11 +61,11 @@ fn closed_of(evs: &[(Handle, EndpointEvent)]) -> Option<CloseReason> {
 
 /// The application lets go of connections that ended (closesocket).
 fn close_ended(net: &mut Net, host: usize, evs: &[(Handle, EndpointEvent)]) {
-    let now = net.now;
+    let now = net.now();
     for (h, e) in evs {
         if matches!(e, EndpointEvent::Session(Event::Closed(_))) {
             {
-                let (ep, so) = net.hosts[host].split();
+                let (ep, so) = net.split(host);
                 ep.close(so, *h, now)
             }
             .unwrap();
@@ -68,16 +73,14 @@ fn close_ended(net: &mut Net, host: usize, evs: &[(Handle, EndpointEvent)]) {
     }
 }
 
-fn listeners_only(net: &Net) -> bool {
-    net.hosts.iter().all(|h| {
-        h.ep.connection_count() == 0 && h.sockets.iter().count() == h.ep.listening_socket_count()
-    })
+fn listeners_only(net: &mut Net) -> bool {
+    net.listeners_only()
 }
 
 #[test]
 fn reject_with_reason_and_data_reaches_the_caller() {
     let (mut net, l) = pair(ListenConfig::default());
-    net.hosts[0].ep.accept_with(l, |req| {
+    net.ep(0).accept_with(l, |req| {
         assert_eq!(req.caller_data.as_deref(), Some(&b"let me in"[..]));
         assert_eq!(
             req.caller,
@@ -92,7 +95,7 @@ fn reject_with_reason_and_data_reaches_the_caller() {
     });
     connect(&mut net, 1, b"let me in");
     let mut seen = Vec::new();
-    net.run(Duration::from_secs(20), |net| {
+    net.run_until(Duration::from_secs(20), |net| {
         let new = events(net, 1);
         close_ended(net, 1, &new);
         seen.extend(new);
@@ -115,7 +118,7 @@ fn reject_with_reason_and_data_reaches_the_caller() {
             reason: Reason::application(9)
         })
     );
-    assert_eq!(net.hosts[0].ep.stats().refused, 1);
+    assert_eq!(net.ep(0).stats().refused, 1);
 }
 
 #[test]
@@ -123,11 +126,11 @@ fn defer_then_accept_later_and_the_event_form() {
     for with_condition in [true, false] {
         let (mut net, l) = pair(ListenConfig::default());
         if with_condition {
-            net.hosts[0].ep.accept_with(l, |_| Decision::Defer);
+            net.ep(0).accept_with(l, |_| Decision::Defer);
         }
         let c = connect(&mut net, 1, b"maybe");
         let mut pending = None;
-        net.run(Duration::from_secs(5), |net| {
+        net.run_until(Duration::from_secs(5), |net| {
             for (h, e) in events(net, 0) {
                 if let EndpointEvent::Incoming(req) = e {
                     assert_eq!(req.caller_data.as_deref(), Some(&b"maybe"[..]));
@@ -137,15 +140,15 @@ fn defer_then_accept_later_and_the_event_form() {
             pending.is_some()
         });
         let (h, req) = pending.unwrap();
-        assert_eq!(net.hosts[0].ep.request(h), Some(&req));
+        assert_eq!(net.ep(0).request(h), Some(&req));
         // Two seconds later (within the decision timeout) the application accepts.
-        let later = net.now + Duration::from_secs(2);
-        net.run(Duration::from_secs(3), |net| net.now >= later);
-        let now = net.now;
-        let (ep, so) = net.hosts[0].split();
+        let later = net.now() + Duration::from_secs(2);
+        net.run_until(Duration::from_secs(3), |net| net.now() >= later);
+        let now = net.now();
+        let (ep, so) = net.split(0);
         ep.accept(so, h, now, Some(b"ok then"), req.grant).unwrap();
         let mut connected = None;
-        net.run(Duration::from_secs(5), |net| {
+        net.run_until(Duration::from_secs(5), |net| {
             for (hc, e) in events(net, 1) {
                 if let EndpointEvent::Session(Event::Connected { callee_data, .. }) = e {
                     assert_eq!(hc, c);
@@ -161,10 +164,10 @@ fn defer_then_accept_later_and_the_event_form() {
 #[test]
 fn defer_then_decision_timeout_refuses_with_the_reason() {
     let (mut net, l) = pair(ListenConfig::default());
-    net.hosts[0].ep.accept_with(l, |_| Decision::Defer);
+    net.ep(0).accept_with(l, |_| Decision::Defer);
     connect(&mut net, 1, b"maybe");
     let mut seen = Vec::new();
-    net.run(Duration::from_secs(30), |net| {
+    net.run_until(Duration::from_secs(30), |net| {
         let new = events(net, 1);
         close_ended(net, 1, &new);
         seen.extend(new);
@@ -178,21 +181,22 @@ fn defer_then_decision_timeout_refuses_with_the_reason() {
         })
     );
     assert!(
-        net.now >= Instant::from_secs(10),
+        net.now() >= Instant::from_secs(10),
         "not before the 10 s decision timeout"
     );
 }
 
 #[test]
 fn tcp_level_conditional_accept_refuses_before_the_syn_ack() {
-    let mut net = Net::new(3, |i| Config::new(i as u64 + 1));
-    let h = &mut net.hosts[0];
-    let l =
-        h.ep.listen(&mut h.sockets, PORT, ListenConfig::default())
-            .unwrap();
+    let mut net = Net::new(3, |i| Some(Config::new(i as u64 + 1)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let l = h_ep
+        .listen(h_sockets, PORT, ListenConfig::default())
+        .unwrap();
     let asked = Rc::new(RefCell::new(Vec::new()));
     let log = asked.clone();
-    h.ep.tcp_accept_with(&mut h.sockets, l, move |caller, callee| {
+    h_ep.tcp_accept_with(h_sockets, l, move |caller, callee| {
         log.borrow_mut().push((caller, callee));
         if caller.addr == ip(3) {
             TcpDecision::Refuse
@@ -200,12 +204,12 @@ fn tcp_level_conditional_accept_refuses_before_the_syn_ack() {
             TcpDecision::Accept
         }
     });
-    h.ep.accept_with(l, |req| Decision::Accept {
+    h_ep.accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
     // No SYN-ACK may reach the refused caller.
-    net.drop = Box::new(|p| {
+    net.set_drop(|p| {
         assert!(
             !(p.syn && p.ack && p.dst == ip(3)),
             "SYN-ACK sent to a refused caller"
@@ -215,7 +219,7 @@ fn tcp_level_conditional_accept_refuses_before_the_syn_ack() {
     connect(&mut net, 1, b"friend");
     connect(&mut net, 2, b"stranger");
     let (mut friend, mut stranger) = (Vec::new(), Vec::new());
-    net.run(Duration::from_secs(10), |net| {
+    net.run_until(Duration::from_secs(10), |net| {
         friend.extend(events(net, 1));
         stranger.extend(events(net, 2));
         friend
@@ -239,7 +243,7 @@ fn more_clients_than_pending_are_answered_busy() {
     // Backlog 2, at most 4 undecided; the application defers every request and
     // accepts them only after a second, so the pending queue fills.
     let (mut net, l) = pair(ListenConfig::new(2, 4));
-    net.hosts[0].ep.accept_with(l, |_| Decision::Defer);
+    net.ep(0).accept_with(l, |_| Decision::Defer);
     // Twenty callers, one every 10 ms.
     let mut clients: Vec<Handle> = Vec::new();
     let mut deferred: Vec<(Handle, Options)> = Vec::new();
@@ -251,15 +255,15 @@ fn more_clients_than_pending_are_answered_busy() {
                 accept_now: bool,
                 outcome: &mut Outcomes,
                 connected: &mut usize| {
-        let now = net.now;
+        let now = net.now();
         for (h, e) in events(net, 0) {
             match e {
                 EndpointEvent::Incoming(req) => deferred.push((h, req.grant)),
                 EndpointEvent::Session(Event::PeerDisconnected) => {
-                    let (ep, so) = net.hosts[0].split();
+                    let (ep, so) = net.split(0);
                     let _ = ep.send_disconnect(so, h, now, Some(b"bye"));
                     {
-                        let (ep, so) = net.hosts[0].split();
+                        let (ep, so) = net.split(0);
                         ep.close(so, h, now)
                     }
                     .unwrap();
@@ -269,7 +273,7 @@ fn more_clients_than_pending_are_answered_busy() {
         }
         if accept_now {
             for (h, grant) in deferred.drain(..) {
-                let (ep, so) = net.hosts[0].split();
+                let (ep, so) = net.split(0);
                 ep.accept(so, h, now, None, grant).unwrap();
             }
         }
@@ -277,13 +281,13 @@ fn more_clients_than_pending_are_answered_busy() {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) => {
                     *connected += 1;
-                    let (ep, so) = net.hosts[1].split();
+                    let (ep, so) = net.split(1);
                     ep.send_disconnect(so, h, now, Some(b"done")).unwrap();
                 }
                 EndpointEvent::Session(Event::Closed(r)) => {
                     outcome.insert(h, r);
                     {
-                        let (ep, so) = net.hosts[1].split();
+                        let (ep, so) = net.split(1);
                         ep.close(so, h, now)
                     }
                     .unwrap();
@@ -296,19 +300,19 @@ fn more_clients_than_pending_are_answered_busy() {
     // are answered REJECT(BUSY). One caller every 10 ms.
     for i in 0..20 {
         clients.push(connect(&mut net, 1, format!("c{i}").as_bytes()));
-        let until = net.now + Duration::from_millis(10);
-        net.run(Duration::from_millis(20), |net| {
+        let until = net.now() + Duration::from_millis(10);
+        net.run_until(Duration::from_millis(20), |net| {
             step(net, &mut deferred, false, &mut outcome, &mut connected);
-            net.now >= until
+            net.now() >= until
         });
     }
     let one_second = Instant::from_secs(1);
-    net.run(Duration::from_secs(2), |net| {
+    net.run_until(Duration::from_secs(2), |net| {
         step(net, &mut deferred, false, &mut outcome, &mut connected);
-        net.now >= one_second
+        net.now() >= one_second
     });
     assert_eq!(deferred.len(), 4, "max_pending requests held");
-    net.run(Duration::from_secs(30), |net| {
+    net.run_until(Duration::from_secs(30), |net| {
         step(net, &mut deferred, true, &mut outcome, &mut connected);
         outcome.len() == clients.len() && listeners_only(net)
     });
@@ -339,28 +343,29 @@ fn more_clients_than_pending_are_answered_busy() {
 #[test]
 fn a_raw_tcp_client_that_never_sends_connect_is_dropped_after_the_handshake_timeout() {
     let (mut net, l) = pair(ListenConfig::new(2, 8));
-    net.hosts[0].ep.accept_with(l, |req| Decision::Accept {
+    net.ep(0).accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
     // Host 2 is a plain smoltcp client: TCP only, no bookend.
     let raw = {
-        let h = &mut net.hosts[1];
+        let h_ = net.sim.host(1);
+        let (h_iface, h_sockets) = (&mut h_.iface, &mut h_.sockets);
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 4096]),
             tcp::SocketBuffer::new(vec![0; 4096]),
         );
-        s.connect(h.iface.context(), server(), 40000).unwrap();
-        h.sockets.add(s)
+        s.connect(h_iface.context(), server(), 40000).unwrap();
+        h_sockets.add(s)
     };
     // Meanwhile a real client is served.
     let mut net3 = net;
     let ok = {
-        let now = net3.now;
-        let h = &mut net3.hosts[1];
-        h.ep.connect(
-            &mut h.iface,
-            &mut h.sockets,
+        let now = net3.now();
+        let (h_ep, h_iface, h_sockets) = net3.parts(1);
+        h_ep.connect(
+            h_iface,
+            h_sockets,
             now,
             server(),
             Some(b"real"),
@@ -369,30 +374,30 @@ fn a_raw_tcp_client_that_never_sends_connect_is_dropped_after_the_handshake_time
         .unwrap()
     };
     let mut served = false;
-    net3.run(Duration::from_secs(20), |net| {
+    net3.run_until(Duration::from_secs(20), |net| {
         for (h, e) in events(net, 1) {
             if h == ok && matches!(e, EndpointEvent::Session(Event::Connected { .. })) {
                 served = true;
             }
         }
         events(net, 0);
-        let s = net.hosts[1].sockets.get::<tcp::Socket>(raw);
+        let s = net.sim.host(1).sockets.get::<tcp::Socket>(raw);
         served && s.state() == tcp::State::Closed
     });
     assert!(served);
-    let t = net3.now;
+    let t = net3.now();
     assert!(
         t >= Instant::from_secs(5) && t <= Instant::from_secs(6),
         "dropped at the 5 s handshake timeout, not {t}"
     );
     // Its slot is freed once the RST has left (within the abort flush time).
-    net3.run(Duration::from_secs(2), |net| {
+    net3.run_until(Duration::from_secs(2), |net| {
         events(net, 0);
         events(net, 1);
-        net.hosts[0].ep.connection_count() == 1
+        net.ep(0).connection_count() == 1
     });
     // It was told why: the ABORT frame (HANDSHAKE_TIMEOUT) arrived before the RST.
-    let s = net3.hosts[1].sockets.get_mut::<tcp::Socket>(raw);
+    let s = net3.sim.host(1).sockets.get_mut::<tcp::Socket>(raw);
     let mut buf = [0u8; 64];
     let n = s.recv_slice(&mut buf).unwrap_or(0);
     assert_eq!(
@@ -405,28 +410,29 @@ fn a_raw_tcp_client_that_never_sends_connect_is_dropped_after_the_handshake_time
 
 #[test]
 fn a_peer_that_vanishes_times_out_on_both_sides_within_bounds() {
-    let mut cfg = |i: usize| {
+    let cfg = |i: usize| {
         let mut c = Config::new(i as u64 + 3);
         c.session.options.keepalive_ms = 1_000;
         c.tcp_timeout = std::time::Duration::from_secs(8);
         c.tcp_keep_alive = std::time::Duration::from_secs(2);
         c
     };
-    let mut net = Net::new(2, &mut cfg);
-    let h = &mut net.hosts[0];
-    let l =
-        h.ep.listen(&mut h.sockets, PORT, ListenConfig::default())
-            .unwrap();
-    h.ep.accept_with(l, |req| Decision::Accept {
+    let mut net = Net::new(2, |i| Some(cfg(i)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let l = h_ep
+        .listen(h_sockets, PORT, ListenConfig::default())
+        .unwrap();
+    h_ep.accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
-    let now = net.now;
-    let h = &mut net.hosts[1];
-    let c =
-        h.ep.connect(
-            &mut h.iface,
-            &mut h.sockets,
+    let now = net.now();
+    let (h_ep, h_iface, h_sockets) = net.parts(1);
+    let c = h_ep
+        .connect(
+            h_iface,
+            h_sockets,
             now,
             server(),
             None,
@@ -437,7 +443,7 @@ fn a_peer_that_vanishes_times_out_on_both_sides_within_bounds() {
         )
         .unwrap();
     let (mut client, mut srv) = (Vec::new(), Vec::new());
-    net.run(Duration::from_secs(5), |net| {
+    net.run_until(Duration::from_secs(5), |net| {
         client.extend(events(net, 1));
         srv.extend(events(net, 0));
         client
@@ -445,25 +451,25 @@ fn a_peer_that_vanishes_times_out_on_both_sides_within_bounds() {
             .any(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
     });
     // Healthy and idle for 20 s: keepalives keep it up.
-    let quiet_until = net.now + Duration::from_secs(20);
-    net.run(Duration::from_secs(25), |net| {
+    let quiet_until = net.now() + Duration::from_secs(20);
+    net.run_until(Duration::from_secs(25), |net| {
         client.extend(events(net, 1));
         srv.extend(events(net, 0));
-        net.now >= quiet_until
+        net.now() >= quiet_until
     });
     assert!(
         closed_of(&client).is_none() && closed_of(&srv).is_none(),
         "idle but healthy sessions stay up"
     );
     // Now the server's cable is pulled: no FIN, no RST, nothing.
-    net.hosts[0].vanished = true;
-    let gone_at = net.now;
-    net.run(Duration::from_secs(30), |net| {
+    net.vanish(0);
+    let gone_at = net.now();
+    net.run_until(Duration::from_secs(30), |net| {
         client.extend(events(net, 1));
         srv.extend(events(net, 0));
         closed_of(&client).is_some() && closed_of(&srv).is_some()
     });
-    let took = net.now - gone_at;
+    let took = net.now() - gone_at;
     assert_eq!(
         closed_of(&client),
         Some(CloseReason::TimedOut(Timer::Idle)),
@@ -487,18 +493,19 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
     // lost; A finishes (slot 0 free); D's SYN takes the armed listener and the
     // pool re-arms into slot 0; C's retransmitted SYN then lands in slot 0:
     // two sockets for C's 4-tuple. The stale one must go, without a RST.
-    let mut net = Net::new(4, |i| Config::new(i as u64 + 11));
-    let h = &mut net.hosts[0];
-    let l =
-        h.ep.listen(&mut h.sockets, PORT, ListenConfig::new(1, 8))
-            .unwrap();
-    h.ep.accept_with(l, |req| Decision::Accept {
+    let mut net = Net::new(4, |i| Some(Config::new(i as u64 + 11)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let l = h_ep
+        .listen(h_sockets, PORT, ListenConfig::new(1, 8))
+        .unwrap();
+    h_ep.accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
     let dropped_one = Rc::new(RefCell::new(false));
     let flag = dropped_one.clone();
-    net.drop = Box::new(move |p| {
+    net.set_drop(move |p| {
         let first_syn_ack_to_c = p.syn && p.ack && p.dst == ip(3) && !*flag.borrow();
         if first_syn_ack_to_c {
             *flag.borrow_mut() = true;
@@ -509,8 +516,8 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
     });
     let a = connect(&mut net, 1, b"A");
     let mut done_a = false;
-    net.run(Duration::from_secs(2), |net| {
-        let now = net.now;
+    net.run_until(Duration::from_secs(2), |net| {
+        let now = net.now();
         for (h, e) in events(net, 1) {
             if h == a && matches!(e, EndpointEvent::Session(Event::Connected { .. })) {
                 done_a = true;
@@ -521,25 +528,25 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
         done_a
     });
     let c = connect(&mut net, 2, b"C");
-    net.run(Duration::from_millis(50), |net| {
-        *dropped_one.borrow() && net.now >= Instant::from_millis(20)
+    net.run_until(Duration::from_millis(50), |net| {
+        *dropped_one.borrow() && net.now() >= Instant::from_millis(20)
     });
     // A ends abortively: slot 0 is released at once.
-    let now = net.now;
-    let (ep, so) = net.hosts[1].split();
+    let now = net.now();
+    let (ep, so) = net.split(1);
     ep.abort(so, a, now, Reason::UNSPECIFIED, None).unwrap();
-    net.run(Duration::from_millis(100), |net| {
+    net.run_until(Duration::from_millis(100), |net| {
         let ended = events(net, 0);
         close_ended(net, 0, &ended);
         events(net, 1);
-        net.hosts[0].ep.connection_count() == 1
+        net.ep(0).connection_count() == 1
     });
     connect(&mut net, 3, b"D");
     let mut c = c;
     let mut c_connected = false;
     let mut c_attempts = 1;
-    net.run(Duration::from_secs(10), |net| {
-        let now = net.now;
+    net.run_until(Duration::from_secs(10), |net| {
+        let now = net.now();
         for (h, e) in events(net, 2) {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) if h == c => c_connected = true,
@@ -549,7 +556,7 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
                     if h == c && !c_connected =>
                 {
                     {
-                        let (ep, so) = net.hosts[2].split();
+                        let (ep, so) = net.split(2);
                         ep.close(so, h, now)
                     }
                     .unwrap();
@@ -566,45 +573,47 @@ fn lost_syn_ack_duplicate_half_open_socket_is_cleaned_up() {
     });
     assert!(c_attempts <= 2, "at most one retry");
     assert_eq!(
-        net.hosts[0].ep.stats().duplicates_dropped,
+        net.ep(0).stats().duplicates_dropped,
         1,
         "{:?}",
-        net.hosts[0].ep.stats()
+        net.ep(0).stats()
     );
     // Nothing is left half-open for long: a socket orphaned by the race is
     // bounded by the handshake timeout (5 s), not retransmitting forever.
-    let half_open = |net: &Net| {
-        net.hosts[0]
+    let half_open = |net: &mut Net| {
+        net.sim
+            .host(0)
             .sockets
             .iter()
             .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::SynReceived))
             .count()
     };
-    let connected_at = net.now;
-    net.run(Duration::from_secs(7), |net| {
+    let connected_at = net.now();
+    net.run_until(Duration::from_secs(7), |net| {
         let ended = events(net, 0);
         close_ended(net, 0, &ended);
         half_open(net) == 0
     });
-    assert!(net.now - connected_at <= Duration::from_secs(6));
+    assert!(net.now() - connected_at <= Duration::from_secs(6));
 }
 
 #[test]
 fn tcp_level_defer_holds_the_syn_ack_for_a_bounded_time() {
-    let mut net = Net::new(2, |i| Config::new(i as u64 + 21));
-    let h = &mut net.hosts[0];
-    let l =
-        h.ep.listen(&mut h.sockets, PORT, ListenConfig::default())
-            .unwrap();
-    h.ep.set_syn_defer_timeout(std::time::Duration::from_millis(1500));
-    h.ep.tcp_accept_with(&mut h.sockets, l, |_, _| TcpDecision::Defer);
-    net.drop = Box::new(|p| {
+    let mut net = Net::new(2, |i| Some(Config::new(i as u64 + 21)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let l = h_ep
+        .listen(h_sockets, PORT, ListenConfig::default())
+        .unwrap();
+    h_ep.set_syn_defer_timeout(std::time::Duration::from_millis(1500));
+    h_ep.tcp_accept_with(h_sockets, l, |_, _| TcpDecision::Defer);
+    net.set_drop(|p| {
         assert!(!(p.syn && p.ack), "no SYN-ACK while deferred");
         false
     });
     connect(&mut net, 1, b"waiting");
     let mut seen = Vec::new();
-    net.run(Duration::from_secs(10), |net| {
+    net.run_until(Duration::from_secs(10), |net| {
         let new = events(net, 1);
         close_ended(net, 1, &new);
         seen.extend(new);
@@ -616,16 +625,16 @@ fn tcp_level_defer_holds_the_syn_ack_for_a_bounded_time() {
         "refused once the deferral ran out"
     );
     assert!(
-        net.now >= Instant::from_millis(1500) && net.now < Instant::from_millis(2600),
+        net.now() >= Instant::from_millis(1500) && net.now() < Instant::from_millis(2600),
         "at {}",
-        net.now
+        net.now()
     );
 }
 
 #[test]
 fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
     let (mut net, l) = pair(ListenConfig::default());
-    net.hosts[0].ep.accept_with(l, |req| Decision::Accept {
+    net.ep(0).accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
@@ -635,8 +644,8 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
         .collect();
     let (mut sent, mut writable, mut connected) = (0usize, 0, false);
     let mut got: Vec<u8> = Vec::new();
-    net.run(Duration::from_secs(60), |net| {
-        let now = net.now;
+    net.run_until(Duration::from_secs(60), |net| {
+        let now = net.now();
         for (h, e) in events(net, 1) {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) if h == c => connected = true,
@@ -645,22 +654,22 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
             }
         }
         if connected {
-            let host = &mut net.hosts[1];
+            let (host_ep, host_sockets) = net.split(1);
             while sent < data.len() {
-                match host.ep.send(&mut host.sockets, c, now, &data[sent..]) {
+                match host_ep.send(host_sockets, c, now, &data[sent..]) {
                     Ok(k) => sent += k,
                     Err(_) => break,
                 }
             }
         }
-        let srv = &mut net.hosts[0];
-        while let Some((h, e)) = srv.ep.poll_event() {
+        let (srv_ep, srv_sockets) = net.split(0);
+        while let Some((h, e)) = srv_ep.poll_event() {
             if matches!(
                 e,
                 EndpointEvent::Session(Event::Readable) | EndpointEvent::Accepted(_)
             ) {
                 let mut buf = [0u8; 8192];
-                while let Ok(k) = srv.ep.recv(&mut srv.sockets, h, now, &mut buf) {
+                while let Ok(k) = srv_ep.recv(srv_sockets, h, now, &mut buf) {
                     if k == 0 {
                         break;
                     }
@@ -680,7 +689,7 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
 #[test]
 fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
     let (mut net, l) = pair(ListenConfig::default());
-    net.hosts[0].ep.accept_with(l, |req| Decision::Accept {
+    net.ep(0).accept_with(l, |req| Decision::Accept {
         callee_data: None,
         granted: req.grant,
     });
@@ -694,18 +703,18 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
     let mut eof = false;
     let mut server_total = None;
     let mut client_total = None;
-    net.run(Duration::from_secs(60), |net| {
-        let now = net.now;
+    net.run_until(Duration::from_secs(60), |net| {
+        let now = net.now();
         for (h, e) in events(net, 1) {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) if h == c => connected = true,
                 EndpointEvent::Session(Event::PeerDisconnected) => {
                     let mut b = [0u8; 8];
-                    if let Ok(Some(8)) = net.hosts[1].ep.recv_disconnect(h, &mut b) {
+                    if let Ok(Some(8)) = net.ep(1).recv_disconnect(h, &mut b) {
                         client_total = Some(u64::from_be_bytes(b));
                     }
                     {
-                        let (ep, so) = net.hosts[1].split();
+                        let (ep, so) = net.split(1);
                         ep.close(so, h, now)
                     }
                     .unwrap();
@@ -714,27 +723,22 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
             }
         }
         if connected && !disconnected {
-            let host = &mut net.hosts[1];
+            let (host_ep, host_sockets) = net.split(1);
             while sent < data.len() {
-                match host.ep.send(&mut host.sockets, c, now, &data[sent..]) {
+                match host_ep.send(host_sockets, c, now, &data[sent..]) {
                     Ok(k) => sent += k,
                     Err(_) => break,
                 }
             }
             if sent == data.len() {
-                host.ep
-                    .send_disconnect(
-                        &mut host.sockets,
-                        c,
-                        now,
-                        Some(&(sent as u64).to_be_bytes()),
-                    )
+                host_ep
+                    .send_disconnect(host_sockets, c, now, Some(&(sent as u64).to_be_bytes()))
                     .unwrap();
                 disconnected = true;
             }
         }
-        let srv = &mut net.hosts[0];
-        while let Some((h, e)) = srv.ep.poll_event() {
+        let (srv_ep, srv_sockets) = net.split(0);
+        while let Some((h, e)) = srv_ep.poll_event() {
             if matches!(e, EndpointEvent::Accepted(_)) {
                 server_handle = Some(h);
             }
@@ -743,22 +747,22 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
             // A small, odd buffer: DATA frames straddle reads.
             let mut buf = [0u8; 3000];
             loop {
-                match srv.ep.recv(&mut srv.sockets, h, now, &mut buf) {
+                match srv_ep.recv(srv_sockets, h, now, &mut buf) {
                     Ok(0) => {
                         eof = true;
                         let mut b = [0u8; 8];
-                        if let Ok(Some(8)) = srv.ep.recv_disconnect(h, &mut b) {
+                        if let Ok(Some(8)) = srv_ep.recv_disconnect(h, &mut b) {
                             server_total = Some(u64::from_be_bytes(b));
                         }
-                        srv.ep
+                        srv_ep
                             .send_disconnect(
-                                &mut srv.sockets,
+                                srv_sockets,
                                 h,
                                 now,
                                 Some(&(got.len() as u64).to_be_bytes()),
                             )
                             .unwrap();
-                        srv.ep.close(&mut srv.sockets, h, now).unwrap();
+                        srv_ep.close(srv_sockets, h, now).unwrap();
                         break;
                     }
                     Ok(k) => got.extend_from_slice(&buf[..k]),

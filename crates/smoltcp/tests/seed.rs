@@ -7,7 +7,7 @@
 //! its grand total and closes. Afterwards every SocketSet holds only the
 //! listening sockets.
 
-mod net;
+mod world;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,11 +16,16 @@ use std::rc::Rc;
 use bookend_session::{CloseReason, Event, Options};
 use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig};
 use bytes::Bytes;
-use net::{Net, ip};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
+use world::{World as Net, ip as host_ip};
 
 const PORT: u16 = 7000;
+
+/// Host `n` of the old numbering (1 is the server): host `n - 1` of the world.
+fn ip(n: u8) -> smoltcp::wire::IpAddress {
+    host_ip(n as usize - 1)
+}
 const CLIENTS: usize = 100;
 const CLIENT_HOSTS: usize = 4;
 
@@ -37,15 +42,17 @@ struct Client {
 
 #[test]
 fn seed_scenario_100_clients_backlog_8() {
-    let mut net = Net::new(1 + CLIENT_HOSTS, |i| Config::new(1000 + i as u64));
+    let mut net = Net::new(1 + CLIENT_HOSTS, |i| Some(Config::new(1000 + i as u64)));
+    // The test takes the endpoints' events itself.
+    net.apps.collect = false;
     let server = 0;
-    let h = &mut net.hosts[server];
-    let listener =
-        h.ep.listen(&mut h.sockets, PORT, ListenConfig::new(8, 64))
-            .unwrap();
+    let (h_ep, h_sockets) = net.split(server);
+    let listener = h_ep
+        .listen(h_sockets, PORT, ListenConfig::new(8, 64))
+        .unwrap();
     let names = Rc::new(RefCell::new(Vec::new()));
     let seen = names.clone();
-    h.ep.accept_with(listener, move |req| {
+    h_ep.accept_with(listener, move |req| {
         seen.borrow_mut()
             .push(req.caller_data.clone().unwrap_or_default());
         Decision::Accept {
@@ -53,7 +60,7 @@ fn seed_scenario_100_clients_backlog_8() {
             granted: req.grant,
         }
     });
-    assert_eq!(h.sockets.iter().count(), 8, "the backlog pool is armed");
+    assert_eq!(h_sockets.iter().count(), 8, "the backlog pool is armed");
 
     // Client i: on host 1 + i % 4, transaction total i + 1, starting within 200 ms.
     let mut clients: Vec<Client> = (0..CLIENTS)
@@ -70,20 +77,19 @@ fn seed_scenario_100_clients_backlog_8() {
     let mut cumulative: u64 = 0;
     let mut server_log: Vec<(u64, u64)> = Vec::new(); // (client total, grand total sent)
 
-    net.run(Duration::from_secs(60), |net| {
-        let now = net.now;
+    net.run_until(Duration::from_secs(60), |net| {
+        let now = net.now();
         // Clients start (or retry after a TCP-level refusal: smoltcp answers a
         // SYN that finds no armed listener with RST).
         for (i, c) in clients.iter_mut().enumerate() {
             if c.handle.is_none() && !c.done && now >= c.start_at {
-                let host = &mut net.hosts[1 + i % CLIENT_HOSTS];
+                let (host_ep, host_iface, host_sockets) = net.parts(1 + i % CLIENT_HOSTS);
                 let name = format!("client-{i}");
                 let remote = IpEndpoint::new(ip(1), PORT);
-                let h = host
-                    .ep
+                let h = host_ep
                     .connect(
-                        &mut host.iface,
-                        &mut host.sockets,
+                        host_iface,
+                        host_sockets,
                         now,
                         remote,
                         Some(name.as_bytes()),
@@ -95,28 +101,28 @@ fn seed_scenario_100_clients_backlog_8() {
             }
         }
         // Server: steps 2-5 and 5a.
-        let s = &mut net.hosts[server];
-        while let Some((h, ev)) = s.ep.poll_event() {
+        let (s_ep, s_sockets) = net.split(server);
+        while let Some((h, ev)) = s_ep.poll_event() {
             if let EndpointEvent::Session(Event::PeerDisconnected) = ev {
                 let mut buf = [0u8; 8];
                 assert_eq!(
-                    s.ep.recv(&mut s.sockets, h, now, &mut buf).ok(),
+                    s_ep.recv(s_sockets, h, now, &mut buf).ok(),
                     Some(0),
                     "(2) recv returns 0"
                 );
-                let n = s.ep.recv_disconnect(h, &mut buf).unwrap().unwrap(); // (3)
+                let n = s_ep.recv_disconnect(h, &mut buf).unwrap().unwrap(); // (3)
                 let total = u64::from_be_bytes(buf[..n].try_into().unwrap());
                 cumulative += total; // (4)
-                s.ep.send_disconnect(&mut s.sockets, h, now, Some(&cumulative.to_be_bytes()))
+                s_ep.send_disconnect(s_sockets, h, now, Some(&cumulative.to_be_bytes()))
                     .unwrap(); // (5)
                 server_log.push((total, cumulative));
-                s.ep.close(&mut s.sockets, h, now).unwrap(); // (5a) at once
+                s_ep.close(s_sockets, h, now).unwrap(); // (5a) at once
             }
         }
         // Clients: connect, step 1, then 6-8.
         for host in 1..=CLIENT_HOSTS {
-            let hst = &mut net.hosts[host];
-            while let Some((h, ev)) = hst.ep.poll_event() {
+            let (hst_ep, hst_sockets) = net.split(host);
+            while let Some((h, ev)) = hst_ep.poll_event() {
                 // Handles are per endpoint: match the host too.
                 let (i, c) = clients
                     .iter_mut()
@@ -127,16 +133,16 @@ fn seed_scenario_100_clients_backlog_8() {
                     EndpointEvent::Session(Event::Connected { callee_data, .. }) => {
                         c.greeting = callee_data;
                         let total = c.total.to_be_bytes();
-                        hst.ep
-                            .send_disconnect(&mut hst.sockets, h, now, Some(&total))
+                        hst_ep
+                            .send_disconnect(hst_sockets, h, now, Some(&total))
                             .unwrap(); // (1)
                     }
                     EndpointEvent::Session(Event::PeerDisconnected) => {
                         // (6) FD_CLOSE, (7) WSARecvDisconnect, (8) closesocket.
                         let mut buf = [0u8; 8];
-                        let n = hst.ep.recv_disconnect(h, &mut buf).unwrap().unwrap();
+                        let n = hst_ep.recv_disconnect(h, &mut buf).unwrap().unwrap();
                         c.grand_total = Some(u64::from_be_bytes(buf[..n].try_into().unwrap()));
-                        hst.ep.close(&mut hst.sockets, h, now).unwrap();
+                        hst_ep.close(hst_sockets, h, now).unwrap();
                         c.done = true;
                     }
                     EndpointEvent::Session(Event::Closed(CloseReason::Reset))
@@ -144,7 +150,7 @@ fn seed_scenario_100_clients_backlog_8() {
                     {
                         // Refused at the TCP level: retry shortly, as a client would.
                         assert!(c.attempts < 50, "client {i} refused 50 times");
-                        hst.ep.close(&mut hst.sockets, h, now).unwrap();
+                        hst_ep.close(hst_sockets, h, now).unwrap();
                         c.handle = None;
                         c.start_at = now + Duration::from_millis(20 + (i as u64 % 13) * 3);
                     }
@@ -156,11 +162,7 @@ fn seed_scenario_100_clients_backlog_8() {
             }
         }
         let all_done = clients.iter().all(|c| c.done);
-        let listeners_only = net.hosts.iter().all(|h| {
-            h.ep.connection_count() == 0
-                && h.sockets.iter().count() == h.ep.listening_socket_count()
-        });
-        all_done && listeners_only
+        all_done && net.listeners_only()
     });
 
     // Every client got the greeting and a grand total that is the server's
@@ -192,14 +194,14 @@ fn seed_scenario_100_clients_backlog_8() {
         "the condition function saw every caller's data"
     );
     // Back to listeners only: the server keeps its pool of 8, clients hold nothing.
-    assert_eq!(net.hosts[0].sockets.iter().count(), 8);
-    for h in &net.hosts[1..] {
-        assert_eq!(h.sockets.iter().count(), 0);
+    assert_eq!(net.sim.host(0).sockets.iter().count(), 8);
+    for i in 1..=CLIENT_HOSTS {
+        assert_eq!(net.sim.host(i).sockets.iter().count(), 0);
     }
     let retries: u32 = clients.iter().map(|c| c.attempts - 1).sum();
     eprintln!(
         "100 clients done at {}; {retries} TCP-level retries; stats {:?}",
-        net.now,
-        net.hosts[0].ep.stats()
+        net.now(),
+        net.ep(0).stats()
     );
 }

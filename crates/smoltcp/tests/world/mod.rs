@@ -21,6 +21,9 @@ pub struct Apps {
     pub events: Vec<Vec<(Instant, Handle, EndpointEvent)>>,
     /// How often `Endpoint::poll` runs per interface poll (the TAP CLI ran it twice).
     pub polls_per_round: usize,
+    /// Whether the harness takes the endpoints' events into `events` (else
+    /// the test takes them itself with `poll_event`).
+    pub collect: bool,
 }
 
 impl App for Apps {
@@ -30,7 +33,9 @@ impl App for Apps {
         };
         for _ in 0..self.polls_per_round {
             ep.poll(now, &mut h.iface, &mut h.sockets);
-            while let Some((hd, e)) = ep.poll_event() {
+            while self.collect
+                && let Some((hd, e)) = ep.poll_event()
+            {
                 self.events[host].push((now, hd, e));
             }
         }
@@ -73,6 +78,7 @@ impl World {
                 eps,
                 events: vec![Vec::new(); n],
                 polls_per_round: 1,
+                collect: true,
             },
         }
     }
@@ -83,6 +89,36 @@ impl World {
 
     pub fn ep(&mut self, i: usize) -> &mut Endpoint {
         self.apps.eps[i].as_mut().unwrap()
+    }
+
+    /// The endpoint of host `i` with the socket set it drives, for commands.
+    pub fn split(&mut self, i: usize) -> (&mut Endpoint, &mut smoltcp::iface::SocketSet<'static>) {
+        let (ep, _, sockets) = self.parts(i);
+        (ep, sockets)
+    }
+
+    /// Host `i` drops off the network from now on (unplugged, or crashed
+    /// without a word).
+    pub fn vanish(&mut self, i: usize) {
+        let now = self.sim.now;
+        self.sim.partition(i, now, Instant::from_secs(1 << 30));
+    }
+
+    /// Drops the packets `drop` says so, described as [`Packet`]s.
+    pub fn set_drop(&mut self, mut drop: impl FnMut(&Packet) -> bool + 'static) {
+        self.sim
+            .set_filter(move |_, _, p| !packet(p).is_some_and(|p| drop(&p)));
+    }
+
+    /// Whether every endpoint holds nothing but its armed listeners.
+    pub fn listeners_only(&mut self) -> bool {
+        (0..self.apps.eps.len()).all(|i| {
+            let Some(ep) = self.apps.eps[i].as_ref() else {
+                return true;
+            };
+            let (conns, armed) = (ep.connection_count(), ep.listening_socket_count());
+            conns == 0 && self.sim.host(i).sockets.iter().count() == armed
+        })
     }
 
     /// The endpoint of host `i` with that host's interface and sockets.
@@ -105,23 +141,30 @@ impl World {
     }
 
     /// Moves time to the next wakeup (at most `end`); false if there is
-    /// none by then. A wakeup that stays in the past for 100 000 rounds is a
-    /// busy loop (a `poll_at` stuck in the past): that panics.
+    /// none by then. A wakeup in the past steps 100 µs (smoltcp's own
+    /// `poll_at` says "now" while a SYN-ACK is paused). An endpoint whose
+    /// `poll_at` stays in the past for 100 000 rounds is a busy loop: that panics.
     fn advance(&mut self, end: Instant, stuck: &mut u32) -> bool {
+        let now = self.sim.now;
+        let ep_due = self
+            .apps
+            .eps
+            .iter()
+            .flatten()
+            .any(|ep| ep.poll_at(now).is_some_and(|t| t <= now));
+        if ep_due {
+            *stuck += 1;
+            assert!(*stuck < 100_000, "poll_at stuck in the past at {now}");
+        } else {
+            *stuck = 0;
+        }
         match self.sim.next_wakeup(&mut self.apps) {
             Some(t) if t <= end => {
-                if t <= self.sim.now {
-                    *stuck += 1;
-                    assert!(
-                        *stuck < 100_000,
-                        "poll_at stuck in the past at {}",
-                        self.sim.now
-                    );
-                    self.sim.now += Duration::from_micros(1);
+                self.sim.now = if t <= now {
+                    now + Duration::from_micros(if ep_due { 1 } else { 100 })
                 } else {
-                    *stuck = 0;
-                    self.sim.now = t;
-                }
+                    t
+                };
                 true
             }
             _ => false,
@@ -129,7 +172,12 @@ impl World {
     }
 
     /// Runs until `cond` holds (checked after every round); panics after `limit`.
-    pub fn run_until(&mut self, limit: StdDuration, mut cond: impl FnMut(&mut Self) -> bool) {
+    pub fn run_until(
+        &mut self,
+        limit: impl Into<StdDuration>,
+        mut cond: impl FnMut(&mut Self) -> bool,
+    ) {
+        let limit: StdDuration = limit.into();
         let end = self.sim.now + Duration::from_micros(limit.as_micros() as u64);
         let mut stuck = 0;
         loop {
@@ -138,13 +186,22 @@ impl World {
                 return;
             }
             if !self.advance(end, &mut stuck) {
+                // Nothing happens before the end: time passes to it.
+                if self.sim.now < end {
+                    self.sim.now = end;
+                    self.round();
+                    if cond(self) {
+                        return;
+                    }
+                }
                 panic!("condition not met by {end} (now {})", self.sim.now);
             }
         }
     }
 
     /// Runs for `d` of virtual time.
-    pub fn run_for(&mut self, d: StdDuration) {
+    pub fn run_for(&mut self, d: impl Into<StdDuration>) {
+        let d: StdDuration = d.into();
         let end = self.sim.now + Duration::from_micros(d.as_micros() as u64);
         let mut stuck = 0;
         loop {
@@ -261,4 +318,31 @@ pub fn syn_packet(src: IpEndpoint, dst: IpEndpoint, seq: u32) -> Vec<u8> {
     let mut t = TcpPacket::new_unchecked(p.payload_mut());
     tcp.emit(&mut t, &src.addr, &dst.addr, &caps);
     buf
+}
+
+/// A TCP packet as a drop filter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet {
+    pub src: IpAddress,
+    pub dst: IpAddress,
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub len: usize,
+}
+
+/// Describes an IPv4/TCP packet.
+pub fn packet(b: &[u8]) -> Option<Packet> {
+    let ip4 = Ipv4Packet::new_checked(b).ok()?;
+    let t = TcpPacket::new_checked(ip4.payload()).ok()?;
+    Some(Packet {
+        src: IpAddress::Ipv4(ip4.src_addr()),
+        dst: IpAddress::Ipv4(ip4.dst_addr()),
+        syn: t.syn(),
+        ack: t.ack(),
+        fin: t.fin(),
+        rst: t.rst(),
+        len: t.payload().len(),
+    })
 }
