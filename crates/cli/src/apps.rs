@@ -11,6 +11,28 @@ use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
 
+/// Longest caller name the server keeps: caller data can be 64 KiB (or
+/// more), and whatever the server keeps per caller must be bounded.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Most per-caller records (totals, failures) the server keeps; beyond,
+/// only the counters grow.
+pub const MAX_RECORDS: usize = 4096;
+
+/// The name the server knows a caller by: its caller data, cut to
+/// [`MAX_NAME_BYTES`] bytes before decoding, so the key is bounded whatever
+/// the caller sent (invalid UTF-8 becomes U+FFFD, 3 bytes per byte at most).
+pub fn caller_name(data: &[u8]) -> String {
+    String::from_utf8_lossy(&data[..data.len().min(MAX_NAME_BYTES)]).into_owned()
+}
+
+/// Keeps `value` under `key` while the map has room for it.
+fn record<V>(map: &mut BTreeMap<String, V>, key: String, value: V) {
+    if map.len() < MAX_RECORDS || map.contains_key(&key) {
+        map.insert(key, value);
+    }
+}
+
 /// The greeting the server sends as callee data.
 pub const GREETING: &[u8] = b"welcome to bookend";
 
@@ -92,8 +114,13 @@ pub struct Server {
     /// The cumulative total of transactions over all clients.
     pub cumulative: u64,
     /// Per client name: (its total, the grand total sent back).
+    /// At most [`MAX_RECORDS`] entries, keyed by [`caller_name`].
     pub totals: BTreeMap<String, (u64, u64)>,
-    /// Sessions that ended other than gracefully.
+    /// Clients that finished (every one, also past `MAX_RECORDS`).
+    pub finished: u64,
+    /// Sessions that ended other than gracefully (every one).
+    pub failures: u64,
+    /// Sessions that ended other than gracefully: at most [`MAX_RECORDS`].
     pub failed: BTreeMap<String, CloseReason>,
     /// The caller whose steps are recorded.
     pub trace: Option<String>,
@@ -110,6 +137,8 @@ impl Server {
             mode,
             cumulative: 0,
             totals: BTreeMap::new(),
+            finished: 0,
+            failures: 0,
             failed: BTreeMap::new(),
             trace,
             steps: Vec::new(),
@@ -142,9 +171,7 @@ impl Server {
         while let Some((h, ev)) = ep.poll_event() {
             match ev {
                 EndpointEvent::Accepted(req) | EndpointEvent::Incoming(req) => {
-                    let name =
-                        String::from_utf8_lossy(req.caller_data.as_deref().unwrap_or_default())
-                            .into_owned();
+                    let name = caller_name(req.caller_data.as_deref().unwrap_or_default());
                     self.names.insert(h, name.clone());
                     self.record(
                         h,
@@ -206,7 +233,8 @@ impl Server {
                         describe_total(grand),
                     );
                     let name = self.names.get(&h).cloned().unwrap_or_default();
-                    self.totals.insert(name, (total, grand));
+                    self.finished += 1;
+                    record(&mut self.totals, name, (total, grand));
                     let _ = ep.close(sockets, h, now);
                     self.record(h, "5a", "closesocket, at once", now, "");
                     self.names.remove(&h);
@@ -214,7 +242,8 @@ impl Server {
                 }
                 EndpointEvent::Session(Event::Closed(reason)) => {
                     if let Some(name) = self.names.remove(&h) {
-                        self.failed.insert(name, reason);
+                        self.failures += 1;
+                        record(&mut self.failed, name, reason);
                     }
                     self.stream_rx.remove(&h);
                     let _ = ep.close(sockets, h, now);
@@ -558,5 +587,31 @@ impl Client {
                 describe_total(total),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, item 7: 300 callers with 64 KiB of unique caller data each
+    /// (or 0xFF bytes, which decode to 3-byte replacement characters) cost
+    /// the server a bounded key each, and the maps stop at `MAX_RECORDS`.
+    #[test]
+    fn per_caller_state_is_bounded() {
+        let mut totals = BTreeMap::new();
+        for i in 0..300u32 {
+            let mut data = vec![0xFFu8; 64 * 1024];
+            data[..4].copy_from_slice(&i.to_be_bytes());
+            let name = caller_name(&data);
+            assert!(name.len() <= 3 * MAX_NAME_BYTES, "{} bytes", name.len());
+            record(&mut totals, name, (1u64, 1u64));
+        }
+        for i in 0..(2 * MAX_RECORDS as u32) {
+            record(&mut totals, format!("c{i}"), (1, 1));
+        }
+        assert_eq!(totals.len(), MAX_RECORDS);
+        let held: usize = totals.keys().map(String::len).sum();
+        assert!(held <= MAX_RECORDS * 3 * MAX_NAME_BYTES);
     }
 }

@@ -235,8 +235,7 @@ fn run(command: Command) -> Result<bool, String> {
             println!("{}", step_table(&r.steps));
             println!(
                 "clients served: {}; cumulative total: {}",
-                r.totals.len(),
-                r.cumulative
+                r.finished, r.cumulative
             );
             Ok(true)
         }

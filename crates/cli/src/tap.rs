@@ -45,8 +45,11 @@ fn relative(steps: &mut [Step], start: Instant) {
 /// What `serve` did.
 #[derive(Debug)]
 pub struct ServeReport {
-    /// Per client name: (its total, the grand total sent).
+    /// Per client name: (its total, the grand total sent); bounded
+    /// (`apps::MAX_RECORDS`).
     pub totals: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Clients served to the end.
+    pub finished: u64,
     /// The cumulative total.
     pub cumulative: u64,
     /// The traced client's steps (times relative to the start).
@@ -84,7 +87,7 @@ pub fn serve(
         ep.poll(now, iface, sockets);
         server.poll(&mut ep, sockets, now);
         let finished =
-            clients.is_some_and(|n| server.totals.len() >= n) && ep.connection_count() == 0;
+            clients.is_some_and(|n| server.finished >= n as u64) && ep.connection_count() == 0;
         if finished {
             return None;
         }
@@ -101,6 +104,7 @@ pub fn serve(
     relative(&mut server.steps, start);
     Ok(ServeReport {
         totals: server.totals,
+        finished: server.finished,
         cumulative: server.cumulative,
         steps: server.steps,
     })

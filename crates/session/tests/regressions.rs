@@ -526,3 +526,17 @@ fn r6_direct_read_that_leaves_data_posts_readable_again() {
     assert_eq!((consumed, written), (16, 10));
     assert!(events(&mut s).contains(&Event::Readable));
 }
+
+/// Issue 11, item 4 (fails on 916ac5a): a garbled header that reads as a
+/// frame illegal in the state (CONNECT with a 2 KiB body, while OPEN) is
+/// refused from the header alone, instead of waiting for a body that the
+/// peer's PINGs would never complete.
+#[test]
+fn i11_4_illegal_frame_is_refused_from_its_header() {
+    let mut s = accepted_with(message_config(), Mode::Message);
+    let header = [0x01, 0x01, 0x00, 0x00, 0x08, 0x00];
+    assert_eq!(s.handle_bytes(T, &header), 6);
+    let (frames, actions) = output(&mut s);
+    assert_eq!(frames, vec![format!("ABORT({})", Reason::UNEXPECTED_FRAME)]);
+    assert_eq!(actions, vec![TransportAction::Reset]);
+}
