@@ -619,3 +619,63 @@ fn d8_close_while_connecting_resets_the_half_open_callee() {
         "the callee's half-open was reset"
     );
 }
+
+/// Issue 11, item 5 (fails on 619a646): a duplicated (or late) SYN for an
+/// established connection, taken by a spare listening socket that sits
+/// earlier in the `SocketSet`, must not get the live connection reset: the
+/// spare's half-open twin is dropped (without a RST) before the caller's
+/// answer to its SYN-ACK comes back.
+#[test]
+fn i11_5_duplicate_syn_does_not_reset_a_live_connection() {
+    let mut w = World::new(2, |i| Some(Config::new(90 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let connect = |w: &mut World| {
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"x"), Options::DEFAULT)
+            .unwrap()
+    };
+    let connected = |w: &World, h: Handle| {
+        w.apps.events[1].iter().any(|(_, hd, e)| {
+            *hd == h && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        })
+    };
+    // A takes the first listening slot and goes away, freeing it; B then
+    // takes the next listener, and the one re-armed for it lands in A's
+    // freed slot: a spare listener ahead of B's socket in the SocketSet.
+    let a = connect(&mut w);
+    w.run_until(Duration::from_secs(2), |w| connected(w, a));
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.abort(sockets, a, now, Reason::UNSPECIFIED, None)
+            .unwrap();
+    }
+    w.run_for(Duration::from_secs(2));
+    let b = connect(&mut w);
+    w.run_until(Duration::from_secs(2), |w| connected(w, b));
+    // A copy of B's SYN arrives late.
+    let (local, _) = w.ep(1).endpoints(b).unwrap();
+    let local = local.unwrap();
+    w.sim.inject(1, world::syn_packet(local, addr(0), 12_345));
+    w.run_for(Duration::from_secs(2));
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.send(sockets, b, now, b"still here").unwrap();
+    }
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        closed(&w.take_events(1), b),
+        None,
+        "the live connection was reset by a duplicate SYN's twin"
+    );
+    assert_eq!(w.ep(0).stats().duplicates_dropped, 1);
+}

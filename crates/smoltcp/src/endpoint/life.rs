@@ -236,12 +236,21 @@ impl Endpoint {
         let mut drop = Vec::new();
         for (index, l, r, h) in half_open {
             // Every segment for this tuple goes to the lowest slot holding it:
-            // if another connection has a lower one, this socket never completes.
+            // if another connection has a lower one, this socket never
+            // completes. And a half-open twin of a connection that is already
+            // up (a duplicated or late SYN, taken by a spare listener ahead of
+            // it in the set) would answer the caller's next ACK with a RST
+            // that falls in the live connection's window: drop it first.
             let shadowed = self.conns.iter().flatten().any(|o| {
                 listener_born(o)
                     && o.local == Some(l)
                     && o.remote == Some(r)
-                    && o.socket.is_some_and(|oh| oh < h)
+                    && o.socket.is_some_and(|oh| {
+                        oh != h
+                            && (oh < h
+                                || sockets.get::<tcp::Socket>(oh).state()
+                                    != tcp::State::SynReceived)
+                    })
             });
             if shadowed {
                 drop.push(index);
