@@ -379,6 +379,13 @@ impl Session {
         consumed
     }
 
+    /// Callee: the transport became established only now (a SYN-ACK held by
+    /// a TCP-level condition was released): the handshake timer starts again,
+    /// so the time the SYN-ACK was held does not count against the caller.
+    pub fn handle_transport_established(&mut self, now: Instant) {
+        self.fire(now, Input::TransportUp, machine::Args::default());
+    }
+
     /// Tells the session how the transport ended. A FIN must come after
     /// every byte before it was consumed by [`handle_bytes`](Self::handle_bytes).
     pub fn handle_transport_closed(&mut self, now: Instant, how: TransportClosed) {

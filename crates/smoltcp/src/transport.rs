@@ -92,7 +92,11 @@ impl TcpConnection for tcp::Socket<'_> {
 /// It keeps the TCP user timeout (RFC 5482: how long sent data may stay
 /// unacknowledged) itself once the connection is established, because smoltcp
 /// reports its own time-out and a peer's RST alike (CLOSED). So a connection
-/// that ends without FIN, and without our time-out, was reset.
+/// that ends without FIN, and without our time-out, was reset. Any sign of
+/// life counts as progress: an acknowledgement, or bytes from the peer (a
+/// bookend peer whose window we keep closed still sends its PINGs). A peer
+/// with keepalive off that stops reading for the whole timeout, while we have
+/// data for it, is taken for dead: the price of telling RST from time-out.
 #[derive(Debug, Clone)]
 pub struct Link {
     fin_delivered: bool,
@@ -108,6 +112,10 @@ pub struct Link {
     acked_at: Instant,
     abort_flush: Duration,
     tcp_timeout: Duration,
+    /// The session's idle bound (3 keepalive intervals), if any: the user
+    /// timeout is never shorter, so a peer whose only sign of life is its
+    /// PING is not taken for dead between two of them.
+    liveness: Duration,
 }
 
 impl Link {
@@ -125,12 +133,30 @@ impl Link {
             acked_at: now,
             abort_flush,
             tcp_timeout,
+            liveness: Duration::ZERO,
         }
     }
 
-    /// Bytes written to the transport outside [`Link::pump`] (a direct send).
-    pub fn note_written(&mut self, n: usize) {
+    /// Sets the session's idle bound once negotiated (see `liveness`).
+    pub fn set_liveness(&mut self, idle: Duration) {
+        self.liveness = idle;
+    }
+
+    /// Bytes written to the transport outside [`Link::pump`] (a direct send),
+    /// at `now`, when `queued_before` bytes were already waiting there.
+    pub fn note_written(&mut self, n: usize, queued_before: usize, now: Instant) {
+        if queued_before == 0 {
+            // Nothing was outstanding: the user timeout starts now, not at
+            // the last acknowledgement, however long ago that was.
+            self.acked = self.written;
+            self.acked_at = now;
+        }
         self.written += n as u64;
+    }
+
+    /// When the user timeout would fire for `conn` as it is now.
+    pub fn deadline<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
+        self.user_timeout_at(conn.send_queue())
     }
 
     /// Whether a RST waits for the ABORT before it to be acknowledged: the
@@ -146,7 +172,8 @@ impl Link {
 
     /// When the user timeout would fire if nothing is acknowledged by then.
     fn user_timeout_at(&self, unacked: usize) -> Option<Instant> {
-        (self.established && unacked > 0).then(|| self.acked_at + self.tcp_timeout)
+        (self.established && unacked > 0)
+            .then(|| self.acked_at + self.tcp_timeout.max(self.liveness))
     }
 
     /// Whether the pump has aborted the connection (RST requested).
@@ -198,19 +225,6 @@ impl Link {
             self.acked = acked;
             self.acked_at = now;
         }
-        if !self.gone_delivered
-            && self
-                .user_timeout_at(conn.send_queue())
-                .is_some_and(|at| now >= at)
-        {
-            // Sent data unacknowledged for the whole user timeout: give up, as
-            // TCP's R2 threshold would (RFC 9293 §3.8.3).
-            self.gone_delivered = true;
-            self.aborted = true;
-            conn.abort();
-            session.handle_transport_closed(now, TransportClosed::TimedOut);
-            return true;
-        }
         loop {
             let mut offered = 0;
             let mut taken = 0;
@@ -222,6 +236,8 @@ impl Link {
             match outcome {
                 RecvOutcome::Read(n) if n > 0 => {
                     progress = true;
+                    // The peer is alive: bytes from it count as progress.
+                    self.acked_at = now;
                     if taken < offered {
                         break; // the session's receive buffer is full
                     }
@@ -253,6 +269,20 @@ impl Link {
                     break;
                 }
             }
+        }
+        if !self.gone_delivered
+            && self
+                .user_timeout_at(conn.send_queue())
+                .is_some_and(|at| now >= at)
+        {
+            // Data outstanding and no sign of life for the whole user timeout:
+            // give up, as TCP's R2 threshold would (RFC 9293 §3.8.3). Checked
+            // after reading, so a RST that arrived first is a reset.
+            self.gone_delivered = true;
+            self.aborted = true;
+            conn.abort();
+            session.handle_transport_closed(now, TransportClosed::TimedOut);
+            return true;
         }
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);

@@ -679,3 +679,157 @@ fn i11_5_duplicate_syn_does_not_reset_a_live_connection() {
     );
     assert_eq!(w.ep(0).stats().duplicates_dropped, 1);
 }
+
+// ----- found by review of the endpoint rework (r3, r5 fail on 3e7e785; r1 is a
+// guard: the stall it describes did not reproduce on the simulator) --------
+
+/// A message-mode reader that takes one message per FD_READ, with its
+/// receive buffer and TCP's window full, is not stalled: a read makes the
+/// endpoint take what TCP holds and post FD_READ again.
+#[test]
+fn r1_reads_wake_the_connection_when_data_waits_in_tcp() {
+    let mut w = World::new(2, |i| {
+        let mut c = Config::new(100 + i as u64);
+        c.session.options.mode = bookend_session::Mode::Message;
+        c.session.recv_buffer = 64 * 1024;
+        c.tcp_rx_buffer = 4096;
+        Some(c)
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    w.apps.collect = false;
+    let now = w.now();
+    let mut options = Options::DEFAULT;
+    options.mode = bookend_session::Mode::Message;
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, options)
+            .unwrap()
+    };
+    let msg = vec![5u8; 16 * 1024];
+    let (mut sent, mut received) = (0, 0);
+    w.run_until(Duration::from_secs(30), |w| {
+        let now = w.now();
+        while w.ep(1).poll_event().is_some() {}
+        {
+            let (ep, sockets) = w.split(1);
+            while sent < 40 && ep.send_message(sockets, c, now, &msg).is_ok() {
+                sent += 1;
+            }
+        }
+        // One message per FD_READ, as a Winsock application reading on FD_READ.
+        let ep = w.ep(0);
+        let mut readable = Vec::new();
+        while let Some((h, e)) = ep.poll_event() {
+            if e == EndpointEvent::Session(Event::Readable) {
+                readable.push(h);
+            }
+        }
+        for h in readable {
+            if ep.recv_message_bytes(h).is_ok() {
+                received += 1;
+            }
+        }
+        received == 40
+    });
+}
+
+/// Data sent directly after a long idle time (keepalive off) is not taken
+/// for data unacknowledged since the idle time began.
+#[test]
+fn r3_direct_send_after_idle_is_not_a_user_timeout() {
+    let mut w = World::new(2, |i| {
+        let mut c = Config::new(110 + i as u64);
+        c.session.options.keepalive_ms = 0;
+        Some(c)
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    let mut options = Options::DEFAULT;
+    options.keepalive_ms = 0;
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, options)
+            .unwrap()
+    };
+    w.run_for(Duration::from_secs(40));
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(1);
+        ep.send(sockets, c, now, b"after a long quiet").unwrap();
+        ep.send_disconnect(sockets, c, now, Some(b"bye")).unwrap();
+    }
+    w.run_for(Duration::from_secs(2));
+    let evs = w.take_events(1);
+    assert!(
+        !matches!(
+            closed(&evs, c),
+            Some(CloseReason::TimedOut(bookend_session::Timer::Transport))
+        ),
+        "{evs:?}"
+    );
+}
+
+/// A SYN-ACK held by SO_CONDITIONAL_ACCEPT longer than the handshake
+/// timeout neither spins `poll_at` nor kills the connection once accepted.
+#[test]
+fn r5_held_syn_ack_longer_than_the_handshake_timeout() {
+    let mut w = World::new(2, |i| Some(Config::new(120 + i as u64)));
+    let asked = Rc::new(RefCell::new(0u32));
+    {
+        let asked = asked.clone();
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.set_syn_defer_timeout(std::time::Duration::from_secs(10));
+        ep.tcp_accept_with(sockets, l, move |_, _| {
+            *asked.borrow_mut() += 1;
+            // Defer for the first several polls (about 7 s), then accept.
+            if *asked.borrow() < 70 {
+                TcpDecision::Defer
+            } else {
+                TcpDecision::Accept
+            }
+        });
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, Options::DEFAULT)
+            .unwrap()
+    };
+    // Poll every 100 ms, as an application with a 100 ms tick would.
+    w.run_until(Duration::from_secs(20), |w| {
+        w.sim.now += smoltcp::time::Duration::from_millis(100);
+        w.apps.events[1].iter().any(|(_, h, e)| {
+            *h == c
+                && matches!(
+                    e,
+                    EndpointEvent::Session(Event::Connected { .. } | Event::Closed(_))
+                )
+        })
+    });
+    assert!(
+        w.apps.events[1].iter().any(
+            |(_, h, e)| *h == c && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        ),
+        "{:?}",
+        w.apps.events[1]
+    );
+}

@@ -53,15 +53,20 @@ impl Endpoint {
             self.ports.release(port, t);
             return Err(Error::Connect);
         }
-        let local = socket.local_endpoint();
-        let handle = sockets.add(socket);
         let id = self.next_id();
         let span = tracing::debug_span!("conn", local = %port, remote = %remote);
         let session = {
             let _g = span.enter();
-            Session::caller(self.config.session.clone(), id)
-                .map_err(|_| Error::InvalidConfig("session"))?
+            match Session::caller(self.config.session.clone(), id) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.ports.release(port, t);
+                    return Err(Error::InvalidConfig("session"));
+                }
+            }
         };
+        let local = socket.local_endpoint();
+        let handle = sockets.add(socket);
         let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
         let data = caller_data.map(<[u8]>::to_vec);
         Ok(self.alloc_conn(|generation, waker| Conn {
@@ -141,6 +146,7 @@ impl Endpoint {
             return Ok(n);
         };
         let socket = sockets.get_mut::<tcp::Socket>(sh);
+        let queued_before = socket.send_queue();
         let mut taken = 0;
         // The ring's contiguous tail, then (once it is full) its wrapped start.
         for _ in 0..2 {
@@ -151,7 +157,7 @@ impl Endpoint {
                 (written, ())
             });
             let (n, written) = result?;
-            c.link.note_written(written);
+            c.link.note_written(written, queued_before, t);
             taken += n;
             if n == 0 || taken == data.len() {
                 break;
@@ -166,10 +172,15 @@ impl Endpoint {
             taken += c.session.send(&data[taken..taken + n])?;
             self.flush(h, now, sockets);
         }
-        if taken < data.len()
-            && let Some(c) = self.conn_mut(h)
-        {
-            c.want_writable = true;
+        if let Some(c) = self.conn_mut(h) {
+            if taken < data.len() {
+                c.want_writable = true;
+            }
+            // Sent data starts the user timeout: keep its deadline in the heap.
+            if let Some(sh) = c.socket {
+                c.link_poll_at = c.link.poll_at(sockets.get::<tcp::Socket>(sh));
+            }
+            self.reschedule(h.index as usize);
         }
         if taken == 0 && !data.is_empty() {
             return Err(Error::Session(SessionError::WouldBlock));
@@ -198,7 +209,9 @@ impl Endpoint {
         let t = session_instant(now);
         c.session.set_direct_receive(true);
         if c.session.recv_queue() > 0 {
-            return c.session.recv(buf).map_err(Error::from);
+            let r = c.session.recv(buf);
+            self.after_read(h);
+            return r.map_err(Error::from);
         }
         let mut written = 0;
         if let Some(sh) = c.socket.filter(|_| c.aborted.is_none()) {
@@ -221,6 +234,9 @@ impl Endpoint {
             c.last_tcp_state = None;
             if c.session.has_output() || c.session.pending_events() > 0 {
                 self.flush(h, now, sockets);
+            } else if socket_has_more(sockets, sh) {
+                // Left in TCP for the next read: FD_READ again at the next poll.
+                self.after_read(h);
             }
         }
         if written > 0 {
@@ -252,7 +268,15 @@ impl Endpoint {
     /// This function returns the session's errors of `recv_message`
     /// (`MessageTruncated` leaves the message queued).
     pub fn recv_message(&mut self, h: Handle, buf: &mut [u8]) -> Result<usize, Error> {
-        Ok(self.owned(h)?.session.recv_message(buf)?)
+        let r = self.owned(h)?.session.recv_message(buf);
+        self.after_read(h);
+        Ok(r?)
+    }
+
+    /// A read made room, or re-posted FD_READ: the next poll visits the
+    /// connection, so data held back in TCP is taken and events delivered.
+    fn after_read(&mut self, h: Handle) {
+        self.ready.mark(h.index as usize);
     }
 
     /// Message mode: takes the next whole message without copying it.
@@ -260,7 +284,9 @@ impl Endpoint {
     /// This function returns the errors of [`Endpoint::recv_message`] except
     /// `MessageTruncated`.
     pub fn recv_message_bytes(&mut self, h: Handle) -> Result<Bytes, Error> {
-        Ok(self.owned(h)?.session.recv_message_bytes()?)
+        let r = self.owned(h)?.session.recv_message_bytes();
+        self.after_read(h);
+        Ok(r?)
     }
 
     /// WSASendDisconnect: ends our sending half with `data`; the peer gets
@@ -284,14 +310,18 @@ impl Endpoint {
     /// This function returns the session's errors of `recv_disconnect`
     /// (`NotYet`, `Consumed`, `BufferTooSmall`).
     pub fn recv_disconnect(&mut self, h: Handle, buf: &mut [u8]) -> Result<Option<usize>, Error> {
-        Ok(self.owned(h)?.session.recv_disconnect(buf)?)
+        let r = self.owned(h)?.session.recv_disconnect(buf);
+        self.after_read(h);
+        Ok(r?)
     }
 
     /// [`Endpoint::recv_disconnect`] without copying.
     ///
     /// This function returns the same errors, except `BufferTooSmall`.
     pub fn recv_disconnect_bytes(&mut self, h: Handle) -> Result<Option<Bytes>, Error> {
-        Ok(self.owned(h)?.session.recv_disconnect_bytes()?)
+        let r = self.owned(h)?.session.recv_disconnect_bytes();
+        self.after_read(h);
+        Ok(r?)
     }
 
     /// The pending request of an incoming connection (after `Defer`, or when
@@ -390,6 +420,7 @@ impl Endpoint {
         c.request = None;
         self.stats.refused += 1;
         self.flush(h, now, sockets);
+        self.release(h);
         Ok(())
     }
 
@@ -447,4 +478,9 @@ impl Endpoint {
         self.generations[index] = c.generation;
         self.try_free(index);
     }
+}
+
+/// Whether the socket still holds received bytes.
+fn socket_has_more(sockets: &SocketSet<'_>, h: smoltcp::iface::SocketHandle) -> bool {
+    sockets.get::<tcp::Socket>(h).recv_queue() > 0
 }

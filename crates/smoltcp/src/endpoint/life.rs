@@ -35,6 +35,9 @@ impl Endpoint {
                 c.listener.is_some() && (c.phase == Phase::Pending || Self::syn_paused(c.phase))
             })
         });
+        // A slot freed and taken again may be listed twice: once is enough.
+        self.waiting.sort_unstable();
+        self.waiting.dedup();
         // (listener, born, source, index) of every handshaking connection.
         let mut handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)> =
             Vec::new();
@@ -46,8 +49,17 @@ impl Endpoint {
             if c.phase == Phase::Pending && c.request.is_some() {
                 self.listeners[l].undecided += 1;
             }
-            let waiting = matches!(c.phase, Phase::Pending) || Self::syn_paused(c.phase);
-            if waiting && c.session.state() == State::AwaitConnect && c.aborted.is_none() {
+            // A held SYN-ACK is bounded by its own deferral time, not here. A
+            // connection whose CONNECT is in its socket, not yet read, has
+            // asked: it is not evicted for being slow.
+            let unread = c
+                .socket
+                .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0);
+            if c.phase == Phase::Pending
+                && c.session.state() == State::AwaitConnect
+                && c.aborted.is_none()
+                && !unread
+            {
                 handshaking.push((l, c.born, c.remote.map(|r| r.addr), index));
             }
         }
@@ -164,7 +176,12 @@ impl Endpoint {
                 let _g = span.enter();
                 match Session::callee(self.config.session.clone(), sid, t) {
                     Ok(s) => s,
-                    Err(_) => continue,
+                    Err(_) => {
+                        // Cannot happen (the configuration was validated by
+                        // `Endpoint::new`); never leave a socket unmanaged.
+                        sockets.remove(h);
+                        continue;
+                    }
                 }
             };
             #[cfg(feature = "conditional-accept")]
@@ -402,6 +419,8 @@ impl Endpoint {
                         TcpDecision::Accept => {
                             socket.pause_synack(false);
                             c.phase = Phase::Pending;
+                            // The handshake timer counts from here, not from the SYN.
+                            c.session.handle_transport_established(t);
                         }
                         TcpDecision::Refuse => {
                             debug!("SO_CONDITIONAL_ACCEPT refused: RST");
@@ -431,6 +450,11 @@ impl Endpoint {
                     if !c.link.pump(&mut c.session, socket, t) {
                         break;
                     }
+                }
+                let keepalive = c.session.options().keepalive_ms;
+                if c.session.is_connected() && keepalive > 0 {
+                    c.link
+                        .set_liveness(core::time::Duration::from_millis(3 * u64::from(keepalive)));
                 }
                 c.link_poll_at = c.link.poll_at(socket);
                 if c.link.aborted() {

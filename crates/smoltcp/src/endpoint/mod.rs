@@ -547,7 +547,13 @@ impl Endpoint {
     /// deferral, and the removal of an aborted socket.
     fn deadline(&self, c: &Conn) -> Option<Instant> {
         let live_socket = c.socket.is_some() && c.aborted.is_none();
-        let mut next = c.session.poll_timeout();
+        // While a SYN-ACK is held, the session's handshake timer does not run
+        // (it restarts when the SYN-ACK goes): only the deferral bounds it.
+        let mut next = if Self::syn_paused(c.phase) {
+            None
+        } else {
+            c.session.poll_timeout()
+        };
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 next = Some(next.map_or(x, |n: Instant| n.min(x)));
