@@ -133,7 +133,9 @@ impl Endpoint {
         let Some(c) = self.conns[index].as_deref() else {
             return;
         };
-        let unowned = matches!(c.phase, Phase::Released | Phase::Refused | Phase::Pending);
+        // Anything but `Owned` is nobody's: released, refused, or never seen
+        // by the application (pending, or a SYN-ACK still held).
+        let unowned = c.phase != Phase::Owned;
         if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
             self.conns[index] = None;
             self.generations[index] = self.generations[index].wrapping_add(1);
