@@ -16,8 +16,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::IpEndpoint;
 
-use super::{Conn, Endpoint, Error, Handle, IncomingRequest, Phase, session_instant};
-use crate::transport::Link;
+use super::{Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, session_instant};
 
 impl Endpoint {
     /// WSAConnect: opens a TCP connection to `remote` from an ephemeral port
@@ -67,31 +66,22 @@ impl Endpoint {
         };
         let local = socket.local_endpoint();
         let handle = sockets.add(socket);
-        let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
         let data = caller_data.map(<[u8]>::to_vec);
-        Ok(self.alloc_conn(|generation, waker| Conn {
-            generation,
-            waker,
-            scheduled: None,
-            socket: Some(handle),
+        let fresh = Fresh {
+            socket: handle,
             session,
-            link,
             phase: Phase::Owned,
             listener: None,
             local,
             remote: Some(remote),
-            ephemeral_port: Some(port),
-            connect_args: Some(Box::new((data, options))),
-            request: None,
-            tcp_done_by: None,
-            aborted: None,
-            last_tcp_state: None,
-            want_writable: false,
-            born: t,
-            queued_events: 0,
-            link_poll_at: None,
             span,
-        }))
+        };
+        let h = self.new_conn(fresh, t);
+        if let Some(c) = self.conn_mut(h) {
+            c.ephemeral_port = Some(port);
+            c.connect_args = Some(Box::new((data, options)));
+        }
+        Ok(h)
     }
 
     /// The connection behind `h`, for a command.

@@ -14,8 +14,8 @@ use tracing::{debug, trace};
 
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
-use super::{Conn, Decision, Endpoint, EndpointEvent, Handle, IncomingRequest, Phase};
-use crate::transport::{Link, TcpConnection};
+use super::{Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase};
+use crate::transport::TcpConnection;
 
 impl Endpoint {
     /// Admission control for listener-born connections, once per poll
@@ -197,30 +197,16 @@ impl Endpoint {
             #[cfg(not(feature = "conditional-accept"))]
             let phase = Phase::Pending;
             trace!(?local, ?remote, "listener taken");
-            let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
-            let h = self.alloc_conn(|generation, waker| Conn {
-                generation,
-                waker,
-                scheduled: None,
-                socket: Some(h),
+            let fresh = Fresh {
+                socket: h,
                 session,
-                link,
                 phase,
                 listener: Some(id),
                 local,
                 remote,
-                ephemeral_port: None,
-                connect_args: None,
-                request: None,
-                tcp_done_by: None,
-                aborted: None,
-                last_tcp_state: None,
-                want_writable: false,
-                born: t,
-                queued_events: 0,
-                link_poll_at: None,
                 span,
-            });
+            };
+            let h = self.new_conn(fresh, t);
             self.waiting.push(h.index as usize);
         }
     }

@@ -247,6 +247,17 @@ struct Conn {
     span: tracing::Span,
 }
 
+/// What a new connection starts from; the rest of [`Conn`] starts empty.
+struct Fresh {
+    socket: SocketHandle,
+    session: Session,
+    phase: Phase,
+    listener: Option<usize>,
+    local: Option<IpEndpoint>,
+    remote: Option<IpEndpoint>,
+    span: tracing::Span,
+}
+
 /// Counters for tests and monitoring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -519,6 +530,35 @@ impl Endpoint {
             };
             sockets.remove(h);
         }
+    }
+
+    /// The one place a connection is created (by `connect`, or taken from a
+    /// listener): everything else starts empty.
+    fn new_conn(&mut self, f: Fresh, t: Instant) -> Handle {
+        let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
+        self.alloc_conn(|generation, waker| Conn {
+            generation,
+            waker,
+            scheduled: None,
+            socket: Some(f.socket),
+            session: f.session,
+            link,
+            phase: f.phase,
+            listener: f.listener,
+            local: f.local,
+            remote: f.remote,
+            ephemeral_port: None,
+            connect_args: None,
+            request: None,
+            tcp_done_by: None,
+            aborted: None,
+            last_tcp_state: None,
+            want_writable: false,
+            born: t,
+            queued_events: 0,
+            link_poll_at: None,
+            span: f.span,
+        })
     }
 
     fn alloc_conn(&mut self, conn: impl FnOnce(u32, Waker) -> Conn) -> Handle {
