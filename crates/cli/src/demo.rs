@@ -101,6 +101,9 @@ pub struct DemoReport {
     pub cumulative: Vec<u64>,
     /// Sessions refused (REJECT) plus TCP-level refusals retried.
     pub refused: u64,
+    /// Graceful closes the peer never confirmed (every endpoint's
+    /// `Stats::unconfirmed_closes`).
+    pub unconfirmed_closes: u64,
     /// Network counters.
     pub totals: Totals,
     /// Virtual time at the end.
@@ -163,6 +166,7 @@ impl DemoReport {
                 format!("{grand} (expected {expected}: {check})"),
             ),
             ("sessions refused", self.refused.to_string()),
+            ("unconfirmed closes", self.unconfirmed_closes.to_string()),
             ("retransmissions", self.totals.retransmissions.to_string()),
             (
                 "drops",
@@ -408,7 +412,14 @@ pub fn run(config: DemoConfig) -> DemoReport {
         .iter()
         .map(|c| u64::from(c.refused) + u64::from(c.attempts.saturating_sub(1)))
         .sum();
+    let unconfirmed_closes = app
+        .endpoints
+        .iter()
+        .flatten()
+        .map(|ep| ep.stats().unconfirmed_closes)
+        .sum();
     DemoReport {
+        unconfirmed_closes,
         cumulative: app.servers.iter().map(|s| s.cumulative).collect(),
         config,
         steps,

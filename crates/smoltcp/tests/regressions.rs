@@ -833,3 +833,48 @@ fn r5_held_syn_ack_longer_than_the_handshake_timeout() {
         w.apps.events[1]
     );
 }
+
+/// Issue 11, item 2 (the visible half): a graceful close the peer never
+/// confirms is counted in the endpoint's statistics.
+#[test]
+fn i11_2_unconfirmed_close_is_counted() {
+    let mut w = World::new(2, |i| Some(Config::new(130 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, Options::DEFAULT)
+            .unwrap();
+    }
+    w.run_until(Duration::from_secs(2), |w| {
+        w.apps.events[0]
+            .iter()
+            .any(|(_, _, e)| matches!(e, EndpointEvent::Accepted(_)))
+    });
+    let s = w.apps.events[0][0].1;
+    // The caller vanishes; the server says goodbye with data and closes (5a).
+    w.vanish(1);
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        ep.send_disconnect(sockets, s, now, Some(b"grand total"))
+            .unwrap();
+        ep.close(sockets, s, now).unwrap();
+    }
+    assert_eq!(w.ep(0).stats().unconfirmed_closes, 0);
+    w.run_for(Duration::from_secs(120));
+    assert_eq!(
+        w.ep(0).stats().unconfirmed_closes,
+        1,
+        "{:?}",
+        w.ep(0).stats()
+    );
+    assert_eq!(w.ep(0).connection_count(), 0);
+}

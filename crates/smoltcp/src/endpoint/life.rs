@@ -552,6 +552,22 @@ impl Endpoint {
                 }
                 (Event::Closed(reason), _) => {
                     trace!(%reason, "closed in the background");
+                    let unconfirmed = matches!(
+                        reason,
+                        CloseReason::TimedOut(_)
+                            | CloseReason::Reset
+                            | CloseReason::ProtocolError { .. }
+                            | CloseReason::Aborted {
+                                by: bookend_session::Side::Peer,
+                                ..
+                            }
+                    );
+                    if c.phase == Phase::Released && unconfirmed {
+                        // The application closed and moved on; the close was
+                        // never confirmed by the peer's FIN (§5.4): count it,
+                        // so that it is visible.
+                        self.stats.unconfirmed_closes += 1;
+                    }
                     if c.phase == Phase::Pending {
                         if c.request.take().is_some() {
                             // The application was told of this request: tell it it

@@ -280,6 +280,10 @@ pub struct Stats {
     pub evicted: u64,
     /// Requests answered REJECT(`BUSY`): undecided requests at their bound.
     pub busy: u64,
+    /// Connections the application closed gracefully whose close the peer
+    /// never confirmed (linger or TCP time-out, reset): what was sent last,
+    /// the disconnect data included, may not have arrived.
+    pub unconfirmed_closes: u64,
 }
 
 /// Sessions over smoltcp TCP sockets.
