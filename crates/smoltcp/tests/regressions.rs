@@ -570,7 +570,7 @@ fn d7_slowloris_and_syn_flood_do_not_lock_out_a_good_caller() {
     );
 }
 
-/// Defect 8, from reading: `close` on a handle whose TCP connection is
+/// Defect 8, from reading (fails on 8c4d749): `close` on a handle whose TCP connection is
 /// still being set up resets it, so the callee does not keep a half-open
 /// connection for the caller that gave up.
 #[test]
