@@ -89,14 +89,17 @@ impl TcpConnection for tcp::Socket<'_> {
 
 /// Per-connection bookkeeping of the pump.
 ///
-/// It keeps the TCP user timeout (RFC 5482: how long sent data may stay
-/// unacknowledged) itself once the connection is established, because smoltcp
-/// reports its own time-out and a peer's RST alike (CLOSED). So a connection
-/// that ends without FIN, and without our time-out, was reset. Any sign of
-/// life counts as progress: an acknowledgement, or bytes from the peer (a
-/// bookend peer whose window we keep closed still sends its PINGs). A peer
-/// with keepalive off that stops reading for the whole timeout, while we have
-/// data for it, is taken for dead: the price of telling RST from time-out.
+/// Once the session has negotiated a keepalive, it keeps the TCP user timeout
+/// (RFC 5482: how long sent data may stay unacknowledged) itself and the
+/// driver turns smoltcp's off ([`Link::take_timeout`]), because smoltcp
+/// reports its own time-out and a peer's RST alike (CLOSED): a connection that
+/// then ends without FIN, and without our time-out, was reset. Any sign of
+/// life counts as progress: an acknowledgement, or bytes from the peer (its
+/// PINGs arrive at least every keepalive interval, even while we keep its
+/// window closed). With keepalive off, smoltcp's own time-out stays: it alone
+/// sees the answers to TCP keep-alive probes, so an idle connection to a
+/// vanished peer still ends. Such an end is reported as a reset: without the
+/// last segment's time, smoltcp's time-out and a RST look the same.
 #[derive(Debug, Clone)]
 pub struct Link {
     fin_delivered: bool,
@@ -109,6 +112,8 @@ pub struct Link {
     written: u64,
     /// Bytes the peer had acknowledged at `acked_at`.
     acked: u64,
+    /// The user timeout is ours (smoltcp's is off).
+    owns_timeout: bool,
     acked_at: Instant,
     abort_flush: Duration,
     tcp_timeout: Duration,
@@ -130,6 +135,7 @@ impl Link {
             established: false,
             written: 0,
             acked: 0,
+            owns_timeout: false,
             acked_at: now,
             abort_flush,
             tcp_timeout,
@@ -165,6 +171,24 @@ impl Link {
         self.reset_at.is_some() && !self.aborted
     }
 
+    /// The driver turned smoltcp's time-out off: from now on the user
+    /// timeout is this link's.
+    pub fn take_timeout(&mut self, now: Instant) {
+        self.owns_timeout = true;
+        self.acked_at = now;
+    }
+
+    /// Whether the user timeout is this link's.
+    pub fn owns_timeout(&self) -> bool {
+        self.owns_timeout
+    }
+
+    /// Bytes from the peer were read outside [`Link::pump`] (direct
+    /// receive): a sign of life.
+    pub fn note_received(&mut self, now: Instant) {
+        self.acked_at = now;
+    }
+
     /// Whether the handshake has been seen complete.
     pub fn established(&self) -> bool {
         self.established
@@ -172,7 +196,7 @@ impl Link {
 
     /// When the user timeout would fire if nothing is acknowledged by then.
     fn user_timeout_at(&self, unacked: usize) -> Option<Instant> {
-        (self.established && unacked > 0)
+        (self.owns_timeout && self.established && unacked > 0)
             .then(|| self.acked_at + self.tcp_timeout.max(self.liveness))
     }
 
@@ -255,10 +279,10 @@ impl Link {
                     if !self.gone_delivered {
                         self.gone_delivered = true;
                         progress = true;
-                        // Established, smoltcp's own time-out is off (the
-                        // endpoint keeps it here), so CLOSED without FIN is a
-                        // RST. Before that smoltcp bounds the handshake: gone
-                        // after the whole timeout, it timed out.
+                        // Established, CLOSED without FIN is a RST (or, with
+                        // keepalive off, possibly smoltcp's own time-out: see
+                        // the type docs). Before that smoltcp bounds the
+                        // handshake: gone after the whole timeout, it timed out.
                         let how = if !self.established && now >= self.created + self.tcp_timeout {
                             TransportClosed::TimedOut
                         } else {

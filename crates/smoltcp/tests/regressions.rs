@@ -878,3 +878,58 @@ fn i11_2_unconfirmed_close_is_counted() {
     );
     assert_eq!(w.ep(0).connection_count(), 0);
 }
+
+// ----- found by the second review of the endpoint (fail on 558c83a) --------
+
+/// An application that tries to read on every loop, finding nothing, does
+/// not keep `poll_at` at "now" (it would never sleep).
+#[test]
+fn r7_reads_that_find_nothing_do_not_spin_poll_at() {
+    let (mut w, c, _) = connected_pair();
+    w.run_for(Duration::from_millis(200));
+    let now = w.now();
+    let ep = w.ep(1);
+    let _ = ep.recv_disconnect_bytes(c);
+    let _ = ep.recv_message_bytes(c);
+    let mut buf = [0u8; 8];
+    let _ = ep.recv_disconnect(c, &mut buf);
+    assert!(
+        ep.poll_at(now).is_none_or(|t| t > now),
+        "poll_at {:?} at {now}",
+        ep.poll_at(now)
+    );
+}
+
+/// With keepalive off, an idle connection to a peer that vanished still
+/// ends (TCP keep-alive and smoltcp's time-out), instead of being held forever.
+#[test]
+fn r8_idle_connection_to_a_vanished_peer_ends_with_keepalive_off() {
+    let mut w = World::new(2, |i| {
+        let mut c = Config::new(140 + i as u64);
+        c.session.options.keepalive_ms = 0;
+        Some(c)
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    let mut options = Options::DEFAULT;
+    options.keepalive_ms = 0;
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), None, options)
+            .unwrap()
+    };
+    w.run_for(Duration::from_secs(1));
+    w.vanish(0);
+    w.run_for(Duration::from_secs(300));
+    assert!(
+        closed(&w.take_events(1), c).is_some(),
+        "the caller still holds a connection to a peer gone for 5 minutes"
+    );
+}

@@ -137,7 +137,7 @@ impl Endpoint {
         };
         let socket = sockets.get_mut::<tcp::Socket>(sh);
         let queued_before = socket.send_queue();
-        let mut taken = 0;
+        let (mut taken, mut written_total) = (0, 0);
         // The ring's contiguous tail, then (once it is full) its wrapped start.
         for _ in 0..2 {
             let mut result = Ok((0, 0));
@@ -147,11 +147,14 @@ impl Endpoint {
                 (written, ())
             });
             let (n, written) = result?;
-            c.link.note_written(written, queued_before, t);
+            written_total += written;
             taken += n;
             if n == 0 || taken == data.len() {
                 break;
             }
+        }
+        if written_total > 0 {
+            c.link.note_written(written_total, queued_before, t);
         }
         let room = socket.send_capacity() - socket.send_queue();
         if taken < data.len() && room >= MIN_DIRECT_CHUNK + HEADER_LEN {
@@ -200,7 +203,9 @@ impl Endpoint {
         c.session.set_direct_receive(true);
         if c.session.recv_queue() > 0 {
             let r = c.session.recv(buf);
-            self.after_read(h);
+            if r.is_ok() {
+                self.after_read(h);
+            }
             return r.map_err(Error::from);
         }
         let mut written = 0;
@@ -215,6 +220,10 @@ impl Endpoint {
                     written += w;
                     (consumed, ())
                 });
+                if took > 0 {
+                    // Bytes from the peer, read here instead of by the pump.
+                    c.link.note_received(t);
+                }
                 if took == 0 || written == buf.len() {
                     break;
                 }
@@ -259,12 +268,16 @@ impl Endpoint {
     /// (`MessageTruncated` leaves the message queued).
     pub fn recv_message(&mut self, h: Handle, buf: &mut [u8]) -> Result<usize, Error> {
         let r = self.owned(h)?.session.recv_message(buf);
-        self.after_read(h);
+        if r.is_ok() {
+            self.after_read(h);
+        }
         Ok(r?)
     }
 
-    /// A read made room, or re-posted FD_READ: the next poll visits the
-    /// connection, so data held back in TCP is taken and events delivered.
+    /// A read that took something made room, or re-posted FD_READ: the next
+    /// poll visits the connection, so data held back in TCP is taken and
+    /// events delivered. (A read that found nothing must not: an application
+    /// trying every handle in its loop would never sleep.)
     fn after_read(&mut self, h: Handle) {
         self.ready.mark(h.index as usize);
     }
@@ -275,7 +288,9 @@ impl Endpoint {
     /// `MessageTruncated`.
     pub fn recv_message_bytes(&mut self, h: Handle) -> Result<Bytes, Error> {
         let r = self.owned(h)?.session.recv_message_bytes();
-        self.after_read(h);
+        if r.is_ok() {
+            self.after_read(h);
+        }
         Ok(r?)
     }
 
@@ -301,7 +316,9 @@ impl Endpoint {
     /// (`NotYet`, `Consumed`, `BufferTooSmall`).
     pub fn recv_disconnect(&mut self, h: Handle, buf: &mut [u8]) -> Result<Option<usize>, Error> {
         let r = self.owned(h)?.session.recv_disconnect(buf);
-        self.after_read(h);
+        if r.is_ok() {
+            self.after_read(h);
+        }
         Ok(r?)
     }
 
@@ -310,7 +327,9 @@ impl Endpoint {
     /// This function returns the same errors, except `BufferTooSmall`.
     pub fn recv_disconnect_bytes(&mut self, h: Handle) -> Result<Option<Bytes>, Error> {
         let r = self.owned(h)?.session.recv_disconnect_bytes();
-        self.after_read(h);
+        if r.is_ok() {
+            self.after_read(h);
+        }
         Ok(r?)
     }
 
@@ -463,7 +482,10 @@ impl Endpoint {
         let Some(c) = self.conns[index].as_mut() else {
             return;
         };
-        c.phase = Phase::Released;
+        // A refused request stays refused: it was never the application's.
+        if c.phase != Phase::Refused {
+            c.phase = Phase::Released;
+        }
         c.generation = c.generation.wrapping_add(1);
         self.generations[index] = c.generation;
         self.try_free(index);

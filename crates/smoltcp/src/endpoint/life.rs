@@ -17,6 +17,12 @@ use super::TcpDecision;
 use super::{Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase};
 use crate::transport::TcpConnection;
 
+/// How long after a connection was taken a SYN for the same 4-tuple is
+/// taken for a copy of its own (duplicated or delayed in the network) rather
+/// than a caller reconnecting: well past the first SYN retransmissions (1, 3,
+/// 7 s), well short of a device's reboot.
+const DUPLICATE_SYN_WINDOW: core::time::Duration = core::time::Duration::from_secs(10);
+
 impl Endpoint {
     /// Admission control for listener-born connections, once per poll
     /// (`ListenConfig` describes the policy): counts the undecided requests,
@@ -46,19 +52,18 @@ impl Endpoint {
                 continue;
             };
             let Some(l) = c.listener else { continue };
-            if c.phase == Phase::Pending && c.request.is_some() {
+            // Undecided: reported to the application and still waiting for it
+            // (a request the decision timer rejected is no longer counted).
+            if c.phase == Phase::Pending
+                && c.request.is_some()
+                && matches!(c.session.state(), State::ConnectReceived | State::Deferred)
+            {
                 self.listeners[l].undecided += 1;
             }
-            // A held SYN-ACK is bounded by its own deferral time, not here. A
-            // connection whose CONNECT is in its socket, not yet read, has
-            // asked: it is not evicted for being slow.
-            let unread = c
-                .socket
-                .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0);
+            // A held SYN-ACK is bounded by its own deferral time, not here.
             if c.phase == Phase::Pending
                 && c.session.state() == State::AwaitConnect
                 && c.aborted.is_none()
-                && !unread
             {
                 handshaking.push((l, c.born, c.remote.map(|r| r.addr), index));
             }
@@ -76,21 +81,32 @@ impl Endpoint {
             let group = &handshaking[start..end];
             let cfg = self.listeners[l].config;
             // Per source: the newest beyond the share go.
-            let mut kept: Vec<(Instant, usize)> = Vec::with_capacity(group.len());
+            let mut kept: Vec<(Instant, usize, bool)> = Vec::with_capacity(group.len());
             for (i, &(_, born, source, index)) in group.iter().enumerate() {
                 let same = group[..i].iter().filter(|g| g.2 == source).count();
                 if source.is_some() && same >= cfg.max_per_source {
                     self.stats.per_source_refused += 1;
                     evict.push(index);
                 } else {
-                    kept.push((born, index));
+                    // Bytes waiting in its socket (its CONNECT, perhaps, which
+                    // the visit after this will read): not evicted for age.
+                    let unread = self.conns[index]
+                        .as_deref()
+                        .and_then(|c| c.socket)
+                        .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0);
+                    kept.push((born, index, unread));
                 }
             }
-            // Over the total: the oldest go.
-            let over = kept.len().saturating_sub(cfg.max_handshaking);
+            // Over the total: the oldest go; under load, those past the
+            // shorter handshake time too.
+            let mut over = kept.len().saturating_sub(cfg.max_handshaking);
             let loaded = kept.len() * 2 >= cfg.max_handshaking;
-            for (k, &(born, index)) in kept.iter().enumerate() {
-                if k < over || (loaded && t >= born + cfg.loaded_handshake_timeout) {
+            for &(born, index, unread) in &kept {
+                if unread {
+                    continue;
+                }
+                if over > 0 || (loaded && t >= born + cfg.loaded_handshake_timeout) {
+                    over = over.saturating_sub(1);
                     self.stats.evicted += 1;
                     evict.push(index);
                 }
@@ -251,10 +267,18 @@ impl Endpoint {
                     && o.local == Some(l)
                     && o.remote == Some(r)
                     && o.socket.is_some_and(|oh| {
-                        oh != h
-                            && (oh < h
-                                || sockets.get::<tcp::Socket>(oh).state()
-                                    != tcp::State::SynReceived)
+                        if oh == h {
+                            return false;
+                        }
+                        // A twin that is up and young: this SYN was a copy of
+                        // its own (a caller reconnecting from the same port
+                        // later, after a reboot, must get through instead).
+                        use tcp::State::*;
+                        let up = matches!(
+                            sockets.get::<tcp::Socket>(oh).state(),
+                            Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
+                        );
+                        oh < h || (up && t < o.born + DUPLICATE_SYN_WINDOW)
                     })
             });
             if shadowed {
@@ -429,17 +453,19 @@ impl Endpoint {
                     let _ = c.session.connect(t, data.as_deref(), *options);
                     c.connect_args = None;
                 }
-                if !c.link.established() && TcpConnection::is_established(socket) {
-                    // From here the pump keeps the user timeout: smoltcp's
-                    // own would make a peer's RST look like a time-out.
+                let keepalive = c.session.options().keepalive_ms;
+                if !c.link.owns_timeout() && c.session.is_connected() && keepalive > 0 {
+                    // From here the pump keeps the user timeout, with the peer's
+                    // PINGs as signs of life: smoltcp's own would make a peer's
+                    // RST look like a time-out.
                     socket.set_timeout(None);
+                    c.link.take_timeout(t);
                 }
                 for _ in 0..4 {
                     if !c.link.pump(&mut c.session, socket, t) {
                         break;
                     }
                 }
-                let keepalive = c.session.options().keepalive_ms;
                 if c.session.is_connected() && keepalive > 0 {
                     c.link
                         .set_liveness(core::time::Duration::from_millis(3 * u64::from(keepalive)));
