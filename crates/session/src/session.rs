@@ -379,6 +379,17 @@ impl Session {
         consumed
     }
 
+    /// The transport saw the peer alive without delivering bytes: it
+    /// acknowledged data we sent (our PINGs, say). Its own data may be held up
+    /// behind a lost segment that TCP is still repairing, out of order where
+    /// the session cannot see it; the idle timer measures silence of the
+    /// transport, so this restarts it (§7).
+    pub fn handle_peer_alive(&mut self, now: Instant) {
+        if let Some(k) = self.params.keepalive() {
+            self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
+        }
+    }
+
     /// Callee: the transport became established only now (a SYN-ACK held by
     /// a TCP-level condition was released): the handshake timer starts again,
     /// so the time the SYN-ACK was held does not count against the caller.

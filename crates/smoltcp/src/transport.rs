@@ -243,8 +243,12 @@ impl Link {
             self.established = true;
             self.acked_at = now;
         }
-        // Acknowledgement progress, for the user timeout.
+        // Acknowledgement progress, for the user timeout; and for the
+        // session's idle timer, as a sign of life that delivers no bytes.
         let acked = self.written.saturating_sub(conn.send_queue() as u64);
+        if acked > self.acked {
+            session.handle_peer_alive(now);
+        }
         if acked > self.acked || conn.send_queue() == 0 {
             self.acked = acked;
             self.acked_at = now;

@@ -933,3 +933,31 @@ fn r8_idle_connection_to_a_vanished_peer_ends_with_keepalive_off() {
         "the caller still holds a connection to a peer gone for 5 minutes"
     );
 }
+
+/// Issue 11, item 1 (fails on 87bbb7e): a caller whose peer's data is held
+/// up for longer than the idle bound (3 keepalive intervals), while the
+/// peer's TCP still acknowledges the caller's PINGs, is not killed by its
+/// idle timer: the acknowledgements are signs of life the transport sees.
+#[test]
+fn i11_1_acknowledgements_keep_the_idle_timer_from_firing() {
+    let (mut w, c, s) = connected_pair();
+    // From now on, for 150 s, nothing the server sends with data arrives
+    // (bare ACKs do): its DATA and PINGs are held up.
+    let blocked = Rc::new(RefCell::new(true));
+    let b = blocked.clone();
+    w.set_drop(move |p| *b.borrow() && p.src == ip(0) && p.len > 0);
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        ep.send(sockets, s, now, b"held up").unwrap();
+    }
+    w.run_for(Duration::from_secs(150));
+    *blocked.borrow_mut() = false;
+    w.run_for(Duration::from_secs(70));
+    let evs = w.take_events(1);
+    assert_eq!(closed(&evs, c), None, "{evs:?}");
+    let now = w.now();
+    let mut buf = [0u8; 16];
+    let (ep, sockets) = w.split(1);
+    assert_eq!(ep.recv(sockets, c, now, &mut buf).ok(), Some(7));
+}
