@@ -384,9 +384,18 @@ impl Session {
     /// behind a lost segment that TCP is still repairing, out of order where
     /// the session cannot see it; the idle timer measures silence of the
     /// transport, so this restarts it (§7).
+    ///
+    /// While a connect is in progress, the first acknowledgement is that of
+    /// CONNECT itself: the connect timer then counts from the moment the
+    /// callee holds it, so TCP's retransmissions of a lost CONNECT (bounded
+    /// by its own user timeout) do not count against the callee's answer.
     pub fn handle_peer_alive(&mut self, now: Instant) {
         if let Some(k) = self.params.keepalive() {
             self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
+        }
+        if self.state == State::ConnectSent {
+            self.timers
+                .restart_if_armed(TimerId::Connect, now + self.config.connect_timeout);
         }
     }
 
