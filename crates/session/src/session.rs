@@ -399,6 +399,20 @@ impl Session {
         }
     }
 
+    /// Tells the session whether the transport holds bytes the peer has not
+    /// yet acknowledged. While it does, the linger timer waits: lingering
+    /// after `close()` lasts as long as TCP can still deliver, bounded by
+    /// TCP's user timeout rather than a shorter fixed time (closesocket with
+    /// SO_LINGER off returns at once and the stack keeps delivering; issue
+    /// 11, item 2). When everything has been acknowledged the linger timer
+    /// starts again from `now`: it then measures only the wait for the
+    /// peer's answer. Drivers call this after every pump; calls that do not
+    /// change the answer cost nothing.
+    pub fn handle_transport_pending(&mut self, now: Instant, unacknowledged: bool) {
+        let restart = now + self.config.linger_timeout;
+        self.timers.suspend_linger(unacknowledged, restart);
+    }
+
     /// Callee: the transport became established only now (a SYN-ACK held by
     /// a TCP-level condition was released): the handshake timer starts again,
     /// so the time the SYN-ACK was held does not count against the caller.

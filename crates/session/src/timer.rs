@@ -12,6 +12,10 @@ pub(crate) struct TimerTable {
     /// The idle timer is held while the session itself pushes back on the
     /// transport (the peer cannot be blamed for bytes we do not take).
     idle_suspended: bool,
+    /// The linger timer is held while the transport still holds bytes the
+    /// peer has not acknowledged: TCP's user timeout bounds that wait, and
+    /// a session timer must not kill a transport that can still deliver.
+    linger_suspended: bool,
 }
 
 impl TimerTable {
@@ -43,8 +47,20 @@ impl TimerTable {
         self.idle_suspended = suspended;
     }
 
+    /// Suspends or resumes the linger timer; resuming restarts it at
+    /// `restart`, so the peer gets the whole linger time once everything we
+    /// sent has been acknowledged.
+    pub(crate) fn suspend_linger(&mut self, suspended: bool, restart: Instant) {
+        if self.linger_suspended && !suspended {
+            self.restart_if_armed(TimerId::Linger, restart);
+        }
+        self.linger_suspended = suspended;
+    }
+
     fn effective(&self, t: TimerId) -> Option<Instant> {
-        if t == TimerId::Idle && self.idle_suspended {
+        if (t == TimerId::Idle && self.idle_suspended)
+            || (t == TimerId::Linger && self.linger_suspended)
+        {
             return None;
         }
         self.deadlines[t as usize]
@@ -91,5 +107,19 @@ mod tests {
             Some(TimerId::Idle)
         );
         assert_eq!(t.take_expired(Instant::from_millis(40)), None);
+    }
+
+    #[test]
+    fn linger_waits_while_suspended_and_restarts_whole() {
+        let mut t = TimerTable::default();
+        t.suspend_linger(true, Instant::ZERO);
+        t.set(TimerId::Linger, Instant::from_millis(10));
+        assert_eq!(t.next(), None);
+        assert_eq!(t.take_expired(Instant::from_millis(50)), None);
+        t.suspend_linger(false, Instant::from_millis(60));
+        assert_eq!(t.next(), Some(Instant::from_millis(60)));
+        // Resuming a resumed timer does not move it.
+        t.suspend_linger(false, Instant::from_millis(90));
+        assert_eq!(t.next(), Some(Instant::from_millis(60)));
     }
 }

@@ -39,7 +39,9 @@ pub struct Config {
     /// (default 10 s).
     pub time_wait: Duration,
     /// After the session ended gracefully, how long the TCP FIN/ACK exchange
-    /// may take before the socket is aborted (default 10 s).
+    /// may take before the socket is aborted (default 10 s), counted from
+    /// the session's end or the last acknowledgement, whichever is later;
+    /// while bytes are unacknowledged, the longer of this and `tcp_timeout`.
     pub tcp_close_timeout: Duration,
     /// After the session asked for a reset, how long queued bytes (the ABORT
     /// frame) may take to be acknowledged before RST (default 1 s).

@@ -48,13 +48,13 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 |---|---|---|
 | TCP user timeout | 30 s | `Config::tcp_timeout` |
 | TCP keep-alive | 10 s | `Config::tcp_keep_alive` |
-| TCP close (FIN exchange after the session ended) | 10 s | `Config::tcp_close_timeout` |
+| TCP close (FIN exchange after the session ended; from the last ACK, and the user timeout while bytes are unacknowledged) | 10 s | `Config::tcp_close_timeout` |
 | abort flush (ABORT frame before RST) | 1 s | `Config::abort_flush_timeout` |
 | TIME-WAIT port quarantine | 10 s | `Config::time_wait` |
 | connect (CONNECT to ACCEPT/REJECT) | 15 s | `Config::session.connect_timeout` |
 | handshake (TCP up to CONNECT complete) | 5 s | `Config::session.handshake_timeout` |
 | decision (CONNECT to accept/reject, CF_DEFER included) | 10 s | `Config::session.decision_timeout` |
-| linger (after close, until the peer's FIN) | 10 s | `Config::session.linger_timeout` |
+| linger (after close, until the peer's FIN; held while TCP has bytes unacknowledged) | 10 s | `Config::session.linger_timeout` |
 | session keepalive / idle | 30 s / 90 s | `Config::session.options.keepalive_ms` |
 | SYN-ACK pause on `TcpDecision::Defer` | 5 s | [`Endpoint::set_syn_defer_timeout`] |
 

@@ -115,6 +115,9 @@ pub struct Link {
     /// The user timeout is ours (smoltcp's is off).
     owns_timeout: bool,
     acked_at: Instant,
+    /// When the peer last acknowledged new bytes (received bytes do not
+    /// count): how long TCP has been stuck delivering, for the close bound.
+    delivered_at: Instant,
     abort_flush: Duration,
     tcp_timeout: Duration,
     /// The session's idle bound (3 keepalive intervals), if any: the user
@@ -137,6 +140,7 @@ impl Link {
             acked: 0,
             owns_timeout: false,
             acked_at: now,
+            delivered_at: now,
             abort_flush,
             tcp_timeout,
             liveness: Duration::ZERO,
@@ -187,6 +191,11 @@ impl Link {
     /// receive): a sign of life.
     pub fn note_received(&mut self, now: Instant) {
         self.acked_at = now;
+    }
+
+    /// When the peer last acknowledged new bytes (or the link was created).
+    pub fn delivered_at(&self) -> Instant {
+        self.delivered_at
     }
 
     /// Whether the handshake has been seen complete.
@@ -248,6 +257,7 @@ impl Link {
         let acked = self.written.saturating_sub(conn.send_queue() as u64);
         if acked > self.acked {
             session.handle_peer_alive(now);
+            self.delivered_at = now;
         }
         if acked > self.acked || conn.send_queue() == 0 {
             self.acked = acked;
@@ -312,6 +322,8 @@ impl Link {
             session.handle_transport_closed(now, TransportClosed::TimedOut);
             return true;
         }
+        // Lingering lasts while TCP still delivers (issue 11, item 2).
+        session.handle_transport_pending(now, conn.send_queue() > 0);
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
             progress = true;
@@ -326,6 +338,7 @@ impl Link {
                 self.written += n as u64;
             }
         }
+        session.handle_transport_pending(now, conn.send_queue() > 0);
         while let Some(action) = session.poll_transport_action() {
             progress = true;
             match action {

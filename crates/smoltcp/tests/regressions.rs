@@ -961,3 +961,46 @@ fn i11_1_acknowledgements_keep_the_idle_timer_from_firing() {
     let (ep, sockets) = w.split(1);
     assert_eq!(ep.recv(sockets, c, now, &mut buf).ok(), Some(7));
 }
+
+/// Issue 11, item 2 (fails on 4502fe2): the server answers with DISCONNECT
+/// and closes at once (the seed's 5a); everything it sends is lost for 14 s
+/// while its TCP retransmits with a backed-off RTO. Lingering lasts as long
+/// as TCP can still deliver (bounded by the TCP user timeout), not a fixed
+/// 10 s: the caller reads the disconnect data, and the close is confirmed.
+#[test]
+fn i11_2_linger_lasts_while_tcp_still_delivers() {
+    let (mut w, c, s) = connected_pair();
+    let blocked = Rc::new(RefCell::new(true));
+    let b = blocked.clone();
+    w.set_drop(move |p| *b.borrow() && p.src == ip(0));
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        ep.send_disconnect(sockets, s, now, Some(b"grand total"))
+            .unwrap();
+        ep.close(sockets, s, now).unwrap();
+    }
+    w.run_for(Duration::from_secs(14));
+    *blocked.borrow_mut() = false;
+    w.run_until(Duration::from_secs(40), |w| {
+        w.apps.events[1].iter().any(|(_, h, e)| {
+            *h == c && matches!(e, EndpointEvent::Session(Event::PeerDisconnected))
+        })
+    });
+    let evs = w.take_events(1);
+    assert_eq!(closed(&evs, c), None, "{evs:?}");
+    let mut buf = [0u8; 32];
+    let n = w.ep(1).recv_disconnect(c, &mut buf).unwrap().unwrap();
+    assert_eq!(&buf[..n], b"grand total");
+    // The caller answers and closes; the server's close is then confirmed.
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(1);
+        ep.send_disconnect(sockets, c, now, None).unwrap();
+        ep.close(sockets, c, now).unwrap();
+    }
+    w.run_for(Duration::from_secs(30));
+    let st = w.ep(0).stats();
+    assert_eq!(st.unconfirmed_closes, 0, "{st:?}");
+    assert_eq!(w.ep(0).connection_count(), 0);
+}

@@ -628,9 +628,21 @@ impl Endpoint {
                 c.socket = None;
                 c.tcp_done_by = None;
             } else {
-                let by = *c
-                    .tcp_done_by
-                    .get_or_insert(t + self.config.tcp_close_timeout);
+                // The FIN exchange gets `tcp_close_timeout` from the
+                // session's end or from the last acknowledgement, whichever
+                // is later; while bytes are still unacknowledged, as long as
+                // the TCP user timeout allows (issue 11, item 2: what TCP can
+                // still deliver is not cut short). A peer that stops
+                // acknowledging (zero window, gone) gets no extension.
+                let close = self.config.tcp_close_timeout;
+                let first = *c.tcp_done_by.get_or_insert(t + close);
+                let grace = if socket.send_queue() > 0 {
+                    self.config.tcp_timeout.max(close)
+                } else {
+                    close
+                };
+                let by = first.max(c.link.delivered_at() + grace);
+                c.tcp_done_by = Some(by);
                 if t >= by {
                     debug!(state = %socket.state(), "TCP close did not finish: aborting");
                     socket.abort();
