@@ -400,17 +400,24 @@ impl Session {
     }
 
     /// Tells the session whether the transport holds bytes the peer has not
-    /// yet acknowledged. While it does, the linger timer waits: lingering
-    /// after `close()` lasts as long as TCP can still deliver, bounded by
-    /// TCP's user timeout rather than a shorter fixed time (closesocket with
-    /// SO_LINGER off returns at once and the stack keeps delivering; issue
-    /// 11, item 2). When everything has been acknowledged the linger timer
-    /// starts again from `now`: it then measures only the wait for the
+    /// yet acknowledged. While it does, the timers that wait for the peer
+    /// (connect, linger, idle) are held: TCP is
+    /// still trying to deliver, and its user timeout bounds that time, so a
+    /// session timer firing during a retransmission back-off would kill a
+    /// session that was about to be answered (issue 11, item 1; closesocket
+    /// with SO_LINGER off likewise returns while the stack keeps
+    /// delivering). When everything has been acknowledged each of them
+    /// starts again in full from `now`, and measures only what it names: the
     /// peer's answer. Drivers call this after every pump; calls that do not
     /// change the answer cost nothing.
     pub fn handle_transport_pending(&mut self, now: Instant, unacknowledged: bool) {
-        let restart = now + self.config.linger_timeout;
-        self.timers.suspend_linger(unacknowledged, restart);
+        let (connect, linger) = (self.config.connect_timeout, self.config.linger_timeout);
+        let idle = self.params.keepalive().map(|k| k * 3);
+        self.timers.transport_pending(unacknowledged, |t| match t {
+            TimerId::Connect => now + connect,
+            TimerId::Idle => now + idle.unwrap_or_default(),
+            _ => now + linger,
+        });
     }
 
     /// Callee: the transport became established only now (a SYN-ACK held by

@@ -245,6 +245,16 @@ pub enum TimerId {
 }
 
 impl TimerId {
+    /// Whether the timer waits for the peer's answer (connect, linger,
+    /// idle), and so is held while the transport still holds bytes the peer
+    /// has not acknowledged: TCP's user timeout bounds that time, and these
+    /// timers start again in full once everything is acknowledged (§7).
+    /// Handshake and decision wait for nothing we sent; abort-flush and
+    /// keepalive are about our own sending.
+    pub const fn waits_for_peer(self) -> bool {
+        matches!(self, Self::Connect | Self::Linger | Self::Idle)
+    }
+
     /// Every timer, in declaration order.
     pub const ALL: [Self; 7] = [
         Self::Connect,

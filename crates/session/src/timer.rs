@@ -12,10 +12,11 @@ pub(crate) struct TimerTable {
     /// The idle timer is held while the session itself pushes back on the
     /// transport (the peer cannot be blamed for bytes we do not take).
     idle_suspended: bool,
-    /// The linger timer is held while the transport still holds bytes the
-    /// peer has not acknowledged: TCP's user timeout bounds that wait, and
-    /// a session timer must not kill a transport that can still deliver.
-    linger_suspended: bool,
+    /// The transport holds bytes the peer has not acknowledged: the timers
+    /// that wait for the peer ([`TimerId::waits_for_peer`]) are held, since
+    /// TCP's user timeout bounds that wait and a session timer must not
+    /// kill a transport that can still deliver (issue 11, item 1).
+    transport_pending: bool,
 }
 
 impl TimerTable {
@@ -47,19 +48,27 @@ impl TimerTable {
         self.idle_suspended = suspended;
     }
 
-    /// Suspends or resumes the linger timer; resuming restarts it at
-    /// `restart`, so the peer gets the whole linger time once everything we
-    /// sent has been acknowledged.
-    pub(crate) fn suspend_linger(&mut self, suspended: bool, restart: Instant) {
-        if self.linger_suspended && !suspended {
-            self.restart_if_armed(TimerId::Linger, restart);
+    /// Holds or releases the timers that wait for the peer; releasing
+    /// restarts each one that is armed at `restart(timer)`, so the peer gets
+    /// its whole time from the moment everything we sent was acknowledged.
+    pub(crate) fn transport_pending(
+        &mut self,
+        pending: bool,
+        restart: impl Fn(TimerId) -> Instant,
+    ) {
+        if self.transport_pending && !pending {
+            for t in TimerId::ALL {
+                if t.waits_for_peer() {
+                    self.restart_if_armed(t, restart(t));
+                }
+            }
         }
-        self.linger_suspended = suspended;
+        self.transport_pending = pending;
     }
 
     fn effective(&self, t: TimerId) -> Option<Instant> {
         if (t == TimerId::Idle && self.idle_suspended)
-            || (t == TimerId::Linger && self.linger_suspended)
+            || (self.transport_pending && t.waits_for_peer())
         {
             return None;
         }
@@ -110,16 +119,17 @@ mod tests {
     }
 
     #[test]
-    fn linger_waits_while_suspended_and_restarts_whole() {
+    fn peer_timers_wait_while_pending_and_restart_whole() {
         let mut t = TimerTable::default();
-        t.suspend_linger(true, Instant::ZERO);
+        t.transport_pending(true, |_| Instant::ZERO);
         t.set(TimerId::Linger, Instant::from_millis(10));
-        assert_eq!(t.next(), None);
+        t.set(TimerId::AbortFlush, Instant::from_millis(70));
+        assert_eq!(t.next(), Some(Instant::from_millis(70)));
         assert_eq!(t.take_expired(Instant::from_millis(50)), None);
-        t.suspend_linger(false, Instant::from_millis(60));
+        t.transport_pending(false, |_| Instant::from_millis(60));
         assert_eq!(t.next(), Some(Instant::from_millis(60)));
-        // Resuming a resumed timer does not move it.
-        t.suspend_linger(false, Instant::from_millis(90));
+        // Releasing released timers does not move them.
+        t.transport_pending(false, |_| Instant::from_millis(90));
         assert_eq!(t.next(), Some(Instant::from_millis(60)));
     }
 }

@@ -540,3 +540,62 @@ fn i11_4_illegal_frame_is_refused_from_its_header() {
     assert_eq!(frames, vec![format!("ABORT({})", Reason::UNEXPECTED_FRAME)]);
     assert_eq!(actions, vec![TransportAction::Reset]);
 }
+
+// ----- issue 11, item 1: timers measure what they name ---------------------
+
+/// A session's own timers do not kill a session whose transport is still
+/// delivering what it sent (fails on af3a43b): while CONNECT sits
+/// unacknowledged in TCP (lost, RTO backing off) the connect timer waits,
+/// TCP's user timeout bounds that; from the acknowledgement it runs in full.
+#[test]
+fn i11_1_connect_timer_waits_while_connect_is_unacknowledged() {
+    let mut s = Session::caller(Config::default(), 1).unwrap();
+    s.connect(T, Some(b"hello"), Options::DEFAULT).unwrap();
+    let (frames, _) = output(&mut s);
+    assert_eq!(frames.len(), 1);
+    s.handle_transport_pending(T, true);
+    // 40 s of retransmissions: no session timer fires.
+    let later = T + Duration::from_secs(40);
+    assert!(
+        s.poll_timeout().is_none_or(|t| t > later),
+        "{:?}",
+        s.poll_timeout()
+    );
+    s.handle_timeout(later);
+    assert_eq!(s.state(), State::ConnectSent);
+    // Acknowledged at 40 s: the callee has the whole connect time from then.
+    s.handle_transport_pending(later, false);
+    let connect = Config::default().connect_timeout;
+    assert_eq!(s.poll_timeout(), Some(later + connect));
+    s.handle_timeout(later + connect);
+    assert_eq!(s.state(), State::Closed);
+    assert!(
+        events(&mut s)
+            .iter()
+            .any(|e| matches!(e, Event::Closed(CloseReason::TimedOut(Timer::Connect))))
+    );
+}
+
+/// Same for the idle timer: while our bytes (PINGs, DATA) are
+/// unacknowledged, the transport's user timeout is the judge, not the idle
+/// timer (fails on af3a43b).
+#[test]
+fn i11_1_idle_timer_waits_while_our_bytes_are_unacknowledged() {
+    let mut s = accepted_with(keepalive_config(1000), Mode::Stream);
+    let _ = output(&mut s);
+    s.handle_transport_pending(T, true);
+    let later = T + Duration::from_secs(60);
+    let mut t = T;
+    while t < later {
+        t = t + Duration::from_millis(500);
+        s.handle_timeout(t);
+        let _ = output(&mut s);
+    }
+    assert_ne!(s.state(), State::Closed, "{:?}", events(&mut s));
+    // All acknowledged: the peer gets three keepalive intervals from now.
+    s.handle_transport_pending(later, false);
+    s.handle_timeout(later + Duration::from_millis(2999));
+    assert_ne!(s.state(), State::Closed);
+    s.handle_timeout(later + Duration::from_millis(3000));
+    assert_eq!(s.state(), State::Closed);
+}
