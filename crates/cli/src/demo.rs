@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Instant as WallInstant;
 
-use bookend_session::Mode;
+use bookend_session::{Mode, Options};
 use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals, host_addr};
 use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
 use bytes::Bytes;
@@ -239,16 +239,17 @@ impl DemoApp {
         );
         c.session.options.keepalive_ms = self.config.keepalive_ms;
         c.session.options.mode = self.config.mode;
-        // A silent peer is given up on within a few keepalive intervals.
-        let k = std::time::Duration::from_millis(u64::from(self.config.keepalive_ms.max(1000)));
-        c.tcp_keep_alive = k;
-        c.tcp_timeout = (k * 4).max(std::time::Duration::from_secs(4));
-        // Lossy links: smoltcp's RTO doubles from 1 s, so three losses of one
-        // segment take 15 s to repair. The protocol defaults (10 s linger, 5 s
-        // handshake) would abort sessions that are only slow; give them room.
-        c.session.linger_timeout = std::time::Duration::from_secs(60);
-        c.session.handshake_timeout = std::time::Duration::from_secs(30);
-        c.tcp_close_timeout = std::time::Duration::from_secs(60);
+        // Every timer at its default: the defaults survive lossy links
+        // (issue 11). Only a keepalive shorter than the default, asked for
+        // to find dead peers sooner, scales the TCP user timeout and
+        // keep-alive with it: once a PING goes unacknowledged, the user
+        // timeout is what ends the session.
+        let k = std::time::Duration::from_millis(u64::from(self.config.keepalive_ms));
+        if self.config.keepalive_ms > 0 && self.config.keepalive_ms < Options::DEFAULT.keepalive_ms
+        {
+            c.tcp_keep_alive = k.max(std::time::Duration::from_secs(1));
+            c.tcp_timeout = (k * 4).max(std::time::Duration::from_secs(4));
+        }
         c
     }
 }

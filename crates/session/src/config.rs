@@ -210,7 +210,10 @@ pub struct Config {
     pub options: Options,
     /// Caller: from CONNECT until ACCEPT or REJECT (default 15 s).
     pub connect_timeout: Duration,
-    /// Callee: from transport establishment until CONNECT is complete (default 5 s).
+    /// Callee: from transport establishment until CONNECT is complete (default 30 s:
+    /// a CONNECT lost four times on a lossy path arrives after about 15 s of
+    /// back-off; the endpoint's admission control, not this timer, is the
+    /// defence against floods of silent connections).
     pub handshake_timeout: Duration,
     /// Callee: from CONNECT until accept or reject, CF_DEFER included (default 10 s).
     pub decision_timeout: Duration,
@@ -239,7 +242,7 @@ impl Default for Config {
         Self {
             options: Options::DEFAULT,
             connect_timeout: Duration::from_secs(15),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(30),
             decision_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(10),
             abort_flush_timeout: Duration::from_secs(1),

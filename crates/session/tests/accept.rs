@@ -211,7 +211,8 @@ fn connect_timeout_when_the_callee_never_answers() {
 #[test]
 fn handshake_timeout_when_no_connect_arrives() {
     let mut p = Pair::default_pair();
-    p.finish(Duration::from_secs(30));
+    // The default (30 s) plus the abort flush.
+    p.finish(Duration::from_secs(35));
     assert_eq!(
         p.server.closed(),
         Some(&CloseReason::TimedOut(Timer::Handshake))

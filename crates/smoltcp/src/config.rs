@@ -22,7 +22,9 @@ pub struct Config {
     /// TCP send buffer per connection, bytes (default 64 KiB).
     pub tcp_tx_buffer: usize,
     /// TCP user timeout: smoltcp aborts a connection that received nothing for
-    /// this long, including in SYN-SENT, SYN-RECEIVED and FIN-WAIT (default 30 s).
+    /// this long, including in SYN-SENT, SYN-RECEIVED and FIN-WAIT (default 120 s: RFC 1122
+    /// §4.2.3.5 asks at least 100 s for data, since a lossy path with
+    /// exponential back-off needs that long to repair a segment lost 6 times).
     /// smoltcp has none by default and retransmits forever.
     pub tcp_timeout: Duration,
     /// TCP keep-alive interval; must be shorter than `tcp_timeout`, which
@@ -60,7 +62,7 @@ impl Config {
             seed,
             tcp_rx_buffer: 64 * 1024,
             tcp_tx_buffer: 64 * 1024,
-            tcp_timeout: Duration::from_secs(30),
+            tcp_timeout: Duration::from_secs(120),
             tcp_keep_alive: Duration::from_secs(10),
             tcp_ack_delay: Some(Duration::from_millis(10)),
             tcp_nagle: false,

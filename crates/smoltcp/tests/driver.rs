@@ -33,7 +33,12 @@ fn pair(listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
 /// `n` hosts with endpoints on bookend-sim; host 0 listens. The tests take
 /// the endpoints' events themselves.
 fn world(n: usize, listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
-    let mut net = Net::new(n, |i| Some(Config::new(7 + i as u64)));
+    let mut net = Net::new(n, |i| {
+        let mut c = Config::new(7 + i as u64);
+        // Shorter than the default (30 s), to keep the runs short.
+        c.session.handshake_timeout = std::time::Duration::from_secs(5);
+        Some(c)
+    });
     net.apps.collect = false;
     let (ep, sockets) = net.split(0);
     let l = ep.listen(sockets, PORT, listen).unwrap();

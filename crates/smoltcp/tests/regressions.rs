@@ -51,7 +51,14 @@ fn from_server(segs: &[Seg], to: usize) -> Vec<Seg> {
 
 /// A bookend server on host 0 listening on `PORT`; hosts 1.. are raw.
 fn server_world(hosts: usize) -> (World, ListenerId) {
-    let mut w = World::new(hosts, |i| (i == 0).then(|| Config::new(11)));
+    let mut w = World::new(hosts, |i| {
+        (i == 0).then(|| {
+            let mut c = Config::new(11);
+            // Shorter than the default (30 s), to keep the hostile runs short.
+            c.session.handshake_timeout = Duration::from_secs(5);
+            c
+        })
+    });
     let (ep, _, sockets) = w.parts(0);
     let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
     (w, l)
