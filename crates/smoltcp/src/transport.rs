@@ -31,6 +31,12 @@ pub trait TcpConnection {
     fn send(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize;
     /// Bytes written but not yet acknowledged by the peer.
     fn send_queue(&self) -> usize;
+    /// Whether anything sent is still unacknowledged: bytes, or our FIN.
+    /// While it is, TCP is still trying to deliver, and its user timeout,
+    /// not a session timer, bounds the wait (issue 11).
+    fn unacknowledged(&self) -> bool {
+        self.send_queue() > 0
+    }
     /// Sends FIN after the queued bytes.
     fn close(&mut self);
     /// Sends RST; queued bytes are lost.
@@ -72,6 +78,12 @@ impl TcpConnection for tcp::Socket<'_> {
 
     fn send_queue(&self) -> usize {
         tcp::Socket::send_queue(self)
+    }
+
+    fn unacknowledged(&self) -> bool {
+        use tcp::State::*;
+        // FIN-WAIT-1, CLOSING and LAST-ACK: our FIN awaits its ACK.
+        tcp::Socket::send_queue(self) > 0 || matches!(self.state(), FinWait1 | Closing | LastAck)
     }
 
     fn close(&mut self) {
@@ -166,7 +178,7 @@ impl Link {
 
     /// When the user timeout would fire for `conn` as it is now.
     pub fn deadline<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
-        self.user_timeout_at(conn.send_queue())
+        self.user_timeout_at(conn.unacknowledged())
     }
 
     /// Whether a RST waits for the ABORT before it to be acknowledged: the
@@ -204,8 +216,8 @@ impl Link {
     }
 
     /// When the user timeout would fire if nothing is acknowledged by then.
-    fn user_timeout_at(&self, unacked: usize) -> Option<Instant> {
-        (self.owns_timeout && self.established && unacked > 0)
+    fn user_timeout_at(&self, unacked: bool) -> Option<Instant> {
+        (self.owns_timeout && self.established && unacked)
             .then(|| self.acked_at + self.tcp_timeout.max(self.liveness))
     }
 
@@ -225,7 +237,7 @@ impl Link {
         if self.aborted || self.gone_delivered {
             return None;
         }
-        match (self.reset_at, self.user_timeout_at(conn.send_queue())) {
+        match (self.reset_at, self.user_timeout_at(conn.unacknowledged())) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -259,7 +271,7 @@ impl Link {
             session.handle_peer_alive(now);
             self.delivered_at = now;
         }
-        if acked > self.acked || conn.send_queue() == 0 {
+        if acked > self.acked || !conn.unacknowledged() {
             self.acked = acked;
             self.acked_at = now;
         }
@@ -310,7 +322,7 @@ impl Link {
         }
         if !self.gone_delivered
             && self
-                .user_timeout_at(conn.send_queue())
+                .user_timeout_at(conn.unacknowledged())
                 .is_some_and(|at| now >= at)
         {
             // Data outstanding and no sign of life for the whole user timeout:
@@ -323,7 +335,7 @@ impl Link {
             return true;
         }
         // Lingering lasts while TCP still delivers (issue 11, item 2).
-        session.handle_transport_pending(now, conn.send_queue() > 0);
+        session.handle_transport_pending(now, conn.unacknowledged());
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
             progress = true;
@@ -338,7 +350,7 @@ impl Link {
                 self.written += n as u64;
             }
         }
-        session.handle_transport_pending(now, conn.send_queue() > 0);
+        session.handle_transport_pending(now, conn.unacknowledged());
         while let Some(action) = session.poll_transport_action() {
             progress = true;
             match action {

@@ -1011,3 +1011,41 @@ fn i11_2_linger_lasts_while_tcp_still_delivers() {
     assert_eq!(st.unconfirmed_closes, 0, "{st:?}");
     assert_eq!(w.ep(0).connection_count(), 0);
 }
+
+/// Issue 11, item 2 (fails on 93d62d5): a FIN that TCP is still
+/// retransmitting counts as undelivered, like bytes: the server's last FIN
+/// is lost for 14 s and its linger timer (10 s) waits for it instead of
+/// resetting a connection that is about to close cleanly.
+#[test]
+fn i11_2_linger_waits_for_an_unacknowledged_fin() {
+    let (mut w, c, s) = connected_pair();
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        ep.send_disconnect(sockets, s, now, Some(b"grand total"))
+            .unwrap();
+    }
+    w.run_until(Duration::from_secs(5), |w| {
+        w.apps.events[1].iter().any(|(_, h, e)| {
+            *h == c && matches!(e, EndpointEvent::Session(Event::PeerDisconnected))
+        })
+    });
+    // From now on the server's bare FINs are lost, for 14 s.
+    let blocked = Rc::new(RefCell::new(true));
+    let b = blocked.clone();
+    w.set_drop(move |p| *b.borrow() && p.src == ip(0) && p.fin && p.len == 0);
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(1);
+        ep.send_disconnect(sockets, c, now, None).unwrap();
+    }
+    w.run_for(Duration::from_secs(14));
+    *blocked.borrow_mut() = false;
+    w.run_for(Duration::from_secs(40));
+    let evs = w.take_events(0);
+    assert_eq!(closed(&evs, s), Some(CloseReason::Graceful), "{evs:?}");
+    let st = w.ep(0).stats();
+    assert_eq!(st.unconfirmed_closes, 0, "{st:?}");
+    // TCP's FIN exchange was not cut short by the close bound either.
+    assert_eq!(st.close_timeouts, 0, "{st:?}");
+}

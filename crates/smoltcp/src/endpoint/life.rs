@@ -636,7 +636,7 @@ impl Endpoint {
                 // acknowledging (zero window, gone) gets no extension.
                 let close = self.config.tcp_close_timeout;
                 let first = *c.tcp_done_by.get_or_insert(t + close);
-                let grace = if socket.send_queue() > 0 {
+                let grace = if TcpConnection::unacknowledged(socket) {
                     self.config.tcp_timeout.max(close)
                 } else {
                     close
