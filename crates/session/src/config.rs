@@ -210,9 +210,10 @@ pub struct Config {
     pub options: Options,
     /// Caller: from CONNECT until ACCEPT or REJECT (default 15 s).
     pub connect_timeout: Duration,
-    /// Callee: from transport establishment until CONNECT is complete (default 30 s:
-    /// a CONNECT lost four times on a lossy path arrives after about 15 s of
-    /// back-off; the endpoint's admission control, not this timer, is the
+    /// Callee: from transport establishment until CONNECT is complete (default 45 s:
+    /// six transmissions of CONNECT at a 1 s initial RTO, doubling, go out at
+    /// 0, 1, 3, 7, 15 and 31 s, so a CONNECT lost five times on a lossy path
+    /// still arrives; the endpoint's admission control, not this timer, is the
     /// defence against floods of silent connections).
     pub handshake_timeout: Duration,
     /// Callee: from CONNECT until accept or reject, CF_DEFER included (default 10 s).
@@ -242,7 +243,7 @@ impl Default for Config {
         Self {
             options: Options::DEFAULT,
             connect_timeout: Duration::from_secs(15),
-            handshake_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(45),
             decision_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(10),
             abort_flush_timeout: Duration::from_secs(1),

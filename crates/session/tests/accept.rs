@@ -211,8 +211,8 @@ fn connect_timeout_when_the_callee_never_answers() {
 #[test]
 fn handshake_timeout_when_no_connect_arrives() {
     let mut p = Pair::default_pair();
-    // The default (30 s) plus the abort flush.
-    p.finish(Duration::from_secs(35));
+    // The default (45 s) plus the abort flush.
+    p.finish(Duration::from_secs(50));
     assert_eq!(
         p.server.closed(),
         Some(&CloseReason::TimedOut(Timer::Handshake))

@@ -30,7 +30,7 @@ leaves LISTEN becomes a pending connection, counted against `max_pending`
 until the application owns it; while that bound is reached no socket is
 armed, so further SYNs are answered with RST (the caller sees its connect
 reset: WSAECONNREFUSED). A pending connection whose CONNECT does not arrive
-within the session's handshake timeout (30 s; 2 s under load, see
+within the session's handshake timeout (45 s; 2 s under load, see
 [`ListenConfig`]) is aborted: the defence against slowloris. Once CONNECT arrives, WSAAccept's condition function
 ([`Endpoint::accept_with`]) or the application ([`EndpointEvent::Incoming`])
 decides: accept, reject with reason and data, or defer (bounded by the
@@ -52,7 +52,7 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 | abort flush (ABORT frame before RST) | 1 s | `Config::abort_flush_timeout` |
 | TIME-WAIT port quarantine | 10 s | `Config::time_wait` |
 | connect (CONNECT to ACCEPT/REJECT) | 15 s | `Config::session.connect_timeout` |
-| handshake (TCP up to CONNECT complete) | 30 s (2 s under load) | `Config::session.handshake_timeout` |
+| handshake (TCP up to CONNECT complete) | 45 s (2 s under load) | `Config::session.handshake_timeout` |
 | decision (CONNECT to accept/reject, CF_DEFER included) | 10 s | `Config::session.decision_timeout` |
 | linger (after close, until the peer's FIN; held while TCP has bytes unacknowledged) | 10 s | `Config::session.linger_timeout` |
 | session keepalive / idle | 30 s / 90 s | `Config::session.options.keepalive_ms` |
