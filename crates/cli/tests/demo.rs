@@ -151,3 +151,61 @@ fn a_server_crash_and_restart_gives_resets() {
             .all(|c| c.finished)
     );
 }
+
+/// A CI-sized slice of the soak (issue 11): 240 seeded runs of the seed
+/// scenario at 0, 5 and 10 % loss per link, with reordering, duplication
+/// and corruption, both modes, every timer at its default. None may fail,
+/// and every finished client's grand total must be right.
+#[test]
+fn soak_slice_no_failures_up_to_ten_percent_loss() {
+    let mut runs = 0;
+    for loss in [0.0, 0.05, 0.10] {
+        for mode in [Mode::Stream, Mode::Message] {
+            for seed in 1..=40u64 {
+                let link = LinkConfig {
+                    latency: Duration::from_millis(5),
+                    jitter: Duration::from_millis(2),
+                    loss,
+                    reorder: 0.05,
+                    duplicate: 0.05,
+                    corrupt: 0.01,
+                    ..LinkConfig::default()
+                };
+                let r = demo::run(DemoConfig {
+                    clients: 3,
+                    link,
+                    mode,
+                    seed: 1_000 + seed,
+                    ..DemoConfig::default()
+                });
+                assert!(
+                    r.ok(),
+                    "loss {loss} {mode:?} seed {}: {}",
+                    1_000 + seed,
+                    r.summary()
+                );
+                for c in &r.clients {
+                    assert_eq!(c.grand_total, c.server_sent, "{}", c.name);
+                }
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 240);
+}
+
+/// A partition shorter than the TCP user timeout (120 s by default) is
+/// survived: no session timer ends a session whose TCP is still trying.
+#[test]
+fn a_partition_shorter_than_the_user_timeout_is_survived() {
+    let r = demo::run(DemoConfig {
+        clients: 10,
+        transactions: 20,
+        partition: Some((Instant::from_millis(100), Instant::from_secs(60))),
+        seed: 6,
+        ..DemoConfig::default()
+    });
+    check(&r);
+    assert!(r.totals.links.dropped_down > 0);
+    assert!(r.virtual_time > Instant::from_secs(60));
+}
