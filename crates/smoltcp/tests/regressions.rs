@@ -1049,3 +1049,47 @@ fn i11_2_linger_waits_for_an_unacknowledged_fin() {
     // TCP's FIN exchange was not cut short by the close bound either.
     assert_eq!(st.close_timeouts, 0, "{st:?}");
 }
+
+/// Issue 11, item 1 (scenario, not a regression: it passes on the commit
+/// that added it): a caller whose first SYN and every CONNECT for 20 s are
+/// lost still connects, its TCP retransmitting across the callee's
+/// keep-alive probes and the connect and handshake timers waiting. Written
+/// while chasing the stall of `demo --loss 10 --reorder 5 --duplicate 5
+/// --corrupt 1 --clients 20 --seed 53` (see CHANGELOG), which this shape
+/// does not reproduce.
+#[test]
+fn i11_1_lost_connect_is_retransmitted() {
+    let mut w = World::new(2, |i| Some(Config::new(150 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let blocked = Rc::new(RefCell::new(true));
+    let b = blocked.clone();
+    let syns = Rc::new(RefCell::new(0));
+    let n = syns.clone();
+    w.set_drop(move |p| {
+        if p.src == ip(1) && p.syn {
+            *n.borrow_mut() += 1;
+            return *n.borrow() == 1; // the first SYN is lost
+        }
+        *b.borrow() && p.src == ip(1) && p.len > 1
+    });
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), Options::DEFAULT)
+            .unwrap()
+    };
+    w.run_for(Duration::from_secs(20));
+    *blocked.borrow_mut() = false;
+    w.run_until(Duration::from_secs(40), |w| {
+        w.apps.events[1].iter().any(|(_, h, e)| {
+            *h == c && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        })
+    });
+}
