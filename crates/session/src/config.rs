@@ -219,7 +219,7 @@ pub struct Config {
     /// Callee: from CONNECT until accept or reject, CF_DEFER included (default 10 s).
     pub decision_timeout: Duration,
     /// Both: after `close()`, and in the closing states, until the peer's FIN (default 10 s).
-    /// Held while the driver reports unacknowledged bytes
+    /// Paused while the driver reports anything unacknowledged
     /// ([`Session::handle_transport_pending`](crate::Session::handle_transport_pending)):
     /// it measures the wait for the peer, not TCP's retransmissions.
     pub linger_timeout: Duration,

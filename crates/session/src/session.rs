@@ -327,7 +327,7 @@ impl Session {
     /// blocked sender hears FD_WRITE once there is room.
     fn sent(&mut self, now: Instant) {
         if let Some(k) = self.params.keepalive() {
-            self.timers.restart_if_armed(TimerId::Keepalive, now + k);
+            self.timers.restart_if_armed(TimerId::Keepalive, now, k);
         }
         if self.tx.writable_wanted
             && self.tx.len() < self.config.send_buffer
@@ -391,33 +391,38 @@ impl Session {
     /// by its own user timeout) do not count against the callee's answer.
     pub fn handle_peer_alive(&mut self, now: Instant) {
         if let Some(k) = self.params.keepalive() {
-            self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
+            self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
         }
         if self.state == State::ConnectSent {
             self.timers
-                .restart_if_armed(TimerId::Connect, now + self.config.connect_timeout);
+                .restart_if_armed(TimerId::Connect, now, self.config.connect_timeout);
         }
     }
 
-    /// Tells the session whether the transport holds bytes the peer has not
-    /// yet acknowledged. While it does, the timers that wait for the peer
-    /// (connect, linger, idle) are held: TCP is
-    /// still trying to deliver, and its user timeout bounds that time, so a
-    /// session timer firing during a retransmission back-off would kill a
-    /// session that was about to be answered (issue 11, item 1; closesocket
-    /// with SO_LINGER off likewise returns while the stack keeps
-    /// delivering). When everything has been acknowledged each of them
-    /// starts again in full from `now`, and measures only what it names: the
-    /// peer's answer. Drivers call this after every pump; calls that do not
-    /// change the answer cost nothing.
+    /// Tells the session whether the transport holds anything the peer has
+    /// not yet acknowledged (bytes, or our FIN). While it does, the timers
+    /// that wait for the peer (connect, linger, idle) are paused: they keep
+    /// the time they had left and count only time in which the peer had
+    /// everything we sent. TCP is still trying to deliver, with exponential
+    /// back-off, and a session timer firing meanwhile would kill a session
+    /// that was about to be answered (issue 11; closesocket with SO_LINGER
+    /// off likewise returns while the stack keeps delivering).
+    ///
+    /// Contract for drivers: call it whenever the answer may have changed,
+    /// before [`handle_timeout`](Self::handle_timeout) (paused timers are
+    /// left out of [`poll_timeout`](Self::poll_timeout), so the driver must
+    /// notice the acknowledgement itself); and bound the pause, since
+    /// `true` forever pauses forever: pass `false` once the transport has
+    /// made no delivery progress for its user timeout. A driver that never
+    /// calls it keeps every timer running on the clock.
     pub fn handle_transport_pending(&mut self, now: Instant, unacknowledged: bool) {
-        let (connect, linger) = (self.config.connect_timeout, self.config.linger_timeout);
-        let idle = self.params.keepalive().map(|k| k * 3);
-        self.timers.transport_pending(unacknowledged, |t| match t {
-            TimerId::Connect => now + connect,
-            TimerId::Idle => now + idle.unwrap_or_default(),
-            _ => now + linger,
-        });
+        self.timers.pause_peer_timers(unacknowledged, now);
+    }
+
+    /// Whether the timers that wait for the peer are paused
+    /// ([`handle_transport_pending`](Self::handle_transport_pending)).
+    pub fn transport_pending(&self) -> bool {
+        self.timers.is_paused()
     }
 
     /// Callee: the transport became established only now (a SYN-ACK held by

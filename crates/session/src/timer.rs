@@ -1,78 +1,117 @@
 //! The session's timers: one deadline per [`TimerId`], after quinn-proto's
 //! `TimerTable`. Rows arm and clear them; the data path only moves the two
 //! rolling ones (idle on receipt, keepalive on sending) while they run.
+//!
+//! The timers that wait for the peer (connect, linger, idle:
+//! [`TimerId::waits_for_peer`]) can be *paused* while the transport still
+//! holds bytes (or our FIN) the peer has not acknowledged: their clocks stop,
+//! and resume with the time they had left. So they count only time in which
+//! the peer had everything we sent (issue 11: a session timer never kills a
+//! transport that is still delivering).
+
+use core::time::Duration;
 
 use crate::state::TimerId;
 use crate::time::Instant;
 
+/// One timer's setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Slot {
+    #[default]
+    Off,
+    /// Running: fires at this instant.
+    At(Instant),
+    /// Paused with this much time left.
+    Paused(Duration),
+}
+
 /// One optional deadline per timer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; TimerId::ALL.len()],
+    slots: [Slot; TimerId::ALL.len()],
     /// The idle timer is held while the session itself pushes back on the
     /// transport (the peer cannot be blamed for bytes we do not take).
     idle_suspended: bool,
-    /// The transport holds bytes the peer has not acknowledged: the timers
-    /// that wait for the peer ([`TimerId::waits_for_peer`]) are held, since
-    /// TCP's user timeout bounds that wait and a session timer must not
-    /// kill a transport that can still deliver (issue 11, item 1).
-    transport_pending: bool,
+    /// The peer timers are paused: the transport holds unacknowledged bytes.
+    paused: bool,
 }
 
 impl TimerTable {
-    pub(crate) fn set(&mut self, t: TimerId, at: Instant) {
-        self.deadlines[t as usize] = Some(at);
+    fn pauses(&self, t: TimerId) -> bool {
+        self.paused && t.waits_for_peer()
+    }
+
+    /// Arms `t` to fire `after` from `now` (paused, if the peer timers are).
+    pub(crate) fn set(&mut self, t: TimerId, now: Instant, after: Duration) {
+        self.slots[t as usize] = if self.pauses(t) {
+            Slot::Paused(after)
+        } else {
+            Slot::At(now + after)
+        };
     }
 
     pub(crate) fn clear(&mut self, t: TimerId) {
-        self.deadlines[t as usize] = None;
+        self.slots[t as usize] = Slot::Off;
     }
 
     #[cfg(test)]
     fn get(&self, t: TimerId) -> Option<Instant> {
-        self.deadlines[t as usize]
-    }
-
-    /// Moves a running timer to `at`; a stopped one stays stopped.
-    pub(crate) fn restart_if_armed(&mut self, t: TimerId, at: Instant) {
-        if let Some(d) = &mut self.deadlines[t as usize] {
-            *d = at;
+        match self.slots[t as usize] {
+            Slot::At(at) => Some(at),
+            _ => None,
         }
     }
 
-    /// Suspends or resumes the idle timer; resuming restarts it at `restart`.
-    pub(crate) fn suspend_idle(&mut self, suspended: bool, restart: Instant) {
+    /// Whether the peer timers are paused.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Moves a running (or paused) timer to `after` from `now`; a stopped
+    /// one stays stopped.
+    pub(crate) fn restart_if_armed(&mut self, t: TimerId, now: Instant, after: Duration) {
+        if self.slots[t as usize] != Slot::Off {
+            self.set(t, now, after);
+        }
+    }
+
+    /// Suspends or resumes the idle timer; resuming restarts it at
+    /// `after` from `now`.
+    pub(crate) fn suspend_idle(&mut self, suspended: bool, now: Instant, after: Duration) {
         if self.idle_suspended && !suspended {
-            self.restart_if_armed(TimerId::Idle, restart);
+            self.restart_if_armed(TimerId::Idle, now, after);
         }
         self.idle_suspended = suspended;
     }
 
-    /// Holds or releases the timers that wait for the peer; releasing
-    /// restarts each one that is armed at `restart(timer)`, so the peer gets
-    /// its whole time from the moment everything we sent was acknowledged.
-    pub(crate) fn transport_pending(
-        &mut self,
-        pending: bool,
-        restart: impl Fn(TimerId) -> Instant,
-    ) {
-        if self.transport_pending && !pending {
-            for t in TimerId::ALL {
-                if t.waits_for_peer() {
-                    self.restart_if_armed(t, restart(t));
-                }
-            }
+    /// Pauses or resumes the timers that wait for the peer. Paused, they
+    /// keep the time they had left; resumed, they run on from `now`.
+    pub(crate) fn pause_peer_timers(&mut self, paused: bool, now: Instant) {
+        if paused == self.paused {
+            return;
         }
-        self.transport_pending = pending;
+        for t in TimerId::ALL {
+            if !t.waits_for_peer() {
+                continue;
+            }
+            let slot = &mut self.slots[t as usize];
+            *slot = match *slot {
+                Slot::At(at) if paused => Slot::Paused(at.saturating_duration_since(now)),
+                Slot::Paused(left) if !paused => Slot::At(now + left),
+                s => s,
+            };
+        }
+        self.paused = paused;
     }
 
     fn effective(&self, t: TimerId) -> Option<Instant> {
-        if (t == TimerId::Idle && self.idle_suspended)
-            || (self.transport_pending && t.waits_for_peer())
-        {
+        if t == TimerId::Idle && self.idle_suspended {
             return None;
         }
-        self.deadlines[t as usize]
+        match self.slots[t as usize] {
+            Slot::At(at) => Some(at),
+            _ => None,
+        }
     }
 
     /// The earliest deadline.
@@ -85,8 +124,9 @@ impl TimerTable {
         let t = TimerId::ALL
             .iter()
             .copied()
-            .filter(|&t| self.effective(t).is_some_and(|d| d <= now))
-            .min_by_key(|&t| self.deadlines[t as usize])?;
+            .filter_map(|t| self.effective(t).filter(|&d| d <= now).map(|d| (d, t)))
+            .min()
+            .map(|(_, t)| t)?;
         self.clear(t);
         Some(t)
     }
@@ -96,16 +136,19 @@ impl TimerTable {
 mod tests {
     use super::*;
 
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
     #[test]
     fn earliest_first_and_suspension() {
         let mut t = TimerTable::default();
-        t.set(TimerId::Linger, Instant::from_millis(20));
-        t.set(TimerId::Idle, Instant::from_millis(10));
+        let z = Instant::ZERO;
+        t.set(TimerId::Linger, z, MS(20));
+        t.set(TimerId::Idle, z, MS(10));
         assert_eq!(t.next(), Some(Instant::from_millis(10)));
-        t.suspend_idle(true, Instant::ZERO);
+        t.suspend_idle(true, z, MS(0));
         assert_eq!(t.next(), Some(Instant::from_millis(20)));
         assert_eq!(t.take_expired(Instant::from_millis(15)), None);
-        t.suspend_idle(false, Instant::from_millis(30));
+        t.suspend_idle(false, z, MS(30));
         assert_eq!(t.get(TimerId::Idle), Some(Instant::from_millis(30)));
         assert_eq!(
             t.take_expired(Instant::from_millis(40)),
@@ -119,17 +162,31 @@ mod tests {
     }
 
     #[test]
-    fn peer_timers_wait_while_pending_and_restart_whole() {
+    fn paused_peer_timers_keep_the_time_they_had_left() {
         let mut t = TimerTable::default();
-        t.transport_pending(true, |_| Instant::ZERO);
-        t.set(TimerId::Linger, Instant::from_millis(10));
-        t.set(TimerId::AbortFlush, Instant::from_millis(70));
-        assert_eq!(t.next(), Some(Instant::from_millis(70)));
-        assert_eq!(t.take_expired(Instant::from_millis(50)), None);
-        t.transport_pending(false, |_| Instant::from_millis(60));
-        assert_eq!(t.next(), Some(Instant::from_millis(60)));
-        // Releasing released timers does not move them.
-        t.transport_pending(false, |_| Instant::from_millis(90));
-        assert_eq!(t.next(), Some(Instant::from_millis(60)));
+        let at = Instant::from_millis;
+        t.set(TimerId::Linger, at(0), MS(10));
+        t.set(TimerId::AbortFlush, at(0), MS(70));
+        // Paused at 4 ms with 6 ms left; abort-flush is ours and runs on.
+        t.pause_peer_timers(true, at(4));
+        assert!(t.is_paused());
+        assert_eq!(t.next(), Some(at(70)));
+        assert_eq!(t.take_expired(at(50)), None);
+        // Armed while paused: the whole time is kept for later.
+        t.set(TimerId::Connect, at(50), MS(15));
+        t.pause_peer_timers(false, at(60));
+        assert_eq!(t.get(TimerId::Linger), Some(at(66)));
+        assert_eq!(t.get(TimerId::Connect), Some(at(75)));
+        // Resuming twice does not move them.
+        t.pause_peer_timers(false, at(90));
+        assert_eq!(t.get(TimerId::Linger), Some(at(66)));
+        // Short pauses (a PING's round trip) only delay: the timer fires.
+        let mut t = TimerTable::default();
+        t.set(TimerId::Linger, at(0), MS(100));
+        for k in 0..10 {
+            t.pause_peer_timers(true, at(k * 10));
+            t.pause_peer_timers(false, at(k * 10 + 2));
+        }
+        assert_eq!(t.get(TimerId::Linger), Some(at(120)));
     }
 }

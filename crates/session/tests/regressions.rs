@@ -599,3 +599,35 @@ fn i11_1_idle_timer_waits_while_our_bytes_are_unacknowledged() {
     s.handle_timeout(later + Duration::from_millis(3000));
     assert_eq!(s.state(), State::Closed);
 }
+
+/// Review of the timer change (fails on 8bdea83): the PINGs a lingering
+/// session keeps sending are unacknowledged for a round trip each; pausing
+/// the linger timer for those moments must not restart it, or a peer that
+/// never answers our DISCONNECT holds the session forever.
+#[test]
+fn i11_2_keepalive_round_trips_do_not_restart_linger() {
+    let mut config = keepalive_config(1000);
+    config.linger_timeout = Duration::from_secs(10);
+    let mut s = accepted_with(config, Mode::Stream);
+    s.close(T);
+    let _ = output(&mut s);
+    let mut t = T;
+    // Every 100 ms: anything queued goes out, stays unacknowledged for
+    // 20 ms, then is acknowledged (and the peer is alive).
+    while s.state() != State::Closed && t < T + Duration::from_secs(60) {
+        s.handle_timeout(t);
+        let sent = !output(&mut s).0.is_empty();
+        s.handle_transport_pending(t, sent);
+        t = t + Duration::from_millis(20);
+        s.handle_transport_pending(t, false);
+        s.handle_peer_alive(t);
+        t = t + Duration::from_millis(80);
+    }
+    assert_eq!(s.state(), State::Closed);
+    assert!(t <= T + Duration::from_secs(13), "linger fired only at {t}");
+    assert!(
+        events(&mut s)
+            .iter()
+            .any(|e| matches!(e, Event::Closed(CloseReason::TimedOut(Timer::Linger))))
+    );
+}

@@ -54,7 +54,7 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 | connect (CONNECT to ACCEPT/REJECT) | 15 s | `Config::session.connect_timeout` |
 | handshake (TCP up to CONNECT complete) | 45 s (2 s under load) | `Config::session.handshake_timeout` |
 | decision (CONNECT to accept/reject, CF_DEFER included) | 10 s | `Config::session.decision_timeout` |
-| linger (after close, until the peer's FIN; held while TCP has bytes unacknowledged) | 10 s | `Config::session.linger_timeout` |
+| linger (after close, until the peer's FIN; paused while anything sent, our FIN included, is unacknowledged, for at most the user timeout without progress) | 10 s | `Config::session.linger_timeout` |
 | session keepalive / idle | 30 s / 90 s | `Config::session.options.keepalive_ms` |
 | SYN-ACK pause on `TcpDecision::Defer` | 5 s | [`Endpoint::set_syn_defer_timeout`] |
 

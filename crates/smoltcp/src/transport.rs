@@ -130,6 +130,10 @@ pub struct Link {
     /// When the peer last acknowledged new bytes (received bytes do not
     /// count): how long TCP has been stuck delivering, for the close bound.
     delivered_at: Instant,
+    /// Since when something sent is unacknowledged, if it is.
+    pending_since: Option<Instant>,
+    /// What the session was last told: its peer timers are paused.
+    holding: bool,
     abort_flush: Duration,
     tcp_timeout: Duration,
     /// The session's idle bound (3 keepalive intervals), if any: the user
@@ -153,6 +157,8 @@ impl Link {
             owns_timeout: false,
             acked_at: now,
             delivered_at: now,
+            pending_since: None,
+            holding: false,
             abort_flush,
             tcp_timeout,
             liveness: Duration::ZERO,
@@ -210,6 +216,45 @@ impl Link {
         self.delivered_at
     }
 
+    /// How long the session's peer timers may stay paused without delivery
+    /// progress: the user timeout.
+    fn hold_limit(&self) -> Duration {
+        self.tcp_timeout.max(self.liveness)
+    }
+
+    /// When the pause of the session's peer timers ends if nothing more is
+    /// acknowledged: the user timeout after the later of the start of the
+    /// wait and the last delivery progress. A peer that advertises a zero
+    /// window, or stops acknowledging while it still answers probes, cannot
+    /// hold a session past it.
+    fn hold_until(&self) -> Option<Instant> {
+        self.pending_since
+            .map(|since| since.max(self.delivered_at) + self.hold_limit())
+    }
+
+    /// Whether the session's peer timers should be paused now: something
+    /// sent is unacknowledged and TCP has made delivery progress within its
+    /// user timeout (`Session::handle_transport_pending`).
+    pub fn hold<C: TcpConnection + ?Sized>(&self, conn: &C, now: Instant) -> bool {
+        conn.unacknowledged() && self.hold_until().is_none_or(|until| now < until)
+    }
+
+    /// Updates the pause of the session's peer timers.
+    fn tell_pending<C: TcpConnection + ?Sized>(
+        &mut self,
+        session: &mut Session,
+        conn: &C,
+        now: Instant,
+    ) {
+        if conn.unacknowledged() {
+            self.pending_since.get_or_insert(now);
+        } else {
+            self.pending_since = None;
+        }
+        self.holding = self.hold(conn, now);
+        session.handle_transport_pending(now, self.holding);
+    }
+
     /// Whether the handshake has been seen complete.
     pub fn established(&self) -> bool {
         self.established
@@ -237,10 +282,16 @@ impl Link {
         if self.aborted || self.gone_delivered {
             return None;
         }
-        match (self.reset_at, self.user_timeout_at(conn.unacknowledged())) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // The end of a pause of the session's peer timers needs a visit.
+        let hold_ends = self.hold_until().filter(|_| self.holding);
+        [
+            self.reset_at,
+            self.user_timeout_at(conn.unacknowledged()),
+            hold_ends,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Moves everything that can move between `session` and `conn` at `now`.
@@ -335,7 +386,7 @@ impl Link {
             return true;
         }
         // Lingering lasts while TCP still delivers (issue 11, item 2).
-        session.handle_transport_pending(now, conn.unacknowledged());
+        self.tell_pending(session, conn, now);
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
             progress = true;
@@ -350,7 +401,7 @@ impl Link {
                 self.written += n as u64;
             }
         }
-        session.handle_transport_pending(now, conn.unacknowledged());
+        self.tell_pending(session, conn, now);
         while let Some(action) = session.poll_transport_action() {
             progress = true;
             match action {

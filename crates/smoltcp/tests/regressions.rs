@@ -1014,7 +1014,8 @@ fn i11_2_linger_lasts_while_tcp_still_delivers() {
 
 /// Issue 11, item 2 (fails on 93d62d5): a FIN that TCP is still
 /// retransmitting counts as undelivered, like bytes: the server's last FIN
-/// is lost for 14 s and its linger timer (10 s) waits for it instead of
+/// is lost for 14 s after its session has ended, and the endpoint's bound
+/// on the FIN exchange (`tcp_close_timeout`, 10 s) waits for it instead of
 /// resetting a connection that is about to close cleanly.
 #[test]
 fn i11_2_linger_waits_for_an_unacknowledged_fin() {
@@ -1092,4 +1093,71 @@ fn i11_1_lost_connect_is_retransmitted() {
             *h == c && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
         })
     });
+}
+
+/// Review of the timer change (fails on 8bdea83): once CONNECT is
+/// acknowledged by a callee whose application never answers (here a plain
+/// TCP listener), the acknowledgement itself must resume the connect timer:
+/// the connect times out, instead of waiting forever for a wake-up.
+#[test]
+fn i11_1_connect_times_out_once_connect_is_acknowledged() {
+    let mut w = World::new(2, |i| (i == 1).then(|| Config::new(160)));
+    {
+        let mut s = smoltcp::socket::tcp::Socket::new(
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        s.listen(PORT).unwrap();
+        w.sim.host(0).sockets.add(s);
+    }
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), Options::DEFAULT)
+            .unwrap()
+    };
+    let started = w.now();
+    w.run_until(Duration::from_secs(40), |w| {
+        w.apps.events[1]
+            .iter()
+            .any(|(_, h, e)| *h == c && matches!(e, EndpointEvent::Session(Event::Closed(_))))
+    });
+    let evs = w.take_events(1);
+    assert_eq!(
+        closed(&evs, c),
+        Some(CloseReason::TimedOut(bookend_session::Timer::Connect)),
+        "{evs:?}"
+    );
+    let took = w.now() - started;
+    assert!(
+        took <= smoltcp::time::Duration::from_secs(16),
+        "took {took}"
+    );
+}
+
+/// Review of the timer change (fails on 8bdea83): a caller that never
+/// reads (zero window) while its TCP still answers probes cannot hold a
+/// rejecting callee forever: without delivery progress for the user
+/// timeout, the pause ends and the linger timer resets the connection.
+#[test]
+fn i11_2_zero_window_caller_cannot_hold_a_rejecting_callee() {
+    let (mut w, l) = server_world(2);
+    w.ep(0).accept_with(l, |_| Decision::Reject {
+        reason: Reason::REJECTED,
+        data: Some(bytes::Bytes::from(vec![7u8; 60_000])),
+    });
+    // A caller with a 64-byte receive buffer that it never reads.
+    let s = {
+        let h = w.sim.host(1);
+        let mut s = smoltcp::socket::tcp::Socket::new(
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 64]),
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        s.connect(h.iface.context(), addr(0), 40_002).unwrap();
+        h.sockets.add(s)
+    };
+    w.run_until(Duration::from_secs(2), |w| w.raw(1, s).may_send());
+    w.raw(1, s).send_slice(&connect_frame(b"x")).unwrap();
+    w.run_for(Duration::from_secs(300));
+    assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
 }

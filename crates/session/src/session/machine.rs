@@ -105,7 +105,7 @@ impl Session {
         for t in TimerId::ALL {
             if row.arm.contains(t) {
                 match self.duration(t) {
-                    Some(d) => self.timers.set(t, now + d),
+                    Some(d) => self.timers.set(t, now, d),
                     None => self.timers.clear(t),
                 }
             }

@@ -13,6 +13,7 @@ use bookend_wire::{
     Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, VERSION, decode, flags,
 };
 use bytes::{Bytes, BytesMut};
+use core::time::Duration;
 use tracing::{debug, trace};
 
 use super::machine::Args;
@@ -152,14 +153,14 @@ impl Session {
         if at > 0 {
             // Liveness is what the transport delivers, not what was read (§7).
             if let Some(k) = self.params.keepalive() {
-                self.timers.restart_if_armed(TimerId::Idle, now + k * 3);
+                self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
             }
         }
         if !input.is_empty() {
             let held = at < input.len();
             self.rx.held = held;
-            let restart = self.params.keepalive().map_or(now, |k| now + k * 3);
-            self.timers.suspend_idle(held, restart);
+            let idle = self.params.keepalive().map_or(Duration::ZERO, |k| k * 3);
+            self.timers.suspend_idle(held, now, idle);
             if held && self.rx.direct {
                 // DATA waits in the transport: tell the application (FD_READ),
                 // again after a read that left some, as Winsock re-posts it.

@@ -401,6 +401,9 @@ impl Endpoint {
                     && c.session.pending_events() == 0
                     && !c.want_writable
                     && c.tcp_done_by.is_none_or(|d| d > t)
+                    // An acknowledgement that ends (or a wait that starts)
+                    // a pause of the session's peer timers needs the pump.
+                    && c.link.hold(socket, t) == c.session.transport_pending()
                     && !Self::syn_paused(c.phase);
                 if idle {
                     return;
