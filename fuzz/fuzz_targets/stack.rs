@@ -432,7 +432,12 @@ fuzz_target!(|input: Input| {
     s.step();
     if std::env::var_os("STACK_DEBUG").is_some() {
         // Replaying a failure: what is left.
-        eprintln!("{:?}", s.ep);
+        eprintln!("{:#?}", s.ep);
+        for (_, sock) in s.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                eprintln!("socket {} {:?}", t.state(), t.remote_endpoint());
+            }
+        }
     }
     assert_eq!(
         s.ep.connection_count(),

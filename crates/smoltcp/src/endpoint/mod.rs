@@ -3,6 +3,8 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -341,11 +343,43 @@ pub struct Endpoint {
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("listeners", &self.listeners.len())
+        let alternate = f.alternate();
+        let mut d = f.debug_struct("Endpoint");
+        d.field("listeners", &self.listeners.len())
             .field("connections", &self.connection_count())
-            .field("stats", &self.stats)
-            .finish()
+            .field("stats", &self.stats);
+        if alternate {
+            // `{:#?}`: one line per connection, for post-mortems (fuzzing).
+            let conns: Vec<String> = self
+                .conns
+                .iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{:?} state={} socket={:?} aborted={:?} tcp_done_by={:?} \
+                         scheduled={:?} link_poll_at={:?} session_poll={:?} events={} \
+                         drained={} tcp={:?} tx={} session_events={} gone={} aborted_link={}",
+                        c.phase,
+                        c.session.state(),
+                        c.socket,
+                        c.aborted,
+                        c.tcp_done_by,
+                        c.scheduled,
+                        c.link_poll_at,
+                        c.session.poll_timeout(),
+                        c.queued_events,
+                        c.session.is_drained(),
+                        c.last_tcp_state,
+                        c.session.send_queue(),
+                        c.session.pending_events(),
+                        c.link.gone(),
+                        c.link.aborted(),
+                    )
+                })
+                .collect();
+            d.field("conns", &conns);
+        }
+        d.finish()
     }
 }
 
