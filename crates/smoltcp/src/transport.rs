@@ -43,6 +43,10 @@ pub trait TcpConnection {
     fn abort(&mut self);
     /// Whether the connection is over (CLOSED or TIME-WAIT).
     fn is_finished(&self) -> bool;
+    /// Whether the connection is CLOSED: gone, however it ended.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 impl TcpConnection for tcp::Socket<'_> {
@@ -96,6 +100,10 @@ impl TcpConnection for tcp::Socket<'_> {
 
     fn is_finished(&self) -> bool {
         matches!(self.state(), tcp::State::Closed | tcp::State::TimeWait)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state() == tcp::State::Closed
     }
 }
 
@@ -349,6 +357,16 @@ impl Link {
                         self.fin_delivered = true;
                         progress = true;
                         session.handle_transport_closed(now, TransportClosed::Fin);
+                    } else if !self.gone_delivered && conn.is_closed() {
+                        // After the peer's FIN the socket went CLOSED without
+                        // our FIN's exchange finishing (a RST, or smoltcp's
+                        // time-out). smoltcp keeps reporting "finished" to
+                        // reads, so the loss shows only in its state; without
+                        // this the session would wait forever to send what it
+                        // still holds (found by the stack fuzz target).
+                        self.gone_delivered = true;
+                        progress = true;
+                        session.handle_transport_closed(now, TransportClosed::Reset);
                     }
                     break;
                 }

@@ -323,6 +323,9 @@ impl Endpoint {
     /// Visits one connection, then re-arms its wakers (smoltcp wakes a waker
     /// once) and puts its next deadline in the timer heap.
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        if let Some(c) = self.conns[index].as_deref_mut() {
+            c.visited = t;
+        }
         self.visit_conn(index, t, sockets);
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
         // an eviction) queue frames after the pump ran: hand them to TCP now.

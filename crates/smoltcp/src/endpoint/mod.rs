@@ -240,6 +240,11 @@ struct Conn {
     want_writable: bool,
     /// When the connection was created (taken from a listener, or connect).
     born: Instant,
+    /// When the connection was last visited. Wakers alone cannot be trusted
+    /// to report every change: smoltcp's internal reset (TIME-WAIT expiry,
+    /// among others) closes a socket without waking it. So a connection
+    /// with a live socket is visited at least once per `tcp_timeout`.
+    visited: Instant,
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
     queued_events: u32,
@@ -593,6 +598,7 @@ impl Endpoint {
             last_tcp_state: None,
             want_writable: false,
             born: t,
+            visited: t,
             queued_events: 0,
             link_poll_at: None,
             span: f.span,
@@ -644,6 +650,7 @@ impl Endpoint {
         }
         consider(c.link_poll_at.filter(|_| live_socket));
         consider(c.tcp_done_by.filter(|_| live_socket));
+        consider(Some(c.visited + self.config.tcp_timeout).filter(|_| live_socket));
         #[cfg(feature = "conditional-accept")]
         if let Phase::SynPaused(by) = c.phase {
             consider(Some(by));
