@@ -246,9 +246,9 @@ pub enum TimerId {
 
 impl TimerId {
     /// Whether the timer waits for the peer's answer (connect, linger,
-    /// idle), and so is held while the transport still holds bytes the peer
-    /// has not acknowledged: TCP's user timeout bounds that time, and these
-    /// timers start again in full once everything is acknowledged (§7).
+    /// idle), and so is paused (keeping the time it had left) while the
+    /// transport still holds anything the peer has not acknowledged: the
+    /// driver bounds that time by TCP's user timeout (§7).
     /// Handshake and decision wait for nothing we sent; abort-flush and
     /// keepalive are about our own sending.
     pub const fn waits_for_peer(self) -> bool {

@@ -96,7 +96,11 @@ impl TimerTable {
             }
             let slot = &mut self.slots[t as usize];
             *slot = match *slot {
-                Slot::At(at) if paused => Slot::Paused(at.saturating_duration_since(now)),
+                // A timer already due is not paused: it fires (the driver
+                // may notice the unacknowledged bytes only after its deadline).
+                Slot::At(at) if paused && at > now => {
+                    Slot::Paused(at.saturating_duration_since(now))
+                }
                 Slot::Paused(left) if !paused => Slot::At(now + left),
                 s => s,
             };
@@ -180,6 +184,11 @@ mod tests {
         // Resuming twice does not move them.
         t.pause_peer_timers(false, at(90));
         assert_eq!(t.get(TimerId::Linger), Some(at(66)));
+        // A timer already due when the pause begins is not paused: it fires.
+        let mut o = TimerTable::default();
+        o.set(TimerId::Idle, at(0), MS(10));
+        o.pause_peer_timers(true, at(20));
+        assert_eq!(o.take_expired(at(20)), Some(TimerId::Idle));
         // Short pauses (a PING's round trip) only delay: the timer fires.
         let mut t = TimerTable::default();
         t.set(TimerId::Linger, at(0), MS(100));

@@ -240,10 +240,10 @@ struct Conn {
     want_writable: bool,
     /// When the connection was created (taken from a listener, or connect).
     born: Instant,
-    /// When the connection was last visited. Wakers alone cannot be trusted
-    /// to report every change: smoltcp's internal reset (TIME-WAIT expiry,
-    /// among others) closes a socket without waking it. So a connection
-    /// with a live socket is visited at least once per `tcp_timeout`.
+    /// When the connection was last visited. A safety net: a connection
+    /// with a live socket is visited at least once per `tcp_timeout`, so a
+    /// change that neither a waker nor a deadline reports (the leak found
+    /// by the stack fuzz target was one) cannot strand it for ever.
     visited: Instant,
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
