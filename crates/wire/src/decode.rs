@@ -46,7 +46,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, Error> 
         return Err(Error::ReservedFrameType);
     }
     let len = frame.body_len();
-    let max = limits.max_body_len(frame_type);
+    let max = limits.max_wire_body_len(frame_type, frame.flags());
     if len > max {
         return Err(Error::FrameTooLarge {
             frame_type,

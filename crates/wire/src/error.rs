@@ -77,6 +77,16 @@ pub enum Error {
         /// The option kind, without the critical bit.
         kind: u16,
     },
+    /// A frame with the CRC32C flag whose body is shorter than its trailer.
+    MissingTrailer,
+    /// A frame's CRC-32C trailer does not match its bytes: they were altered
+    /// on the way (or the stream lost its framing).
+    ChecksumMismatch {
+        /// The CRC-32C of the header and body as received.
+        computed: u32,
+        /// The trailer as received.
+        received: u32,
+    },
     /// `emit` was given a buffer shorter than [`crate::FrameRepr::buffer_len`].
     BufferTooSmall {
         /// The bytes the frame needs.
@@ -112,6 +122,11 @@ impl fmt::Display for Error {
             Self::DataWithoutFlag { frame_type } => {
                 write!(f, "{frame_type} carries data but HAS_DATA is clear")
             }
+            Self::MissingTrailer => write!(f, "CRC32C flag set but no room for the trailer"),
+            Self::ChecksumMismatch { computed, received } => write!(
+                f,
+                "CRC-32C mismatch: frame has {received:#010x}, its bytes give {computed:#010x}"
+            ),
             Self::BadMagic => write!(f, "missing BKND magic"),
             Self::BadVersion => write!(f, "invalid version range"),
             Self::BadOptionsLength => write!(f, "options block length invalid"),

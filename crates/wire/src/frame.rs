@@ -27,6 +27,10 @@ pub mod flags {
     /// Bit 7 of any frame: a receiver that does not know the frame type must
     /// end the session instead of skipping the frame.
     pub const MUST_UNDERSTAND: u8 = 0x80;
+    /// Bit 6 of any frame: the body ends in a 4-byte CRC-32C of the header
+    /// and the rest of the body, counted by `length` (`docs/protocol.md`
+    /// §2.5). A receiver checks it whenever it is set, negotiated or not.
+    pub const CRC32C: u8 = 0x40;
 }
 
 /// The frame type octet.

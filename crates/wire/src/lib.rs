@@ -45,6 +45,7 @@ mod error;
 mod field;
 mod frame;
 mod hello;
+mod integrity;
 mod limits;
 mod options;
 mod reason;
@@ -55,6 +56,7 @@ pub use decode::{Decoded, decode};
 pub use error::Error;
 pub use frame::{Frame, FrameType, HEADER_LEN, emit_header, flags};
 pub use hello::{AcceptRepr, ConnectRepr, HELLO_FIXED_LEN, Hello, MAGIC, VERSION};
+pub use integrity::{Integrity, TRAILER_LEN, crc32c, crc32c_parts, seal, verify};
 pub use limits::{
     DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,
     MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_OPTIONS_LEN, MAX_USER_DATA, MIN_FRAME_SIZE,

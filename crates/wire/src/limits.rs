@@ -153,6 +153,19 @@ impl Limits {
             FrameType::Data | FrameType::Unknown(_) => self.max_frame_size,
         }
     }
+
+    /// The largest `length` a header of type `t` with flags `fl` may carry:
+    /// [`max_body_len`](Self::max_body_len), plus the CRC-32C trailer when
+    /// `fl` has [`crate::flags::CRC32C`] (the trailer is not user data, so
+    /// it does not count against the negotiated sizes).
+    pub const fn max_wire_body_len(&self, t: FrameType, fl: u8) -> u32 {
+        let trailer = if fl & crate::flags::CRC32C != 0 {
+            crate::integrity::TRAILER_LEN as u32
+        } else {
+            0
+        };
+        self.max_body_len(t) + trailer
+    }
 }
 
 impl Default for Limits {

@@ -2,6 +2,7 @@
 
 use crate::Error;
 use crate::field::{read_u16, read_u32};
+use crate::integrity::Integrity;
 use crate::limits::{
     MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_USER_DATA, MIN_FRAME_SIZE, MIN_MESSAGE_SIZE,
     MIN_USER_DATA,
@@ -31,6 +32,8 @@ pub enum OptionKind {
     Mode = 0x0005,
     /// Keepalive interval in milliseconds, u32; 0 turns keepalive off.
     KeepaliveMs = 0x0006,
+    /// The per-frame check after ACCEPT, u8: 0 none, 1 CRC-32C (§2.5).
+    Integrity = 0x0007,
 }
 
 impl OptionKind {
@@ -42,6 +45,7 @@ impl OptionKind {
             0x0004 => Self::MaxDisconnectData,
             0x0005 => Self::Mode,
             0x0006 => Self::KeepaliveMs,
+            0x0007 => Self::Integrity,
             _ => return None,
         })
     }
@@ -83,6 +87,8 @@ pub struct OptionsRepr {
     pub mode: Option<Mode>,
     /// [`OptionKind::KeepaliveMs`].
     pub keepalive_ms: Option<u32>,
+    /// [`OptionKind::Integrity`].
+    pub integrity: Option<Integrity>,
 }
 
 fn ranged(kind: OptionKind, value: u32, min: u32, max: u32) -> Result<u32, Error> {
@@ -177,6 +183,16 @@ impl OptionsRepr {
                     };
                     set_once(&mut repr.mode, kind, mode)?;
                 }
+                OptionKind::Integrity => {
+                    let integrity = match value {
+                        [v] => Integrity::from_u8(*v).ok_or(Error::OptionOutOfRange {
+                            kind: kind as u16,
+                            value: u32::from(*v),
+                        })?,
+                        _ => return Err(Error::MalformedOption { kind: kind as u16 }),
+                    };
+                    set_once(&mut repr.integrity, kind, integrity)?;
+                }
             }
         }
         Ok(repr)
@@ -199,7 +215,8 @@ impl OptionsRepr {
             .iter()
             .filter(|(_, v)| v.is_some())
             .count();
-        words * (OPTION_HEADER_LEN + 4) + usize::from(self.mode.is_some()) * (OPTION_HEADER_LEN + 1)
+        let bytes = usize::from(self.mode.is_some()) + usize::from(self.integrity.is_some());
+        words * (OPTION_HEADER_LEN + 4) + bytes * (OPTION_HEADER_LEN + 1)
     }
 
     /// Emits the options block in ascending kind order (MODE with the critical
@@ -232,6 +249,11 @@ impl OptionsRepr {
         if let (kind, Some(v)) = keepalive {
             put(kind as u16, &v.to_be_bytes());
         }
+        // Not critical: a peer that does not know it ignores it and grants
+        // nothing, which leaves integrity off (§4.2).
+        if let Some(i) = self.integrity {
+            put(OptionKind::Integrity as u16, &[i.to_u8()]);
+        }
         Ok(at)
     }
 }
@@ -256,6 +278,26 @@ mod tests {
         assert_eq!(
             OptionsRepr::parse(&[0x80, 0x42, 0, 1, 7]),
             Err(Error::UnknownCriticalOption { kind: 0x42 })
+        );
+    }
+
+    #[test]
+    fn integrity_option() {
+        let repr = OptionsRepr {
+            integrity: Some(Integrity::Crc32c),
+            ..OptionsRepr::default()
+        };
+        let mut buf = [0u8; 5];
+        assert_eq!(repr.emit(&mut buf), Ok(5));
+        assert_eq!(buf, [0, 7, 0, 1, 1]);
+        assert_eq!(OptionsRepr::parse(&buf).unwrap(), repr);
+        assert_eq!(
+            OptionsRepr::parse(&[0, 7, 0, 1, 2]),
+            Err(Error::OptionOutOfRange { kind: 7, value: 2 })
+        );
+        assert_eq!(
+            OptionsRepr::parse(&[0, 7, 0, 4, 0, 0, 0, 1]),
+            Err(Error::MalformedOption { kind: 7 })
         );
     }
 

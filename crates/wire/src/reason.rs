@@ -56,6 +56,10 @@ impl Reason {
     pub const APPLICATION_ABORT: Self = Self(0x010A);
     /// 0x010B: the transport ended (FIN) before DISCONNECT, or inside a frame.
     pub const UNEXPECTED_EOF: Self = Self(0x010B);
+    /// 0x010C: a frame failed its CRC-32C, or came without one while the
+    /// INTEGRITY option was in force (§2.5): the bytes were altered on the
+    /// way, so nothing more on this connection can be trusted.
+    pub const INTEGRITY_FAILURE: Self = Self(0x010C);
 
     /// First code of the application-defined range.
     pub const APPLICATION_MIN: u16 = 0x8000;
@@ -94,6 +98,7 @@ impl Reason {
             0x0109 => "UNREAD_DATA",
             0x010A => "APPLICATION_ABORT",
             0x010B => "UNEXPECTED_EOF",
+            0x010C => "INTEGRITY_FAILURE",
             _ => return None,
         })
     }

@@ -135,11 +135,21 @@ impl<'a> FrameRepr<'a> {
     /// This function returns `Err` for the reserved type 0x00, an unknown type
     /// marked MUST_UNDERSTAND, and any malformed body. It does not check the
     /// body against [`crate::Limits`]; [`crate::decode`] does that from the header.
+    ///
+    /// A frame with [`flags::CRC32C`] has its trailer checked first
+    /// ([`crate::verify`]), and the frame is then what precedes the trailer:
+    /// nothing of a damaged frame is parsed.
     pub fn parse(frame: &Frame<&'a [u8]>) -> Result<Self, Error> {
         frame.check_len()?;
         let flag_bits = frame.flags();
+        let bytes: &'a [u8] = &frame.into_inner()[..frame.total_len()];
+        let end = if flag_bits & flags::CRC32C != 0 {
+            crate::integrity::verify(bytes)?
+        } else {
+            bytes.len()
+        };
         // `Frame::body` would borrow the local view; slice the buffer itself.
-        let body: &'a [u8] = &frame.into_inner()[HEADER_LEN..frame.total_len()];
+        let body: &'a [u8] = &bytes[HEADER_LEN..end];
         Ok(match frame.frame_type() {
             FrameType::Connect => Self::Connect(ConnectRepr::parse(body, flag_bits)?),
             FrameType::Accept => Self::Accept(AcceptRepr::parse(body, flag_bits)?),
@@ -169,7 +179,8 @@ impl<'a> FrameRepr<'a> {
                 }
                 Self::Unknown {
                     frame_type: t,
-                    len: frame.body_len(),
+                    // Body length as `u32`: it came from the u32 length field.
+                    len: body.len() as u32,
                 }
             }
         })
@@ -224,6 +235,25 @@ impl<'a> FrameRepr<'a> {
     /// Exact length of the emitted frame: header plus body.
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN + self.body_len()
+    }
+
+    /// Exact length of the frame emitted sealed: with its CRC-32C trailer.
+    pub fn sealed_buffer_len(&self) -> usize {
+        self.buffer_len() + crate::integrity::TRAILER_LEN
+    }
+
+    /// Emits the frame sealed (§2.5): with [`flags::CRC32C`] set and the
+    /// CRC-32C trailer after the body, returning the bytes written (always
+    /// [`sealed_buffer_len`](Self::sealed_buffer_len)).
+    ///
+    /// This function returns the errors of [`emit`](Self::emit).
+    pub fn emit_sealed(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let needed = self.sealed_buffer_len();
+        if buf.len() < needed {
+            return Err(Error::BufferTooSmall { needed });
+        }
+        let n = self.emit(buf)?;
+        crate::integrity::seal(&mut buf[..n + crate::integrity::TRAILER_LEN])
     }
 
     /// Emits the frame into the start of `buf`, returning the bytes written

@@ -2,7 +2,9 @@
 //! scenario), as data. Shared by the vector tests, the `seed_frames` example
 //! and the fuzz corpus, so that the spec, the tests and the demo cannot drift.
 
-use crate::{AcceptRepr, ConnectRepr, FrameRepr, Mode, OptionsRepr, Reason, ReasonRepr, VERSION};
+use crate::{
+    AcceptRepr, ConnectRepr, FrameRepr, Integrity, Mode, OptionsRepr, Reason, ReasonRepr, VERSION,
+};
 
 /// The options a default bookend caller proposes (every v1 option, explicit).
 pub const DEFAULT_OPTIONS: OptionsRepr = OptionsRepr {
@@ -12,6 +14,7 @@ pub const DEFAULT_OPTIONS: OptionsRepr = OptionsRepr {
     max_disconnect_data: Some(65_536),
     mode: Some(Mode::Stream),
     keepalive_ms: Some(30_000),
+    integrity: None,
 };
 
 /// Message-mode variant of [`DEFAULT_OPTIONS`], used by the seed scenario.
@@ -56,6 +59,7 @@ pub const FRAME_VECTORS: &[Vector] = &[
                 max_disconnect_data: None,
                 mode: None,
                 keepalive_ms: None,
+                integrity: None,
             },
             data: None,
         }),
@@ -168,4 +172,52 @@ pub const SEED_CALLEE_TO_CALLER: &[Vector] = &[
             data: Some(&GRAND_TOTAL_BYTES),
         },
     ),
+];
+
+/// Options with only `INTEGRITY` = CRC-32C: what the sealed handshake
+/// vectors carry (every other option takes its default).
+pub const INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
+    max_frame_size: None,
+    max_message_size: None,
+    max_connect_data: None,
+    max_disconnect_data: None,
+    mode: None,
+    keepalive_ms: None,
+    integrity: Some(Integrity::Crc32c),
+};
+
+/// Frames of §10.3, emitted *sealed* (`FrameRepr::emit_sealed`): with the
+/// CRC32C flag and the CRC-32C trailer of §2.5.
+pub const SEALED_VECTORS: &[Vector] = &[
+    (
+        "sealed-connect",
+        FrameRepr::Connect(ConnectRepr {
+            min_version: VERSION,
+            max_version: VERSION,
+            options: INTEGRITY_OPTIONS,
+            data: Some(b"client-1"),
+        }),
+    ),
+    (
+        "sealed-accept",
+        FrameRepr::Accept(AcceptRepr {
+            version: VERSION,
+            options: INTEGRITY_OPTIONS,
+            data: Some(b"welcome"),
+        }),
+    ),
+    (
+        "sealed-data",
+        FrameRepr::Data {
+            end_of_message: false,
+            payload: b"hello",
+        },
+    ),
+    (
+        "sealed-disconnect",
+        FrameRepr::Disconnect {
+            data: Some(&CLIENT_TOTAL_BYTES),
+        },
+    ),
+    ("sealed-ping", FrameRepr::Ping),
 ];

@@ -2,8 +2,8 @@
 //! and chunking independence of the streaming decoder.
 
 use bookend_wire::{
-    AcceptRepr, ConnectRepr, Decoded, FrameRepr, Limits, Mode, OptionsRepr, Reason, ReasonRepr,
-    decode,
+    AcceptRepr, ConnectRepr, Decoded, FrameRepr, Integrity, Limits, Mode, OptionsRepr, Reason,
+    ReasonRepr, decode,
 };
 use proptest::prelude::*;
 
@@ -102,14 +102,16 @@ fn options() -> impl Strategy<Value = OptionsRepr> {
         prop::option::of(16u32..=1024 * 1024),
         prop::option::of(prop_oneof![Just(Mode::Stream), Just(Mode::Message)]),
         prop::option::of(0u32..=3_600_000),
+        prop::option::of(prop_oneof![Just(Integrity::None), Just(Integrity::Crc32c)]),
     )
-        .prop_map(|(f, m, c, d, mode, k)| OptionsRepr {
+        .prop_map(|(f, m, c, d, mode, k, integrity)| OptionsRepr {
             max_frame_size: f,
             max_message_size: m,
             max_connect_data: c,
             max_disconnect_data: d,
             mode,
             keepalive_ms: k,
+            integrity,
         })
 }
 
@@ -194,6 +196,44 @@ proptest! {
                 prop_assert_eq!(repr, f.repr());
             }
             Decoded::Incomplete { .. } => prop_assert!(false, "complete frame reported incomplete"),
+        }
+    }
+
+    #[test]
+    fn sealed_emit_then_parse_is_identity(f in frame()) {
+        let repr = f.repr();
+        let mut buf = vec![0u8; repr.sealed_buffer_len()];
+        prop_assert_eq!(repr.emit_sealed(&mut buf), Ok(buf.len()));
+        match decode(&buf, &Limits::DEFAULT).unwrap() {
+            Decoded::Frame { repr: got, len } => {
+                prop_assert_eq!(len, buf.len());
+                prop_assert_eq!(got, repr);
+            }
+            Decoded::Incomplete { .. } => prop_assert!(false, "complete frame reported incomplete"),
+        }
+    }
+
+    /// Damage that keeps the CRC32C flag is always refused: CRC-32C catches
+    /// every burst of up to 32 bits, and these flips span at most 4 bytes.
+    #[test]
+    fn sealed_frames_refuse_short_bursts(f in frame(), at in any::<usize>(), burst in any::<u32>()) {
+        let repr = f.repr();
+        let mut buf = vec![0u8; repr.sealed_buffer_len()];
+        repr.emit_sealed(&mut buf).unwrap();
+        let start = at % buf.len();
+        for (i, b) in burst.to_be_bytes().iter().enumerate() {
+            if let Some(x) = buf.get_mut(start + i) {
+                *x ^= b;
+            }
+        }
+        let mut clean = vec![0u8; repr.sealed_buffer_len()];
+        repr.emit_sealed(&mut clean).unwrap();
+        if buf[1] & bookend_wire::flags::CRC32C != 0 && buf != clean {
+            let result = decode(&buf, &Limits::DEFAULT);
+            prop_assert!(
+                !matches!(result, Ok(Decoded::Frame { .. })),
+                "damaged frame passed: {:?}", result
+            );
         }
     }
 

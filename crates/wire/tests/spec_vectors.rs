@@ -4,8 +4,10 @@
 //! (```` ```hex vector=NAME ````), so adding one to the spec without adding it to
 //! the table (or the reverse) fails the test.
 
-use bookend_wire::vectors::{FRAME_VECTORS, SEED_CALLEE_TO_CALLER, SEED_CALLER_TO_CALLEE, Vector};
-use bookend_wire::{Decoded, Limits, decode};
+use bookend_wire::vectors::{
+    FRAME_VECTORS, SEALED_VECTORS, SEED_CALLEE_TO_CALLER, SEED_CALLER_TO_CALLEE, Vector,
+};
+use bookend_wire::{Decoded, FrameRepr, Limits, decode, flags};
 
 const SPEC: &str = include_str!("../../../docs/protocol.md");
 
@@ -73,6 +75,16 @@ fn every_spec_vector_parses_and_emits() {
         match name.as_str() {
             "seed-caller-to-callee" => check_stream(name, hex, SEED_CALLER_TO_CALLEE),
             "seed-callee-to-caller" => check_stream(name, hex, SEED_CALLEE_TO_CALLER),
+            n if n.starts_with("sealed-") => {
+                let (label, repr) =
+                    SEALED_VECTORS
+                        .iter()
+                        .find(|(v, _)| *v == n)
+                        .unwrap_or_else(|| {
+                            panic!("spec vector {name} has no entry in bookend_wire::vectors")
+                        });
+                check_sealed(label, hex, repr);
+            }
             _ => {
                 let (_, repr) = FRAME_VECTORS
                     .iter()
@@ -85,7 +97,7 @@ fn every_spec_vector_parses_and_emits() {
         }
         seen.push(name.clone());
     }
-    for (name, _) in FRAME_VECTORS {
+    for (name, _) in FRAME_VECTORS.iter().chain(SEALED_VECTORS) {
         assert!(
             seen.iter().any(|s| s == name),
             "vector {name} missing from docs/protocol.md"
@@ -93,6 +105,36 @@ fn every_spec_vector_parses_and_emits() {
     }
     assert!(seen.iter().any(|s| s == "seed-caller-to-callee"));
     assert!(seen.iter().any(|s| s == "seed-callee-to-caller"));
+}
+
+/// A sealed vector: emits sealed to exactly the hex, decodes to the frame,
+/// and every single-bit flip of it is refused or, where the flip clears
+/// the CRC32C flag, no longer reads as a sealed frame (the session refuses
+/// unsealed frames once integrity is in force, §2.5).
+fn check_sealed(name: &str, hex: &[u8], repr: &FrameRepr<'_>) {
+    let mut out = vec![0u8; repr.sealed_buffer_len()];
+    assert_eq!(repr.emit_sealed(&mut out), Ok(hex.len()), "{name}");
+    assert_eq!(hex, &out[..], "sealed emit of {name} differs from the spec");
+    match decode(hex, &Limits::DEFAULT).unwrap() {
+        Decoded::Frame { repr: got, len } => {
+            assert_eq!(&got, repr, "{name}");
+            assert_eq!(len, hex.len());
+        }
+        Decoded::Incomplete { .. } => panic!("{name} incomplete"),
+    }
+    for byte in 0..hex.len() {
+        for bit in 0..8 {
+            let mut bad = hex.to_vec();
+            bad[byte] ^= 1 << bit;
+            let still_sealed = bad[1] & flags::CRC32C != 0;
+            if let Ok(Decoded::Frame { repr: got, .. }) = decode(&bad, &Limits::DEFAULT) {
+                assert!(
+                    !still_sealed,
+                    "{name}: flip {byte}.{bit} passed the CRC as {got:?}"
+                );
+            }
+        }
+    }
 }
 
 fn name_static(name: &str) -> &'static str {
@@ -145,6 +187,14 @@ fn refused_vectors() {
                 frame_type: FrameType::Reject,
             },
         ),
+        (
+            &[0x07, 0x40, 0, 0, 0, 4, 0x21, 0xa8, 0x7d, 0x97],
+            Error::ChecksumMismatch {
+                computed: 0x21a8_7d96,
+                received: 0x21a8_7d97,
+            },
+        ),
+        (&[0x07, 0x40, 0, 0, 0, 2, 0x21, 0xa8], Error::MissingTrailer),
     ];
     for (bytes, err) in cases {
         assert_eq!(decode(bytes, &Limits::DEFAULT), Err(*err), "{bytes:02x?}");
