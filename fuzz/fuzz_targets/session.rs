@@ -9,7 +9,8 @@
 #![no_main]
 
 use bookend_session::{
-    Config, Event, Instant, Mode, Reason, Role, Session, TransportAction, TransportClosed,
+    Config, Event, Instant, Integrity, Mode, Reason, Role, Session, TransportAction,
+    TransportClosed,
 };
 use bookend_wire::{AcceptRepr, ConnectRepr, FrameRepr, VERSION};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -46,10 +47,17 @@ struct Input {
     /// Prefix the first Bytes op with a valid CONNECT (callee) or ACCEPT (caller).
     handshake: bool,
     small_limits: bool,
+    /// Ask for the CRC-32C trailer (and seal the handshake prefix).
+    integrity: bool,
     ops: Vec<Op>,
 }
 
-fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
+fn frame(repr: FrameRepr<'_>, sealed: bool) -> Vec<u8> {
+    if sealed {
+        let mut b = vec![0; repr.sealed_buffer_len()];
+        repr.emit_sealed(&mut b).unwrap();
+        return b;
+    }
     let mut b = vec![0; repr.buffer_len()];
     repr.emit(&mut b).unwrap();
     b
@@ -91,6 +99,9 @@ fuzz_target!(|input: Input| {
         Mode::Stream
     };
     config.options.mode = mode;
+    if input.integrity {
+        config.options.integrity = Integrity::Crc32c;
+    }
     if input.small_limits {
         config.options.max_frame_size = 64;
         config.options.max_message_size = 256;
@@ -111,18 +122,24 @@ fuzz_target!(|input: Input| {
     let mut prefix = if !input.handshake {
         Vec::new()
     } else if input.callee {
-        frame(FrameRepr::Connect(ConnectRepr {
-            min_version: VERSION,
-            max_version: VERSION,
-            options: config.options.to_repr(),
-            data: Some(b"x"),
-        }))
+        frame(
+            FrameRepr::Connect(ConnectRepr {
+                min_version: VERSION,
+                max_version: VERSION,
+                options: config.options.to_repr(),
+                data: Some(b"x"),
+            }),
+            input.integrity,
+        )
     } else {
-        frame(FrameRepr::Accept(AcceptRepr {
-            version: VERSION,
-            options: config.options.to_repr(),
-            data: None,
-        }))
+        frame(
+            FrameRepr::Accept(AcceptRepr {
+                version: VERSION,
+                options: config.options.to_repr(),
+                data: None,
+            }),
+            input.integrity,
+        )
     };
     let mut w = Watch {
         closed: false,

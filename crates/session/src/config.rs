@@ -4,10 +4,15 @@ use core::fmt;
 use core::time::Duration;
 
 use bookend_wire::{
-    DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,
+    DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, Integrity, LimitError, Limits,
     MAX_FRAME_SIZE, MAX_KEEPALIVE_MS, MAX_MESSAGE_SIZE, MAX_USER_DATA, MIN_FRAME_SIZE,
     MIN_MESSAGE_SIZE, MIN_USER_DATA, Mode, OptionsRepr,
 };
+
+/// Whether [`Options::DEFAULT`] asks for the CRC-32C trailer. The rule the
+/// project set itself: on unless the bulk benchmark shows it costs more than
+/// 3 % (`benches/README.md` has the measurement behind this value).
+pub const DEFAULT_INTEGRITY: Integrity = Integrity::None;
 
 /// The options of one session, every value concrete.
 ///
@@ -29,6 +34,11 @@ pub struct Options {
     /// Keepalive interval in milliseconds; 0 turns keepalive and the idle
     /// timeout off.
     pub keepalive_ms: u32,
+    /// The per-frame check (`docs/protocol.md` §2.5). A caller proposes it;
+    /// a callee grants CRC-32C only when both sides ask for it. With it,
+    /// altered bytes end the session with `INTEGRITY_FAILURE` instead of
+    /// being delivered; without it only TCP's 16-bit checksum stands guard.
+    pub integrity: Integrity,
 }
 
 impl Default for Options {
@@ -71,6 +81,7 @@ impl Options {
         max_disconnect_data: DEFAULT_USER_DATA,
         mode: Mode::Stream,
         keepalive_ms: 30_000,
+        integrity: DEFAULT_INTEGRITY,
     };
 
     /// Checks every value against the protocol's ranges.
@@ -115,6 +126,8 @@ impl Options {
             max_disconnect_data: repr.max_disconnect_data.unwrap_or(d.max_disconnect_data),
             mode: repr.mode.unwrap_or(d.mode),
             keepalive_ms: repr.keepalive_ms.unwrap_or(d.keepalive_ms),
+            // Absent: not proposed (a peer that does not know the option).
+            integrity: repr.integrity.unwrap_or(Integrity::None),
         }
     }
 
@@ -130,6 +143,10 @@ impl Options {
                 .unwrap_or(proposed.max_disconnect_data),
             mode: repr.mode.unwrap_or(proposed.mode),
             keepalive_ms: repr.keepalive_ms.unwrap_or(proposed.keepalive_ms),
+            // Absent in ACCEPT is none, whatever was proposed (§4.2): a callee
+            // that ignored the option must not be sent sealed frames it
+            // would misread.
+            integrity: repr.integrity.unwrap_or(Integrity::None),
         }
     }
 
@@ -142,6 +159,9 @@ impl Options {
             max_disconnect_data: Some(self.max_disconnect_data),
             mode: Some(self.mode),
             keepalive_ms: Some(self.keepalive_ms),
+            // Sent only when asked for, so a session without it looks on the
+            // wire exactly as before the option existed.
+            integrity: (self.integrity != Integrity::None).then_some(self.integrity),
         }
     }
 
@@ -160,6 +180,13 @@ impl Options {
             max_disconnect_data: self.max_disconnect_data.min(proposed.max_disconnect_data),
             mode: proposed.mode,
             keepalive_ms,
+            integrity: if self.integrity == Integrity::Crc32c
+                && proposed.integrity == Integrity::Crc32c
+            {
+                Integrity::Crc32c
+            } else {
+                Integrity::None
+            },
         }
     }
 
@@ -171,6 +198,7 @@ impl Options {
             && self.max_connect_data <= proposed.max_connect_data
             && self.max_disconnect_data <= proposed.max_disconnect_data
             && self.mode == proposed.mode
+            && (self.integrity == Integrity::None || self.integrity == proposed.integrity)
     }
 
     /// The decoder limits these options imply.

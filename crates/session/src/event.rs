@@ -66,6 +66,12 @@ pub enum Violation {
     /// ACCEPT with a version we did not offer, a grant larger than our
     /// proposal, a different mode, or callee data over our limit.
     InvalidAccept,
+    /// A frame without the CRC-32C trailer while integrity was in force
+    /// (`docs/protocol.md` §2.5).
+    Unsealed {
+        /// The frame type its header claimed.
+        frame: FrameType,
+    },
 }
 
 impl Violation {
@@ -75,6 +81,8 @@ impl Violation {
             Self::Malformed(WireError::FrameTooLarge { .. }) => Reason::FRAME_TOO_LARGE,
             Self::Malformed(WireError::UnknownCriticalFrame { .. }) => Reason::UNKNOWN_FRAME,
             Self::Malformed(WireError::UnknownCriticalOption { .. }) => Reason::OPTION_UNSUPPORTED,
+            Self::Malformed(WireError::ChecksumMismatch { .. } | WireError::MissingTrailer)
+            | Self::Unsealed { .. } => Reason::INTEGRITY_FAILURE,
             Self::Malformed(_) | Self::UnterminatedMessage | Self::InvalidAccept => {
                 Reason::PROTOCOL_ERROR
             }
@@ -100,6 +108,9 @@ impl fmt::Display for Violation {
                 )
             }
             Self::InvalidAccept => write!(f, "ACCEPT does not match the proposal"),
+            Self::Unsealed { frame } => {
+                write!(f, "{frame} without its CRC-32C while integrity is on")
+            }
         }
     }
 }

@@ -66,8 +66,8 @@ pub mod state;
 mod time;
 mod timer;
 
-pub use bookend_wire::{Mode, Reason};
-pub use config::{Config, ConfigError, ModeOffer, Options, OptionsError};
+pub use bookend_wire::{Integrity, Mode, Reason};
+pub use config::{Config, ConfigError, DEFAULT_INTEGRITY, ModeOffer, Options, OptionsError};
 pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
 pub use session::{

@@ -7,7 +7,7 @@
 //! points.
 
 use alloc::collections::VecDeque;
-use bookend_wire::{FrameType, HEADER_LEN, Limits, Mode, Reason};
+use bookend_wire::{FrameType, HEADER_LEN, Limits, Mode, Reason, TRAILER_LEN};
 use bytes::Bytes;
 use tracing::trace;
 
@@ -252,32 +252,40 @@ impl Session {
         let p = &self.params;
         let frame = p.max_frame_size as usize;
         let message = p.max_message_size as usize;
-        let control = 2 * HEADER_LEN + 2 + p.max_disconnect_data as usize;
-        // A control frame begun under our own configured limits (before
-        // ACCEPT) may finish under a smaller grant.
+        let control = 2 * HEADER_LEN + 2 * TRAILER_LEN + 2 + p.max_disconnect_data as usize;
+        // A frame begun under our own configured limits (before ACCEPT) may
+        // finish under a smaller grant.
         let configured = self.config.options.limits();
+        let body = |t: FrameType| {
+            (self.limits.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
+        };
         let largest_control = FrameType::KNOWN
             .iter()
             .filter(|&&t| t != FrameType::Data)
-            .map(|&t| {
-                (self.limits.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
-            })
+            .map(|&t| body(t))
             .max()
             .unwrap_or(0);
+        // A sealed frame of any type, DATA included, is assembled whole
+        // before its CRC is checked (§2.5); a peer may seal whether or not
+        // integrity was negotiated.
+        let largest_sealed = largest_control.max(body(FrameType::Data)) + TRAILER_LEN;
         BufferUsage {
             rx_partial: self.rx.partial_len(),
-            rx_partial_max: HEADER_LEN + largest_control,
+            rx_partial_max: HEADER_LEN + largest_sealed,
             rx_queued: self.rx.charge(),
             rx_queued_max: match p.mode {
-                Mode::Stream => self.config.recv_buffer,
+                // A sealed DATA frame is delivered whole once verified, so
+                // the buffer may overshoot by less than one frame.
+                Mode::Stream => self.config.recv_buffer + body(FrameType::Data),
                 Mode::Message => self.config.recv_buffer + message + MESSAGE_OVERHEAD,
             },
             rx_messages: self.rx.messages_len(),
             tx: self.tx.len(),
             tx_max: self.config.send_buffer
                 + message
-                + (message / frame + 1) * HEADER_LEN
+                + (message / frame + 1) * (HEADER_LEN + TRAILER_LEN)
                 + HEADER_LEN
+                + TRAILER_LEN
                 + largest_control
                 + control,
         }

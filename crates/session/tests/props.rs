@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use bookend_session::{CloseReason, Error, Event, Mode, Options, Reason, Side};
+use bookend_session::{CloseReason, Error, Event, Integrity, Mode, Options, Reason, Side};
 use bytes::Bytes;
 use common::{Chunking, Pair, RstBehaviour};
 use proptest::prelude::*;
@@ -43,6 +43,8 @@ struct Script {
     reject: bool,
     /// Each side reads with zero-copy `recv_direct` (stream mode) or not.
     direct: (bool, bool),
+    /// The caller proposes the CRC-32C trailer; the callee is willing.
+    integrity: (bool, bool),
     cmds: Vec<(bool, Cmd)>,
 }
 
@@ -70,10 +72,11 @@ fn script() -> impl Strategy<Value = Script> {
         any::<u64>(),
         prop::bool::weighted(0.1),
         (any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>()),
         prop::collection::vec((any::<bool>(), cmd()), 0..30),
     )
         .prop_map(
-            |(mode, chunking, rst, latency_ms, seed, reject, direct, cmds)| Script {
+            |(mode, chunking, rst, latency_ms, seed, reject, direct, integrity, cmds)| Script {
                 mode,
                 chunking,
                 rst,
@@ -81,6 +84,7 @@ fn script() -> impl Strategy<Value = Script> {
                 seed,
                 reject,
                 direct,
+                integrity,
                 cmds,
             },
         )
@@ -150,13 +154,24 @@ fn read_all(p: &mut Pair, client: bool, app: &mut App, mode: Mode) {
 }
 
 fn run(script: &Script, client_app: &mut App, server_app: &mut App) -> Pair {
-    let mut p = Pair::default_pair().seeded(script.seed);
+    let crc = |on: bool| {
+        if on {
+            Integrity::Crc32c
+        } else {
+            Integrity::None
+        }
+    };
+    let mut server = bookend_session::Config::default();
+    server.offered_modes = bookend_session::ModeOffer::Both;
+    server.options.integrity = crc(script.integrity.1);
+    let mut p = Pair::new(bookend_session::Config::default(), server).seeded(script.seed);
     p.chunking = script.chunking;
     p.rst = script.rst;
     p.latency = Duration::from_millis(script.latency_ms);
     let options = Options {
         mode: script.mode,
         keepalive_ms: 1_000,
+        integrity: crc(script.integrity.0),
         ..Options::DEFAULT
     };
     let t = p.time;

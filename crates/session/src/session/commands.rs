@@ -2,7 +2,7 @@
 //! (a refused command changes nothing), then fires the row; only the DATA
 //! path (`send*`) queues bytes of its own.
 
-use bookend_wire::{FrameType, HEADER_LEN, Mode, Reason, emit_header};
+use bookend_wire::{HEADER_LEN, Integrity, Mode, Reason, TRAILER_LEN};
 use bytes::Bytes;
 use tracing::debug;
 
@@ -47,6 +47,9 @@ impl Session {
         self.proposed = options;
         self.params = options;
         self.limits = options.limits();
+        // A caller asking for integrity seals everything it sends, CONNECT
+        // first (§2.5).
+        self.tx.seal = options.integrity == Integrity::Crc32c;
         let args = Args {
             data: caller_data,
             options: Some(options),
@@ -88,6 +91,9 @@ impl Session {
             ..Args::default()
         };
         self.fire(now, Input::AppAccept, args);
+        // The ACCEPT went out sealed if the CONNECT was; from here on every
+        // frame is sealed exactly when integrity was granted (§2.5).
+        self.tx.seal = self.params.integrity == Integrity::Crc32c;
         Ok(())
     }
 
@@ -174,19 +180,24 @@ impl Session {
             return Ok((0, 0));
         }
         let frame = self.params.max_frame_size as usize;
+        let seal = self.tx.seal;
+        let overhead = HEADER_LEN + if seal { TRAILER_LEN } else { 0 };
         let (mut taken, mut written) = (0, 0);
         while taken < data.len() {
             let room = out.len() - written;
             let want = (data.len() - taken).min(frame);
-            let n = want.min(room.saturating_sub(HEADER_LEN));
+            let n = want.min(room.saturating_sub(overhead));
             if n == 0 || (n < want && n < MIN_DIRECT_CHUNK) {
                 break;
             }
-            // n <= max_frame_size <= 16 MiB: fits the u32 length.
-            let _ = emit_header(&mut out[written..], FrameType::Data, 0, n as u32);
-            out[written + HEADER_LEN..written + HEADER_LEN + n]
-                .copy_from_slice(&data[taken..taken + n]);
-            written += HEADER_LEN + n;
+            let payload = &data[taken..taken + n];
+            let (header, trailer) = super::tx::data_header(payload, 0, seal);
+            out[written..written + HEADER_LEN].copy_from_slice(&header);
+            out[written + HEADER_LEN..written + HEADER_LEN + n].copy_from_slice(payload);
+            if let Some(t) = trailer {
+                out[written + HEADER_LEN + n..written + overhead + n].copy_from_slice(&t);
+            }
+            written += overhead + n;
             taken += n;
         }
         if written > 0 {
@@ -210,7 +221,7 @@ impl Session {
             DataKind::Message,
         )?;
         let frame = self.params.max_frame_size as usize;
-        let wire = message.len() + (message.len() / frame + 1) * HEADER_LEN;
+        let wire = message.len() + (message.len() / frame + 1) * self.tx.frame_overhead();
         if !self.tx.is_empty() && self.tx.len() + wire > self.config.send_buffer {
             self.tx.writable_wanted = true;
             return Err(Error::WouldBlock);

@@ -10,7 +10,8 @@
 use alloc::collections::VecDeque;
 use bookend_wire::{
     AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
-    Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, VERSION, decode, flags,
+    Integrity, Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, TRAILER_LEN, VERSION, decode,
+    flags,
 };
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
@@ -99,9 +100,11 @@ impl Rx {
         !self.partial.is_empty() || self.body_left > 0
     }
 
-    /// A DATA frame's payload is still arriving.
+    /// A DATA frame's payload is still arriving (streamed, or a sealed
+    /// frame being assembled).
     pub(crate) fn data_in_progress(&self) -> bool {
-        self.body_left > 0 && matches!(self.body, Body::Data { .. })
+        (self.body_left > 0 && matches!(self.body, Body::Data { .. }))
+            || (!self.partial.is_empty() && self.checked == Some(Input::RecvData))
     }
 
     pub(crate) fn drop_partial(&mut self) {
@@ -266,6 +269,14 @@ impl Session {
                     // application has read.
                     return false;
                 }
+                if fl & flags::CRC32C != 0 && input_kind != Input::RecvDataAfterClose {
+                    // Sealed: assembled whole and verified before a byte of
+                    // it is delivered or skipped (§2.5); bounded by the
+                    // frame limit checked above.
+                    self.rx.checked = Some(input_kind);
+                    let total = HEADER_LEN + len as usize;
+                    return self.take_control(now, input, at, in_partial, total, sink);
+                }
                 if !in_partial {
                     *at += HEADER_LEN;
                 }
@@ -300,7 +311,7 @@ impl Session {
             }
             _ => {
                 self.rx.checked = Some(input_kind);
-                self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize)
+                self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize, sink)
             }
         }
     }
@@ -322,7 +333,13 @@ impl Session {
                 );
                 return None;
             }
+            FrameType::Unknown(_) if fl & flags::CRC32C == 0 && self.integrity_in_force() => {
+                return self.unsealed(now, t);
+            }
             FrameType::Unknown(_) => Input::RecvUnknown,
+            _ if fl & flags::CRC32C == 0 && self.integrity_in_force() => {
+                return self.unsealed(now, t);
+            }
             FrameType::Connect => Input::RecvConnect,
             FrameType::Accept => Input::RecvAccept,
             FrameType::Reject => Input::RecvReject,
@@ -348,7 +365,7 @@ impl Session {
             );
             return None;
         }
-        let max = self.limits.max_body_len(t);
+        let max = self.limits.max_wire_body_len(t, fl);
         if len > max {
             if t == FrameType::Connect {
                 debug!(len, max, "CONNECT over the limit: refused from its header");
@@ -363,9 +380,19 @@ impl Session {
             }
             return None;
         }
+        if input == Input::RecvConnect && fl & flags::CRC32C != 0 {
+            // The caller seals, so it checks sealed frames: our answer is
+            // sealed too, whatever we grant (§2.5).
+            self.tx.seal = true;
+        }
         if t == FrameType::Data && self.params.mode == Mode::Message {
             let max = self.params.max_message_size;
-            if self.rx.message.len() + len as usize > max as usize {
+            let payload = if fl & flags::CRC32C != 0 {
+                (len as usize).saturating_sub(TRAILER_LEN)
+            } else {
+                len as usize
+            };
+            if self.rx.message.len() + payload > max as usize {
                 self.violate(now, Violation::MessageTooLarge { max });
                 return None;
             }
@@ -382,13 +409,14 @@ impl Session {
         at: &mut usize,
         in_partial: bool,
         total: usize,
+        sink: &mut Sink<'_>,
     ) -> bool {
         let avail = input.len() - *at;
         if !in_partial && avail >= total {
             let bytes = &input[*at..*at + total];
             *at += total;
             self.rx.checked = None;
-            return self.decoded(now, bytes);
+            return self.decoded(now, bytes, sink);
         }
         if !in_partial {
             self.rx
@@ -404,7 +432,7 @@ impl Session {
         }
         let buf = core::mem::take(&mut self.rx.partial);
         self.rx.checked = None;
-        let go_on = self.decoded(now, &buf);
+        let go_on = self.decoded(now, &buf, sink);
         // Keep the allocation for the next frame; a transition may already
         // have dropped what was there.
         self.rx.partial = buf;
@@ -412,13 +440,13 @@ impl Session {
         go_on
     }
 
-    fn decoded(&mut self, now: Instant, bytes: &[u8]) -> bool {
+    fn decoded(&mut self, now: Instant, bytes: &[u8], sink: &mut Sink<'_>) -> bool {
         // The length was checked from the header, against the limits in force
         // then (`check_header`); the body is only parsed here.
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
         match decode(bytes, &any) {
             Ok(Decoded::Frame { repr, .. }) => {
-                self.on_frame(now, repr);
+                self.on_frame(now, repr, sink);
                 true
             }
             Ok(Decoded::Incomplete { .. }) => {
@@ -438,7 +466,7 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>) {
+    fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>, sink: &mut Sink<'_>) {
         trace!(frame = %repr.frame_type(), "received");
         match repr {
             FrameRepr::Connect(c) => self.on_connect(now, c),
@@ -468,8 +496,28 @@ impl Session {
                 self.fire(now, Input::RecvAbort, args);
             }
             FrameRepr::Ping => self.fire(now, Input::RecvPing, Args::default()),
-            // Streamed, never assembled.
-            FrameRepr::Data { .. } | FrameRepr::Unknown { .. } => {}
+            // Unsealed ones are streamed and never get here; sealed ones
+            // were assembled and have passed their CRC (§2.5).
+            FrameRepr::Data {
+                end_of_message,
+                payload,
+            } => {
+                self.fire(now, Input::RecvData, Args::default());
+                if !self.is_closed() {
+                    self.take_payload(payload, sink);
+                    if end_of_message {
+                        self.end_message();
+                    }
+                }
+            }
+            FrameRepr::Unknown { frame_type, .. } => {
+                trace!(frame_type, "skipping unknown sealed frame");
+                let args = Args {
+                    frame: Some(FrameType::Unknown(frame_type)),
+                    ..Args::default()
+                };
+                self.fire(now, Input::RecvUnknown, args);
+            }
         }
     }
 
@@ -520,6 +568,8 @@ impl Session {
         self.params = granted;
         self.limits = granted.limits();
         self.negotiated = true;
+        // From here on we seal exactly when integrity was granted (§2.5).
+        self.tx.seal = granted.integrity == Integrity::Crc32c;
         let args = Args {
             peer_data: a.data.map(Bytes::copy_from_slice),
             ..Args::default()
@@ -546,8 +596,15 @@ impl Session {
     fn take_payload(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
         match sink {
             Sink::Direct(out, written) => {
-                out[*written..*written + chunk.len()].copy_from_slice(chunk);
-                *written += chunk.len();
+                let n = chunk.len().min(out.len() - *written);
+                out[*written..*written + n].copy_from_slice(&chunk[..n]);
+                *written += n;
+                if n < chunk.len() {
+                    // Only a sealed frame, verified whole, can be longer than
+                    // the room: the rest waits in the session's buffer, which
+                    // `recv` reads before any further direct read.
+                    self.take_payload(&chunk[n..], &mut Sink::Buffer);
+                }
             }
             Sink::Buffer => {
                 if chunk.is_empty() {
@@ -590,6 +647,19 @@ impl Session {
             || !self.rx.message.is_empty()
             || (self.rx.held && self.rx.direct)
             || self.rx.data_in_progress()
+    }
+
+    /// Whether every received frame must be sealed: integrity was granted
+    /// and the ACCEPT that granted it was sent (callee) or received (caller).
+    pub(super) fn integrity_in_force(&self) -> bool {
+        self.negotiated && self.params.integrity == Integrity::Crc32c
+    }
+
+    /// An unsealed frame while integrity is in force: refused from its
+    /// header, since a flip of the flag bit itself must not let damage in.
+    fn unsealed(&mut self, now: Instant, frame: FrameType) -> Option<Input> {
+        self.violate(now, Violation::Unsealed { frame });
+        None
     }
 
     fn stops_at_data(&self) -> bool {

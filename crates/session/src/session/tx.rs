@@ -1,6 +1,8 @@
 //! The send side: encoded bytes waiting for the transport, and our FIN/RST.
 
-use bookend_wire::{FrameRepr, FrameType, HEADER_LEN, emit_header, flags};
+use bookend_wire::{
+    FrameRepr, FrameType, HEADER_LEN, TRAILER_LEN, crc32c_parts, emit_header, flags,
+};
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;
 
@@ -22,6 +24,10 @@ pub(crate) struct Tx {
     rst: Pending,
     /// A send was refused or cut short: post Writable once there is room.
     pub(crate) writable_wanted: bool,
+    /// Every frame queued from now on is sealed with a CRC-32C trailer
+    /// (§2.5). Set by the session: a caller proposing integrity, a callee
+    /// answering a sealed CONNECT, either side once integrity is in force.
+    pub(crate) seal: bool,
 }
 
 impl Tx {
@@ -31,11 +37,17 @@ impl Tx {
             fin: Pending::No,
             rst: Pending::No,
             writable_wanted: false,
+            seal: false,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes a DATA frame adds to its payload: header, and trailer if sealed.
+    pub(crate) fn frame_overhead(&self) -> usize {
+        HEADER_LEN + if self.seal { TRAILER_LEN } else { 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -60,27 +72,38 @@ impl Tx {
             return;
         }
         let at = self.buf.len();
-        self.buf.resize(at + repr.buffer_len(), 0);
-        // Sized with `buffer_len`, and every length was checked against the
-        // limits before we got here: emit cannot fail.
-        let written = repr.emit(&mut self.buf[at..]);
-        debug_assert_eq!(written.ok(), Some(repr.buffer_len()));
+        let len = if self.seal {
+            repr.sealed_buffer_len()
+        } else {
+            repr.buffer_len()
+        };
+        self.buf.resize(at + len, 0);
+        // Sized exactly, and every length was checked against the limits
+        // before we got here: emit cannot fail.
+        let written = if self.seal {
+            repr.emit_sealed(&mut self.buf[at..])
+        } else {
+            repr.emit(&mut self.buf[at..])
+        };
+        debug_assert_eq!(written.ok(), Some(len));
         trace!(frame = %repr.frame_type(), len = repr.buffer_len(), "queued");
     }
 
     /// Queues one DATA frame.
     pub(crate) fn queue_data(&mut self, payload: &[u8], end_of_message: bool) {
-        let mut header = [0u8; HEADER_LEN];
         let fl = if end_of_message {
             flags::END_OF_MESSAGE
         } else {
             0
         };
-        // Payload chunks are at most max_frame_size (≤ 16 MiB): they fit u32.
-        let _ = emit_header(&mut header, FrameType::Data, fl, payload.len() as u32);
-        self.buf.reserve(HEADER_LEN + payload.len());
+        let (header, trailer) = data_header(payload, fl, self.seal);
+        self.buf
+            .reserve(HEADER_LEN + payload.len() + trailer.map_or(0, |t| t.len()));
         self.buf.extend_from_slice(&header);
         self.buf.extend_from_slice(payload);
+        if let Some(t) = trailer {
+            self.buf.extend_from_slice(&t);
+        }
     }
 
     pub(crate) fn request_fin(&mut self) {
@@ -138,4 +161,28 @@ impl Tx {
         }
         None
     }
+}
+
+/// The header of a DATA frame carrying `payload` with flags `fl`, and, when
+/// `seal`, its CRC-32C trailer (§2.5): the frame is then header, payload,
+/// trailer. Emitting the header apart lets payloads go straight from the
+/// application's buffer into the transport's.
+pub(crate) fn data_header(
+    payload: &[u8],
+    fl: u8,
+    seal: bool,
+) -> ([u8; HEADER_LEN], Option<[u8; TRAILER_LEN]>) {
+    let mut header = [0u8; HEADER_LEN];
+    let extra = if seal { TRAILER_LEN } else { 0 };
+    let fl = if seal { fl | flags::CRC32C } else { fl };
+    // Payload chunks are at most max_frame_size (≤ 16 MiB): they fit u32,
+    // trailer included, and the header buffer is HEADER_LEN long.
+    let _ = emit_header(
+        &mut header,
+        FrameType::Data,
+        fl,
+        (payload.len() + extra) as u32,
+    );
+    let trailer = seal.then(|| crc32c_parts(&[&header, payload]).to_be_bytes());
+    (header, trailer)
 }

@@ -1,0 +1,305 @@
+//! The INTEGRITY option (issue 11, item 3; `docs/protocol.md` §2.5): bytes
+//! altered on the way in a way TCP's 16-bit checksum misses are never
+//! delivered, and the session ends with `INTEGRITY_FAILURE` on both sides.
+//!
+//! `altered_data_is_never_delivered` is the regression test of the defect:
+//! before the option existed (a47c5df) there was no way to ask for the
+//! check, and the same damage is delivered as it arrived, as
+//! `without_the_option_damage_gets_through` still shows for sessions that
+//! do not negotiate it.
+
+use bookend_session::{
+    CloseReason, Config, Error, Event, Instant, Integrity, Mode, Reason, Session, Side,
+    TransportAction, Violation,
+};
+use bookend_wire::{Decoded, FrameType, Limits, decode, flags};
+
+const T: Instant = Instant::ZERO;
+
+fn config(integrity: Integrity, mode: Mode) -> Config {
+    let mut c = Config::default();
+    c.options.integrity = integrity;
+    c.options.mode = mode;
+    c
+}
+
+fn drain(s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.poll_transmit(T, &mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Frames as (type, flags).
+type Frames = Vec<(FrameType, u8)>;
+
+/// The frames in `bytes`.
+fn frames(mut bytes: &[u8]) -> Frames {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Ok(Decoded::Frame { repr, len }) = decode(bytes, &Limits::DEFAULT) else {
+            panic!("undecodable output {bytes:02x?}")
+        };
+        out.push((repr.frame_type(), bytes[1]));
+        bytes = &bytes[len..];
+    }
+    out
+}
+
+fn sealed(fs: &[(FrameType, u8)]) -> Vec<bool> {
+    fs.iter().map(|(_, f)| f & flags::CRC32C != 0).collect()
+}
+
+/// A connected pair; returns the caller, the callee, and the frames each
+/// sent during the handshake.
+fn pair(
+    caller: Integrity,
+    callee: Integrity,
+    mode: Mode,
+) -> (Session, Session, Frames, Frames) {
+    let c_conf = config(caller, mode);
+    let options = c_conf.options;
+    let mut c = Session::caller(c_conf, 1).unwrap();
+    let mut s = Session::callee(config(callee, mode), 2, T).unwrap();
+    c.connect(T, Some(b"client"), options).unwrap();
+    let connect = drain(&mut c);
+    assert_eq!(s.handle_bytes(T, &connect), connect.len());
+    let Some(Event::ConnectRequest(req)) = s.poll_event() else {
+        panic!("no request")
+    };
+    assert_eq!(req.proposed.integrity, caller);
+    s.accept(T, Some(b"welcome"), req.grant).unwrap();
+    let accept = drain(&mut s);
+    assert_eq!(c.handle_bytes(T, &accept), accept.len());
+    assert!(
+        events(&mut c)
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. }))
+    );
+    events(&mut s);
+    (c, s, frames(&connect), frames(&accept))
+}
+
+fn output_actions(s: &mut Session) -> (Vec<u8>, Vec<TransportAction>) {
+    let bytes = drain(s);
+    let actions = std::iter::from_fn(|| s.poll_transport_action()).collect();
+    (bytes, actions)
+}
+
+#[test]
+fn negotiation_needs_both_sides() {
+    for (caller, callee, granted) in [
+        (Integrity::Crc32c, Integrity::Crc32c, Integrity::Crc32c),
+        (Integrity::Crc32c, Integrity::None, Integrity::None),
+        (Integrity::None, Integrity::Crc32c, Integrity::None),
+        (Integrity::None, Integrity::None, Integrity::None),
+    ] {
+        let (mut c, mut s, connect, accept) = pair(caller, callee, Mode::Stream);
+        assert_eq!(c.options().integrity, granted, "{caller:?}/{callee:?}");
+        assert_eq!(s.options().integrity, granted, "{caller:?}/{callee:?}");
+        // A caller that proposes seals its CONNECT; the callee answers a
+        // sealed CONNECT sealed, whatever it grants.
+        assert_eq!(sealed(&connect), [caller == Integrity::Crc32c]);
+        assert_eq!(sealed(&accept), [caller == Integrity::Crc32c]);
+        // After ACCEPT, both seal exactly when it was granted.
+        c.send(b"ping").unwrap();
+        c.send_disconnect(T, Some(b"5")).unwrap();
+        let from_c = drain(&mut c);
+        let on = granted == Integrity::Crc32c;
+        assert_eq!(sealed(&frames(&from_c)), [on, on]);
+        assert_eq!(s.handle_bytes(T, &from_c), from_c.len());
+        let mut buf = [0u8; 16];
+        assert_eq!(s.recv(&mut buf), Ok(4));
+        assert_eq!(&buf[..4], b"ping");
+        assert_eq!(
+            s.recv_disconnect_bytes().unwrap().as_deref(),
+            Some(&b"5"[..])
+        );
+        s.send_disconnect(T, Some(b"5")).unwrap();
+        let from_s = drain(&mut s);
+        assert_eq!(sealed(&frames(&from_s)), [on]);
+        c.handle_bytes(T, &from_s);
+        assert_eq!(
+            c.recv_disconnect_bytes().unwrap().as_deref(),
+            Some(&b"5"[..])
+        );
+    }
+}
+
+/// The defect: a payload bit flipped where TCP did not notice. With the
+/// option the frame is refused whole, nothing of it reaches the
+/// application, the receiver aborts with `INTEGRITY_FAILURE`, and the
+/// sender learns why.
+#[test]
+fn altered_data_is_never_delivered() {
+    for mode in [Mode::Stream, Mode::Message] {
+        let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, mode);
+        match mode {
+            Mode::Stream => {
+                c.send(b"total=5").unwrap();
+            }
+            Mode::Message => c.send_message(b"total=5").unwrap(),
+        }
+        let mut wire = drain(&mut c);
+        let at = wire.iter().position(|&b| b == b'5').unwrap();
+        wire[at] ^= 0x02; // '5' becomes '7'
+        s.handle_bytes(T, &wire);
+        let mut buf = [0u8; 64];
+        let read = match mode {
+            Mode::Stream => s.recv(&mut buf),
+            Mode::Message => s.recv_message(&mut buf),
+        };
+        assert!(read.is_err(), "{mode:?}: damaged bytes delivered: {read:?}");
+        assert!(
+            !events(&mut s).contains(&Event::Readable),
+            "{mode:?}: FD_READ for a damaged frame"
+        );
+        assert!(
+            matches!(
+                s.close_reason(),
+                Some(CloseReason::ProtocolError {
+                    detail: Violation::Malformed(bookend_wire::Error::ChecksumMismatch { .. })
+                })
+            ),
+            "{mode:?}: {:?}",
+            s.close_reason()
+        );
+        let (abort, actions) = output_actions(&mut s);
+        assert_eq!(actions, [TransportAction::Reset]);
+        c.handle_bytes(T, &abort);
+        assert!(
+            matches!(
+                c.close_reason(),
+                Some(CloseReason::Aborted {
+                    by: Side::Peer,
+                    reason: Reason::INTEGRITY_FAILURE,
+                    ..
+                })
+            ),
+            "{mode:?}: {:?}",
+            c.close_reason()
+        );
+    }
+}
+
+/// The same flip without the option: delivered as it arrived. This is the
+/// behaviour the option exists to end; it stays for sessions that do not
+/// ask for it (the default while it costs more than the bulk budget).
+#[test]
+fn without_the_option_damage_gets_through() {
+    let (mut c, mut s, _, _) = pair(Integrity::None, Integrity::None, Mode::Stream);
+    c.send(b"total=5").unwrap();
+    let mut wire = drain(&mut c);
+    let at = wire.iter().position(|&b| b == b'5').unwrap();
+    wire[at] ^= 0x02;
+    s.handle_bytes(T, &wire);
+    let mut buf = [0u8; 64];
+    assert_eq!(s.recv(&mut buf), Ok(7));
+    assert_eq!(&buf[..7], b"total=7");
+}
+
+/// Damage that clears the CRC32C flag itself must not turn a sealed frame
+/// into an unchecked one: once integrity is in force, an unsealed header is
+/// refused before its body is looked at.
+#[test]
+fn a_cleared_flag_is_refused_from_the_header() {
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    c.send(b"total=5").unwrap();
+    let mut wire = drain(&mut c);
+    wire[1] &= !flags::CRC32C;
+    // Only the header: the refusal must not wait for the body.
+    s.handle_bytes(T, &wire[..6]);
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::ProtocolError {
+                detail: Violation::Unsealed {
+                    frame: FrameType::Data
+                }
+            })
+        ),
+        "{:?}",
+        s.close_reason()
+    );
+    let (abort, _) = output_actions(&mut s);
+    c.handle_bytes(T, &abort);
+    assert!(matches!(
+        c.close_reason(),
+        Some(CloseReason::Aborted {
+            reason: Reason::INTEGRITY_FAILURE,
+            ..
+        })
+    ));
+}
+
+/// A damaged control frame (DISCONNECT carrying the seed's total) is refused
+/// too: the peer's disconnect data is never reported.
+#[test]
+fn altered_disconnect_data_is_never_delivered() {
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    c.send_disconnect(T, Some(&5u64.to_be_bytes())).unwrap();
+    let mut wire = drain(&mut c);
+    let last_data = wire.len() - 5; // the total's low byte, before the trailer
+    wire[last_data] ^= 0x01;
+    s.handle_bytes(T, &wire);
+    assert!(!s.peer_disconnected());
+    assert!(s.recv_disconnect_bytes().is_err());
+    assert!(!events(&mut s).contains(&Event::PeerDisconnected));
+}
+
+/// Sealed frames are checked whole however the transport cuts them, and a
+/// verified frame longer than the reader's buffer is not lost in the
+/// zero-copy path: the rest waits in the session, in order.
+#[test]
+fn sealed_frames_in_any_chunking_and_in_direct_receive() {
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    // One byte at a time, buffered.
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    assert_eq!(c.send(&payload), Ok(payload.len()));
+    let wire = drain(&mut c);
+    for b in &wire {
+        assert_eq!(s.handle_bytes(T, std::slice::from_ref(b)), 1);
+    }
+    let mut got = vec![0u8; payload.len()];
+    assert_eq!(s.recv(&mut got), Ok(payload.len()));
+    assert_eq!(got, payload);
+
+    // Direct receive into a small buffer: every byte, in order.
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    s.set_direct_receive(true);
+    c.send(&payload).unwrap();
+    let wire = drain(&mut c);
+    let mut at = 0;
+    let mut got = Vec::new();
+    let mut out = [0u8; 1000];
+    for _ in 0..10_000 {
+        if got.len() == payload.len() {
+            break;
+        }
+        match s.recv(&mut out) {
+            Ok(n) => {
+                got.extend_from_slice(&out[..n]);
+                continue;
+            }
+            Err(Error::WouldBlock) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        // The transport offers what it holds, up to 3000 bytes at a time.
+        let end = (at + 3000).min(wire.len());
+        let (used, n) = s.recv_direct(T, &wire[at..end], &mut out);
+        at += used;
+        got.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(got, payload);
+    let u = s.buffer_usage();
+    assert!(u.rx_partial <= u.rx_partial_max && u.rx_queued <= u.rx_queued_max);
+}
