@@ -205,6 +205,9 @@ pub fn endpoint_config(seed: u64, buffer: usize) -> Config {
     c.session.send_buffer = buffer;
     // The benches play stream (bulk) and message (lifecycle) sessions.
     c.session.offered_modes = bookend_session::ModeOffer::Both;
+    // Willing to seal: a caller that proposes the CRC-32C trailer gets it
+    // (the `compare` bulk rows measure both).
+    c.session.options.integrity = bookend_session::Integrity::Crc32c;
     c
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bookend_benches::{
     Bookend, Pair, quick, raw_connect, raw_lifecycles, raw_same_exchange, raw_transfer,
 };
-use bookend_session::Options;
+use bookend_session::{Integrity, Options};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -31,7 +31,7 @@ fn main() {
     let mut sink = vec![0u8; 64 * 1024];
     const BUF: usize = 64 * 1024;
 
-    let (mut raw_bulk, mut be_bulk) = (Vec::new(), Vec::new());
+    let (mut raw_bulk, mut be_bulk, mut crc_bulk) = (Vec::new(), Vec::new(), Vec::new());
     let (mut raw_seq, mut be_seq) = (Vec::new(), Vec::new());
     let (mut raw_conc, mut be_conc) = (Vec::new(), Vec::new());
     let (mut same_seq, mut same_conc) = (Vec::new(), Vec::new());
@@ -45,6 +45,15 @@ fn main() {
         let (ch, sh) = be.connect(Options::DEFAULT);
         let d = time(|| be.transfer(ch, sh, bulk_bytes, &data, &mut sink));
         be_bulk.push(bulk_bytes as f64 * 8.0 / d.as_secs_f64() / 1e9);
+        // The same with the CRC-32C trailer negotiated (docs/protocol.md §2.5).
+        let mut be = Bookend::new(BUF, 8);
+        let sealed = Options {
+            integrity: Integrity::Crc32c,
+            ..Options::DEFAULT
+        };
+        let (ch, sh) = be.connect(sealed);
+        let d = time(|| be.transfer(ch, sh, bulk_bytes, &data, &mut sink));
+        crc_bulk.push(bulk_bytes as f64 * 8.0 / d.as_secs_f64() / 1e9);
 
         // Sequential lifecycles.
         let mut pair = Pair::new();
@@ -85,8 +94,10 @@ fn main() {
         be_conc.push(1000.0 / d.as_secs_f64());
     }
     let (be_seq, be_conc) = (median(be_seq), median(be_conc));
+    let (raw_bulk, be_bulk, crc_bulk) = (median(raw_bulk), median(be_bulk), median(crc_bulk));
     let rows = [
-        ("bulk, Gbit/s", median(raw_bulk), median(be_bulk)),
+        ("bulk, Gbit/s", raw_bulk, be_bulk),
+        ("bulk, Gbit/s, integrity on", raw_bulk, crc_bulk),
         (
             "lifecycles/s, sequential (minimal)",
             median(raw_seq),
@@ -115,6 +126,10 @@ fn main() {
     for (name, raw, be) in rows {
         println!("{name:<42} {raw:>14.2} {be:>14.2} {:>8.3}", be / raw);
     }
+    println!(
+        "integrity on / off, bulk: {:.3} (the default is on only if this is at least 0.97)",
+        crc_bulk / be_bulk
+    );
     println!(
         "({rounds} rounds; bulk {} MiB per run; {seq} sequential lifecycles per run)",
         bulk_bytes >> 20

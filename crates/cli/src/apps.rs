@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bookend_session::{CloseReason, Error as SessionError, Event, Mode, Options};
+use bookend_session::{CloseReason, Error as SessionError, Event, Integrity, Mode, Options};
 use bookend_smoltcp::{Endpoint, EndpointEvent, Error as EndpointError, Handle};
 use bytes::Bytes;
 use smoltcp::iface::{Interface, SocketSet};
@@ -309,6 +309,9 @@ pub struct Client {
     pub mode: Mode,
     /// The session keepalive to propose, in milliseconds.
     pub keepalive_ms: u32,
+    /// The per-frame check to propose (`docs/protocol.md` §2.5). The demo
+    /// application asks for CRC-32C: its totals must be exact.
+    pub integrity: Integrity,
     /// Where it is.
     pub state: ClientState,
     /// The callee data received.
@@ -319,6 +322,9 @@ pub struct Client {
     pub attempts: u32,
     /// Whether a REJECT refused it.
     pub refused: bool,
+    /// Replies whose value was not the request's plus 1,000,000
+    /// (`docs/demo-payload.md`): bytes altered on the way and delivered.
+    pub wrong_replies: u64,
     /// Recorded steps, if tracing this client.
     pub steps: Option<Vec<Step>>,
     handle: Option<Handle>,
@@ -345,11 +351,13 @@ impl Client {
             transactions,
             mode,
             keepalive_ms: Options::DEFAULT.keepalive_ms,
+            integrity: Integrity::Crc32c,
             state: ClientState::Waiting(start),
             greeting: None,
             grand_total: None,
             attempts: 0,
             refused: false,
+            wrong_replies: 0,
             steps: trace.then(Vec::new),
             handle: None,
             completed: 0,
@@ -422,6 +430,7 @@ impl Client {
             let options = Options {
                 mode: self.mode,
                 keepalive_ms: self.keepalive_ms,
+                integrity: self.integrity,
                 ..Options::DEFAULT
             };
             match ep.connect(
@@ -537,12 +546,12 @@ impl Client {
 
     fn read_replies(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
         let Some(h) = self.handle else { return };
-        let mut replies = 0;
+        let mut replies = Vec::new();
         {
             match self.mode {
                 Mode::Message => {
-                    while ep.recv_message_bytes(h).is_ok() {
-                        replies += 1;
+                    while let Ok(m) = ep.recv_message_bytes(h) {
+                        replies.push(u64_bytes(&m));
                     }
                 }
                 Mode::Stream => {
@@ -554,13 +563,18 @@ impl Client {
                         self.stream_rx.extend_from_slice(&chunk[..k]);
                     }
                     while self.stream_rx.len() >= 8 {
+                        replies.push(u64_bytes(&self.stream_rx[..8]));
                         self.stream_rx.drain(..8);
-                        replies += 1;
                     }
                 }
             }
         }
-        for _ in 0..replies {
+        for reply in replies {
+            // One request is outstanding at a time: this answers request
+            // `completed + 1`, whose reply is that plus 1,000,000.
+            if reply != Some(self.completed + 1 + 1_000_000) {
+                self.wrong_replies += 1;
+            }
             self.completed += 1;
             if self.completed < self.transactions {
                 self.send_request(ep, sockets, now);

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Instant as WallInstant;
 
-use bookend_session::{Mode, Options};
+use bookend_session::{Integrity, Mode, Options};
 use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals, host_addr};
 use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
 use bytes::Bytes;
@@ -43,6 +43,10 @@ pub struct DemoConfig {
     pub limit: Duration,
     /// Keep the server's pcap capture in the report.
     pub capture: bool,
+    /// The per-frame check clients propose and servers grant
+    /// (`docs/protocol.md` §2.5). On by default in the demo: its totals
+    /// must be exact, and `--corrupt` makes damage TCP misses likely.
+    pub integrity: Integrity,
 }
 
 impl Default for DemoConfig {
@@ -63,6 +67,7 @@ impl Default for DemoConfig {
             keepalive_ms: 30_000,
             limit: Duration::from_secs(600),
             capture: false,
+            integrity: Integrity::Crc32c,
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct ClientResult {
     pub failure: Option<String>,
     /// Connect attempts.
     pub attempts: u32,
+    /// Replies it received with a value other than the one the server
+    /// sends: altered bytes that reached the application.
+    pub wrong_replies: u64,
 }
 
 /// The outcome of a demo run.
@@ -104,6 +112,9 @@ pub struct DemoReport {
     /// Graceful closes the peer never confirmed (every endpoint's
     /// `Stats::unconfirmed_closes`).
     pub unconfirmed_closes: u64,
+    /// Sessions ended by the CRC-32C check (every endpoint's
+    /// `Stats::integrity_failures`): damage TCP's checksum missed.
+    pub integrity_failures: u64,
     /// Network counters.
     pub totals: Totals,
     /// Virtual time at the end.
@@ -126,9 +137,20 @@ impl DemoReport {
             .sum()
     }
 
+    /// Values the applications received altered: replies of the wrong
+    /// value, and finished clients whose grand total is not what their
+    /// server sent. Unfinished clients are failures, not alterations.
+    pub fn altered(&self) -> u64 {
+        self.clients
+            .iter()
+            .map(|c| c.wrong_replies + u64::from(c.finished && c.grand_total != c.server_sent))
+            .sum()
+    }
+
     /// Whether every client finished and every total checks out.
     pub fn ok(&self) -> bool {
-        self.run_error.is_none()
+        self.altered() == 0
+            && self.run_error.is_none()
             && self
                 .clients
                 .iter()
@@ -165,8 +187,25 @@ impl DemoReport {
                 "grand total",
                 format!("{grand} (expected {expected}: {check})"),
             ),
+            (
+                "altered values",
+                format!(
+                    "{} (every reply and grand total, checked by the clients)",
+                    self.altered()
+                ),
+            ),
             ("sessions refused", self.refused.to_string()),
             ("unconfirmed closes", self.unconfirmed_closes.to_string()),
+            (
+                "integrity",
+                match c.integrity {
+                    Integrity::Crc32c => format!(
+                        "CRC-32C on every frame; {} session(s) ended by a failed check",
+                        self.integrity_failures
+                    ),
+                    Integrity::None => "off (TCP's checksum only)".to_string(),
+                },
+            ),
             ("retransmissions", self.totals.retransmissions.to_string()),
             (
                 "drops",
@@ -239,6 +278,7 @@ impl DemoApp {
         );
         c.session.options.keepalive_ms = self.config.keepalive_ms;
         c.session.options.mode = self.config.mode;
+        c.session.options.integrity = self.config.integrity;
         // Every timer at its default: the defaults survive lossy links
         // (issue 11). Only a keepalive shorter than the default, asked for
         // to find dead peers sooner, scales the TCP user timeout and
@@ -350,6 +390,7 @@ pub fn run(config: DemoConfig) -> DemoReport {
             i == 0,
         );
         c.keepalive_ms = config.keepalive_ms;
+        c.integrity = config.integrity;
         app.clients.push(c);
     }
     let mut run_error = None;
@@ -393,6 +434,7 @@ pub fn run(config: DemoConfig) -> DemoReport {
                     _ => None,
                 },
                 attempts: c.attempts,
+                wrong_replies: c.wrong_replies,
             }
         })
         .collect();
@@ -419,8 +461,15 @@ pub fn run(config: DemoConfig) -> DemoReport {
         .flatten()
         .map(|ep| ep.stats().unconfirmed_closes)
         .sum();
+    let integrity_failures = app
+        .endpoints
+        .iter()
+        .flatten()
+        .map(|ep| ep.stats().integrity_failures)
+        .sum();
     DemoReport {
         unconfirmed_closes,
+        integrity_failures,
         cumulative: app.servers.iter().map(|s| s.cumulative).collect(),
         config,
         steps,

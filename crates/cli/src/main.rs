@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use bookend_cli::apps::step_table;
 use bookend_cli::{demo, tap};
-use bookend_session::Mode;
+use bookend_session::{Integrity, Mode};
 use bookend_sim::LinkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use smoltcp::time::Duration;
@@ -37,6 +37,24 @@ impl From<ModeArg> for Mode {
         match m {
             ModeArg::Stream => Self::Stream,
             ModeArg::Message => Self::Message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IntegrityArg {
+    /// Every frame after ACCEPT carries a CRC-32C: damage TCP misses ends
+    /// the session instead of being delivered.
+    On,
+    /// TCP's 16-bit checksum only.
+    Off,
+}
+
+impl From<IntegrityArg> for Integrity {
+    fn from(i: IntegrityArg) -> Self {
+        match i {
+            IntegrityArg::On => Self::Crc32c,
+            IntegrityArg::Off => Self::None,
         }
     }
 }
@@ -77,6 +95,11 @@ enum Command {
         /// Stream or message mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
+        /// The per-frame check clients propose and the server grants: a
+        /// CRC-32C on every frame (docs/protocol.md §2.5), or TCP's
+        /// checksum alone.
+        #[arg(long, value_enum, default_value_t = IntegrityArg::On)]
+        integrity: IntegrityArg,
     },
     /// Run the scenario's server on a TAP device (needs root or a prepared device).
     Serve {
@@ -187,6 +210,7 @@ fn run(command: Command) -> Result<bool, String> {
             seed,
             pcap,
             mode,
+            integrity,
         } => {
             let link = LinkConfig {
                 latency: Duration::from_millis(latency),
@@ -202,6 +226,7 @@ fn run(command: Command) -> Result<bool, String> {
                 link,
                 seed,
                 mode: mode.into(),
+                integrity: integrity.into(),
                 capture: pcap.is_some(),
                 ..demo::DemoConfig::default()
             };

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bookend_session::Mode;
+use bookend_session::{Integrity, Mode};
 use bookend_sim::tap::{TapError, TapHost};
 use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
 use bytes::Bytes;
@@ -68,7 +68,11 @@ pub fn serve(
     mode: Mode,
     limit: std::time::Duration,
 ) -> Result<ServeReport, TapRunError> {
-    let config = Config::from_os_entropy();
+    let mut config = Config::from_os_entropy();
+    // The demo application's choices: serve the mode asked for, and grant
+    // the CRC-32C trailer to callers that propose it (§2.5).
+    config.session.options.mode = mode;
+    config.session.options.integrity = Integrity::Crc32c;
     let mut host =
         TapHost::open(tap, addr, None, config.interface_seed()).map_err(TapRunError::Tap)?;
     let mut ep = Endpoint::new(config).expect("valid default configuration");

@@ -158,6 +158,17 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Whether the session ended because a frame failed the CRC-32C check
+    /// or came unsealed while integrity was in force (`docs/protocol.md`
+    /// §2.5), detected by either side.
+    pub fn is_integrity_failure(&self) -> bool {
+        match self {
+            Self::ProtocolError { detail } => detail.reason() == Reason::INTEGRITY_FAILURE,
+            Self::Aborted { reason, .. } => *reason == Reason::INTEGRITY_FAILURE,
+            _ => false,
+        }
+    }
+
     /// The Winsock error FD_CLOSE (or the failed call) would carry.
     pub fn winsock_error(&self) -> &'static str {
         match self {

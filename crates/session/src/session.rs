@@ -56,6 +56,11 @@ pub enum TransportClosed {
     TimedOut,
 }
 
+/// The most a DATA frame adds to its payload on the wire: the header, and
+/// the CRC-32C trailer when the session seals (`docs/protocol.md` §2.5).
+/// Drivers size "room for one more frame" with it.
+pub const MAX_FRAME_OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
+
 /// Smallest DATA payload [`Session::send_direct`] cuts a frame to when the
 /// transport has less room than the data: below it, waiting beats tiny frames.
 pub const MIN_DIRECT_CHUNK: usize = 512;

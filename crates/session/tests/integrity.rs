@@ -61,11 +61,7 @@ fn sealed(fs: &[(FrameType, u8)]) -> Vec<bool> {
 
 /// A connected pair; returns the caller, the callee, and the frames each
 /// sent during the handshake.
-fn pair(
-    caller: Integrity,
-    callee: Integrity,
-    mode: Mode,
-) -> (Session, Session, Frames, Frames) {
+fn pair(caller: Integrity, callee: Integrity, mode: Mode) -> (Session, Session, Frames, Frames) {
     let c_conf = config(caller, mode);
     let options = c_conf.options;
     let mut c = Session::caller(c_conf, 1).unwrap();

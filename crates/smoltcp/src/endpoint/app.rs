@@ -6,10 +6,9 @@
 use alloc::boxed::Box;
 
 use bookend_session::{
-    BufferUsage, CloseReason, Error as SessionError, MIN_DIRECT_CHUNK, Options, Reason, Session,
-    State,
+    BufferUsage, CloseReason, Error as SessionError, MAX_FRAME_OVERHEAD, MIN_DIRECT_CHUNK, Options,
+    Reason, Session, State,
 };
-use bookend_wire::HEADER_LEN;
 use bytes::Bytes;
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -157,11 +156,11 @@ impl Endpoint {
             c.link.note_written(written_total, queued_before, t);
         }
         let room = socket.send_capacity() - socket.send_queue();
-        if taken < data.len() && room >= MIN_DIRECT_CHUNK + HEADER_LEN {
+        if taken < data.len() && room >= MIN_DIRECT_CHUNK + MAX_FRAME_OVERHEAD {
             // Room, but not in one piece: a tail too short for a frame in front
             // of the wrap. One frame through the session's buffer crosses it
             // (the pump writes across the wrap); the next send is direct again.
-            let n = (data.len() - taken).min(room - HEADER_LEN);
+            let n = (data.len() - taken).min(room - MAX_FRAME_OVERHEAD);
             taken += c.session.send(&data[taken..taken + n])?;
             self.flush(h, now, sockets);
         }

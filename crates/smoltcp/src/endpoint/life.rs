@@ -482,7 +482,7 @@ impl Endpoint {
                 } else if c.want_writable
                     && c.session.send_queue() == 0
                     && socket.send_capacity() - socket.send_queue()
-                        >= bookend_session::MIN_DIRECT_CHUNK + bookend_wire::HEADER_LEN
+                        >= bookend_session::MIN_DIRECT_CHUNK + bookend_session::MAX_FRAME_OVERHEAD
                 {
                     // FD_WRITE once a frame fits again: not while the room is
                     // smaller than a send could use (that spun on Writable).
@@ -501,6 +501,12 @@ impl Endpoint {
 
         // Events: the application's, or the condition function's.
         while let Some(event) = c.session.poll_event() {
+            if let Event::Closed(reason @ CloseReason::ProtocolError { .. }) = &event
+                && reason.is_integrity_failure()
+            {
+                // Counted where detected, so the peer's end is not counted twice.
+                self.stats.integrity_failures += 1;
+            }
             match (&event, c.phase) {
                 (Event::ConnectRequest(req), Phase::Pending) => {
                     let request = IncomingRequest {

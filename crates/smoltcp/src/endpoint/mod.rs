@@ -291,6 +291,10 @@ pub struct Stats {
     /// never confirmed (linger or TCP time-out, reset): what was sent last,
     /// the disconnect data included, may not have arrived.
     pub unconfirmed_closes: u64,
+    /// Sessions this endpoint ended because a received frame failed the
+    /// CRC-32C check (`docs/protocol.md` §2.5): bytes were altered on the
+    /// way that TCP's checksum missed, and none of the frame was delivered.
+    pub integrity_failures: u64,
 }
 
 /// Sessions over smoltcp TCP sockets.
