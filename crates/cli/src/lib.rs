@@ -6,4 +6,5 @@
 
 pub mod apps;
 pub mod demo;
+pub mod soak;
 pub mod tap;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use bookend_cli::apps::step_table;
-use bookend_cli::{demo, tap};
+use bookend_cli::{demo, soak, tap};
 use bookend_session::{Integrity, Mode};
 use bookend_sim::LinkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -100,6 +100,29 @@ enum Command {
         /// checksum alone.
         #[arg(long, value_enum, default_value_t = IntegrityArg::On)]
         integrity: IntegrityArg,
+    },
+    /// Run the seed scenario over many seeds and a grid of faults (loss,
+    /// reordering, duplication, corruption, latency and jitter, bandwidth and
+    /// queue, MTU, partitions, a server crash; both modes) and print one row
+    /// per fault setting. Exits non-zero if a promise is broken: a value
+    /// altered, a failure without a reason, a connection leaked, or a client
+    /// unfinished where every one must finish.
+    Soak {
+        /// Seeds per fault setting.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Clients per run.
+        #[arg(long, default_value_t = 3)]
+        clients: usize,
+        /// Transactions per client.
+        #[arg(long, default_value_t = 3)]
+        transactions: u64,
+        /// Only the settings whose name contains this text.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Run the scenario's server on a TAP device (needs root or a prepared device).
     Serve {
@@ -237,6 +260,35 @@ fn run(command: Command) -> Result<bool, String> {
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
                 println!("server traffic written to {}", path.display());
             }
+            Ok(report.ok())
+        }
+        Command::Soak {
+            seeds,
+            first_seed,
+            clients,
+            transactions,
+            only,
+        } => {
+            let grid: Vec<_> = soak::grid(clients, transactions)
+                .into_iter()
+                .filter(|s| only.as_deref().is_none_or(|o| s.name.contains(o)))
+                .collect();
+            if grid.is_empty() {
+                return Err("no fault setting matches --only".to_string());
+            }
+            eprintln!(
+                "{} settings x {seeds} seeds, {clients} clients x {transactions} transactions each",
+                grid.len()
+            );
+            let report = soak::run(&grid, first_seed, seeds, |row| {
+                eprintln!(
+                    "  {:<52} {:>8.2}% finished, {} altered",
+                    row.name,
+                    row.finished_percent(),
+                    row.altered
+                );
+            });
+            println!("{report}");
             Ok(report.ok())
         }
         Command::Serve {
