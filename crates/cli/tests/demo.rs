@@ -194,7 +194,7 @@ fn soak_slice_no_failures_up_to_ten_percent_loss() {
     assert_eq!(runs, 240);
 }
 
-/// A partition shorter than the TCP user timeout (120 s by default) is
+/// A partition shorter than the TCP user timeout (300 s by default) is
 /// survived: no session timer ends a session whose TCP is still trying.
 #[test]
 fn a_partition_shorter_than_the_user_timeout_is_survived() {

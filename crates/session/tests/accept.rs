@@ -211,8 +211,9 @@ fn connect_timeout_when_the_callee_never_answers() {
 #[test]
 fn handshake_timeout_when_no_connect_arrives() {
     let mut p = Pair::default_pair();
-    // The default (45 s) plus the abort flush.
-    p.finish(Duration::from_secs(50));
+    // The default plus the abort flush.
+    let limit = bookend_session::Config::default().handshake_timeout + Duration::from_secs(5);
+    p.finish(limit);
     assert_eq!(
         p.server.closed(),
         Some(&CloseReason::TimedOut(Timer::Handshake))

@@ -876,7 +876,9 @@ fn i11_2_unconfirmed_close_is_counted() {
         ep.close(sockets, s, now).unwrap();
     }
     assert_eq!(w.ep(0).stats().unconfirmed_closes, 0);
-    w.run_for(Duration::from_secs(120));
+    // The close is bounded by the TCP user timeout (nothing is acknowledged).
+    let user_timeout = Config::new(130).tcp_timeout;
+    w.run_for(user_timeout + Duration::from_secs(5));
     assert_eq!(
         w.ep(0).stats().unconfirmed_closes,
         1,
@@ -1117,7 +1119,8 @@ fn i11_1_connect_times_out_once_connect_is_acknowledged() {
             .unwrap()
     };
     let started = w.now();
-    w.run_until(Duration::from_secs(40), |w| {
+    let connect_timeout = Config::new(160).session.connect_timeout;
+    w.run_until(connect_timeout + Duration::from_secs(25), |w| {
         w.apps.events[1]
             .iter()
             .any(|(_, h, e)| *h == c && matches!(e, EndpointEvent::Session(Event::Closed(_))))
@@ -1130,7 +1133,7 @@ fn i11_1_connect_times_out_once_connect_is_acknowledged() {
     );
     let took = w.now() - started;
     assert!(
-        took <= smoltcp::time::Duration::from_secs(16),
+        took.total_micros() <= (connect_timeout + Duration::from_secs(1)).as_micros() as u64,
         "took {took}"
     );
 }
@@ -1158,6 +1161,8 @@ fn i11_2_zero_window_caller_cannot_hold_a_rejecting_callee() {
     };
     w.run_until(Duration::from_secs(2), |w| w.raw(1, s).may_send());
     w.raw(1, s).send_slice(&connect_frame(b"x")).unwrap();
-    w.run_for(Duration::from_secs(300));
+    // The pause ends after the user timeout without progress; then linger.
+    let c = Config::new(1);
+    w.run_for((c.tcp_timeout + c.session.linger_timeout) * 2);
     assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
 }
