@@ -236,22 +236,22 @@ pub enum ModeOffer {
 pub struct Config {
     /// Caller: the proposal. Callee: its own limits, capping the grant.
     pub options: Options,
-    /// Caller: from CONNECT until ACCEPT or REJECT (default 120 s: the
-    /// callee's decision, 10 s by default, plus what TCP needs to carry the
-    /// answer through repeated losses: smoltcp's retransmission timeout
-    /// doubles from 1 s to 60 s, so a segment lost six times leaves for the
-    /// seventh time 63 s after the first, later when the timeout was already
-    /// backed off. Measured with `bookend soak` at 20 % loss: 15 s lost 1.2 %
-    /// of the callers to this timer, 120 s 0.25 %; `docs/protocol.md` §7).
-    /// Paused while CONNECT is unacknowledged.
+    /// Caller: from CONNECT until ACCEPT or REJECT (default 300 s, the
+    /// driver's default TCP user timeout: a timer that waits for the peer's
+    /// answer gives up no sooner than TCP would. The callee's TCP may still be
+    /// retransmitting that answer: smoltcp's retransmission timeout doubles
+    /// from 1 s to 60 s, so a segment lost seven times leaves for the eighth
+    /// time 124 s after the first. Measured with `bookend soak` at 20 % loss
+    /// per link: 15 s lost 1.2 % of the callers to this timer, 120 s 0.25 %,
+    /// 300 s none; `docs/protocol.md` §7). Paused while CONNECT is
+    /// unacknowledged.
     pub connect_timeout: Duration,
-    /// Callee: from transport establishment until CONNECT is complete (default
-    /// 120 s: seven transmissions of CONNECT at smoltcp's retransmission
-    /// schedule, doubling from 1 s to 60 s, go out within 123 s of the first,
-    /// so a CONNECT lost six times on a lossy path still arrives; the
-    /// endpoint's admission control, which also shortens this timer under
-    /// load, not this timer, is the defence against floods of silent
-    /// connections).
+    /// Callee: from transport establishment until CONNECT is complete
+    /// (default 300 s, the driver's default TCP user timeout, for the same
+    /// reason as `connect_timeout`: the caller's TCP may still be
+    /// retransmitting CONNECT. The endpoint's admission control, which also
+    /// shortens this timer to 2 s under load, is the defence against floods
+    /// of silent connections, not this timer).
     pub handshake_timeout: Duration,
     /// Callee: from CONNECT until accept or reject, CF_DEFER included (default 10 s).
     pub decision_timeout: Duration,
@@ -279,8 +279,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             options: Options::DEFAULT,
-            connect_timeout: Duration::from_secs(120),
-            handshake_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(300),
             decision_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(10),
             abort_flush_timeout: Duration::from_secs(1),
