@@ -69,6 +69,9 @@ struct Input {
     condition: u8,
     tcp_condition: bool,
     message_mode: bool,
+    /// The server grants the CRC-32C trailer, and callers propose it and
+    /// seal every frame they send (bookend-built bodies).
+    integrity: bool,
     ops: Vec<Op>,
 }
 
@@ -122,13 +125,18 @@ struct Peer {
     server_next: Option<u32>,
 }
 
-fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
+fn frame(repr: FrameRepr<'_>, sealed: bool) -> Vec<u8> {
+    if sealed {
+        let mut b = vec![0; repr.sealed_buffer_len()];
+        let _ = repr.emit_sealed(&mut b);
+        return b;
+    }
     let mut b = vec![0; repr.buffer_len()];
     let _ = repr.emit(&mut b);
     b
 }
 
-fn body_bytes(body: &Body, message_mode: bool) -> Vec<u8> {
+fn body_bytes(body: &Body, message_mode: bool, sealed: bool) -> Vec<u8> {
     let cap = |v: &Vec<u8>| v[..v.len().min(1200)].to_vec();
     match body {
         Body::None => Vec::new(),
@@ -138,27 +146,39 @@ fn body_bytes(body: &Body, message_mode: bool) -> Vec<u8> {
             if message_mode {
                 o.mode = bookend_session::Mode::Message;
             }
+            if sealed {
+                o.integrity = bookend_session::Integrity::Crc32c;
+            }
             let d = d.as_ref().map(cap);
-            frame(FrameRepr::Connect(ConnectRepr {
-                min_version: VERSION,
-                max_version: VERSION,
-                options: o.to_repr(),
-                data: d.as_deref(),
-            }))
+            frame(
+                FrameRepr::Connect(ConnectRepr {
+                    min_version: VERSION,
+                    max_version: VERSION,
+                    options: o.to_repr(),
+                    data: d.as_deref(),
+                }),
+                sealed,
+            )
         }
-        Body::Data(eom, v) => frame(FrameRepr::Data {
-            end_of_message: *eom,
-            payload: &cap(v),
-        }),
+        Body::Data(eom, v) => frame(
+            FrameRepr::Data {
+                end_of_message: *eom,
+                payload: &cap(v),
+            },
+            sealed,
+        ),
         Body::Disconnect(d) => {
             let d = d.as_ref().map(cap);
-            frame(FrameRepr::Disconnect { data: d.as_deref() })
+            frame(FrameRepr::Disconnect { data: d.as_deref() }, sealed)
         }
-        Body::Abort(r) => frame(FrameRepr::Abort(ReasonRepr {
-            reason: Reason(*r),
-            data: None,
-        })),
-        Body::Ping => frame(FrameRepr::Ping),
+        Body::Abort(r) => frame(
+            FrameRepr::Abort(ReasonRepr {
+                reason: Reason(*r),
+                data: None,
+            }),
+            sealed,
+        ),
+        Body::Ping => frame(FrameRepr::Ping, sealed),
     }
 }
 
@@ -220,7 +240,7 @@ impl Stack {
         }
     }
 
-    fn segment(&mut self, op: &Op, message_mode: bool) {
+    fn segment(&mut self, op: &Op, message_mode: bool, sealed: bool) {
         let Op::Segment {
             who,
             syn,
@@ -238,7 +258,7 @@ impl Stack {
         };
         let w = (*who % 4) as usize;
         let (addr, port) = caller(*who);
-        let payload = body_bytes(body, message_mode);
+        let payload = body_bytes(body, message_mode, sealed);
         let peer = &mut self.peers[w];
         if *syn && *valid {
             peer.next_seq = 1000 + (*seq % 1000);
@@ -313,6 +333,9 @@ fuzz_target!(|input: Input| {
     if input.message_mode {
         config.session.options.mode = bookend_session::Mode::Message;
     }
+    if input.integrity {
+        config.session.options.integrity = bookend_session::Integrity::Crc32c;
+    }
     let mut dev = Dev::default();
     let mut ic = IfaceConfig::new(HardwareAddress::Ip);
     ic.random_seed = 7;
@@ -355,7 +378,7 @@ fuzz_target!(|input: Input| {
     for op in input.ops.iter().take(200) {
         let now = s.now;
         match op {
-            Op::Segment { .. } => s.segment(op, input.message_mode),
+            Op::Segment { .. } => s.segment(op, input.message_mode, input.integrity),
             Op::Advance(ms) => s.now += Duration::from_millis(u64::from(*ms) * 4),
             Op::Accept(i) => {
                 if let Some(h) = s.handle(*i) {
