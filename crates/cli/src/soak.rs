@@ -49,7 +49,7 @@ pub fn grid(clients: usize, transactions: u64) -> Vec<Scenario> {
         clients,
         transactions,
         // Two hours of virtual time: every session ends well before that
-        // (the longest bound is the TCP user timeout, 300 s, per stalled
+        // (the longest bound is the give-up time, 360 s, per stalled
         // exchange), so a connection still held then is a leak, not a slow
         // close (measured: at 20 % loss some runs need 900 s).
         limit: Duration::from_secs(2 * 3600),
@@ -141,8 +141,9 @@ pub fn grid(clients: usize, transactions: u64) -> Vec<Scenario> {
     );
     // Partitions shorter than the TCP user timeout (300 s) are survived,
     // also when they begin during the TCP handshake: smoltcp retransmits at
-    // most 60 s apart, so some segment crosses once the link is back.
-    for secs in [100u64, 200] {
+    // most 60 s apart, and a connection is given up only 60 s after the
+    // user timeout, so some segment crosses once the link is back.
+    for secs in [100u64, 290] {
         add(
             format!("partition {secs} s"),
             DemoConfig {
@@ -152,6 +153,15 @@ pub fn grid(clients: usize, transactions: u64) -> Vec<Scenario> {
             true,
         );
     }
+    // The same, beginning once sessions are under way (data in flight).
+    add(
+        "partition 290 s, mid-session".into(),
+        DemoConfig {
+            partition: Some((Instant::from_millis(100), Instant::from_secs(290))),
+            ..base.clone()
+        },
+        true,
+    );
     // Longer than the user timeout: sessions end, each with its reason.
     add(
         "partition 400 s (beyond the user timeout)".into(),

@@ -236,9 +236,10 @@ pub enum ModeOffer {
 pub struct Config {
     /// Caller: the proposal. Callee: its own limits, capping the grant.
     pub options: Options,
-    /// Caller: from CONNECT until ACCEPT or REJECT (default 300 s, the
-    /// driver's default TCP user timeout: a timer that waits for the peer's
-    /// answer gives up no sooner than TCP would. The callee's TCP may still be
+    /// Caller: from CONNECT until ACCEPT or REJECT (default 360 s, when
+    /// bookend-smoltcp gives a connection up by default: its 300 s user
+    /// timeout plus smoltcp's largest retransmission interval. A timer that
+    /// waits for the peer's answer gives up no sooner than TCP would. The callee's TCP may still be
     /// retransmitting that answer: smoltcp's retransmission timeout doubles
     /// from 1 s to 60 s, so a segment lost seven times leaves for the eighth
     /// time 124 s after the first. Measured with `bookend soak` at 20 % loss
@@ -247,9 +248,9 @@ pub struct Config {
     /// unacknowledged.
     pub connect_timeout: Duration,
     /// Callee: from transport establishment until CONNECT is complete
-    /// (default 300 s, the driver's default TCP user timeout, for the same
-    /// reason as `connect_timeout`: the caller's TCP may still be
-    /// retransmitting CONNECT. The endpoint's admission control, which also
+    /// (default 360 s, for the same reason as `connect_timeout`: the
+    /// caller's TCP may still be retransmitting CONNECT, up to 60 s apart,
+    /// after an outage shorter than the user timeout. The endpoint's admission control, which also
     /// shortens this timer to 2 s under load, is the defence against floods
     /// of silent connections, not this timer).
     pub handshake_timeout: Duration,
@@ -279,8 +280,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             options: Options::DEFAULT,
-            connect_timeout: Duration::from_secs(300),
-            handshake_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(360),
+            handshake_timeout: Duration::from_secs(360),
             decision_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(10),
             abort_flush_timeout: Duration::from_secs(1),

@@ -21,15 +21,20 @@ pub struct Config {
     pub tcp_rx_buffer: usize,
     /// TCP send buffer per connection, bytes (default 64 KiB).
     pub tcp_tx_buffer: usize,
-    /// TCP user timeout: smoltcp aborts a connection that received nothing for
-    /// this long, including in SYN-SENT, SYN-RECEIVED and FIN-WAIT (default 300 s: RFC 1122
-    /// §4.2.3.5 asks at least 100 s for data and 3 minutes for a SYN; smoltcp's
-    /// retransmission timeout doubles up to 60 s and stays backed off until a
-    /// fresh sample, so 120 s left as few as two more tries, and lost 0.5 % of
-    /// the seed scenario's sessions at 10 % loss (`bookend soak`, 10 400 runs);
-    /// 300 s lost none. A vanished peer is then detected within this time
-    /// after the next unacknowledged PING).
-    /// smoltcp has none by default and retransmits forever.
+    /// TCP user timeout: the longest outage a connection rides out, in every
+    /// state (SYN-SENT, SYN-RECEIVED and FIN-WAIT included). A connection is
+    /// given up once nothing was received (or, established, nothing newly
+    /// acknowledged while bytes wait) for this long plus
+    /// [`MAX_RETRANSMIT_INTERVAL`] ([`Config::give_up_after`]): smoltcp sends
+    /// its retransmissions up to 60 s apart, so without that margin an outage
+    /// just shorter than the timeout would end with no retransmission after
+    /// it. Default 300 s: RFC 1122 §4.2.3.5 asks at least 100 s for data and
+    /// 3 minutes for a SYN; smoltcp's retransmission timeout doubles up to
+    /// 60 s and stays backed off until a fresh sample, so 120 s left as few as
+    /// two more tries and lost 0.5 % of the seed scenario's sessions at 10 %
+    /// loss (`bookend soak`), 300 s none. A vanished peer is detected within
+    /// `give_up_after` of the next unacknowledged PING. smoltcp has no
+    /// timeout of its own and retransmits forever.
     pub tcp_timeout: Duration,
     /// TCP keep-alive interval; must be shorter than `tcp_timeout`, which
     /// smoltcp otherwise also applies to idle connections (default 10 s).
@@ -58,7 +63,25 @@ pub struct Config {
     pub max_connections: usize,
 }
 
+/// smoltcp's largest retransmission interval (`RTTE_MAX_RTO` in its TCP
+/// socket, 60 s): the margin [`Config::give_up_after`] adds to the user
+/// timeout, so that a retransmission always falls after an outage shorter
+/// than `tcp_timeout`.
+pub const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Config {
+    /// When a connection without progress is given up: `tcp_timeout` plus
+    /// one retransmission interval, [`MAX_RETRANSMIT_INTERVAL`] or
+    /// `tcp_timeout` itself if that is shorter (360 s by default). An outage
+    /// shorter than `tcp_timeout` ends before it, and smoltcp's next
+    /// retransmission comes within that interval of the outage's end, so the
+    /// outage is survived. (Doubling from 1 s, the interval grows with the
+    /// outage; it can exceed a short timeout only if earlier losses had
+    /// already backed it off.)
+    pub fn give_up_after(&self) -> Duration {
+        self.tcp_timeout + self.tcp_timeout.min(MAX_RETRANSMIT_INTERVAL)
+    }
+
     /// The defaults, with `seed` for this endpoint's randomness.
     pub fn new(seed: u64) -> Self {
         Self {

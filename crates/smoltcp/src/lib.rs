@@ -30,7 +30,7 @@ leaves LISTEN becomes a pending connection, counted against `max_pending`
 until the application owns it; while that bound is reached no socket is
 armed, so further SYNs are answered with RST (the caller sees its connect
 reset: WSAECONNREFUSED). A pending connection whose CONNECT does not arrive
-within the session's handshake timeout (300 s; 2 s under load, see
+within the session's handshake timeout (360 s; 2 s under load, see
 [`ListenConfig`]) is aborted: the defence against slowloris. Once CONNECT arrives, WSAAccept's condition function
 ([`Endpoint::accept_with`]) or the application ([`EndpointEvent::Incoming`])
 decides: accept, reject with reason and data, or defer (bounded by the
@@ -46,13 +46,13 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 
 | timeout | default | where |
 |---|---|---|
-| TCP user timeout | 300 s | `Config::tcp_timeout` |
+| TCP user timeout: the longest outage ridden out; given up 60 s later (smoltcp's largest retransmission interval), so a retransmission follows any shorter outage | 300 s (given up at 360 s) | `Config::tcp_timeout`, `Config::give_up_after` |
 | TCP keep-alive | 10 s | `Config::tcp_keep_alive` |
 | TCP close (FIN exchange after the session ended; from the last ACK, and the user timeout while bytes are unacknowledged) | 10 s | `Config::tcp_close_timeout` |
 | abort flush (ABORT frame before RST) | 1 s | `Config::abort_flush_timeout` |
 | TIME-WAIT port quarantine | 10 s | `Config::time_wait` |
-| connect (CONNECT to ACCEPT/REJECT; paused while CONNECT is unacknowledged) | 300 s | `Config::session.connect_timeout` |
-| handshake (TCP up to CONNECT complete) | 300 s (2 s under load) | `Config::session.handshake_timeout` |
+| connect (CONNECT to ACCEPT/REJECT; paused while CONNECT is unacknowledged) | 360 s | `Config::session.connect_timeout` |
+| handshake (TCP up to CONNECT complete) | 360 s (2 s under load) | `Config::session.handshake_timeout` |
 | decision (CONNECT to accept/reject, CF_DEFER included) | 10 s | `Config::session.decision_timeout` |
 | linger (after close, until the peer's FIN; paused while anything sent, our FIN included, is unacknowledged, for at most the user timeout without progress) | 10 s | `Config::session.linger_timeout` |
 | session keepalive / idle | 30 s / 90 s | `Config::session.options.keepalive_ms` |
@@ -73,7 +73,7 @@ mod endpoint;
 mod ports;
 pub mod transport;
 
-pub use config::{Config, ListenConfig};
+pub use config::{Config, ListenConfig, MAX_RETRANSMIT_INTERVAL};
 #[cfg(feature = "conditional-accept")]
 pub use endpoint::TcpDecision;
 pub use endpoint::{

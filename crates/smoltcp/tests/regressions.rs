@@ -876,9 +876,9 @@ fn i11_2_unconfirmed_close_is_counted() {
         ep.close(sockets, s, now).unwrap();
     }
     assert_eq!(w.ep(0).stats().unconfirmed_closes, 0);
-    // The close is bounded by the TCP user timeout (nothing is acknowledged).
-    let user_timeout = Config::new(130).tcp_timeout;
-    w.run_for(user_timeout + Duration::from_secs(5));
+    // The close is bounded by when TCP gives up (nothing is acknowledged).
+    let give_up = Config::new(130).give_up_after();
+    w.run_for(give_up + Duration::from_secs(5));
     assert_eq!(
         w.ep(0).stats().unconfirmed_closes,
         1,
@@ -936,10 +936,13 @@ fn r8_idle_connection_to_a_vanished_peer_ends_with_keepalive_off() {
     };
     w.run_for(Duration::from_secs(1));
     w.vanish(0);
-    w.run_for(Duration::from_secs(300));
+    // TCP keep-alive probes go unanswered: smoltcp gives up at the endpoint's
+    // give-up time (user timeout plus one retransmission interval).
+    let give_up = Config::new(0).give_up_after();
+    w.run_for(give_up + Duration::from_secs(10));
     assert!(
         closed(&w.take_events(1), c).is_some(),
-        "the caller still holds a connection to a peer gone for 5 minutes"
+        "the caller still holds a connection to a peer gone for {give_up:?}"
     );
 }
 
@@ -1161,8 +1164,8 @@ fn i11_2_zero_window_caller_cannot_hold_a_rejecting_callee() {
     };
     w.run_until(Duration::from_secs(2), |w| w.raw(1, s).may_send());
     w.raw(1, s).send_slice(&connect_frame(b"x")).unwrap();
-    // The pause ends after the user timeout without progress; then linger.
+    // The pause ends when TCP would give up without progress; then linger.
     let c = Config::new(1);
-    w.run_for((c.tcp_timeout + c.session.linger_timeout) * 2);
+    w.run_for((c.give_up_after() + c.session.linger_timeout) * 2);
     assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
 }

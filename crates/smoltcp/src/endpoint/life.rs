@@ -649,7 +649,7 @@ impl Endpoint {
                 let close = self.config.tcp_close_timeout;
                 let first = *c.tcp_done_by.get_or_insert(t + close);
                 let grace = if TcpConnection::unacknowledged(socket) {
-                    self.config.tcp_timeout.max(close)
+                    self.config.give_up_after().max(close)
                 } else {
                     close
                 };

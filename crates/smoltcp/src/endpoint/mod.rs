@@ -468,7 +468,7 @@ impl Endpoint {
         let mut s = tcp::Socket::new(rx, tx);
         // smoltcp has no default timeouts: bound every state, and keep-alive
         // below the timeout so that idle-but-healthy connections survive it.
-        s.set_timeout(Some(smol_duration(self.config.tcp_timeout)));
+        s.set_timeout(Some(smol_duration(self.config.give_up_after())));
         s.set_keep_alive(Some(smol_duration(self.config.tcp_keep_alive)));
         s.set_ack_delay(self.config.tcp_ack_delay.map(smol_duration));
         s.set_nagle_enabled(self.config.tcp_nagle);
@@ -582,7 +582,11 @@ impl Endpoint {
     /// The one place a connection is created (by `connect`, or taken from a
     /// listener): everything else starts empty.
     fn new_conn(&mut self, f: Fresh, t: Instant) -> Handle {
-        let link = Link::new(t, self.config.tcp_timeout, self.config.abort_flush_timeout);
+        let link = Link::new(
+            t,
+            self.config.give_up_after(),
+            self.config.abort_flush_timeout,
+        );
         self.alloc_conn(|generation, waker| Conn {
             generation,
             waker,
