@@ -12,13 +12,23 @@ use bookend_session::{
     Config, Event, Instant, Integrity, Mode, Reason, Role, Session, TransportAction,
     TransportClosed,
 };
-use bookend_wire::{AcceptRepr, ConnectRepr, FrameRepr, VERSION};
+use bookend_wire::{AcceptRepr, ConnectRepr, FrameRepr, ReasonRepr, VERSION};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
     Bytes(Vec<u8>),
+    /// A well-formed frame, sealed (CRC-32C trailer) when the flag says,
+    /// optionally with one bit flipped, fed whole or in two pieces.
+    Frame {
+        kind: u8,
+        eom: bool,
+        data: Vec<u8>,
+        sealed: bool,
+        flip: Option<u16>,
+        split: Option<u16>,
+    },
     Advance(u16),
     Fin,
     Reset,
@@ -166,6 +176,53 @@ fuzz_target!(|input: Input| {
                         s.recv_queue() > 0 || u.rx_messages > 0,
                         "held back with nothing to read: {u:?}"
                     );
+                }
+            }
+            Op::Frame {
+                kind,
+                eom,
+                data,
+                sealed,
+                flip,
+                split,
+            } => {
+                let d = &data[..data.len().min(2048)];
+                let repr = match kind % 5 {
+                    0 => FrameRepr::Data {
+                        end_of_message: eom,
+                        payload: d,
+                    },
+                    1 => FrameRepr::Disconnect {
+                        data: eom.then_some(d),
+                    },
+                    2 => FrameRepr::Ping,
+                    3 => FrameRepr::Abort(ReasonRepr {
+                        reason: Reason(0x8001),
+                        data: eom.then_some(d),
+                    }),
+                    _ => FrameRepr::Unknown {
+                        frame_type: 0x40,
+                        len: d.len() as u32,
+                    },
+                };
+                let mut b = frame(repr, sealed);
+                if let Some(f) = flip {
+                    let bit = usize::from(f) % (b.len() * 8);
+                    b[bit / 8] ^= 1 << (bit % 8);
+                }
+                if !prefix.is_empty() {
+                    prefix.extend_from_slice(&b);
+                    b = std::mem::take(&mut prefix);
+                }
+                let cut = split.map_or(b.len(), |c| usize::from(c) % (b.len() + 1));
+                for part in [&b[..cut], &b[cut..]] {
+                    let n = if direct {
+                        let mut out = vec![0u8; 700];
+                        s.recv_direct(now, part, &mut out).0
+                    } else {
+                        s.handle_bytes(now, part)
+                    };
+                    assert!(n <= part.len());
                 }
             }
             Op::Advance(ms) => {

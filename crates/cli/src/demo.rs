@@ -85,6 +85,8 @@ pub struct ClientResult {
     pub grand_total: Option<u64>,
     /// What the server says it sent this client.
     pub server_sent: Option<u64>,
+    /// The transaction total the server says it received from this client.
+    pub server_received: Option<u64>,
     /// Whether it finished.
     pub finished: bool,
     /// Why it failed, if it did.
@@ -141,12 +143,18 @@ impl DemoReport {
     }
 
     /// Values the applications received altered: replies of the wrong
-    /// value, and finished clients whose grand total is not what their
-    /// server sent. Unfinished clients are failures, not alterations.
+    /// value, finished clients whose grand total is not what their server
+    /// sent, and clients whose transaction total reached the server as
+    /// another value (a client sends its total only once it completed every
+    /// transaction). Unfinished clients are failures, not alterations.
     pub fn altered(&self) -> u64 {
         self.clients
             .iter()
-            .map(|c| c.wrong_replies + u64::from(c.finished && c.grand_total != c.server_sent))
+            .map(|c| {
+                c.wrong_replies
+                    + u64::from(c.finished && c.grand_total != c.server_sent)
+                    + u64::from(c.server_received.is_some_and(|t| t != c.transactions))
+            })
             .sum()
     }
 
@@ -432,6 +440,7 @@ pub fn run(config: DemoConfig) -> DemoReport {
                 transactions: config.transactions,
                 grand_total: c.grand_total,
                 server_sent: app.servers[server].totals.get(&c.name).map(|&(_, g)| g),
+                server_received: app.servers[server].totals.get(&c.name).map(|&(t, _)| t),
                 finished: c.state == ClientState::Finished,
                 failure: match &c.state {
                     ClientState::Failed(why) => Some(why.clone()),

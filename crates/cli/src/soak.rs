@@ -284,7 +284,9 @@ pub fn run_scenario(scenario: &Scenario, first: u64, seeds: u64) -> Row {
         }
         let failed = r.altered() > 0
             || r.open_connections > 0
-            || (scenario.must_pass && !r.clients.iter().all(|c| c.finished));
+            || r.clients.iter().any(|c| !c.finished && c.failure.is_none())
+            || (scenario.must_pass
+                && (r.run_error.is_some() || !r.clients.iter().all(|c| c.finished)));
         if failed && row.failed_seeds.len() < 5 {
             row.failed_seeds.push(seed);
         }

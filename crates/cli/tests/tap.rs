@@ -240,7 +240,7 @@ print("OPEN", data.hex()); sys.exit(3)
 "#;
     // Bad magic: ABORT(PROTOCOL_ERROR). An unknown frame type with
     // MUST_UNDERSTAND: ABORT(UNKNOWN_FRAME). (The handshake timer's ABORT,
-    // 45 s by default, is checked on the wire in the simulator:
+    // 360 s by default, is checked on the wire in the simulator:
     // crates/smoltcp/tests/regressions.rs, d2_handshake_timeout_is_followed_by_rst.)
     for bytes in ["0100000000084e4f504501010000", "098000000000"] {
         let out = Command::new("ip")

@@ -242,7 +242,7 @@ pub struct Config {
     /// waits for the peer's answer gives up no sooner than TCP would. The callee's TCP may still be
     /// retransmitting that answer: smoltcp's retransmission timeout doubles
     /// from 1 s to 60 s, so a segment lost seven times leaves for the eighth
-    /// time 124 s after the first. Measured with `bookend soak` at 20 % loss
+    /// time 123 s after the first. Measured with `bookend soak` at 20 % loss
     /// per link: 15 s lost 1.2 % of the callers to this timer, 120 s 0.25 %,
     /// 300 s none; `docs/protocol.md` §7). Paused while CONNECT is
     /// unacknowledged.

@@ -281,7 +281,10 @@ impl Session {
             rx_queued_max: match p.mode {
                 // A sealed DATA frame is delivered whole once verified, so
                 // the buffer may overshoot by less than one frame.
-                Mode::Stream => self.config.recv_buffer + body(FrameType::Data),
+                Mode::Stream if self.rx.sealed_seen => {
+                    self.config.recv_buffer + body(FrameType::Data)
+                }
+                Mode::Stream => self.config.recv_buffer,
                 Mode::Message => self.config.recv_buffer + message + MESSAGE_OVERHEAD,
             },
             rx_messages: self.rx.messages_len(),

@@ -102,15 +102,15 @@ fn negotiation_needs_both_sides() {
         let (mut c, mut s, connect, accept) = pair(caller, callee, Mode::Stream);
         assert_eq!(c.options().integrity, granted, "{caller:?}/{callee:?}");
         assert_eq!(s.options().integrity, granted, "{caller:?}/{callee:?}");
-        // A caller that proposes seals its CONNECT; the callee answers a
-        // sealed CONNECT sealed, whatever it grants.
-        assert_eq!(sealed(&connect), [caller == Integrity::Crc32c]);
-        assert_eq!(sealed(&accept), [caller == Integrity::Crc32c]);
+        // CONNECT is never sealed (a callee that predates the option must
+        // read it); the ACCEPT that grants integrity is the first sealed frame.
+        let on = granted == Integrity::Crc32c;
+        assert_eq!(sealed(&connect), [false]);
+        assert_eq!(sealed(&accept), [on]);
         // After ACCEPT, both seal exactly when it was granted.
         c.send(b"ping").unwrap();
         c.send_disconnect(T, Some(b"5")).unwrap();
         let from_c = drain(&mut c);
-        let on = granted == Integrity::Crc32c;
         assert_eq!(sealed(&frames(&from_c)), [on, on]);
         assert_eq!(s.handle_bytes(T, &from_c), from_c.len());
         let mut buf = [0u8; 16];
@@ -298,4 +298,173 @@ fn sealed_frames_in_any_chunking_and_in_direct_receive() {
     assert_eq!(got, payload);
     let u = s.buffer_usage();
     assert!(u.rx_partial <= u.rx_partial_max && u.rx_queued <= u.rx_queued_max);
+}
+
+/// Damage that clears the flag of the ACCEPT granting integrity would turn
+/// its trailer into callee data: an unsealed ACCEPT that grants it is
+/// refused (review of the first version of this change).
+#[test]
+fn an_unsealed_accept_granting_integrity_is_refused() {
+    let options = config(Integrity::Crc32c, Mode::Stream).options;
+    let mut c = Session::caller(config(Integrity::Crc32c, Mode::Stream), 1).unwrap();
+    c.connect(T, Some(b"client"), options).unwrap();
+    drain(&mut c);
+    let accept = bookend_wire::FrameRepr::Accept(bookend_wire::AcceptRepr {
+        version: bookend_wire::VERSION,
+        options: options.to_repr(),
+        data: Some(b"welcome"),
+    });
+    let mut sealed_bytes = vec![0u8; accept.sealed_buffer_len()];
+    accept.emit_sealed(&mut sealed_bytes).unwrap();
+    sealed_bytes[1] &= !flags::CRC32C;
+    c.handle_bytes(T, &sealed_bytes);
+    assert!(
+        !events(&mut c)
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. })),
+        "connected on a damaged ACCEPT"
+    );
+    assert!(
+        matches!(
+            c.close_reason(),
+            Some(CloseReason::ProtocolError {
+                detail: Violation::Unsealed {
+                    frame: FrameType::Accept
+                }
+            })
+        ),
+        "{:?}",
+        c.close_reason()
+    );
+}
+
+/// A callee willing to seal answers a caller that proposed integrity with a
+/// sealed REJECT, whose reason and data the caller reads; the damage of one
+/// bit is caught.
+#[test]
+fn a_reject_to_a_proposing_caller_is_sealed() {
+    for damage in [false, true] {
+        let c_conf = config(Integrity::Crc32c, Mode::Stream);
+        let options = c_conf.options;
+        let mut c = Session::caller(c_conf, 1).unwrap();
+        let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+        c.connect(T, None, options).unwrap();
+        let connect = drain(&mut c);
+        s.handle_bytes(T, &connect);
+        events(&mut s);
+        s.reject(T, Reason::BUSY, Some(b"later")).unwrap();
+        let mut reject = drain(&mut s);
+        assert_eq!(sealed(&frames(&reject)), [true]);
+        if damage {
+            let last_data = reject.len() - 5;
+            reject[last_data] ^= 0x20;
+        }
+        c.handle_bytes(T, &reject);
+        let refused = events(&mut c).into_iter().find_map(|e| match e {
+            Event::Refused { reason, data } => Some((reason, data)),
+            _ => None,
+        });
+        if damage {
+            assert_eq!(refused, None);
+            assert!(
+                c.close_reason()
+                    .is_some_and(CloseReason::is_integrity_failure)
+            );
+        } else {
+            let (reason, data) = refused.expect("refused");
+            assert_eq!(reason, Reason::BUSY);
+            assert_eq!(data.as_deref(), Some(&b"later"[..]));
+        }
+    }
+}
+
+/// Sealed DATA that arrives after `close()` is checked before it is acted on:
+/// intact, it is unread data (UNREAD_DATA, as TCP resets); damaged, an
+/// integrity failure. An empty sealed stream DATA after close is harmless,
+/// as the unsealed one is.
+#[test]
+fn sealed_data_after_close_is_checked_first() {
+    for (payload, damage) in [
+        (&b"late"[..], false),
+        (&b"late"[..], true),
+        (&b""[..], false),
+    ] {
+        let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+        s.close(T);
+        drain(&mut s);
+        let data = bookend_wire::FrameRepr::Data {
+            end_of_message: false,
+            payload,
+        };
+        let mut wire = vec![0u8; data.sealed_buffer_len()];
+        data.emit_sealed(&mut wire).unwrap();
+        if damage {
+            wire[6] ^= 0x01;
+        }
+        s.handle_bytes(T, &wire);
+        let reason = s.close_reason().cloned();
+        match (payload.is_empty(), damage) {
+            (true, _) => assert!(
+                !matches!(
+                    reason,
+                    Some(CloseReason::Aborted { .. } | CloseReason::ProtocolError { .. })
+                ),
+                "{reason:?}"
+            ),
+            (false, false) => assert!(
+                matches!(
+                    reason,
+                    Some(CloseReason::Aborted {
+                        reason: Reason::UNREAD_DATA,
+                        ..
+                    })
+                ),
+                "{reason:?}"
+            ),
+            (false, true) => assert!(
+                reason
+                    .as_ref()
+                    .is_some_and(CloseReason::is_integrity_failure),
+                "{reason:?}"
+            ),
+        }
+        let _ = &mut c;
+    }
+}
+
+/// The one frame a caller may send before it sees ACCEPT, an ABORT, is
+/// sealed when the caller proposed integrity, so a callee that has already
+/// granted it reads the caller's reason (found by proptest: an unsealed
+/// ABORT crossing the ACCEPT was taken for damage).
+#[test]
+fn an_abort_crossing_the_accept_is_read_with_its_reason() {
+    let c_conf = config(Integrity::Crc32c, Mode::Stream);
+    let options = c_conf.options;
+    let mut c = Session::caller(c_conf, 1).unwrap();
+    let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+    c.connect(T, None, options).unwrap();
+    let connect = drain(&mut c);
+    assert_eq!(sealed(&frames(&connect)), [false]);
+    s.handle_bytes(T, &connect);
+    let Some(Event::ConnectRequest(req)) = s.poll_event() else {
+        panic!("no request")
+    };
+    s.accept(T, None, req.grant).unwrap();
+    let accept = drain(&mut s);
+    c.abort(T, Reason::application(1), Some(b"bye")).unwrap();
+    let (abort, actions) = output_actions(&mut c);
+    assert_eq!(sealed(&frames(&abort)), [true]);
+    assert_eq!(actions, [TransportAction::Reset]);
+    s.handle_bytes(T, &abort);
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::Aborted { by: Side::Peer, reason, data: Some(d) })
+                if *reason == Reason::application(1) && &d[..] == b"bye"
+        ),
+        "{:?}",
+        s.close_reason()
+    );
+    c.handle_bytes(T, &accept);
+    assert!(c.close_reason().is_some());
 }

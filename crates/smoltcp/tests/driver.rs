@@ -35,7 +35,7 @@ fn pair(listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
 fn world(n: usize, listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
     let mut net = Net::new(n, |i| {
         let mut c = Config::new(7 + i as u64);
-        // Shorter than the default (45 s), to keep the runs short.
+        // Shorter than the default (360 s), to keep the runs short.
         c.session.handshake_timeout = std::time::Duration::from_secs(5);
         Some(c)
     });

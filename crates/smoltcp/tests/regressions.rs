@@ -54,7 +54,7 @@ fn server_world(hosts: usize) -> (World, ListenerId) {
     let mut w = World::new(hosts, |i| {
         (i == 0).then(|| {
             let mut c = Config::new(11);
-            // Shorter than the default (45 s), to keep the hostile runs short.
+            // Shorter than the default (360 s), to keep the hostile runs short.
             c.session.handshake_timeout = Duration::from_secs(5);
             c
         })

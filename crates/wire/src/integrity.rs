@@ -17,13 +17,18 @@ use crate::frame::{Frame, HEADER_LEN, flags};
 /// `length` counts it.
 pub const TRAILER_LEN: usize = 4;
 
+/// The CRC table: slice-by-16 (16 KiB of `static` data), the fastest
+/// portable form, or with the `small-crc-table` feature one 1 KiB table for
+/// firmware where flash is scarce. Targets with a CRC-32C instruction can
+/// swap the implementation behind [`crc32c`] without touching the wire format.
+#[cfg(not(feature = "small-crc-table"))]
+type CrcTable = crc::Table<16>;
+#[cfg(feature = "small-crc-table")]
+type CrcTable = crc::Table<1>;
+
 /// CRC-32C (Castagnoli): polynomial 0x1EDC6F41, reflected, initial value and
 /// final XOR 0xFFFFFFFF, as in iSCSI (RFC 3720 §12.1) and SCTP (RFC 3309).
-/// The slice-by-16 table (16 KiB of `static` data) is the fastest portable
-/// form; targets with a CRC-32C instruction can swap the implementation
-/// behind [`crc32c`] without touching the wire format.
-const CASTAGNOLI: crc::Crc<u32, crc::Table<16>> =
-    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+const CASTAGNOLI: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISCSI);
 
 /// The CRC-32C of `bytes`. `crc32c(b"123456789") == 0xE306_9283`, the
 /// catalogue's check value.

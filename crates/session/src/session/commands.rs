@@ -47,15 +47,17 @@ impl Session {
         self.proposed = options;
         self.params = options;
         self.limits = options.limits();
-        // A caller asking for integrity seals everything it sends, CONNECT
-        // first (§2.5).
-        self.tx.seal = options.integrity == Integrity::Crc32c;
         let args = Args {
             data: caller_data,
             options: Some(options),
             ..Args::default()
         };
         self.fire(now, Input::AppConnect, args);
+        // CONNECT went out unsealed, so that a callee that predates the option
+        // reads it (§2.5). The one frame that may follow before ACCEPT, an
+        // ABORT, is sealed if we proposed integrity: a callee that granted it
+        // requires seals. The ACCEPT then decides (`on_accept`).
+        self.tx.seal = options.integrity == Integrity::Crc32c;
         Ok(())
     }
 
@@ -83,6 +85,9 @@ impl Session {
             return Err(Error::InvalidGrant);
         }
         check_len(callee_data, granted.max_connect_data, DataKind::CalleeData)?;
+        // The ACCEPT that grants integrity is the first sealed frame, and
+        // every frame after it is sealed (§2.5); without the grant nothing is.
+        self.tx.seal = granted.integrity == Integrity::Crc32c;
         self.params = granted;
         self.limits = granted.limits();
         self.negotiated = true;
@@ -91,9 +96,6 @@ impl Session {
             ..Args::default()
         };
         self.fire(now, Input::AppAccept, args);
-        // The ACCEPT went out sealed if the CONNECT was; from here on every
-        // frame is sealed exactly when integrity was granted (§2.5).
-        self.tx.seal = self.params.integrity == Integrity::Crc32c;
         Ok(())
     }
 

@@ -29,6 +29,16 @@ use crate::time::Instant;
 /// control bound memory even for empty messages (one per 6 wire bytes).
 pub const MESSAGE_OVERHEAD: usize = 64;
 
+/// The payload length a header announces: `length` less the CRC-32C
+/// trailer when the frame is sealed (§2.5).
+fn payload_len(fl: u8, len: u32) -> u32 {
+    if fl & flags::CRC32C != 0 {
+        len.saturating_sub(TRAILER_LEN as u32)
+    } else {
+        len
+    }
+}
+
 /// A frame body being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
@@ -62,6 +72,11 @@ pub(crate) struct Rx {
     pub(super) direct: bool,
     /// The last offer was not taken whole: DATA waits for the application.
     pub(super) held: bool,
+    /// The control frame being handled came sealed.
+    pub(super) frame_sealed: bool,
+    /// A sealed DATA frame has been delivered: the stream buffer may then
+    /// overshoot its bound by less than one frame.
+    pub(crate) sealed_seen: bool,
 }
 
 impl Rx {
@@ -79,6 +94,8 @@ impl Rx {
             readable_posted: false,
             direct: false,
             held: false,
+            frame_sealed: false,
+            sealed_seen: false,
         }
     }
 
@@ -219,9 +236,10 @@ impl Session {
             // that the bytes still to read keep the driver offering them
             // (a header parked here would never be offered again). Empty
             // stream DATA has no effect and needs no room.
-            let empty_stream = self.params.mode == Mode::Stream
-                && avail >= HEADER_LEN
-                && Frame::new_unchecked(&input[*at..*at + HEADER_LEN]).body_len() == 0;
+            let empty_stream = self.params.mode == Mode::Stream && avail >= HEADER_LEN && {
+                let f = Frame::new_unchecked(&input[*at..*at + HEADER_LEN]);
+                payload_len(f.flags(), f.body_len()) == 0
+            };
             if !empty_stream {
                 return false;
             }
@@ -261,7 +279,7 @@ impl Session {
                 let eom = fl & flags::END_OF_MESSAGE != 0;
                 if frame_type == FrameType::Data
                     && input_kind == Input::RecvData
-                    && (len > 0 || self.params.mode == Mode::Message)
+                    && (payload_len(fl, len) > 0 || self.params.mode == Mode::Message)
                     && self.data_room(sink) == 0
                 {
                     // No room: leave the frame in the transport (a header
@@ -269,10 +287,10 @@ impl Session {
                     // application has read.
                     return false;
                 }
-                if fl & flags::CRC32C != 0 && input_kind != Input::RecvDataAfterClose {
+                if fl & flags::CRC32C != 0 {
                     // Sealed: assembled whole and verified before a byte of
-                    // it is delivered or skipped (§2.5); bounded by the
-                    // frame limit checked above.
+                    // it is delivered or skipped, or acted on after close
+                    // (§2.5); bounded by the frame limit checked above.
                     self.rx.checked = Some(input_kind);
                     let total = HEADER_LEN + len as usize;
                     return self.take_control(now, input, at, in_partial, total, sink);
@@ -345,7 +363,7 @@ impl Session {
             FrameType::Reject => Input::RecvReject,
             FrameType::Data => {
                 let message = self.params.mode == Mode::Message;
-                if self.app_closed && (message || len > 0) {
+                if self.app_closed && (message || payload_len(fl, len) > 0) {
                     Input::RecvDataAfterClose
                 } else {
                     Input::RecvData
@@ -379,11 +397,6 @@ impl Session {
                 self.violate(now, Violation::Malformed(e));
             }
             return None;
-        }
-        if input == Input::RecvConnect && fl & flags::CRC32C != 0 {
-            // The caller seals, so it checks sealed frames: our answer is
-            // sealed too, whatever we grant (§2.5).
-            self.tx.seal = true;
         }
         if t == FrameType::Data && self.params.mode == Mode::Message {
             let max = self.params.max_message_size;
@@ -441,6 +454,9 @@ impl Session {
     }
 
     fn decoded(&mut self, now: Instant, bytes: &[u8], sink: &mut Sink<'_>) -> bool {
+        // Whether the frame came sealed (its CRC is checked by the parse):
+        // an ACCEPT granting integrity must (§2.5).
+        self.rx.frame_sealed = bytes.get(1).is_some_and(|f| f & flags::CRC32C != 0);
         // The length was checked from the header, against the limits in force
         // then (`check_header`); the body is only parsed here.
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
@@ -502,8 +518,14 @@ impl Session {
                 end_of_message,
                 payload,
             } => {
+                let message = self.params.mode == Mode::Message;
+                if self.app_closed && (message || !payload.is_empty()) {
+                    // Nobody will read it: tell the sender (§5.3).
+                    return self.fire(now, Input::RecvDataAfterClose, Args::default());
+                }
                 self.fire(now, Input::RecvData, Args::default());
                 if !self.is_closed() {
+                    self.rx.sealed_seen = true;
                     self.take_payload(payload, sink);
                     if end_of_message {
                         self.end_message();
@@ -532,6 +554,11 @@ impl Session {
 
     fn on_connect(&mut self, now: Instant, c: ConnectRepr<'_>) {
         let proposed = Options::from_proposal(&c.options);
+        // A caller that proposed integrity checks sealed frames, so our
+        // answer is sealed if we are willing: a REJECT, from here or from the
+        // application, or the ACCEPT, which `accept` seals by the grant (§2.5).
+        self.tx.seal = proposed.integrity == Integrity::Crc32c
+            && self.config.options.integrity == Integrity::Crc32c;
         let unservable = if !(c.min_version..=c.max_version).contains(&VERSION) {
             Some(Reason::VERSION_UNSUPPORTED)
         } else if c
@@ -564,6 +591,17 @@ impl Session {
             .is_none_or(|d| d.len() <= self.proposed.max_connect_data as usize);
         if a.version != VERSION || !granted.is_valid_grant_for(&self.proposed) || !data_ok {
             return self.violate(now, Violation::InvalidAccept);
+        }
+        if granted.integrity == Integrity::Crc32c && !self.rx.frame_sealed {
+            // A conforming callee seals the ACCEPT that grants integrity: an
+            // unsealed one had its flag bit damaged, and its trailer would be
+            // taken for callee data.
+            return self.violate(
+                now,
+                Violation::Unsealed {
+                    frame: FrameType::Accept,
+                },
+            );
         }
         self.params = granted;
         self.limits = granted.limits();

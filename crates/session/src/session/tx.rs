@@ -86,7 +86,7 @@ impl Tx {
             repr.emit(&mut self.buf[at..])
         };
         debug_assert_eq!(written.ok(), Some(len));
-        trace!(frame = %repr.frame_type(), len = repr.buffer_len(), "queued");
+        trace!(frame = %repr.frame_type(), len, sealed = self.seal, "queued");
     }
 
     /// Queues one DATA frame.
