@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bookend_session::{CloseReason, Error as SessionError, Event, Integrity, Mode, Options};
+use bookend_session::{
+    CloseReason, Error as SessionError, Event, Integrity, Mode, Options, Reason,
+};
 use bookend_smoltcp::{Endpoint, EndpointEvent, Error as EndpointError, Handle};
 use bytes::Bytes;
 use smoltcp::iface::{Interface, SocketSet};
@@ -19,11 +21,126 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// only the counters grow.
 pub const MAX_RECORDS: usize = 4096;
 
-/// The name the server knows a caller by: its caller data, cut to
+/// The name the server knows a caller by: its caller data up to the first
+/// NUL (padding follows it, `docs/demo-payload.md`), cut to
 /// [`MAX_NAME_BYTES`] bytes before decoding, so the key is bounded whatever
 /// the caller sent (invalid UTF-8 becomes U+FFFD, 3 bytes per byte at most).
 pub fn caller_name(data: &[u8]) -> String {
-    String::from_utf8_lossy(&data[..data.len().min(MAX_NAME_BYTES)]).into_owned()
+    let name = data.split(|&b| b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(&name[..name.len().min(MAX_NAME_BYTES)]).into_owned()
+}
+
+/// Extra bytes the scenario's values carry (`docs/demo-payload.md`), so that
+/// large connect, disconnect and message data cross the network (MTU,
+/// segmentation, several DATA frames per message). Zero everywhere is the
+/// seed scenario itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Padding {
+    /// Appended to the caller data (after the name and a NUL) and to the
+    /// callee data and reject data (after the greeting or reason text).
+    pub connect: usize,
+    /// Appended to each disconnect data value.
+    pub disconnect: usize,
+    /// Appended to every request and reply.
+    pub message: usize,
+}
+
+/// `n` padding bytes: byte *i* is (31 *i* + 7) mod 251, so that a receiver
+/// can check every one.
+pub fn pad(n: usize) -> impl Iterator<Item = u8> {
+    (0..n).map(|i| ((i * 31 + 7) % 251) as u8)
+}
+
+/// Whether `bytes` are exactly `n` padding bytes.
+pub fn pad_ok(bytes: &[u8], n: usize) -> bool {
+    bytes.len() == n && bytes.iter().copied().eq(pad(n))
+}
+
+/// A u64 value followed by `n` padding bytes.
+fn padded_value(v: u64, n: usize) -> Vec<u8> {
+    let mut out = v.to_be_bytes().to_vec();
+    out.extend(pad(n));
+    out
+}
+
+/// The value of `bytes` if they are a u64 followed by exactly `n` padding
+/// bytes.
+fn padded_u64(bytes: &[u8], n: usize) -> Option<u64> {
+    (bytes.len() == 8 + n && pad_ok(&bytes[8..], n))
+        .then(|| u64_bytes(&bytes[..8]))
+        .flatten()
+}
+
+/// The reason the demo server refuses a caller with, when told to refuse
+/// some (`Policy::reject_every`): application code 7.
+pub const REJECT_REASON: Reason = Reason::application(7);
+
+/// The reject data's text, before its padding.
+pub const REJECT_TEXT: &[u8] = b"not today";
+
+/// How the demo server decides (WSAAccept's condition function).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// CF_REJECT every k-th caller (those named `client-N` with N mod k =
+    /// k - 1), with [`REJECT_REASON`] and [`REJECT_TEXT`] plus padding; 0
+    /// rejects nobody.
+    pub reject_every: u32,
+    /// CF_DEFER every caller for this long, then CF_ACCEPT (or CF_REJECT).
+    pub defer: Option<Duration>,
+}
+
+impl Policy {
+    /// Whether the caller named `name` is to be refused.
+    pub fn rejects(&self, name: &str) -> bool {
+        let k = self.reject_every;
+        k > 0
+            && name
+                .strip_prefix("client-")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n % k == k - 1)
+    }
+}
+
+/// Requests or replies not yet taken by the endpoint: a send may take part
+/// of a large value (stream mode) or none of it (message mode, buffer full);
+/// the rest goes when the endpoint has room.
+#[derive(Debug, Default)]
+struct Outbox {
+    stream: Vec<u8>,
+    messages: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Outbox {
+    fn push(&mut self, mode: Mode, value: Vec<u8>) {
+        match mode {
+            Mode::Stream => self.stream.extend_from_slice(&value),
+            Mode::Message => self.messages.push_back(value),
+        }
+    }
+
+    fn flush(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, h: Handle, now: Instant) {
+        while !self.stream.is_empty() {
+            match ep.send(sockets, h, now, &self.stream) {
+                Ok(n) if n > 0 => {
+                    self.stream.drain(..n);
+                }
+                _ => break,
+            }
+        }
+        while let Some(m) = self.messages.front() {
+            match ep.send_message(sockets, h, now, m) {
+                Ok(()) => {
+                    self.messages.pop_front();
+                }
+                Err(EndpointError::Session(SessionError::WouldBlock)) => break,
+                // The session is gone or refuses it: nothing more will go.
+                Err(_) => {
+                    self.messages.clear();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Keeps `value` under `key` while the map has room for it.
@@ -101,6 +218,10 @@ fn u64_bytes(d: &[u8]) -> Option<u64> {
     d.try_into().ok().map(u64::from_be_bytes)
 }
 
+fn describe_len(d: &[u8]) -> String {
+    format!("{} B", d.len())
+}
+
 fn describe_total(v: u64) -> String {
     format!("8 B: u64 {v}")
 }
@@ -126,8 +247,18 @@ pub struct Server {
     pub trace: Option<String>,
     /// Recorded steps.
     pub steps: Vec<Step>,
+    /// Extra bytes every value carries.
+    pub padding: Padding,
+    /// How callers are decided.
+    pub policy: Policy,
+    /// Values received altered: caller data, requests or disconnect data
+    /// whose padding or layout is wrong (bytes TCP's checksum let through).
+    pub altered: u64,
     names: BTreeMap<Handle, String>,
     stream_rx: BTreeMap<Handle, Vec<u8>>,
+    outbox: BTreeMap<Handle, Outbox>,
+    /// Deferred requests (CF_DEFER) and when to decide them.
+    deferred: Vec<(Handle, Options, Instant)>,
 }
 
 impl Server {
@@ -142,9 +273,59 @@ impl Server {
             failed: BTreeMap::new(),
             trace,
             steps: Vec::new(),
+            padding: Padding::default(),
+            policy: Policy::default(),
+            altered: 0,
             names: BTreeMap::new(),
             stream_rx: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// When it next needs a poll: the earliest deferred decision.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.deferred.iter().map(|&(_, _, at)| at).min()
+    }
+
+    /// The callee data of an accepted caller: the greeting and its padding.
+    fn greeting(&self) -> Vec<u8> {
+        GREETING.iter().copied().chain(pad(self.padding.connect)).collect()
+    }
+
+    /// CF_ACCEPT or CF_REJECT, by the policy.
+    fn decide(
+        &mut self,
+        ep: &mut Endpoint,
+        sockets: &mut SocketSet<'_>,
+        h: Handle,
+        grant: Options,
+        now: Instant,
+    ) {
+        if ep.request(h).is_none() {
+            return;
+        }
+        let name = self.names.get(&h).cloned().unwrap_or_default();
+        if self.policy.rejects(&name) {
+            let data: Vec<u8> = REJECT_TEXT
+                .iter()
+                .copied()
+                .chain(pad(self.padding.connect))
+                .collect();
+            let _ = ep.reject(sockets, h, now, REJECT_REASON, Some(&data));
+            self.record(h, "-", "condition function: CF_REJECT", now, describe_len(&data));
+            self.names.remove(&h);
+            return;
+        }
+        let greeting = self.greeting();
+        self.record(
+            h,
+            "-",
+            "condition function: CF_ACCEPT, callee data",
+            now,
+            format!("{} B: {:?}", greeting.len(), String::from_utf8_lossy(GREETING)),
+        );
+        let _ = ep.accept(sockets, h, now, Some(&greeting), grant);
     }
 
     fn record(
@@ -166,26 +347,54 @@ impl Server {
         }
     }
 
-    /// Handles every pending endpoint event.
+    /// Decides the deferred requests that are due, then handles every
+    /// pending endpoint event.
     pub fn poll(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, now: Instant) {
+        let due: Vec<_> = self
+            .deferred
+            .iter()
+            .filter(|&&(_, _, at)| at <= now)
+            .map(|&(h, grant, _)| (h, grant))
+            .collect();
+        self.deferred.retain(|&(_, _, at)| at > now);
+        for (h, grant) in due {
+            self.decide(ep, sockets, h, grant, now);
+        }
         while let Some((h, ev)) = ep.poll_event() {
             match ev {
                 EndpointEvent::Accepted(req) | EndpointEvent::Incoming(req) => {
-                    let name = caller_name(req.caller_data.as_deref().unwrap_or_default());
+                    let data = req.caller_data.as_deref().unwrap_or_default();
+                    let name = caller_name(data);
+                    // Caller data: the name, then (padded) a NUL and the padding.
+                    let n = self.padding.connect;
+                    let intact = if n == 0 {
+                        !data.contains(&0)
+                    } else {
+                        data.len() > name.len()
+                            && data[name.len()] == 0
+                            && pad_ok(&data[name.len() + 1..], n)
+                    };
+                    if !intact {
+                        self.altered += 1;
+                    }
                     self.names.insert(h, name.clone());
-                    self.record(
-                        h,
-                        "-",
-                        "condition function: CF_ACCEPT, callee data",
-                        now,
-                        format!(
-                            "{} B: {:?}",
-                            GREETING.len(),
-                            String::from_utf8_lossy(GREETING)
+                    match self.policy.defer {
+                        Some(d) if ep.request(h).is_some() => {
+                            self.record(h, "-", "condition function: CF_DEFER", now, "");
+                            self.deferred.push((h, req.grant, now + d));
+                        }
+                        _ if ep.request(h).is_some() => self.decide(ep, sockets, h, req.grant, now),
+                        _ => self.record(
+                            h,
+                            "-",
+                            "condition function: CF_ACCEPT, callee data",
+                            now,
+                            format!(
+                                "{} B: {:?}",
+                                GREETING.len() + n,
+                                String::from_utf8_lossy(GREETING)
+                            ),
                         ),
-                    );
-                    if ep.request(h).is_some() {
-                        let _ = ep.accept(sockets, h, now, Some(GREETING), req.grant);
                     }
                 }
                 EndpointEvent::Session(Event::Readable) => self.answer(ep, sockets, h, now),
@@ -204,8 +413,14 @@ impl Server {
                         ),
                     };
                     self.record(h, "2", call, now, if ok { "" } else { "UNEXPECTED" });
-                    let total = match ep.recv_disconnect(h, &mut buf) {
-                        Ok(Some(n)) => u64_bytes(&buf[..n]).unwrap_or(0),
+                    let total = match ep.recv_disconnect_bytes(h) {
+                        Ok(Some(d)) => match padded_u64(&d, self.padding.disconnect) {
+                            Some(t) => t,
+                            None => {
+                                self.altered += 1;
+                                0
+                            }
+                        },
                         _ => 0,
                     };
                     self.record(
@@ -224,7 +439,8 @@ impl Server {
                         "",
                     );
                     let grand = self.cumulative;
-                    let _ = ep.send_disconnect(sockets, h, now, Some(&grand.to_be_bytes()));
+                    let data = padded_value(grand, self.padding.disconnect);
+                    let _ = ep.send_disconnect(sockets, h, now, Some(&data));
                     self.record(
                         h,
                         "5",
@@ -239,6 +455,7 @@ impl Server {
                     self.record(h, "5a", "closesocket, at once", now, "");
                     self.names.remove(&h);
                     self.stream_rx.remove(&h);
+                    self.outbox.remove(&h);
                 }
                 EndpointEvent::Session(Event::Closed(reason)) => {
                     if let Some(name) = self.names.remove(&h) {
@@ -246,20 +463,29 @@ impl Server {
                         record(&mut self.failed, name, reason);
                     }
                     self.stream_rx.remove(&h);
+                    self.outbox.remove(&h);
+                    self.deferred.retain(|&(d, _, _)| d != h);
                     let _ = ep.close(sockets, h, now);
+                }
+                EndpointEvent::Session(Event::Writable) => {
+                    if let Some(o) = self.outbox.get_mut(&h) {
+                        o.flush(ep, sockets, h, now);
+                    }
                 }
                 EndpointEvent::Session(_) => {}
             }
         }
     }
 
-    /// Reads requests and answers each: reply n to request n.
+    /// Reads requests and answers each: reply n to request n, each with its
+    /// padding (a request whose padding is wrong counts as altered).
     fn answer(&mut self, ep: &mut Endpoint, sockets: &mut SocketSet<'_>, h: Handle, now: Instant) {
+        let n = self.padding.message;
+        let mut requests = Vec::new();
         match self.mode {
             Mode::Message => {
                 while let Ok(m) = ep.recv_message_bytes(h) {
-                    let n = u64_bytes(&m).unwrap_or(0);
-                    let _ = ep.send_message(sockets, h, now, &(n + 1_000_000).to_be_bytes());
+                    requests.push(padded_u64(&m, n));
                 }
             }
             Mode::Stream => {
@@ -271,12 +497,20 @@ impl Server {
                     }
                     buf.extend_from_slice(&chunk[..k]);
                 }
-                while buf.len() >= 8 {
-                    let n = u64_bytes(&buf[..8]).unwrap_or(0);
-                    buf.drain(..8);
-                    let _ = ep.send(sockets, h, now, &(n + 1_000_000).to_be_bytes());
+                while buf.len() >= 8 + n {
+                    requests.push(padded_u64(&buf[..8 + n], n));
+                    buf.drain(..8 + n);
                 }
             }
+        }
+        for r in requests {
+            if r.is_none() {
+                self.altered += 1;
+            }
+            let reply = padded_value(r.unwrap_or(0) + 1_000_000, n);
+            let out = self.outbox.entry(h).or_default();
+            out.push(self.mode, reply);
+            out.flush(ep, sockets, h, now);
         }
     }
 }
@@ -322,14 +556,23 @@ pub struct Client {
     pub attempts: u32,
     /// Whether a REJECT refused it.
     pub refused: bool,
-    /// Replies whose value was not the request's plus 1,000,000
-    /// (`docs/demo-payload.md`): bytes altered on the way and delivered.
+    /// Values received altered (`docs/demo-payload.md`): replies whose value
+    /// is not the request's plus 1,000,000 or whose padding is wrong, and
+    /// callee, reject or disconnect data that is not what the server sends.
     pub wrong_replies: u64,
+    /// Extra bytes every value carries.
+    pub padding: Padding,
+    /// The server is told to refuse this client (`Policy::rejects`): a
+    /// REJECT with the expected reason and data finishes it.
+    pub expect_refusal: bool,
+    /// How its session ended, if it ended before finishing.
+    pub close_reason: Option<CloseReason>,
     /// Recorded steps, if tracing this client.
     pub steps: Option<Vec<Step>>,
     handle: Option<Handle>,
     completed: u64,
     stream_rx: Vec<u8>,
+    outbox: Outbox,
 }
 
 /// Connect attempts before a client gives up on TCP-level refusals.
@@ -358,10 +601,14 @@ impl Client {
             attempts: 0,
             refused: false,
             wrong_replies: 0,
+            padding: Padding::default(),
+            expect_refusal: false,
+            close_reason: None,
             steps: trace.then(Vec::new),
             handle: None,
             completed: 0,
             stream_rx: Vec::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -401,18 +648,31 @@ impl Client {
             return;
         };
         let n = self.completed + 1;
-        match self.mode {
-            Mode::Message => {
-                let _ = ep.send_message(sockets, h, now, &n.to_be_bytes());
-            }
-            Mode::Stream => {
-                let _ = ep.send(sockets, h, now, &n.to_be_bytes());
-            }
-        }
+        self.outbox
+            .push(self.mode, padded_value(n, self.padding.message));
+        self.outbox.flush(ep, sockets, h, now);
     }
 
     fn fail(&mut self, why: String) {
         self.state = ClientState::Failed(why);
+    }
+
+    /// Its host crashed: the session is gone with it.
+    pub fn crash(&mut self) {
+        self.handle = None;
+        if !self.ended() {
+            self.fail("its host crashed".to_string());
+        }
+    }
+
+    /// The caller data: the name, and with padding a NUL and the padding.
+    fn caller_data(&self) -> Vec<u8> {
+        let mut d = self.name.as_bytes().to_vec();
+        if self.padding.connect > 0 {
+            d.push(0);
+            d.extend(pad(self.padding.connect));
+        }
+        d
     }
 
     /// Starts when due, and handles every pending endpoint event.
@@ -438,7 +698,7 @@ impl Client {
                 sockets,
                 now,
                 self.server,
-                Some(self.name.as_bytes()),
+                Some(&self.caller_data()),
                 options,
             ) {
                 Ok(h) => {
@@ -474,6 +734,11 @@ impl Client {
                         now,
                         format!("{} B: {shown:?}", shown.len()),
                     );
+                    let expected: Vec<u8> =
+                        GREETING.iter().copied().chain(pad(self.padding.connect)).collect();
+                    if callee_data.as_deref() != Some(&expected[..]) {
+                        self.wrong_replies += 1;
+                    }
                     self.greeting = callee_data;
                     if self.transactions == 0 {
                         self.disconnect(ep, sockets, now);
@@ -481,10 +746,26 @@ impl Client {
                         self.send_request(ep, sockets, now);
                     }
                 }
-                Event::Refused { reason, .. } => {
+                Event::Refused { reason, data } => {
                     self.refused = true;
-                    self.fail(format!("refused: {reason}"));
+                    let expected: Vec<u8> = REJECT_TEXT
+                        .iter()
+                        .copied()
+                        .chain(pad(self.padding.connect))
+                        .collect();
+                    if self.expect_refusal && reason == REJECT_REASON {
+                        // CF_REJECT as the server was told: reason and data delivered.
+                        if data.as_deref() != Some(&expected[..]) {
+                            self.wrong_replies += 1;
+                        }
+                        self.record("-", "connect refused: reason and reject data", now, "");
+                        let _ = ep.close(sockets, h, now);
+                        self.state = ClientState::Finished;
+                    } else {
+                        self.fail(format!("refused: {reason}"));
+                    }
                 }
+                Event::Writable => self.outbox.flush(ep, sockets, h, now),
                 Event::Readable => self.read_replies(ep, sockets, now),
                 Event::PeerDisconnected => {
                     self.read_replies(ep, sockets, now);
@@ -502,9 +783,12 @@ impl Client {
                         now,
                         if drained { "" } else { "UNEXPECTED: data left" },
                     );
-                    match ep.recv_disconnect(h, &mut buf) {
-                        Ok(Some(n)) => {
-                            let g = u64_bytes(&buf[..n]).unwrap_or(0);
+                    match ep.recv_disconnect_bytes(h) {
+                        Ok(Some(d)) => {
+                            let g = padded_u64(&d, self.padding.disconnect).unwrap_or_else(|| {
+                                self.wrong_replies += 1;
+                                0
+                            });
                             self.grand_total = Some(g);
                             self.record(
                                 "7",
@@ -537,9 +821,10 @@ impl Client {
                     let _ = ep.close(sockets, h, now);
                     if !self.ended() {
                         self.fail(format!("closed: {reason}"));
+                        self.close_reason = Some(reason);
                     }
                 }
-                Event::Writable | Event::ConnectRequest(_) => {}
+                Event::ConnectRequest(_) => {}
             }
         }
     }
@@ -551,7 +836,7 @@ impl Client {
             match self.mode {
                 Mode::Message => {
                     while let Ok(m) = ep.recv_message_bytes(h) {
-                        replies.push(u64_bytes(&m));
+                        replies.push(padded_u64(&m, self.padding.message));
                     }
                 }
                 Mode::Stream => {
@@ -562,9 +847,10 @@ impl Client {
                         }
                         self.stream_rx.extend_from_slice(&chunk[..k]);
                     }
-                    while self.stream_rx.len() >= 8 {
-                        replies.push(u64_bytes(&self.stream_rx[..8]));
-                        self.stream_rx.drain(..8);
+                    let n = 8 + self.padding.message;
+                    while self.stream_rx.len() >= n {
+                        replies.push(padded_u64(&self.stream_rx[..n], self.padding.message));
+                        self.stream_rx.drain(..n);
                     }
                 }
             }
@@ -591,7 +877,12 @@ impl Client {
         };
         let total = self.completed;
         if ep
-            .send_disconnect(sockets, h, now, Some(&total.to_be_bytes()))
+            .send_disconnect(
+                sockets,
+                h,
+                now,
+                Some(&padded_value(total, self.padding.disconnect)),
+            )
             .is_ok()
         {
             self.record(

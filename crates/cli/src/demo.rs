@@ -3,14 +3,14 @@
 use std::fmt;
 use std::time::Instant as WallInstant;
 
-use bookend_session::{Integrity, Mode, Options};
+use bookend_session::{CloseReason, Integrity, Mode, Options};
 use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals, host_addr};
 use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
 use bytes::Bytes;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use crate::apps::{Client, ClientState, GREETING, Server, Step, step_table};
+use crate::apps::{Client, ClientState, GREETING, Padding, Policy, Server, Step, pad, step_table};
 
 /// The port the server listens on.
 pub const PORT: u16 = 7000;
@@ -34,8 +34,15 @@ pub struct DemoConfig {
     pub backlog: usize,
     /// The server's link goes down at the first time and back at the second.
     pub partition: Option<(Instant, Instant)>,
-    /// Server `.0` crashes at `.1` (and restarts at `.2`, if given).
+    /// Host `.0` crashes at `.1` (and restarts at `.2`, if given): hosts
+    /// `0..servers` are the servers, then one host per client. A crashed
+    /// client does not come back; its server must notice on its own.
     pub crash: Option<(usize, Instant, Option<Instant>)>,
+    /// Extra bytes carried by caller, callee, reject and disconnect data and
+    /// by every request and reply (`docs/demo-payload.md`).
+    pub padding: Padding,
+    /// How the servers decide: reject some callers, defer every decision.
+    pub policy: Policy,
     /// Session keepalive, milliseconds (also bounds how long a silent peer is
     /// waited for: 3 intervals).
     pub keepalive_ms: u32,
@@ -68,6 +75,8 @@ impl Default for DemoConfig {
             limit: Duration::from_secs(600),
             capture: false,
             integrity: Integrity::Crc32c,
+            padding: Padding::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -93,9 +102,16 @@ pub struct ClientResult {
     pub failure: Option<String>,
     /// Connect attempts.
     pub attempts: u32,
-    /// Replies it received with a value other than the one the server
-    /// sends: altered bytes that reached the application.
+    /// Values it received other than the ones the server sends (replies,
+    /// callee, reject and disconnect data): altered bytes that reached the
+    /// application.
     pub wrong_replies: u64,
+    /// Refused by the server as its policy said, with the expected reason:
+    /// finished without a grand total.
+    pub refused_as_expected: bool,
+    /// Its session ended because a frame failed the CRC-32C check, on
+    /// either side: damage TCP's checksum let through, caught.
+    pub integrity_failure: bool,
 }
 
 /// The outcome of a demo run.
@@ -117,6 +133,9 @@ pub struct DemoReport {
     /// Sessions ended by the CRC-32C check (every endpoint's
     /// `Stats::integrity_failures`): damage TCP's checksum missed.
     pub integrity_failures: u64,
+    /// Per server, values it received altered (caller data, requests,
+    /// disconnect data with the wrong padding or layout).
+    pub servers_altered: Vec<u64>,
     /// Connections still held by any endpoint when the run ended: 0 unless
     /// the run stopped at its time limit with something not released.
     pub open_connections: usize,
@@ -137,7 +156,7 @@ impl DemoReport {
     pub fn expected(&self, s: usize) -> u64 {
         self.clients
             .iter()
-            .filter(|c| c.server == s && c.finished)
+            .filter(|c| c.server == s && c.finished && !c.refused_as_expected)
             .map(|c| c.transactions)
             .sum()
     }
@@ -148,27 +167,29 @@ impl DemoReport {
     /// another value (a client sends its total only once it completed every
     /// transaction). Unfinished clients are failures, not alterations.
     pub fn altered(&self) -> u64 {
-        self.clients
-            .iter()
-            .map(|c| {
-                c.wrong_replies
-                    + u64::from(c.finished && c.grand_total != c.server_sent)
-                    + u64::from(c.server_received.is_some_and(|t| t != c.transactions))
-            })
-            .sum()
+        let servers: u64 = self.servers_altered.iter().sum();
+        servers
+            + self
+                .clients
+                .iter()
+                .map(|c| {
+                    c.wrong_replies
+                        + u64::from(c.finished && c.grand_total != c.server_sent)
+                        + u64::from(c.server_received.is_some_and(|t| t != c.transactions))
+                })
+                .sum::<u64>()
     }
 
     /// Whether every client finished and every total checks out.
     pub fn ok(&self) -> bool {
         self.altered() == 0
             && self.run_error.is_none()
-            && self
-                .clients
-                .iter()
-                .all(|c| c.finished && c.grand_total.is_some() && c.grand_total == c.server_sent)
+            && self.clients.iter().all(|c| {
+                c.finished
+                    && (c.refused_as_expected
+                        || (c.grand_total.is_some() && c.grand_total == c.server_sent))
+            })
             && (0..self.config.servers).all(|s| self.cumulative[s] == self.expected(s))
-            && self.cumulative.iter().sum::<u64>()
-                == self.config.clients as u64 * self.config.transactions
     }
 
     /// The seed's table for the first client.
@@ -319,10 +340,21 @@ impl App for DemoApp {
                         ListenConfig::new(backlog, 4 * backlog.max(8)),
                     )
                     .expect("listen");
-                ep.accept_with(l, |req| Decision::Accept {
-                    callee_data: Some(Bytes::from_static(GREETING)),
-                    granted: req.grant,
-                });
+                if self.config.policy == Policy::default() {
+                    // WSAAccept's condition function: CF_ACCEPT at once.
+                    let greeting: Bytes = GREETING
+                        .iter()
+                        .copied()
+                        .chain(pad(self.config.padding.connect))
+                        .collect::<Vec<u8>>()
+                        .into();
+                    ep.accept_with(l, move |req| Decision::Accept {
+                        callee_data: Some(greeting.clone()),
+                        granted: req.grant,
+                    });
+                }
+                // Otherwise the server application decides (CF_REJECT,
+                // CF_DEFER) on each `Incoming` request.
             }
             self.endpoints[host] = Some(ep);
         }
@@ -349,7 +381,7 @@ impl App for DemoApp {
         let client = if host >= servers {
             self.clients[host - servers].poll_at()
         } else {
-            None
+            self.servers[host].poll_at()
         };
         match (ep, client) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -383,7 +415,12 @@ pub fn run(config: DemoConfig) -> DemoReport {
     let mut app = DemoApp {
         endpoints: (0..hosts).map(|_| None).collect(),
         servers: (0..config.servers)
-            .map(|s| Server::new(config.mode, (s == 0).then(|| "client-0".to_string())))
+            .map(|s| {
+                let mut server = Server::new(config.mode, (s == 0).then(|| "client-0".to_string()));
+                server.padding = config.padding;
+                server.policy = config.policy;
+                server
+            })
             .collect(),
         clients: Vec::new(),
         config: config.clone(),
@@ -403,6 +440,8 @@ pub fn run(config: DemoConfig) -> DemoReport {
         );
         c.keepalive_ms = config.keepalive_ms;
         c.integrity = config.integrity;
+        c.padding = config.padding;
+        c.expect_refusal = config.policy.rejects(&c.name);
         app.clients.push(c);
     }
     let mut run_error = None;
@@ -417,11 +456,19 @@ pub fn run(config: DemoConfig) -> DemoReport {
                 sim.now = at;
                 sim.crash(server);
                 app.endpoints[server] = None;
+                if server >= config.servers {
+                    app.clients[server - config.servers].crash();
+                }
                 if let Some(up) = restart {
                     let _ = sim.run(&mut app, up - sim.now);
                     sim.now = sim.now.max(up);
                     sim.restart(server);
-                    app.servers[server] = Server::new(config.mode, None);
+                    if server < config.servers {
+                        let mut s = Server::new(config.mode, None);
+                        s.padding = config.padding;
+                        s.policy = config.policy;
+                        app.servers[server] = s;
+                    }
                 }
                 run_error = sim.run(&mut app, config.limit).err();
             }
@@ -448,6 +495,15 @@ pub fn run(config: DemoConfig) -> DemoReport {
                 },
                 attempts: c.attempts,
                 wrong_replies: c.wrong_replies,
+                refused_as_expected: c.expect_refusal && c.refused && c.state == ClientState::Finished,
+                integrity_failure: c
+                    .close_reason
+                    .as_ref()
+                    .is_some_and(CloseReason::is_integrity_failure)
+                    || app.servers[server]
+                        .failed
+                        .get(&c.name)
+                        .is_some_and(CloseReason::is_integrity_failure),
             }
         })
         .collect();
@@ -487,6 +543,7 @@ pub fn run(config: DemoConfig) -> DemoReport {
         .map(|ep| ep.stats().integrity_failures)
         .sum();
     DemoReport {
+        servers_altered: app.servers.iter().map(|s| s.altered).collect(),
         open_connections,
         unconfirmed_closes,
         integrity_failures,

@@ -162,6 +162,7 @@ impl Options {
             // Sent only when asked for, so a session without it looks on the
             // wire exactly as before the option existed.
             integrity: (self.integrity != Integrity::None).then_some(self.integrity),
+            connect_crc: None,
         }
     }
 

@@ -89,6 +89,11 @@ pub struct OptionsRepr {
     pub keepalive_ms: Option<u32>,
     /// [`OptionKind::Integrity`].
     pub integrity: Option<Integrity>,
+    /// CONNECT only: the CRC-32C of the caller data (of no bytes when there
+    /// is none), sent after the `INTEGRITY` value (§2.5). CONNECT itself is
+    /// never sealed, so that a callee that predates the option reads it;
+    /// this lets one that knows the option check the caller data.
+    pub connect_crc: Option<u32>,
 }
 
 fn ranged(kind: OptionKind, value: u32, min: u32, max: u32) -> Result<u32, Error> {
@@ -184,14 +189,17 @@ impl OptionsRepr {
                     set_once(&mut repr.mode, kind, mode)?;
                 }
                 OptionKind::Integrity => {
-                    let integrity = match value {
-                        [v] => Integrity::from_u8(*v).ok_or(Error::OptionOutOfRange {
-                            kind: kind as u16,
-                            value: u32::from(*v),
-                        })?,
+                    let (v, crc) = match value {
+                        [v] => (*v, None),
+                        [v, rest @ ..] if rest.len() == 4 => (*v, Some(read_u32(rest, 0))),
                         _ => return Err(Error::MalformedOption { kind: kind as u16 }),
                     };
+                    let integrity = Integrity::from_u8(v).ok_or(Error::OptionOutOfRange {
+                        kind: kind as u16,
+                        value: u32::from(v),
+                    })?;
                     set_once(&mut repr.integrity, kind, integrity)?;
+                    repr.connect_crc = crc;
                 }
             }
         }
@@ -216,7 +224,12 @@ impl OptionsRepr {
             .filter(|(_, v)| v.is_some())
             .count();
         let bytes = usize::from(self.mode.is_some()) + usize::from(self.integrity.is_some());
-        words * (OPTION_HEADER_LEN + 4) + bytes * (OPTION_HEADER_LEN + 1)
+        let crc = if self.integrity.is_some() && self.connect_crc.is_some() {
+            4
+        } else {
+            0
+        };
+        words * (OPTION_HEADER_LEN + 4) + bytes * (OPTION_HEADER_LEN + 1) + crc
     }
 
     /// Emits the options block in ascending kind order (MODE with the critical
@@ -252,7 +265,13 @@ impl OptionsRepr {
         // Not critical: a peer that does not know it ignores it and grants
         // nothing, which leaves integrity off (§4.2).
         if let Some(i) = self.integrity {
-            put(OptionKind::Integrity as u16, &[i.to_u8()]);
+            match self.connect_crc {
+                Some(c) => {
+                    let c = c.to_be_bytes();
+                    put(OptionKind::Integrity as u16, &[i.to_u8(), c[0], c[1], c[2], c[3]]);
+                }
+                None => put(OptionKind::Integrity as u16, &[i.to_u8()]),
+            }
         }
         Ok(at)
     }
@@ -299,6 +318,15 @@ mod tests {
             OptionsRepr::parse(&[0, 7, 0, 4, 0, 0, 0, 1]),
             Err(Error::MalformedOption { kind: 7 })
         );
+        let with_crc = OptionsRepr {
+            integrity: Some(Integrity::Crc32c),
+            connect_crc: Some(0xE306_9283),
+            ..OptionsRepr::default()
+        };
+        let mut buf = [0u8; 9];
+        assert_eq!(with_crc.emit(&mut buf), Ok(9));
+        assert_eq!(buf, [0, 7, 0, 5, 1, 0xE3, 0x06, 0x92, 0x83]);
+        assert_eq!(OptionsRepr::parse(&buf).unwrap(), with_crc);
     }
 
     #[test]

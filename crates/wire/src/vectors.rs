@@ -15,6 +15,7 @@ pub const DEFAULT_OPTIONS: OptionsRepr = OptionsRepr {
     mode: Some(Mode::Stream),
     keepalive_ms: Some(30_000),
     integrity: None,
+    connect_crc: None,
 };
 
 /// Message-mode variant of [`DEFAULT_OPTIONS`], used by the seed scenario.
@@ -60,6 +61,7 @@ pub const FRAME_VECTORS: &[Vector] = &[
                 mode: None,
                 keepalive_ms: None,
                 integrity: None,
+                connect_crc: None,
             },
             data: None,
         }),
@@ -70,6 +72,15 @@ pub const FRAME_VECTORS: &[Vector] = &[
             version: VERSION,
             options: DEFAULT_OPTIONS,
             data: Some(b"welcome"),
+        }),
+    ),
+    (
+        "connect-integrity",
+        FrameRepr::Connect(ConnectRepr {
+            min_version: VERSION,
+            max_version: VERSION,
+            options: CONNECT_INTEGRITY_OPTIONS,
+            data: Some(b"client-1"),
         }),
     ),
     (
@@ -184,7 +195,18 @@ pub const INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
     mode: None,
     keepalive_ms: None,
     integrity: Some(Integrity::Crc32c),
+    connect_crc: None,
 };
+
+/// What a caller proposing integrity sends: `INTEGRITY` = 1 with the CRC-32C
+/// of its caller data, "client-1" in the vector `connect-integrity`.
+pub const CONNECT_INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
+    connect_crc: Some(CLIENT_1_CRC),
+    ..INTEGRITY_OPTIONS
+};
+
+/// CRC-32C of the ASCII bytes `client-1`.
+pub const CLIENT_1_CRC: u32 = 0xe7c6_9c8e;
 
 /// Frames of §10.3, emitted *sealed* (`FrameRepr::emit_sealed`): with the
 /// CRC32C flag and the CRC-32C trailer of §2.5.

@@ -103,8 +103,9 @@ fn options() -> impl Strategy<Value = OptionsRepr> {
         prop::option::of(prop_oneof![Just(Mode::Stream), Just(Mode::Message)]),
         prop::option::of(0u32..=3_600_000),
         prop::option::of(prop_oneof![Just(Integrity::None), Just(Integrity::Crc32c)]),
+        prop::option::of(any::<u32>()),
     )
-        .prop_map(|(f, m, c, d, mode, k, integrity)| OptionsRepr {
+        .prop_map(|(f, m, c, d, mode, k, integrity, crc)| OptionsRepr {
             max_frame_size: f,
             max_message_size: m,
             max_connect_data: c,
@@ -112,6 +113,8 @@ fn options() -> impl Strategy<Value = OptionsRepr> {
             mode,
             keepalive_ms: k,
             integrity,
+            // The CRC rides on the INTEGRITY option: without it, none.
+            connect_crc: crc.filter(|_| integrity.is_some()),
         })
 }
 

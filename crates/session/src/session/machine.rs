@@ -2,7 +2,9 @@
 //! changes the state, sends control frames, issues FIN/RST, arms or clears
 //! timers and posts the connection events.
 
-use bookend_wire::{AcceptRepr, ConnectRepr, FrameRepr, FrameType, Reason, ReasonRepr, VERSION};
+use bookend_wire::{
+    AcceptRepr, ConnectRepr, FrameRepr, FrameType, Integrity, Reason, ReasonRepr, VERSION, crc32c,
+};
 use bytes::Bytes;
 use core::time::Duration;
 use tracing::debug;
@@ -147,10 +149,16 @@ impl Session {
         match control {
             Control::Connect => {
                 let options = args.options.unwrap_or(self.proposed);
+                let mut repr = options.to_repr();
+                if options.integrity == Integrity::Crc32c {
+                    // CONNECT is not sealed; its caller data is checked by
+                    // this CRC instead (§2.5).
+                    repr.connect_crc = Some(crc32c(args.data.unwrap_or_default()));
+                }
                 self.tx.queue(&FrameRepr::Connect(ConnectRepr {
                     min_version: VERSION,
                     max_version: VERSION,
-                    options: options.to_repr(),
+                    options: repr,
                     data: args.data,
                 }));
             }

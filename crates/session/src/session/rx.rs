@@ -553,6 +553,17 @@ impl Session {
     }
 
     fn on_connect(&mut self, now: Instant, c: ConnectRepr<'_>) {
+        if let Some(received) = c.options.connect_crc {
+            // The caller data's own check (CONNECT is never sealed, §2.5):
+            // a damaged request is refused before anyone acts on it.
+            let computed = bookend_wire::crc32c(c.data.unwrap_or_default());
+            if computed != received {
+                return self.violate(
+                    now,
+                    Violation::Malformed(WireError::ChecksumMismatch { computed, received }),
+                );
+            }
+        }
         let proposed = Options::from_proposal(&c.options);
         // A caller that proposed integrity checks sealed frames, so our
         // answer is sealed if we are willing: a REJECT, from here or from the
