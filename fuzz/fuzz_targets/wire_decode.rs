@@ -57,6 +57,21 @@ fn check_reemit(original: &[u8], repr: &FrameRepr<'_>) {
     if fixed_layout && reserved_clear {
         assert_eq!(original, &buf[..], "canonical frame re-emitted differently");
     }
+    // A sealed frame passed its CRC-32C: sealed again it must come back byte
+    // for byte too (the trailer is a function of the rest).
+    let sealed = original[1] & bookend_wire::flags::CRC32C != 0;
+    let sealed_clear = original[1] & !(bookend_wire::flags::CRC32C | 0x01) == 0
+        && !(matches!(repr, FrameRepr::Ping) && original[1] != bookend_wire::flags::CRC32C);
+    if fixed_layout && sealed && sealed_clear {
+        let mut sealed_buf = vec![0u8; repr.sealed_buffer_len()];
+        repr.emit_sealed(&mut sealed_buf)
+            .expect("emit into exact buffer");
+        assert_eq!(
+            original,
+            &sealed_buf[..],
+            "sealed frame re-sealed differently"
+        );
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
