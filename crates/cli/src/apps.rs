@@ -290,7 +290,11 @@ impl Server {
 
     /// The callee data of an accepted caller: the greeting and its padding.
     fn greeting(&self) -> Vec<u8> {
-        GREETING.iter().copied().chain(pad(self.padding.connect)).collect()
+        GREETING
+            .iter()
+            .copied()
+            .chain(pad(self.padding.connect))
+            .collect()
     }
 
     /// CF_ACCEPT or CF_REJECT, by the policy.
@@ -313,7 +317,13 @@ impl Server {
                 .chain(pad(self.padding.connect))
                 .collect();
             let _ = ep.reject(sockets, h, now, REJECT_REASON, Some(&data));
-            self.record(h, "-", "condition function: CF_REJECT", now, describe_len(&data));
+            self.record(
+                h,
+                "-",
+                "condition function: CF_REJECT",
+                now,
+                describe_len(&data),
+            );
             self.names.remove(&h);
             return;
         }
@@ -323,7 +333,11 @@ impl Server {
             "-",
             "condition function: CF_ACCEPT, callee data",
             now,
-            format!("{} B: {:?}", greeting.len(), String::from_utf8_lossy(GREETING)),
+            format!(
+                "{} B: {:?}",
+                greeting.len(),
+                String::from_utf8_lossy(GREETING)
+            ),
         );
         let _ = ep.accept(sockets, h, now, Some(&greeting), grant);
     }
@@ -377,6 +391,9 @@ impl Server {
                     if !intact {
                         self.altered += 1;
                     }
+                    // A new attempt: whatever ended the caller's last one is
+                    // not this one's reason.
+                    self.failed.remove(&name);
                     self.names.insert(h, name.clone());
                     match self.policy.defer {
                         Some(d) if ep.request(h).is_some() => {
@@ -722,7 +739,10 @@ impl Client {
                 continue;
             };
             match ev {
-                Event::Connected { callee_data, .. } => {
+                Event::Connected {
+                    callee_data,
+                    granted,
+                } => {
                     let shown = callee_data
                         .as_deref()
                         .map(String::from_utf8_lossy)
@@ -734,10 +754,27 @@ impl Client {
                         now,
                         format!("{} B: {shown:?}", shown.len()),
                     );
-                    let expected: Vec<u8> =
-                        GREETING.iter().copied().chain(pad(self.padding.connect)).collect();
+                    let expected: Vec<u8> = GREETING
+                        .iter()
+                        .copied()
+                        .chain(pad(self.padding.connect))
+                        .collect();
                     if callee_data.as_deref() != Some(&expected[..]) {
                         self.wrong_replies += 1;
+                    }
+                    if self.integrity == Integrity::Crc32c && granted.integrity != Integrity::Crc32c
+                    {
+                        // The demo's servers always grant it: not granted, the
+                        // proposal was damaged on the way (CONNECT is not
+                        // sealed, §2.5). This client requires integrity.
+                        let _ = ep.abort(sockets, h, now, Reason::INTEGRITY_FAILURE, None);
+                        self.close_reason = Some(CloseReason::Aborted {
+                            by: bookend_session::Side::Local,
+                            reason: Reason::INTEGRITY_FAILURE,
+                            data: None,
+                        });
+                        self.fail("integrity was not granted".to_string());
+                        continue;
                     }
                     self.greeting = callee_data;
                     if self.transactions == 0 {

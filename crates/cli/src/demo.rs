@@ -464,9 +464,19 @@ pub fn run(config: DemoConfig) -> DemoReport {
                     sim.now = sim.now.max(up);
                     sim.restart(server);
                     if server < config.servers {
+                        // The host restarts empty; the run's accounting of
+                        // what this server received and sent is kept, so
+                        // that nothing it counted before the crash is lost.
+                        let old = &mut app.servers[server];
                         let mut s = Server::new(config.mode, None);
                         s.padding = config.padding;
                         s.policy = config.policy;
+                        s.altered = old.altered;
+                        s.cumulative = old.cumulative;
+                        s.finished = old.finished;
+                        s.failures = old.failures;
+                        s.totals = std::mem::take(&mut old.totals);
+                        s.failed = std::mem::take(&mut old.failed);
                         app.servers[server] = s;
                     }
                 }
@@ -495,7 +505,9 @@ pub fn run(config: DemoConfig) -> DemoReport {
                 },
                 attempts: c.attempts,
                 wrong_replies: c.wrong_replies,
-                refused_as_expected: c.expect_refusal && c.refused && c.state == ClientState::Finished,
+                refused_as_expected: c.expect_refusal
+                    && c.refused
+                    && c.state == ClientState::Finished,
                 integrity_failure: c
                     .close_reason
                     .as_ref()

@@ -246,7 +246,10 @@ pub fn grid(clients: usize, transactions: u64) -> Vec<Scenario> {
     // server must notice and release the session on its own.
     for (name, restart) in [
         ("client crash at 60 ms".to_string(), None),
-        ("client crash at 60 ms, restart at 2 s".to_string(), Some(Instant::from_secs(2))),
+        (
+            "client crash at 60 ms, restart at 2 s".to_string(),
+            Some(Instant::from_secs(2)),
+        ),
     ] {
         add(
             name,

@@ -492,8 +492,14 @@ fn altered_caller_data_is_refused_before_the_condition_function() {
             _ => None,
         });
         if damage {
-            assert!(request.is_none(), "a damaged request reached the application");
-            assert!(s.close_reason().is_some_and(CloseReason::is_integrity_failure));
+            assert!(
+                request.is_none(),
+                "a damaged request reached the application"
+            );
+            assert!(
+                s.close_reason()
+                    .is_some_and(CloseReason::is_integrity_failure)
+            );
             let (_, actions) = output_actions(&mut s);
             assert_eq!(actions, [TransportAction::Reset]);
         } else {
@@ -503,4 +509,30 @@ fn altered_caller_data_is_refused_before_the_condition_function() {
             );
         }
     }
+}
+
+/// Damage to CONNECT's options must not turn integrity off unseen: the
+/// check covers the whole CONNECT, so the value 1 turned into 0 is caught
+/// (review of the version whose check covered the caller data only).
+#[test]
+fn a_downgraded_proposal_is_caught() {
+    let c_conf = config(Integrity::Crc32c, Mode::Stream);
+    let options = c_conf.options;
+    let mut c = Session::caller(c_conf, 1).unwrap();
+    let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+    c.connect(T, Some(b"x"), options).unwrap();
+    let mut connect = drain(&mut c);
+    // The INTEGRITY TLV: kind 00 07, length 00 05, value 01, then the check.
+    let at = connect
+        .windows(5)
+        .position(|w| w == [0x00, 0x07, 0x00, 0x05, 0x01])
+        .expect("the 5-byte INTEGRITY option");
+    connect[at + 4] = 0x00;
+    s.handle_bytes(T, &connect);
+    assert!(
+        !events(&mut s)
+            .iter()
+            .any(|e| matches!(e, Event::ConnectRequest(_)))
+    );
+    assert!(s.close_reason().is_some_and(CloseReason::is_integrity_failure));
 }

@@ -21,8 +21,9 @@ pub struct Config {
     pub tcp_rx_buffer: usize,
     /// TCP send buffer per connection, bytes (default 64 KiB).
     pub tcp_tx_buffer: usize,
-    /// TCP user timeout: the longest outage a connection rides out, in every
-    /// state (SYN-SENT, SYN-RECEIVED and FIN-WAIT included). A connection is
+    /// TCP user timeout: the longest outage a connection rides out, from
+    /// SYN-SENT and SYN-RECEIVED to the end of the session (after it, the FIN
+    /// exchange is bounded by `tcp_close_timeout`). A connection is
     /// given up once nothing was received (or, established, nothing newly
     /// acknowledged while bytes wait) for this long plus
     /// [`MAX_RETRANSMIT_INTERVAL`] ([`Config::give_up_after`]): smoltcp sends
@@ -52,7 +53,10 @@ pub struct Config {
     /// After the session ended gracefully, how long the TCP FIN/ACK exchange
     /// may take before the socket is aborted (default 10 s), counted from
     /// the session's end or the last acknowledgement, whichever is later;
-    /// while bytes are unacknowledged, the longer of this and `tcp_timeout`.
+    /// while bytes are unacknowledged, the longer of this and the give-up time
+    /// ([`Config::give_up_after`]). Once our FIN is acknowledged (FIN-WAIT-2),
+    /// this alone bounds the wait for the peer's: an outage then longer than
+    /// it ends the TCP close with a RST, after the session itself had ended.
     pub tcp_close_timeout: Duration,
     /// After the session asked for a reset, how long queued bytes (the ABORT
     /// frame) may take to be acknowledged before RST (default 1 s).
@@ -74,10 +78,11 @@ impl Config {
     /// one retransmission interval, [`MAX_RETRANSMIT_INTERVAL`] or
     /// `tcp_timeout` itself if that is shorter (360 s by default). An outage
     /// shorter than `tcp_timeout` ends before it, and smoltcp's next
-    /// retransmission comes within that interval of the outage's end, so the
-    /// outage is survived. (Doubling from 1 s, the interval grows with the
-    /// outage; it can exceed a short timeout only if earlier losses had
-    /// already backed it off.)
+    /// retransmission comes within that interval of the outage's end (plus a
+    /// round trip for its acknowledgement), so the outage is survived. With
+    /// the default 300 s the margin is smoltcp's largest interval; for user
+    /// timeouts of a few seconds, where the doubling interval can reach
+    /// about twice the outage, the margin may be one interval short.
     pub fn give_up_after(&self) -> Duration {
         self.tcp_timeout + self.tcp_timeout.min(MAX_RETRANSMIT_INTERVAL)
     }

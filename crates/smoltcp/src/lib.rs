@@ -9,7 +9,7 @@ this crate binds sessions to smoltcp TCP sockets and hides smoltcp's traps
 |---|---|
 | no backlog: a listening socket *becomes* the connection, and a SYN finding none gets RST | a pool of `ListenConfig::backlog` listening sockets, re-armed as soon as one is taken, within `max_pending` |
 | a lost SYN-ACK plus a re-armed listener leaves a duplicate half-open socket retransmitting SYN-ACKs forever | duplicates for one 4-tuple are detected after each poll and the stale one is removed without a RST |
-| no default timeouts: retransmission never gives up; `set_timeout` also kills idle connections | every socket gets `Config::tcp_timeout` and a shorter `tcp_keep_alive`; the session adds connect, handshake, decision, linger and idle timers |
+| no default timeouts: retransmission never gives up; `set_timeout` also kills idle connections | every socket is given up after `Config::give_up_after` (the user timeout `Config::tcp_timeout` plus one retransmission interval) and gets a shorter `tcp_keep_alive`; the session adds connect, handshake, decision, linger and idle timers |
 | `connect` needs an application-chosen local port; no TIME-WAIT protection on reuse | an ephemeral port allocator that skips live ports and quarantines closed ones for `Config::time_wait` |
 | `Config::random_seed` defaults to 0: the same ISNs every boot | `Config` requires a seed; [`Config::interface_seed`] derives one for the interface, and `Config::from_os_entropy` (std) takes one from the OS |
 | `SocketSet::remove` sends nothing to the peer | sockets leave the set only when TCP is finished, or after `abort()` and one more interface poll so the RST is really sent |

@@ -56,7 +56,9 @@ pub use decode::{Decoded, decode};
 pub use error::Error;
 pub use frame::{Frame, FrameType, HEADER_LEN, emit_header, flags};
 pub use hello::{AcceptRepr, ConnectRepr, HELLO_FIXED_LEN, Hello, MAGIC, VERSION};
-pub use integrity::{Integrity, TRAILER_LEN, crc32c, crc32c_parts, seal, verify};
+pub use integrity::{
+    Integrity, TRAILER_LEN, crc32c, crc32c_parts, seal, seal_connect, verify, verify_connect,
+};
 pub use limits::{
     DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,
     MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_OPTIONS_LEN, MAX_USER_DATA, MIN_FRAME_SIZE,

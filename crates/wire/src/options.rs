@@ -268,7 +268,10 @@ impl OptionsRepr {
             match self.connect_crc {
                 Some(c) => {
                     let c = c.to_be_bytes();
-                    put(OptionKind::Integrity as u16, &[i.to_u8(), c[0], c[1], c[2], c[3]]);
+                    put(
+                        OptionKind::Integrity as u16,
+                        &[i.to_u8(), c[0], c[1], c[2], c[3]],
+                    );
                 }
                 None => put(OptionKind::Integrity as u16, &[i.to_u8()]),
             }

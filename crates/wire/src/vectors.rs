@@ -198,15 +198,17 @@ pub const INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
     connect_crc: None,
 };
 
-/// What a caller proposing integrity sends: `INTEGRITY` = 1 with the CRC-32C
-/// of its caller data, "client-1" in the vector `connect-integrity`.
+/// What a caller proposing integrity sends: `INTEGRITY` = 1 with the check
+/// of its whole CONNECT (`seal_connect`), caller data "client-1" in the
+/// vector `connect-integrity`.
 pub const CONNECT_INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
     connect_crc: Some(CLIENT_1_CRC),
     ..INTEGRITY_OPTIONS
 };
 
-/// CRC-32C of the ASCII bytes `client-1`.
-pub const CLIENT_1_CRC: u32 = 0xe7c6_9c8e;
+/// The check of the `connect-integrity` CONNECT: the CRC-32C of the frame
+/// with these 4 bytes as zero.
+pub const CLIENT_1_CRC: u32 = 0x79d8_469e;
 
 /// Frames of §10.3, emitted *sealed* (`FrameRepr::emit_sealed`): with the
 /// CRC32C flag and the CRC-32C trailer of §2.5.

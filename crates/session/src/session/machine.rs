@@ -3,7 +3,7 @@
 //! timers and posts the connection events.
 
 use bookend_wire::{
-    AcceptRepr, ConnectRepr, FrameRepr, FrameType, Integrity, Reason, ReasonRepr, VERSION, crc32c,
+    AcceptRepr, ConnectRepr, FrameRepr, FrameType, Integrity, Reason, ReasonRepr, VERSION,
 };
 use bytes::Bytes;
 use core::time::Duration;
@@ -151,9 +151,9 @@ impl Session {
                 let options = args.options.unwrap_or(self.proposed);
                 let mut repr = options.to_repr();
                 if options.integrity == Integrity::Crc32c {
-                    // CONNECT is not sealed; its caller data is checked by
-                    // this CRC instead (§2.5).
-                    repr.connect_crc = Some(crc32c(args.data.unwrap_or_default()));
+                    // CONNECT is not sealed; the whole frame is checked by
+                    // this CRC instead, written by `Tx::queue` (§2.5).
+                    repr.connect_crc = Some(0);
                 }
                 self.tx.queue(&FrameRepr::Connect(ConnectRepr {
                     min_version: VERSION,

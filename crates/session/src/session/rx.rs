@@ -457,6 +457,12 @@ impl Session {
         // Whether the frame came sealed (its CRC is checked by the parse):
         // an ACCEPT granting integrity must (§2.5).
         self.rx.frame_sealed = bytes.get(1).is_some_and(|f| f & flags::CRC32C != 0);
+        // A CONNECT's own check (it is never sealed, §2.5): a damaged request
+        // is refused before anything of it is acted on.
+        if let Err(e) = bookend_wire::verify_connect(bytes) {
+            self.violate(now, Violation::Malformed(e));
+            return false;
+        }
         // The length was checked from the header, against the limits in force
         // then (`check_header`); the body is only parsed here.
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
@@ -553,17 +559,6 @@ impl Session {
     }
 
     fn on_connect(&mut self, now: Instant, c: ConnectRepr<'_>) {
-        if let Some(received) = c.options.connect_crc {
-            // The caller data's own check (CONNECT is never sealed, §2.5):
-            // a damaged request is refused before anyone acts on it.
-            let computed = bookend_wire::crc32c(c.data.unwrap_or_default());
-            if computed != received {
-                return self.violate(
-                    now,
-                    Violation::Malformed(WireError::ChecksumMismatch { computed, received }),
-                );
-            }
-        }
         let proposed = Options::from_proposal(&c.options);
         // A caller that proposed integrity checks sealed frames, so our
         // answer is sealed if we are willing: a REJECT, from here or from the

@@ -1,7 +1,7 @@
 //! The send side: encoded bytes waiting for the transport, and our FIN/RST.
 
 use bookend_wire::{
-    FrameRepr, FrameType, HEADER_LEN, TRAILER_LEN, crc32c_parts, emit_header, flags,
+    FrameRepr, FrameType, HEADER_LEN, TRAILER_LEN, crc32c_parts, emit_header, flags, seal_connect,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;
@@ -86,6 +86,9 @@ impl Tx {
             repr.emit(&mut self.buf[at..])
         };
         debug_assert_eq!(written.ok(), Some(len));
+        // A CONNECT proposing integrity carries the check of its own bytes
+        // (§2.5); any other frame is left as it is.
+        let _ = seal_connect(&mut self.buf[at..]);
         trace!(frame = %repr.frame_type(), len, sealed = self.seal, "queued");
     }
 
