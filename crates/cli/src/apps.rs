@@ -471,7 +471,14 @@ impl Server {
                     let _ = ep.close(sockets, h, now);
                     self.record(h, "5a", "closesocket, at once", now, "");
                     self.names.remove(&h);
-                    self.stream_rx.remove(&h);
+                    if self
+                        .stream_rx
+                        .remove(&h)
+                        .is_some_and(|rest| !rest.is_empty())
+                    {
+                        // Bytes beyond the last whole request, before DISCONNECT.
+                        self.altered += 1;
+                    }
                     self.outbox.remove(&h);
                 }
                 EndpointEvent::Session(Event::Closed(reason)) => {
@@ -814,6 +821,10 @@ impl Client {
                                 == Err(EndpointError::Session(SessionError::Disconnected))
                         }
                     };
+                    if !drained || !self.stream_rx.is_empty() {
+                        // Bytes beyond the last whole reply: not what the server sent.
+                        self.wrong_replies += 1;
+                    }
                     self.record(
                         "6",
                         "FD_CLOSE",

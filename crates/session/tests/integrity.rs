@@ -534,5 +534,8 @@ fn a_downgraded_proposal_is_caught() {
             .iter()
             .any(|e| matches!(e, Event::ConnectRequest(_)))
     );
-    assert!(s.close_reason().is_some_and(CloseReason::is_integrity_failure));
+    assert!(
+        s.close_reason()
+            .is_some_and(CloseReason::is_integrity_failure)
+    );
 }
