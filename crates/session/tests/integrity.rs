@@ -85,6 +85,16 @@ fn pair(caller: Integrity, callee: Integrity, mode: Mode) -> (Session, Session, 
     (c, s, frames(&connect), frames(&accept))
 }
 
+/// A caller and a callee, both asking for integrity, before CONNECT; and
+/// the caller's options.
+fn proposing_pair() -> (Session, Session, bookend_session::Options) {
+    let c_conf = config(Integrity::Crc32c, Mode::Stream);
+    let options = c_conf.options;
+    let c = Session::caller(c_conf, 1).unwrap();
+    let s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+    (c, s, options)
+}
+
 fn output_actions(s: &mut Session) -> (Vec<u8>, Vec<TransportAction>) {
     let bytes = drain(s);
     let actions = std::iter::from_fn(|| s.poll_transport_action()).collect();
@@ -344,10 +354,7 @@ fn an_unsealed_accept_granting_integrity_is_refused() {
 #[test]
 fn a_reject_to_a_proposing_caller_is_sealed() {
     for damage in [false, true] {
-        let c_conf = config(Integrity::Crc32c, Mode::Stream);
-        let options = c_conf.options;
-        let mut c = Session::caller(c_conf, 1).unwrap();
-        let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+        let (mut c, mut s, options) = proposing_pair();
         c.connect(T, None, options).unwrap();
         let connect = drain(&mut c);
         s.handle_bytes(T, &connect);
@@ -438,10 +445,7 @@ fn sealed_data_after_close_is_checked_first() {
 /// ABORT crossing the ACCEPT was taken for damage).
 #[test]
 fn an_abort_crossing_the_accept_is_read_with_its_reason() {
-    let c_conf = config(Integrity::Crc32c, Mode::Stream);
-    let options = c_conf.options;
-    let mut c = Session::caller(c_conf, 1).unwrap();
-    let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+    let (mut c, mut s, options) = proposing_pair();
     c.connect(T, None, options).unwrap();
     let connect = drain(&mut c);
     assert_eq!(sealed(&frames(&connect)), [false]);
@@ -476,10 +480,7 @@ fn an_abort_crossing_the_accept_is_read_with_its_reason() {
 #[test]
 fn altered_caller_data_is_refused_before_the_condition_function() {
     for damage in [false, true] {
-        let c_conf = config(Integrity::Crc32c, Mode::Stream);
-        let options = c_conf.options;
-        let mut c = Session::caller(c_conf, 1).unwrap();
-        let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+        let (mut c, mut s, options) = proposing_pair();
         c.connect(T, Some(b"total=5"), options).unwrap();
         let mut connect = drain(&mut c);
         if damage {
@@ -516,10 +517,7 @@ fn altered_caller_data_is_refused_before_the_condition_function() {
 /// (review of the version whose check covered the caller data only).
 #[test]
 fn a_downgraded_proposal_is_caught() {
-    let c_conf = config(Integrity::Crc32c, Mode::Stream);
-    let options = c_conf.options;
-    let mut c = Session::caller(c_conf, 1).unwrap();
-    let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+    let (mut c, mut s, options) = proposing_pair();
     c.connect(T, Some(b"x"), options).unwrap();
     let mut connect = drain(&mut c);
     // The INTEGRITY TLV: kind 00 07, length 00 05, value 01, then the check.

@@ -123,6 +123,18 @@ fn u32_value(kind: OptionKind, value: &[u8]) -> Result<u32, Error> {
 }
 
 impl OptionsRepr {
+    /// Every option absent (the same as `Default`, usable in constants).
+    pub const NONE: Self = Self {
+        max_frame_size: None,
+        max_message_size: None,
+        max_connect_data: None,
+        max_disconnect_data: None,
+        mode: None,
+        keepalive_ms: None,
+        integrity: None,
+        connect_crc: None,
+    };
+
     /// Parses an options block.
     ///
     /// Unknown options without [`OPTION_CRITICAL`] are skipped. This function

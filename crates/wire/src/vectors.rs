@@ -53,16 +53,7 @@ pub const FRAME_VECTORS: &[Vector] = &[
         FrameRepr::Connect(ConnectRepr {
             min_version: VERSION,
             max_version: VERSION,
-            options: OptionsRepr {
-                max_frame_size: None,
-                max_message_size: None,
-                max_connect_data: None,
-                max_disconnect_data: None,
-                mode: None,
-                keepalive_ms: None,
-                integrity: None,
-                connect_crc: None,
-            },
+            options: OptionsRepr::NONE,
             data: None,
         }),
     ),
@@ -188,14 +179,8 @@ pub const SEED_CALLEE_TO_CALLER: &[Vector] = &[
 /// Options with only `INTEGRITY` = CRC-32C: what the sealed handshake
 /// vectors carry (every other option takes its default).
 pub const INTEGRITY_OPTIONS: OptionsRepr = OptionsRepr {
-    max_frame_size: None,
-    max_message_size: None,
-    max_connect_data: None,
-    max_disconnect_data: None,
-    mode: None,
-    keepalive_ms: None,
     integrity: Some(Integrity::Crc32c),
-    connect_crc: None,
+    ..OptionsRepr::NONE
 };
 
 /// What a caller proposing integrity sends: `INTEGRITY` = 1 with the check
