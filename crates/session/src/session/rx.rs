@@ -72,8 +72,6 @@ pub(crate) struct Rx {
     pub(super) direct: bool,
     /// The last offer was not taken whole: DATA waits for the application.
     pub(super) held: bool,
-    /// The control frame being handled came sealed.
-    pub(super) frame_sealed: bool,
     /// A sealed DATA frame has been delivered: the stream buffer may then
     /// overshoot its bound by less than one frame.
     pub(crate) sealed_seen: bool,
@@ -94,7 +92,6 @@ impl Rx {
             readable_posted: false,
             direct: false,
             held: false,
-            frame_sealed: false,
             sealed_seen: false,
         }
     }
@@ -456,7 +453,7 @@ impl Session {
     fn decoded(&mut self, now: Instant, bytes: &[u8], sink: &mut Sink<'_>) -> bool {
         // Whether the frame came sealed (its CRC is checked by the parse):
         // an ACCEPT granting integrity must (§2.5).
-        self.rx.frame_sealed = bytes.get(1).is_some_and(|f| f & flags::CRC32C != 0);
+        let sealed = bytes.get(1).is_some_and(|f| f & flags::CRC32C != 0);
         // A CONNECT's own check (it is never sealed, §2.5): a damaged request
         // is refused before anything of it is acted on.
         if let Err(e) = bookend_wire::verify_connect(bytes) {
@@ -468,7 +465,7 @@ impl Session {
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
         match decode(bytes, &any) {
             Ok(Decoded::Frame { repr, .. }) => {
-                self.on_frame(now, repr, sink);
+                self.on_frame(now, repr, sink, sealed);
                 true
             }
             Ok(Decoded::Incomplete { .. }) => {
@@ -488,11 +485,11 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>, sink: &mut Sink<'_>) {
+    fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>, sink: &mut Sink<'_>, sealed: bool) {
         trace!(frame = %repr.frame_type(), "received");
         match repr {
             FrameRepr::Connect(c) => self.on_connect(now, c),
-            FrameRepr::Accept(a) => self.on_accept(now, a),
+            FrameRepr::Accept(a) => self.on_accept(now, a, sealed),
             FrameRepr::Reject(r) => {
                 self.refusal = Some(r.reason);
                 let args = Args {
@@ -590,7 +587,7 @@ impl Session {
         self.fire(now, Input::RecvConnect, args);
     }
 
-    fn on_accept(&mut self, now: Instant, a: AcceptRepr<'_>) {
+    fn on_accept(&mut self, now: Instant, a: AcceptRepr<'_>, sealed: bool) {
         let granted = Options::from_grant(&a.options, &self.proposed);
         let data_ok = a
             .data
@@ -598,7 +595,7 @@ impl Session {
         if a.version != VERSION || !granted.is_valid_grant_for(&self.proposed) || !data_ok {
             return self.violate(now, Violation::InvalidAccept);
         }
-        if granted.integrity == Integrity::Crc32c && !self.rx.frame_sealed {
+        if granted.integrity == Integrity::Crc32c && !sealed {
             // A conforming callee seals the ACCEPT that grants integrity: an
             // unsealed one had its flag bit damaged, and its trailer would be
             // taken for callee data.
