@@ -71,8 +71,8 @@ pub use config::{Config, ConfigError, DEFAULT_INTEGRITY, ModeOffer, Options, Opt
 pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
 pub use session::{
-    BufferUsage, MAX_FRAME_OVERHEAD, MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, Role, Session,
-    TransportAction, TransportClosed,
+    BufferUsage, MAX_FRAME_OVERHEAD, MAX_SPARE_CAPACITY, MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, Role,
+    Session, Spares, TransportAction, TransportClosed,
 };
 pub use state::State;
 pub use time::Instant;

@@ -6,18 +6,21 @@
 //! This file holds the struct, its getters and the `handle_*` / `poll_*` entry
 //! points.
 
-use alloc::collections::VecDeque;
-use bookend_wire::{FrameType, HEADER_LEN, Limits, Mode, Reason, TRAILER_LEN};
+use alloc::sync::Arc;
+use bookend_wire::{FrameType, HEADER_LEN, Mode, Reason, TRAILER_LEN};
 use bytes::Bytes;
 use tracing::trace;
 
 use crate::config::{Config, ConfigError, Options};
-use crate::event::{CloseReason, Event, Violation};
+use crate::event::{CloseReason, ConnectRequest, Event, Violation};
 use crate::state::{Input, State, TimerId};
 use crate::time::Instant;
 use crate::timer::TimerTable;
 
 mod commands;
+mod lazy;
+
+use lazy::Lazy;
 mod machine;
 mod read;
 mod rx;
@@ -65,12 +68,154 @@ pub const MAX_FRAME_OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
 /// transport has less room than the data: below it, waiting beats tiny frames.
 pub const MIN_DIRECT_CHUNK: usize = 512;
 
-/// Present, absent, or already taken: the peer's disconnect data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Present, absent, or already taken: the peer's disconnect data (the data
+/// itself is in [`Cold::peer_disconnect`] while `Ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PeerDisconnect {
     NotYet,
-    Ready(Option<Bytes>),
+    Ready,
     Consumed,
+}
+
+/// What a session holds only around its handshake and its end: boxed, so an
+/// idle established session does not pay for it (issue 10), and recycled
+/// through [`Spares`] by drivers that trim.
+#[derive(Debug, Default)]
+struct Cold {
+    /// Caller: what CONNECT proposed. Callee: what CONNECT proposed to us.
+    /// `None`: our own options (not yet proposed, or no longer needed).
+    proposed: Option<Options>,
+    /// Callee: the default grant, for the pending `ConnectRequest` event.
+    grant: Options,
+    /// The user data of the pending `ConnectRequest`, `Connected` or
+    /// `Refused` event (at most one of them is ever posted).
+    event_data: Option<Bytes>,
+    /// The peer's disconnect data, while `PeerDisconnect::Ready`.
+    peer_disconnect: Option<Bytes>,
+    /// Why the session ended, once it has.
+    close_reason: Option<CloseReason>,
+}
+
+impl Cold {
+    /// Whether nothing in it is still wanted, given whether the proposal is.
+    fn is_idle(&self, proposal_needed: bool) -> bool {
+        (self.proposed.is_none() || !proposal_needed)
+            && self.event_data.is_none()
+            && self.peer_disconnect.is_none()
+            && self.close_reason.is_none()
+    }
+}
+
+/// The largest buffer (in bytes of capacity) a trimmed session hands to
+/// [`Spares`]: a larger one is freed instead, so that a pool of spares stays
+/// small however large one frame or burst was.
+pub const MAX_SPARE_CAPACITY: usize = 16 * 1024;
+
+/// Boxes that sessions let go of when they went quiet ([`Session::trim`]),
+/// for other sessions to reuse ([`Session::supply`]): a driver holding many
+/// sessions keeps one, so that idle sessions hold no buffers while busy ones
+/// rarely allocate (issue 10). Bounded: at most `max_each` boxes of each of
+/// the three kinds (receive buffers, send buffer, handshake/close data), each
+/// buffer at most [`MAX_SPARE_CAPACITY`].
+#[derive(Debug)]
+pub struct Spares {
+    rx: lazy::Stack<rx::RxBufs>,
+    tx: lazy::Stack<bytes::BytesMut>,
+    cold: lazy::Stack<Cold>,
+    max_each: usize,
+}
+
+impl Spares {
+    /// An empty pool keeping up to `max_each` boxes of each kind.
+    pub const fn new(max_each: usize) -> Self {
+        Self {
+            rx: lazy::Stack::new(),
+            tx: lazy::Stack::new(),
+            cold: lazy::Stack::new(),
+            max_each,
+        }
+    }
+
+    /// Boxes held, of all kinds.
+    pub fn len(&self) -> usize {
+        self.rx.len() + self.tx.len() + self.cold.len()
+    }
+
+    /// Whether no box is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The kinds of [`Event`], queued as 4-bit codes: the queue is one word, and
+/// an event's data is taken from the session when it is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum EventKind {
+    ConnectRequest = 1,
+    Connected,
+    Refused,
+    Readable,
+    Writable,
+    PeerDisconnected,
+    Closed,
+}
+
+impl EventKind {
+    const ALL: [Self; 7] = [
+        Self::ConnectRequest,
+        Self::Connected,
+        Self::Refused,
+        Self::Readable,
+        Self::Writable,
+        Self::PeerDisconnected,
+        Self::Closed,
+    ];
+}
+
+/// The events not yet polled, in order, each kind at most once: a kind
+/// already queued is not queued again. That loses nothing: `Readable` and
+/// `Writable` say "try now" (Winsock posts FD_READ/FD_WRITE again only after
+/// the application has acted), and the others happen once per session. So
+/// the queue never holds more than the seven kinds, and needs no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EventQueue {
+    /// Codes, the oldest in the low nibble.
+    codes: u32,
+    len: u8,
+}
+
+impl EventQueue {
+    fn contains(&self, k: EventKind) -> bool {
+        (0..self.len).any(|i| (self.codes >> (4 * i)) & 0xF == k as u32)
+    }
+
+    fn push(&mut self, k: EventKind) {
+        if self.contains(k) {
+            return;
+        }
+        debug_assert!((self.len as usize) < EventKind::ALL.len());
+        self.codes |= (k as u32) << (4 * u32::from(self.len));
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<EventKind> {
+        if self.len == 0 {
+            return None;
+        }
+        let code = (self.codes & 0xF) as u8;
+        self.codes >>= 4;
+        self.len -= 1;
+        EventKind::ALL.into_iter().find(|k| *k as u8 == code)
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Current sizes of every buffer the session owns, next to their bounds.
@@ -130,14 +275,10 @@ pub struct Session {
     role: Role,
     state: State,
     id: u64,
-    span: tracing::Span,
-    config: Config,
-    /// Caller: what CONNECT proposed. Callee: what CONNECT proposed to us.
-    proposed: Options,
+    /// Shared by every session of an endpoint: 8 bytes here, not 128.
+    config: Arc<Config>,
     /// The options in force: our own before negotiation, the grant after.
     params: Options,
-    /// Decoder limits implied by `params`.
-    limits: Limits,
     negotiated: bool,
     rx: rx::Rx,
     tx: tx::Tx,
@@ -147,22 +288,20 @@ pub struct Session {
     app_closed: bool,
     /// The REJECT reason, sent (callee) or received (caller).
     refusal: Option<Reason>,
-    events: VecDeque<Event>,
-    close_reason: Option<CloseReason>,
+    events: EventQueue,
+    /// Handshake and end-of-session data, boxed while present.
+    cold: Lazy<Cold>,
 }
 
 impl Session {
-    fn new(role: Role, config: Config, id: u64, state: State) -> Result<Self, ConfigError> {
+    fn new(role: Role, config: Arc<Config>, id: u64, state: State) -> Result<Self, ConfigError> {
         config.validate()?;
         let params = config.options;
         Ok(Self {
             role,
             state,
             id,
-            span: tracing::debug_span!("session", id, ?role),
-            proposed: params,
             params,
-            limits: params.limits(),
             negotiated: false,
             config,
             rx: rx::Rx::new(),
@@ -172,25 +311,30 @@ impl Session {
             local_disconnected: false,
             app_closed: false,
             refusal: None,
-            events: VecDeque::new(),
-            close_reason: None,
+            events: EventQueue::default(),
+            cold: Lazy::empty(),
         })
     }
 
     /// A caller's session, in `Idle`: call [`connect`](Self::connect) once the
-    /// transport is established. `id` names the session in traces.
+    /// transport is established. `id` names the session in traces. Pass an
+    /// `Arc<Config>` to share one configuration among many sessions.
     ///
     /// This function returns `Err` if the configuration is invalid.
-    pub fn caller(config: Config, id: u64) -> Result<Self, ConfigError> {
-        Self::new(Role::Caller, config, id, State::Idle)
+    pub fn caller(config: impl Into<Arc<Config>>, id: u64) -> Result<Self, ConfigError> {
+        Self::new(Role::Caller, config.into(), id, State::Idle)
     }
 
     /// A callee's session for a transport established at `now`, in
     /// `AwaitConnect`, with the handshake timer armed.
     ///
     /// This function returns `Err` if the configuration is invalid.
-    pub fn callee(config: Config, id: u64, now: Instant) -> Result<Self, ConfigError> {
-        let mut s = Self::new(Role::Callee, config, id, State::AwaitConnect)?;
+    pub fn callee(
+        config: impl Into<Arc<Config>>,
+        id: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let mut s = Self::new(Role::Callee, config.into(), id, State::AwaitConnect)?;
         s.fire(now, Input::TransportUp, machine::Args::default());
         Ok(s)
     }
@@ -229,7 +373,7 @@ impl Session {
 
     /// Why the session ended, once it has.
     pub fn close_reason(&self) -> Option<&CloseReason> {
-        self.close_reason.as_ref()
+        self.cold.get().and_then(|c| c.close_reason.as_ref())
     }
 
     /// Whether the peer's DISCONNECT has arrived (FD_CLOSE was posted).
@@ -262,7 +406,7 @@ impl Session {
         // finish under a smaller grant.
         let configured = self.config.options.limits();
         let body = |t: FrameType| {
-            (self.limits.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
+            (self.params.limits().max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
         };
         let largest_control = FrameType::KNOWN
             .iter()
@@ -350,7 +494,7 @@ impl Session {
             && self.can_send_data()
         {
             self.tx.writable_wanted = false;
-            self.events.push_back(Event::Writable);
+            self.events.push(EventKind::Writable);
         }
     }
 
@@ -372,7 +516,35 @@ impl Session {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let kind = self.events.pop()?;
+        let proposed = self.proposed();
+        let cold = self.cold.get_mut();
+        Some(match kind {
+            EventKind::ConnectRequest => {
+                let (caller_data, grant) =
+                    cold.map_or((None, proposed), |c| (c.event_data.take(), c.grant));
+                Event::ConnectRequest(ConnectRequest {
+                    caller_data,
+                    proposed,
+                    grant,
+                })
+            }
+            EventKind::Connected => Event::Connected {
+                callee_data: cold.and_then(|c| c.event_data.take()),
+                granted: self.params,
+            },
+            EventKind::Refused => Event::Refused {
+                reason: self.refusal.unwrap_or(Reason::UNSPECIFIED),
+                data: cold.and_then(|c| c.event_data.take()),
+            },
+            EventKind::Readable => Event::Readable,
+            EventKind::Writable => Event::Writable,
+            EventKind::PeerDisconnected => Event::PeerDisconnected,
+            EventKind::Closed => Event::Closed(
+                cold.and_then(|c| c.close_reason.clone())
+                    .unwrap_or(CloseReason::Reset),
+            ),
+        })
     }
 
     // ----- input -------------------------------------------------------------
@@ -389,8 +561,7 @@ impl Session {
     /// run, since the peer cannot be blamed for bytes we do not take. In the
     /// closing states and after the end, everything is consumed and ignored.
     pub fn handle_bytes(&mut self, now: Instant, input: &[u8]) -> usize {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         let (consumed, _) = self.receive(now, input, None);
         consumed
     }
@@ -451,8 +622,7 @@ impl Session {
     /// Tells the session how the transport ended. A FIN must come after
     /// every byte before it was consumed by [`handle_bytes`](Self::handle_bytes).
     pub fn handle_transport_closed(&mut self, now: Instant, how: TransportClosed) {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         match how {
             TransportClosed::Fin if self.state == State::Closed => {}
             TransportClosed::Fin if self.rx.mid_frame() => self.violate(
@@ -472,8 +642,7 @@ impl Session {
 
     /// Runs every timer due at `now`, earliest first.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         // Each expiry fires one row; a row re-arms only into the future, so
         // this ends. The bound is belt and braces against a zero interval.
         for _ in 0..TimerId::ALL.len() * 2 {
@@ -489,11 +658,176 @@ impl Session {
         }
     }
 
+    // ----- memory -----------------------------------------------------------------
+
+    /// Moves every part of the session that holds nothing (empty receive
+    /// buffers, an empty send buffer, handshake data no longer wanted) into
+    /// `spares`, or frees it if the pool is full. Call it when a session goes
+    /// quiet; the session allocates again on demand, or takes from
+    /// [`supply`](Self::supply). Behaviour is unchanged either way.
+    pub fn trim(&mut self, spares: &mut Spares) {
+        if let Some(mut b) = self.rx.bufs.take_if(rx::RxBufs::is_idle) {
+            b.shrink(MAX_SPARE_CAPACITY);
+            spares.rx.push(b, spares.max_each);
+        }
+        if let Some(mut b) = self.tx.buf.take_if(bytes::BytesMut::is_empty) {
+            if b.capacity() > MAX_SPARE_CAPACITY {
+                *b = bytes::BytesMut::new();
+            }
+            spares.tx.push(b, spares.max_each);
+        }
+        let needed = self.proposal_needed();
+        if let Some(mut b) = self.cold.take_if(|c| c.is_idle(needed)) {
+            *b = Cold::default();
+            spares.cold.push(b, spares.max_each);
+        }
+    }
+
+    /// Gives the session spare boxes for the parts it lacks, so that what it
+    /// does next needs no allocation. Parts it then leaves unused go back
+    /// with the next [`trim`](Self::trim).
+    pub fn supply(&mut self, spares: &mut Spares) {
+        if !self.rx.bufs.is_present()
+            && let Some(b) = spares.rx.pop()
+        {
+            let _ = self.rx.bufs.fill(b);
+        }
+        if !self.tx.buf.is_present()
+            && let Some(b) = spares.tx.pop()
+        {
+            let _ = self.tx.buf.fill(b);
+        }
+        if !self.cold.is_present()
+            && let Some(b) = spares.cold.pop()
+        {
+            let _ = self.cold.fill(b);
+        }
+    }
+
+    /// Bytes of heap the session holds beyond its own struct: its boxed
+    /// parts and their buffers' capacity (shared `Bytes` handed to the
+    /// application excluded). For tests and memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        use core::mem::size_of;
+        let rx = self.rx.bufs.get().map_or(0, |b| {
+            size_of::<rx::RxBufs>()
+                + b.partial.capacity()
+                + b.stream.capacity()
+                + b.message.capacity()
+                + b.messages.capacity() * size_of::<Bytes>()
+        });
+        let tx = self
+            .tx
+            .buf
+            .get()
+            .map_or(0, |b| size_of::<bytes::BytesMut>() + b.capacity());
+        let cold = self.cold.get().map_or(0, |_| size_of::<Cold>());
+        rx + tx + cold
+    }
+
     // ----- shared helpers ------------------------------------------------------
+
+    /// What CONNECT proposed (sent or received); our own options before.
+    fn proposed(&self) -> Options {
+        self.cold
+            .get()
+            .and_then(|c| c.proposed)
+            .unwrap_or(self.config.options)
+    }
+
+    /// Whether the proposal is still wanted: from CONNECT until the grant
+    /// (or the end, which keeps `Cold` for its reason anyway).
+    fn proposal_needed(&self) -> bool {
+        !self.negotiated && !matches!(self.state, State::Idle | State::AwaitConnect)
+    }
+
+    /// The span of this session's traces, built where it is entered rather
+    /// than stored: a stored `tracing::Span` costs 40 bytes per idle session
+    /// (issue 10), and building a disabled span is one callsite check.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("session", id = self.id, role = ?self.role)
+    }
 
     /// Whether DATA may be queued now (the application has not closed and
     /// the state allows sending).
     fn can_send_data(&self) -> bool {
         crate::state::next(self.state, Input::AppSend).is_some() && !self.app_closed
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_queue_keeps_order_and_each_kind_once() {
+        let mut q = EventQueue::default();
+        for k in [
+            EventKind::Connected,
+            EventKind::Writable,
+            EventKind::Readable,
+            EventKind::Writable,
+            EventKind::PeerDisconnected,
+            EventKind::Readable,
+            EventKind::Closed,
+        ] {
+            q.push(k);
+        }
+        assert_eq!(q.len(), 5);
+        let got: alloc::vec::Vec<_> = core::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(
+            got,
+            [
+                EventKind::Connected,
+                EventKind::Writable,
+                EventKind::Readable,
+                EventKind::PeerDisconnected,
+                EventKind::Closed
+            ]
+        );
+        assert!(q.is_empty());
+        // Every kind at once fits.
+        for k in EventKind::ALL {
+            q.push(k);
+        }
+        assert_eq!(q.len(), EventKind::ALL.len());
+        assert_eq!(q.pop(), Some(EventKind::ConnectRequest));
+    }
+
+    /// Issue 10: an idle established session, trimmed, holds no heap, and
+    /// its struct stays small (the budget is 256 B per session and endpoint,
+    /// the connection's own state included).
+    #[test]
+    fn a_trimmed_idle_session_holds_no_heap() {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut spares = Spares::new(8);
+        let mut c = Session::caller(config.clone(), 1).unwrap();
+        let mut s = Session::callee(config, 2, t).unwrap();
+        let mut buf = [0u8; 512];
+        c.connect(t, Some(b"client"), Options::DEFAULT).unwrap();
+        let n = c.poll_transmit(t, &mut buf);
+        assert_eq!(s.handle_bytes(t, &buf[..n]), n);
+        let Some(Event::ConnectRequest(r)) = s.poll_event() else {
+            panic!("no request")
+        };
+        s.accept(t, Some(b"welcome"), r.grant).unwrap();
+        let n = s.poll_transmit(t, &mut buf);
+        assert_eq!(c.handle_bytes(t, &buf[..n]), n);
+        while c.poll_event().is_some() {}
+        assert!(c.heap_bytes() > 0 && s.heap_bytes() > 0);
+        c.trim(&mut spares);
+        s.trim(&mut spares);
+        assert_eq!((c.heap_bytes(), s.heap_bytes()), (0, 0));
+        // Each held a send buffer and its handshake data; frames came whole,
+        // so neither assembled one.
+        assert_eq!(spares.len(), 4);
+        assert!(core::mem::size_of::<Session>() <= 192);
+        // Supplied again, they carry on as before.
+        c.supply(&mut spares);
+        assert_eq!(c.send(b"hello"), Ok(5));
+        let n = c.poll_transmit(t, &mut buf);
+        assert_eq!(s.handle_bytes(t, &buf[..n]), n);
+        let mut got = [0u8; 8];
+        assert_eq!(s.recv(&mut got), Ok(5));
     }
 }

@@ -25,10 +25,49 @@ enum Slot {
     Paused(Duration),
 }
 
+/// A [`Slot`] packed into one word, so that the table of an idle session
+/// costs 8 bytes per timer (issue 10: idle memory). `u64::MAX` is off; the
+/// top bit marks a paused timer and the rest its time left in microseconds;
+/// otherwise the word is the deadline in microseconds. Deadlines and time
+/// left are clamped below 2^63 µs (292 000 years): the end of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed(u64);
+
+impl Packed {
+    const OFF: Self = Self(u64::MAX);
+    const PAUSED: u64 = 1 << 63;
+    const MAX: u64 = Self::PAUSED - 2;
+
+    fn get(self) -> Slot {
+        match self.0 {
+            u64::MAX => Slot::Off,
+            w if w & Self::PAUSED != 0 => Slot::Paused(Duration::from_micros(w & !Self::PAUSED)),
+            w => Slot::At(Instant::from_micros(w)),
+        }
+    }
+
+    fn new(slot: Slot) -> Self {
+        match slot {
+            Slot::Off => Self::OFF,
+            Slot::At(at) => Self(at.total_micros().min(Self::MAX)),
+            Slot::Paused(left) => {
+                let us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+                Self(Self::PAUSED | us.min(Self::MAX))
+            }
+        }
+    }
+}
+
+impl Default for Packed {
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
 /// One optional deadline per timer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    slots: [Slot; TimerId::ALL.len()],
+    slots: [Packed; TimerId::ALL.len()],
     /// The idle timer is held while the session itself pushes back on the
     /// transport (the peer cannot be blamed for bytes we do not take).
     idle_suspended: bool,
@@ -43,20 +82,20 @@ impl TimerTable {
 
     /// Arms `t` to fire `after` from `now` (paused, if the peer timers are).
     pub(crate) fn set(&mut self, t: TimerId, now: Instant, after: Duration) {
-        self.slots[t as usize] = if self.pauses(t) {
+        self.slots[t as usize] = Packed::new(if self.pauses(t) {
             Slot::Paused(after)
         } else {
             Slot::At(now + after)
-        };
+        });
     }
 
     pub(crate) fn clear(&mut self, t: TimerId) {
-        self.slots[t as usize] = Slot::Off;
+        self.slots[t as usize] = Packed::OFF;
     }
 
     #[cfg(test)]
     fn get(&self, t: TimerId) -> Option<Instant> {
-        match self.slots[t as usize] {
+        match self.slots[t as usize].get() {
             Slot::At(at) => Some(at),
             _ => None,
         }
@@ -70,7 +109,7 @@ impl TimerTable {
     /// Moves a running (or paused) timer to `after` from `now`; a stopped
     /// one stays stopped.
     pub(crate) fn restart_if_armed(&mut self, t: TimerId, now: Instant, after: Duration) {
-        if self.slots[t as usize] != Slot::Off {
+        if self.slots[t as usize] != Packed::OFF {
             self.set(t, now, after);
         }
     }
@@ -95,7 +134,7 @@ impl TimerTable {
                 continue;
             }
             let slot = &mut self.slots[t as usize];
-            *slot = match *slot {
+            *slot = Packed::new(match slot.get() {
                 // A timer already due is not paused: it fires (the driver
                 // may notice the unacknowledged bytes only after its deadline).
                 Slot::At(at) if paused && at > now => {
@@ -103,7 +142,7 @@ impl TimerTable {
                 }
                 Slot::Paused(left) if !paused => Slot::At(now + left),
                 s => s,
-            };
+            });
         }
         self.paused = paused;
     }
@@ -112,7 +151,7 @@ impl TimerTable {
         if t == TimerId::Idle && self.idle_suspended {
             return None;
         }
-        match self.slots[t as usize] {
+        match self.slots[t as usize].get() {
             Slot::At(at) => Some(at),
             _ => None,
         }
@@ -141,6 +180,24 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_packed_slot_round_trips() {
+        for slot in [
+            Slot::Off,
+            Slot::At(Instant::ZERO),
+            Slot::At(Instant::from_micros(123_456_789)),
+            Slot::Paused(Duration::ZERO),
+            Slot::Paused(Duration::from_micros(987_654)),
+        ] {
+            assert_eq!(Packed::new(slot).get(), slot);
+        }
+        // The end of time stays a deadline, never "off" or "paused".
+        let end = Packed::new(Slot::At(Instant::from_micros(u64::MAX))).get();
+        assert!(matches!(end, Slot::At(_)));
+        let long = Packed::new(Slot::Paused(Duration::MAX)).get();
+        assert!(matches!(long, Slot::Paused(_)));
+    }
 
     #[test]
     fn earliest_first_and_suspension() {

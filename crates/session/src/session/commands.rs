@@ -30,8 +30,7 @@ impl Session {
         caller_data: Option<&[u8]>,
         options: Options,
     ) -> Result<(), Error> {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         match self.state {
             State::Idle => {}
             State::ConnectSent => return Err(Error::AlreadyConnecting),
@@ -44,9 +43,8 @@ impl Session {
             return Err(Error::InvalidGrant);
         }
         check_len(caller_data, options.max_connect_data, DataKind::CallerData)?;
-        self.proposed = options;
+        self.cold.make().proposed = Some(options);
         self.params = options;
-        self.limits = options.limits();
         let args = Args {
             data: caller_data,
             options: Some(options),
@@ -76,10 +74,9 @@ impl Session {
         callee_data: Option<&[u8]>,
         granted: Options,
     ) -> Result<(), Error> {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         self.check(Input::AppAccept)?;
-        if !granted.is_valid_grant_for(&self.proposed)
+        if !granted.is_valid_grant_for(&self.proposed())
             || granted.max_message_size as usize > self.config.recv_buffer
         {
             return Err(Error::InvalidGrant);
@@ -89,7 +86,6 @@ impl Session {
         // every frame after it is sealed (§2.5); without the grant nothing is.
         self.tx.seal = granted.integrity == Integrity::Crc32c;
         self.params = granted;
-        self.limits = granted.limits();
         self.negotiated = true;
         let args = Args {
             data: callee_data,
@@ -112,10 +108,9 @@ impl Session {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         self.check(Input::AppReject)?;
-        check_len(data, self.proposed.max_connect_data, DataKind::RejectData)?;
+        check_len(data, self.proposed().max_connect_data, DataKind::RejectData)?;
         let args = Args {
             reason: Some(reason),
             data,
@@ -249,8 +244,7 @@ impl Session {
     /// `max_disconnect_data`, and `Err(Error::NotConnected)` (or the reason the
     /// session ended) before connecting.
     pub fn send_disconnect(&mut self, now: Instant, data: Option<&[u8]>) -> Result<(), Error> {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         if self.local_disconnected {
             return if data.is_none() {
                 Ok(())
@@ -285,7 +279,7 @@ impl Session {
     /// `ConnectionReset` / `ConnectionAborted` if the session was torn down
     /// before it arrived or was read.
     pub fn recv_disconnect(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
-        if let PeerDisconnect::Ready(Some(d)) = &self.peer_disconnect
+        if let Some(d) = self.cold.get().and_then(|c| c.peer_disconnect.as_ref())
             && d.len() > buf.len()
         {
             return Err(Error::BufferTooSmall { needed: d.len() });
@@ -301,7 +295,7 @@ impl Session {
     /// This function returns the same errors, except `BufferTooSmall`.
     pub fn recv_disconnect_bytes(&mut self) -> Result<Option<Bytes>, Error> {
         match core::mem::replace(&mut self.peer_disconnect, PeerDisconnect::Consumed) {
-            PeerDisconnect::Ready(d) => Ok(d),
+            PeerDisconnect::Ready => Ok(self.cold.get_mut().and_then(|c| c.peer_disconnect.take())),
             PeerDisconnect::Consumed => Err(Error::Consumed),
             PeerDisconnect::NotYet => {
                 self.peer_disconnect = PeerDisconnect::NotYet;
@@ -324,8 +318,7 @@ impl Session {
     /// §3.10.4). An undecided request is rejected; a pending connect is
     /// abandoned (RST). Closing a closed session does nothing.
     pub fn close(&mut self, now: Instant) {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         if self.is_closed() || self.app_closed {
             return;
         }
@@ -353,8 +346,7 @@ impl Session {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         self.check(Input::AppAbort)?;
         check_len(data, self.params.max_disconnect_data, DataKind::AbortData)?;
         self.app_closed = true;

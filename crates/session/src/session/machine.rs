@@ -9,9 +9,9 @@ use bytes::Bytes;
 use core::time::Duration;
 use tracing::debug;
 
-use super::{PeerDisconnect, Session};
+use super::{EventKind, PeerDisconnect, Session};
 use crate::config::Options;
-use crate::event::{CloseReason, ConnectRequest, Event, Side, Violation};
+use crate::event::{CloseReason, Side, Violation};
 use crate::state::{
     self, Control, Discard, End, Input, Next, Post, Row, State, TimerId, Transport,
 };
@@ -148,7 +148,7 @@ impl Session {
     fn send_control(&mut self, control: Control, args: &Args<'_>) {
         match control {
             Control::Connect => {
-                let options = args.options.unwrap_or(self.proposed);
+                let options = args.options.unwrap_or_else(|| self.proposed());
                 let mut repr = options.to_repr();
                 if options.integrity == Integrity::Crc32c {
                     // CONNECT is not sealed; the whole frame is checked by
@@ -186,35 +186,43 @@ impl Session {
         }
     }
 
+    /// Queues the row's event; its data waits in `Cold` until it is polled
+    /// (`Session::poll_event` builds the `Event`).
     fn post(&mut self, post: Post, row: &Row, args: &mut Args<'_>) {
-        let event = match post {
-            Post::ConnectRequest => Event::ConnectRequest(ConnectRequest {
-                caller_data: args.peer_data.take(),
-                proposed: self.proposed,
-                grant: args.options.unwrap_or(self.proposed),
-            }),
-            Post::Connected => {
-                self.events.push_back(Event::Connected {
-                    callee_data: args.peer_data.take(),
-                    granted: self.params,
-                });
-                Event::Writable
+        let kind = match post {
+            Post::ConnectRequest => {
+                let grant = args.options.unwrap_or_else(|| self.proposed());
+                let cold = self.cold.make();
+                cold.grant = grant;
+                cold.event_data = args.peer_data.take();
+                EventKind::ConnectRequest
             }
-            Post::Writable => Event::Writable,
-            Post::Refused => Event::Refused {
-                reason: self.refusal.unwrap_or(Reason::UNSPECIFIED),
-                data: args.peer_data.take(),
-            },
-            Post::PeerDisconnected => Event::PeerDisconnected,
+            Post::Connected => {
+                let data = args.peer_data.take();
+                if data.is_some() {
+                    self.cold.make().event_data = data;
+                }
+                self.events.push(EventKind::Connected);
+                EventKind::Writable
+            }
+            Post::Writable => EventKind::Writable,
+            Post::Refused => {
+                let data = args.peer_data.take();
+                if data.is_some() {
+                    self.cold.make().event_data = data;
+                }
+                EventKind::Refused
+            }
+            Post::PeerDisconnected => EventKind::PeerDisconnected,
             Post::Closed(end) => {
                 let reason = self.close_reason_for(end, row, args);
                 debug!(reason = %reason, "closed");
                 self.tx.writable_wanted = false;
-                self.close_reason = Some(reason.clone());
-                Event::Closed(reason)
+                self.cold.make().close_reason = Some(reason);
+                EventKind::Closed
             }
         };
-        self.events.push_back(event);
+        self.events.push(kind);
     }
 
     fn close_reason_for(&self, end: End, row: &Row, args: &mut Args<'_>) -> CloseReason {
@@ -272,8 +280,11 @@ impl Session {
     /// does on a reset (winsock-semantics E12).
     fn discard_unread(&mut self) {
         self.rx.discard();
-        if matches!(self.peer_disconnect, PeerDisconnect::Ready(_)) {
+        if self.peer_disconnect == PeerDisconnect::Ready {
             self.peer_disconnect = PeerDisconnect::NotYet;
+            if let Some(c) = self.cold.get_mut() {
+                c.peer_disconnect = None;
+            }
         }
     }
 

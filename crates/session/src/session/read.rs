@@ -24,12 +24,13 @@ impl Session {
             return Err(Error::WrongMode);
         }
         self.rx.readable_posted = false;
-        if !self.rx.stream.is_empty() {
-            let n = buf.len().min(self.rx.stream.len());
-            buf[..n].copy_from_slice(&self.rx.stream[..n]);
-            self.rx.stream.advance(n);
+        if let Some(bufs) = self.rx.bufs.get_mut().filter(|b| !b.stream.is_empty()) {
+            let n = buf.len().min(bufs.stream.len());
+            buf[..n].copy_from_slice(&bufs.stream[..n]);
+            bufs.stream.advance(n);
+            let more = !bufs.stream.is_empty();
             self.rx.queued -= n;
-            if !self.rx.stream.is_empty() {
+            if more {
                 // Winsock re-posts FD_READ while data remains after a recv.
                 self.post_readable();
             }
@@ -66,8 +67,7 @@ impl Session {
         if !self.rx.direct || self.params.mode != Mode::Stream || self.rx.queued > 0 {
             return (0, 0);
         }
-        let span = self.span.clone();
-        let _guard = span.enter();
+        let _guard = self.span().entered();
         self.rx.readable_posted = false;
         self.receive(now, wire, Some(out))
     }
@@ -103,7 +103,7 @@ impl Session {
             return Err(Error::WrongMode);
         }
         self.rx.readable_posted = false;
-        match self.rx.messages.front() {
+        match self.rx.bufs.get().and_then(|b| b.messages.front()) {
             Some(m) => Ok(m.len()),
             None if self.peer_disconnected() => Err(Error::Disconnected),
             None => Err(self.nothing_to_read()),
@@ -111,17 +111,21 @@ impl Session {
     }
 
     fn take_message(&mut self) -> Bytes {
-        let msg = self.rx.messages.pop_front().unwrap_or_default();
+        let Some(bufs) = self.rx.bufs.get_mut() else {
+            return Bytes::new();
+        };
+        let msg = bufs.messages.pop_front().unwrap_or_default();
+        let more = !bufs.messages.is_empty();
         self.rx.queued -= msg.len();
         self.rx.messages_charge -= msg.len() + MESSAGE_OVERHEAD;
-        if !self.rx.messages.is_empty() {
+        if more {
             self.post_readable();
         }
         msg
     }
 
     pub(super) fn nothing_to_read(&self) -> Error {
-        match &self.close_reason {
+        match self.close_reason() {
             Some(CloseReason::Reset) => Error::ConnectionReset,
             Some(
                 CloseReason::Aborted { .. }

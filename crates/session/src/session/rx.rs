@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use core::time::Duration;
 use tracing::{debug, trace};
 
+use super::lazy::Lazy;
 use super::machine::Args;
 use super::{PeerDisconnect, Session};
 use crate::config::Options;
@@ -48,20 +49,52 @@ enum Body {
     Skip,
 }
 
+/// Received bytes held by the session: a partial control frame, and the DATA
+/// waiting for the application.
+#[derive(Debug, Default)]
+pub(crate) struct RxBufs {
+    /// A control frame (or any frame's header) received in part.
+    pub(super) partial: BytesMut,
+    pub(super) stream: BytesMut,
+    pub(super) messages: VecDeque<Bytes>,
+    pub(super) message: BytesMut,
+}
+
+impl RxBufs {
+    /// Whether nothing is held, so that the box can be recycled.
+    pub(super) fn is_idle(&self) -> bool {
+        self.partial.is_empty()
+            && self.stream.is_empty()
+            && self.messages.is_empty()
+            && self.message.is_empty()
+    }
+
+    /// Drops allocations over `max` bytes before the box is pooled, so that a
+    /// pool of spares stays small however large one frame was.
+    pub(super) fn shrink(&mut self, max: usize) {
+        for b in [&mut self.partial, &mut self.stream, &mut self.message] {
+            if b.capacity() > max {
+                *b = BytesMut::new();
+            }
+        }
+        if self.messages.capacity() > max / 32 {
+            self.messages = VecDeque::new();
+        }
+    }
+}
+
 /// The decoder's cursor and the received data held for the application.
 #[derive(Debug)]
 pub(crate) struct Rx {
-    /// A control frame (or any frame's header) received in part.
-    partial: BytesMut,
+    /// The buffers, boxed and present only while something is in them (or
+    /// until the driver trims them).
+    pub(super) bufs: Lazy<RxBufs>,
     /// Bytes still owed by a streamed body.
     body_left: usize,
     body: Body,
     /// The input a control frame in `partial` was classified as when its
     /// header passed the checks.
     checked: Option<Input>,
-    pub(super) stream: BytesMut,
-    pub(super) messages: VecDeque<Bytes>,
-    pub(super) message: BytesMut,
     /// DATA bytes held for the application (FIONREAD).
     pub(crate) queued: usize,
     /// Complete messages' bytes plus `MESSAGE_OVERHEAD` each.
@@ -80,13 +113,10 @@ pub(crate) struct Rx {
 impl Rx {
     pub(crate) fn new() -> Self {
         Self {
-            partial: BytesMut::new(),
+            bufs: Lazy::empty(),
             body_left: 0,
             body: Body::Skip,
             checked: None,
-            stream: BytesMut::new(),
-            messages: VecDeque::new(),
-            message: BytesMut::new(),
             queued: 0,
             messages_charge: 0,
             readable_posted: false,
@@ -97,40 +127,60 @@ impl Rx {
     }
 
     pub(crate) fn partial_len(&self) -> usize {
-        self.partial.len()
+        self.bufs.get().map_or(0, |b| b.partial.len())
     }
 
     pub(crate) fn messages_len(&self) -> usize {
-        self.messages.len()
+        self.bufs.get().map_or(0, |b| b.messages.len())
+    }
+
+    pub(crate) fn stream_len(&self) -> usize {
+        self.bufs.get().map_or(0, |b| b.stream.len())
+    }
+
+    /// Bytes of the message in reassembly.
+    pub(crate) fn message_len(&self) -> usize {
+        self.bufs.get().map_or(0, |b| b.message.len())
     }
 
     /// Memory held for the application, as flow control counts it.
     pub(crate) fn charge(&self) -> usize {
-        self.stream.len() + self.message.len() + self.messages_charge
+        self.stream_len() + self.message_len() + self.messages_charge
     }
 
     /// Whether the stream ends inside a frame.
     pub(crate) fn mid_frame(&self) -> bool {
-        !self.partial.is_empty() || self.body_left > 0
+        self.partial_len() > 0 || self.body_left > 0
     }
 
     /// A DATA frame's payload is still arriving (streamed, or a sealed
     /// frame being assembled).
     pub(crate) fn data_in_progress(&self) -> bool {
         (self.body_left > 0 && matches!(self.body, Body::Data { .. }))
-            || (!self.partial.is_empty() && self.checked == Some(Input::RecvData))
+            || (self.partial_len() > 0 && self.checked == Some(Input::RecvData))
+    }
+
+    /// Clears a frame header assembled in `partial` (its body streams).
+    fn drop_partial_bytes(&mut self) {
+        if let Some(b) = self.bufs.get_mut() {
+            b.partial.clear();
+        }
     }
 
     pub(crate) fn drop_partial(&mut self) {
-        self.partial.clear();
+        if let Some(b) = self.bufs.get_mut() {
+            b.partial.clear();
+        }
         self.checked = None;
         self.body_left = 0;
     }
 
     pub(crate) fn discard(&mut self) {
-        self.stream.clear();
-        self.messages.clear();
-        self.message.clear();
+        if let Some(b) = self.bufs.get_mut() {
+            b.stream.clear();
+            b.messages.clear();
+            b.message.clear();
+        }
         self.queued = 0;
         self.messages_charge = 0;
     }
@@ -223,7 +273,7 @@ impl Session {
         }
         // The header: straight from the input, or assembled in `partial`.
         let mut header = [0u8; HEADER_LEN];
-        let in_partial = !self.rx.partial.is_empty();
+        let in_partial = self.rx.partial_len() > 0;
         if !in_partial
             && avail > 0
             && FrameType::from(input[*at]) == FrameType::Data
@@ -242,19 +292,20 @@ impl Session {
             }
         }
         if in_partial || avail < HEADER_LEN {
-            let need = HEADER_LEN.saturating_sub(self.rx.partial.len());
+            let need = HEADER_LEN.saturating_sub(self.rx.partial_len());
             if need > 0 {
                 let n = need.min(avail);
                 if n == 0 {
                     return false;
                 }
-                self.rx.partial.extend_from_slice(&input[*at..*at + n]);
+                let partial = &mut self.rx.bufs.make().partial;
+                partial.extend_from_slice(&input[*at..*at + n]);
                 *at += n;
-                if self.rx.partial.len() < HEADER_LEN {
+                if partial.len() < HEADER_LEN {
                     return false;
                 }
             }
-            header.copy_from_slice(&self.rx.partial[..HEADER_LEN]);
+            header.copy_from_slice(&self.rx.bufs.make().partial[..HEADER_LEN]);
         } else {
             header.copy_from_slice(&input[*at..*at + HEADER_LEN]);
         }
@@ -295,7 +346,7 @@ impl Session {
                 if !in_partial {
                     *at += HEADER_LEN;
                 }
-                self.rx.partial.clear();
+                self.rx.drop_partial_bytes();
                 if input_kind == Input::RecvDataAfterClose {
                     self.fire(now, input_kind, Args::default());
                     return true;
@@ -380,7 +431,7 @@ impl Session {
             );
             return None;
         }
-        let max = self.limits.max_wire_body_len(t, fl);
+        let max = self.params.limits().max_wire_body_len(t, fl);
         if len > max {
             if t == FrameType::Connect {
                 debug!(len, max, "CONNECT over the limit: refused from its header");
@@ -402,7 +453,7 @@ impl Session {
             } else {
                 len as usize
             };
-            if self.rx.message.len() + payload > max as usize {
+            if self.rx.message_len() + payload > max as usize {
                 self.violate(now, Violation::MessageTooLarge { max });
                 return None;
             }
@@ -428,25 +479,25 @@ impl Session {
             self.rx.checked = None;
             return self.decoded(now, bytes, sink);
         }
+        let partial = &mut self.rx.bufs.make().partial;
         if !in_partial {
-            self.rx
-                .partial
-                .extend_from_slice(&input[*at..*at + HEADER_LEN]);
+            partial.extend_from_slice(&input[*at..*at + HEADER_LEN]);
             *at += HEADER_LEN;
         }
-        let n = (total - self.rx.partial.len()).min(input.len() - *at);
-        self.rx.partial.extend_from_slice(&input[*at..*at + n]);
+        let n = (total - partial.len()).min(input.len() - *at);
+        partial.extend_from_slice(&input[*at..*at + n]);
         *at += n;
-        if self.rx.partial.len() < total {
+        if partial.len() < total {
             return false;
         }
-        let buf = core::mem::take(&mut self.rx.partial);
+        let buf = core::mem::take(partial);
         self.rx.checked = None;
         let go_on = self.decoded(now, &buf, sink);
         // Keep the allocation for the next frame; a transition may already
         // have dropped what was there.
-        self.rx.partial = buf;
-        self.rx.partial.clear();
+        let mut buf = buf;
+        buf.clear();
+        self.rx.bufs.make().partial = buf;
         go_on
     }
 
@@ -500,10 +551,13 @@ impl Session {
                 self.fire(now, Input::RecvReject, args);
             }
             FrameRepr::Disconnect { data } => {
-                if !self.rx.message.is_empty() {
+                if self.rx.message_len() > 0 {
                     return self.violate(now, Violation::UnterminatedMessage);
                 }
-                self.peer_disconnect = PeerDisconnect::Ready(data.map(Bytes::copy_from_slice));
+                self.peer_disconnect = PeerDisconnect::Ready;
+                if let Some(d) = data {
+                    self.cold.make().peer_disconnect = Some(Bytes::copy_from_slice(d));
+                }
                 self.fire(now, Input::RecvDisconnect, Args::default());
             }
             FrameRepr::Abort(r) => {
@@ -578,7 +632,7 @@ impl Session {
         if let Some(reason) = unservable {
             return self.refuse_connect(now, reason);
         }
-        self.proposed = proposed;
+        self.cold.make().proposed = Some(proposed);
         let args = Args {
             options: Some(self.config.options.grant_for(&proposed)),
             peer_data: c.data.map(Bytes::copy_from_slice),
@@ -588,11 +642,12 @@ impl Session {
     }
 
     fn on_accept(&mut self, now: Instant, a: AcceptRepr<'_>, sealed: bool) {
-        let granted = Options::from_grant(&a.options, &self.proposed);
+        let proposed = self.proposed();
+        let granted = Options::from_grant(&a.options, &proposed);
         let data_ok = a
             .data
-            .is_none_or(|d| d.len() <= self.proposed.max_connect_data as usize);
-        if a.version != VERSION || !granted.is_valid_grant_for(&self.proposed) || !data_ok {
+            .is_none_or(|d| d.len() <= proposed.max_connect_data as usize);
+        if a.version != VERSION || !granted.is_valid_grant_for(&proposed) || !data_ok {
             return self.violate(now, Violation::InvalidAccept);
         }
         if granted.integrity == Integrity::Crc32c && !sealed {
@@ -607,7 +662,6 @@ impl Session {
             );
         }
         self.params = granted;
-        self.limits = granted.limits();
         self.negotiated = true;
         // From here on we seal exactly when integrity was granted (§2.5).
         self.tx.seal = granted.integrity == Integrity::Crc32c;
@@ -627,7 +681,7 @@ impl Session {
             Sink::Direct(out, written) => out.len() - written,
             Sink::Buffer if self.stops_at_data() => 0,
             Sink::Buffer => match self.params.mode {
-                Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream.len()),
+                Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream_len()),
                 Mode::Message if self.rx.messages_charge >= self.config.recv_buffer => 0,
                 Mode::Message => usize::MAX,
             },
@@ -654,10 +708,10 @@ impl Session {
                 self.rx.queued += chunk.len();
                 match self.params.mode {
                     Mode::Stream => {
-                        self.rx.stream.extend_from_slice(chunk);
+                        self.rx.bufs.make().stream.extend_from_slice(chunk);
                         self.post_readable();
                     }
-                    Mode::Message => self.rx.message.extend_from_slice(chunk),
+                    Mode::Message => self.rx.bufs.make().message.extend_from_slice(chunk),
                 }
             }
         }
@@ -667,9 +721,10 @@ impl Session {
         if self.params.mode != Mode::Message {
             return;
         }
-        let msg = self.rx.message.split().freeze();
+        let bufs = self.rx.bufs.make();
+        let msg = bufs.message.split().freeze();
         self.rx.messages_charge += msg.len() + MESSAGE_OVERHEAD;
-        self.rx.messages.push_back(msg);
+        bufs.messages.push_back(msg);
         self.post_readable();
     }
 
@@ -677,7 +732,7 @@ impl Session {
         // `Closed` is the last event: after it, data stays readable but is not announced.
         if !self.rx.readable_posted && !self.is_closed() {
             self.rx.readable_posted = true;
-            self.events.push_back(crate::event::Event::Readable);
+            self.events.push(super::EventKind::Readable);
         }
     }
 
@@ -685,7 +740,7 @@ impl Session {
     /// in the transport for direct receive. Closing then is an abort (§5.3).
     pub(super) fn has_unread(&self) -> bool {
         self.rx.queued > 0
-            || !self.rx.message.is_empty()
+            || self.rx.message_len() > 0
             || (self.rx.held && self.rx.direct)
             || self.rx.data_in_progress()
     }

@@ -7,6 +7,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;
 
 use super::TransportAction;
+use super::lazy::Lazy;
 
 /// Our FIN or RST: not wanted, wanted once the queued bytes are out, or done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +20,8 @@ enum Pending {
 /// Encoded frames for the transport, in order, then FIN or RST.
 #[derive(Debug)]
 pub(crate) struct Tx {
-    buf: BytesMut,
+    /// Boxed and present only while used (or until the driver trims it).
+    pub(super) buf: Lazy<BytesMut>,
     fin: Pending,
     rst: Pending,
     /// A send was refused or cut short: post Writable once there is room.
@@ -33,7 +35,7 @@ pub(crate) struct Tx {
 impl Tx {
     pub(crate) fn new() -> Self {
         Self {
-            buf: BytesMut::new(),
+            buf: Lazy::empty(),
             fin: Pending::No,
             rst: Pending::No,
             writable_wanted: false,
@@ -42,7 +44,7 @@ impl Tx {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.get().map_or(0, BytesMut::len)
     }
 
     /// Bytes a DATA frame adds to its payload: header, and trailer if sealed.
@@ -51,7 +53,7 @@ impl Tx {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// Whether frames may still be queued: not after our FIN or RST.
@@ -71,24 +73,25 @@ impl Tx {
             debug_assert!(false, "{} after FIN or RST", repr.frame_type());
             return;
         }
-        let at = self.buf.len();
+        let buf = self.buf.make();
+        let at = buf.len();
         let len = if self.seal {
             repr.sealed_buffer_len()
         } else {
             repr.buffer_len()
         };
-        self.buf.resize(at + len, 0);
+        buf.resize(at + len, 0);
         // Sized exactly, and every length was checked against the limits
         // before we got here: emit cannot fail.
         let written = if self.seal {
-            repr.emit_sealed(&mut self.buf[at..])
+            repr.emit_sealed(&mut buf[at..])
         } else {
-            repr.emit(&mut self.buf[at..])
+            repr.emit(&mut buf[at..])
         };
         debug_assert_eq!(written.ok(), Some(len));
         // A CONNECT proposing integrity carries the check of its own bytes
         // (§2.5); any other frame is left as it is.
-        let _ = seal_connect(&mut self.buf[at..]);
+        let _ = seal_connect(&mut buf[at..]);
         trace!(frame = %repr.frame_type(), len, sealed = self.seal, "queued");
     }
 
@@ -100,12 +103,12 @@ impl Tx {
             0
         };
         let (header, trailer) = data_header(payload, fl, self.seal);
-        self.buf
-            .reserve(HEADER_LEN + payload.len() + trailer.map_or(0, |t| t.len()));
-        self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(payload);
+        let buf = self.buf.make();
+        buf.reserve(HEADER_LEN + payload.len() + trailer.map_or(0, |t| t.len()));
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(payload);
         if let Some(t) = trailer {
-            self.buf.extend_from_slice(&t);
+            buf.extend_from_slice(&t);
         }
     }
 
@@ -123,34 +126,42 @@ impl Tx {
 
     /// Throws away every byte not yet handed to the transport (§3.6).
     pub(crate) fn discard_unsent(&mut self) {
-        if !self.buf.is_empty() {
-            trace!(bytes = self.buf.len(), "discarding unsent bytes");
+        if let Some(buf) = self.buf.get_mut() {
+            if !buf.is_empty() {
+                trace!(bytes = buf.len(), "discarding unsent bytes");
+            }
+            buf.clear();
         }
-        self.buf.clear();
     }
 
     /// The transport is gone: nothing will ever be sent.
     pub(crate) fn gone(&mut self) {
-        self.buf.clear();
+        if let Some(buf) = self.buf.get_mut() {
+            buf.clear();
+        }
         self.fin = Pending::Done;
         self.rst = Pending::Done;
     }
 
     pub(crate) fn copy_out(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf.advance(n);
+        let Some(buf) = self.buf.get_mut() else {
+            return 0;
+        };
+        let n = out.len().min(buf.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        buf.advance(n);
         n
     }
 
     pub(crate) fn take(&mut self, max: usize) -> Option<Bytes> {
-        let n = max.min(self.buf.len());
-        (n > 0).then(|| self.buf.split_to(n).freeze())
+        let buf = self.buf.get_mut()?;
+        let n = max.min(buf.len());
+        (n > 0).then(|| buf.split_to(n).freeze())
     }
 
     /// The FIN or RST, once every byte before it was taken. RST wins.
     pub(crate) fn poll_action(&mut self) -> Option<TransportAction> {
-        if !self.buf.is_empty() {
+        if !self.is_empty() {
             return None;
         }
         if self.rst == Pending::Queued {

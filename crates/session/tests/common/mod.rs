@@ -120,6 +120,10 @@ pub struct Pair {
     pub client: Endpoint,
     pub server: Endpoint,
     rng: u64,
+    /// Boxes the sessions trim into and are supplied from, at varying
+    /// points of each round: recycling must change nothing they do.
+    spares: bookend_session::Spares,
+    rounds: u64,
 }
 
 impl Pair {
@@ -135,6 +139,8 @@ impl Pair {
             client: Endpoint::new(Session::caller(client, 1).unwrap()),
             server: Endpoint::new(Session::callee(server, 2, time).unwrap()),
             rng: 0x9E37_79B9_7F4A_7C15,
+            spares: bookend_session::Spares::new(4),
+            rounds: 0,
         }
     }
 
@@ -304,6 +310,11 @@ impl Pair {
     /// One round at the current time. Returns whether anything moved.
     pub fn step(&mut self) -> bool {
         let mut progress = false;
+        self.rounds += 1;
+        if self.rounds % 3 != 0 {
+            self.client.session.supply(&mut self.spares);
+            self.server.session.supply(&mut self.spares);
+        }
         for ep in [&mut self.client, &mut self.server] {
             if ep.session.poll_timeout().is_some_and(|t| t <= self.time) {
                 ep.session.handle_timeout(self.time);
@@ -314,6 +325,12 @@ impl Pair {
         progress |= self.deliver(true);
         progress |= self.deliver(false);
         self.collect_events();
+        if self.rounds % 2 == 1 {
+            self.client.session.trim(&mut self.spares);
+        }
+        if self.rounds % 5 != 2 {
+            self.server.session.trim(&mut self.spares);
+        }
         self.assert_bounds();
         progress
     }
