@@ -683,6 +683,28 @@ impl Session {
         }
     }
 
+    /// A session that is finished with ([`is_drained`](Self::is_drained)):
+    /// moves all its boxed parts into `spares`, emptied, whatever they held
+    /// (its close reason included). Call it just before dropping the session.
+    pub fn recycle(&mut self, spares: &mut Spares) {
+        if let Some(mut b) = self.rx.bufs.take_if(|_| true) {
+            b.clear();
+            b.shrink(MAX_SPARE_CAPACITY);
+            spares.rx.push(b, spares.max_each);
+        }
+        if let Some(mut b) = self.tx.buf.take_if(|_| true) {
+            b.clear();
+            if b.capacity() > MAX_SPARE_CAPACITY {
+                *b = bytes::BytesMut::new();
+            }
+            spares.tx.push(b, spares.max_each);
+        }
+        if let Some(mut b) = self.cold.take_if(|_| true) {
+            *b = Cold::default();
+            spares.cold.push(b, spares.max_each);
+        }
+    }
+
     /// Gives the session spare boxes for the parts it lacks, so that what it
     /// does next needs no allocation. Parts it then leaves unused go back
     /// with the next [`trim`](Self::trim).

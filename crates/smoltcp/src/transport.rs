@@ -142,12 +142,23 @@ pub struct Link {
     pending_since: Option<Instant>,
     /// What the session was last told: its peer timers are paused.
     holding: bool,
-    abort_flush: Duration,
-    tcp_timeout: Duration,
+    /// The durations below in milliseconds (saturating at 49 days): 4 bytes
+    /// each instead of 16, for the idle-memory budget of issue 10.
+    abort_flush_ms: u32,
+    tcp_timeout_ms: u32,
     /// The session's idle bound (3 keepalive intervals), if any: the user
     /// timeout is never shorter, so a peer whose only sign of life is its
     /// PING is not taken for dead between two of them.
-    liveness: Duration,
+    liveness_ms: u32,
+}
+
+/// `d` in milliseconds, rounded up (a bound is never shortened), saturating.
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
+fn from_millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
 }
 
 impl Link {
@@ -167,15 +178,15 @@ impl Link {
             delivered_at: now,
             pending_since: None,
             holding: false,
-            abort_flush,
-            tcp_timeout,
-            liveness: Duration::ZERO,
+            abort_flush_ms: millis(abort_flush),
+            tcp_timeout_ms: millis(tcp_timeout),
+            liveness_ms: 0,
         }
     }
 
     /// Sets the session's idle bound once negotiated (see `liveness`).
     pub fn set_liveness(&mut self, idle: Duration) {
-        self.liveness = idle;
+        self.liveness_ms = millis(idle);
     }
 
     /// Bytes written to the transport outside [`Link::pump`] (a direct send),
@@ -227,7 +238,7 @@ impl Link {
     /// How long the session's peer timers may stay paused without delivery
     /// progress: the user timeout.
     fn hold_limit(&self) -> Duration {
-        self.tcp_timeout.max(self.liveness)
+        from_millis(self.tcp_timeout_ms.max(self.liveness_ms))
     }
 
     /// When the pause of the session's peer timers ends if nothing more is
@@ -271,7 +282,7 @@ impl Link {
     /// When the user timeout would fire if nothing is acknowledged by then.
     fn user_timeout_at(&self, unacked: bool) -> Option<Instant> {
         (self.owns_timeout && self.established && unacked)
-            .then(|| self.acked_at + self.tcp_timeout.max(self.liveness))
+            .then(|| self.acked_at + from_millis(self.tcp_timeout_ms.max(self.liveness_ms)))
     }
 
     /// Whether the pump has aborted the connection (RST requested).
@@ -378,7 +389,9 @@ impl Link {
                         // keepalive off, possibly smoltcp's own time-out: see
                         // the type docs). Before that smoltcp bounds the
                         // handshake: gone after the whole timeout, it timed out.
-                        let how = if !self.established && now >= self.created + self.tcp_timeout {
+                        let how = if !self.established
+                            && now >= self.created + from_millis(self.tcp_timeout_ms)
+                        {
                             TransportClosed::TimedOut
                         } else {
                             TransportClosed::Reset
@@ -424,7 +437,9 @@ impl Link {
             progress = true;
             match action {
                 TransportAction::Fin => conn.close(),
-                TransportAction::Reset => self.reset_at = Some(now + self.abort_flush),
+                TransportAction::Reset => {
+                    self.reset_at = Some(now + from_millis(self.abort_flush_ms))
+                }
             }
         }
         if let Some(at) = self.reset_at

@@ -69,6 +69,14 @@ impl RxBufs {
             && self.message.is_empty()
     }
 
+    /// Empties every buffer, keeping their allocations.
+    pub(super) fn clear(&mut self) {
+        self.partial.clear();
+        self.stream.clear();
+        self.messages.clear();
+        self.message.clear();
+    }
+
     /// Drops allocations over `max` bytes before the box is pooled, so that a
     /// pool of spares stays small however large one frame was.
     pub(super) fn shrink(&mut self, max: usize) {

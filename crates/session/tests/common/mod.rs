@@ -311,7 +311,7 @@ impl Pair {
     pub fn step(&mut self) -> bool {
         let mut progress = false;
         self.rounds += 1;
-        if self.rounds % 3 != 0 {
+        if !self.rounds.is_multiple_of(3) {
             self.client.session.supply(&mut self.spares);
             self.server.session.supply(&mut self.spares);
         }

@@ -52,10 +52,8 @@ impl Endpoint {
             return Err(Error::Connect);
         }
         let id = self.next_id();
-        let span = tracing::debug_span!("conn", local = %port, remote = %remote);
         let session = {
-            let _g = span.enter();
-            match Session::caller(self.config.session.clone(), id) {
+            match Session::caller(self.session_config.clone(), id) {
                 Ok(s) => s,
                 Err(_) => {
                     self.ports.release(port, t);
@@ -73,7 +71,6 @@ impl Endpoint {
             listener: None,
             local,
             remote: Some(remote),
-            span,
         };
         let h = self.new_conn(fresh, t);
         if let Some(c) = self.conn_mut(h) {
@@ -84,8 +81,17 @@ impl Endpoint {
     }
 
     /// The connection behind `h`, for a command.
+    /// Supplies its session with spare parts: what the command queues or
+    /// reads then needs no allocation (the visit after it trims them again).
     fn owned(&mut self, h: Handle) -> Result<&mut Conn, Error> {
-        self.conn_mut(h).ok_or(Error::InvalidHandle)
+        let c = self
+            .conns
+            .get_mut(h.index as usize)
+            .and_then(|c| c.as_deref_mut())
+            .filter(|c| c.generation == h.generation)
+            .ok_or(Error::InvalidHandle)?;
+        c.session.supply(&mut self.spares);
+        Ok(c)
     }
 
     /// Hands what a command queued to TCP now.

@@ -4,7 +4,6 @@
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 
 use bookend_session::{CloseReason, Event, Instant, Reason, Session, State};
 use smoltcp::iface::SocketSet;
@@ -14,7 +13,9 @@ use tracing::{debug, trace};
 
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
-use super::{Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase};
+use super::{
+    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, Scratch,
+};
 use crate::transport::TcpConnection;
 
 /// How long after a connection was taken a SYN for the same 4-tuple is
@@ -22,6 +23,13 @@ use crate::transport::TcpConnection;
 /// than a caller reconnecting: well past the first SYN retransmissions (1, 3,
 /// 7 s), well short of a device's reboot.
 const DUPLICATE_SYN_WINDOW: core::time::Duration = core::time::Duration::from_secs(10);
+
+/// The span of a connection's traces, built where it is entered rather than
+/// stored (a stored `tracing::Span` is 40 bytes per idle connection; a
+/// disabled span costs one callsite check).
+fn conn_span(c: &Conn) -> tracing::Span {
+    tracing::debug_span!("conn", session = c.session.id(), remote = ?c.remote)
+}
 
 impl Endpoint {
     /// Admission control for listener-born connections, once per poll
@@ -44,9 +52,17 @@ impl Endpoint {
         // A slot freed and taken again may be listed twice: once is enough.
         self.waiting.sort_unstable();
         self.waiting.dedup();
-        // (listener, born, source, index) of every handshaking connection.
-        let mut handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)> =
-            Vec::new();
+        // (listener, born, source, index) of every handshaking connection;
+        // the lists are the endpoint's scratch, so a poll allocates nothing.
+        let mut scratch = core::mem::take(&mut self.scratch);
+        let Scratch {
+            handshaking,
+            kept,
+            evict,
+            ..
+        } = &mut scratch;
+        handshaking.clear();
+        evict.clear();
         for &index in &self.waiting {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
@@ -68,12 +84,8 @@ impl Endpoint {
                 handshaking.push((l, c.born, c.remote.map(|r| r.addr), index));
             }
         }
-        if handshaking.is_empty() {
-            return;
-        }
         // Oldest first.
         handshaking.sort_unstable_by_key(|&(l, born, _, index)| (l, born, index));
-        let mut evict: Vec<usize> = Vec::new();
         let mut start = 0;
         while start < handshaking.len() {
             let l = handshaking[start].0;
@@ -81,7 +93,7 @@ impl Endpoint {
             let group = &handshaking[start..end];
             let cfg = self.listeners[l].config;
             // Per source: the newest beyond the share go.
-            let mut kept: Vec<(Instant, usize, bool)> = Vec::with_capacity(group.len());
+            kept.clear();
             for (i, &(_, born, source, index)) in group.iter().enumerate() {
                 let same = group[..i].iter().filter(|g| g.2 == source).count();
                 if source.is_some() && same >= cfg.max_per_source {
@@ -101,7 +113,7 @@ impl Endpoint {
             // shorter handshake time too.
             let mut over = kept.len().saturating_sub(cfg.max_handshaking);
             let loaded = kept.len() * 2 >= cfg.max_handshaking;
-            for &(born, index, unread) in &kept {
+            for &(born, index, unread) in kept.iter() {
                 if unread {
                     continue;
                 }
@@ -113,9 +125,10 @@ impl Endpoint {
             }
             start = end;
         }
-        for index in evict {
+        for &index in evict.iter() {
             self.evict(index, t, sockets);
         }
+        self.scratch = scratch;
     }
 
     /// Ends a handshaking connection the application never saw: with
@@ -124,7 +137,7 @@ impl Endpoint {
         let Some(c) = self.conns[index].as_deref_mut() else {
             return;
         };
-        let _g = c.span.clone().entered();
+        let _g = conn_span(c).entered();
         debug!(remote = ?c.remote, "evicting a connection that has not sent CONNECT");
         let established = c
             .socket
@@ -153,7 +166,13 @@ impl Endpoint {
         // by the application (pending, or a SYN-ACK still held).
         let unowned = c.phase != Phase::Owned;
         if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
-            self.conns[index] = None;
+            if let Some(mut c) = self.conns[index].take() {
+                // Its session's parts and its box serve the next connections.
+                c.session.recycle(&mut self.spares);
+                if self.spare_conns.len() < super::SPARE_CONNS {
+                    self.spare_conns.push(c);
+                }
+            }
             self.generations[index] = self.generations[index].wrapping_add(1);
             self.free.push(index);
             self.live -= 1;
@@ -186,13 +205,8 @@ impl Endpoint {
             let (local, remote) = (s.local_endpoint(), s.remote_endpoint());
             self.stats.accepted_tcp += 1;
             let sid = self.next_id();
-            let span = match (local, remote) {
-                (Some(l), Some(r)) => tracing::debug_span!("conn", local = %l, remote = %r),
-                _ => tracing::debug_span!("conn"),
-            };
             let session = {
-                let _g = span.enter();
-                match Session::callee(self.config.session.clone(), sid, t) {
+                match Session::callee(self.session_config.clone(), sid, t) {
                     Ok(s) => s,
                     Err(_) => {
                         // Cannot happen (the configuration was validated by
@@ -220,7 +234,6 @@ impl Endpoint {
                 listener: Some(id),
                 local,
                 remote,
-                span,
             };
             let h = self.new_conn(fresh, t);
             self.waiting.push(h.index as usize);
@@ -238,7 +251,12 @@ impl Endpoint {
         // any listener-born connection (accepted ones too): only then are
         // all connections looked at, once.
         let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
-        let mut half_open = Vec::new();
+        let mut scratch = core::mem::take(&mut self.scratch);
+        let Scratch {
+            half_open, evict, ..
+        } = &mut scratch;
+        half_open.clear();
+        evict.clear();
         for &index in &self.waiting {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
@@ -251,11 +269,7 @@ impl Endpoint {
                 half_open.push((index, l, r, h));
             }
         }
-        if half_open.is_empty() {
-            return;
-        }
-        let mut drop = Vec::new();
-        for (index, l, r, h) in half_open {
+        for &(index, l, r, h) in half_open.iter() {
             // Every segment for this tuple goes to the lowest slot holding it:
             // if another connection has a lower one, this socket never
             // completes. And a half-open twin of a connection that is already
@@ -282,10 +296,10 @@ impl Endpoint {
                     })
             });
             if shadowed {
-                drop.push(index);
+                evict.push(index);
             }
         }
-        for index in drop {
+        for &index in evict.iter() {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 debug!(remote = ?c.remote, "dropping duplicate half-open socket");
                 if let Some(h) = c.socket.take() {
@@ -296,6 +310,7 @@ impl Endpoint {
             }
             self.try_free(index);
         }
+        self.scratch = scratch;
     }
 
     /// Ends the session of a connection the application never saw, whose
@@ -325,6 +340,7 @@ impl Endpoint {
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.visited = t;
+            c.session.supply(&mut self.spares);
         }
         self.visit_conn(index, t, sockets);
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
@@ -343,8 +359,11 @@ impl Endpoint {
             && let Some(h) = c.socket
         {
             let socket = sockets.get_mut::<tcp::Socket>(h);
-            socket.register_recv_waker(&c.waker);
-            socket.register_send_waker(&c.waker);
+            socket.register_recv_waker(&self.wakers[index]);
+            socket.register_send_waker(&self.wakers[index]);
+        }
+        if let Some(c) = self.conns[index].as_deref_mut() {
+            c.session.trim(&mut self.spares);
         }
         self.reschedule(index);
     }
@@ -353,8 +372,7 @@ impl Endpoint {
         let Some(c) = self.conns[index].as_deref_mut() else {
             return;
         };
-        let span = c.span.clone();
-        let _g = span.enter();
+        let _g = conn_span(c).entered();
         let handle = Handle {
             index: index as u32,
             generation: c.generation,
@@ -507,7 +525,7 @@ impl Endpoint {
                 // Counted where detected, so the peer's end is not counted twice.
                 self.stats.integrity_failures += 1;
             }
-            match (&event, c.phase) {
+            match (event, c.phase) {
                 (Event::ConnectRequest(req), Phase::Pending) => {
                     let request = IncomingRequest {
                         handle,
@@ -519,7 +537,7 @@ impl Endpoint {
                             smoltcp::wire::IpAddress::v4(0, 0, 0, 0),
                             0,
                         )),
-                        caller_data: req.caller_data.clone(),
+                        caller_data: req.caller_data,
                         proposed: req.proposed,
                         grant: req.grant,
                     };
@@ -585,13 +603,13 @@ impl Endpoint {
                         }
                     }
                 }
-                (_, Phase::Owned) => {
+                (event, Phase::Owned) => {
                     Self::push_event(&mut self.events, c, handle, EndpointEvent::Session(event))
                 }
                 (Event::Closed(reason), _) => {
                     trace!(%reason, "closed in the background");
                     let unconfirmed = matches!(
-                        reason,
+                        &reason,
                         CloseReason::TimedOut(_)
                             | CloseReason::Reset
                             | CloseReason::ProtocolError { .. }
@@ -614,7 +632,7 @@ impl Endpoint {
                                 &mut self.events,
                                 c,
                                 handle,
-                                EndpointEvent::Session(event.clone()),
+                                EndpointEvent::Session(Event::Closed(reason.clone())),
                             );
                         }
                         c.phase = Phase::Refused;

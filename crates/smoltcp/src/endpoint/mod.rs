@@ -191,6 +191,15 @@ struct Listener {
     tcp_condition: Option<TcpCondition>,
 }
 
+/// Spare session parts (of each of the three kinds) an endpoint keeps for
+/// reuse: enough for the sessions one poll is busy with at once; more are
+/// freed. At most 3 x 64 boxes, each buffer at most
+/// `bookend_session::MAX_SPARE_CAPACITY`.
+const SPARE_SESSION_PARTS: usize = 64;
+
+/// Freed connection boxes an endpoint keeps for reuse (each about 400 bytes).
+const SPARE_CONNS: usize = 64;
+
 /// Who a connection belongs to right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -209,9 +218,6 @@ enum Phase {
 
 struct Conn {
     generation: u32,
-    /// Marks this slot in the endpoint's ready set; registered with the
-    /// socket after every visit (smoltcp wakes a waker once).
-    waker: Waker,
     /// The deadline this slot has in the timer heap.
     scheduled: Option<Instant>,
     socket: Option<SocketHandle>,
@@ -251,7 +257,6 @@ struct Conn {
     /// The pump's next deadline (pending reset, user timeout), as of the
     /// last pump.
     link_poll_at: Option<Instant>,
-    span: tracing::Span,
 }
 
 /// What a new connection starts from; the rest of [`Conn`] starts empty.
@@ -262,7 +267,21 @@ struct Fresh {
     listener: Option<usize>,
     local: Option<IpEndpoint>,
     remote: Option<IpEndpoint>,
-    span: tracing::Span,
+}
+
+/// Lists admission control and the duplicate check rebuild at every poll,
+/// kept between polls so that a poll allocates nothing once they have grown
+/// (issue 10: allocations per lifecycle). Bounded by the connections held.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// (listener, born, source, index) of every handshaking connection.
+    pub(super) handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)>,
+    /// (born, index, bytes unread) of one listener's connections kept.
+    pub(super) kept: Vec<(Instant, usize, bool)>,
+    /// Slots to evict or drop.
+    pub(super) evict: Vec<usize>,
+    /// (index, local, remote, socket) of half-open connections.
+    pub(super) half_open: Vec<(usize, IpEndpoint, IpEndpoint, SocketHandle)>,
 }
 
 /// Counters for tests and monitoring.
@@ -320,6 +339,15 @@ pub struct Stats {
 /// aborted socket leaves the set only once smoltcp has sent its RST.
 pub struct Endpoint {
     config: Config,
+    /// `config.session`, shared by every session (8 bytes each, not 128).
+    session_config: Arc<bookend_session::Config>,
+    /// Buffers and handshake data of quiet sessions, for busy ones to
+    /// reuse: idle sessions hold none, and a lifecycle rarely allocates.
+    spares: bookend_session::Spares,
+    /// One waker per slot, made when the slot is first used and kept for
+    /// every connection that takes it: registered with the slot's socket
+    /// after every visit (smoltcp wakes a waker once).
+    wakers: Vec<Waker>,
     listeners: Vec<Listener>,
     /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
     /// per slot instead of a whole 864-byte connection. Measured (benches
@@ -342,6 +370,13 @@ pub struct Endpoint {
     waiting: Vec<usize>,
     /// Scratch: the slots to visit this poll.
     visit: Vec<usize>,
+    scratch: Scratch,
+    /// Boxes of freed connections, for the next ones (at most
+    /// `SPARE_CONNS`): a lifecycle then allocates no slot. The boxes
+    /// themselves are what is kept (the slots hold boxes), hence `Box` in a
+    /// `Vec`.
+    #[allow(clippy::vec_box)]
+    spare_conns: Vec<Box<Conn>>,
     ports: Ports,
     events: VecDeque<(Handle, EndpointEvent)>,
     next_session_id: u64,
@@ -405,7 +440,10 @@ impl Endpoint {
         );
         let max_connections = config.max_connections;
         Ok(Self {
+            session_config: Arc::new(config.session.clone()),
             config,
+            spares: bookend_session::Spares::new(SPARE_SESSION_PARTS),
+            wakers: Vec::new(),
             listeners: Vec::new(),
             conns: Vec::new(),
             generations: Vec::new(),
@@ -415,6 +453,8 @@ impl Endpoint {
             timers: BinaryHeap::new(),
             waiting: Vec::new(),
             visit: Vec::new(),
+            scratch: Scratch::default(),
+            spare_conns: Vec::new(),
             ports,
             events: VecDeque::new(),
             next_session_id: 1,
@@ -587,9 +627,8 @@ impl Endpoint {
             self.config.give_up_after(),
             self.config.abort_flush_timeout,
         );
-        self.alloc_conn(|generation, waker| Conn {
+        self.alloc_conn(|generation| Conn {
             generation,
-            waker,
             scheduled: None,
             socket: Some(f.socket),
             session: f.session,
@@ -609,22 +648,29 @@ impl Endpoint {
             visited: t,
             queued_events: 0,
             link_poll_at: None,
-            span: f.span,
         })
     }
 
-    fn alloc_conn(&mut self, conn: impl FnOnce(u32, Waker) -> Conn) -> Handle {
+    fn alloc_conn(&mut self, conn: impl FnOnce(u32) -> Conn) -> Handle {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
                 self.conns.push(None);
                 self.generations.push(0);
+                self.wakers
+                    .push(ready::waker(&self.ready, self.conns.len() - 1));
                 self.conns.len() - 1
             }
         };
         let generation = self.generations[index];
-        let waker = ready::waker(&self.ready, index);
-        self.conns[index] = Some(Box::new(conn(generation, waker)));
+        let conn = conn(generation);
+        self.conns[index] = Some(match self.spare_conns.pop() {
+            Some(mut b) => {
+                *b = conn;
+                b
+            }
+            None => Box::new(conn),
+        });
         self.live += 1;
         // Visited by the next poll (or at once by the command that made it).
         self.ready.mark(index);
