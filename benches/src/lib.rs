@@ -452,6 +452,8 @@ pub struct Bookend {
     pub pair: Pair,
     pub client: Endpoint,
     pub server: Endpoint,
+    /// The server's accept backlog (connections are made in batches of it).
+    pub backlog: usize,
 }
 
 impl Bookend {
@@ -477,6 +479,7 @@ impl Bookend {
             pair,
             client,
             server,
+            backlog,
         }
     }
 
@@ -644,6 +647,72 @@ impl Bookend {
                 self.advance();
             }
         }
+    }
+}
+
+/// `n` idle established raw TCP connections (client on A, server on B),
+/// TCP buffers of `buffer` bytes each way: the baseline of the memory
+/// figures.
+pub fn idle_raw(n: usize, buffer: usize) -> Pair {
+    let mut pair = Pair::new();
+    for i in 0..n {
+        let mut l = tcp_socket(buffer);
+        l.listen(PORT).unwrap();
+        pair.b.sockets.add(l);
+        let mut c = tcp_socket(buffer);
+        c.connect(pair.a.iface.context(), (B, PORT), 20000 + i as u16)
+            .unwrap();
+        pair.a.sockets.add(c);
+    }
+    while pair.round() {}
+    let established = pair
+        .b
+        .sockets
+        .iter()
+        .filter(|(_, s)| {
+            matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::Established)
+        })
+        .count();
+    assert_eq!(established, n);
+    pair
+}
+
+/// Connects `n` more idle established sessions on `be`, in batches of its
+/// backlog, and lets them settle.
+pub fn idle_bookend(be: &mut Bookend, n: usize) {
+    let mut done = 0;
+    while done < n {
+        let batch = be.backlog.min(n - done);
+        for _ in 0..batch {
+            let p = &mut be.pair;
+            bookend_smoltcp::Endpoint::connect(
+                &mut be.client,
+                &mut p.a.iface,
+                &mut p.a.sockets,
+                p.now,
+                smoltcp::wire::IpEndpoint::new(B, PORT),
+                Some(b"client"),
+                Options::DEFAULT,
+            )
+            .unwrap();
+        }
+        let mut connected = 0;
+        while connected < batch {
+            let moved = be.round();
+            while let Some((_, e)) = be.client.poll_event() {
+                if let EndpointEvent::Session(bookend_session::Event::Connected { .. }) = e {
+                    connected += 1;
+                }
+            }
+            while be.server.poll_event().is_some() {}
+            if !moved {
+                be.advance();
+            }
+        }
+        for _ in 0..4 {
+            be.round();
+        }
+        done += batch;
     }
 }
 

@@ -48,6 +48,10 @@ enum Op {
     Transmit(u16),
     SendDirect(u16, u16),
     RecvDirect(Vec<u8>, u16),
+    /// Moves empty parts to the spare pool, as a driver does when quiet.
+    Trim,
+    /// Takes parts from the spare pool, as a driver does before working.
+    Supply,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -121,6 +125,7 @@ fuzz_target!(|input: Input| {
         config.send_buffer = 512;
     }
     let mut now = Instant::ZERO;
+    let mut spares = bookend_session::Spares::new(2);
     let mut s = if input.callee {
         Session::callee(config.clone(), 1, now).unwrap()
     } else {
@@ -263,6 +268,8 @@ fuzz_target!(|input: Input| {
                 let _ = s.recv_disconnect(&mut buf[..usize::from(n)]);
             }
             Op::Close => s.close(now),
+            Op::Trim => s.trim(&mut spares),
+            Op::Supply => s.supply(&mut spares),
             Op::Abort(r, d) => {
                 let _ = s.abort(now, Reason(r), d.as_deref());
             }

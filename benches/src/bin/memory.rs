@@ -10,9 +10,8 @@
 use std::alloc::System;
 use std::time::Instant as Wall;
 
-use bookend_benches::{Bookend, PORT, Pair, quick, tcp_socket};
+use bookend_benches::{Bookend, Pair, quick};
 use bookend_session::Options;
-use smoltcp::socket::tcp;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
@@ -26,76 +25,21 @@ fn in_use() -> i64 {
     s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
 }
 
-/// `n` idle established raw TCP connections (client on A, server on B).
+/// `n` idle established raw TCP connections and the heap they took.
 fn raw(n: usize) -> (Pair, i64) {
     let before = in_use();
-    let mut pair = Pair::new();
-    for i in 0..n {
-        let mut l = tcp_socket(BUF);
-        l.listen(PORT).unwrap();
-        pair.b.sockets.add(l);
-        let mut c = tcp_socket(BUF);
-        c.connect(
-            pair.a.iface.context(),
-            (bookend_benches::B, PORT),
-            20000 + i as u16,
-        )
-        .unwrap();
-        pair.a.sockets.add(c);
-    }
-    while pair.round() {}
-    let established = pair.b.sockets.iter().filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::Established)).count();
-    assert_eq!(established, n);
-    let used = in_use() - before;
-    (pair, used)
+    let pair = bookend_benches::idle_raw(n, BUF);
+    (pair, in_use() - before)
 }
 
-/// `n` idle established bookend sessions, connected in batches of the backlog.
+/// `n` idle established bookend sessions, the heap they took, and the
+/// heap of the listener pool alone.
 fn bookend(n: usize) -> (Bookend, i64, i64) {
     let before = in_use();
     let mut be = Bookend::new(BUF, BACKLOG);
     let listeners = in_use() - before;
-    let mut done = 0;
-    while done < n {
-        let batch = BACKLOG.min(n - done);
-        let mut handles = Vec::new();
-        for _ in 0..batch {
-            let p = &mut be.pair;
-            let ep = bookend_smoltcp::Endpoint::connect(
-                &mut be.client,
-                &mut p.a.iface,
-                &mut p.a.sockets,
-                p.now,
-                smoltcp::wire::IpEndpoint::new(bookend_benches::B, PORT),
-                Some(b"client"),
-                Options::DEFAULT,
-            )
-            .unwrap();
-            handles.push(ep);
-        }
-        let mut connected = 0;
-        while connected < batch {
-            let moved = be.round();
-            while let Some((_, e)) = be.client.poll_event() {
-                if let bookend_smoltcp::EndpointEvent::Session(
-                    bookend_session::Event::Connected { .. },
-                ) = e
-                {
-                    connected += 1;
-                }
-            }
-            while be.server.poll_event().is_some() {}
-            if !moved {
-                be.advance();
-            }
-        }
-        for _ in 0..4 {
-            be.round();
-        }
-        done += batch;
-    }
-    let used = in_use() - before;
-    (be, used, listeners)
+    bookend_benches::idle_bookend(&mut be, n);
+    (be, in_use() - before, listeners)
 }
 
 fn vm_hwm_kib() -> Option<u64> {

@@ -1,0 +1,84 @@
+//! Issue 10's memory and allocation figures as a guard (counts, not times,
+//! so they are exact on any machine): what an idle established session
+//! costs beyond raw smoltcp holding the same connections, and heap
+//! allocations per lifecycle beyond raw smoltcp doing the same exchange.
+//! `benches/README.md` has the full figures from `--bin memory`.
+//!
+//! One test function: the counters are process-wide.
+
+use std::alloc::System;
+
+use bookend_benches::{Bookend, Pair, idle_bookend, idle_raw, raw_same_exchange};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const BUF: usize = 4096;
+const BACKLOG: usize = 8;
+const IDLE: usize = 200;
+
+/// Idle bytes per session and endpoint, measured at 507 on 2026-12-02
+/// (1 483 before the slimming). The issue's target is 256: not reached (see
+/// benches/README.md); this bound catches a regression.
+const MAX_IDLE_BYTES: i64 = 600;
+
+/// Heap allocations per lifecycle beyond raw smoltcp: 3.2 measured (the four
+/// user data deliveries, `Bytes` handed to the application, and less);
+/// the issue's target is 6.
+const MAX_EXTRA_ALLOCATIONS: f64 = 6.0;
+
+fn in_use() -> i64 {
+    let s = GLOBAL.stats();
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+}
+
+#[test]
+fn idle_sessions_and_lifecycles_stay_within_their_budget() {
+    // Idle memory: bookend minus raw for the same connections, the listener
+    // pool (measured before any connection) subtracted.
+    let before = in_use();
+    let pair = idle_raw(IDLE, BUF);
+    let raw = in_use() - before;
+    drop(pair);
+    let before = in_use();
+    let mut be = Bookend::new(BUF, BACKLOG);
+    let listeners = in_use() - before;
+    idle_bookend(&mut be, IDLE);
+    let bookend = in_use() - before - listeners;
+    let per_endpoint = (bookend - raw) / (2 * IDLE as i64);
+    assert!(
+        per_endpoint <= MAX_IDLE_BYTES,
+        "{per_endpoint} B per idle session and endpoint (bound {MAX_IDLE_BYTES})"
+    );
+    drop(be);
+
+    // Allocations per lifecycle, after a warm-up (one-off growth of tables
+    // and pools is not counted).
+    let count = || GLOBAL.stats().allocations as f64;
+    let mut pair = Pair::new();
+    for i in 0..10u16 {
+        raw_same_exchange(&mut pair, 1, BUF, 30_000 + i);
+    }
+    let before = count();
+    for i in 0..100u16 {
+        raw_same_exchange(&mut pair, 1, BUF, 31_000 + i);
+    }
+    let raw_allocs = (count() - before) / 100.0;
+    let mut be = Bookend::new(BUF, BACKLOG);
+    for _ in 0..10 {
+        be.lifecycles(1);
+    }
+    let before = count();
+    for _ in 0..100 {
+        be.lifecycles(1);
+    }
+    let extra = (count() - before) / 100.0 - raw_allocs;
+    assert!(
+        extra <= MAX_EXTRA_ALLOCATIONS,
+        "{extra:.1} heap allocations per lifecycle beyond raw smoltcp (bound {MAX_EXTRA_ALLOCATIONS})"
+    );
+    println!(
+        "idle: {per_endpoint} B per session and endpoint; lifecycle: {extra:.1} allocations beyond raw"
+    );
+}
