@@ -1,13 +1,24 @@
-//! Runs only the bookend bulk transfer, for profilers:
-//! `perf record -g target/release/profile_bulk`.
+//! Runs only a bulk transfer, for profilers:
+//! `perf record -g target/release/profile_bulk [MiB] [raw]`, or
+//! `valgrind --tool=callgrind target/release/profile_bulk 64` and
+//! `... 64 raw` for the same transfer over raw smoltcp TCP (instruction
+//! counts, the noise-free comparison on shared cores).
 
-use bookend_benches::Bookend;
+use bookend_benches::{Bookend, Pair, raw_connect, raw_transfer};
 use bookend_session::Options;
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(512);
     let data = vec![0x42u8; 64 * 1024];
     let mut sink = vec![0u8; 64 * 1024];
-    let mut be = Bookend::new(64 * 1024, 8);
-    let (c, s) = be.connect(Options::DEFAULT);
-    be.transfer(c, s, 512 << 20, &data, &mut sink);
+    if args.next().as_deref() == Some("raw") {
+        let mut pair = Pair::new();
+        let (c, s) = raw_connect(&mut pair, 64 * 1024, 40_000);
+        raw_transfer(&mut pair, c, s, mib << 20, &data, &mut sink);
+    } else {
+        let mut be = Bookend::new(64 * 1024, 8);
+        let (c, s) = be.connect(Options::DEFAULT);
+        be.transfer(c, s, mib << 20, &data, &mut sink);
+    }
 }

@@ -1,5 +1,5 @@
 //! Runs only lifecycles, for profilers:
-//! `perf record -g target/release/profile_lifecycle [count] [raw]`, or
+//! `perf record -g target/release/profile_lifecycle [count] [raw | backlog]`, or
 //! `valgrind --tool=callgrind target/release/profile_lifecycle 2000` and
 //! `... 2000 raw` for the same exchange in raw smoltcp TCP (instruction
 //! counts per lifecycle, the noise-free comparison on shared cores).
@@ -9,13 +9,17 @@ use bookend_benches::{Bookend, Pair, raw_same_exchange};
 fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
-    if args.next().as_deref() == Some("raw") {
+    let mode = args.next();
+    if mode.as_deref() == Some("raw") {
         let mut pair = Pair::new();
         for i in 0..count {
             raw_same_exchange(&mut pair, 1, 4096, 20_000 + (i % 40_000) as u16);
         }
     } else {
-        let mut be = Bookend::new(4096, 8);
+        // The listen backlog (armed listening sockets), 1 by default as in
+        // the raw baseline.
+        let backlog = mode.and_then(|m| m.parse().ok()).unwrap_or(1);
+        let mut be = Bookend::new(4096, backlog);
         for _ in 0..count {
             be.lifecycles(1);
         }
