@@ -1,6 +1,7 @@
 //! Time as the session sees it: passed in, never read from a clock.
 
 use core::fmt;
+use core::num::NonZeroU64;
 use core::ops::{Add, Sub};
 use core::time::Duration;
 
@@ -9,26 +10,38 @@ use core::time::Duration;
 /// The session never reads a clock (`no_std`, deterministic simulation): every
 /// input that depends on time takes `now`. Drivers convert their own clock,
 /// for example smoltcp's `Instant::total_micros()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Instant(u64);
+///
+/// Stored as microseconds plus one in a `NonZeroU64`, so that an
+/// `Option<Instant>` is 8 bytes, not 16: drivers keep several per connection
+/// (issue 10: idle memory). The last representable instant, `u64::MAX - 1`
+/// µs after the epoch (584 000 years), is the end of time: later ones
+/// saturate to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(NonZeroU64);
+
+impl Default for Instant {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
 
 impl Instant {
     /// The epoch.
-    pub const ZERO: Self = Self(0);
+    pub const ZERO: Self = Self(NonZeroU64::MIN);
 
-    /// From microseconds since the epoch.
+    /// From microseconds since the epoch (saturating at the end of time).
     pub const fn from_micros(us: u64) -> Self {
-        Self(us)
+        Self(NonZeroU64::MIN.saturating_add(us))
     }
 
     /// From milliseconds since the epoch (saturating).
     pub const fn from_millis(ms: u64) -> Self {
-        Self(ms.saturating_mul(1000))
+        Self::from_micros(ms.saturating_mul(1000))
     }
 
     /// Microseconds since the epoch.
     pub const fn total_micros(self) -> u64 {
-        self.0
+        self.0.get() - 1
     }
 
     /// `self + d`, saturating at the end of time instead of overflowing.
@@ -39,7 +52,7 @@ impl Instant {
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Self) -> Duration {
-        Duration::from_micros(self.0.saturating_sub(earlier.0))
+        Duration::from_micros(self.0.get().saturating_sub(earlier.0.get()))
     }
 }
 
@@ -59,6 +72,32 @@ impl Sub for Instant {
 
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
+        let us = self.total_micros();
+        write!(f, "{}.{:06}s", us / 1_000_000, us % 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_optional_instant_is_one_word_and_arithmetic_saturates() {
+        assert_eq!(core::mem::size_of::<Option<Instant>>(), 8);
+        assert_eq!(Instant::ZERO.total_micros(), 0);
+        assert_eq!(Instant::from_micros(5).total_micros(), 5);
+        assert_eq!(Instant::from_millis(3).total_micros(), 3000);
+        let end = Instant::from_micros(u64::MAX);
+        assert_eq!(end.total_micros(), u64::MAX - 1);
+        assert_eq!(end + Duration::from_secs(1), end);
+        assert_eq!(
+            Instant::from_micros(7) - Instant::from_micros(9),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Instant::from_micros(9) - Instant::from_micros(7),
+            Duration::from_micros(2)
+        );
+        assert!(Instant::ZERO < Instant::from_micros(1));
     }
 }

@@ -67,7 +67,7 @@ impl Endpoint {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
             };
-            let Some(l) = c.listener else { continue };
+            let Some(l) = c.listener() else { continue };
             // Undecided: reported to the application and still waiting for it
             // (a request the decision timer rejected is no longer counted).
             if c.phase == Phase::Pending
@@ -220,7 +220,7 @@ impl Endpoint {
             let phase = if self.listeners[id].tcp_condition.is_some()
                 && s.state() == tcp::State::SynReceived
             {
-                Phase::SynPaused(t + self.syn_defer_timeout)
+                Phase::SynPaused
             } else {
                 Phase::Pending
             };
@@ -403,7 +403,7 @@ impl Endpoint {
                 c.session
                     .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
                 #[cfg(feature = "conditional-accept")]
-                if let Phase::SynPaused(_) = c.phase {
+                if let Phase::SynPaused = c.phase {
                     c.phase = Phase::Pending;
                 }
             } else {
@@ -434,8 +434,9 @@ impl Endpoint {
                     c.local = socket.local_endpoint();
                 }
                 #[cfg(feature = "conditional-accept")]
-                if let Phase::SynPaused(by) = c.phase {
-                    let decision = match (c.listener, c.local, c.remote) {
+                if let Phase::SynPaused = c.phase {
+                    let by = c.born + self.syn_defer_timeout;
+                    let decision = match (c.listener(), c.local, c.remote) {
                         (Some(l), Some(local), Some(remote))
                             if socket.state() == tcp::State::SynReceived =>
                         {
@@ -542,11 +543,11 @@ impl Endpoint {
                         grant: req.grant,
                     };
                     let decision = c
-                        .listener
+                        .listener()
                         .and_then(|l| self.listeners[l].condition.as_mut())
                         .map(|f| f(&request));
                     let would_wait = matches!(decision, None | Some(Decision::Defer));
-                    let full = c.listener.is_some_and(|l| {
+                    let full = c.listener().is_some_and(|l| {
                         let l = &self.listeners[l];
                         l.undecided >= l.config.max_pending
                     });
@@ -590,7 +591,7 @@ impl Endpoint {
                             if decision.is_some() {
                                 let _ = c.session.defer();
                             }
-                            if let Some(l) = c.listener {
+                            if let Some(l) = c.listener() {
                                 self.listeners[l].undecided += 1;
                             }
                             c.request = Some(Box::new(request.clone()));
