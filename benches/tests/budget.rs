@@ -24,8 +24,9 @@ const IDLE: usize = 200;
 /// regression.
 const MAX_IDLE_BYTES: i64 = 520;
 
-/// Heap allocations per lifecycle beyond raw smoltcp: 3.2 measured (the four
-/// user data deliveries, `Bytes` handed to the application, and less);
+/// Heap allocations per lifecycle beyond raw smoltcp: 5.2 measured (the four
+/// user data deliveries and the two received messages, each handed to the
+/// application as `Bytes` owning its buffer, less what raw's harness does);
 /// the target is 6.
 const MAX_EXTRA_ALLOCATIONS: f64 = 6.0;
 

@@ -8,7 +8,10 @@ and no TCP stack: the transport hands it received bytes, FIN/RST and the time,
 and takes back bytes to write, FIN/RST to perform and the next timer. Every
 transport (smoltcp today, others later) shares this one implementation.
 
-* `#![no_std]` + `alloc`, `#![forbid(unsafe_code)]`, no smoltcp types.
+* `#![no_std]` + `alloc`, `#![forbid(unsafe_code)]`, no smoltcp types. Sessions
+  share their `Config` through `alloc::sync::Arc`, so the target needs atomic
+  compare-and-swap (Cortex-M3 and up, RISC-V with the A extension); targets
+  without it (Cortex-M0, `thumbv6m`) are not supported yet.
 * [`Session`] follows quinn-proto's taxonomy: getters, `handle_*` inputs,
   application commands, `poll_*` outputs in a documented order.
 * Transitions are data: [`state::TRANSITIONS`], snapshot-tested and drawn in

@@ -670,13 +670,12 @@ impl Session {
             b.shrink(MAX_SPARE_CAPACITY);
             spares.rx.push(b, spares.max_each);
         }
-        if let Some(mut b) = self.tx.buf.take_if(bytes::BytesMut::is_empty) {
-            if b.capacity() > MAX_SPARE_CAPACITY {
-                *b = bytes::BytesMut::new();
-            }
-            spares.tx.push(b, spares.max_each);
+        if let Some(b) = self.tx.buf.take_if(bytes::BytesMut::is_empty) {
+            self.pool_tx(b, spares);
         }
-        let needed = self.proposal_needed();
+        // A queued `ConnectRequest` is built from the proposal and grant
+        // when it is polled.
+        let needed = self.proposal_needed() || self.events.contains(EventKind::ConnectRequest);
         if let Some(mut b) = self.cold.take_if(|c| c.is_idle(needed)) {
             *b = Cold::default();
             spares.cold.push(b, spares.max_each);
@@ -688,21 +687,26 @@ impl Session {
     /// (its close reason included). Call it just before dropping the session.
     pub fn recycle(&mut self, spares: &mut Spares) {
         if let Some(mut b) = self.rx.bufs.take_if(|_| true) {
-            b.clear();
             b.shrink(MAX_SPARE_CAPACITY);
             spares.rx.push(b, spares.max_each);
         }
         if let Some(mut b) = self.tx.buf.take_if(|_| true) {
             b.clear();
-            if b.capacity() > MAX_SPARE_CAPACITY {
-                *b = bytes::BytesMut::new();
-            }
-            spares.tx.push(b, spares.max_each);
+            self.pool_tx(b, spares);
         }
         if let Some(mut b) = self.cold.take_if(|_| true) {
             *b = Cold::default();
             spares.cold.push(b, spares.max_each);
         }
+    }
+
+    /// Pools an empty send buffer, unless it shares its storage with `Bytes`
+    /// handed out, or its allocation is over `MAX_SPARE_CAPACITY`.
+    fn pool_tx(&mut self, mut b: alloc::boxed::Box<bytes::BytesMut>, spares: &mut Spares) {
+        if core::mem::take(&mut self.tx.shared) || !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY) {
+            *b = bytes::BytesMut::new();
+        }
+        spares.tx.push(b, spares.max_each);
     }
 
     /// Gives the session spare boxes for the parts it lacks, so that what it
@@ -813,6 +817,89 @@ mod tests {
         }
         assert_eq!(q.len(), EventKind::ALL.len());
         assert_eq!(q.pop(), Some(EventKind::ConnectRequest));
+    }
+
+    /// Established pair, for the tests below.
+    fn connected_pair() -> (Session, Session) {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut c = Session::caller(config.clone(), 1).unwrap();
+        let mut s = Session::callee(config, 2, t).unwrap();
+        let mut buf = [0u8; 512];
+        c.connect(t, None, Options::DEFAULT).unwrap();
+        let n = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..n]);
+        let Some(Event::ConnectRequest(r)) = s.poll_event() else {
+            panic!("no request")
+        };
+        s.accept(t, None, r.grant).unwrap();
+        let n = s.poll_transmit(t, &mut buf);
+        c.handle_bytes(t, &buf[..n]);
+        (c, s)
+    }
+
+    /// Review of issue 10: a drained buffer reports only the capacity left
+    /// after its consumed prefix, so a check of `capacity()` alone let a
+    /// large allocation whose tail was small into the pool, kept alive by an
+    /// idle endpoint.
+    #[test]
+    fn the_pool_check_sees_the_whole_allocation() {
+        use bytes::Buf;
+        let mut b = bytes::BytesMut::with_capacity(200_000);
+        b.extend_from_slice(&alloc::vec![1u8; 199_900]);
+        b.advance(199_900);
+        assert!(b.capacity() <= MAX_SPARE_CAPACITY, "the tail looks small");
+        assert!(!rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY));
+        let mut small = bytes::BytesMut::with_capacity(1000);
+        small.extend_from_slice(&[1u8; 900]);
+        small.advance(900);
+        assert!(rx::fits_the_pool(&mut small, MAX_SPARE_CAPACITY));
+    }
+
+    /// A session's drained send buffer of 200 KiB does not reach the pool.
+    #[test]
+    fn a_large_drained_buffer_is_not_pooled() {
+        let t = Instant::ZERO;
+        let (mut c, _s) = connected_pair();
+        let data = alloc::vec![7u8; 200_000];
+        assert_eq!(c.send(&data), Ok(200_000));
+        let mut out = [0u8; 1460];
+        while c.poll_transmit(t, &mut out) > 0 {}
+        let mut spares = Spares::new(4);
+        c.trim(&mut spares);
+        let mut b = spares.tx.pop().expect("the send buffer was pooled");
+        assert!(b.is_empty());
+        assert!(
+            !b.try_reclaim(MAX_SPARE_CAPACITY + 1),
+            "a pooled buffer holds more than MAX_SPARE_CAPACITY"
+        );
+    }
+
+    /// Review of issue 10: an application may accept before it polls the
+    /// request; the queued event must still carry the real proposal and
+    /// grant after the session was trimmed.
+    #[test]
+    fn a_queued_request_keeps_its_proposal_through_a_trim() {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut c = Session::caller(config.clone(), 1).unwrap();
+        let mut s = Session::callee(config, 2, t).unwrap();
+        let mut buf = [0u8; 512];
+        let proposal = Options {
+            max_frame_size: 4096,
+            ..Options::DEFAULT
+        };
+        c.connect(t, None, proposal).unwrap();
+        let n = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..n]);
+        s.accept(t, None, proposal).unwrap();
+        let mut spares = Spares::new(4);
+        s.trim(&mut spares);
+        let Some(Event::ConnectRequest(r)) = s.poll_event() else {
+            panic!("no request")
+        };
+        assert_eq!(r.proposed.max_frame_size, 4096);
+        assert_eq!(r.grant.max_frame_size, 4096);
     }
 
     /// Issue 10: an idle established session, trimmed, holds no heap, and

@@ -16,8 +16,17 @@ use core::time::Duration;
 /// (issue 10: idle memory). The last representable instant, `u64::MAX - 1`
 /// µs after the epoch (584 000 years), is the end of time: later ones
 /// saturate to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(NonZeroU64);
+
+impl fmt::Debug for Instant {
+    /// The microseconds since the epoch, not the stored word.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Instant")
+            .field(&self.total_micros())
+            .finish()
+    }
+}
 
 impl Default for Instant {
     fn default() -> Self {

@@ -29,7 +29,10 @@ enum Slot {
 /// costs 8 bytes per timer (issue 10: idle memory). `u64::MAX` is off; the
 /// top bit marks a paused timer and the rest its time left in microseconds;
 /// otherwise the word is the deadline in microseconds. Deadlines and time
-/// left are clamped below 2^63 µs (292 000 years): the end of time.
+/// left are clamped below 2^63 µs (292 000 years after the driver's epoch),
+/// which the table treats as the end of time; `Instant` itself goes on to
+/// `u64::MAX - 1` µs. A driver whose clock passed 2^63 µs would see every
+/// armed timer due at once (`handle_timeout` bounds the loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed(u64);
 
@@ -157,9 +160,18 @@ impl TimerTable {
         }
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline. On the hot path (every visit of a driver asks),
+    /// so it reads the packed words directly: a running timer's word is its
+    /// deadline, and off and paused words have the top bit set.
     pub(crate) fn next(&self) -> Option<Instant> {
-        TimerId::ALL.iter().filter_map(|&t| self.effective(t)).min()
+        let mut best = u64::MAX;
+        for (i, w) in self.slots.iter().enumerate() {
+            let suspended = i == TimerId::Idle as usize && self.idle_suspended;
+            if w.0 & Packed::PAUSED == 0 && !suspended {
+                best = best.min(w.0);
+            }
+        }
+        (best != u64::MAX).then(|| Instant::from_micros(best))
     }
 
     /// The earliest timer due at `now`, taken off the table.
@@ -180,6 +192,31 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// `next` reads the packed words; it must agree with the per-timer view.
+    #[test]
+    fn next_agrees_with_the_timers_one_by_one() {
+        let mut t = TimerTable::default();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        for step in 0..5000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let id = TimerId::ALL[(rng % TimerId::ALL.len() as u64) as usize];
+            let now = Instant::from_micros(step * 100);
+            match (rng >> 8) % 6 {
+                0 | 1 => t.set(id, now, Duration::from_micros(rng >> 40)),
+                2 => t.clear(id),
+                3 => t.pause_peer_timers((rng >> 12) & 1 == 0, now),
+                4 => t.suspend_idle((rng >> 13) & 1 == 0, now, MS(5)),
+                _ => {
+                    let _ = t.take_expired(now);
+                }
+            }
+            let slow = TimerId::ALL.iter().filter_map(|&i| t.effective(i)).min();
+            assert_eq!(t.next(), slow, "step {step}");
+        }
+    }
 
     #[test]
     fn a_packed_slot_round_trips() {

@@ -142,8 +142,10 @@ pub struct Link {
     pending_since: Option<Instant>,
     /// What the session was last told: its peer timers are paused.
     holding: bool,
-    /// The durations below in milliseconds (saturating at 49 days): 4 bytes
-    /// each instead of 16, for the idle-memory budget of issue 10.
+    /// The durations below in milliseconds, rounded up, saturating at
+    /// `u32::MAX` ms (49.7 days; a longer configured bound is shortened to
+    /// that): 4 bytes each instead of 16, for the idle-memory budget of
+    /// issue 10.
     abort_flush_ms: u32,
     tcp_timeout_ms: u32,
     /// The session's idle bound (3 keepalive intervals), if any: the user
@@ -152,7 +154,8 @@ pub struct Link {
     liveness_ms: u32,
 }
 
-/// `d` in milliseconds, rounded up (a bound is never shortened), saturating.
+/// `d` in milliseconds, rounded up (a bound is never shortened below one
+/// millisecond's precision), saturating at 49.7 days.
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u32::MAX)
 }
@@ -184,7 +187,7 @@ impl Link {
         }
     }
 
-    /// Sets the session's idle bound once negotiated (see `liveness`).
+    /// Sets the session's idle bound once negotiated (see `liveness_ms`).
     pub fn set_liveness(&mut self, idle: Duration) {
         self.liveness_ms = millis(idle);
     }

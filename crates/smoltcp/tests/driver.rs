@@ -799,3 +799,37 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
         "the server's disconnect data"
     );
 }
+
+/// Review of issue 10 (fails on 0be133b): reads took spare session parts
+/// from the endpoint's pool (the command lookup supplied every session) and
+/// only a later visit gave them back, so an application trying `recv` on
+/// every idle handle scattered the pool over idle sessions.
+#[test]
+fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
+    let (mut net, l) = pair(ListenConfig::default());
+    net.ep(0).accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    let clients: Vec<Handle> = (0..6).map(|_| connect(&mut net, 1, b"hi")).collect();
+    net.run_for(std::time::Duration::from_millis(300));
+    let evs = events(&mut net, 1);
+    let connected = evs
+        .iter()
+        .filter(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
+        .count();
+    assert_eq!(connected, clients.len());
+    let _ = events(&mut net, 0);
+    net.run_for(std::time::Duration::from_millis(100));
+    let before = net.ep(1).spare_parts();
+    let now = net.now();
+    let mut buf = [0u8; 64];
+    for &h in &clients {
+        let (ep, _, sockets) = net.parts(1);
+        assert!(ep.recv(sockets, h, now, &mut buf).is_err());
+        let ep = net.ep(1);
+        assert!(ep.recv_message(h, &mut buf).is_err());
+        assert!(ep.recv_disconnect(h, &mut buf).is_err());
+    }
+    assert_eq!(net.ep(1).spare_parts(), before);
+}

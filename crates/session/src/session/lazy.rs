@@ -5,7 +5,7 @@
 //! never frees one on its own (a standalone session keeps its buffers, as it
 //! did before); a driver that holds many sessions calls
 //! [`Session::trim`](super::Session::trim) when one goes quiet, which moves
-//! its empty parts into a [`Spares`] pool, and
+//! its empty parts into a [`Spares`](super::Spares) pool, and
 //! [`Session::supply`](super::Session::supply) before working on it, so that a
 //! busy endpoint recycles a few boxes instead of allocating per frame.
 

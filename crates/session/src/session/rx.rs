@@ -57,6 +57,9 @@ pub(crate) struct RxBufs {
     pub(super) partial: BytesMut,
     pub(super) stream: BytesMut,
     pub(super) messages: VecDeque<Bytes>,
+    /// The message in reassembly. A complete one is moved out whole
+    /// (`end_message`), never split off, so this buffer never shares storage
+    /// with a message handed to the application and may go to the pool.
     pub(super) message: BytesMut,
 }
 
@@ -77,11 +80,13 @@ impl RxBufs {
         self.message.clear();
     }
 
-    /// Drops allocations over `max` bytes before the box is pooled, so that a
-    /// pool of spares stays small however large one frame was.
+    /// Makes the box fit for the spare pool: every buffer empty, unshared,
+    /// and at most `max` bytes of allocation, so that a pool of spares stays
+    /// small however large one frame was and keeps nothing else alive.
     pub(super) fn shrink(&mut self, max: usize) {
+        self.clear();
         for b in [&mut self.partial, &mut self.stream, &mut self.message] {
-            if b.capacity() > max {
+            if !fits_the_pool(b, max) {
                 *b = BytesMut::new();
             }
         }
@@ -89,6 +94,15 @@ impl RxBufs {
             self.messages = VecDeque::new();
         }
     }
+}
+
+/// Whether an empty, unshared buffer may be kept in the spare pool: its
+/// whole allocation is at most `max` bytes. `capacity` alone does not say:
+/// it leaves out a prefix consumed by `advance`, which `try_reclaim` takes
+/// back (it succeeds only if the allocation is larger than `max`).
+pub(super) fn fits_the_pool(b: &mut BytesMut, max: usize) -> bool {
+    debug_assert!(b.is_empty());
+    !b.try_reclaim(max + 1) && b.capacity() <= max
 }
 
 /// The decoder's cursor and the received data held for the application.
@@ -730,7 +744,7 @@ impl Session {
             return;
         }
         let bufs = self.rx.bufs.make();
-        let msg = bufs.message.split().freeze();
+        let msg = core::mem::take(&mut bufs.message).freeze();
         self.rx.messages_charge += msg.len() + MESSAGE_OVERHEAD;
         bufs.messages.push_back(msg);
         self.post_readable();

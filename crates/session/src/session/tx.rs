@@ -22,6 +22,9 @@ enum Pending {
 pub(crate) struct Tx {
     /// Boxed and present only while used (or until the driver trims it).
     pub(super) buf: Lazy<BytesMut>,
+    /// `buf` shares its storage with `Bytes` handed out by `take`: it must
+    /// not go to the spare pool, where it would keep that storage alive.
+    pub(super) shared: bool,
     fin: Pending,
     rst: Pending,
     /// A send was refused or cut short: post Writable once there is room.
@@ -36,6 +39,7 @@ impl Tx {
     pub(crate) fn new() -> Self {
         Self {
             buf: Lazy::empty(),
+            shared: false,
             fin: Pending::No,
             rst: Pending::No,
             writable_wanted: false,
@@ -156,7 +160,11 @@ impl Tx {
     pub(crate) fn take(&mut self, max: usize) -> Option<Bytes> {
         let buf = self.buf.get_mut()?;
         let n = max.min(buf.len());
-        (n > 0).then(|| buf.split_to(n).freeze())
+        if n == 0 {
+            return None;
+        }
+        self.shared = true;
+        Some(buf.split_to(n).freeze())
     }
 
     /// The FIN or RST, once every byte before it was taken. RST wins.

@@ -81,17 +81,53 @@ impl Endpoint {
     }
 
     /// The connection behind `h`, for a command.
-    /// Supplies its session with spare parts: what the command queues or
-    /// reads then needs no allocation (the visit after it trims them again).
     fn owned(&mut self, h: Handle) -> Result<&mut Conn, Error> {
-        let c = self
+        self.conn_mut(h).ok_or(Error::InvalidHandle)
+    }
+
+    /// Gives the session spare parts before a command that queues frames,
+    /// so that it needs no allocation. Every such command ends in `flush`
+    /// (whose visit trims them again) or, when it fails, in [`Self::trim`].
+    /// Reads never allocate and take nothing.
+    fn supply(&mut self, h: Handle) {
+        let spares = &mut self.spares;
+        if let Some(c) = self
             .conns
             .get_mut(h.index as usize)
             .and_then(|c| c.as_deref_mut())
             .filter(|c| c.generation == h.generation)
-            .ok_or(Error::InvalidHandle)?;
-        c.session.supply(&mut self.spares);
-        Ok(c)
+        {
+            c.session.supply(spares);
+        }
+    }
+
+    /// Runs a session command with spare parts supplied, taking them back if
+    /// it fails; on success the caller flushes (which trims).
+    fn command_only<T>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut Session) -> Result<T, SessionError>,
+    ) -> Result<T, Error> {
+        self.supply(h);
+        let c = self.owned(h)?;
+        let r = f(&mut c.session);
+        if r.is_err() {
+            self.trim(h);
+        }
+        Ok(r?)
+    }
+
+    /// Takes back what [`Self::supply`] gave, after a command that failed.
+    fn trim(&mut self, h: Handle) {
+        let spares = &mut self.spares;
+        if let Some(c) = self
+            .conns
+            .get_mut(h.index as usize)
+            .and_then(|c| c.as_deref_mut())
+            .filter(|c| c.generation == h.generation)
+        {
+            c.session.trim(spares);
+        }
     }
 
     /// Hands what a command queued to TCP now.
@@ -107,10 +143,18 @@ impl Endpoint {
         now: SmolInstant,
         f: impl FnOnce(&mut Session, bookend_session::Instant) -> Result<T, SessionError>,
     ) -> Result<T, Error> {
+        self.supply(h);
         let c = self.owned(h)?;
-        let out = f(&mut c.session, session_instant(now))?;
-        self.flush(h, now, sockets);
-        Ok(out)
+        match f(&mut c.session, session_instant(now)) {
+            Ok(out) => {
+                self.flush(h, now, sockets);
+                Ok(out)
+            }
+            Err(e) => {
+                self.trim(h);
+                Err(e.into())
+            }
+        }
     }
 
     /// Stream mode, zero-copy send (like a socket `send`): frames `data`
@@ -136,9 +180,7 @@ impl Endpoint {
             .socket
             .filter(|_| c.session.send_queue() == 0 && c.aborted.is_none());
         let Some(sh) = direct else {
-            let n = c.session.send(data)?;
-            self.flush(h, now, sockets);
-            return Ok(n);
+            return self.command(sockets, h, now, |s, _| s.send(data));
         };
         let socket = sockets.get_mut::<tcp::Socket>(sh);
         let queued_before = socket.send_queue();
@@ -167,8 +209,8 @@ impl Endpoint {
             // of the wrap. One frame through the session's buffer crosses it
             // (the pump writes across the wrap); the next send is direct again.
             let n = (data.len() - taken).min(room - MAX_FRAME_OVERHEAD);
-            taken += c.session.send(&data[taken..taken + n])?;
-            self.flush(h, now, sockets);
+            let chunk = &data[taken..taken + n];
+            taken += self.command(sockets, h, now, |s, _| s.send(chunk))?;
         }
         if let Some(c) = self.conn_mut(h) {
             if taken < data.len() {
@@ -403,8 +445,8 @@ impl Endpoint {
         if c.phase != Phase::Pending || c.request.is_none() {
             return Err(Error::NotPending);
         }
-        c.session
-            .accept(session_instant(now), callee_data, granted)?;
+        self.command_only(h, |s| s.accept(session_instant(now), callee_data, granted))?;
+        let c = self.owned(h)?;
         c.phase = Phase::Owned;
         c.request = None;
         self.flush(h, now, sockets);
@@ -429,7 +471,8 @@ impl Endpoint {
         if c.phase != Phase::Pending || c.request.is_none() {
             return Err(Error::NotPending);
         }
-        c.session.reject(session_instant(now), reason, data)?;
+        self.command_only(h, |s| s.reject(session_instant(now), reason, data))?;
+        let c = self.owned(h)?;
         c.phase = Phase::Refused;
         c.request = None;
         self.stats.refused += 1;
@@ -450,6 +493,7 @@ impl Endpoint {
         h: Handle,
         now: SmolInstant,
     ) -> Result<(), Error> {
+        self.supply(h);
         let c = self.owned(h)?;
         c.session.close(session_instant(now));
         self.flush(h, now, sockets);
@@ -470,10 +514,9 @@ impl Endpoint {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let c = self.owned(h)?;
-        match c.session.abort(session_instant(now), reason, data) {
-            Ok(()) | Err(SessionError::InvalidState { .. }) => {}
-            Err(e) => return Err(e.into()),
+        match self.command_only(h, |s| s.abort(session_instant(now), reason, data)) {
+            Ok(()) | Err(Error::Session(SessionError::InvalidState { .. })) => {}
+            Err(e) => return Err(e),
         }
         self.flush(h, now, sockets);
         self.release(h);

@@ -28,7 +28,7 @@ const DUPLICATE_SYN_WINDOW: core::time::Duration = core::time::Duration::from_se
 /// stored (a stored `tracing::Span` is 40 bytes per idle connection; a
 /// disabled span costs one callsite check).
 fn conn_span(c: &Conn) -> tracing::Span {
-    tracing::debug_span!("conn", session = c.session.id(), remote = ?c.remote)
+    tracing::debug_span!("conn", session = c.session.id(), local = ?c.local, remote = ?c.remote)
 }
 
 impl Endpoint {
@@ -167,8 +167,11 @@ impl Endpoint {
         let unowned = c.phase != Phase::Owned;
         if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
             if let Some(mut c) = self.conns[index].take() {
-                // Its session's parts and its box serve the next connections.
+                // Its session's parts and its box serve the next connections;
+                // what else it holds on the heap goes now, not at reuse.
                 c.session.recycle(&mut self.spares);
+                c.connect_args = None;
+                c.request = None;
                 if self.spare_conns.len() < super::SPARE_CONNS {
                     self.spare_conns.push(c);
                 }

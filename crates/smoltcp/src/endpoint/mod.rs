@@ -500,13 +500,23 @@ impl Endpoint {
                 .count()
     }
 
+    /// Boxes in the endpoint's pools of spare parts (session buffers and
+    /// handshake data, and connection slots), for tests and monitoring: at
+    /// most 3 x 64 session parts plus 64 slots. Idle sessions hold none of
+    /// the session parts; the pools serve the busy ones.
+    pub fn spare_parts(&self) -> usize {
+        self.spares.len() + self.spare_conns.len()
+    }
+
     /// Armed listening sockets.
     pub fn listening_socket_count(&self) -> usize {
         self.listeners.iter().map(|l| l.armed.len()).sum()
     }
 
     /// How long SO_CONDITIONAL_ACCEPT may keep a SYN-ACK paused on `Defer`
-    /// before refusing it (default 5 s).
+    /// before refusing it (default 5 s), counted from when the listener took
+    /// the SYN. A change applies to SYN-ACKs already paused too, from their
+    /// next visit (their deadlines are not stored per connection).
     pub fn set_syn_defer_timeout(&mut self, timeout: core::time::Duration) {
         self.syn_defer_timeout = timeout;
     }
@@ -643,7 +653,8 @@ impl Endpoint {
             session: f.session,
             link,
             phase: f.phase,
-            listener: f.listener.and_then(|l| u32::try_from(l).ok()),
+            // Listeners are few (one per `listen` call): the index fits.
+            listener: f.listener.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             local: f.local,
             remote: f.remote,
             ephemeral_port: None,
