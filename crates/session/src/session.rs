@@ -703,7 +703,10 @@ impl Session {
     /// Pools an empty send buffer, unless it shares its storage with `Bytes`
     /// handed out, or its allocation is over `MAX_SPARE_CAPACITY`.
     fn pool_tx(&mut self, mut b: alloc::boxed::Box<bytes::BytesMut>, spares: &mut Spares) {
-        if core::mem::take(&mut self.tx.shared) || !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY) {
+        let touched = core::mem::take(&mut self.tx.touched);
+        if core::mem::take(&mut self.tx.shared)
+            || (touched && !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY))
+        {
             *b = bytes::BytesMut::new();
         }
         spares.tx.push(b, spares.max_each);

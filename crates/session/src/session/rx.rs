@@ -57,6 +57,9 @@ pub(crate) struct RxBufs {
     pub(super) partial: BytesMut,
     pub(super) stream: BytesMut,
     pub(super) messages: VecDeque<Bytes>,
+    /// Written since it came from the pool (or was last made fit for it):
+    /// only then can a buffer have grown, and `shrink` need look.
+    pub(super) touched: bool,
     /// The message in reassembly. A complete one is moved out whole
     /// (`end_message`), never split off, so this buffer never shares storage
     /// with a message handed to the application and may go to the pool.
@@ -84,6 +87,11 @@ impl RxBufs {
     /// and at most `max` bytes of allocation, so that a pool of spares stays
     /// small however large one frame was and keeps nothing else alive.
     pub(super) fn shrink(&mut self, max: usize) {
+        if !core::mem::take(&mut self.touched) {
+            // Untouched since it was last made fit: empty and within bounds
+            // (checking costs a reclaim attempt per buffer, on every visit).
+            return;
+        }
         self.clear();
         for b in [&mut self.partial, &mut self.stream, &mut self.message] {
             if !fits_the_pool(b, max) {
@@ -146,6 +154,13 @@ impl Rx {
             held: false,
             sealed_seen: false,
         }
+    }
+
+    /// The buffers for writing, created if absent, marked as touched.
+    pub(super) fn bufs_mut(&mut self) -> &mut RxBufs {
+        let b = self.bufs.make();
+        b.touched = true;
+        b
     }
 
     pub(crate) fn partial_len(&self) -> usize {
@@ -320,14 +335,14 @@ impl Session {
                 if n == 0 {
                     return false;
                 }
-                let partial = &mut self.rx.bufs.make().partial;
+                let partial = &mut self.rx.bufs_mut().partial;
                 partial.extend_from_slice(&input[*at..*at + n]);
                 *at += n;
                 if partial.len() < HEADER_LEN {
                     return false;
                 }
             }
-            header.copy_from_slice(&self.rx.bufs.make().partial[..HEADER_LEN]);
+            header.copy_from_slice(&self.rx.bufs_mut().partial[..HEADER_LEN]);
         } else {
             header.copy_from_slice(&input[*at..*at + HEADER_LEN]);
         }
@@ -501,7 +516,7 @@ impl Session {
             self.rx.checked = None;
             return self.decoded(now, bytes, sink);
         }
-        let partial = &mut self.rx.bufs.make().partial;
+        let partial = &mut self.rx.bufs_mut().partial;
         if !in_partial {
             partial.extend_from_slice(&input[*at..*at + HEADER_LEN]);
             *at += HEADER_LEN;
@@ -519,7 +534,7 @@ impl Session {
         // have dropped what was there.
         let mut buf = buf;
         buf.clear();
-        self.rx.bufs.make().partial = buf;
+        self.rx.bufs_mut().partial = buf;
         go_on
     }
 
@@ -730,10 +745,10 @@ impl Session {
                 self.rx.queued += chunk.len();
                 match self.params.mode {
                     Mode::Stream => {
-                        self.rx.bufs.make().stream.extend_from_slice(chunk);
+                        self.rx.bufs_mut().stream.extend_from_slice(chunk);
                         self.post_readable();
                     }
-                    Mode::Message => self.rx.bufs.make().message.extend_from_slice(chunk),
+                    Mode::Message => self.rx.bufs_mut().message.extend_from_slice(chunk),
                 }
             }
         }
@@ -743,10 +758,11 @@ impl Session {
         if self.params.mode != Mode::Message {
             return;
         }
-        let bufs = self.rx.bufs.make();
+        let bufs = self.rx.bufs_mut();
         let msg = core::mem::take(&mut bufs.message).freeze();
-        self.rx.messages_charge += msg.len() + MESSAGE_OVERHEAD;
+        let charge = msg.len() + MESSAGE_OVERHEAD;
         bufs.messages.push_back(msg);
+        self.rx.messages_charge += charge;
         self.post_readable();
     }
 

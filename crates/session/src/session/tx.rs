@@ -25,6 +25,9 @@ pub(crate) struct Tx {
     /// `buf` shares its storage with `Bytes` handed out by `take`: it must
     /// not go to the spare pool, where it would keep that storage alive.
     pub(super) shared: bool,
+    /// `buf` was written since it came from the pool: only then may it have
+    /// grown, and the pool check need look.
+    pub(super) touched: bool,
     fin: Pending,
     rst: Pending,
     /// A send was refused or cut short: post Writable once there is room.
@@ -40,6 +43,7 @@ impl Tx {
         Self {
             buf: Lazy::empty(),
             shared: false,
+            touched: false,
             fin: Pending::No,
             rst: Pending::No,
             writable_wanted: false,
@@ -77,6 +81,7 @@ impl Tx {
             debug_assert!(false, "{} after FIN or RST", repr.frame_type());
             return;
         }
+        self.touched = true;
         let buf = self.buf.make();
         let at = buf.len();
         let len = if self.seal {
@@ -107,6 +112,7 @@ impl Tx {
             0
         };
         let (header, trailer) = data_header(payload, fl, self.seal);
+        self.touched = true;
         let buf = self.buf.make();
         buf.reserve(HEADER_LEN + payload.len() + trailer.map_or(0, |t| t.len()));
         buf.extend_from_slice(&header);

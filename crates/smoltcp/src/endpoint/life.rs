@@ -343,7 +343,6 @@ impl Endpoint {
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.visited = t;
-            c.session.supply(&mut self.spares);
         }
         self.visit_conn(index, t, sockets);
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
@@ -383,6 +382,7 @@ impl Endpoint {
 
         if let Some(h) = c.socket {
             if let Some(at) = c.aborted {
+                c.session.supply(&mut self.spares);
                 // The RST is out once smoltcp has forgotten the 4-tuple.
                 let socket = sockets.get::<tcp::Socket>(h);
                 if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
@@ -391,6 +391,7 @@ impl Endpoint {
                     c.tcp_done_by = None;
                 }
             } else if Self::lost_its_caller(c, sockets.get::<tcp::Socket>(h)) {
+                c.session.supply(&mut self.spares);
                 let socket = sockets.get_mut::<tcp::Socket>(h);
                 debug!(state = %socket.state(), "reset in SYN-RECEIVED: dropping the socket");
                 if socket.state() == tcp::State::Listen {
@@ -432,6 +433,8 @@ impl Endpoint {
                 if idle {
                     return;
                 }
+                // Work to do: spare parts first, so that it allocates nothing.
+                c.session.supply(&mut self.spares);
                 c.last_tcp_state = Some(state);
                 if c.local.is_none() {
                     c.local = socket.local_endpoint();
@@ -519,6 +522,8 @@ impl Endpoint {
                     }
                 }
             }
+        } else {
+            c.session.supply(&mut self.spares);
         }
 
         // Events: the application's, or the condition function's.
