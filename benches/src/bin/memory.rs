@@ -53,11 +53,13 @@ fn session_heap(n: usize) -> i64 {
     use bookend_session::{Config as SConfig, Event, Instant, Session};
     let t = Instant::ZERO;
     let before = in_use();
+    // One configuration for all, as an endpoint shares it.
+    let config = std::sync::Arc::new(SConfig::default());
     let mut pairs = Vec::with_capacity(n);
     let mut buf = vec![0u8; 4096];
     for i in 0..n {
-        let mut c = Session::caller(SConfig::default(), i as u64).unwrap();
-        let mut s = Session::callee(SConfig::default(), i as u64, t).unwrap();
+        let mut c = Session::caller(config.clone(), i as u64).unwrap();
+        let mut s = Session::callee(config.clone(), i as u64, t).unwrap();
         c.connect(t, Some(b"client"), Options::DEFAULT).unwrap();
         let k = c.poll_transmit(t, &mut buf);
         s.handle_bytes(t, &buf[..k]);
@@ -77,6 +79,18 @@ fn session_heap(n: usize) -> i64 {
         "{n} idle session pairs alone: {} B heap per session ({} B of it the Session structs in a Vec)",
         used / (2 * n as i64),
         inline / (2 * n as i64)
+    );
+    // What a driver does when a session goes quiet: its empty parts go to a
+    // bounded pool (freed beyond it).
+    let mut spares = bookend_session::Spares::new(64);
+    for (c, s) in &mut pairs {
+        c.trim(&mut spares);
+        s.trim(&mut spares);
+    }
+    let trimmed = in_use() - before;
+    println!(
+        "  trimmed: {} B heap per session (the pool of 64 spares of each kind included)",
+        trimmed / (2 * n as i64)
     );
     drop(pairs);
     used
