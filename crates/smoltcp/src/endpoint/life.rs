@@ -52,6 +52,10 @@ impl Endpoint {
         // A slot freed and taken again may be listed twice: once is enough.
         self.waiting.sort_unstable();
         self.waiting.dedup();
+        if self.waiting.is_empty() {
+            // Nothing handshaking or undecided: the common case, and free.
+            return;
+        }
         // (listener, born, source, index) of every handshaking connection;
         // the lists are the endpoint's scratch, so a poll allocates nothing.
         let mut scratch = core::mem::take(&mut self.scratch);
@@ -254,6 +258,9 @@ impl Endpoint {
         // any listener-born connection (accepted ones too): only then are
         // all connections looked at, once.
         let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
+        if self.waiting.is_empty() {
+            return;
+        }
         let mut scratch = core::mem::take(&mut self.scratch);
         let Scratch {
             half_open, evict, ..
