@@ -106,17 +106,21 @@ impl Cold {
     }
 }
 
-/// The largest buffer (in bytes of capacity) a trimmed session hands to
-/// [`Spares`]: a larger one is freed instead, so that a pool of spares stays
-/// small however large one frame or burst was.
-pub const MAX_SPARE_CAPACITY: usize = 16 * 1024;
+/// The largest buffer (in bytes of its whole allocation) a trimmed session
+/// hands to [`Spares`]: a larger one is freed instead, so that a pool of
+/// spares stays small however large one frame or burst was. Control frames
+/// and small messages fit; bulk data moves without the session's buffers.
+pub const MAX_SPARE_CAPACITY: usize = 4 * 1024;
 
 /// Boxes that sessions let go of when they went quiet ([`Session::trim`]),
 /// for other sessions to reuse ([`Session::supply`]): a driver holding many
 /// sessions keeps one, so that idle sessions hold no buffers while busy ones
 /// rarely allocate (issue 10). Bounded: at most `max_each` boxes of each of
 /// the three kinds (receive buffers, send buffer, handshake/close data), each
-/// buffer at most [`MAX_SPARE_CAPACITY`].
+/// buffer at most [`MAX_SPARE_CAPACITY`]: a receive box holds three buffers
+/// and a message queue of at most `MAX_SPARE_CAPACITY / 32` entries, so the
+/// pool keeps at most about `max_each` x 5 x `MAX_SPARE_CAPACITY` (20 KiB
+/// each with the default 4 KiB).
 #[derive(Debug)]
 pub struct Spares {
     rx: lazy::Stack<rx::RxBufs>,
@@ -733,9 +737,10 @@ impl Session {
         }
     }
 
-    /// Bytes of heap the session holds beyond its own struct: its boxed
-    /// parts and their buffers' capacity (shared `Bytes` handed to the
-    /// application excluded). For tests and memory accounting.
+    /// Bytes of heap the session holds beyond its own struct, as far as it
+    /// can see: its boxed parts and their buffers' visible capacity (a
+    /// buffer's prefix already consumed is not counted, nor are `Bytes`
+    /// handed to the application). For tests and memory accounting.
     pub fn heap_bytes(&self) -> usize {
         use core::mem::size_of;
         let rx = self.rx.bufs.get().map_or(0, |b| {

@@ -65,6 +65,14 @@ pub struct Config {
     /// outgoing connections together (default 1024). Beyond it `connect`
     /// fails and listeners are not re-armed.
     pub max_connections: usize,
+    /// Boxes of each kind kept for reuse when connections go quiet or end
+    /// (default 16): session receive buffers, send buffers, handshake and
+    /// close data, and connection slots. With them a busy endpoint rarely
+    /// allocates; idle sessions hold none. Each pooled buffer is at most
+    /// `bookend_session::MAX_SPARE_CAPACITY` (4 KiB), so the pools keep at
+    /// most about `spare_parts` x 21 KiB after a burst (340 KiB by default);
+    /// 0 turns pooling off (every box is freed at once).
+    pub spare_parts: usize,
 }
 
 /// smoltcp's largest retransmission interval (`RTTE_MAX_RTO` in its TCP
@@ -103,6 +111,7 @@ impl Config {
             tcp_close_timeout: Duration::from_secs(10),
             abort_flush_timeout: Duration::from_secs(1),
             max_connections: 1024,
+            spare_parts: 16,
         }
     }
 

@@ -800,10 +800,12 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
     );
 }
 
-/// Review of issue 10 (fails on 0be133b): reads took spare session parts
-/// from the endpoint's pool (the command lookup supplied every session) and
+/// Review of issue 10: reads took spare session parts from the endpoint's
+/// pool (on 0be133b the command lookup, `owned`, supplied every session) and
 /// only a later visit gave them back, so an application trying `recv` on
-/// every idle handle scattered the pool over idle sessions.
+/// every idle handle scattered the pool over idle sessions. Fails with the
+/// supply put back into `owned` (`spare_parts`, which it reads, came with
+/// the fix).
 #[test]
 fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
     let (mut net, l) = pair(ListenConfig::default());

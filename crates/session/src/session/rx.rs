@@ -342,7 +342,11 @@ impl Session {
                     return false;
                 }
             }
-            header.copy_from_slice(&self.rx.bufs_mut().partial[..HEADER_LEN]);
+            // Assembled above (at least HEADER_LEN bytes): read, not written.
+            match self.rx.bufs.get().and_then(|b| b.partial.get(..HEADER_LEN)) {
+                Some(h) => header.copy_from_slice(h),
+                None => return false,
+            }
         } else {
             header.copy_from_slice(&input[*at..*at + HEADER_LEN]);
         }
@@ -759,6 +763,10 @@ impl Session {
             return;
         }
         let bufs = self.rx.bufs_mut();
+        // Moved out whole, never split off, so the buffer left behind shares
+        // nothing. The message keeps its buffer's growth slack (up to twice
+        // its length); flow control counts its length plus
+        // `MESSAGE_OVERHEAD`, so that slack is uncounted, and bounded by it.
         let msg = core::mem::take(&mut bufs.message).freeze();
         let charge = msg.len() + MESSAGE_OVERHEAD;
         bufs.messages.push_back(msg);

@@ -88,7 +88,8 @@ impl Endpoint {
     /// Gives the session spare parts before a command that queues frames,
     /// so that it needs no allocation. Every such command ends in `flush`
     /// (whose visit trims them again) or, when it fails, in [`Self::trim`].
-    /// Reads never allocate and take nothing.
+    /// Reads of what the session holds never allocate and take nothing; a
+    /// direct `recv` that decodes bytes from TCP supplies and trims itself.
     fn supply(&mut self, h: Handle) {
         let spares = &mut self.spares;
         if let Some(c) = self
@@ -245,7 +246,13 @@ impl Endpoint {
         now: SmolInstant,
         buf: &mut [u8],
     ) -> Result<usize, Error> {
-        let c = self.owned(h)?;
+        let spares = &mut self.spares;
+        let c = self
+            .conns
+            .get_mut(h.index as usize)
+            .and_then(|c| c.as_deref_mut())
+            .filter(|c| c.generation == h.generation)
+            .ok_or(Error::InvalidHandle)?;
         let t = session_instant(now);
         c.session.set_direct_receive(true);
         if c.session.recv_queue() > 0 {
@@ -257,6 +264,13 @@ impl Endpoint {
         }
         let mut written = 0;
         if let Some(sh) = c.socket.filter(|_| c.aborted.is_none()) {
+            // Control frames among the bytes (a PING's reply, DISCONNECT data,
+            // a split header) need parts: supplied only when there are bytes,
+            // taken back below unless the flush's visit trims.
+            let bytes_waiting = sockets.get::<tcp::Socket>(sh).recv_queue() > 0;
+            if bytes_waiting {
+                c.session.supply(spares);
+            }
             let socket = sockets.get_mut::<tcp::Socket>(sh);
             // Two passes: the ring's contiguous part, then the wrapped part.
             for _ in 0..2 {
@@ -280,9 +294,14 @@ impl Endpoint {
             c.last_tcp_state = None;
             if c.session.has_output() || c.session.pending_events() > 0 {
                 self.flush(h, now, sockets);
-            } else if socket_has_more(sockets, sh) {
-                // Left in TCP for the next read: FD_READ again at the next poll.
-                self.after_read(h);
+            } else {
+                if bytes_waiting {
+                    c.session.trim(spares);
+                }
+                if socket_has_more(sockets, sh) {
+                    // Left in TCP for the next read: FD_READ again at the next poll.
+                    self.after_read(h);
+                }
             }
         }
         if written > 0 {

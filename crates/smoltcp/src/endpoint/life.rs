@@ -143,6 +143,9 @@ impl Endpoint {
         };
         let _g = conn_span(c).entered();
         debug!(remote = ?c.remote, "evicting a connection that has not sent CONNECT");
+        // Its ABORT and close reason need parts: from the pool, which the
+        // next visit refills (an eviction storm is the high-load path).
+        c.session.supply(&mut self.spares);
         let established = c
             .socket
             .is_some_and(|h| TcpConnection::is_established(sockets.get::<tcp::Socket>(h)));
@@ -176,7 +179,7 @@ impl Endpoint {
                 c.session.recycle(&mut self.spares);
                 c.connect_args = None;
                 c.request = None;
-                if self.spare_conns.len() < super::SPARE_CONNS {
+                if self.spare_conns.len() < self.config.spare_parts {
                     self.spare_conns.push(c);
                 }
             }
@@ -312,6 +315,7 @@ impl Endpoint {
         for &index in evict.iter() {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 debug!(remote = ?c.remote, "dropping duplicate half-open socket");
+                c.session.supply(&mut self.spares);
                 if let Some(h) = c.socket.take() {
                     sockets.remove(h);
                 }
@@ -389,7 +393,6 @@ impl Endpoint {
 
         if let Some(h) = c.socket {
             if let Some(at) = c.aborted {
-                c.session.supply(&mut self.spares);
                 // The RST is out once smoltcp has forgotten the 4-tuple.
                 let socket = sockets.get::<tcp::Socket>(h);
                 if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
@@ -440,8 +443,6 @@ impl Endpoint {
                 if idle {
                     return;
                 }
-                // Work to do: spare parts first, so that it allocates nothing.
-                c.session.supply(&mut self.spares);
                 c.last_tcp_state = Some(state);
                 if c.local.is_none() {
                     c.local = socket.local_endpoint();
@@ -478,12 +479,16 @@ impl Endpoint {
                             c.aborted = Some(t);
                             c.phase = Phase::Refused;
                             self.stats.refused += 1;
+                            c.session.supply(&mut self.spares);
                             Self::end_unseen(c, t);
                             return;
                         }
                         TcpDecision::Defer => return,
                     }
                 }
+                // Work to do (a SYN-ACK held on `Defer` has none and took
+                // nothing): spare parts first, so that it allocates nothing.
+                c.session.supply(&mut self.spares);
                 if let Some((data, options)) = c.connect_args.as_deref()
                     && c.session.state() == State::Idle
                     && TcpConnection::is_established(socket)

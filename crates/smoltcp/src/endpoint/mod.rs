@@ -191,15 +191,6 @@ struct Listener {
     tcp_condition: Option<TcpCondition>,
 }
 
-/// Spare session parts (of each of the three kinds) an endpoint keeps for
-/// reuse: enough for the sessions one poll is busy with at once; more are
-/// freed. At most 3 x 64 boxes, each buffer at most
-/// `bookend_session::MAX_SPARE_CAPACITY`.
-const SPARE_SESSION_PARTS: usize = 64;
-
-/// Freed connection boxes an endpoint keeps for reuse (each about 400 bytes).
-const SPARE_CONNS: usize = 64;
-
 /// Who a connection belongs to right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -381,7 +372,7 @@ pub struct Endpoint {
     visit: Vec<usize>,
     scratch: Scratch,
     /// Boxes of freed connections, for the next ones (at most
-    /// `SPARE_CONNS`): a lifecycle then allocates no slot. The boxes
+    /// `config.spare_parts`): a lifecycle then allocates no slot. The boxes
     /// themselves are what is kept (the slots hold boxes), hence `Box` in a
     /// `Vec`.
     #[allow(clippy::vec_box)]
@@ -450,8 +441,9 @@ impl Endpoint {
         let max_connections = config.max_connections;
         Ok(Self {
             session_config: Arc::new(config.session.clone()),
+            spares: bookend_session::Spares::new(config.spare_parts),
             config,
-            spares: bookend_session::Spares::new(SPARE_SESSION_PARTS),
+
             wakers: Vec::new(),
             listeners: Vec::new(),
             conns: Vec::new(),
@@ -502,7 +494,7 @@ impl Endpoint {
 
     /// Boxes in the endpoint's pools of spare parts (session buffers and
     /// handshake data, and connection slots), for tests and monitoring: at
-    /// most 3 x 64 session parts plus 64 slots. Idle sessions hold none of
+    /// most 4 x `Config::spare_parts`. Trimmed, empty sessions hold none of
     /// the session parts; the pools serve the busy ones.
     pub fn spare_parts(&self) -> usize {
         self.spares.len() + self.spare_conns.len()
