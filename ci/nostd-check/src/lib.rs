@@ -16,7 +16,8 @@ pub fn frame_len(bytes: &[u8]) -> usize {
 /// Builds a callee session: the session machine compiles against `core` + `alloc` only.
 #[cfg(feature = "alloc")]
 pub fn callee_state() -> bookend_session::State {
-    match bookend_session::Session::callee(Default::default(), 0, bookend_session::Instant::ZERO) {
+    let config = bookend_session::Config::default();
+    match bookend_session::Session::callee(config, 0, bookend_session::Instant::ZERO) {
         Ok(s) => s.state(),
         Err(_) => bookend_session::State::Closed,
     }
