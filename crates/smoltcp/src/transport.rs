@@ -187,6 +187,11 @@ impl Link {
         }
     }
 
+    /// When the link was created (its connection's birth).
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
     /// Sets the session's idle bound once negotiated (see `liveness_ms`).
     pub fn set_liveness(&mut self, idle: Duration) {
         self.liveness_ms = millis(idle);

@@ -85,7 +85,7 @@ impl Endpoint {
                 && c.session.state() == State::AwaitConnect
                 && c.aborted.is_none()
             {
-                handshaking.push((l, c.born, c.remote.map(|r| r.addr), index));
+                handshaking.push((l, c.born(), c.remote.map(|r| r.addr), index));
             }
         }
         // Oldest first.
@@ -305,7 +305,7 @@ impl Endpoint {
                             sockets.get::<tcp::Socket>(oh).state(),
                             Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
                         );
-                        oh < h || (up && t < o.born + DUPLICATE_SYN_WINDOW)
+                        oh < h || (up && t < o.born() + DUPLICATE_SYN_WINDOW)
                     })
             });
             if shadowed {
@@ -372,8 +372,11 @@ impl Endpoint {
             && let Some(h) = c.socket
         {
             let socket = sockets.get_mut::<tcp::Socket>(h);
-            socket.register_recv_waker(&self.wakers[index]);
-            socket.register_send_waker(&self.wakers[index]);
+            // smoltcp keeps a clone only if it holds no waker that wakes the
+            // same (it took its last one when it woke).
+            let waker = super::ready::as_waker(&self.wakers[index]);
+            socket.register_recv_waker(&waker);
+            socket.register_send_waker(&waker);
         }
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.session.trim(&mut self.spares);
@@ -449,7 +452,7 @@ impl Endpoint {
                 }
                 #[cfg(feature = "conditional-accept")]
                 if let Phase::SynPaused = c.phase {
-                    let by = c.born + self.syn_defer_timeout;
+                    let by = c.born() + self.syn_defer_timeout;
                     let decision = match (c.listener(), c.local, c.remote) {
                         (Some(l), Some(local), Some(remote))
                             if socket.state() == tcp::State::SynReceived =>

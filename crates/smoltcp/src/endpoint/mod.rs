@@ -10,7 +10,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::fmt;
-use core::task::Waker;
 
 use bookend_session::{Event, Instant, Options, Reason, Session};
 use bytes::Bytes;
@@ -237,8 +236,6 @@ struct Conn {
     last_tcp_state: Option<tcp::State>,
     /// A direct send was cut short: report `Writable` when a frame fits.
     want_writable: bool,
-    /// When the connection was created (taken from a listener, or connect).
-    born: Instant,
     /// When the connection was last visited. A safety net: a connection
     /// with a live socket is visited at least once per `tcp_timeout`, so a
     /// change that neither a waker nor a deadline reports (the leak found
@@ -253,6 +250,12 @@ struct Conn {
 }
 
 impl Conn {
+    /// When the connection was created (taken from a listener, or connect):
+    /// its link's birth, not kept twice.
+    fn born(&self) -> Instant {
+        self.link.created()
+    }
+
     /// The listener it was taken from, as an index into `Endpoint::listeners`.
     fn listener(&self) -> Option<usize> {
         self.listener.map(|l| l as usize)
@@ -347,7 +350,7 @@ pub struct Endpoint {
     /// One waker per slot, made when the slot is first used and kept for
     /// every connection that takes it: registered with the slot's socket
     /// after every visit (smoltcp wakes a waker once).
-    wakers: Vec<Waker>,
+    wakers: Vec<Arc<ready::SlotWaker>>,
     listeners: Vec<Listener>,
     /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
     /// per slot instead of a whole 864-byte connection. Measured (benches
@@ -656,7 +659,6 @@ impl Endpoint {
             aborted: None,
             last_tcp_state: None,
             want_writable: false,
-            born: t,
             visited: t,
             queued_events: 0,
             link_poll_at: None,
@@ -670,7 +672,7 @@ impl Endpoint {
                 self.conns.push(None);
                 self.generations.push(0);
                 self.wakers
-                    .push(ready::waker(&self.ready, self.conns.len() - 1));
+                    .push(ready::slot_waker(&self.ready, self.conns.len() - 1));
                 self.conns.len() - 1
             }
         };
@@ -719,7 +721,7 @@ impl Endpoint {
         consider(Some(c.visited + self.config.tcp_timeout).filter(|_| live_socket));
         #[cfg(feature = "conditional-accept")]
         if let Phase::SynPaused = c.phase {
-            let by = c.born + self.syn_defer_timeout;
+            let by = c.born() + self.syn_defer_timeout;
             consider(Some(by));
         }
         next
@@ -872,7 +874,7 @@ impl Endpoint {
 mod size_tests {
     /// Issue 10: a connection's state is one box per slot; its size is most
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
-    /// whole). Measured 392 B (session 192, link 80) on 2026-12-02.
+    /// whole). Measured 384 B (session 192, link 80) on 2026-12-02.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
