@@ -677,6 +677,37 @@ pub fn idle_raw(n: usize, buffer: usize) -> Pair {
     pair
 }
 
+/// Heap allocations per lifecycle of the same exchange, `(raw smoltcp,
+/// bookend)`, averaged over `runs` after a warm-up of 10 (so that one-off
+/// growth of tables and pools is not counted). `allocations` reads the
+/// process's allocation counter (the caller's counting allocator).
+pub fn allocations_per_lifecycle(
+    runs: u16,
+    buffer: usize,
+    backlog: usize,
+    allocations: impl Fn() -> u64,
+) -> (f64, f64) {
+    let mut pair = Pair::new();
+    for i in 0..10u16 {
+        raw_same_exchange(&mut pair, 1, buffer, 30_000 + i);
+    }
+    let before = allocations();
+    for i in 0..runs {
+        raw_same_exchange(&mut pair, 1, buffer, 31_000 + i);
+    }
+    let raw = (allocations() - before) as f64 / f64::from(runs);
+    let mut be = Bookend::new(buffer, backlog);
+    for _ in 0..10 {
+        be.lifecycles(1);
+    }
+    let before = allocations();
+    for _ in 0..runs {
+        be.lifecycles(1);
+    }
+    let bookend = (allocations() - before) as f64 / f64::from(runs);
+    (raw, bookend)
+}
+
 /// Connects `n` more idle established sessions on `be`, in batches of its
 /// backlog, and lets them settle.
 pub fn idle_bookend(be: &mut Bookend, n: usize) {

@@ -8,7 +8,7 @@
 
 use std::alloc::System;
 
-use bookend_benches::{Bookend, Pair, idle_bookend, idle_raw, raw_same_exchange};
+use bookend_benches::{Bookend, allocations_per_lifecycle, idle_bookend, idle_raw};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
@@ -57,25 +57,9 @@ fn idle_sessions_and_lifecycles_stay_within_their_budget() {
 
     // Allocations per lifecycle, after a warm-up (one-off growth of tables
     // and pools is not counted).
-    let count = || GLOBAL.stats().allocations as f64;
-    let mut pair = Pair::new();
-    for i in 0..10u16 {
-        raw_same_exchange(&mut pair, 1, BUF, 30_000 + i);
-    }
-    let before = count();
-    for i in 0..100u16 {
-        raw_same_exchange(&mut pair, 1, BUF, 31_000 + i);
-    }
-    let raw_allocs = (count() - before) / 100.0;
-    let mut be = Bookend::new(BUF, BACKLOG);
-    for _ in 0..10 {
-        be.lifecycles(1);
-    }
-    let before = count();
-    for _ in 0..100 {
-        be.lifecycles(1);
-    }
-    let extra = (count() - before) / 100.0 - raw_allocs;
+    let (raw_allocs, be_allocs) =
+        allocations_per_lifecycle(100, BUF, BACKLOG, || GLOBAL.stats().allocations as u64);
+    let extra = be_allocs - raw_allocs;
     assert!(
         extra <= MAX_EXTRA_ALLOCATIONS,
         "{extra:.1} heap allocations per lifecycle beyond raw smoltcp (bound {MAX_EXTRA_ALLOCATIONS})"

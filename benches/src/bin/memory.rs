@@ -162,25 +162,10 @@ fn main() {
 
     // Heap allocations per lifecycle, the same exchange both ways (after a
     // warm-up, so that one-off growth of tables is not counted).
-    let count = || GLOBAL.stats().allocations as f64;
-    let mut pair = Pair::new();
-    for i in 0..10u16 {
-        bookend_benches::raw_same_exchange(&mut pair, 1, BUF, 30_000 + i);
-    }
-    let before = count();
-    for i in 0..200u16 {
-        bookend_benches::raw_same_exchange(&mut pair, 1, BUF, 31_000 + i);
-    }
-    let raw_allocs = (count() - before) / 200.0;
-    let mut be = Bookend::new(BUF, BACKLOG);
-    for _ in 0..10 {
-        be.lifecycles(1);
-    }
-    let before = count();
-    for _ in 0..200 {
-        be.lifecycles(1);
-    }
-    let be_allocs = (count() - before) / 200.0;
+    let (raw_allocs, be_allocs) =
+        bookend_benches::allocations_per_lifecycle(200, BUF, BACKLOG, || {
+            GLOBAL.stats().allocations as u64
+        });
     println!(
         "\nHeap allocations per lifecycle (same exchange): raw smoltcp {raw_allocs:.1}, bookend {be_allocs:.1}, bookend beyond raw {:.1}",
         be_allocs - raw_allocs

@@ -864,6 +864,27 @@ mod tests {
         assert!(rx::fits_the_pool(&mut small, MAX_SPARE_CAPACITY));
     }
 
+    /// The same through a session (fails on a5f3808): a drained send buffer
+    /// whose visible tail is small but whose allocation is 200 KB stays out
+    /// of the pool. Installed directly, with the mark every write sets.
+    #[test]
+    fn a_drained_buffer_with_a_small_tail_is_not_pooled() {
+        use bytes::Buf;
+        let (mut c, _s) = connected_pair();
+        let mut b = bytes::BytesMut::with_capacity(200_000);
+        b.extend_from_slice(&alloc::vec![1u8; 199_900]);
+        b.advance(199_900);
+        *c.tx.buf.make() = b;
+        c.tx.touched = true;
+        let mut spares = Spares::new(4);
+        c.trim(&mut spares);
+        let mut b = spares.tx.pop().expect("the send buffer was pooled");
+        assert!(
+            !b.try_reclaim(MAX_SPARE_CAPACITY + 1),
+            "a 200 KB allocation was pooled"
+        );
+    }
+
     /// A session's drained send buffer of 200 KiB does not reach the pool.
     #[test]
     fn a_large_drained_buffer_is_not_pooled() {

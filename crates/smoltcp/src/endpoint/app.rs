@@ -91,13 +91,7 @@ impl Endpoint {
     /// Reads of what the session holds never allocate and take nothing; a
     /// direct `recv` that decodes bytes from TCP supplies and trims itself.
     fn supply(&mut self, h: Handle) {
-        let spares = &mut self.spares;
-        if let Some(c) = self
-            .conns
-            .get_mut(h.index as usize)
-            .and_then(|c| c.as_deref_mut())
-            .filter(|c| c.generation == h.generation)
-        {
+        if let Some((c, spares)) = self.conn_and_spares(h) {
             c.session.supply(spares);
         }
     }
@@ -120,13 +114,7 @@ impl Endpoint {
 
     /// Takes back what [`Self::supply`] gave, after a command that failed.
     fn trim(&mut self, h: Handle) {
-        let spares = &mut self.spares;
-        if let Some(c) = self
-            .conns
-            .get_mut(h.index as usize)
-            .and_then(|c| c.as_deref_mut())
-            .filter(|c| c.generation == h.generation)
-        {
+        if let Some((c, spares)) = self.conn_and_spares(h) {
             c.session.trim(spares);
         }
     }
@@ -144,18 +132,10 @@ impl Endpoint {
         now: SmolInstant,
         f: impl FnOnce(&mut Session, bookend_session::Instant) -> Result<T, SessionError>,
     ) -> Result<T, Error> {
-        self.supply(h);
-        let c = self.owned(h)?;
-        match f(&mut c.session, session_instant(now)) {
-            Ok(out) => {
-                self.flush(h, now, sockets);
-                Ok(out)
-            }
-            Err(e) => {
-                self.trim(h);
-                Err(e.into())
-            }
-        }
+        let t = session_instant(now);
+        let out = self.command_only(h, |s| f(s, t))?;
+        self.flush(h, now, sockets);
+        Ok(out)
     }
 
     /// Stream mode, zero-copy send (like a socket `send`): frames `data`
@@ -246,13 +226,7 @@ impl Endpoint {
         now: SmolInstant,
         buf: &mut [u8],
     ) -> Result<usize, Error> {
-        let spares = &mut self.spares;
-        let c = self
-            .conns
-            .get_mut(h.index as usize)
-            .and_then(|c| c.as_deref_mut())
-            .filter(|c| c.generation == h.generation)
-            .ok_or(Error::InvalidHandle)?;
+        let (c, spares) = self.conn_and_spares(h).ok_or(Error::InvalidHandle)?;
         let t = session_instant(now);
         c.session.set_direct_receive(true);
         if c.session.recv_queue() > 0 {

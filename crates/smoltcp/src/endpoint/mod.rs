@@ -778,10 +778,18 @@ impl Endpoint {
     }
 
     fn conn_mut(&mut self, h: Handle) -> Option<&mut Conn> {
-        self.conns
+        self.conn_and_spares(h).map(|(c, _)| c)
+    }
+
+    /// The connection behind `h` and the spare pool, borrowed together (a
+    /// session takes and gives back parts while the endpoint holds it).
+    fn conn_and_spares(&mut self, h: Handle) -> Option<(&mut Conn, &mut bookend_session::Spares)> {
+        let c = self
+            .conns
             .get_mut(h.index as usize)?
             .as_deref_mut()
-            .filter(|c| c.generation == h.generation)
+            .filter(|c| c.generation == h.generation)?;
+        Some((c, &mut self.spares))
     }
 
     fn next_id(&mut self) -> u64 {
