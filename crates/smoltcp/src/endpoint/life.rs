@@ -348,9 +348,8 @@ impl Endpoint {
     }
 
     /// Drives one connection: the whole of its life after creation is here
-    /// and in [`Endpoint::try_free`].
-    /// Visits one connection, then re-arms its wakers (smoltcp wakes a waker
-    /// once) and puts its next deadline in the timer heap.
+    /// and in [`Endpoint::try_free`]. Visits it, then puts its next deadline
+    /// in the timer heap (its wakers are re-armed by `Endpoint::poll`).
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.visited = t;
@@ -367,16 +366,6 @@ impl Endpoint {
                 c.last_tcp_state = None;
             }
             self.visit_conn(index, t, sockets);
-        }
-        if let Some(c) = self.conns[index].as_deref()
-            && let Some(h) = c.socket
-        {
-            let socket = sockets.get_mut::<tcp::Socket>(h);
-            // smoltcp keeps a clone only if it holds no waker that wakes the
-            // same (it took its last one when it woke).
-            let waker = super::ready::as_waker(&self.wakers[index]);
-            socket.register_recv_waker(&waker);
-            socket.register_send_waker(&waker);
         }
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.session.trim(&mut self.spares);

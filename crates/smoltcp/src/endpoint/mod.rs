@@ -851,6 +851,19 @@ impl Endpoint {
         let mut visit = core::mem::take(&mut self.visit);
         visit.clear();
         self.ready.drain_into(&mut visit);
+        // smoltcp wakes a waker once (it takes it): re-arm the woken slots'
+        // before visiting them, so that whatever happens from here on wakes
+        // them again. Only these: a slot's waker is consumed only by a
+        // wake-up, which marks the slot, which brings it here (timer and
+        // command visits leave the registrations alone, and cost nothing).
+        for &index in &visit {
+            if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket) {
+                let socket = sockets.get_mut::<tcp::Socket>(h);
+                let waker = ready::as_waker(&self.wakers[index]);
+                socket.register_recv_waker(&waker);
+                socket.register_send_waker(&waker);
+            }
+        }
         while let Some(Reverse((at, index))) = self.timers.peek().copied() {
             if at > t {
                 break;
