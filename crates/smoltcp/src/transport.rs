@@ -321,6 +321,47 @@ impl Link {
         .min()
     }
 
+    /// Acknowledgement progress, for the user timeout; and for the session's
+    /// idle timer, as a sign of life that delivers no bytes.
+    fn track_acks<C: TcpConnection + ?Sized>(
+        &mut self,
+        session: &mut Session,
+        conn: &C,
+        now: Instant,
+    ) {
+        if !self.established && conn.is_established() {
+            self.established = true;
+            self.acked_at = now;
+        }
+        let acked = self.written.saturating_sub(conn.send_queue() as u64);
+        if acked > self.acked {
+            session.handle_peer_alive(now);
+            self.delivered_at = now;
+        }
+        if acked > self.acked || !conn.unacknowledged() {
+            self.acked = acked;
+            self.acked_at = now;
+        }
+    }
+
+    /// The part of [`Link::pump`] an acknowledgement alone needs: when
+    /// nothing can be read, sent or timed out, and TCP's state is unchanged,
+    /// an ACK changes only the delivery bookkeeping and the pause of the
+    /// session's peer timers. A sixth of a lifecycle's visits are such
+    /// (measured 2026-12-02: 5 of 30), and this is a fraction of a pump.
+    pub fn acknowledged<C: TcpConnection + ?Sized>(
+        &mut self,
+        session: &mut Session,
+        conn: &C,
+        now: Instant,
+    ) {
+        if self.aborted || self.gone_delivered {
+            return;
+        }
+        self.track_acks(session, conn, now);
+        self.tell_pending(session, conn, now);
+    }
+
     /// Moves everything that can move between `session` and `conn` at `now`.
     /// Returns whether anything moved.
     ///
@@ -338,21 +379,7 @@ impl Link {
             return false;
         }
         let mut progress = false;
-        if !self.established && conn.is_established() {
-            self.established = true;
-            self.acked_at = now;
-        }
-        // Acknowledgement progress, for the user timeout; and for the
-        // session's idle timer, as a sign of life that delivers no bytes.
-        let acked = self.written.saturating_sub(conn.send_queue() as u64);
-        if acked > self.acked {
-            session.handle_peer_alive(now);
-            self.delivered_at = now;
-        }
-        if acked > self.acked || !conn.unacknowledged() {
-            self.acked = acked;
-            self.acked_at = now;
-        }
+        self.track_acks(session, conn, now);
         loop {
             let mut offered = 0;
             let mut taken = 0;

@@ -418,7 +418,7 @@ impl Endpoint {
                 // TCP's state unchanged. Skipping keeps poll cost low with
                 // many idle sessions.
                 let state = socket.state();
-                let idle = c.last_tcp_state == Some(state)
+                let quiet = c.last_tcp_state == Some(state)
                     && socket.recv_queue() == 0
                     && c.session.send_queue() == 0
                     && c.connect_args.is_none()
@@ -428,12 +428,21 @@ impl Endpoint {
                     && c.session.pending_events() == 0
                     && !c.want_writable
                     && c.tcp_done_by.is_none_or(|d| d > t)
-                    // An acknowledgement that ends (or a wait that starts)
-                    // a pause of the session's peer timers needs the pump.
-                    && c.link.hold(socket, t) == c.session.transport_pending()
                     && !Self::syn_paused(c.phase);
-                if idle {
-                    return;
+                if quiet {
+                    // An acknowledgement that ends (or a wait that starts) a
+                    // pause of the session's peer timers needs only the
+                    // pump's bookkeeping of it; then, unless that made a
+                    // timer due, there is nothing else to do.
+                    if c.link.hold(socket, t) != c.session.transport_pending() {
+                        c.link.acknowledged(&mut c.session, socket, t);
+                        c.link_poll_at = c.link.poll_at(socket);
+                    }
+                    if c.session.poll_timeout().is_none_or(|d| d > t)
+                        && c.link_poll_at.is_none_or(|d| d > t)
+                    {
+                        return;
+                    }
                 }
                 c.last_tcp_state = Some(state);
                 if c.local.is_none() {
@@ -496,8 +505,19 @@ impl Endpoint {
                     socket.set_timeout(None);
                     c.link.take_timeout(t);
                 }
+                // One pump moves everything that can move, in order (reads,
+                // timers, sends, FIN or RST); it runs again, a bounded number
+                // of times, only if it left work for an earlier step: a timer
+                // due, or output with room for it in TCP. (Always running a
+                // second one cost 9 pumps per lifecycle that never moved
+                // anything, measured 2026-12-02.)
                 for _ in 0..4 {
                     if !c.link.pump(&mut c.session, socket, t) {
+                        break;
+                    }
+                    let more = c.session.poll_timeout().is_some_and(|d| d <= t)
+                        || (c.session.has_output() && socket.send_queue() < socket.send_capacity());
+                    if !more {
                         break;
                     }
                 }
