@@ -349,8 +349,12 @@ pub struct Endpoint {
     spares: bookend_session::Spares,
     /// One waker per slot, made when the slot is first used and kept for
     /// every connection that takes it: registered with the slot's socket
-    /// after every visit (smoltcp wakes a waker once).
-    wakers: Vec<Arc<ready::SlotWaker>>,
+    /// whenever it woke (smoltcp wakes a waker once). Kept as the `Waker`
+    /// (16 bytes, where its `Arc` alone is 8): registering then clones it
+    /// only if smoltcp let go of it, where building one from the `Arc` cost
+    /// two locked reference-count updates per visit (5 % of a lifecycle's
+    /// time, `perf` 2026-12-02).
+    wakers: Vec<core::task::Waker>,
     listeners: Vec<Listener>,
     /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
     /// per slot instead of a whole 864-byte connection. Measured (benches
@@ -671,8 +675,10 @@ impl Endpoint {
             None => {
                 self.conns.push(None);
                 self.generations.push(0);
-                self.wakers
-                    .push(ready::slot_waker(&self.ready, self.conns.len() - 1));
+                self.wakers.push(ready::as_waker(&ready::slot_waker(
+                    &self.ready,
+                    self.conns.len() - 1,
+                )));
                 self.conns.len() - 1
             }
         };
@@ -859,9 +865,8 @@ impl Endpoint {
         for &index in &visit {
             if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket) {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
-                let waker = ready::as_waker(&self.wakers[index]);
-                socket.register_recv_waker(&waker);
-                socket.register_send_waker(&waker);
+                socket.register_recv_waker(&self.wakers[index]);
+                socket.register_send_waker(&self.wakers[index]);
             }
         }
         while let Some(Reverse((at, index))) = self.timers.peek().copied() {

@@ -117,8 +117,8 @@ impl Wake for SlotWaker {
     }
 }
 
-/// The waker of slot `index`, kept as its `Arc` (8 bytes per slot, where a
-/// `Waker` is 16): [`as_waker`] makes the `Waker` to register.
+/// The waker of slot `index`, as its `Arc`: [`as_waker`] makes the `Waker`
+/// to register.
 pub(crate) fn slot_waker(ready: &Arc<Ready>, index: usize) -> Arc<SlotWaker> {
     Arc::new(SlotWaker {
         ready: ready.clone(),
