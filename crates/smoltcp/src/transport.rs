@@ -345,9 +345,10 @@ impl Link {
     }
 
     /// The part of [`Link::pump`] an acknowledgement alone needs: when
-    /// nothing can be read, sent or timed out, and TCP's state is unchanged,
-    /// an ACK changes only the delivery bookkeeping and the pause of the
-    /// session's peer timers. A sixth of a lifecycle's visits are such
+    /// nothing can be read, sent or timed out, TCP's state is unchanged and
+    /// the user timeout already settled (the driver's to decide), an ACK
+    /// changes only the delivery bookkeeping and the pause of the session's
+    /// peer timers. A sixth of a lifecycle's visits are such
     /// (measured 2026-12-02: 5 of 30), and this is a fraction of a pump.
     pub fn acknowledged<C: TcpConnection + ?Sized>(
         &mut self,
@@ -355,7 +356,8 @@ impl Link {
         conn: &C,
         now: Instant,
     ) {
-        if self.aborted || self.gone_delivered {
+        // As the pump: nothing once the connection was aborted.
+        if self.aborted {
             return;
         }
         self.track_acks(session, conn, now);
@@ -467,7 +469,6 @@ impl Link {
                 self.written += n as u64;
             }
         }
-        self.tell_pending(session, conn, now);
         while let Some(action) = session.poll_transport_action() {
             progress = true;
             match action {
@@ -477,6 +478,9 @@ impl Link {
                 }
             }
         }
+        // After the FIN too: an unacknowledged FIN pauses the peer timers
+        // from the moment it is queued, not from the next visit.
+        self.tell_pending(session, conn, now);
         if let Some(at) = self.reset_at
             && (conn.send_queue() == 0 || now >= at || self.gone_delivered)
         {

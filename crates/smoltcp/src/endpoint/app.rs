@@ -319,7 +319,7 @@ impl Endpoint {
     /// events delivered. (A read that found nothing must not: an application
     /// trying every handle in its loop would never sleep.)
     fn after_read(&mut self, h: Handle) {
-        self.ready.mark(h.index as usize);
+        self.poked.poke(h.index as usize);
     }
 
     /// Message mode: takes the next whole message without copying it.

@@ -429,7 +429,12 @@ impl Endpoint {
                     && !c.want_writable
                     && c.tcp_done_by.is_none_or(|d| d > t)
                     && !Self::syn_paused(c.phase);
-                if quiet {
+                // The user timeout is taken over from smoltcp by a full
+                // visit (below) once the session is connected with keepalive.
+                let timeout_settled = c.link.owns_timeout()
+                    || c.session.options().keepalive_ms == 0
+                    || !c.session.is_connected();
+                if quiet && timeout_settled {
                     // An acknowledgement that ends (or a wait that starts) a
                     // pause of the session's peer timers needs only the
                     // pump's bookkeeping of it; then, unless that made a
@@ -507,10 +512,10 @@ impl Endpoint {
                 }
                 // One pump moves everything that can move, in order (reads,
                 // timers, sends, FIN or RST); it runs again, a bounded number
-                // of times, only if it left work for an earlier step: a timer
-                // due, or output with room for it in TCP. (Always running a
-                // second one cost 9 pumps per lifecycle that never moved
-                // anything, measured 2026-12-02.)
+                // of times, only if something is left that a pump takes: a
+                // timer due, or output with room for it in TCP. (Always
+                // running a second one cost 9 pumps per lifecycle that never
+                // moved anything, measured 2026-12-02.)
                 for _ in 0..4 {
                     if !c.link.pump(&mut c.session, socket, t) {
                         break;

@@ -368,6 +368,9 @@ pub struct Endpoint {
     live: usize,
     /// Slots woken by their socket since the last poll.
     ready: Arc<ready::Ready>,
+    /// Slots the endpoint asked to visit at the next poll (new connections,
+    /// reads that made room).
+    poked: ready::Poked,
     /// Every slot's next deadline, earliest first. An entry whose time is no
     /// longer its slot's `scheduled` is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -458,6 +461,7 @@ impl Endpoint {
             free: Vec::new(),
             live: 0,
             ready: ready::Ready::new(max_connections),
+            poked: ready::Poked::default(),
             timers: BinaryHeap::new(),
             waiting: Vec::new(),
             visit: Vec::new(),
@@ -693,7 +697,7 @@ impl Endpoint {
         });
         self.live += 1;
         // Visited by the next poll (or at once by the command that made it).
-        self.ready.mark(index);
+        self.poked.poke(index);
         Handle {
             index: index as u32,
             generation,
@@ -829,8 +833,9 @@ impl Endpoint {
     /// When [`Endpoint::poll`] must run next, to be combined with
     /// `iface.poll_at` (the earlier wins). `Some(now)` if work is waiting.
     pub fn poll_at(&self, now: SmolInstant) -> Option<SmolInstant> {
-        // A socket woke (during the interface poll): visit it now.
-        if self.ready.any() {
+        // A socket woke (during the interface poll), or a connection was
+        // made or read from: visit it now.
+        if self.ready.any() || self.poked.any() {
             return Some(now);
         }
         // SYN-ACKs held by SO_CONDITIONAL_ACCEPT's `Defer` are asked again
@@ -857,11 +862,13 @@ impl Endpoint {
         let mut visit = core::mem::take(&mut self.visit);
         visit.clear();
         self.ready.drain_into(&mut visit);
+        self.poked.drain_into(&mut visit);
         // smoltcp wakes a waker once (it takes it): re-arm the woken slots'
         // before visiting them, so that whatever happens from here on wakes
-        // them again. Only these: a slot's waker is consumed only by a
-        // wake-up, which marks the slot, which brings it here (timer and
-        // command visits leave the registrations alone, and cost nothing).
+        // them again. Only these (and the new ones, poked): a slot's waker
+        // is consumed only by a wake-up, which marks the slot, which brings
+        // it here (timer and command visits leave the registrations alone,
+        // and cost nothing).
         for &index in &visit {
             if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket) {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
@@ -911,5 +918,54 @@ mod size_tests {
         );
         assert!(size_of::<crate::transport::Link>() <= 80);
         assert!(size_of::<bookend_session::Session>() <= 192);
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+    use smoltcp::iface::Config as IfaceConfig;
+    use smoltcp::phy::{Loopback, Medium};
+    use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+    /// Only smoltcp's wakers mark `Ready`, whose plain loads and stores are
+    /// sound because wakes are serialized by `&mut SocketSet`. The
+    /// endpoint's own requests for a visit (a new connection, a read that
+    /// made room) must not write to it: the application may make them while
+    /// another thread polls the interface, and a lost update there lost a
+    /// summary bit, after which the 32 slots of its word were never drained
+    /// again (review of 82df10a; fails on c933991). They are still visited
+    /// at the next poll.
+    #[test]
+    fn only_wakers_mark_ready() {
+        let mut dev = Loopback::new(Medium::Ip);
+        let mut iface = Interface::new(
+            IfaceConfig::new(HardwareAddress::Ip),
+            &mut dev,
+            SmolInstant::ZERO,
+        );
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24)).unwrap();
+        });
+        let mut sockets = SocketSet::new(vec![]);
+        let mut ep = Endpoint::new(Config::new(7)).unwrap();
+        let now = SmolInstant::from_millis(1);
+        let h = ep
+            .connect(
+                &mut iface,
+                &mut sockets,
+                now,
+                IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 9),
+                Some(b"hi"),
+                Options::DEFAULT,
+            )
+            .unwrap();
+        assert!(!ep.ready.any(), "a connect marked the wakers' set");
+        assert_eq!(ep.poll_at(now), Some(now), "the new connection waits");
+        ep.poll(now, &mut iface, &mut sockets);
+        assert!(ep.conn(h).is_some());
+        // The first poll visited it and armed its wakers: nothing is left.
+        assert!(!ep.ready.any());
+        assert_ne!(ep.poll_at(now), Some(now));
     }
 }

@@ -7,13 +7,17 @@
 //! per 1 024 slots plus one per word that has news. Wakers are built with
 //! `alloc::task::Wake`, so no `unsafe` is needed.
 //!
-//! Only plain atomic loads and stores are used, never a read-modify-write:
-//! a smoltcp socket wakes only inside a call that holds it mutably (through
-//! `&mut SocketSet`), and [`Ready::drain_into`] runs inside
-//! `Endpoint::poll`, which holds the same set mutably, so marks and drains
-//! never overlap. A read-modify-write would be a locked instruction on x86
-//! (about 20 cycles; two or three per wake-up were 13 % of a lifecycle's
-//! time, `perf`, 2026-12-02) and does not exist on a Cortex-M0.
+//! Only smoltcp's wakers mark a [`Ready`], and only plain atomic loads and
+//! stores are used, never a read-modify-write: a smoltcp socket wakes only
+//! inside a call that holds it mutably (through `&mut SocketSet`, and all of
+//! an endpoint's sockets are in one set), and [`Ready::drain_into`] runs
+//! inside `Endpoint::poll`, which holds the same set mutably, so no two
+//! marks and no mark and drain ever overlap. The endpoint's own requests
+//! for a visit (a new connection, a read that made room) go to [`Poked`]
+//! instead: the application may call those while another thread polls the
+//! interface. A read-modify-write is a locked instruction on x86 (about 20
+//! cycles; two or three per wake-up were 13 % of a lifecycle's time,
+//! `perf`, 2026-12-02) and an exclusive-access loop on a Cortex-M.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
@@ -52,12 +56,11 @@ impl Ready {
         if let (Some(w), Some(s)) = (self.words.get(word), self.summary.get(word / 32)) {
             // See the module docs: marks and drains never overlap, so a load
             // and a store are an `or`.
+            // The summary, `end` and `any` are written even when the word
+            // had bits already: cheap, and what a mark would repair if the
+            // reasoning above were ever broken.
             let old = w.load(Ordering::Relaxed);
             w.store(old | 1 << (index % 32), Ordering::Relaxed);
-            if old != 0 {
-                // The word was marked already, and with it the rest.
-                return;
-            }
             let summary = s.load(Ordering::Relaxed);
             s.store(summary | 1 << (word % 32), Ordering::Relaxed);
             if self.end.load(Ordering::Relaxed) <= word / 32 {
@@ -97,6 +100,46 @@ impl Ready {
                     bits &= bits - 1;
                 }
             }
+        }
+    }
+}
+
+/// Slots the endpoint itself wants visited at the next poll (a new
+/// connection, a read that made room), kept apart from [`Ready`] (see the
+/// module docs). One bit per slot says whether it is listed, so the list
+/// never holds a slot twice: bounded by the slots, however often the
+/// application reads between two polls.
+#[derive(Debug, Default)]
+pub(crate) struct Poked {
+    bits: Vec<u64>,
+    list: Vec<usize>,
+}
+
+impl Poked {
+    /// Asks for a visit of `index` at the next drain.
+    pub(crate) fn poke(&mut self, index: usize) {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.list.push(index);
+        }
+    }
+
+    /// Whether a visit was asked for since the last drain.
+    pub(crate) fn any(&self) -> bool {
+        !self.list.is_empty()
+    }
+
+    /// Appends the slots asked for to `out`, and forgets them.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<usize>) {
+        for index in self.list.drain(..) {
+            if let Some(w) = self.bits.get_mut(index / 64) {
+                *w &= !(1u64 << (index % 64));
+            }
+            out.push(index);
         }
     }
 }
@@ -156,5 +199,42 @@ mod tests {
         out.clear();
         r.drain_into(&mut out);
         assert!(out.is_empty());
+    }
+
+    /// Slots that share a word (and a summary word) each come out once,
+    /// however often marked, and the set is empty again after a drain.
+    #[test]
+    fn marks_in_one_word_all_drain() {
+        let r = Ready::new(2048);
+        for i in [5, 6, 5, 31, 32, 1500, 6] {
+            r.mark(i);
+        }
+        let mut out = Vec::new();
+        r.drain_into(&mut out);
+        assert_eq!(out, [5, 6, 31, 32, 1500]);
+        assert!(!r.any());
+        r.mark(6);
+        out.clear();
+        r.drain_into(&mut out);
+        assert_eq!(out, [6]);
+    }
+
+    /// A slot poked many times is listed once; a drain forgets it.
+    #[test]
+    fn pokes_are_listed_once() {
+        let mut p = Poked::default();
+        for _ in 0..1000 {
+            p.poke(70);
+        }
+        p.poke(3);
+        assert!(p.any());
+        let mut out = Vec::new();
+        p.drain_into(&mut out);
+        assert_eq!(out, [70, 3]);
+        assert!(!p.any());
+        p.poke(70);
+        out.clear();
+        p.drain_into(&mut out);
+        assert_eq!(out, [70]);
     }
 }
