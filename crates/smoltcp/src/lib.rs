@@ -25,13 +25,19 @@ empty, and sleep until the earlier of `iface.poll_at` and [`Endpoint::poll_at`].
 
 # Listeners
 
-[`Endpoint::listen`] keeps `backlog` listening sockets armed. A socket that
-leaves LISTEN becomes a pending connection, counted against `max_pending`
-until the application owns it; while that bound is reached no socket is
-armed, so further SYNs are answered with RST (the caller sees its connect
-reset: WSAECONNREFUSED). A pending connection whose CONNECT does not arrive
-within the session's handshake timeout (360 s; 2 s under load, see
-[`ListenConfig`]) is aborted: the defence against slowloris. Once CONNECT arrives, WSAAccept's condition function
+[`Endpoint::listen`] keeps `backlog` listening sockets armed (within
+`Config::max_connections`), re-armed as soon as one is taken, whatever is
+queued behind them: a caller whose SYN is taken always learns why it is not
+served. smoltcp has no SYN queue, so SYNs beyond the armed sockets in one
+interface poll are answered RST by smoltcp (the caller's connect is reset:
+WSAECONNREFUSED); size `backlog` for the bursts expected. A connection
+whose CONNECT has not arrived is *handshaking*: one source may hold
+`ListenConfig::max_per_source` of them, all sources together
+`max_handshaking` (beyond, the oldest is evicted with
+ABORT(`HANDSHAKE_TIMEOUT`)), and each is aborted after the session's
+handshake timeout (360 s; 2 s under load): the defence against slowloris
+and SYN floods (see [`ListenConfig`]). Beyond `max_pending` undecided
+requests, a new CONNECT is answered REJECT(`BUSY`). Once CONNECT arrives, WSAAccept's condition function
 ([`Endpoint::accept_with`]) or the application ([`EndpointEvent::Incoming`])
 decides: accept, reject with reason and data, or defer (bounded by the
 decision timeout, 10 s). Deferred requests do not block the ones behind them.
