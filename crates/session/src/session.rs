@@ -182,43 +182,38 @@ impl EventKind {
 /// `Writable` say "try now" (Winsock posts FD_READ/FD_WRITE again only after
 /// the application has acted), and the others happen once per session. So
 /// the queue never holds more than the seven kinds, and needs no allocation.
+///
+/// One word: the codes, the oldest in the low nibble. Codes are never 0, so
+/// the length is the number of nibbles in use (4 bytes, not 8 with a
+/// separate length: issue 10, idle memory).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct EventQueue {
-    /// Codes, the oldest in the low nibble.
-    codes: u32,
-    len: u8,
-}
+struct EventQueue(u32);
 
 impl EventQueue {
     fn contains(&self, k: EventKind) -> bool {
-        (0..self.len).any(|i| (self.codes >> (4 * i)) & 0xF == k as u32)
+        (0..self.len()).any(|i| (self.0 >> (4 * i)) & 0xF == k as u32)
     }
 
     fn push(&mut self, k: EventKind) {
         if self.contains(k) {
             return;
         }
-        debug_assert!((self.len as usize) < EventKind::ALL.len());
-        self.codes |= (k as u32) << (4 * u32::from(self.len));
-        self.len += 1;
+        debug_assert!(self.len() < EventKind::ALL.len());
+        self.0 |= (k as u32) << (4 * self.len());
     }
 
     fn pop(&mut self) -> Option<EventKind> {
-        if self.len == 0 {
-            return None;
-        }
-        let code = (self.codes & 0xF) as u8;
-        self.codes >>= 4;
-        self.len -= 1;
+        let code = (self.0 & 0xF) as u8;
+        self.0 >>= 4;
         EventKind::ALL.into_iter().find(|k| *k as u8 == code)
     }
 
     fn len(&self) -> usize {
-        self.len as usize
+        (32 - self.0.leading_zeros() as usize).div_ceil(4)
     }
 
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0 == 0
     }
 }
 

@@ -145,8 +145,8 @@ pub struct Link {
     /// The durations below in milliseconds, rounded up, saturating at
     /// `u32::MAX` ms (49.7 days; a longer configured bound is shortened to
     /// that): 4 bytes each instead of 16, for the idle-memory budget of
-    /// issue 10.
-    abort_flush_ms: u32,
+    /// issue 10. (The abort flush, the same for every link of a driver, is
+    /// passed to [`Link::pump`] instead of kept here.)
     tcp_timeout_ms: u32,
     /// The session's idle bound (3 keepalive intervals), if any: the user
     /// timeout is never shorter, so a peer whose only sign of life is its
@@ -166,7 +166,7 @@ fn from_millis(ms: u32) -> Duration {
 
 impl Link {
     /// A link for a connection created at `now`.
-    pub fn new(now: Instant, tcp_timeout: Duration, abort_flush: Duration) -> Self {
+    pub fn new(now: Instant, tcp_timeout: Duration) -> Self {
         Self {
             fin_delivered: false,
             gone_delivered: false,
@@ -181,7 +181,6 @@ impl Link {
             delivered_at: now,
             pending_since: None,
             holding: false,
-            abort_flush_ms: millis(abort_flush),
             tcp_timeout_ms: millis(tcp_timeout),
             liveness_ms: 0,
         }
@@ -376,6 +375,7 @@ impl Link {
         session: &mut Session,
         conn: &mut C,
         now: Instant,
+        abort_flush: Duration,
     ) -> bool {
         if self.aborted {
             return false;
@@ -473,9 +473,7 @@ impl Link {
             progress = true;
             match action {
                 TransportAction::Fin => conn.close(),
-                TransportAction::Reset => {
-                    self.reset_at = Some(now + from_millis(self.abort_flush_ms))
-                }
+                TransportAction::Reset => self.reset_at = Some(now + abort_flush),
             }
         }
         // After the FIN too: an unacknowledged FIN pauses the peer timers

@@ -15,7 +15,9 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::IpEndpoint;
 
-use super::{Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, session_instant};
+use super::{
+    Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, Waiting, session_instant,
+};
 
 impl Endpoint {
     /// WSAConnect: opens a TCP connection to `remote` from an ephemeral port
@@ -74,8 +76,8 @@ impl Endpoint {
         };
         let h = self.new_conn(fresh, t);
         if let Some(c) = self.conn_mut(h) {
-            c.ephemeral_port = Some(port);
-            c.connect_args = Some(Box::new((data, options)));
+            c.ephemeral_port = core::num::NonZeroU16::new(port);
+            c.waiting = Some(Box::new(Waiting::Connect(data, options)));
         }
         Ok(h)
     }
@@ -158,7 +160,7 @@ impl Endpoint {
         let c = self.owned(h)?;
         let t = session_instant(now);
         let direct = c
-            .socket
+            .socket()
             .filter(|_| c.session.send_queue() == 0 && c.aborted.is_none());
         let Some(sh) = direct else {
             return self.command(sockets, h, now, |s, _| s.send(data));
@@ -198,10 +200,10 @@ impl Endpoint {
                 c.want_writable = true;
             }
             // Sent data starts the user timeout: keep its deadline in the heap.
-            if let Some(sh) = c.socket {
+            if let Some(sh) = c.socket() {
                 c.link_poll_at = c.link.poll_at(sockets.get::<tcp::Socket>(sh));
             }
-            self.reschedule(h.index as usize);
+            self.reschedule(h.index as usize, None);
         }
         if taken == 0 && !data.is_empty() {
             return Err(Error::Session(SessionError::WouldBlock));
@@ -237,7 +239,7 @@ impl Endpoint {
             return r.map_err(Error::from);
         }
         let mut written = 0;
-        if let Some(sh) = c.socket.filter(|_| c.aborted.is_none()) {
+        if let Some(sh) = c.socket().filter(|_| c.aborted.is_none()) {
             // Control frames among the bytes (a PING's reply, DISCONNECT data,
             // a split header) need parts: supplied only when there are bytes,
             // taken back below unless the flush's visit trims.
@@ -376,7 +378,7 @@ impl Endpoint {
     /// The pending request of an incoming connection (after `Defer`, or when
     /// no condition function is installed).
     pub fn request(&self, h: Handle) -> Option<&IncomingRequest> {
-        self.conn(h)?.request.as_deref()
+        self.conn(h)?.request()
     }
 
     /// The local and remote endpoints of a connection, once known.
@@ -435,13 +437,13 @@ impl Endpoint {
         granted: Options,
     ) -> Result<(), Error> {
         let c = self.owned(h)?;
-        if c.phase != Phase::Pending || c.request.is_none() {
+        if c.phase != Phase::Pending || c.request().is_none() {
             return Err(Error::NotPending);
         }
         self.command_only(h, |s| s.accept(session_instant(now), callee_data, granted))?;
         let c = self.owned(h)?;
         c.phase = Phase::Owned;
-        c.request = None;
+        c.waiting = None;
         self.flush(h, now, sockets);
         Ok(())
     }
@@ -461,13 +463,13 @@ impl Endpoint {
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
         let c = self.owned(h)?;
-        if c.phase != Phase::Pending || c.request.is_none() {
+        if c.phase != Phase::Pending || c.request().is_none() {
             return Err(Error::NotPending);
         }
         self.command_only(h, |s| s.reject(session_instant(now), reason, data))?;
         let c = self.owned(h)?;
         c.phase = Phase::Refused;
-        c.request = None;
+        c.waiting = None;
         self.stats.refused += 1;
         self.flush(h, now, sockets);
         self.release(h);

@@ -15,6 +15,7 @@ use tracing::{debug, trace};
 use super::TcpDecision;
 use super::{
     Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, Scratch,
+    Waiting,
 };
 use crate::transport::TcpConnection;
 
@@ -75,7 +76,7 @@ impl Endpoint {
             // Undecided: reported to the application and still waiting for it
             // (a request the decision timer rejected is no longer counted).
             if c.phase == Phase::Pending
-                && c.request.is_some()
+                && c.request().is_some()
                 && matches!(c.session.state(), State::ConnectReceived | State::Deferred)
             {
                 self.listeners[l].undecided += 1;
@@ -108,7 +109,7 @@ impl Endpoint {
                     // the visit after this will read): not evicted for age.
                     let unread = self.conns[index]
                         .as_deref()
-                        .and_then(|c| c.socket)
+                        .and_then(|c| c.socket())
                         .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0);
                     kept.push((born, index, unread));
                 }
@@ -147,14 +148,14 @@ impl Endpoint {
         // next visit refills (an eviction storm is the high-load path).
         c.session.supply(&mut self.spares);
         let established = c
-            .socket
+            .socket()
             .is_some_and(|h| TcpConnection::is_established(sockets.get::<tcp::Socket>(h)));
         c.phase = Phase::Refused;
         if established {
             let _ = c.session.abort(t, Reason::HANDSHAKE_TIMEOUT, None);
             while c.session.poll_event().is_some() {}
         } else {
-            if let Some(h) = c.socket {
+            if let Some(h) = c.socket() {
                 sockets.get_mut::<tcp::Socket>(h).abort();
                 c.aborted = Some(t);
             }
@@ -172,13 +173,12 @@ impl Endpoint {
         // Anything but `Owned` is nobody's: released, refused, or never seen
         // by the application (pending, or a SYN-ACK still held).
         let unowned = c.phase != Phase::Owned;
-        if unowned && c.socket.is_none() && c.session.is_drained() && c.queued_events == 0 {
+        if unowned && c.socket().is_none() && c.session.is_drained() && c.queued_events == 0 {
             if let Some(mut c) = self.conns[index].take() {
                 // Its session's parts and its box serve the next connections;
                 // what else it holds on the heap goes now, not at reuse.
                 c.session.recycle(&mut self.spares);
-                c.connect_args = None;
-                c.request = None;
+                c.waiting = None;
                 if self.spare_conns.len() < self.config.spare_parts {
                     self.spare_conns.push(c);
                 }
@@ -274,7 +274,7 @@ impl Endpoint {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
             };
-            let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket) else {
+            let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket()) else {
                 continue;
             };
             if listener_born(c) && sockets.get::<tcp::Socket>(h).state() == tcp::State::SynReceived
@@ -293,7 +293,7 @@ impl Endpoint {
                 listener_born(o)
                     && o.local == Some(l)
                     && o.remote == Some(r)
-                    && o.socket.is_some_and(|oh| {
+                    && o.socket().is_some_and(|oh| {
                         if oh == h {
                             return false;
                         }
@@ -316,7 +316,7 @@ impl Endpoint {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 debug!(remote = ?c.remote, "dropping duplicate half-open socket");
                 c.session.supply(&mut self.spares);
-                if let Some(h) = c.socket.take() {
+                if let Some(h) = c.take_socket() {
                     sockets.remove(h);
                 }
                 Self::end_unseen(c, t);
@@ -351,16 +351,13 @@ impl Endpoint {
     /// and in [`Endpoint::try_free`]. Visits it, then puts its next deadline
     /// in the timer heap (its wakers are re-armed by `Endpoint::poll`).
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
-        if let Some(c) = self.conns[index].as_deref_mut() {
-            c.visited = t;
-        }
         self.visit_conn(index, t, sockets);
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
         // an eviction) queue frames after the pump ran: hand them to TCP now.
         // What TCP cannot take yet goes when the socket wakes (ACKs).
         if self.conns[index]
             .as_deref()
-            .is_some_and(|c| c.session.has_output() && c.socket.is_some() && c.aborted.is_none())
+            .is_some_and(|c| c.session.has_output() && c.socket().is_some() && c.aborted.is_none())
         {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 c.last_tcp_state = None;
@@ -370,7 +367,7 @@ impl Endpoint {
         if let Some(c) = self.conns[index].as_deref_mut() {
             c.session.trim(&mut self.spares);
         }
-        self.reschedule(index);
+        self.reschedule(index, Some(t));
     }
 
     fn visit_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
@@ -383,13 +380,13 @@ impl Endpoint {
             generation: c.generation,
         };
 
-        if let Some(h) = c.socket {
+        if let Some(h) = c.socket() {
             if let Some(at) = c.aborted {
                 // The RST is out once smoltcp has forgotten the 4-tuple.
                 let socket = sockets.get::<tcp::Socket>(h);
                 if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
                     sockets.remove(h);
-                    c.socket = None;
+                    c.has_socket = false;
                     c.tcp_done_by = None;
                 }
             } else if Self::lost_its_caller(c, sockets.get::<tcp::Socket>(h)) {
@@ -399,7 +396,7 @@ impl Endpoint {
                 if socket.state() == tcp::State::Listen {
                     // A bare listener: nothing to send.
                     sockets.remove(h);
-                    c.socket = None;
+                    c.has_socket = false;
                 } else {
                     // It took another caller's SYN: refuse that one, which retries.
                     socket.abort();
@@ -421,7 +418,7 @@ impl Endpoint {
                 let quiet = c.last_tcp_state == Some(state)
                     && socket.recv_queue() == 0
                     && c.session.send_queue() == 0
-                    && c.connect_args.is_none()
+                    && !c.connect_pending()
                     && !c.link.reset_pending()
                     && c.link_poll_at.is_none_or(|d| d > t)
                     && c.session.poll_timeout().is_none_or(|d| d > t)
@@ -495,12 +492,12 @@ impl Endpoint {
                 // Work to do (a SYN-ACK held on `Defer` has none and took
                 // nothing): spare parts first, so that it allocates nothing.
                 c.session.supply(&mut self.spares);
-                if let Some((data, options)) = c.connect_args.as_deref()
+                if let Some(Waiting::Connect(data, options)) = c.waiting.as_deref()
                     && c.session.state() == State::Idle
                     && TcpConnection::is_established(socket)
                 {
                     let _ = c.session.connect(t, data.as_deref(), *options);
-                    c.connect_args = None;
+                    c.waiting = None;
                 }
                 let keepalive = c.session.options().keepalive_ms;
                 if !c.link.owns_timeout() && c.session.is_connected() && keepalive > 0 {
@@ -517,7 +514,10 @@ impl Endpoint {
                 // running a second one cost 9 pumps per lifecycle that never
                 // moved anything, measured 2026-12-02.)
                 for _ in 0..4 {
-                    if !c.link.pump(&mut c.session, socket, t) {
+                    if !c
+                        .link
+                        .pump(&mut c.session, socket, t, self.config.abort_flush_timeout)
+                    {
                         break;
                     }
                     let more = c.session.poll_timeout().is_some_and(|d| d <= t)
@@ -631,7 +631,7 @@ impl Endpoint {
                             if let Some(l) = c.listener() {
                                 self.listeners[l].undecided += 1;
                             }
-                            c.request = Some(Box::new(request.clone()));
+                            c.waiting = Some(Box::new(Waiting::Decision(request.clone())));
                             Self::push_event(
                                 &mut self.events,
                                 c,
@@ -663,7 +663,8 @@ impl Endpoint {
                         self.stats.unconfirmed_closes += 1;
                     }
                     if c.phase == Phase::Pending {
-                        if c.request.take().is_some() {
+                        if c.request().is_some() {
+                            c.waiting = None;
                             // The application was told of this request: tell it it
                             // is gone. The slot stays until this is delivered.
                             Self::push_event(
@@ -685,7 +686,7 @@ impl Endpoint {
 
         // Release the TCP socket once the session is done and TCP has finished
         // (or would not finish in time).
-        if let Some(h) = c.socket
+        if let Some(h) = c.socket()
             && c.aborted.is_none()
             && c.session.is_drained()
         {
@@ -693,7 +694,7 @@ impl Endpoint {
             if TcpConnection::is_finished(socket) || c.link.gone() {
                 // TIME-WAIT is cut short here; outgoing ports stay quarantined.
                 sockets.remove(h);
-                c.socket = None;
+                c.has_socket = false;
                 c.tcp_done_by = None;
             } else {
                 // The FIN exchange gets `tcp_close_timeout` from the
@@ -719,10 +720,10 @@ impl Endpoint {
                 }
             }
         }
-        if c.socket.is_none()
+        if c.socket().is_none()
             && let Some(port) = c.ephemeral_port.take()
         {
-            self.ports.release(port, t);
+            self.ports.release(port.get(), t);
         }
 
         self.try_free(index);

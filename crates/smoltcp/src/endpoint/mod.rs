@@ -10,6 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::fmt;
+use core::num::NonZeroU16;
 
 use bookend_session::{Event, Instant, Options, Reason, Session};
 use bytes::Bytes;
@@ -211,21 +212,26 @@ struct Conn {
     generation: u32,
     /// The deadline this slot has in the timer heap.
     scheduled: Option<Instant>,
-    socket: Option<SocketHandle>,
+    /// Its socket, if `has_socket` (see [`Conn::socket`]): a handle and a
+    /// flag, 8 bytes and one where `Option<SocketHandle>` is 16.
+    sock: SocketHandle,
+    /// Whether `sock` is still this connection's, in the set.
+    has_socket: bool,
     session: Session,
     link: Link,
     phase: Phase,
-    /// The listener's index (a `u32`: 8 bytes instead of 16).
-    listener: Option<u32>,
+    /// The listener's index plus one. A listener has a port of its own
+    /// (`listen` refuses port 0 and a port twice), so there are at most
+    /// 65 535 and the index fits; 2 bytes where an `Option<usize>` is 16.
+    listener: Option<NonZeroU16>,
     local: Option<IpEndpoint>,
     remote: Option<IpEndpoint>,
-    ephemeral_port: Option<u16>,
-    /// Until TCP is up: what to send in CONNECT. Boxed: most connections
-    /// never have one, and idle ones should not pay for it.
-    connect_args: Option<Box<(Option<Vec<u8>>, Options)>>,
-    /// A request waiting for the application's decision. Boxed, and dropped
-    /// once decided, for the same reason.
-    request: Option<Box<IncomingRequest>>,
+    /// The ephemeral port to release (never 0: `Config::validate`).
+    ephemeral_port: Option<NonZeroU16>,
+    /// What it waits for before it is up: CONNECT's arguments until TCP is
+    /// up (outgoing), or a request until the application decides
+    /// (incoming). Boxed, and dropped once used: idle connections hold none.
+    waiting: Option<Box<Waiting>>,
     tcp_done_by: Option<Instant>,
     /// When the socket was aborted. It leaves the set once smoltcp has sent
     /// the RST (it then forgets the 4-tuple), whatever the call order, or
@@ -236,11 +242,6 @@ struct Conn {
     last_tcp_state: Option<tcp::State>,
     /// A direct send was cut short: report `Writable` when a frame fits.
     want_writable: bool,
-    /// When the connection was last visited. A safety net: a connection
-    /// with a live socket is visited at least once per `tcp_timeout`, so a
-    /// change that neither a waker nor a deadline reports (the leak found
-    /// by the stack fuzz target was one) cannot strand it for ever.
-    visited: Instant,
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
     queued_events: u32,
@@ -249,7 +250,43 @@ struct Conn {
     link_poll_at: Option<Instant>,
 }
 
+/// What a connection waits for before it is up ([`Conn::waiting`]): never
+/// both, so one box serves either (issue 10, idle memory).
+enum Waiting {
+    /// Outgoing, until TCP is up: the caller data and options of CONNECT.
+    Connect(Option<Vec<u8>>, Options),
+    /// Incoming: a request reported to the application, waiting for its
+    /// decision.
+    Decision(IncomingRequest),
+}
+
 impl Conn {
+    /// Its socket, while it is in the set.
+    fn socket(&self) -> Option<SocketHandle> {
+        self.has_socket.then_some(self.sock)
+    }
+
+    /// Its socket, which from now on is not its own (the caller removes it
+    /// from the set).
+    fn take_socket(&mut self) -> Option<SocketHandle> {
+        let s = self.socket();
+        self.has_socket = false;
+        s
+    }
+
+    /// The request waiting for the application's decision, if any.
+    fn request(&self) -> Option<&IncomingRequest> {
+        match self.waiting.as_deref() {
+            Some(Waiting::Decision(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether CONNECT waits for TCP to come up.
+    fn connect_pending(&self) -> bool {
+        matches!(self.waiting.as_deref(), Some(Waiting::Connect(..)))
+    }
+
     /// When the connection was created (taken from a listener, or connect):
     /// its link's birth, not kept twice.
     fn born(&self) -> Instant {
@@ -258,7 +295,7 @@ impl Conn {
 
     /// The listener it was taken from, as an index into `Endpoint::listeners`.
     fn listener(&self) -> Option<usize> {
-        self.listener.map(|l| l as usize)
+        self.listener.map(|l| usize::from(l.get()) - 1)
     }
 }
 
@@ -415,7 +452,7 @@ impl fmt::Debug for Endpoint {
                          drained={} tcp={:?} tx={} session_events={} gone={} aborted_link={}",
                         c.phase,
                         c.session.state(),
-                        c.socket,
+                        c.socket(),
                         c.aborted,
                         c.tcp_done_by,
                         c.scheduled,
@@ -499,7 +536,7 @@ impl Endpoint {
                 .conns
                 .iter()
                 .flatten()
-                .filter(|c| c.socket.is_some())
+                .filter(|c| c.socket().is_some())
                 .count()
     }
 
@@ -644,30 +681,28 @@ impl Endpoint {
     /// The one place a connection is created (by `connect`, or taken from a
     /// listener): everything else starts empty.
     fn new_conn(&mut self, f: Fresh, t: Instant) -> Handle {
-        let link = Link::new(
-            t,
-            self.config.give_up_after(),
-            self.config.abort_flush_timeout,
-        );
+        let link = Link::new(t, self.config.give_up_after());
         self.alloc_conn(|generation| Conn {
             generation,
             scheduled: None,
-            socket: Some(f.socket),
+            sock: f.socket,
+            has_socket: true,
             session: f.session,
             link,
             phase: f.phase,
             // Listeners are few (one per `listen` call): the index fits.
-            listener: f.listener.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            listener: f
+                .listener
+                .and_then(|l| u16::try_from(l + 1).ok())
+                .and_then(NonZeroU16::new),
             local: f.local,
             remote: f.remote,
             ephemeral_port: None,
-            connect_args: None,
-            request: None,
+            waiting: None,
             tcp_done_by: None,
             aborted: None,
             last_tcp_state: None,
             want_writable: false,
-            visited: t,
             queued_events: 0,
             link_poll_at: None,
         })
@@ -707,8 +742,9 @@ impl Endpoint {
     /// The earliest deadline of a connection: its session's timers, the
     /// pump's (pending RST, user timeout), the bounded TCP close, the SYN-ACK
     /// deferral, and the removal of an aborted socket.
-    fn deadline(&self, c: &Conn) -> Option<Instant> {
-        let live_socket = c.socket.is_some() && c.aborted.is_none();
+    /// `visited`: the time of the visit this follows, if it follows one.
+    fn deadline(&self, c: &Conn, visited: Option<Instant>) -> Option<Instant> {
+        let live_socket = c.socket().is_some() && c.aborted.is_none();
         // While a SYN-ACK is held, the session's handshake timer does not run
         // (it restarts when the SYN-ACK goes): only the deferral bounds it.
         let mut next = if Self::syn_paused(c.phase) {
@@ -721,14 +757,24 @@ impl Endpoint {
                 next = Some(next.map_or(x, |n: Instant| n.min(x)));
             }
         };
-        if let Some(at) = c.aborted.filter(|_| c.socket.is_some()) {
+        if let Some(at) = c.aborted.filter(|_| c.socket().is_some()) {
             // Removal once the RST is out (smoltcp wakes the socket then);
             // this is the fallback if the interface never sends it.
             consider(Some(at + self.config.abort_flush_timeout));
         }
         consider(c.link_poll_at.filter(|_| live_socket));
         consider(c.tcp_done_by.filter(|_| live_socket));
-        consider(Some(c.visited + self.config.tcp_timeout).filter(|_| live_socket));
+        // A safety net: a connection with a live socket is visited at least
+        // once per `tcp_timeout` after its last visit, so a change that
+        // neither a waker nor a deadline reports (the leak found by the
+        // stack fuzz target was one) cannot strand it for ever. Outside a
+        // visit (a direct send) the net the last visit set is kept, as part
+        // of what was scheduled (at worst a spurious visit, which sets it
+        // again); so no field keeps the time of the last visit.
+        match visited {
+            Some(v) => consider(Some(v + self.config.tcp_timeout).filter(|_| live_socket)),
+            None => consider(c.scheduled.filter(|_| live_socket)),
+        }
         #[cfg(feature = "conditional-accept")]
         if let Phase::SynPaused = c.phase {
             let by = c.born() + self.syn_defer_timeout;
@@ -753,12 +799,13 @@ impl Endpoint {
         }
     }
 
-    /// Puts a slot's current deadline in the timer heap (if it changed).
-    fn reschedule(&mut self, index: usize) {
+    /// Puts a slot's current deadline in the timer heap (if it changed);
+    /// `visited` as for [`Endpoint::deadline`].
+    fn reschedule(&mut self, index: usize, visited: Option<Instant>) {
         let Some(c) = self.conns[index].as_deref() else {
             return;
         };
-        let at = self.deadline(c);
+        let at = self.deadline(c, visited);
         if let Some(c) = self.conns[index].as_deref_mut()
             && c.scheduled != at
         {
@@ -870,7 +917,7 @@ impl Endpoint {
         // it here (timer and command visits leave the registrations alone,
         // and cost nothing).
         for &index in &visit {
-            if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket) {
+            if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket()) {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
                 socket.register_recv_waker(&self.wakers[index]);
                 socket.register_send_waker(&self.wakers[index]);
@@ -907,17 +954,18 @@ impl Endpoint {
 mod size_tests {
     /// Issue 10: a connection's state is one box per slot; its size is most
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
-    /// whole). Measured 384 B (session 192, link 80) on 2026-12-02.
+    /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
+    /// start of the day, 336 B (session 184, link 72) at its end.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 392,
+            size_of::<super::Conn>() <= 336,
             "{}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::transport::Link>() <= 80);
-        assert!(size_of::<bookend_session::Session>() <= 192);
+        assert!(size_of::<crate::transport::Link>() <= 72);
+        assert!(size_of::<bookend_session::Session>() <= 184);
     }
 }
 
