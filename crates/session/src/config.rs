@@ -306,7 +306,17 @@ pub enum ConfigError {
     },
     /// `send_buffer` of zero: nothing could ever be sent.
     SendBufferTooSmall,
+    /// `recv_buffer` over [`MAX_RECV_BUFFER`].
+    RecvBufferTooLarge {
+        /// The largest acceptable value.
+        max: usize,
+    },
 }
+
+/// The largest `Config::recv_buffer`: 1 GiB. A session counts what it holds
+/// for the application in 32-bit counters (issue 10: idle memory), and what
+/// it holds is the receive buffer plus at most one message or frame.
+pub const MAX_RECV_BUFFER: usize = 1 << 30;
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -314,6 +324,7 @@ impl fmt::Display for ConfigError {
             Self::Option(e) => write!(f, "invalid option: {e}"),
             Self::RecvBufferTooSmall { min } => write!(f, "recv_buffer must be at least {min}"),
             Self::SendBufferTooSmall => write!(f, "send_buffer must be non-zero"),
+            Self::RecvBufferTooLarge { max } => write!(f, "recv_buffer must be at most {max}"),
         }
     }
 }
@@ -332,7 +343,8 @@ impl Config {
     /// Checks the configuration.
     ///
     /// This function returns `Err` for options out of range, a receive
-    /// buffer smaller than one message, or an empty send buffer.
+    /// buffer smaller than one message or over [`MAX_RECV_BUFFER`], or an
+    /// empty send buffer.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.options.validate().map_err(ConfigError::Option)?;
         let min = self.options.max_message_size as usize;
@@ -342,6 +354,34 @@ impl Config {
         if self.send_buffer == 0 {
             return Err(ConfigError::SendBufferTooSmall);
         }
+        if self.recv_buffer > MAX_RECV_BUFFER {
+            return Err(ConfigError::RecvBufferTooLarge {
+                max: MAX_RECV_BUFFER,
+            });
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session's receive counters are 32-bit: a receive buffer over
+    /// `MAX_RECV_BUFFER` is refused with its bound, one at it is fine.
+    #[test]
+    fn recv_buffer_is_bounded() {
+        let mut c = Config {
+            recv_buffer: MAX_RECV_BUFFER,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        c.recv_buffer = MAX_RECV_BUFFER + 1;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::RecvBufferTooLarge {
+                max: MAX_RECV_BUFFER
+            })
+        );
     }
 }

@@ -70,7 +70,9 @@ mod time;
 mod timer;
 
 pub use bookend_wire::{Integrity, Mode, Reason};
-pub use config::{Config, ConfigError, DEFAULT_INTEGRITY, ModeOffer, Options, OptionsError};
+pub use config::{
+    Config, ConfigError, DEFAULT_INTEGRITY, MAX_RECV_BUFFER, ModeOffer, Options, OptionsError,
+};
 pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
 pub use session::{

@@ -387,7 +387,7 @@ impl Session {
 
     /// Received DATA bytes not yet read by the application (FIONREAD).
     pub fn recv_queue(&self) -> usize {
-        self.rx.queued
+        self.rx.queued as usize
     }
 
     /// Encoded bytes waiting for [`poll_transmit`](Self::poll_transmit).

@@ -29,7 +29,7 @@ impl Session {
             buf[..n].copy_from_slice(&bufs.stream[..n]);
             bufs.stream.advance(n);
             let more = !bufs.stream.is_empty();
-            self.rx.queued -= n;
+            self.rx.queued -= n as u32;
             if more {
                 // Winsock re-posts FD_READ while data remains after a recv.
                 self.post_readable();
@@ -116,8 +116,8 @@ impl Session {
         };
         let msg = bufs.messages.pop_front().unwrap_or_default();
         let more = !bufs.messages.is_empty();
-        self.rx.queued -= msg.len();
-        self.rx.messages_charge -= msg.len() + MESSAGE_OVERHEAD;
+        self.rx.queued -= msg.len() as u32;
+        self.rx.messages_charge -= (msg.len() + MESSAGE_OVERHEAD) as u32;
         if more {
             self.post_readable();
         }

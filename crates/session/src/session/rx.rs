@@ -119,16 +119,19 @@ pub(crate) struct Rx {
     /// The buffers, boxed and present only while something is in them (or
     /// until the driver trims them).
     pub(super) bufs: Lazy<RxBufs>,
-    /// Bytes still owed by a streamed body.
-    body_left: usize,
+    /// Bytes still owed by a streamed body (at most a frame, 16 MiB). The
+    /// three counters are `u32`, 8 bytes less per session than `usize`:
+    /// `Config::validate` bounds the receive buffer by `MAX_RECV_BUFFER`,
+    /// so what they count fits.
+    body_left: u32,
     body: Body,
     /// The input a control frame in `partial` was classified as when its
     /// header passed the checks.
     checked: Option<Input>,
     /// DATA bytes held for the application (FIONREAD).
-    pub(crate) queued: usize,
+    pub(crate) queued: u32,
     /// Complete messages' bytes plus `MESSAGE_OVERHEAD` each.
-    pub(super) messages_charge: usize,
+    pub(super) messages_charge: u32,
     pub(super) readable_posted: bool,
     /// Stream mode, opted in by the driver: DATA stays in the transport
     /// until the application reads it with `recv_direct`.
@@ -182,7 +185,7 @@ impl Rx {
 
     /// Memory held for the application, as flow control counts it.
     pub(crate) fn charge(&self) -> usize {
-        self.stream_len() + self.message_len() + self.messages_charge
+        self.stream_len() + self.message_len() + self.messages_charge as usize
     }
 
     /// Whether the stream ends inside a frame.
@@ -285,15 +288,18 @@ impl Session {
         let avail = input.len() - *at;
         if self.rx.body_left > 0 {
             let n = match self.rx.body {
-                Body::Skip => self.rx.body_left.min(avail),
-                Body::Data { .. } => self.rx.body_left.min(avail).min(self.data_room(sink)),
+                Body::Skip => (self.rx.body_left as usize).min(avail),
+                Body::Data { .. } => (self.rx.body_left as usize)
+                    .min(avail)
+                    .min(self.data_room(sink)),
             };
             if n == 0 {
                 return false;
             }
             let chunk = &input[*at..*at + n];
             *at += n;
-            self.rx.body_left -= n;
+            // `n` is at most `body_left`.
+            self.rx.body_left -= n as u32;
             if let Body::Data { end_of_message } = self.rx.body {
                 if self.app_closed && matches!(sink, Sink::Buffer) {
                     // The rest of a frame whose header came before close():
@@ -397,7 +403,7 @@ impl Session {
                     self.rx.body = Body::Data {
                         end_of_message: eom,
                     };
-                    self.rx.body_left = len as usize;
+                    self.rx.body_left = len;
                     if len == 0 && eom {
                         self.end_message();
                     }
@@ -412,7 +418,7 @@ impl Session {
                         },
                     );
                     self.rx.body = Body::Skip;
-                    self.rx.body_left = len as usize;
+                    self.rx.body_left = len;
                 }
                 true
             }
@@ -723,7 +729,7 @@ impl Session {
             Sink::Buffer if self.stops_at_data() => 0,
             Sink::Buffer => match self.params.mode {
                 Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream_len()),
-                Mode::Message if self.rx.messages_charge >= self.config.recv_buffer => 0,
+                Mode::Message if self.rx.messages_charge as usize >= self.config.recv_buffer => 0,
                 Mode::Message => usize::MAX,
             },
         }
@@ -746,7 +752,9 @@ impl Session {
                 if chunk.is_empty() {
                     return;
                 }
-                self.rx.queued += chunk.len();
+                // A chunk of one frame (≤ 16 MiB); the total is bounded by
+                // the receive buffer (see `Rx::body_left`).
+                self.rx.queued += chunk.len() as u32;
                 match self.params.mode {
                     Mode::Stream => {
                         self.rx.bufs_mut().stream.extend_from_slice(chunk);
@@ -770,7 +778,7 @@ impl Session {
         let msg = core::mem::take(&mut bufs.message).freeze();
         let charge = msg.len() + MESSAGE_OVERHEAD;
         bufs.messages.push_back(msg);
-        self.rx.messages_charge += charge;
+        self.rx.messages_charge += charge as u32;
         self.post_readable();
     }
 
