@@ -26,29 +26,39 @@ enum Slot {
 }
 
 /// A [`Slot`] packed into one word, so that the table of an idle session
-/// costs 8 bytes per timer (issue 10: idle memory). `u64::MAX` is off; the
-/// top bit marks a paused timer and the rest its time left in microseconds;
-/// otherwise the word is the deadline in microseconds. Deadlines and time
-/// left are clamped below 2^63 µs (292 000 years after the driver's epoch),
-/// which the table treats as the end of time; `Instant` itself goes on to
-/// `u64::MAX - 1` µs. A driver whose clock passed 2^63 µs would see every
-/// armed timer due at once (`handle_timeout` bounds the loop).
+/// costs 8 bytes per timer (issue 10: idle memory). Bit 63 marks a timer
+/// that does not run (paused, or off); bits 0-61 are its deadline, or its
+/// time left, in microseconds, all ones for off. Bit 62 is not the slot's:
+/// the table keeps its two flags there (in the first two slots), so that it
+/// is 56 bytes, not 64. Deadlines and time left are clamped below 2^62 µs
+/// (146 000 years after the driver's epoch), which the table treats as the
+/// end of time; `Instant` itself goes on to `u64::MAX - 1` µs. A driver
+/// whose clock passed 2^62 µs would see every armed timer due at once
+/// (`handle_timeout` bounds the loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed(u64);
 
 impl Packed {
-    const OFF: Self = Self(u64::MAX);
     const PAUSED: u64 = 1 << 63;
-    const MAX: u64 = Self::PAUSED - 2;
+    /// The table's flag bit (see the type docs): never part of a slot.
+    const FLAG: u64 = 1 << 62;
+    const VALUE: u64 = Self::FLAG - 1;
+    const OFF: Self = Self(Self::PAUSED | Self::VALUE);
+    const MAX: u64 = Self::VALUE - 1;
 
+    /// The slot, whatever the table's flag bit holds.
     fn get(self) -> Slot {
-        match self.0 {
-            u64::MAX => Slot::Off,
-            w if w & Self::PAUSED != 0 => Slot::Paused(Duration::from_micros(w & !Self::PAUSED)),
-            w => Slot::At(Instant::from_micros(w)),
+        let w = self.0 & !Self::FLAG;
+        if w == Self::OFF.0 {
+            Slot::Off
+        } else if w & Self::PAUSED != 0 {
+            Slot::Paused(Duration::from_micros(w & Self::VALUE))
+        } else {
+            Slot::At(Instant::from_micros(w))
         }
     }
 
+    /// The word of `slot`, its flag bit clear.
     fn new(slot: Slot) -> Self {
         match slot {
             Slot::Off => Self::OFF,
@@ -59,6 +69,10 @@ impl Packed {
             }
         }
     }
+
+    fn is_off(self) -> bool {
+        self.0 & !Self::FLAG == Self::OFF.0
+    }
 }
 
 impl Default for Packed {
@@ -67,33 +81,63 @@ impl Default for Packed {
     }
 }
 
-/// One optional deadline per timer.
+/// Which slot's flag bit holds which flag of the table.
+const PAUSED_FLAG_SLOT: usize = 0;
+const IDLE_SUSPENDED_FLAG_SLOT: usize = 1;
+
+/// One optional deadline per timer, and two flags in the slots' spare bits:
+/// the idle timer is held while the session itself pushes back on the
+/// transport (the peer cannot be blamed for bytes we do not take); the peer
+/// timers are paused while the transport holds unacknowledged bytes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     slots: [Packed; TimerId::ALL.len()],
-    /// The idle timer is held while the session itself pushes back on the
-    /// transport (the peer cannot be blamed for bytes we do not take).
-    idle_suspended: bool,
-    /// The peer timers are paused: the transport holds unacknowledged bytes.
-    paused: bool,
 }
 
 impl TimerTable {
+    fn flag(&self, slot: usize) -> bool {
+        self.slots[slot].0 & Packed::FLAG != 0
+    }
+
+    fn set_flag(&mut self, slot: usize, on: bool) {
+        let w = &mut self.slots[slot].0;
+        *w = if on {
+            *w | Packed::FLAG
+        } else {
+            *w & !Packed::FLAG
+        };
+    }
+
+    fn paused(&self) -> bool {
+        self.flag(PAUSED_FLAG_SLOT)
+    }
+
+    fn idle_suspended(&self) -> bool {
+        self.flag(IDLE_SUSPENDED_FLAG_SLOT)
+    }
+
+    /// Writes a slot, keeping the table's flag bit in it.
+    fn put(&mut self, t: TimerId, p: Packed) {
+        let w = &mut self.slots[t as usize].0;
+        *w = p.0 | (*w & Packed::FLAG);
+    }
+
     fn pauses(&self, t: TimerId) -> bool {
-        self.paused && t.waits_for_peer()
+        self.paused() && t.waits_for_peer()
     }
 
     /// Arms `t` to fire `after` from `now` (paused, if the peer timers are).
     pub(crate) fn set(&mut self, t: TimerId, now: Instant, after: Duration) {
-        self.slots[t as usize] = Packed::new(if self.pauses(t) {
+        let p = Packed::new(if self.pauses(t) {
             Slot::Paused(after)
         } else {
             Slot::At(now + after)
         });
+        self.put(t, p);
     }
 
     pub(crate) fn clear(&mut self, t: TimerId) {
-        self.slots[t as usize] = Packed::OFF;
+        self.put(t, Packed::OFF);
     }
 
     #[cfg(test)]
@@ -106,13 +150,13 @@ impl TimerTable {
 
     /// Whether the peer timers are paused.
     pub(crate) fn is_paused(&self) -> bool {
-        self.paused
+        self.paused()
     }
 
     /// Moves a running (or paused) timer to `after` from `now`; a stopped
     /// one stays stopped.
     pub(crate) fn restart_if_armed(&mut self, t: TimerId, now: Instant, after: Duration) {
-        if self.slots[t as usize] != Packed::OFF {
+        if !self.slots[t as usize].is_off() {
             self.set(t, now, after);
         }
     }
@@ -120,24 +164,23 @@ impl TimerTable {
     /// Suspends or resumes the idle timer; resuming restarts it at
     /// `after` from `now`.
     pub(crate) fn suspend_idle(&mut self, suspended: bool, now: Instant, after: Duration) {
-        if self.idle_suspended && !suspended {
+        if self.idle_suspended() && !suspended {
             self.restart_if_armed(TimerId::Idle, now, after);
         }
-        self.idle_suspended = suspended;
+        self.set_flag(IDLE_SUSPENDED_FLAG_SLOT, suspended);
     }
 
     /// Pauses or resumes the timers that wait for the peer. Paused, they
     /// keep the time they had left; resumed, they run on from `now`.
     pub(crate) fn pause_peer_timers(&mut self, paused: bool, now: Instant) {
-        if paused == self.paused {
+        if paused == self.paused() {
             return;
         }
         for t in TimerId::ALL {
             if !t.waits_for_peer() {
                 continue;
             }
-            let slot = &mut self.slots[t as usize];
-            *slot = Packed::new(match slot.get() {
+            let p = Packed::new(match self.slots[t as usize].get() {
                 // A timer already due is not paused: it fires (the driver
                 // may notice the unacknowledged bytes only after its deadline).
                 Slot::At(at) if paused && at > now => {
@@ -146,12 +189,13 @@ impl TimerTable {
                 Slot::Paused(left) if !paused => Slot::At(now + left),
                 s => s,
             });
+            self.put(t, p);
         }
-        self.paused = paused;
+        self.set_flag(PAUSED_FLAG_SLOT, paused);
     }
 
     fn effective(&self, t: TimerId) -> Option<Instant> {
-        if t == TimerId::Idle && self.idle_suspended {
+        if t == TimerId::Idle && self.idle_suspended() {
             return None;
         }
         match self.slots[t as usize].get() {
@@ -164,14 +208,15 @@ impl TimerTable {
     /// so it reads the packed words directly: a running timer's word is its
     /// deadline, and off and paused words have the top bit set.
     pub(crate) fn next(&self) -> Option<Instant> {
-        // Branch-free (a driver asks several times per visit): a word that is
-        // off or paused (top bit set), or the suspended idle timer's, counts
-        // as `u64::MAX`.
+        // Branch-free (a driver asks several times per visit): the flag bit
+        // masked off, a word that is off or paused (top bit set), or the
+        // suspended idle timer's, counts as `u64::MAX`.
+        let idle_suspended = self.idle_suspended();
         let mut best = u64::MAX;
         for (i, w) in self.slots.iter().enumerate() {
-            let skip =
-                (w.0 & Packed::PAUSED != 0) | ((i == TimerId::Idle as usize) & self.idle_suspended);
-            best = best.min(w.0 | 0u64.wrapping_sub(u64::from(skip)));
+            let w = w.0 & !Packed::FLAG;
+            let skip = (w & Packed::PAUSED != 0) | ((i == TimerId::Idle as usize) & idle_suspended);
+            best = best.min(w | 0u64.wrapping_sub(u64::from(skip)));
         }
         (best != u64::MAX).then(|| Instant::from_micros(best))
     }
@@ -230,6 +275,14 @@ mod tests {
             Slot::Paused(Duration::from_micros(987_654)),
         ] {
             assert_eq!(Packed::new(slot).get(), slot);
+        }
+        // The table's flag bit is not the slot's.
+        for slot in [
+            Slot::Off,
+            Slot::At(Instant::from_micros(5)),
+            Slot::Paused(Duration::ZERO),
+        ] {
+            assert_eq!(Packed(Packed::new(slot).0 | Packed::FLAG).get(), slot);
         }
         // The end of time stays a deadline, never "off" or "paused".
         let end = Packed::new(Slot::At(Instant::from_micros(u64::MAX))).get();

@@ -955,17 +955,17 @@ mod size_tests {
     /// Issue 10: a connection's state is one box per slot; its size is most
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
     /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
-    /// start of the day, 328 B (session 176, link 72) at its end.
+    /// start of the day, 320 B (session 168, link 72) at its end.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 328,
+            size_of::<super::Conn>() <= 320,
             "{}",
             size_of::<super::Conn>()
         );
         assert!(size_of::<crate::transport::Link>() <= 72);
-        assert!(size_of::<bookend_session::Session>() <= 176);
+        assert!(size_of::<bookend_session::Session>() <= 168);
     }
 }
 
