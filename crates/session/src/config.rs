@@ -267,7 +267,8 @@ pub struct Config {
     pub abort_flush_timeout: Duration,
     /// Largest number of received DATA bytes held for the application. When it
     /// is reached, `handle_bytes` stops consuming and TCP's window closes.
-    /// Must be at least `options.max_message_size`. Queued messages count
+    /// Must be at least `options.max_message_size` and at most
+    /// [`MAX_RECV_BUFFER`]. Queued messages count
     /// [`crate::MESSAGE_OVERHEAD`] bytes each besides their length, so that
     /// memory is bounded whatever the frame sizes. Default 256 KiB.
     pub recv_buffer: usize,
