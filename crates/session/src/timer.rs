@@ -89,9 +89,22 @@ const IDLE_SUSPENDED_FLAG_SLOT: usize = 1;
 /// the idle timer is held while the session itself pushes back on the
 /// transport (the peer cannot be blamed for bytes we do not take); the peer
 /// timers are paused while the transport holds unacknowledged bytes.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct TimerTable {
     slots: [Packed; TimerId::ALL.len()],
+}
+
+impl core::fmt::Debug for TimerTable {
+    /// The slots decoded, by name, and the flags (not the raw words).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut d = f.debug_struct("TimerTable");
+        for t in TimerId::ALL {
+            d.field(t.name(), &self.slots[t as usize].get());
+        }
+        d.field("paused", &self.paused())
+            .field("idle_suspended", &self.idle_suspended())
+            .finish()
+    }
 }
 
 impl TimerTable {
@@ -205,8 +218,9 @@ impl TimerTable {
     }
 
     /// The earliest deadline. On the hot path (every visit of a driver asks),
-    /// so it reads the packed words directly: a running timer's word is its
-    /// deadline, and off and paused words have the top bit set.
+    /// so it reads the packed words directly: a running timer's word, its
+    /// flag bit masked off, is its deadline, and off and paused words have
+    /// the top bit set.
     pub(crate) fn next(&self) -> Option<Instant> {
         // Branch-free (a driver asks several times per visit): the flag bit
         // masked off, a word that is off or paused (top bit set), or the
@@ -284,6 +298,23 @@ mod tests {
         ] {
             assert_eq!(Packed(Packed::new(slot).0 | Packed::FLAG).get(), slot);
         }
+        // Both flags set, beside slots that are off and paused for as long
+        // as can be: each slot and each flag reads back as written.
+        let mut t = TimerTable::default();
+        t.pause_peer_timers(true, Instant::ZERO);
+        t.suspend_idle(true, Instant::ZERO, Duration::ZERO);
+        t.put(TimerId::Connect, Packed::new(Slot::Paused(Duration::MAX)));
+        t.put(TimerId::Handshake, Packed::OFF);
+        assert!(t.paused() && t.idle_suspended());
+        assert!(
+            matches!(t.slots[0].get(), Slot::Paused(d) if d.as_micros() == u128::from(Packed::MAX))
+        );
+        assert_eq!(t.slots[1].get(), Slot::Off);
+        assert_eq!(t.next(), None);
+        t.clear(TimerId::Connect);
+        t.set(TimerId::Handshake, Instant::ZERO, Duration::from_micros(7));
+        assert!(t.paused() && t.idle_suspended());
+        assert_eq!(t.next(), Some(Instant::from_micros(7)));
         // The end of time stays a deadline, never "off" or "paused".
         let end = Packed::new(Slot::At(Instant::from_micros(u64::MAX))).get();
         assert!(matches!(end, Slot::At(_)));

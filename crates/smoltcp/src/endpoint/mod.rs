@@ -210,7 +210,8 @@ enum Phase {
 
 struct Conn {
     generation: u32,
-    /// The deadline this slot has in the timer heap.
+    /// The deadline this slot has in the timer heap: the earliest of its
+    /// deadlines, the safety-net visit included (see [`Endpoint::deadline`]).
     scheduled: Option<Instant>,
     /// Its socket, if `has_socket` (see [`Conn::socket`]): a handle and a
     /// flag, 8 bytes and one where `Option<SocketHandle>` is 16.
@@ -222,7 +223,7 @@ struct Conn {
     phase: Phase,
     /// The listener's index plus one. A listener has a port of its own
     /// (`listen` refuses port 0 and a port twice), so there are at most
-    /// 65 535 and the index fits; 2 bytes where an `Option<usize>` is 16.
+    /// 65 535 and the index fits; 2 bytes where an `Option<u32>` is 8.
     listener: Option<NonZeroU16>,
     local: Option<IpEndpoint>,
     remote: Option<IpEndpoint>,
@@ -691,10 +692,11 @@ impl Endpoint {
             link,
             phase: f.phase,
             // Listeners are few (one per `listen` call): the index fits.
-            listener: f
-                .listener
-                .and_then(|l| u16::try_from(l + 1).ok())
-                .and_then(NonZeroU16::new),
+            listener: f.listener.and_then(|l| {
+                let stored = u16::try_from(l + 1).ok().and_then(NonZeroU16::new);
+                debug_assert!(stored.is_some(), "listener index {l} over u16");
+                stored
+            }),
             local: f.local,
             remote: f.remote,
             ephemeral_port: None,
@@ -741,7 +743,7 @@ impl Endpoint {
 
     /// The earliest deadline of a connection: its session's timers, the
     /// pump's (pending RST, user timeout), the bounded TCP close, the SYN-ACK
-    /// deferral, and the removal of an aborted socket.
+    /// deferral, the removal of an aborted socket, and the safety-net visit.
     /// `visited`: the time of the visit this follows, if it follows one.
     fn deadline(&self, c: &Conn, visited: Option<Instant>) -> Option<Instant> {
         let live_socket = c.socket().is_some() && c.aborted.is_none();
