@@ -448,11 +448,21 @@ impl fmt::Display for SoakReport {
                 .collect();
             writeln!(f, "{}: {}", r.name, shown.join("; "))?;
         }
+        // `bookend demo` cannot express every fault of the grid (jitter,
+        // partitions, crashes, bandwidth, padding, policies): the soak
+        // itself replays a seed exactly.
         for r in self.rows.iter().filter(|r| !r.ok()) {
+            let replays: Vec<String> = r
+                .failed_seeds
+                .iter()
+                .map(|s| format!("`bookend soak --first-seed {s} --seeds 1`"))
+                .collect();
             writeln!(
                 f,
-                "{}: replay seeds {:?} with `bookend demo` and the same faults",
-                r.name, r.failed_seeds
+                "{}: failed on seeds {:?}; replay with {}",
+                r.name,
+                r.failed_seeds,
+                replays.join(", ")
             )?;
         }
         Ok(())
