@@ -808,15 +808,24 @@ impl Endpoint {
             return;
         };
         let at = self.deadline(c, visited);
-        if let Some(c) = self.conns[index].as_deref_mut()
-            && c.scheduled != at
-        {
-            c.scheduled = at;
-            if let Some(at) = at {
-                self.timers.push(Reverse((at, index)));
-            }
+        let Some(c) = self.conns[index].as_deref_mut() else {
+            return;
+        };
+        if c.scheduled == at {
+            // Nothing moved: no entry went stale.
+            return;
         }
-        self.prune_timers();
+        let old = core::mem::replace(&mut c.scheduled, at);
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, index)));
+        }
+        // The only entry this made stale is the old one: prune if it is the
+        // heap's top, without looking up the top's slot otherwise. (A stale
+        // entry deeper down surfaces only when `poll` pops the ones above
+        // it, and `poll` prunes once at its end; `try_free` prunes too.)
+        if old.is_some_and(|o| self.timers.peek() == Some(&Reverse((o, index)))) {
+            self.prune_timers();
+        }
         // Stale entries pile up when deadlines move often (keepalive):
         // rebuild the heap from the slots when it is mostly stale.
         if self.timers.len() > 2 * self.live + 64 {
@@ -950,6 +959,9 @@ impl Endpoint {
         for id in 0..self.listeners.len() {
             self.rearm(id, sockets);
         }
+        // Stale entries the pops above brought to the top: `poll_at` reports
+        // a real deadline.
+        self.prune_timers();
     }
 }
 #[cfg(test)]
