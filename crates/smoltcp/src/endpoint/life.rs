@@ -531,6 +531,10 @@ impl Endpoint {
                         .set_liveness(core::time::Duration::from_millis(3 * u64::from(keepalive)));
                 }
                 c.link_poll_at = c.link.poll_at(socket);
+                // The state the pump left (its own FIN or RST moved it): only
+                // a change from here is news (smoltcp wakes the socket for
+                // our own close too, which needs no second visit).
+                c.last_tcp_state = Some(socket.state());
                 if c.link.aborted() {
                     c.aborted = Some(t);
                 } else if c.want_writable
