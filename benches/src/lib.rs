@@ -80,6 +80,16 @@ impl phy::TxToken for Tx<'_> {
     }
 }
 
+impl MemDevice {
+    /// Loses every packet waiting to be received (a link that drops all
+    /// traffic one way, for the flood benchmark).
+    pub fn drop_received(&mut self) {
+        while let Some(p) = self.rx.pop_front() {
+            self.pool.borrow_mut().push(p);
+        }
+    }
+}
+
 impl Device for MemDevice {
     type RxToken<'a> = Rx;
     type TxToken<'a> = Tx<'a>;
