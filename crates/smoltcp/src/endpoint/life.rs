@@ -310,6 +310,11 @@ impl Endpoint {
         // quadratic (a SYN flood's thousands of half-opens against
         // thousands of connections: 66 % of a poll's own instructions at
         // 1 000 concurrent lifecycles, callgrind 2026-12-02).
+        if half_open.is_empty() {
+            // Waiting connections, none half-open: nothing can be shadowed.
+            self.scratch = scratch;
+            return;
+        }
         half_open.sort_unstable_by_key(|&(_, l, r, _)| (l, r));
         for o in self.conns.iter().flatten() {
             let (Some(ol), Some(or), Some(oh)) = (o.local, o.remote, o.socket()) else {
