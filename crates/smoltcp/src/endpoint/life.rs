@@ -166,6 +166,9 @@ impl Endpoint {
             .socket()
             .is_some_and(|h| TcpConnection::is_established(sockets.get::<tcp::Socket>(h)));
         c.phase = Phase::Refused;
+        // Visited in this poll (admission runs before the visits are
+        // gathered): its ABORT goes out, or its aborted socket is tended.
+        self.poked.poke(index);
         if established {
             let _ = c.session.abort(t, Reason::HANDSHAKE_TIMEOUT, None);
             while c.session.poll_event().is_some() {}

@@ -949,7 +949,18 @@ impl Endpoint {
                 visit.push(index);
             }
         }
-        visit.extend_from_slice(&self.waiting);
+        // A SYN-ACK held by SO_CONDITIONAL_ACCEPT's `Defer` is asked about
+        // again at every poll (the documented contract). The other waiting
+        // connections are visited when their socket wakes or a timer is
+        // due, like any other: visiting every one at every poll let a flood
+        // of silent connections cost every poll a visit each (2 000 of them:
+        // half of a poll's time, `--bin flood`, 2026-12-02).
+        let conns = &self.conns;
+        visit.extend(self.waiting.iter().copied().filter(|&i| {
+            conns[i]
+                .as_deref()
+                .is_some_and(|c| Self::syn_paused(c.phase))
+        }));
         visit.sort_unstable();
         visit.dedup();
         for &index in &visit {
