@@ -714,6 +714,17 @@ impl Endpoint {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
+                // The slot tables grow by an eighth, not by doubling: at
+                // 10 000 slots doubling left up to 16 KiB-entry tables half
+                // empty, 10-20 B per session of slack (issue 10, idle
+                // memory); an eighth keeps growth amortized O(1).
+                let len = self.conns.len();
+                if len == self.conns.capacity() {
+                    let more = (len / 8).max(16);
+                    self.conns.reserve_exact(more);
+                    self.generations.reserve_exact(more);
+                    self.wakers.reserve_exact(more);
+                }
                 self.conns.push(None);
                 self.generations.push(0);
                 self.wakers.push(ready::as_waker(&ready::slot_waker(
@@ -817,6 +828,11 @@ impl Endpoint {
         }
         let old = core::mem::replace(&mut c.scheduled, at);
         if let Some(at) = at {
+            // Grown by an eighth, as the slot tables are.
+            let len = self.timers.len();
+            if len == self.timers.capacity() {
+                self.timers.reserve_exact((len / 8).max(16));
+            }
             self.timers.push(Reverse((at, index)));
         }
         // The only entry this made stale is the old one: prune if it is the
