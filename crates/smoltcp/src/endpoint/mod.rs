@@ -41,6 +41,14 @@ fn smol_duration(d: core::time::Duration) -> SmolDuration {
     SmolDuration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// How many entries a full per-slot table of `len` grows by: an eighth, not
+/// the doubling of `Vec`'s own growth, which at 10 000 slots left the tables
+/// up to half empty (10-20 bytes per session; issue 10, idle memory). Still
+/// geometric, so growth stays amortized O(1).
+fn growth(len: usize) -> usize {
+    (len / 8).max(16)
+}
+
 /// Names one connection of an [`Endpoint`]. Stale handles (of a freed
 /// connection) are refused, never confused with a newer one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -714,23 +722,18 @@ impl Endpoint {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                // The slot tables grow by an eighth, not by doubling: at
-                // 10 000 slots doubling left up to 16 KiB-entry tables half
-                // empty, 10-20 B per session of slack (issue 10, idle
-                // memory); an eighth keeps growth amortized O(1).
+                // The slot tables grow together, by `growth`.
                 let len = self.conns.len();
                 if len == self.conns.capacity() {
-                    let more = (len / 8).max(16);
+                    let more = growth(len);
                     self.conns.reserve_exact(more);
                     self.generations.reserve_exact(more);
                     self.wakers.reserve_exact(more);
                 }
                 self.conns.push(None);
                 self.generations.push(0);
-                self.wakers.push(ready::as_waker(&ready::slot_waker(
-                    &self.ready,
-                    self.conns.len() - 1,
-                )));
+                self.wakers
+                    .push(ready::slot_waker(&self.ready, self.conns.len() - 1));
                 self.conns.len() - 1
             }
         };
@@ -829,9 +832,8 @@ impl Endpoint {
         let old = core::mem::replace(&mut c.scheduled, at);
         if let Some(at) = at {
             // Grown by an eighth, as the slot tables are.
-            let len = self.timers.len();
-            if len == self.timers.capacity() {
-                self.timers.reserve_exact((len / 8).max(16));
+            if self.timers.len() == self.timers.capacity() {
+                self.timers.reserve_exact(growth(self.timers.len()));
             }
             self.timers.push(Reverse((at, index)));
         }

@@ -160,24 +160,12 @@ impl Wake for SlotWaker {
     }
 }
 
-/// The waker of slot `index`, as its `Arc`: [`as_waker`] makes the `Waker`
-/// to register.
-pub(crate) fn slot_waker(ready: &Arc<Ready>, index: usize) -> Arc<SlotWaker> {
-    Arc::new(SlotWaker {
+/// The waker of slot `index` (one allocation, made once per slot).
+pub(crate) fn slot_waker(ready: &Arc<Ready>, index: usize) -> Waker {
+    Waker::from(Arc::new(SlotWaker {
         ready: ready.clone(),
         index,
-    })
-}
-
-/// The `Waker` of a slot: the same allocation (a reference count more).
-pub(crate) fn as_waker(w: &Arc<SlotWaker>) -> Waker {
-    Waker::from(w.clone())
-}
-
-/// A waker that marks `index` in `ready`.
-#[cfg(test)]
-fn waker(ready: &Arc<Ready>, index: usize) -> Waker {
-    as_waker(&slot_waker(ready, index))
+    }))
 }
 
 #[cfg(test)]
@@ -187,8 +175,8 @@ mod tests {
     #[test]
     fn marks_drain_once() {
         let r = Ready::new(5000);
-        let w = waker(&r, 70);
-        let far = waker(&r, 4321);
+        let w = slot_waker(&r, 70);
+        let far = slot_waker(&r, 4321);
         assert!(!r.any());
         far.wake();
         w.wake_by_ref();
