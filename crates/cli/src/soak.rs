@@ -485,3 +485,33 @@ pub fn run(
     }
     SoakReport { rows }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed row names a command that replays its seed exactly: the soak
+    /// itself, since `bookend demo` has no jitter, partitions or crashes
+    /// (until ab83ec5 the hint sent the reader to `bookend demo`, which
+    /// could not reproduce the run of seed 5075).
+    #[test]
+    fn a_failed_row_names_a_replay_that_reproduces_it() {
+        let row = Row {
+            name: "loss 10%".into(),
+            must_pass: true,
+            runs: 1,
+            clients: 3,
+            finished: 2,
+            failed_with_reason: 1,
+            failed_seeds: vec![5075],
+            ..Row::default()
+        };
+        assert!(!row.ok());
+        let text = SoakReport { rows: vec![row] }.to_string();
+        assert!(
+            text.contains("`bookend soak --first-seed 5075 --seeds 1`"),
+            "{text}"
+        );
+        assert!(!text.contains("bookend demo"), "{text}");
+    }
+}
