@@ -489,3 +489,86 @@ impl Link {
         progress
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use bookend_session::{Config, Event, Options};
+
+    /// A TCP connection that delivers every byte at once (nothing stays
+    /// unacknowledged) and keeps a FIN unacknowledged once closed: the
+    /// moment the session's last bytes are acknowledged but its FIN is not.
+    #[derive(Default)]
+    struct Fake {
+        sent: Vec<u8>,
+        fin: bool,
+    }
+
+    impl TcpConnection for Fake {
+        fn is_established(&self) -> bool {
+            true
+        }
+        fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) -> RecvOutcome {
+            RecvOutcome::Read(0)
+        }
+        fn send(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
+            let mut buf = [0u8; 512];
+            let n = fill(&mut buf);
+            self.sent.extend_from_slice(&buf[..n]);
+            n
+        }
+        fn send_queue(&self) -> usize {
+            0
+        }
+        fn unacknowledged(&self) -> bool {
+            self.fin
+        }
+        fn close(&mut self) {
+            self.fin = true;
+        }
+        fn abort(&mut self) {}
+        fn is_finished(&self) -> bool {
+            false
+        }
+    }
+
+    /// Review of d6d193f: a FIN the pump queues pauses the session's peer
+    /// timers (linger) from the moment it is queued, not from the next
+    /// visit; with a late next poll, linger would otherwise count time in
+    /// which TCP was still delivering the FIN. Fails on c933991: the pump's
+    /// last report came before the FIN, and since d6d193f no second pump
+    /// ran to make up for it.
+    #[test]
+    fn a_queued_fin_pauses_the_peer_timers_at_once() {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut c = Session::caller(config.clone(), 1).unwrap();
+        let mut s = Session::callee(config, 2, t).unwrap();
+        let mut buf = [0u8; 512];
+        c.connect(t, None, Options::DEFAULT).unwrap();
+        let n = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..n]);
+        let Some(Event::ConnectRequest(r)) = s.poll_event() else {
+            panic!("no request")
+        };
+        s.accept(t, None, r.grant).unwrap();
+        let n = s.poll_transmit(t, &mut buf);
+        c.handle_bytes(t, &buf[..n]);
+        // The caller's DISCONNECT, then the callee's own: CLOSING, FIN.
+        c.send_disconnect(t, Some(b"total")).unwrap();
+        let n = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..n]);
+        while s.poll_event().is_some() {}
+        s.send_disconnect(t, Some(b"grand total")).unwrap();
+        let mut link = Link::new(t, Duration::from_secs(300));
+        let mut conn = Fake::default();
+        link.pump(&mut s, &mut conn, t, Duration::from_secs(1));
+        assert!(conn.fin, "the FIN was queued");
+        assert!(
+            s.transport_pending(),
+            "the session still counts linger while its FIN is undelivered"
+        );
+    }
+}
