@@ -474,10 +474,11 @@ impl Endpoint {
                     // pause of the session's peer timers needs only the
                     // pump's bookkeeping of it; then, unless that made a
                     // timer due, there is nothing else to do.
-                    if c.link.hold(socket, t) != c.session.transport_pending() {
-                        c.link.acknowledged(&mut c.session, socket, t);
-                        c.link_poll_at = c.link.poll_at(socket);
+                    if c.link.hold(socket, t) == c.session.transport_pending() {
+                        return;
                     }
+                    c.link.acknowledged(&mut c.session, socket, t);
+                    c.link_poll_at = c.link.poll_at(socket);
                     if c.session.poll_timeout().is_none_or(|d| d > t)
                         && c.link_poll_at.is_none_or(|d| d > t)
                     {
