@@ -90,6 +90,23 @@ impl MemDevice {
     }
 }
 
+impl MemDevice {
+    /// Heap the harness itself holds for this device: recycled packet
+    /// buffers and the queues' capacity. Not the stack's: memory figures must
+    /// not count it (see [`idle_memory`]).
+    pub fn harness_bytes(&self) -> usize {
+        let held = |q: &VecDeque<Vec<u8>>| {
+            q.capacity() * std::mem::size_of::<Vec<u8>>()
+                + q.iter().map(Vec::capacity).sum::<usize>()
+        };
+        let pool = self.pool.borrow();
+        // The pool is shared by both devices of a pair: each reports half.
+        let pooled = pool.capacity() * std::mem::size_of::<Vec<u8>>()
+            + pool.iter().map(Vec::capacity).sum::<usize>();
+        held(&self.rx) + held(&self.tx) + pooled / 2
+    }
+}
+
 impl Device for MemDevice {
     type RxToken<'a> = Rx;
     type TxToken<'a> = Tx<'a>;
@@ -158,6 +175,11 @@ impl Pair {
             b: mk(B, 22),
             packets: 0,
         }
+    }
+
+    /// Heap the harness holds for both devices ([`MemDevice::harness_bytes`]).
+    pub fn harness_bytes(&self) -> usize {
+        self.a.dev.harness_bytes() + self.b.dev.harness_bytes()
     }
 
     /// Polls both interfaces and moves packets across; true if any moved.
@@ -754,6 +776,60 @@ pub fn idle_bookend(be: &mut Bookend, n: usize) {
             be.round();
         }
         done += batch;
+    }
+}
+
+/// Idle memory of `n` established connections, raw smoltcp and bookend
+/// ([`idle_raw`], [`idle_bookend`]), read from the process's heap counter
+/// `in_use` (the caller's counting allocator; bytes allocated minus freed).
+#[derive(Debug, Clone, Copy)]
+pub struct IdleMemory {
+    /// Connections per variant.
+    pub n: usize,
+    /// Heap raw smoltcp took for them (sockets, buffers, tables).
+    pub raw: i64,
+    /// Heap bookend took for them, its listener pool included.
+    pub bookend: i64,
+    /// Of `bookend`, the listener pool alone (measured before any connection).
+    pub listeners: i64,
+    /// Heap the harness itself still held when each figure was read (packet
+    /// buffers, queues), summed over both variants: not the stacks' memory,
+    /// so it must be zero for the figures to be the stacks' alone.
+    pub harness: usize,
+}
+
+impl IdleMemory {
+    /// Bookend's state per idle session and endpoint beyond raw smoltcp
+    /// holding the same connections (both ends hold a session: 2n of them).
+    pub fn per_endpoint(&self) -> i64 {
+        (self.bookend - self.listeners - self.raw) / (2 * self.n as i64)
+    }
+}
+
+/// Measures [`IdleMemory`] for `n` connections of `buffer`-byte TCP buffers.
+pub fn idle_memory(
+    n: usize,
+    buffer: usize,
+    backlog: usize,
+    in_use: impl Fn() -> i64,
+) -> IdleMemory {
+    let before = in_use();
+    let pair = idle_raw(n, buffer);
+    let raw = in_use() - before;
+    let mut harness = pair.harness_bytes();
+    drop(pair);
+    let before = in_use();
+    let mut be = Bookend::new(buffer, backlog);
+    let listeners = in_use() - before;
+    idle_bookend(&mut be, n);
+    let bookend = in_use() - before;
+    harness += be.pair.harness_bytes();
+    IdleMemory {
+        n,
+        raw,
+        bookend,
+        listeners,
+        harness,
     }
 }
 

@@ -111,18 +111,21 @@ fn main() {
         "N", "raw bytes", "bookend bytes", "extra/session", "extra/endpoint"
     );
     for &n in sizes {
-        let (pair, raw_bytes) = raw(n);
-        drop(pair);
-        let (be, be_bytes, listeners) = bookend(n);
         // Both variants hold 2N connected sockets; bookend also holds its
         // listener pool (measured on its own, before any connection).
-        let extra = be_bytes - listeners - raw_bytes;
+        let m = bookend_benches::idle_memory(n, BUF, BACKLOG, in_use);
+        assert_eq!(
+            m.harness, 0,
+            "the figures would count the harness's packets"
+        );
+        let extra = m.bookend - m.listeners - m.raw;
         println!(
-            "{n:>7} {raw_bytes:>14} {be_bytes:>14} {:>16.0} {:>16.0}",
+            "{n:>7} {:>14} {:>14} {:>16.0} {:>16.0}",
+            m.raw,
+            m.bookend,
             extra as f64 / n as f64,
             extra as f64 / (2 * n) as f64
         );
-        drop(be);
     }
     let big = *sizes.last().unwrap();
     let (be, be_bytes, _) = bookend(big);
