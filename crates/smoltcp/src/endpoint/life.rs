@@ -204,7 +204,7 @@ impl Endpoint {
             self.generations[index] = self.generations[index].wrapping_add(1);
             self.free.push(index);
             self.live -= 1;
-            self.prune_timers();
+            self.timers.set(index, None);
         }
     }
 

@@ -2,13 +2,12 @@
 //! application's `SocketSet`.
 
 use alloc::boxed::Box;
-use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cmp::Reverse;
 use core::fmt;
 use core::num::NonZeroU16;
 
@@ -24,6 +23,7 @@ use crate::ports::Ports;
 use crate::transport::Link;
 
 mod app;
+mod deadlines;
 mod life;
 mod ready;
 
@@ -218,9 +218,6 @@ enum Phase {
 
 struct Conn {
     generation: u32,
-    /// The deadline this slot has in the timer heap: the earliest of its
-    /// deadlines, the safety-net visit included (see [`Endpoint::deadline`]).
-    scheduled: Option<Instant>,
     /// Its socket, if `has_socket` (see [`Conn::socket`]): a handle and a
     /// flag, 8 bytes and one where `Option<SocketHandle>` is 16.
     sock: SocketHandle,
@@ -417,9 +414,10 @@ pub struct Endpoint {
     /// Slots the endpoint asked to visit at the next poll (new connections,
     /// reads that made room).
     poked: ready::Poked,
-    /// Every slot's next deadline, earliest first. An entry whose time is no
-    /// longer its slot's `scheduled` is stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Every slot's next deadline (the earliest of its deadlines, the
+    /// safety-net visit included: see [`Endpoint::deadline`]), earliest
+    /// first, one entry per slot.
+    timers: deadlines::Deadlines,
     /// Listener-born connections the application has not taken yet
     /// (handshaking, SYN-ACK paused, undecided): what admission control and
     /// the duplicate check look at. Stale entries are pruned as they are met.
@@ -453,8 +451,9 @@ impl fmt::Debug for Endpoint {
             let conns: Vec<String> = self
                 .conns
                 .iter()
-                .flatten()
-                .map(|c| {
+                .enumerate()
+                .filter_map(|(i, c)| Some((i, c.as_deref()?)))
+                .map(|(i, c)| {
                     format!(
                         "{:?} state={} socket={:?} aborted={:?} tcp_done_by={:?} \
                          scheduled={:?} link_poll_at={:?} session_poll={:?} events={} \
@@ -464,7 +463,7 @@ impl fmt::Debug for Endpoint {
                         c.socket(),
                         c.aborted,
                         c.tcp_done_by,
-                        c.scheduled,
+                        self.timers.get(i),
                         c.link_poll_at,
                         c.session.poll_timeout(),
                         c.queued_events,
@@ -508,7 +507,7 @@ impl Endpoint {
             live: 0,
             ready: ready::Ready::new(max_connections),
             poked: ready::Poked::default(),
-            timers: BinaryHeap::new(),
+            timers: deadlines::Deadlines::default(),
             waiting: Vec::new(),
             visit: Vec::new(),
             scratch: Scratch::default(),
@@ -693,7 +692,6 @@ impl Endpoint {
         let link = Link::new(t, self.config.give_up_after());
         self.alloc_conn(|generation| Conn {
             generation,
-            scheduled: None,
             sock: f.socket,
             has_socket: true,
             session: f.session,
@@ -759,7 +757,7 @@ impl Endpoint {
     /// pump's (pending RST, user timeout), the bounded TCP close, the SYN-ACK
     /// deferral, the removal of an aborted socket, and the safety-net visit.
     /// `visited`: the time of the visit this follows, if it follows one.
-    fn deadline(&self, c: &Conn, visited: Option<Instant>) -> Option<Instant> {
+    fn deadline(&self, index: usize, c: &Conn, visited: Option<Instant>) -> Option<Instant> {
         let live_socket = c.socket().is_some() && c.aborted.is_none();
         // While a SYN-ACK is held, the session's handshake timer does not run
         // (it restarts when the SYN-ACK goes): only the deferral bounds it.
@@ -789,7 +787,7 @@ impl Endpoint {
         // again); so no field keeps the time of the last visit.
         match visited {
             Some(v) => consider(Some(v + self.config.tcp_timeout).filter(|_| live_socket)),
-            None => consider(c.scheduled.filter(|_| live_socket)),
+            None => consider(self.timers.get(index).filter(|_| live_socket)),
         }
         #[cfg(feature = "conditional-accept")]
         if let Phase::SynPaused = c.phase {
@@ -799,60 +797,15 @@ impl Endpoint {
         next
     }
 
-    /// Drops stale entries from the top of the timer heap, so that
-    /// [`Endpoint::poll_at`] reports a real deadline, never a freed slot's.
-    fn prune_timers(&mut self) {
-        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
-            let current = self
-                .conns
-                .get(index)
-                .and_then(|c| c.as_deref())
-                .is_some_and(|c| c.scheduled == Some(at));
-            if current {
-                break;
-            }
-            self.timers.pop();
-        }
-    }
-
     /// Puts a slot's current deadline in the timer heap (if it changed);
     /// `visited` as for [`Endpoint::deadline`].
     fn reschedule(&mut self, index: usize, visited: Option<Instant>) {
         let Some(c) = self.conns[index].as_deref() else {
             return;
         };
-        let at = self.deadline(c, visited);
-        let Some(c) = self.conns[index].as_deref_mut() else {
-            return;
-        };
-        if c.scheduled == at {
-            // Nothing moved: no entry went stale.
-            return;
-        }
-        let old = core::mem::replace(&mut c.scheduled, at);
-        if let Some(at) = at {
-            // Grown by an eighth, as the slot tables are.
-            if self.timers.len() == self.timers.capacity() {
-                self.timers.reserve_exact(growth(self.timers.len()));
-            }
-            self.timers.push(Reverse((at, index)));
-        }
-        // The only entry this made stale is the old one: prune if it is the
-        // heap's top, without looking up the top's slot otherwise. (A stale
-        // entry deeper down surfaces only when `poll` pops the ones above
-        // it, and `poll` prunes once at its end; `try_free` prunes too.)
-        if old.is_some_and(|o| self.timers.peek() == Some(&Reverse((o, index)))) {
-            self.prune_timers();
-        }
-        // Stale entries pile up when deadlines move often (keepalive):
-        // rebuild the heap from the slots when it is mostly stale.
-        if self.timers.len() > 2 * self.live + 64 {
-            self.timers = self
-                .conns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| Some(Reverse((c.as_deref()?.scheduled?, i))))
-                .collect();
+        let at = self.deadline(index, c, visited);
+        if self.timers.get(index) != at {
+            self.timers.set(index, at);
         }
     }
 
@@ -916,11 +869,10 @@ impl Endpoint {
         }
         // SYN-ACKs held by SO_CONDITIONAL_ACCEPT's `Defer` are asked again
         // at every poll, by the documented contract; their deadline bounds it.
-        // The heap's top may be stale (earlier than needed): a spurious
-        // wake-up at worst. Bytes queued by the session need no wake-up of
+        // Bytes queued by the session need no wake-up of
         // their own: commands hand them to TCP, and a send window opening
         // again wakes the socket.
-        self.timers.peek().map(|Reverse((at, _))| smol_instant(*at))
+        self.timers.peek().map(|(at, _)| smol_instant(at))
     }
 
     /// Step 2 of the call order: see the type docs.
@@ -952,20 +904,8 @@ impl Endpoint {
                 socket.register_send_waker(&self.wakers[index]);
             }
         }
-        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
-            if at > t {
-                break;
-            }
-            self.timers.pop();
-            if self.conns[index]
-                .as_deref()
-                .is_some_and(|c| c.scheduled == Some(at))
-            {
-                if let Some(c) = self.conns[index].as_deref_mut() {
-                    c.scheduled = None;
-                }
-                visit.push(index);
-            }
+        while let Some(index) = self.timers.pop_due(t) {
+            visit.push(index);
         }
         // A SYN-ACK held by SO_CONDITIONAL_ACCEPT's `Defer` is asked about
         // again at every poll (the documented contract). The other waiting
@@ -988,9 +928,6 @@ impl Endpoint {
         for id in 0..self.listeners.len() {
             self.rearm(id, sockets);
         }
-        // Stale entries the pops above brought to the top: `poll_at` reports
-        // a real deadline.
-        self.prune_timers();
     }
 }
 #[cfg(test)]
@@ -1003,7 +940,7 @@ mod size_tests {
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 320,
+            size_of::<super::Conn>() <= 312,
             "{}",
             size_of::<super::Conn>()
         );
