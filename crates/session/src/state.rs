@@ -255,6 +255,18 @@ impl TimerId {
         matches!(self, Self::Connect | Self::Linger | Self::Idle)
     }
 
+    /// Which of the session's three timer slots holds it: the phase timers
+    /// share one (never two of them are armed together; checked over the
+    /// table by `tests::timers_sharing_a_slot_are_never_armed_together`),
+    /// idle and keepalive, which run together, have one each.
+    pub(crate) const fn slot(self) -> usize {
+        match self {
+            Self::Connect | Self::Handshake | Self::Decision | Self::Linger | Self::AbortFlush => 0,
+            Self::Idle => 1,
+            Self::Keepalive => 2,
+        }
+    }
+
     /// Every timer, in declaration order.
     pub const ALL: [Self; 7] = [
         Self::Connect,

@@ -133,3 +133,75 @@ fn checked_in_docs_are_current() {
         "docs/protocol.md §5.3 is stale; regenerate with `ci/regen-state-docs`"
     );
 }
+
+/// The timers each state may have armed, by abstract interpretation of the
+/// table: a row leaving `from` for `next` leaves what was armed in `from`,
+/// less what it clears, plus what it arms. (Only rows arm timers; firing
+/// or the data path's restarts never arm one that was stopped.)
+fn armed_per_state() -> [Timers; State::ALL.len()] {
+    let mut armed = [Timers::NONE; State::ALL.len()];
+    loop {
+        let mut changed = false;
+        for row in TRANSITIONS {
+            for &from in row.from {
+                let next = match row.next {
+                    Next::Same => from,
+                    Next::To(s) => s,
+                };
+                let after = (armed[from as usize].0 & !row.clear.0) | row.arm.0;
+                let n = &mut armed[next as usize].0;
+                if *n | after != *n {
+                    *n |= after;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return armed;
+        }
+    }
+}
+
+/// The session keeps its seven timers in three slots ([`TimerId::slot`]):
+/// that is only right if no state can have two timers of one slot armed,
+/// and no row arms a timer while another of its slot may run (issue 10).
+#[test]
+fn timers_sharing_a_slot_are_never_armed_together() {
+    let armed = armed_per_state();
+    for s in State::ALL {
+        for a in TimerId::ALL {
+            for b in TimerId::ALL {
+                let both = armed[s as usize].contains(a) && armed[s as usize].contains(b);
+                assert!(
+                    !(a != b && a.slot() == b.slot() && both),
+                    "{s}: {} and {} share a slot and may both be armed",
+                    a.name(),
+                    b.name()
+                );
+            }
+        }
+    }
+    for row in TRANSITIONS {
+        for &from in row.from {
+            let left = armed[from as usize].0 & !row.clear.0;
+            for a in TimerId::ALL {
+                for b in TimerId::ALL {
+                    let overwrites = row.arm.contains(a) && left & (1 << b as u8) != 0;
+                    assert!(
+                        !(a != b && a.slot() == b.slot() && overwrites),
+                        "{from} {:?}: arms {} while {} may hold its slot",
+                        row.input,
+                        a.name(),
+                        b.name()
+                    );
+                }
+            }
+        }
+    }
+    // The analysis sees what the table arms: the handshake timers, linger
+    // and the liveness pair each in their states.
+    assert!(armed[State::ConnectSent as usize].contains(TimerId::Connect));
+    assert!(armed[State::LocalDisconnected as usize].contains(TimerId::Linger));
+    assert!(armed[State::LocalDisconnected as usize].contains(TimerId::Idle));
+    assert!(armed[State::Closed as usize].contains(TimerId::AbortFlush));
+}
