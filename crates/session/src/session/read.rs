@@ -23,7 +23,7 @@ impl Session {
         if self.params.mode != Mode::Stream {
             return Err(Error::WrongMode);
         }
-        self.rx.readable_posted = false;
+        self.rx.set_readable_posted(false);
         if let Some(bufs) = self.rx.bufs.get_mut().filter(|b| !b.stream.is_empty()) {
             let n = buf.len().min(bufs.stream.len());
             buf[..n].copy_from_slice(&bufs.stream[..n]);
@@ -49,7 +49,7 @@ impl Session {
     /// and posting [`Event::Readable`](crate::Event::Readable)) while the
     /// application has not closed.
     pub fn set_direct_receive(&mut self, on: bool) {
-        self.rx.direct = on && self.params.mode == Mode::Stream;
+        self.rx.set_direct(on && self.params.mode == Mode::Stream);
     }
 
     /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
@@ -64,11 +64,11 @@ impl Session {
     /// session holds no received data of its own (read that with
     /// [`recv`](Self::recv) first, to keep order).
     pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
-        if !self.rx.direct || self.params.mode != Mode::Stream || self.rx.queued > 0 {
+        if !self.rx.direct() || self.params.mode != Mode::Stream || self.rx.queued > 0 {
             return (0, 0);
         }
         let _guard = self.span().entered();
-        self.rx.readable_posted = false;
+        self.rx.set_readable_posted(false);
         self.receive(now, wire, Some(out))
     }
 
@@ -102,7 +102,7 @@ impl Session {
         if self.params.mode != Mode::Message {
             return Err(Error::WrongMode);
         }
-        self.rx.readable_posted = false;
+        self.rx.set_readable_posted(false);
         match self.rx.bufs.get().and_then(|b| b.messages.front()) {
             Some(m) => Ok(m.len()),
             None if self.peer_disconnected() => Err(Error::Disconnected),

@@ -132,16 +132,21 @@ pub(crate) struct Rx {
     pub(crate) queued: u32,
     /// Complete messages' bytes plus `MESSAGE_OVERHEAD` each.
     pub(super) messages_charge: u32,
-    pub(super) readable_posted: bool,
-    /// Stream mode, opted in by the driver: DATA stays in the transport
-    /// until the application reads it with `recv_direct`.
-    pub(super) direct: bool,
-    /// The last offer was not taken whole: DATA waits for the application.
-    pub(super) held: bool,
-    /// A sealed DATA frame has been delivered: the stream buffer may then
-    /// overshoot its bound by less than one frame.
-    pub(crate) sealed_seen: bool,
+    /// Four flags in one byte (see the `FLAG_*` constants), so that `Rx`
+    /// is 24 bytes, not 32 (issue 10: idle memory).
+    flags: u8,
 }
+
+/// FD_READ was posted and not yet answered by a read.
+const FLAG_READABLE_POSTED: u8 = 1;
+/// Stream mode, opted in by the driver: DATA stays in the transport until
+/// the application reads it with `recv_direct`.
+const FLAG_DIRECT: u8 = 2;
+/// The last offer was not taken whole: DATA waits for the application.
+const FLAG_HELD: u8 = 4;
+/// A sealed DATA frame has been delivered: the stream buffer may then
+/// overshoot its bound by less than one frame.
+const FLAG_SEALED_SEEN: u8 = 8;
 
 impl Rx {
     pub(crate) fn new() -> Self {
@@ -152,11 +157,56 @@ impl Rx {
             checked: None,
             queued: 0,
             messages_charge: 0,
-            readable_posted: false,
-            direct: false,
-            held: false,
-            sealed_seen: false,
+            flags: 0,
         }
+    }
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set_flag(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// FD_READ was posted and not yet answered by a read.
+    pub(super) fn readable_posted(&self) -> bool {
+        self.flag(FLAG_READABLE_POSTED)
+    }
+
+    pub(super) fn set_readable_posted(&mut self, on: bool) {
+        self.set_flag(FLAG_READABLE_POSTED, on);
+    }
+
+    /// Direct receive (stream mode): DATA stays in the transport until read.
+    pub(super) fn direct(&self) -> bool {
+        self.flag(FLAG_DIRECT)
+    }
+
+    pub(super) fn set_direct(&mut self, on: bool) {
+        self.set_flag(FLAG_DIRECT, on);
+    }
+
+    /// The last offer was not taken whole.
+    pub(super) fn held(&self) -> bool {
+        self.flag(FLAG_HELD)
+    }
+
+    pub(super) fn set_held(&mut self, on: bool) {
+        self.set_flag(FLAG_HELD, on);
+    }
+
+    /// A sealed DATA frame has been delivered.
+    pub(crate) fn sealed_seen(&self) -> bool {
+        self.flag(FLAG_SEALED_SEEN)
+    }
+
+    pub(super) fn set_sealed_seen(&mut self, on: bool) {
+        self.set_flag(FLAG_SEALED_SEEN, on);
     }
 
     /// The buffers for writing, created if absent, marked as touched.
@@ -265,10 +315,10 @@ impl Session {
         }
         if !input.is_empty() {
             let held = at < input.len();
-            self.rx.held = held;
+            self.rx.set_held(held);
             let idle = self.params.keepalive().map_or(Duration::ZERO, |k| k * 3);
             self.timers.suspend_idle(held, now, idle);
-            if held && self.rx.direct {
+            if held && self.rx.direct() {
                 // DATA waits in the transport: tell the application (FD_READ),
                 // again after a read that left some, as Winsock re-posts it.
                 self.post_readable();
@@ -629,7 +679,7 @@ impl Session {
                 }
                 self.fire(now, Input::RecvData, Args::default());
                 if !self.is_closed() {
-                    self.rx.sealed_seen = true;
+                    self.rx.set_sealed_seen(true);
                     self.take_payload(payload, sink);
                     if end_of_message {
                         self.end_message();
@@ -784,8 +834,8 @@ impl Session {
 
     pub(super) fn post_readable(&mut self) {
         // `Closed` is the last event: after it, data stays readable but is not announced.
-        if !self.rx.readable_posted && !self.is_closed() {
-            self.rx.readable_posted = true;
+        if !self.rx.readable_posted() && !self.is_closed() {
+            self.rx.set_readable_posted(true);
             self.events.push(super::EventKind::Readable);
         }
     }
@@ -795,7 +845,7 @@ impl Session {
     pub(super) fn has_unread(&self) -> bool {
         self.rx.queued > 0
             || self.rx.message_len() > 0
-            || (self.rx.held && self.rx.direct)
+            || (self.rx.held() && self.rx.direct())
             || self.rx.data_in_progress()
     }
 
@@ -813,7 +863,7 @@ impl Session {
     }
 
     fn stops_at_data(&self) -> bool {
-        self.rx.direct
+        self.rx.direct()
             && !self.app_closed
             && self.params.mode == Mode::Stream
             && state::row(self.state, Input::RecvData).is_some()

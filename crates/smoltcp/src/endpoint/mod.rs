@@ -940,12 +940,12 @@ mod size_tests {
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 280,
+            size_of::<super::Conn>() <= 272,
             "{}",
             size_of::<super::Conn>()
         );
         assert!(size_of::<crate::transport::Link>() <= 72);
-        assert!(size_of::<bookend_session::Session>() <= 136);
+        assert!(size_of::<bookend_session::Session>() <= 128);
     }
 }
 
