@@ -161,7 +161,7 @@ impl Endpoint {
         let t = session_instant(now);
         let direct = c
             .socket()
-            .filter(|_| c.session.send_queue() == 0 && c.aborted.is_none());
+            .filter(|_| c.session.send_queue() == 0 && c.aborted().is_none());
         let Some(sh) = direct else {
             return self.command(sockets, h, now, |s, _| s.send(data));
         };
@@ -197,7 +197,7 @@ impl Endpoint {
         }
         if let Some(c) = self.conn_mut(h) {
             if taken < data.len() {
-                c.want_writable = true;
+                c.set_want_writable(true);
             }
             // Sent data starts the user timeout: keep its deadline in the heap.
             if let Some(sh) = c.socket() {
@@ -239,7 +239,7 @@ impl Endpoint {
             return r.map_err(Error::from);
         }
         let mut written = 0;
-        if let Some(sh) = c.socket().filter(|_| c.aborted.is_none()) {
+        if let Some(sh) = c.socket().filter(|_| c.aborted().is_none()) {
             // Control frames among the bytes (a PING's reply, DISCONNECT data,
             // a split header) need parts: supplied only when there are bytes,
             // taken back below unless the flush's visit trims.

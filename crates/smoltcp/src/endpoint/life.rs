@@ -84,7 +84,7 @@ impl Endpoint {
             // A held SYN-ACK is bounded by its own deferral time, not here.
             if c.phase == Phase::Pending
                 && c.session.state() == State::AwaitConnect
-                && c.aborted.is_none()
+                && c.aborted().is_none()
             {
                 handshaking.push((l, c.born(), c.remote.map(|r| r.addr), index));
             }
@@ -175,7 +175,7 @@ impl Endpoint {
         } else {
             if let Some(h) = c.socket() {
                 sockets.get_mut::<tcp::Socket>(h).abort();
-                c.aborted = Some(t);
+                c.set_aborted(t);
             }
             Self::end_unseen(c, t);
         }
@@ -278,7 +278,7 @@ impl Endpoint {
         // endpoint with none pays nothing. The twin that shadows one may be
         // any listener-born connection (accepted ones too): only then are
         // all connections looked at, once.
-        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted.is_none();
+        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted().is_none();
         if self.waiting.is_empty() {
             return;
         }
@@ -393,10 +393,9 @@ impl Endpoint {
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
         // an eviction) queue frames after the pump ran: hand them to TCP now.
         // What TCP cannot take yet goes when the socket wakes (ACKs).
-        if self.conns[index]
-            .as_deref()
-            .is_some_and(|c| c.session.has_output() && c.socket().is_some() && c.aborted.is_none())
-        {
+        if self.conns[index].as_deref().is_some_and(|c| {
+            c.session.has_output() && c.socket().is_some() && c.aborted().is_none()
+        }) {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 c.last_tcp_state = None;
             }
@@ -419,13 +418,12 @@ impl Endpoint {
         };
 
         if let Some(h) = c.socket() {
-            if let Some(at) = c.aborted {
+            if let Some(at) = c.aborted() {
                 // The RST is out once smoltcp has forgotten the 4-tuple.
                 let socket = sockets.get::<tcp::Socket>(h);
                 if socket.remote_endpoint().is_none() || t >= at + self.config.abort_flush_timeout {
                     sockets.remove(h);
-                    c.has_socket = false;
-                    c.tcp_done_by = None;
+                    c.take_socket();
                 }
             } else if Self::lost_its_caller(c, sockets.get::<tcp::Socket>(h)) {
                 c.session.supply(&mut self.spares);
@@ -434,11 +432,11 @@ impl Endpoint {
                 if socket.state() == tcp::State::Listen {
                     // A bare listener: nothing to send.
                     sockets.remove(h);
-                    c.has_socket = false;
+                    c.take_socket();
                 } else {
                     // It took another caller's SYN: refuse that one, which retries.
                     socket.abort();
-                    c.aborted = Some(t);
+                    c.set_aborted(t);
                 }
                 self.stats.reset_in_syn_received += 1;
                 c.session
@@ -461,8 +459,8 @@ impl Endpoint {
                     && c.link_poll_at.is_none_or(|d| d > t)
                     && c.session.poll_timeout().is_none_or(|d| d > t)
                     && c.session.pending_events() == 0
-                    && !c.want_writable
-                    && c.tcp_done_by.is_none_or(|d| d > t)
+                    && !c.want_writable()
+                    && c.tcp_done_by().is_none_or(|d| d > t)
                     && !Self::syn_paused(c.phase);
                 // The user timeout is taken over from smoltcp by a full
                 // visit (below) once the session is connected with keepalive.
@@ -518,7 +516,7 @@ impl Endpoint {
                         TcpDecision::Refuse => {
                             debug!("SO_CONDITIONAL_ACCEPT refused: RST");
                             socket.abort();
-                            c.aborted = Some(t);
+                            c.set_aborted(t);
                             c.phase = Phase::Refused;
                             self.stats.refused += 1;
                             c.session.supply(&mut self.spares);
@@ -575,15 +573,15 @@ impl Endpoint {
                 // our own close too, which needs no second visit).
                 c.last_tcp_state = Some(socket.state());
                 if c.link.aborted() {
-                    c.aborted = Some(t);
-                } else if c.want_writable
+                    c.set_aborted(t);
+                } else if c.want_writable()
                     && c.session.send_queue() == 0
                     && socket.send_capacity() - socket.send_queue()
                         >= bookend_session::MIN_DIRECT_CHUNK + bookend_session::MAX_FRAME_OVERHEAD
                 {
                     // FD_WRITE once a frame fits again: not while the room is
                     // smaller than a send could use (that spun on Writable).
-                    c.want_writable = false;
+                    c.set_want_writable(false);
                     if c.phase == Phase::Owned {
                         Self::push_event(
                             &mut self.events,
@@ -730,15 +728,15 @@ impl Endpoint {
         // Release the TCP socket once the session is done and TCP has finished
         // (or would not finish in time).
         if let Some(h) = c.socket()
-            && c.aborted.is_none()
+            && c.aborted().is_none()
             && c.session.is_drained()
         {
             let socket = sockets.get_mut::<tcp::Socket>(h);
             if TcpConnection::is_finished(socket) || c.link.gone() {
                 // TIME-WAIT is cut short here; outgoing ports stay quarantined.
                 sockets.remove(h);
-                c.has_socket = false;
-                c.tcp_done_by = None;
+                c.take_socket();
+                c.set_tcp_done_by(None);
             } else {
                 // The FIN exchange gets `tcp_close_timeout` from the
                 // session's end or from the last acknowledgement, whichever
@@ -747,18 +745,18 @@ impl Endpoint {
                 // still deliver is not cut short). A peer that stops
                 // acknowledging (zero window, gone) gets no extension.
                 let close = self.config.tcp_close_timeout;
-                let first = *c.tcp_done_by.get_or_insert(t + close);
+                let first = c.tcp_done_by().unwrap_or(t + close);
                 let grace = if TcpConnection::unacknowledged(socket) {
                     self.config.give_up_after().max(close)
                 } else {
                     close
                 };
                 let by = first.max(c.link.delivered_at() + grace);
-                c.tcp_done_by = Some(by);
+                c.set_tcp_done_by(Some(by));
                 if t >= by {
                     debug!(state = %socket.state(), "TCP close did not finish: aborting");
                     socket.abort();
-                    c.aborted = Some(t);
+                    c.set_aborted(t);
                     self.stats.close_timeouts += 1;
                 }
             }

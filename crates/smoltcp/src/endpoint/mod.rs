@@ -218,11 +218,12 @@ enum Phase {
 
 struct Conn {
     generation: u32,
-    /// Its socket, if `has_socket` (see [`Conn::socket`]): a handle and a
-    /// flag, 8 bytes and one where `Option<SocketHandle>` is 16.
+    /// Its socket, if [`HAS_SOCKET`] (see [`Conn::socket`]): a handle and a
+    /// flag, 8 bytes and a bit where `Option<SocketHandle>` is 16.
     sock: SocketHandle,
-    /// Whether `sock` is still this connection's, in the set.
-    has_socket: bool,
+    /// [`HAS_SOCKET`], [`WANT_WRITABLE`], [`ABORTED`]: one byte for three
+    /// flags (issue 10: idle memory).
+    flags: u8,
     session: Session,
     link: Link,
     phase: Phase,
@@ -238,16 +239,13 @@ struct Conn {
     /// up (outgoing), or a request until the application decides
     /// (incoming). Boxed, and dropped once used: idle connections hold none.
     waiting: Option<Box<Waiting>>,
-    tcp_done_by: Option<Instant>,
-    /// When the socket was aborted. It leaves the set once smoltcp has sent
-    /// the RST (it then forgets the 4-tuple), whatever the call order, or
-    /// after `abort_flush_timeout` if the interface never sent it.
-    aborted: Option<Instant>,
+    /// If [`ABORTED`], when the socket was aborted ([`Conn::aborted`]);
+    /// else by when TCP's close must be done ([`Conn::tcp_done_by`]). One
+    /// field for both: an aborted socket has no close to wait for.
+    end_at: Option<Instant>,
     /// The socket's TCP state when last pumped: a FIN or RST always changes
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
-    /// A direct send was cut short: report `Writable` when a frame fits.
-    want_writable: bool,
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
     queued_events: u32,
@@ -266,18 +264,74 @@ enum Waiting {
     Decision(IncomingRequest),
 }
 
+/// [`Conn::flags`]: `sock` is still this connection's, in the set.
+const HAS_SOCKET: u8 = 1;
+/// [`Conn::flags`]: a direct send was cut short: report `Writable` when a
+/// frame fits.
+const WANT_WRITABLE: u8 = 2;
+/// [`Conn::flags`]: the socket was aborted, at `end_at`. It leaves the set
+/// once smoltcp has sent the RST (it then forgets the 4-tuple), whatever the
+/// call order, or after `abort_flush_timeout` if the interface never sent it.
+const ABORTED: u8 = 4;
+
 impl Conn {
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set_flag(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
     /// Its socket, while it is in the set.
     fn socket(&self) -> Option<SocketHandle> {
-        self.has_socket.then_some(self.sock)
+        self.flag(HAS_SOCKET).then_some(self.sock)
     }
 
     /// Its socket, which from now on is not its own (the caller removes it
     /// from the set).
     fn take_socket(&mut self) -> Option<SocketHandle> {
         let s = self.socket();
-        self.has_socket = false;
+        self.set_flag(HAS_SOCKET, false);
         s
+    }
+
+    /// A direct send was cut short: `Writable` is owed when a frame fits.
+    fn want_writable(&self) -> bool {
+        self.flag(WANT_WRITABLE)
+    }
+
+    fn set_want_writable(&mut self, on: bool) {
+        self.set_flag(WANT_WRITABLE, on);
+    }
+
+    /// When its socket was aborted, if it was (see [`ABORTED`]).
+    fn aborted(&self) -> Option<Instant> {
+        self.end_at.filter(|_| self.flag(ABORTED))
+    }
+
+    /// Records that its socket was aborted at `t` (the caller aborted it).
+    fn set_aborted(&mut self, t: Instant) {
+        self.set_flag(ABORTED, true);
+        self.end_at = Some(t);
+    }
+
+    /// By when TCP's close must be done, once the session is drained;
+    /// none once aborted.
+    fn tcp_done_by(&self) -> Option<Instant> {
+        self.end_at.filter(|_| !self.flag(ABORTED))
+    }
+
+    /// Sets [`Conn::tcp_done_by`]; an aborted connection keeps its abort
+    /// time (it has no close to wait for).
+    fn set_tcp_done_by(&mut self, by: Option<Instant>) {
+        if !self.flag(ABORTED) {
+            self.end_at = by;
+        }
     }
 
     /// The request waiting for the application's decision, if any.
@@ -461,8 +515,8 @@ impl fmt::Debug for Endpoint {
                         c.phase,
                         c.session.state(),
                         c.socket(),
-                        c.aborted,
-                        c.tcp_done_by,
+                        c.aborted(),
+                        c.tcp_done_by(),
                         self.timers.get(i),
                         c.link_poll_at,
                         c.session.poll_timeout(),
@@ -693,7 +747,7 @@ impl Endpoint {
         self.alloc_conn(|generation| Conn {
             generation,
             sock: f.socket,
-            has_socket: true,
+            flags: HAS_SOCKET,
             session: f.session,
             link,
             phase: f.phase,
@@ -707,10 +761,8 @@ impl Endpoint {
             remote: f.remote,
             ephemeral_port: None,
             waiting: None,
-            tcp_done_by: None,
-            aborted: None,
+            end_at: None,
             last_tcp_state: None,
-            want_writable: false,
             queued_events: 0,
             link_poll_at: None,
         })
@@ -758,7 +810,7 @@ impl Endpoint {
     /// deferral, the removal of an aborted socket, and the safety-net visit.
     /// `visited`: the time of the visit this follows, if it follows one.
     fn deadline(&self, index: usize, c: &Conn, visited: Option<Instant>) -> Option<Instant> {
-        let live_socket = c.socket().is_some() && c.aborted.is_none();
+        let live_socket = c.socket().is_some() && c.aborted().is_none();
         // While a SYN-ACK is held, the session's handshake timer does not run
         // (it restarts when the SYN-ACK goes): only the deferral bounds it.
         let mut next = if Self::syn_paused(c.phase) {
@@ -771,13 +823,13 @@ impl Endpoint {
                 next = Some(next.map_or(x, |n: Instant| n.min(x)));
             }
         };
-        if let Some(at) = c.aborted.filter(|_| c.socket().is_some()) {
+        if let Some(at) = c.aborted().filter(|_| c.socket().is_some()) {
             // Removal once the RST is out (smoltcp wakes the socket then);
             // this is the fallback if the interface never sends it.
             consider(Some(at + self.config.abort_flush_timeout));
         }
         consider(c.link_poll_at.filter(|_| live_socket));
-        consider(c.tcp_done_by.filter(|_| live_socket));
+        consider(c.tcp_done_by().filter(|_| live_socket));
         // A safety net: a connection with a live socket is visited at least
         // once per `tcp_timeout` after its last visit, so a change that
         // neither a waker nor a deadline reports (the leak found by the
@@ -940,7 +992,7 @@ mod size_tests {
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 272,
+            size_of::<super::Conn>() <= 264,
             "{}",
             size_of::<super::Conn>()
         );
