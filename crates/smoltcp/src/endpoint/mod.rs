@@ -987,7 +987,8 @@ mod size_tests {
     /// Issue 10: a connection's state is one box per slot; its size is most
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
     /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
-    /// start of the day, 320 B (session 168, link 72) at its end.
+    /// start of the day, 320 B (session 168, link 72) at the end of its
+    /// second session, 264 B (session 128) at the end of its third.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
