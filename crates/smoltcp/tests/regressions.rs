@@ -1169,3 +1169,69 @@ fn i11_2_zero_window_caller_cannot_hold_a_rejecting_callee() {
     w.run_for((c.give_up_after() + c.session.linger_timeout) * 2);
     assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
 }
+
+/// Issue 10, review of the acknowledgement-only visit (fails on c933991):
+/// once a session is connected with keepalive on, the endpoint takes the
+/// TCP user timeout over from smoltcp at its next visit, whatever brought
+/// it. smoltcp's own time-out counts from the last segment received, so
+/// while it stays on, an outage shorter than the session's liveness bound
+/// (3 keepalive intervals) still resets the connection. Here the visits
+/// after the handshake are all brought by bare acknowledgements; a
+/// 6-second outage against smoltcp's 4-second time-out must be survived.
+#[test]
+fn i10_the_user_timeout_is_taken_over_after_acknowledgement_only_visits() {
+    let mut w = World::new(2, |i| {
+        let mut c = Config::new(60 + i as u64);
+        // smoltcp's time-out while it has it: 2 s + 2 s (`give_up_after`).
+        c.tcp_timeout = Duration::from_secs(2);
+        c.tcp_keep_alive = Duration::from_secs(1);
+        // The session's liveness bound: 3 x 20 s.
+        c.session.options.keepalive_ms = 20_000;
+        Some(c)
+    });
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let now = w.now();
+    let mut options = Options::DEFAULT;
+    options.keepalive_ms = 20_000;
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), options)
+            .unwrap()
+    };
+    w.run_until(Duration::from_secs(2), |w| {
+        w.apps.events[1]
+            .iter()
+            .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
+    });
+    // Quiet: only acknowledgements are left to arrive.
+    w.run_for(Duration::from_millis(300));
+    let s = w.apps.events[0]
+        .iter()
+        .find_map(|(_, h, e)| matches!(e, EndpointEvent::Accepted(_)).then_some(*h))
+        .unwrap();
+    let from = w.now();
+    w.sim
+        .partition(0, from, from + smoltcp::time::Duration::from_secs(6));
+    w.run_for(Duration::from_secs(9));
+    let (server, client) = (w.take_events(0), w.take_events(1));
+    assert_eq!(closed(&server, s), None, "{server:?}");
+    assert_eq!(closed(&client, c), None, "{client:?}");
+    // And the connection still carries data both ways.
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(1);
+        ep.send(sockets, c, now, b"still here").unwrap();
+    }
+    w.run_for(Duration::from_secs(2));
+    let now = w.now();
+    let mut buf = [0u8; 16];
+    let (ep, sockets) = w.split(0);
+    assert_eq!(ep.recv(sockets, s, now, &mut buf).ok(), Some(10));
+}
