@@ -824,6 +824,11 @@ impl IdleMemory {
 }
 
 /// Measures [`IdleMemory`] for `n` connections of `buffer`-byte TCP buffers.
+///
+/// Both variants' socket sets grow by doubling, and bookend's server set
+/// holds `n` + backlog sockets: for `n` just under a power of two bookend's
+/// set doubles where raw's does not, and is charged for it. The sizes the
+/// benchmarks use (200, 1 000, 10 000) are clear of that.
 pub fn idle_memory(
     n: usize,
     buffer: usize,

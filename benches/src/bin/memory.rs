@@ -28,7 +28,8 @@ fn in_use() -> i64 {
 /// `n` idle established raw TCP connections and the heap they took.
 fn raw(n: usize) -> (Pair, i64) {
     let before = in_use();
-    let pair = bookend_benches::idle_raw(n, BUF);
+    let mut pair = bookend_benches::idle_raw(n, BUF);
+    pair.release_harness_memory();
     (pair, in_use() - before)
 }
 
@@ -39,6 +40,7 @@ fn bookend(n: usize) -> (Bookend, i64, i64) {
     let mut be = Bookend::new(BUF, BACKLOG);
     let listeners = in_use() - before;
     bookend_benches::idle_bookend(&mut be, n);
+    be.pair.release_harness_memory();
     (be, in_use() - before, listeners)
 }
 

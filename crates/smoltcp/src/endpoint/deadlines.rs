@@ -47,7 +47,7 @@ impl Deadlines {
     /// a `u32` below `u32::MAX` (slots are numbered by `Handle`'s `u32`).
     pub(super) fn set(&mut self, slot: usize, at: Option<Instant>) {
         if self.pos.len() <= slot {
-            // Grown like the slot tables (by an eighth), never past them.
+            // Grown like the slot tables (by an eighth, at least 16).
             let want = slot + 1;
             if self.pos.capacity() < want {
                 self.pos
@@ -146,7 +146,7 @@ impl Deadlines {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use alloc::collections::BTreeMap;
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms)
