@@ -145,8 +145,8 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use alloc::collections::BTreeMap;
+    use proptest::prelude::*;
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms)
