@@ -122,36 +122,33 @@ impl TcpConnection for tcp::Socket<'_> {
 /// last segment's time, smoltcp's time-out and a RST look the same.
 #[derive(Debug, Clone)]
 pub struct Link {
-    fin_delivered: bool,
-    gone_delivered: bool,
+    /// [`Link::FIN_DELIVERED`] and the five other flags, one bit each: one
+    /// byte, so that a link is 64 bytes, not 72 (issue 10: idle memory).
+    flags: u8,
     reset_at: Option<Instant>,
-    aborted: bool,
     created: Instant,
-    established: bool,
     /// Bytes handed to the transport so far (by the pump and by direct sends).
     written: u64,
     /// Bytes the peer had acknowledged at `acked_at`.
     acked: u64,
-    /// The user timeout is ours (smoltcp's is off).
-    owns_timeout: bool,
     acked_at: Instant,
     /// When the peer last acknowledged new bytes (received bytes do not
     /// count): how long TCP has been stuck delivering, for the close bound.
     delivered_at: Instant,
     /// Since when something sent is unacknowledged, if it is.
     pending_since: Option<Instant>,
-    /// What the session was last told: its peer timers are paused.
-    holding: bool,
-    /// The durations below in milliseconds, rounded up, saturating at
+    /// The user timeout in milliseconds, rounded up, saturating at
     /// `u32::MAX` ms (49.7 days; a longer configured bound is shortened to
-    /// that): 4 bytes each instead of 16, for the idle-memory budget of
-    /// issue 10. (The abort flush, the same for every link of a driver, is
-    /// passed to [`Link::pump`] instead of kept here.)
-    tcp_timeout_ms: u32,
-    /// The session's idle bound (3 keepalive intervals), if any: the user
-    /// timeout is never shorter, so a peer whose only sign of life is its
-    /// PING is not taken for dead between two of them.
-    liveness_ms: u32,
+    /// that): the driver's TCP user timeout, raised to the session's idle
+    /// bound (3 keepalive intervals) once that is negotiated
+    /// ([`Link::set_liveness`]), so that a peer whose only sign of life is
+    /// its PING is not taken for dead between two of them. One field for
+    /// both: the bare TCP timeout is needed alone only before TCP is
+    /// established (to tell a handshake that timed out), and the idle bound
+    /// exists only once the session is connected, over an established TCP.
+    /// (The abort flush, the same for every link of a driver, is passed to
+    /// [`Link::pump`] instead of kept here.)
+    limit_ms: u32,
 }
 
 /// `d` in milliseconds, rounded up (a bound is never shortened below one
@@ -165,24 +162,43 @@ fn from_millis(ms: u32) -> Duration {
 }
 
 impl Link {
+    /// The peer's FIN was reported to the session.
+    const FIN_DELIVERED: u8 = 1;
+    /// The loss of the transport (reset or time-out) was reported.
+    const GONE_DELIVERED: u8 = 2;
+    /// The pump aborted the connection (RST requested).
+    const ABORTED: u8 = 4;
+    /// TCP's handshake has been seen complete.
+    const ESTABLISHED: u8 = 8;
+    /// The user timeout is ours (smoltcp's is off).
+    const OWNS_TIMEOUT: u8 = 16;
+    /// What the session was last told: its peer timers are paused.
+    const HOLDING: u8 = 32;
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set_flag(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
     /// A link for a connection created at `now`.
     pub fn new(now: Instant, tcp_timeout: Duration) -> Self {
         Self {
-            fin_delivered: false,
-            gone_delivered: false,
+            flags: 0,
             reset_at: None,
-            aborted: false,
             created: now,
-            established: false,
             written: 0,
             acked: 0,
-            owns_timeout: false,
             acked_at: now,
             delivered_at: now,
             pending_since: None,
-            holding: false,
-            tcp_timeout_ms: millis(tcp_timeout),
-            liveness_ms: 0,
+            limit_ms: millis(tcp_timeout),
         }
     }
 
@@ -192,8 +208,10 @@ impl Link {
     }
 
     /// Sets the session's idle bound once negotiated (see `liveness_ms`).
+    /// The user timeout is never shorter than it from then on; a shorter
+    /// `idle` changes nothing (see `limit_ms`).
     pub fn set_liveness(&mut self, idle: Duration) {
-        self.liveness_ms = millis(idle);
+        self.limit_ms = self.limit_ms.max(millis(idle));
     }
 
     /// Bytes written to the transport outside [`Link::pump`] (a direct send),
@@ -216,19 +234,19 @@ impl Link {
     /// Whether a RST waits for the ABORT before it to be acknowledged: the
     /// pump must look at every acknowledgement until then.
     pub fn reset_pending(&self) -> bool {
-        self.reset_at.is_some() && !self.aborted
+        self.reset_at.is_some() && !self.flag(Self::ABORTED)
     }
 
     /// The driver turned smoltcp's time-out off: from now on the user
     /// timeout is this link's.
     pub fn take_timeout(&mut self, now: Instant) {
-        self.owns_timeout = true;
+        self.set_flag(Self::OWNS_TIMEOUT, true);
         self.acked_at = now;
     }
 
     /// Whether the user timeout is this link's.
     pub fn owns_timeout(&self) -> bool {
-        self.owns_timeout
+        self.flag(Self::OWNS_TIMEOUT)
     }
 
     /// Bytes from the peer were read outside [`Link::pump`] (direct
@@ -245,7 +263,7 @@ impl Link {
     /// How long the session's peer timers may stay paused without delivery
     /// progress: the user timeout.
     fn hold_limit(&self) -> Duration {
-        from_millis(self.tcp_timeout_ms.max(self.liveness_ms))
+        from_millis(self.limit_ms)
     }
 
     /// When the pause of the session's peer timers ends if nothing more is
@@ -277,39 +295,40 @@ impl Link {
         } else {
             self.pending_since = None;
         }
-        self.holding = self.hold(conn, now);
-        session.handle_transport_pending(now, self.holding);
+        let holding = self.hold(conn, now);
+        self.set_flag(Self::HOLDING, holding);
+        session.handle_transport_pending(now, holding);
     }
 
     /// Whether the handshake has been seen complete.
     pub fn established(&self) -> bool {
-        self.established
+        self.flag(Self::ESTABLISHED)
     }
 
     /// When the user timeout would fire if nothing is acknowledged by then.
     fn user_timeout_at(&self, unacked: bool) -> Option<Instant> {
-        (self.owns_timeout && self.established && unacked)
-            .then(|| self.acked_at + from_millis(self.tcp_timeout_ms.max(self.liveness_ms)))
+        (self.flag(Self::OWNS_TIMEOUT) && self.flag(Self::ESTABLISHED) && unacked)
+            .then(|| self.acked_at + from_millis(self.limit_ms))
     }
 
     /// Whether the pump has aborted the connection (RST requested).
     pub fn aborted(&self) -> bool {
-        self.aborted
+        self.flag(Self::ABORTED)
     }
 
     /// Whether the transport has gone (reset or timed out) without a FIN.
     pub fn gone(&self) -> bool {
-        self.gone_delivered
+        self.flag(Self::GONE_DELIVERED)
     }
 
     /// The next time the pump needs to run: a pending reset, or the user
     /// timeout while data is unacknowledged.
     pub fn poll_at<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
-        if self.aborted || self.gone_delivered {
+        if self.flag(Self::ABORTED) || self.flag(Self::GONE_DELIVERED) {
             return None;
         }
         // The end of a pause of the session's peer timers needs a visit.
-        let hold_ends = self.hold_until().filter(|_| self.holding);
+        let hold_ends = self.hold_until().filter(|_| self.flag(Self::HOLDING));
         [
             self.reset_at,
             self.user_timeout_at(conn.unacknowledged()),
@@ -328,8 +347,8 @@ impl Link {
         conn: &C,
         now: Instant,
     ) {
-        if !self.established && conn.is_established() {
-            self.established = true;
+        if !self.flag(Self::ESTABLISHED) && conn.is_established() {
+            self.set_flag(Self::ESTABLISHED, true);
             self.acked_at = now;
         }
         let acked = self.written.saturating_sub(conn.send_queue() as u64);
@@ -356,7 +375,7 @@ impl Link {
         now: Instant,
     ) {
         // As the pump: nothing once the connection was aborted.
-        if self.aborted {
+        if self.flag(Self::ABORTED) {
             return;
         }
         self.track_acks(session, conn, now);
@@ -377,7 +396,7 @@ impl Link {
         now: Instant,
         abort_flush: Duration,
     ) -> bool {
-        if self.aborted {
+        if self.flag(Self::ABORTED) {
             return false;
         }
         let mut progress = false;
@@ -401,33 +420,33 @@ impl Link {
                 }
                 RecvOutcome::Read(_) => break,
                 RecvOutcome::Fin => {
-                    if !self.fin_delivered {
-                        self.fin_delivered = true;
+                    if !self.flag(Self::FIN_DELIVERED) {
+                        self.set_flag(Self::FIN_DELIVERED, true);
                         progress = true;
                         session.handle_transport_closed(now, TransportClosed::Fin);
-                    } else if !self.gone_delivered && conn.is_closed() {
+                    } else if !self.flag(Self::GONE_DELIVERED) && conn.is_closed() {
                         // After the peer's FIN the socket went CLOSED without
                         // our FIN's exchange finishing (a RST, or smoltcp's
                         // time-out). smoltcp keeps reporting "finished" to
                         // reads, so the loss shows only in its state; without
                         // this the session would wait forever to send what it
                         // still holds (found by the stack fuzz target).
-                        self.gone_delivered = true;
+                        self.set_flag(Self::GONE_DELIVERED, true);
                         progress = true;
                         session.handle_transport_closed(now, TransportClosed::Reset);
                     }
                     break;
                 }
                 RecvOutcome::Gone => {
-                    if !self.gone_delivered {
-                        self.gone_delivered = true;
+                    if !self.flag(Self::GONE_DELIVERED) {
+                        self.set_flag(Self::GONE_DELIVERED, true);
                         progress = true;
                         // Established, CLOSED without FIN is a RST (or, with
                         // keepalive off, possibly smoltcp's own time-out: see
                         // the type docs). Before that smoltcp bounds the
                         // handshake: gone after the whole timeout, it timed out.
-                        let how = if !self.established
-                            && now >= self.created + from_millis(self.tcp_timeout_ms)
+                        let how = if !self.flag(Self::ESTABLISHED)
+                            && now >= self.created + from_millis(self.limit_ms)
                         {
                             TransportClosed::TimedOut
                         } else {
@@ -439,7 +458,7 @@ impl Link {
                 }
             }
         }
-        if !self.gone_delivered
+        if !self.flag(Self::GONE_DELIVERED)
             && self
                 .user_timeout_at(conn.unacknowledged())
                 .is_some_and(|at| now >= at)
@@ -447,8 +466,8 @@ impl Link {
             // Data outstanding and no sign of life for the whole user timeout:
             // give up, as TCP's R2 threshold would (RFC 9293 §3.8.3). Checked
             // after reading, so a RST that arrived first is a reset.
-            self.gone_delivered = true;
-            self.aborted = true;
+            self.set_flag(Self::GONE_DELIVERED, true);
+            self.set_flag(Self::ABORTED, true);
             conn.abort();
             session.handle_transport_closed(now, TransportClosed::TimedOut);
             return true;
@@ -459,7 +478,7 @@ impl Link {
             session.handle_timeout(now);
             progress = true;
         }
-        if !self.gone_delivered {
+        if !self.flag(Self::GONE_DELIVERED) {
             loop {
                 let n = conn.send(&mut |buf| session.poll_transmit(now, buf));
                 if n == 0 {
@@ -480,10 +499,10 @@ impl Link {
         // from the moment it is queued, not from the next visit.
         self.tell_pending(session, conn, now);
         if let Some(at) = self.reset_at
-            && (conn.send_queue() == 0 || now >= at || self.gone_delivered)
+            && (conn.send_queue() == 0 || now >= at || self.flag(Self::GONE_DELIVERED))
         {
             conn.abort();
-            self.aborted = true;
+            self.set_flag(Self::ABORTED, true);
             progress = true;
         }
         progress

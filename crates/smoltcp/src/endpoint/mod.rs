@@ -988,16 +988,16 @@ mod size_tests {
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
     /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
     /// start of the day, 320 B (session 168, link 72) at the end of its
-    /// second session, 264 B (session 128) at the end of its third.
+    /// second session, 256 B (session 128, link 64) at the end of its third.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 264,
+            size_of::<super::Conn>() <= 256,
             "{}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::transport::Link>() <= 72);
+        assert!(size_of::<crate::transport::Link>() <= 64);
         assert!(size_of::<bookend_session::Session>() <= 128);
     }
 }
