@@ -590,4 +590,60 @@ mod tests {
             "the session still counts linger while its FIN is undelivered"
         );
     }
+
+    /// A socket smoltcp closed (a RST) before any pump saw it established,
+    /// with the session's handshake still read from its buffer.
+    struct ClosedEarly;
+
+    impl TcpConnection for ClosedEarly {
+        fn is_established(&self) -> bool {
+            false
+        }
+        fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) -> RecvOutcome {
+            RecvOutcome::Gone
+        }
+        fn send(&mut self, _: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
+            0
+        }
+        fn send_queue(&self) -> usize {
+            0
+        }
+        fn unacknowledged(&self) -> bool {
+            false
+        }
+        fn close(&mut self) {}
+        fn abort(&mut self) {}
+        fn is_finished(&self) -> bool {
+            false
+        }
+    }
+
+    /// Review of a794ded (which kept one user-timeout field, the TCP timeout
+    /// raised to the idle bound): a link never seen established tells a
+    /// handshake that timed out from a reset by the bare TCP timeout, even if
+    /// the session, connected from bytes read out of a socket already
+    /// closed, had the idle bound set. Fails on a794ded: the raised bound
+    /// made a loss after 5 s (TCP timeout 2 s, idle bound 60 s) a reset.
+    #[test]
+    fn the_handshake_bound_stays_the_tcp_timeout() {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut c = Session::caller(config, 1).unwrap();
+        let mut link = Link::new(t, Duration::from_secs(2));
+        link.set_liveness(Duration::from_secs(60));
+        let later = t + Duration::from_secs(5);
+        link.pump(&mut c, &mut ClosedEarly, later, Duration::from_secs(1));
+        let mut reason = None;
+        while let Some(e) = c.poll_event() {
+            if let Event::Closed(r) = e {
+                reason = Some(r);
+            }
+        }
+        assert_eq!(
+            reason,
+            Some(bookend_session::CloseReason::TimedOut(
+                bookend_session::Timer::Transport
+            ))
+        );
+    }
 }
