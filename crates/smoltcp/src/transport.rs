@@ -143,9 +143,9 @@ pub struct Link {
     /// bound (3 keepalive intervals) once that is negotiated
     /// ([`Link::set_liveness`]), so that a peer whose only sign of life is
     /// its PING is not taken for dead between two of them. One field for
-    /// both: the bare TCP timeout is needed alone only before TCP is
+    /// both: the bare TCP timeout is needed alone only before TCP is seen
     /// established (to tell a handshake that timed out), and the idle bound
-    /// exists only once the session is connected, over an established TCP.
+    /// is taken only after that ([`Link::set_liveness`]).
     /// (The abort flush, the same for every link of a driver, is passed to
     /// [`Link::pump`] instead of kept here.)
     limit_ms: u32,
@@ -207,11 +207,18 @@ impl Link {
         self.created
     }
 
-    /// Sets the session's idle bound once negotiated (see `liveness_ms`).
+    /// Sets the session's idle bound once negotiated (see `limit_ms`).
     /// The user timeout is never shorter than it from then on; a shorter
-    /// `idle` changes nothing (see `limit_ms`).
+    /// `idle` changes nothing, and neither does a call before a pump saw TCP
+    /// established (the driver calls it at every visit once the session is
+    /// connected): until then the bound stays the bare TCP timeout, which
+    /// tells a handshake that timed out from a reset (see `limit_ms`). A
+    /// session can be connected from bytes read out of a socket smoltcp
+    /// already closed, which no pump ever saw established.
     pub fn set_liveness(&mut self, idle: Duration) {
-        self.limit_ms = self.limit_ms.max(millis(idle));
+        if self.flag(Self::ESTABLISHED) {
+            self.limit_ms = self.limit_ms.max(millis(idle));
+        }
     }
 
     /// Bytes written to the transport outside [`Link::pump`] (a direct send),
