@@ -76,6 +76,7 @@ extern crate std;
 
 mod config;
 mod endpoint;
+mod flags;
 mod ports;
 pub mod transport;
 

@@ -9,6 +9,8 @@ use core::time::Duration;
 use bookend_session::{Instant, Session, TransportAction, TransportClosed};
 use smoltcp::socket::tcp;
 
+use crate::flags::Flags;
+
 /// What [`TcpConnection::recv`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvOutcome {
@@ -124,7 +126,7 @@ impl TcpConnection for tcp::Socket<'_> {
 pub struct Link {
     /// [`Link::FIN_DELIVERED`] and the five other flags, one bit each: one
     /// byte, so that a link is 64 bytes, not 72 (issue 10: idle memory).
-    flags: u8,
+    flags: Flags,
     reset_at: Option<Instant>,
     created: Instant,
     /// Bytes handed to the transport so far (by the pump and by direct sends).
@@ -175,22 +177,10 @@ impl Link {
     /// What the session was last told: its peer timers are paused.
     const HOLDING: u8 = 32;
 
-    fn flag(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-
-    fn set_flag(&mut self, f: u8, on: bool) {
-        if on {
-            self.flags |= f;
-        } else {
-            self.flags &= !f;
-        }
-    }
-
     /// A link for a connection created at `now`.
     pub fn new(now: Instant, tcp_timeout: Duration) -> Self {
         Self {
-            flags: 0,
+            flags: Flags::default(),
             reset_at: None,
             created: now,
             written: 0,
@@ -216,7 +206,7 @@ impl Link {
     /// session can be connected from bytes read out of a socket smoltcp
     /// already closed, which no pump ever saw established.
     pub fn set_liveness(&mut self, idle: Duration) {
-        if self.flag(Self::ESTABLISHED) {
+        if self.flags.get(Self::ESTABLISHED) {
             self.limit_ms = self.limit_ms.max(millis(idle));
         }
     }
@@ -241,19 +231,19 @@ impl Link {
     /// Whether a RST waits for the ABORT before it to be acknowledged: the
     /// pump must look at every acknowledgement until then.
     pub fn reset_pending(&self) -> bool {
-        self.reset_at.is_some() && !self.flag(Self::ABORTED)
+        self.reset_at.is_some() && !self.flags.get(Self::ABORTED)
     }
 
     /// The driver turned smoltcp's time-out off: from now on the user
     /// timeout is this link's.
     pub fn take_timeout(&mut self, now: Instant) {
-        self.set_flag(Self::OWNS_TIMEOUT, true);
+        self.flags.set(Self::OWNS_TIMEOUT, true);
         self.acked_at = now;
     }
 
     /// Whether the user timeout is this link's.
     pub fn owns_timeout(&self) -> bool {
-        self.flag(Self::OWNS_TIMEOUT)
+        self.flags.get(Self::OWNS_TIMEOUT)
     }
 
     /// Bytes from the peer were read outside [`Link::pump`] (direct
@@ -303,39 +293,39 @@ impl Link {
             self.pending_since = None;
         }
         let holding = self.hold(conn, now);
-        self.set_flag(Self::HOLDING, holding);
+        self.flags.set(Self::HOLDING, holding);
         session.handle_transport_pending(now, holding);
     }
 
     /// Whether the handshake has been seen complete.
     pub fn established(&self) -> bool {
-        self.flag(Self::ESTABLISHED)
+        self.flags.get(Self::ESTABLISHED)
     }
 
     /// When the user timeout would fire if nothing is acknowledged by then.
     fn user_timeout_at(&self, unacked: bool) -> Option<Instant> {
-        (self.flag(Self::OWNS_TIMEOUT) && self.flag(Self::ESTABLISHED) && unacked)
+        (self.flags.get(Self::OWNS_TIMEOUT) && self.flags.get(Self::ESTABLISHED) && unacked)
             .then(|| self.acked_at + from_millis(self.limit_ms))
     }
 
     /// Whether the pump has aborted the connection (RST requested).
     pub fn aborted(&self) -> bool {
-        self.flag(Self::ABORTED)
+        self.flags.get(Self::ABORTED)
     }
 
     /// Whether the transport has gone (reset or timed out) without a FIN.
     pub fn gone(&self) -> bool {
-        self.flag(Self::GONE_DELIVERED)
+        self.flags.get(Self::GONE_DELIVERED)
     }
 
     /// The next time the pump needs to run: a pending reset, or the user
     /// timeout while data is unacknowledged.
     pub fn poll_at<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
-        if self.flag(Self::ABORTED) || self.flag(Self::GONE_DELIVERED) {
+        if self.flags.get(Self::ABORTED) || self.flags.get(Self::GONE_DELIVERED) {
             return None;
         }
         // The end of a pause of the session's peer timers needs a visit.
-        let hold_ends = self.hold_until().filter(|_| self.flag(Self::HOLDING));
+        let hold_ends = self.hold_until().filter(|_| self.flags.get(Self::HOLDING));
         [
             self.reset_at,
             self.user_timeout_at(conn.unacknowledged()),
@@ -354,8 +344,8 @@ impl Link {
         conn: &C,
         now: Instant,
     ) {
-        if !self.flag(Self::ESTABLISHED) && conn.is_established() {
-            self.set_flag(Self::ESTABLISHED, true);
+        if !self.flags.get(Self::ESTABLISHED) && conn.is_established() {
+            self.flags.set(Self::ESTABLISHED, true);
             self.acked_at = now;
         }
         let acked = self.written.saturating_sub(conn.send_queue() as u64);
@@ -382,7 +372,7 @@ impl Link {
         now: Instant,
     ) {
         // As the pump: nothing once the connection was aborted.
-        if self.flag(Self::ABORTED) {
+        if self.flags.get(Self::ABORTED) {
             return;
         }
         self.track_acks(session, conn, now);
@@ -403,7 +393,7 @@ impl Link {
         now: Instant,
         abort_flush: Duration,
     ) -> bool {
-        if self.flag(Self::ABORTED) {
+        if self.flags.get(Self::ABORTED) {
             return false;
         }
         let mut progress = false;
@@ -427,32 +417,32 @@ impl Link {
                 }
                 RecvOutcome::Read(_) => break,
                 RecvOutcome::Fin => {
-                    if !self.flag(Self::FIN_DELIVERED) {
-                        self.set_flag(Self::FIN_DELIVERED, true);
+                    if !self.flags.get(Self::FIN_DELIVERED) {
+                        self.flags.set(Self::FIN_DELIVERED, true);
                         progress = true;
                         session.handle_transport_closed(now, TransportClosed::Fin);
-                    } else if !self.flag(Self::GONE_DELIVERED) && conn.is_closed() {
+                    } else if !self.flags.get(Self::GONE_DELIVERED) && conn.is_closed() {
                         // After the peer's FIN the socket went CLOSED without
                         // our FIN's exchange finishing (a RST, or smoltcp's
                         // time-out). smoltcp keeps reporting "finished" to
                         // reads, so the loss shows only in its state; without
                         // this the session would wait forever to send what it
                         // still holds (found by the stack fuzz target).
-                        self.set_flag(Self::GONE_DELIVERED, true);
+                        self.flags.set(Self::GONE_DELIVERED, true);
                         progress = true;
                         session.handle_transport_closed(now, TransportClosed::Reset);
                     }
                     break;
                 }
                 RecvOutcome::Gone => {
-                    if !self.flag(Self::GONE_DELIVERED) {
-                        self.set_flag(Self::GONE_DELIVERED, true);
+                    if !self.flags.get(Self::GONE_DELIVERED) {
+                        self.flags.set(Self::GONE_DELIVERED, true);
                         progress = true;
                         // Established, CLOSED without FIN is a RST (or, with
                         // keepalive off, possibly smoltcp's own time-out: see
                         // the type docs). Before that smoltcp bounds the
                         // handshake: gone after the whole timeout, it timed out.
-                        let how = if !self.flag(Self::ESTABLISHED)
+                        let how = if !self.flags.get(Self::ESTABLISHED)
                             && now >= self.created + from_millis(self.limit_ms)
                         {
                             TransportClosed::TimedOut
@@ -465,7 +455,7 @@ impl Link {
                 }
             }
         }
-        if !self.flag(Self::GONE_DELIVERED)
+        if !self.flags.get(Self::GONE_DELIVERED)
             && self
                 .user_timeout_at(conn.unacknowledged())
                 .is_some_and(|at| now >= at)
@@ -473,8 +463,8 @@ impl Link {
             // Data outstanding and no sign of life for the whole user timeout:
             // give up, as TCP's R2 threshold would (RFC 9293 §3.8.3). Checked
             // after reading, so a RST that arrived first is a reset.
-            self.set_flag(Self::GONE_DELIVERED, true);
-            self.set_flag(Self::ABORTED, true);
+            self.flags.set(Self::GONE_DELIVERED, true);
+            self.flags.set(Self::ABORTED, true);
             conn.abort();
             session.handle_transport_closed(now, TransportClosed::TimedOut);
             return true;
@@ -485,7 +475,7 @@ impl Link {
             session.handle_timeout(now);
             progress = true;
         }
-        if !self.flag(Self::GONE_DELIVERED) {
+        if !self.flags.get(Self::GONE_DELIVERED) {
             loop {
                 let n = conn.send(&mut |buf| session.poll_transmit(now, buf));
                 if n == 0 {
@@ -506,10 +496,10 @@ impl Link {
         // from the moment it is queued, not from the next visit.
         self.tell_pending(session, conn, now);
         if let Some(at) = self.reset_at
-            && (conn.send_queue() == 0 || now >= at || self.flag(Self::GONE_DELIVERED))
+            && (conn.send_queue() == 0 || now >= at || self.flags.get(Self::GONE_DELIVERED))
         {
             conn.abort();
-            self.set_flag(Self::ABORTED, true);
+            self.flags.set(Self::ABORTED, true);
             progress = true;
         }
         progress
@@ -526,18 +516,25 @@ mod tests {
     /// A TCP connection that delivers every byte at once (nothing stays
     /// unacknowledged) and keeps a FIN unacknowledged once closed: the
     /// moment the session's last bytes are acknowledged but its FIN is not.
+    /// `gone`: instead, a socket smoltcp closed (a RST) before any pump saw
+    /// it established.
     #[derive(Default)]
     struct Fake {
         sent: Vec<u8>,
         fin: bool,
+        gone: bool,
     }
 
     impl TcpConnection for Fake {
         fn is_established(&self) -> bool {
-            true
+            !self.gone
         }
         fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) -> RecvOutcome {
-            RecvOutcome::Read(0)
+            if self.gone {
+                RecvOutcome::Gone
+            } else {
+                RecvOutcome::Read(0)
+            }
         }
         fn send(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
             let mut buf = [0u8; 512];
@@ -598,33 +595,6 @@ mod tests {
         );
     }
 
-    /// A socket smoltcp closed (a RST) before any pump saw it established,
-    /// with the session's handshake still read from its buffer.
-    struct ClosedEarly;
-
-    impl TcpConnection for ClosedEarly {
-        fn is_established(&self) -> bool {
-            false
-        }
-        fn recv(&mut self, _: &mut dyn FnMut(&[u8]) -> usize) -> RecvOutcome {
-            RecvOutcome::Gone
-        }
-        fn send(&mut self, _: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
-            0
-        }
-        fn send_queue(&self) -> usize {
-            0
-        }
-        fn unacknowledged(&self) -> bool {
-            false
-        }
-        fn close(&mut self) {}
-        fn abort(&mut self) {}
-        fn is_finished(&self) -> bool {
-            false
-        }
-    }
-
     /// Review of a794ded (which kept one user-timeout field, the TCP timeout
     /// raised to the idle bound): a link never seen established tells a
     /// handshake that timed out from a reset by the bare TCP timeout, even if
@@ -639,7 +609,11 @@ mod tests {
         let mut link = Link::new(t, Duration::from_secs(2));
         link.set_liveness(Duration::from_secs(60));
         let later = t + Duration::from_secs(5);
-        link.pump(&mut c, &mut ClosedEarly, later, Duration::from_secs(1));
+        let mut gone = Fake {
+            gone: true,
+            ..Fake::default()
+        };
+        link.pump(&mut c, &mut gone, later, Duration::from_secs(1));
         let mut reason = None;
         while let Some(e) = c.poll_event() {
             if let Event::Closed(r) = e {

@@ -215,7 +215,17 @@ fn d2_handshake_timeout_is_followed_by_rst() {
 /// A bookend client on host 1 connected to the server on host 0, whose
 /// application accepts everything and never reads.
 fn connected_pair() -> (World, Handle, Handle) {
-    let mut w = World::new(2, |i| Some(Config::new(20 + i as u64)));
+    connected_pair_with(|i| Config::new(20 + i as u64), Options::DEFAULT)
+}
+
+/// A caller on host 1 connected to an accepting server on host 0, each
+/// endpoint configured by `config(host)`, the caller proposing `options`:
+/// (world, caller's handle, server's handle).
+fn connected_pair_with(
+    mut config: impl FnMut(usize) -> Config,
+    options: Options,
+) -> (World, Handle, Handle) {
+    let mut w = World::new(2, |i| Some(config(i)));
     {
         let (ep, _, sockets) = w.parts(0);
         let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
@@ -227,7 +237,7 @@ fn connected_pair() -> (World, Handle, Handle) {
     let now = w.now();
     let c = {
         let (ep, iface, sockets) = w.parts(1);
-        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), Options::DEFAULT)
+        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), options)
             .unwrap()
     };
     w.run_until(Duration::from_secs(2), |w| {
@@ -1180,42 +1190,22 @@ fn i11_2_zero_window_caller_cannot_hold_a_rejecting_callee() {
 /// 6-second outage against smoltcp's 4-second time-out must be survived.
 #[test]
 fn i10_the_user_timeout_is_taken_over_after_acknowledgement_only_visits() {
-    let mut w = World::new(2, |i| {
-        let mut c = Config::new(60 + i as u64);
-        // smoltcp's time-out while it has it: 2 s + 2 s (`give_up_after`).
-        c.tcp_timeout = Duration::from_secs(2);
-        c.tcp_keep_alive = Duration::from_secs(1);
-        // The session's liveness bound: 3 x 20 s.
-        c.session.options.keepalive_ms = 20_000;
-        Some(c)
-    });
-    {
-        let (ep, _, sockets) = w.parts(0);
-        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
-        ep.accept_with(l, |req| Decision::Accept {
-            callee_data: None,
-            granted: req.grant,
-        });
-    }
-    let now = w.now();
     let mut options = Options::DEFAULT;
     options.keepalive_ms = 20_000;
-    let c = {
-        let (ep, iface, sockets) = w.parts(1);
-        ep.connect(iface, sockets, now, addr(0), Some(b"hi"), options)
-            .unwrap()
-    };
-    w.run_until(Duration::from_secs(2), |w| {
-        w.apps.events[1]
-            .iter()
-            .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
-    });
+    let (mut w, c, s) = connected_pair_with(
+        |i| {
+            let mut c = Config::new(60 + i as u64);
+            // smoltcp's time-out while it has it: 2 s + 2 s (`give_up_after`).
+            c.tcp_timeout = Duration::from_secs(2);
+            c.tcp_keep_alive = Duration::from_secs(1);
+            // The session's liveness bound: 3 x 20 s.
+            c.session.options.keepalive_ms = 20_000;
+            c
+        },
+        options,
+    );
     // Quiet: only acknowledgements are left to arrive.
     w.run_for(Duration::from_millis(300));
-    let s = w.apps.events[0]
-        .iter()
-        .find_map(|(_, h, e)| matches!(e, EndpointEvent::Accepted(_)).then_some(*h))
-        .unwrap();
     let from = w.now();
     w.sim
         .partition(0, from, from + smoltcp::time::Duration::from_secs(6));

@@ -19,6 +19,7 @@ use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::IpEndpoint;
 
 use crate::config::{Config, ListenConfig};
+use crate::flags::Flags;
 use crate::ports::Ports;
 use crate::transport::Link;
 
@@ -223,7 +224,7 @@ struct Conn {
     sock: SocketHandle,
     /// [`HAS_SOCKET`], [`WANT_WRITABLE`], [`ABORTED`]: one byte for three
     /// flags (issue 10: idle memory).
-    flags: u8,
+    flags: Flags,
     session: Session,
     link: Link,
     phase: Phase,
@@ -275,61 +276,49 @@ const WANT_WRITABLE: u8 = 2;
 const ABORTED: u8 = 4;
 
 impl Conn {
-    fn flag(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-
-    fn set_flag(&mut self, f: u8, on: bool) {
-        if on {
-            self.flags |= f;
-        } else {
-            self.flags &= !f;
-        }
-    }
-
     /// Its socket, while it is in the set.
     fn socket(&self) -> Option<SocketHandle> {
-        self.flag(HAS_SOCKET).then_some(self.sock)
+        self.flags.get(HAS_SOCKET).then_some(self.sock)
     }
 
     /// Its socket, which from now on is not its own (the caller removes it
     /// from the set).
     fn take_socket(&mut self) -> Option<SocketHandle> {
         let s = self.socket();
-        self.set_flag(HAS_SOCKET, false);
+        self.flags.set(HAS_SOCKET, false);
         s
     }
 
     /// A direct send was cut short: `Writable` is owed when a frame fits.
     fn want_writable(&self) -> bool {
-        self.flag(WANT_WRITABLE)
+        self.flags.get(WANT_WRITABLE)
     }
 
     fn set_want_writable(&mut self, on: bool) {
-        self.set_flag(WANT_WRITABLE, on);
+        self.flags.set(WANT_WRITABLE, on);
     }
 
     /// When its socket was aborted, if it was (see [`ABORTED`]).
     fn aborted(&self) -> Option<Instant> {
-        self.end_at.filter(|_| self.flag(ABORTED))
+        self.end_at.filter(|_| self.flags.get(ABORTED))
     }
 
     /// Records that its socket was aborted at `t` (the caller aborted it).
     fn set_aborted(&mut self, t: Instant) {
-        self.set_flag(ABORTED, true);
+        self.flags.set(ABORTED, true);
         self.end_at = Some(t);
     }
 
     /// By when TCP's close must be done, once the session is drained;
     /// none once aborted.
     fn tcp_done_by(&self) -> Option<Instant> {
-        self.end_at.filter(|_| !self.flag(ABORTED))
+        self.end_at.filter(|_| !self.flags.get(ABORTED))
     }
 
     /// Sets [`Conn::tcp_done_by`]; an aborted connection keeps its abort
     /// time (it has no close to wait for).
     fn set_tcp_done_by(&mut self, by: Option<Instant>) {
-        if !self.flag(ABORTED) {
+        if !self.flags.get(ABORTED) {
             self.end_at = by;
         }
     }
@@ -747,7 +736,7 @@ impl Endpoint {
         self.alloc_conn(|generation| Conn {
             generation,
             sock: f.socket,
-            flags: HAS_SOCKET,
+            flags: Flags::new(HAS_SOCKET),
             session: f.session,
             link,
             phase: f.phase,
