@@ -835,3 +835,61 @@ fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
     }
     assert_eq!(net.ep(1).spare_parts(), before);
 }
+
+/// Connections whose slots share a waker (one per group of eight slots,
+/// issue 10: idle memory) each hear their own news and only theirs, in
+/// either order, and the endpoints go quiet after each wake-up (the world
+/// panics on a `poll_at` stuck in the past: a registration that woke the
+/// group again would be one).
+#[test]
+fn connections_sharing_a_waker_each_hear_their_own_news() {
+    let (mut net, l) = pair(ListenConfig::default());
+    net.ep(0).accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    let callers: Vec<Handle> = (0..3u8).map(|i| connect(&mut net, 1, &[i])).collect();
+    let mut up = 0;
+    net.run_until(Duration::from_secs(5), |net| {
+        up += events(net, 1)
+            .iter()
+            .filter(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
+            .count();
+        events(net, 0);
+        up == 3
+    });
+    net.run_for(std::time::Duration::from_secs(1));
+    assert!(events(&mut net, 0).is_empty() && events(&mut net, 1).is_empty());
+    let mut heard = Vec::new();
+    for (i, msg) in [(1, &b"middle"[..]), (0, b"first"), (2, b"last")] {
+        let now = net.now();
+        {
+            let (ep, sockets) = net.split(1);
+            assert_eq!(ep.send(sockets, callers[i], now, msg).unwrap(), msg.len());
+        }
+        let mut readable = Vec::new();
+        net.run_until(Duration::from_secs(2), |net| {
+            readable.extend(events(net, 0).into_iter().filter_map(|(h, e)| {
+                matches!(e, EndpointEvent::Session(Event::Readable)).then_some(h)
+            }));
+            !readable.is_empty()
+        });
+        net.run_for(std::time::Duration::from_millis(500));
+        readable.extend(events(&mut net, 0).into_iter().filter_map(|(h, e)| {
+            matches!(e, EndpointEvent::Session(Event::Readable)).then_some(h)
+        }));
+        assert_eq!(readable.len(), 1, "{readable:?} readable after one send");
+        let now = net.now();
+        let mut buf = [0u8; 16];
+        let n = {
+            let (ep, sockets) = net.split(0);
+            ep.recv(sockets, readable[0], now, &mut buf).unwrap()
+        };
+        assert_eq!(&buf[..n], msg);
+        assert!(
+            !heard.contains(&readable[0]),
+            "one server handle for two callers"
+        );
+        heard.push(readable[0]);
+    }
+}

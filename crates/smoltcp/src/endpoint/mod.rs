@@ -433,13 +433,14 @@ pub struct Endpoint {
     /// Buffers and handshake data of quiet sessions, for busy ones to
     /// reuse: idle sessions hold none, and a lifecycle rarely allocates.
     spares: bookend_session::Spares,
-    /// One waker per slot, made when the slot is first used and kept for
-    /// every connection that takes it: registered with the slot's socket
-    /// whenever it woke (smoltcp wakes a waker once). Kept as the `Waker`
-    /// (16 bytes, where its `Arc` alone is 8): registering then clones it
-    /// only if smoltcp let go of it, where building one from the `Arc` cost
-    /// two locked reference-count updates per visit (5 % of a lifecycle's
-    /// time, `perf` 2026-12-02).
+    /// One waker per group of [`ready::SLOTS_PER_WAKER`] slots, made when
+    /// the group's first slot is first used and kept for every connection
+    /// that takes one of its slots: registered with the sockets of a group
+    /// whenever the group woke (smoltcp wakes a waker once). Kept as the
+    /// `Waker` (16 bytes, where its `Arc` alone is 8): registering then
+    /// clones it only if smoltcp let go of it, where building one from the
+    /// `Arc` cost two locked reference-count updates per visit (5 % of a
+    /// lifecycle's time, `perf` 2026-12-02).
     wakers: Vec<core::task::Waker>,
     listeners: Vec<Listener>,
     /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
@@ -452,7 +453,7 @@ pub struct Endpoint {
     free: Vec<usize>,
     /// Connections held (`connection_count`), kept as slots come and go.
     live: usize,
-    /// Slots woken by their socket since the last poll.
+    /// Waker groups woken by one of their sockets since the last poll.
     ready: Arc<ready::Ready>,
     /// Slots the endpoint asked to visit at the next poll (new connections,
     /// reads that made room).
@@ -548,7 +549,7 @@ impl Endpoint {
             generations: Vec::new(),
             free: Vec::new(),
             live: 0,
-            ready: ready::Ready::new(max_connections),
+            ready: ready::Ready::new(max_connections.div_ceil(ready::SLOTS_PER_WAKER)),
             poked: ready::Poked::default(),
             timers: deadlines::Deadlines::default(),
             waiting: Vec::new(),
@@ -767,13 +768,16 @@ impl Endpoint {
                     let more = growth(len);
                     self.conns.reserve_exact(more);
                     self.generations.reserve_exact(more);
-                    self.wakers.reserve_exact(more);
+                    self.wakers
+                        .reserve_exact(more.div_ceil(ready::SLOTS_PER_WAKER) + 1);
+                }
+                if len % ready::SLOTS_PER_WAKER == 0 {
+                    let group = len / ready::SLOTS_PER_WAKER;
+                    self.wakers.push(ready::group_waker(&self.ready, group));
                 }
                 self.conns.push(None);
                 self.generations.push(0);
-                self.wakers
-                    .push(ready::slot_waker(&self.ready, self.conns.len() - 1));
-                self.conns.len() - 1
+                len
             }
         };
         let generation = self.generations[index];
@@ -930,19 +934,36 @@ impl Endpoint {
         // connections (a paused SYN-ACK is asked about at every poll).
         let mut visit = core::mem::take(&mut self.visit);
         visit.clear();
+        // A woken group stands for its slots: which of its sockets woke is
+        // not known, so each connection in it is visited (those without
+        // news stop at the idle check).
         self.ready.drain_into(&mut visit);
+        let groups = visit.len();
+        for g in 0..groups {
+            let first = visit[g] * ready::SLOTS_PER_WAKER;
+            let end = (first + ready::SLOTS_PER_WAKER).min(self.conns.len());
+            for index in first..end {
+                if self.conns[index].is_some() {
+                    visit.push(index);
+                }
+            }
+        }
+        visit.drain(..groups);
         self.poked.drain_into(&mut visit);
-        // smoltcp wakes a waker once (it takes it): re-arm the woken slots'
-        // before visiting them, so that whatever happens from here on wakes
-        // them again. Only these (and the new ones, poked): a slot's waker
-        // is consumed only by a wake-up, which marks the slot, which brings
-        // it here (timer and command visits leave the registrations alone,
-        // and cost nothing).
+        // smoltcp wakes a waker once (it takes it): re-arm the woken groups'
+        // sockets before visiting them, so that whatever happens from here
+        // on wakes them again (a socket that still holds the waker keeps it:
+        // registering the same waker again is a comparison). Only these (and
+        // the new ones, poked): a group's waker is consumed only by a
+        // wake-up, which marks the group, which brings its slots here (timer
+        // and command visits leave the registrations alone, and cost
+        // nothing).
         for &index in &visit {
             if let Some(h) = self.conns[index].as_deref().and_then(|c| c.socket()) {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
-                socket.register_recv_waker(&self.wakers[index]);
-                socket.register_send_waker(&self.wakers[index]);
+                let waker = &self.wakers[index / ready::SLOTS_PER_WAKER];
+                socket.register_recv_waker(waker);
+                socket.register_send_waker(waker);
             }
         }
         while let Some(index) = self.timers.pop_due(t) {
