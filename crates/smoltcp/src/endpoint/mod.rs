@@ -771,7 +771,7 @@ impl Endpoint {
                     self.wakers
                         .reserve_exact(more.div_ceil(ready::SLOTS_PER_WAKER) + 1);
                 }
-                if len % ready::SLOTS_PER_WAKER == 0 {
+                if len.is_multiple_of(ready::SLOTS_PER_WAKER) {
                     let group = len / ready::SLOTS_PER_WAKER;
                     self.wakers.push(ready::group_waker(&self.ready, group));
                 }
