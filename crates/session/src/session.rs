@@ -94,6 +94,9 @@ struct Cold {
     peer_disconnect: Option<Bytes>,
     /// Why the session ended, once it has.
     close_reason: Option<CloseReason>,
+    /// The REJECT reason, sent (callee) or received (caller): kept as long
+    /// as the close reason, which a REJECT always brings.
+    refusal: Option<Reason>,
 }
 
 impl Cold {
@@ -103,6 +106,7 @@ impl Cold {
             && self.event_data.is_none()
             && self.peer_disconnect.is_none()
             && self.close_reason.is_none()
+            && self.refusal.is_none()
     }
 }
 
@@ -278,21 +282,43 @@ pub struct Session {
     config: Arc<Config>,
     /// The options in force: our own before negotiation, the grant after.
     params: Options,
-    negotiated: bool,
     rx: rx::Rx,
     tx: tx::Tx,
     timers: TimerTable,
     peer_disconnect: PeerDisconnect,
-    local_disconnected: bool,
-    app_closed: bool,
-    /// The REJECT reason, sent (callee) or received (caller).
-    refusal: Option<Reason>,
+    /// [`Session::NEGOTIATED`], [`Session::LOCAL_DISCONNECTED`],
+    /// [`Session::APP_CLOSED`]: one byte for three flags, which with the
+    /// REJECT reason kept in [`Cold`] makes a session 120 bytes, not 128
+    /// (issue 10: idle memory).
+    flags: u8,
     events: EventQueue,
     /// Handshake and end-of-session data, boxed while present.
     cold: Lazy<Cold>,
 }
 
 impl Session {
+    /// [`Session::flags`]: the options have been negotiated (ACCEPT sent or
+    /// received).
+    const NEGOTIATED: u8 = 1;
+    /// [`Session::flags`]: our DISCONNECT has been queued.
+    const LOCAL_DISCONNECTED: u8 = 2;
+    /// [`Session::flags`]: the application closed (closesocket).
+    const APP_CLOSED: u8 = 4;
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Sets a flag; none is ever cleared.
+    fn set_flag(&mut self, f: u8) {
+        self.flags |= f;
+    }
+
+    /// The REJECT reason, sent (callee) or received (caller).
+    fn refusal(&self) -> Option<Reason> {
+        self.cold.get().and_then(|c| c.refusal)
+    }
+
     fn new(role: Role, config: Arc<Config>, id: u64, state: State) -> Result<Self, ConfigError> {
         config.validate()?;
         let params = config.options;
@@ -301,15 +327,12 @@ impl Session {
             state,
             id,
             params,
-            negotiated: false,
             config,
             rx: rx::Rx::new(),
             tx: tx::Tx::new(),
             timers: TimerTable::default(),
             peer_disconnect: PeerDisconnect::NotYet,
-            local_disconnected: false,
-            app_closed: false,
-            refusal: None,
+            flags: 0,
             events: EventQueue::default(),
             cold: Lazy::empty(),
         })
@@ -367,7 +390,7 @@ impl Session {
 
     /// Whether the options have been negotiated (ACCEPT sent or received).
     pub fn is_connected(&self) -> bool {
-        self.negotiated
+        self.flag(Self::NEGOTIATED)
     }
 
     /// Why the session ended, once it has.
@@ -382,7 +405,7 @@ impl Session {
 
     /// Whether our DISCONNECT has been queued.
     pub fn local_disconnected(&self) -> bool {
-        self.local_disconnected
+        self.flag(Self::LOCAL_DISCONNECTED)
     }
 
     /// Received DATA bytes not yet read by the application (FIONREAD).
@@ -533,7 +556,10 @@ impl Session {
                 granted: self.params,
             },
             EventKind::Refused => Event::Refused {
-                reason: self.refusal.unwrap_or(Reason::UNSPECIFIED),
+                reason: cold
+                    .as_ref()
+                    .and_then(|c| c.refusal)
+                    .unwrap_or(Reason::UNSPECIFIED),
                 data: cold.and_then(|c| c.event_data.take()),
             },
             EventKind::Readable => Event::Readable,
@@ -767,7 +793,7 @@ impl Session {
     /// Whether the proposal is still wanted: from CONNECT until the grant
     /// (or the end, which keeps `Cold` for its reason anyway).
     fn proposal_needed(&self) -> bool {
-        !self.negotiated && !matches!(self.state, State::Idle | State::AwaitConnect)
+        !self.flag(Self::NEGOTIATED) && !matches!(self.state, State::Idle | State::AwaitConnect)
     }
 
     /// The span of this session's traces, built where it is entered rather
@@ -780,7 +806,7 @@ impl Session {
     /// Whether DATA may be queued now (the application has not closed and
     /// the state allows sending).
     fn can_send_data(&self) -> bool {
-        crate::state::next(self.state, Input::AppSend).is_some() && !self.app_closed
+        crate::state::next(self.state, Input::AppSend).is_some() && !self.flag(Self::APP_CLOSED)
     }
 }
 #[cfg(test)]
@@ -954,7 +980,7 @@ mod tests {
         // Each held a send buffer and its handshake data; frames came whole,
         // so neither assembled one.
         assert_eq!(spares.len(), 4);
-        assert!(core::mem::size_of::<Session>() <= 128);
+        assert!(core::mem::size_of::<Session>() <= 120);
         // Supplied again, they carry on as before.
         c.supply(&mut spares);
         assert_eq!(c.send(b"hello"), Ok(5));

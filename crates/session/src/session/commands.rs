@@ -34,7 +34,9 @@ impl Session {
         match self.state {
             State::Idle => {}
             State::ConnectSent => return Err(Error::AlreadyConnecting),
-            _ if self.negotiated && !self.is_closed() => return Err(Error::AlreadyConnected),
+            _ if self.flag(Self::NEGOTIATED) && !self.is_closed() => {
+                return Err(Error::AlreadyConnected);
+            }
             state => return Err(Error::InvalidState { state }),
         }
         if options.validate().is_err()
@@ -86,7 +88,7 @@ impl Session {
         // every frame after it is sealed (§2.5); without the grant nothing is.
         self.tx.seal = granted.integrity == Integrity::Crc32c;
         self.params = granted;
-        self.negotiated = true;
+        self.set_flag(Self::NEGOTIATED);
         let args = Args {
             data: callee_data,
             ..Args::default()
@@ -245,7 +247,7 @@ impl Session {
     /// session ended) before connecting.
     pub fn send_disconnect(&mut self, now: Instant, data: Option<&[u8]>) -> Result<(), Error> {
         let _guard = self.span().entered();
-        if self.local_disconnected {
+        if self.flag(Self::LOCAL_DISCONNECTED) {
             return if data.is_none() {
                 Ok(())
             } else {
@@ -319,7 +321,7 @@ impl Session {
     /// abandoned (RST). Closing a closed session does nothing.
     pub fn close(&mut self, now: Instant) {
         let _guard = self.span().entered();
-        if self.is_closed() || self.app_closed {
+        if self.is_closed() || self.flag(Self::APP_CLOSED) {
             return;
         }
         let input = if self.has_unread() && state::row(self.state, Input::AppCloseUnread).is_some()
@@ -329,7 +331,7 @@ impl Session {
         } else {
             Input::AppClose
         };
-        self.app_closed = true;
+        self.set_flag(Self::APP_CLOSED);
         self.fire(now, input, Args::default());
     }
 
@@ -349,7 +351,7 @@ impl Session {
         let _guard = self.span().entered();
         self.check(Input::AppAbort)?;
         check_len(data, self.params.max_disconnect_data, DataKind::AbortData)?;
-        self.app_closed = true;
+        self.set_flag(Self::APP_CLOSED);
         let args = Args {
             reason: Some(reason),
             data,
@@ -372,7 +374,7 @@ impl Session {
         if self.params.mode != mode {
             return Err(Error::WrongMode);
         }
-        if self.app_closed {
+        if self.flag(Self::APP_CLOSED) {
             return Err(Error::Shutdown);
         }
         if state::row(self.state, Input::AppSend).is_none() {
@@ -382,7 +384,7 @@ impl Session {
     }
 
     fn not_sendable(&self) -> Error {
-        if self.local_disconnected || self.app_closed {
+        if self.flag(Self::LOCAL_DISCONNECTED) || self.flag(Self::APP_CLOSED) {
             return Error::Shutdown;
         }
         match self.nothing_to_read() {

@@ -169,12 +169,12 @@ impl Session {
             })),
             Control::Reject(fixed) => {
                 let (reason, data) = fixed_or_given(fixed, args, Reason::REJECTED);
-                self.refusal = Some(reason);
+                self.cold.make().refusal = Some(reason);
                 self.tx
                     .queue(&FrameRepr::Reject(ReasonRepr { reason, data }));
             }
             Control::Disconnect => {
-                self.local_disconnected = true;
+                self.set_flag(Self::LOCAL_DISCONNECTED);
                 self.tx.queue(&FrameRepr::Disconnect { data: args.data });
             }
             Control::Abort(fixed) => {
@@ -229,10 +229,10 @@ impl Session {
         match end {
             End::Graceful => CloseReason::Graceful,
             End::Refused => CloseReason::Refused {
-                reason: self.refusal.unwrap_or(Reason::UNSPECIFIED),
+                reason: self.refusal().unwrap_or(Reason::UNSPECIFIED),
             },
             End::Rejected => CloseReason::Rejected {
-                reason: self.refusal.unwrap_or(Reason::REJECTED),
+                reason: self.refusal().unwrap_or(Reason::REJECTED),
             },
             End::Abandoned => CloseReason::Abandoned,
             End::Reset => CloseReason::Reset,

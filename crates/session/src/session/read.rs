@@ -133,7 +133,7 @@ impl Session {
                 | CloseReason::ProtocolError { .. },
             ) => Error::ConnectionAborted,
             Some(_) => Error::NotConnected,
-            None if self.negotiated => Error::WouldBlock,
+            None if self.flag(Self::NEGOTIATED) => Error::WouldBlock,
             None => Error::NotConnected,
         }
     }

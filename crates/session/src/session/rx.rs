@@ -351,7 +351,7 @@ impl Session {
             // `n` is at most `body_left`.
             self.rx.body_left -= n as u32;
             if let Body::Data { end_of_message } = self.rx.body {
-                if self.app_closed && matches!(sink, Sink::Buffer) {
+                if self.flag(Self::APP_CLOSED) && matches!(sink, Sink::Buffer) {
                     // The rest of a frame whose header came before close():
                     // nobody will read it, so tell the sender (§5.3).
                     self.fire(now, Input::RecvDataAfterClose, Args::default());
@@ -508,7 +508,7 @@ impl Session {
             FrameType::Reject => Input::RecvReject,
             FrameType::Data => {
                 let message = self.params.mode == Mode::Message;
-                if self.app_closed && (message || payload_len(fl, len) > 0) {
+                if self.flag(Self::APP_CLOSED) && (message || payload_len(fl, len) > 0) {
                     Input::RecvDataAfterClose
                 } else {
                     Input::RecvData
@@ -639,7 +639,7 @@ impl Session {
             FrameRepr::Connect(c) => self.on_connect(now, c),
             FrameRepr::Accept(a) => self.on_accept(now, a, sealed),
             FrameRepr::Reject(r) => {
-                self.refusal = Some(r.reason);
+                self.cold.make().refusal = Some(r.reason);
                 let args = Args {
                     reason: Some(r.reason),
                     peer_data: r.data.map(Bytes::copy_from_slice),
@@ -673,7 +673,7 @@ impl Session {
                 payload,
             } => {
                 let message = self.params.mode == Mode::Message;
-                if self.app_closed && (message || !payload.is_empty()) {
+                if self.flag(Self::APP_CLOSED) && (message || !payload.is_empty()) {
                     // Nobody will read it: tell the sender (§5.3).
                     return self.fire(now, Input::RecvDataAfterClose, Args::default());
                 }
@@ -759,7 +759,7 @@ impl Session {
             );
         }
         self.params = granted;
-        self.negotiated = true;
+        self.set_flag(Self::NEGOTIATED);
         // From here on we seal exactly when integrity was granted (§2.5).
         self.tx.seal = granted.integrity == Integrity::Crc32c;
         let args = Args {
@@ -852,7 +852,7 @@ impl Session {
     /// Whether every received frame must be sealed: integrity was granted
     /// and the ACCEPT that granted it was sent (callee) or received (caller).
     pub(super) fn integrity_in_force(&self) -> bool {
-        self.negotiated && self.params.integrity == Integrity::Crc32c
+        self.flag(Self::NEGOTIATED) && self.params.integrity == Integrity::Crc32c
     }
 
     /// An unsealed frame while integrity is in force: refused from its
@@ -864,7 +864,7 @@ impl Session {
 
     fn stops_at_data(&self) -> bool {
         self.rx.direct()
-            && !self.app_closed
+            && !self.flag(Self::APP_CLOSED)
             && self.params.mode == Mode::Stream
             && state::row(self.state, Input::RecvData).is_some()
     }
