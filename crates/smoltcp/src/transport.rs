@@ -124,15 +124,20 @@ impl TcpConnection for tcp::Socket<'_> {
 /// last segment's time, smoltcp's time-out and a RST look the same.
 #[derive(Debug, Clone)]
 pub struct Link {
-    /// [`Link::FIN_DELIVERED`] and the five other flags, one bit each: one
-    /// byte, so that a link is 64 bytes, not 72 (issue 10: idle memory).
+    /// [`Link::FIN_DELIVERED`] and the six other flags, one bit each: one
+    /// byte, so that a link was 64 bytes, not 72 (issue 10: idle memory).
     flags: Flags,
     reset_at: Option<Instant>,
     created: Instant,
-    /// Bytes handed to the transport so far (by the pump and by direct sends).
-    written: u64,
-    /// Bytes the peer had acknowledged at `acked_at`.
-    acked: u64,
+    /// Bytes handed to the transport so far (by the pump and by direct
+    /// sends), modulo 2^32: compared as serial numbers (RFC 1982), like TCP's
+    /// own sequence numbers, which is exact while fewer than 2^31 bytes are
+    /// unacknowledged (a send buffer is far smaller). 4 bytes, not 8, with
+    /// `acked`: a link is 56 bytes, not 64 (issue 10: idle memory).
+    written: u32,
+    /// Bytes the peer had acknowledged at `acked_at`, modulo 2^32 like
+    /// `written`.
+    acked: u32,
     acked_at: Instant,
     /// When the peer last acknowledged new bytes (received bytes do not
     /// count): how long TCP has been stuck delivering, for the close bound.
@@ -176,6 +181,9 @@ impl Link {
     const OWNS_TIMEOUT: u8 = 16;
     /// What the session was last told: its peer timers are paused.
     const HOLDING: u8 = 32;
+    /// As of the last [`Link::note_unacknowledged`], something sent was
+    /// unacknowledged: all [`Link::next_at`] needs from the connection.
+    const UNACKED: u8 = 64;
 
     /// A link for a connection created at `now`.
     pub fn new(now: Instant, tcp_timeout: Duration) -> Self {
@@ -220,7 +228,8 @@ impl Link {
             self.acked = self.written;
             self.acked_at = now;
         }
-        self.written += n as u64;
+        // Modulo 2^32 (see `written`): the truncation is the modulus.
+        self.written = self.written.wrapping_add(n as u32);
     }
 
     /// When the user timeout would fire for `conn` as it is now.
@@ -321,19 +330,33 @@ impl Link {
     /// The next time the pump needs to run: a pending reset, or the user
     /// timeout while data is unacknowledged.
     pub fn poll_at<C: TcpConnection + ?Sized>(&self, conn: &C) -> Option<Instant> {
+        self.poll_at_with(conn.unacknowledged())
+    }
+
+    /// Records whether `conn` has anything sent and unacknowledged now, for
+    /// [`Link::next_at`]. Call it after every pump, direct send and
+    /// acknowledgement seen: a driver keeps one bit instead of the deadline
+    /// itself (8 bytes per connection; issue 10: idle memory).
+    pub fn note_unacknowledged<C: TcpConnection + ?Sized>(&mut self, conn: &C) {
+        self.flags.set(Self::UNACKED, conn.unacknowledged());
+    }
+
+    /// [`Link::poll_at`] with the connection as of the last
+    /// [`Link::note_unacknowledged`] (and the link as it is now).
+    pub fn next_at(&self) -> Option<Instant> {
+        self.poll_at_with(self.flags.get(Self::UNACKED))
+    }
+
+    fn poll_at_with(&self, unacked: bool) -> Option<Instant> {
         if self.flags.get(Self::ABORTED) || self.flags.get(Self::GONE_DELIVERED) {
             return None;
         }
         // The end of a pause of the session's peer timers needs a visit.
         let hold_ends = self.hold_until().filter(|_| self.flags.get(Self::HOLDING));
-        [
-            self.reset_at,
-            self.user_timeout_at(conn.unacknowledged()),
-            hold_ends,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.reset_at, self.user_timeout_at(unacked), hold_ends]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Acknowledgement progress, for the user timeout; and for the session's
@@ -348,12 +371,15 @@ impl Link {
             self.flags.set(Self::ESTABLISHED, true);
             self.acked_at = now;
         }
-        let acked = self.written.saturating_sub(conn.send_queue() as u64);
-        if acked > self.acked {
+        // Serial-number arithmetic (see `written`): progress is a positive
+        // distance from the last acknowledgement.
+        let acked = self.written.wrapping_sub(conn.send_queue() as u32);
+        let progress = (acked.wrapping_sub(self.acked) as i32) > 0;
+        if progress {
             session.handle_peer_alive(now);
             self.delivered_at = now;
         }
-        if acked > self.acked || !conn.unacknowledged() {
+        if progress || !conn.unacknowledged() {
             self.acked = acked;
             self.acked_at = now;
         }
@@ -482,7 +508,7 @@ impl Link {
                     break;
                 }
                 progress = true;
-                self.written += n as u64;
+                self.written = self.written.wrapping_add(n as u32);
             }
         }
         while let Some(action) = session.poll_transport_action() {
@@ -523,6 +549,8 @@ mod tests {
         sent: Vec<u8>,
         fin: bool,
         gone: bool,
+        /// Bytes sent and not yet acknowledged.
+        queued: usize,
     }
 
     impl TcpConnection for Fake {
@@ -543,10 +571,10 @@ mod tests {
             n
         }
         fn send_queue(&self) -> usize {
-            0
+            self.queued
         }
         fn unacknowledged(&self) -> bool {
-            self.fin
+            self.fin || self.queued > 0
         }
         fn close(&mut self) {
             self.fin = true;
@@ -626,5 +654,33 @@ mod tests {
                 bookend_session::Timer::Transport
             ))
         );
+    }
+
+    /// The byte counters are modulo 2^32 (issue 10: idle memory): an
+    /// acknowledgement across the wrap is still progress (a sign of life for
+    /// the session, and the user timeout restarts), and an unchanged queue
+    /// is none.
+    #[test]
+    fn acknowledgements_across_the_counters_wrap_are_progress() {
+        let t = Instant::ZERO;
+        let config = Arc::new(Config::default());
+        let mut c = Session::caller(config, 1).unwrap();
+        let mut link = Link::new(t, Duration::from_secs(2));
+        link.written = u32::MAX - 10;
+        link.acked = link.written;
+        let mut conn = Fake::default();
+        link.track_acks(&mut c, &conn, t);
+        let t1 = t + Duration::from_secs(1);
+        link.note_written(100, 0, t1);
+        conn.queued = 100;
+        let t2 = t + Duration::from_secs(2);
+        link.track_acks(&mut c, &conn, t2);
+        assert_eq!(link.delivered_at, t, "nothing was acknowledged");
+        assert_eq!(link.acked_at, t1, "the user timeout runs from the write");
+        conn.queued = 40;
+        let t3 = t + Duration::from_secs(3);
+        link.track_acks(&mut c, &conn, t3);
+        assert_eq!(link.acked, 49, "60 of the 100 bytes, across the wrap");
+        assert_eq!((link.delivered_at, link.acked_at), (t3, t3));
     }
 }

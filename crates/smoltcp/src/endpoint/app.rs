@@ -201,7 +201,7 @@ impl Endpoint {
             }
             // Sent data starts the user timeout: keep its deadline in the heap.
             if let Some(sh) = c.socket() {
-                c.link_poll_at = c.link.poll_at(sockets.get::<tcp::Socket>(sh));
+                c.link.note_unacknowledged(sockets.get::<tcp::Socket>(sh));
             }
             self.reschedule(h.index as usize, None);
         }

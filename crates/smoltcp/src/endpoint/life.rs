@@ -456,7 +456,7 @@ impl Endpoint {
                     && c.session.send_queue() == 0
                     && !c.connect_pending()
                     && !c.link.reset_pending()
-                    && c.link_poll_at.is_none_or(|d| d > t)
+                    && c.link.next_at().is_none_or(|d| d > t)
                     && c.session.poll_timeout().is_none_or(|d| d > t)
                     && c.session.pending_events() == 0
                     && !c.want_writable()
@@ -476,9 +476,9 @@ impl Endpoint {
                         return;
                     }
                     c.link.acknowledged(&mut c.session, socket, t);
-                    c.link_poll_at = c.link.poll_at(socket);
+                    c.link.note_unacknowledged(socket);
                     if c.session.poll_timeout().is_none_or(|d| d > t)
-                        && c.link_poll_at.is_none_or(|d| d > t)
+                        && c.link.next_at().is_none_or(|d| d > t)
                     {
                         return;
                     }
@@ -567,7 +567,7 @@ impl Endpoint {
                     c.link
                         .set_liveness(core::time::Duration::from_millis(3 * u64::from(keepalive)));
                 }
-                c.link_poll_at = c.link.poll_at(socket);
+                c.link.note_unacknowledged(socket);
                 // The state the pump left (its own FIN or RST moved it): only
                 // a change from here is news (smoltcp wakes the socket for
                 // our own close too, which needs no second visit).

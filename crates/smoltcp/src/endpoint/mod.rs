@@ -250,9 +250,6 @@ struct Conn {
     /// Events of this slot still in the endpoint's queue: the slot is freed
     /// only once they are delivered (or dropped for a released handle).
     queued_events: u32,
-    /// The pump's next deadline (pending reset, user timeout), as of the
-    /// last pump.
-    link_poll_at: Option<Instant>,
 }
 
 /// What a connection waits for before it is up ([`Conn::waiting`]): never
@@ -500,7 +497,7 @@ impl fmt::Debug for Endpoint {
                 .map(|(i, c)| {
                     format!(
                         "{:?} state={} socket={:?} aborted={:?} tcp_done_by={:?} \
-                         scheduled={:?} link_poll_at={:?} session_poll={:?} events={} \
+                         scheduled={:?} link_next_at={:?} session_poll={:?} events={} \
                          drained={} tcp={:?} tx={} session_events={} gone={} aborted_link={}",
                         c.phase,
                         c.session.state(),
@@ -508,7 +505,7 @@ impl fmt::Debug for Endpoint {
                         c.aborted(),
                         c.tcp_done_by(),
                         self.timers.get(i),
-                        c.link_poll_at,
+                        c.link.next_at(),
                         c.session.poll_timeout(),
                         c.queued_events,
                         c.session.is_drained(),
@@ -754,7 +751,6 @@ impl Endpoint {
             end_at: None,
             last_tcp_state: None,
             queued_events: 0,
-            link_poll_at: None,
         })
     }
 
@@ -821,7 +817,7 @@ impl Endpoint {
             // this is the fallback if the interface never sends it.
             consider(Some(at + self.config.abort_flush_timeout));
         }
-        consider(c.link_poll_at.filter(|_| live_socket));
+        consider(c.link.next_at().filter(|_| live_socket));
         consider(c.tcp_done_by().filter(|_| live_socket));
         // A safety net: a connection with a live socket is visited at least
         // once per `tcp_timeout` after its last visit, so a change that
@@ -998,17 +994,18 @@ mod size_tests {
     /// of what an idle session costs (`benches/tests/budget.rs` measures the
     /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
     /// start of the day, 320 B (session 168, link 72) at the end of its
-    /// second session, 256 B (session 128, link 64) at the end of its third.
+    /// second session, 256 B (session 128, link 64) at the end of its third,
+    /// 232 B (session 120, link 56, no stored link deadline) in its fourth.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 256,
+            size_of::<super::Conn>() <= 232,
             "{}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::transport::Link>() <= 64);
-        assert!(size_of::<bookend_session::Session>() <= 128);
+        assert!(size_of::<crate::transport::Link>() <= 56);
+        assert!(size_of::<bookend_session::Session>() <= 120);
     }
 }
 
