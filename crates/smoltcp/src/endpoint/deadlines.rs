@@ -5,7 +5,7 @@
 //! behind. The heap this replaced (`BinaryHeap` with lazy deletion) held two
 //! entries per idle session at 10 000 sessions (36 B per slot, `--bin
 //! memory`, 2026-12-02) and had to be rebuilt by a scan when it grew mostly
-//! stale; this one holds exactly the scheduled slots, 16 B each plus 4 B of
+//! stale; this one holds exactly the scheduled slots, 12 B each plus 4 B of
 //! position per slot (issue 10: idle memory, and no O(n) work in a poll).
 
 use alloc::vec::Vec;
@@ -15,12 +15,37 @@ use bookend_session::Instant;
 /// No entry (in `pos`).
 const NONE: u32 = u32::MAX;
 
+/// One heap entry: a deadline in microseconds split into two words, and
+/// its slot, 12 bytes where `(Instant, u32)` is 16 (its alignment is 8).
+/// Field order makes the derived order the deadline's, then the slot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    hi: u32,
+    lo: u32,
+    slot: u32,
+}
+
+impl Entry {
+    fn new(at: Instant, slot: u32) -> Self {
+        let us = at.total_micros();
+        Self {
+            hi: (us >> 32) as u32,
+            lo: us as u32,
+            slot,
+        }
+    }
+
+    fn at(self) -> Instant {
+        Instant::from_micros(u64::from(self.hi) << 32 | u64::from(self.lo))
+    }
+}
+
 /// The deadlines of slots `0..` (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
     /// (deadline, slot), a binary min-heap on the deadline (ties by slot,
     /// so the order is deterministic).
-    heap: Vec<(Instant, u32)>,
+    heap: Vec<Entry>,
     /// Slot -> its entry's index in `heap`, or [`NONE`].
     pos: Vec<u32>,
 }
@@ -29,12 +54,12 @@ impl Deadlines {
     /// Slot `slot`'s deadline, if it has one.
     pub(super) fn get(&self, slot: usize) -> Option<Instant> {
         let p = *self.pos.get(slot)?;
-        (p != NONE).then(|| self.heap[p as usize].0)
+        (p != NONE).then(|| self.heap[p as usize].at())
     }
 
     /// The earliest deadline and its slot.
     pub(super) fn peek(&self) -> Option<(Instant, usize)> {
-        self.heap.first().map(|&(at, s)| (at, s as usize))
+        self.heap.first().map(|e| (e.at(), e.slot as usize))
     }
 
     /// Entries held (one per slot with a deadline).
@@ -63,15 +88,15 @@ impl Deadlines {
                     self.heap.reserve_exact(super::growth(self.heap.len()));
                 }
                 let i = self.heap.len();
-                self.heap.push((at, slot as u32));
+                self.heap.push(Entry::new(at, slot as u32));
                 self.pos[slot] = i as u32;
                 self.sift_up(i);
             }
             (p, None) => self.remove_at(p as usize),
             (p, Some(at)) => {
                 let i = p as usize;
-                let old = core::mem::replace(&mut self.heap[i].0, at);
-                if at < old {
+                let old = core::mem::replace(&mut self.heap[i], Entry::new(at, slot as u32));
+                if at < old.at() {
                     self.sift_up(i);
                 } else {
                     self.sift_down(i);
@@ -82,19 +107,19 @@ impl Deadlines {
 
     /// Removes and returns the earliest entry's slot if it is due by `now`.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<usize> {
-        let &(at, slot) = self.heap.first()?;
-        if at > now {
+        let first = *self.heap.first()?;
+        if first.at() > now {
             return None;
         }
         self.remove_at(0);
-        Some(slot as usize)
+        Some(first.slot as usize)
     }
 
     fn remove_at(&mut self, i: usize) {
         let last = self.heap.len() - 1;
         self.swap(i, last);
-        let (_, slot) = self.heap.pop().expect("entry i exists");
-        self.pos[slot as usize] = NONE;
+        let gone = self.heap.pop().expect("entry i exists");
+        self.pos[gone.slot as usize] = NONE;
         if i < self.heap.len() {
             // The entry moved into `i` may belong above or below it.
             self.sift_up(i);
@@ -108,8 +133,8 @@ impl Deadlines {
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        self.pos[self.heap[a].1 as usize] = a as u32;
-        self.pos[self.heap[b].1 as usize] = b as u32;
+        self.pos[self.heap[a].slot as usize] = a as u32;
+        self.pos[self.heap[b].slot as usize] = b as u32;
     }
 
     fn sift_up(&mut self, mut i: usize) {
@@ -150,6 +175,26 @@ mod tests {
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms)
+    }
+
+    /// An entry keeps its deadline exactly, across the split words and at
+    /// the ends of time, and orders by it.
+    #[test]
+    fn entries_round_trip_and_order_by_deadline() {
+        for us in [
+            0,
+            1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX - 1,
+        ] {
+            let t = Instant::from_micros(us);
+            assert_eq!(Entry::new(t, 7).at(), t);
+        }
+        let late = Entry::new(Instant::from_micros(u64::from(u32::MAX) + 1), 0);
+        let early = Entry::new(Instant::from_micros(u64::from(u32::MAX)), 9);
+        assert!(early < late);
+        assert_eq!(core::mem::size_of::<Entry>(), 12);
     }
 
     #[test]
