@@ -351,12 +351,23 @@ impl Link {
         if self.flags.get(Self::ABORTED) || self.flags.get(Self::GONE_DELIVERED) {
             return None;
         }
-        // The end of a pause of the session's peer timers needs a visit.
-        let hold_ends = self.hold_until().filter(|_| self.flags.get(Self::HOLDING));
-        [self.reset_at, self.user_timeout_at(unacked), hold_ends]
-            .into_iter()
-            .flatten()
-            .min()
+        // The earliest of a pending reset, the user timeout and the end of a
+        // pause of the session's peer timers (which needs a visit). Written
+        // out: the endpoint asks at every reschedule, and the usual answer
+        // (none of the three) should cost a few branches.
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        let mut at = self.reset_at;
+        if unacked {
+            at = earliest(at, self.user_timeout_at(true));
+        }
+        if self.flags.get(Self::HOLDING) {
+            at = earliest(at, self.hold_until());
+        }
+        at
     }
 
     /// Acknowledgement progress, for the user timeout; and for the session's
