@@ -41,6 +41,15 @@ fn in_use() -> i64 {
 
 #[test]
 fn idle_sessions_and_lifecycles_stay_within_their_budget() {
+    // The heap counter itself: a `Vec` grown in place (a reallocation)
+    // holds its new capacity once, not its growth twice (stats_alloc adds a
+    // reallocation's growth to `bytes_allocated` already).
+    let before = in_use();
+    let mut v: Vec<u8> = Vec::with_capacity(16);
+    v.reserve_exact(4096 - 16);
+    assert_eq!(in_use() - before, v.capacity() as i64, "the counter's reading");
+    drop(v);
+
     // Idle memory: bookend minus raw for the same connections, the listener
     // pool (measured before any connection) subtracted.
     let m = idle_memory(IDLE, BUF, BACKLOG, in_use);
