@@ -796,6 +796,16 @@ pub fn idle_bookend(be: &mut Bookend, n: usize) {
     }
 }
 
+/// Heap bytes in use by a counting allocator's statistics: allocated minus
+/// freed. stats_alloc adds a reallocation's growth to `bytes_allocated` (and
+/// its shrinking to `bytes_deallocated`) already; its `bytes_reallocated` is
+/// the same net change once more, so adding it, as the memory figures did
+/// until 2026-12-02, counted every `Vec` grown in place twice (and a queue
+/// that grew and was shrunk again left phantom bytes behind).
+pub fn heap_in_use(s: &stats_alloc::Stats) -> i64 {
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64
+}
+
 /// Idle memory of `n` established connections, raw smoltcp and bookend
 /// ([`idle_raw`], [`idle_bookend`]), read from the process's heap counter
 /// `in_use` (the caller's counting allocator; bytes allocated minus freed).

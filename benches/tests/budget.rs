@@ -35,8 +35,7 @@ const MAX_IDLE_BYTES: i64 = 280;
 const MAX_EXTRA_ALLOCATIONS: f64 = 6.0;
 
 fn in_use() -> i64 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+    bookend_benches::heap_in_use(&GLOBAL.stats())
 }
 
 #[test]

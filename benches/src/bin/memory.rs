@@ -21,8 +21,7 @@ const BUF: usize = 4096;
 const BACKLOG: usize = 8;
 
 fn in_use() -> i64 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+    bookend_benches::heap_in_use(&GLOBAL.stats())
 }
 
 /// `n` idle established raw TCP connections and the heap they took.
