@@ -1225,3 +1225,41 @@ fn i10_the_user_timeout_is_taken_over_after_acknowledgement_only_visits() {
     let (ep, sockets) = w.split(0);
     assert_eq!(ep.recv(sockets, s, now, &mut buf).ok(), Some(10));
 }
+
+/// Found while packing `Conn` (2026-12-02, fourth session; fails on
+/// 5465751): an application that reads by calling `recv` in its poll loop
+/// and rarely (or never) polls events grew the endpoint's event queue by one
+/// `Readable` per read-and-arrival cycle, without bound: a leak under a
+/// steady trickle of data. `Readable` and `Writable` say "try now" (Winsock
+/// posts FD_READ / FD_WRITE again only after the application acted): one
+/// undelivered of each per connection is enough, so a connection never has
+/// more than a handful of events queued.
+#[test]
+fn try_now_events_are_queued_once_per_connection() {
+    let (mut w, c, s) = connected_pair();
+    w.run_for(Duration::from_millis(200));
+    w.apps.collect = false;
+    while w.ep(0).poll_event().is_some() {}
+    let mut buf = [0u8; 64];
+    for i in 0..50u8 {
+        let now = w.now();
+        {
+            let (ep, _, sockets) = w.parts(1);
+            ep.send(sockets, c, now, &[i]).unwrap();
+        }
+        w.run_for(Duration::from_millis(20));
+        // The application reads what came, without polling its events.
+        let now = w.now();
+        let (ep, _, sockets) = w.parts(0);
+        assert_eq!(ep.recv(sockets, s, now, &mut buf).unwrap(), 1);
+    }
+    let mut readable = 0;
+    let mut got = Vec::new();
+    while let Some((h, e)) = w.ep(0).poll_event() {
+        if h == s && e == EndpointEvent::Session(Event::Readable) {
+            readable += 1;
+        }
+        got.push(e);
+    }
+    assert_eq!(readable, 1, "{got:?}");
+}
