@@ -46,7 +46,11 @@ fn idle_sessions_and_lifecycles_stay_within_their_budget() {
     let before = in_use();
     let mut v: Vec<u8> = Vec::with_capacity(16);
     v.reserve_exact(4096 - 16);
-    assert_eq!(in_use() - before, v.capacity() as i64, "the counter's reading");
+    assert_eq!(
+        in_use() - before,
+        v.capacity() as i64,
+        "the counter's reading"
+    );
     drop(v);
 
     // Idle memory: bookend minus raw for the same connections, the listener

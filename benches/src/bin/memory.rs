@@ -59,8 +59,8 @@ fn session_heap(n: usize) -> i64 {
     let mut pairs = Vec::with_capacity(n);
     let mut buf = vec![0u8; 4096];
     for i in 0..n {
-        let mut c = Session::caller(config.clone(), i as u64).unwrap();
-        let mut s = Session::callee(config.clone(), i as u64, t).unwrap();
+        let mut c = Session::caller(config.clone(), i as u32).unwrap();
+        let mut s = Session::callee(config.clone(), i as u32, t).unwrap();
         c.connect(t, Some(b"client"), Options::DEFAULT).unwrap();
         let k = c.poll_transmit(t, &mut buf);
         s.handle_bytes(t, &buf[..k]);

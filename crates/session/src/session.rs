@@ -7,7 +7,7 @@
 //! points.
 
 use alloc::sync::Arc;
-use bookend_wire::{FrameType, HEADER_LEN, Mode, Reason, TRAILER_LEN};
+use bookend_wire::{FrameType, HEADER_LEN, Integrity, Mode, Reason, TRAILER_LEN};
 use bytes::Bytes;
 use tracing::trace;
 
@@ -246,6 +246,17 @@ pub struct BufferUsage {
     pub tx_max: usize,
 }
 
+/// The numeric options in force ([`Session::params`]): an [`Options`]
+/// without its mode and integrity, which are flag bits.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    max_frame_size: u32,
+    max_message_size: u32,
+    max_connect_data: u32,
+    max_disconnect_data: u32,
+    keepalive_ms: u32,
+}
+
 /// The state machine of one session, for either role. Sans-IO: bytes in,
 /// bytes out, `now` passed in, events out.
 ///
@@ -277,11 +288,16 @@ pub struct BufferUsage {
 pub struct Session {
     role: Role,
     state: State,
-    id: u64,
+    /// Names the session in traces (32 bits: 4 bytes of every idle
+    /// session, issue 10).
+    id: u32,
     /// Shared by every session of an endpoint: 8 bytes here, not 128.
     config: Arc<Config>,
-    /// The options in force: our own before negotiation, the grant after.
-    params: Options,
+    /// The options in force: our own before negotiation, the grant after
+    /// ([`Session::params`]); their mode and integrity are bits of `flags`
+    /// ([`Session::MESSAGE`], [`Session::SEALED`]), so 20 bytes here where
+    /// an `Options` is 24 (issue 10: idle memory).
+    params: Params,
     rx: rx::Rx,
     tx: tx::Tx,
     timers: TimerTable,
@@ -304,14 +320,58 @@ impl Session {
     const LOCAL_DISCONNECTED: u8 = 2;
     /// [`Session::flags`]: the application closed (closesocket).
     const APP_CLOSED: u8 = 4;
+    /// [`Session::flags`]: the options in force are message mode.
+    const MESSAGE: u8 = 8;
+    /// [`Session::flags`]: the options in force have the CRC-32C trailer.
+    const SEALED: u8 = 16;
 
     fn flag(&self, f: u8) -> bool {
         self.flags & f != 0
     }
 
-    /// Sets a flag; none is ever cleared.
+    /// Sets a flag (the first three are never cleared).
     fn set_flag(&mut self, f: u8) {
         self.flags |= f;
+    }
+
+    /// The options in force: our own before negotiation, the grant after.
+    fn params(&self) -> Options {
+        let p = &self.params;
+        Options {
+            max_frame_size: p.max_frame_size,
+            max_message_size: p.max_message_size,
+            max_connect_data: p.max_connect_data,
+            max_disconnect_data: p.max_disconnect_data,
+            keepalive_ms: p.keepalive_ms,
+            mode: if self.flag(Self::MESSAGE) {
+                Mode::Message
+            } else {
+                Mode::Stream
+            },
+            integrity: if self.flag(Self::SEALED) {
+                Integrity::Crc32c
+            } else {
+                Integrity::None
+            },
+        }
+    }
+
+    /// Puts `o` in force.
+    fn set_params(&mut self, o: Options) {
+        self.params = Params {
+            max_frame_size: o.max_frame_size,
+            max_message_size: o.max_message_size,
+            max_connect_data: o.max_connect_data,
+            max_disconnect_data: o.max_disconnect_data,
+            keepalive_ms: o.keepalive_ms,
+        };
+        self.flags &= !(Self::MESSAGE | Self::SEALED);
+        if o.mode == Mode::Message {
+            self.flags |= Self::MESSAGE;
+        }
+        if o.integrity == Integrity::Crc32c {
+            self.flags |= Self::SEALED;
+        }
     }
 
     /// The REJECT reason, sent (callee) or received (caller).
@@ -319,14 +379,20 @@ impl Session {
         self.cold.get().and_then(|c| c.refusal)
     }
 
-    fn new(role: Role, config: Arc<Config>, id: u64, state: State) -> Result<Self, ConfigError> {
+    fn new(role: Role, config: Arc<Config>, id: u32, state: State) -> Result<Self, ConfigError> {
         config.validate()?;
-        let params = config.options;
-        Ok(Self {
+        let options = config.options;
+        let mut s = Self {
             role,
             state,
             id,
-            params,
+            params: Params {
+                max_frame_size: 0,
+                max_message_size: 0,
+                max_connect_data: 0,
+                max_disconnect_data: 0,
+                keepalive_ms: 0,
+            },
             config,
             rx: rx::Rx::new(),
             tx: tx::Tx::new(),
@@ -335,7 +401,9 @@ impl Session {
             flags: 0,
             events: EventQueue::default(),
             cold: Lazy::empty(),
-        })
+        };
+        s.set_params(options);
+        Ok(s)
     }
 
     /// A caller's session, in `Idle`: call [`connect`](Self::connect) once the
@@ -343,7 +411,7 @@ impl Session {
     /// `Arc<Config>` to share one configuration among many sessions.
     ///
     /// This function returns `Err` if the configuration is invalid.
-    pub fn caller(config: impl Into<Arc<Config>>, id: u64) -> Result<Self, ConfigError> {
+    pub fn caller(config: impl Into<Arc<Config>>, id: u32) -> Result<Self, ConfigError> {
         Self::new(Role::Caller, config.into(), id, State::Idle)
     }
 
@@ -353,7 +421,7 @@ impl Session {
     /// This function returns `Err` if the configuration is invalid.
     pub fn callee(
         config: impl Into<Arc<Config>>,
-        id: u64,
+        id: u32,
         now: Instant,
     ) -> Result<Self, ConfigError> {
         let mut s = Self::new(Role::Callee, config.into(), id, State::AwaitConnect)?;
@@ -374,7 +442,7 @@ impl Session {
     }
 
     /// The id given at construction.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> u32 {
         self.id
     }
 
@@ -384,8 +452,8 @@ impl Session {
     }
 
     /// The options in force: the grant once connected, our own before.
-    pub fn options(&self) -> &Options {
-        &self.params
+    pub fn options(&self) -> Options {
+        self.params()
     }
 
     /// Whether the options have been negotiated (ACCEPT sent or received).
@@ -420,7 +488,7 @@ impl Session {
 
     /// Current buffer sizes and their bounds.
     pub fn buffer_usage(&self) -> BufferUsage {
-        let p = &self.params;
+        let p = self.params();
         let frame = p.max_frame_size as usize;
         let message = p.max_message_size as usize;
         let control = 2 * HEADER_LEN + 2 * TRAILER_LEN + 2 + p.max_disconnect_data as usize;
@@ -428,7 +496,8 @@ impl Session {
         // finish under a smaller grant.
         let configured = self.config.options.limits();
         let body = |t: FrameType| {
-            (self.params.limits().max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
+            (self.params().limits().max_body_len(t) as usize)
+                .max(configured.max_body_len(t) as usize)
         };
         let largest_control = FrameType::KNOWN
             .iter()
@@ -508,7 +577,7 @@ impl Session {
     /// Bytes left for the transport: the keepalive interval restarts, and a
     /// blocked sender hears FD_WRITE once there is room.
     fn sent(&mut self, now: Instant) {
-        if let Some(k) = self.params.keepalive() {
+        if let Some(k) = self.params().keepalive() {
             self.timers.restart_if_armed(TimerId::Keepalive, now, k);
         }
         if self.tx.writable_wanted
@@ -553,7 +622,7 @@ impl Session {
             }
             EventKind::Connected => Event::Connected {
                 callee_data: cold.and_then(|c| c.event_data.take()),
-                granted: self.params,
+                granted: self.params(),
             },
             EventKind::Refused => Event::Refused {
                 reason: cold
@@ -602,7 +671,7 @@ impl Session {
     /// callee holds it, so TCP's retransmissions of a lost CONNECT (bounded
     /// by its own user timeout) do not count against the callee's answer.
     pub fn handle_peer_alive(&mut self, now: Instant) {
-        if let Some(k) = self.params.keepalive() {
+        if let Some(k) = self.params().keepalive() {
             self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
         }
         if self.state == State::ConnectSent {
@@ -980,7 +1049,7 @@ mod tests {
         // Each held a send buffer and its handshake data; frames came whole,
         // so neither assembled one.
         assert_eq!(spares.len(), 4);
-        assert!(core::mem::size_of::<Session>() <= 120);
+        assert!(core::mem::size_of::<Session>() <= 112);
         // Supplied again, they carry on as before.
         c.supply(&mut spares);
         assert_eq!(c.send(b"hello"), Ok(5));

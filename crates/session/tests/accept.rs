@@ -60,10 +60,10 @@ fn accept_with_callee_data_and_granted_options() {
     assert_eq!(events[1], Event::Writable, "FD_WRITE follows FD_CONNECT");
     assert_eq!(
         p.client.session.options(),
-        &req.grant,
+        req.grant,
         "the grant binds both directions"
     );
-    assert_eq!(p.server.session.options(), &req.grant);
+    assert_eq!(p.server.session.options(), req.grant);
 }
 
 #[test]

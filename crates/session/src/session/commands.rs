@@ -46,7 +46,7 @@ impl Session {
         }
         check_len(caller_data, options.max_connect_data, DataKind::CallerData)?;
         self.cold.make().proposed = Some(options);
-        self.params = options;
+        self.set_params(options);
         let args = Args {
             data: caller_data,
             options: Some(options),
@@ -87,7 +87,7 @@ impl Session {
         // The ACCEPT that grants integrity is the first sealed frame, and
         // every frame after it is sealed (§2.5); without the grant nothing is.
         self.tx.seal = granted.integrity == Integrity::Crc32c;
-        self.params = granted;
+        self.set_params(granted);
         self.set_flag(Self::NEGOTIATED);
         let args = Args {
             data: callee_data,
@@ -371,7 +371,7 @@ impl Session {
     }
 
     fn check_send(&self, mode: Mode) -> Result<(), Error> {
-        if self.params.mode != mode {
+        if self.params().mode != mode {
             return Err(Error::WrongMode);
         }
         if self.flag(Self::APP_CLOSED) {

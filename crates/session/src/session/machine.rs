@@ -140,8 +140,8 @@ impl Session {
             TimerId::Decision => Some(c.decision_timeout),
             TimerId::Linger => Some(c.linger_timeout),
             TimerId::AbortFlush => Some(c.abort_flush_timeout),
-            TimerId::Idle => self.params.keepalive().map(|k| k * 3),
-            TimerId::Keepalive => self.params.keepalive(),
+            TimerId::Idle => self.params().keepalive().map(|k| k * 3),
+            TimerId::Keepalive => self.params().keepalive(),
         }
     }
 
@@ -164,7 +164,7 @@ impl Session {
             }
             Control::Accept => self.tx.queue(&FrameRepr::Accept(AcceptRepr {
                 version: VERSION,
-                options: self.params.to_repr(),
+                options: self.params().to_repr(),
                 data: args.data,
             })),
             Control::Reject(fixed) => {

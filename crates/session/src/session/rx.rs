@@ -309,14 +309,14 @@ impl Session {
         };
         if at > 0 {
             // Liveness is what the transport delivers, not what was read (§7).
-            if let Some(k) = self.params.keepalive() {
+            if let Some(k) = self.params().keepalive() {
                 self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
             }
         }
         if !input.is_empty() {
             let held = at < input.len();
             self.rx.set_held(held);
-            let idle = self.params.keepalive().map_or(Duration::ZERO, |k| k * 3);
+            let idle = self.params().keepalive().map_or(Duration::ZERO, |k| k * 3);
             self.timers.suspend_idle(held, now, idle);
             if held && self.rx.direct() {
                 // DATA waits in the transport: tell the application (FD_READ),
@@ -376,7 +376,7 @@ impl Session {
             // that the bytes still to read keep the driver offering them
             // (a header parked here would never be offered again). Empty
             // stream DATA has no effect and needs no room.
-            let empty_stream = self.params.mode == Mode::Stream && avail >= HEADER_LEN && {
+            let empty_stream = self.params().mode == Mode::Stream && avail >= HEADER_LEN && {
                 let f = Frame::new_unchecked(&input[*at..*at + HEADER_LEN]);
                 payload_len(f.flags(), f.body_len()) == 0
             };
@@ -424,7 +424,7 @@ impl Session {
                 let eom = fl & flags::END_OF_MESSAGE != 0;
                 if frame_type == FrameType::Data
                     && input_kind == Input::RecvData
-                    && (payload_len(fl, len) > 0 || self.params.mode == Mode::Message)
+                    && (payload_len(fl, len) > 0 || self.params().mode == Mode::Message)
                     && self.data_room(sink) == 0
                 {
                     // No room: leave the frame in the transport (a header
@@ -507,7 +507,7 @@ impl Session {
             FrameType::Accept => Input::RecvAccept,
             FrameType::Reject => Input::RecvReject,
             FrameType::Data => {
-                let message = self.params.mode == Mode::Message;
+                let message = self.params().mode == Mode::Message;
                 if self.flag(Self::APP_CLOSED) && (message || payload_len(fl, len) > 0) {
                     Input::RecvDataAfterClose
                 } else {
@@ -528,7 +528,7 @@ impl Session {
             );
             return None;
         }
-        let max = self.params.limits().max_wire_body_len(t, fl);
+        let max = self.params().limits().max_wire_body_len(t, fl);
         if len > max {
             if t == FrameType::Connect {
                 debug!(len, max, "CONNECT over the limit: refused from its header");
@@ -543,7 +543,7 @@ impl Session {
             }
             return None;
         }
-        if t == FrameType::Data && self.params.mode == Mode::Message {
+        if t == FrameType::Data && self.params().mode == Mode::Message {
             let max = self.params.max_message_size;
             let payload = if fl & flags::CRC32C != 0 {
                 (len as usize).saturating_sub(TRAILER_LEN)
@@ -672,7 +672,7 @@ impl Session {
                 end_of_message,
                 payload,
             } => {
-                let message = self.params.mode == Mode::Message;
+                let message = self.params().mode == Mode::Message;
                 if self.flag(Self::APP_CLOSED) && (message || !payload.is_empty()) {
                     // Nobody will read it: tell the sender (§5.3).
                     return self.fire(now, Input::RecvDataAfterClose, Args::default());
@@ -758,7 +758,7 @@ impl Session {
                 },
             );
         }
-        self.params = granted;
+        self.set_params(granted);
         self.set_flag(Self::NEGOTIATED);
         // From here on we seal exactly when integrity was granted (§2.5).
         self.tx.seal = granted.integrity == Integrity::Crc32c;
@@ -777,7 +777,7 @@ impl Session {
         match sink {
             Sink::Direct(out, written) => out.len() - written,
             Sink::Buffer if self.stops_at_data() => 0,
-            Sink::Buffer => match self.params.mode {
+            Sink::Buffer => match self.params().mode {
                 Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream_len()),
                 Mode::Message if self.rx.messages_charge as usize >= self.config.recv_buffer => 0,
                 Mode::Message => usize::MAX,
@@ -805,7 +805,7 @@ impl Session {
                 // A chunk of one frame (≤ 16 MiB); the total is bounded by
                 // the receive buffer (see `Rx::body_left`).
                 self.rx.queued += chunk.len() as u32;
-                match self.params.mode {
+                match self.params().mode {
                     Mode::Stream => {
                         self.rx.bufs_mut().stream.extend_from_slice(chunk);
                         self.post_readable();
@@ -817,7 +817,7 @@ impl Session {
     }
 
     fn end_message(&mut self) {
-        if self.params.mode != Mode::Message {
+        if self.params().mode != Mode::Message {
             return;
         }
         let bufs = self.rx.bufs_mut();
@@ -852,7 +852,7 @@ impl Session {
     /// Whether every received frame must be sealed: integrity was granted
     /// and the ACCEPT that granted it was sent (callee) or received (caller).
     pub(super) fn integrity_in_force(&self) -> bool {
-        self.flag(Self::NEGOTIATED) && self.params.integrity == Integrity::Crc32c
+        self.flag(Self::NEGOTIATED) && self.params().integrity == Integrity::Crc32c
     }
 
     /// An unsealed frame while integrity is in force: refused from its
@@ -865,7 +865,7 @@ impl Session {
     fn stops_at_data(&self) -> bool {
         self.rx.direct()
             && !self.flag(Self::APP_CLOSED)
-            && self.params.mode == Mode::Stream
+            && self.params().mode == Mode::Stream
             && state::row(self.state, Input::RecvData).is_some()
     }
 }

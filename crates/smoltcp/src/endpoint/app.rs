@@ -383,7 +383,7 @@ impl Endpoint {
 
     /// The local and remote endpoints of a connection, once known.
     pub fn endpoints(&self, h: Handle) -> Option<(Option<IpEndpoint>, Option<IpEndpoint>)> {
-        self.conn(h).map(|c| (c.local, c.remote))
+        self.conn(h).map(|c| (c.local(), c.remote()))
     }
 
     /// The session state of a connection.
@@ -393,7 +393,7 @@ impl Endpoint {
 
     /// The options in force: the grant once connected.
     pub fn options(&self, h: Handle) -> Option<Options> {
-        self.conn(h).map(|c| *c.session.options())
+        self.conn(h).map(|c| c.session.options())
     }
 
     /// Received DATA bytes the session holds for the application (FIONREAD,

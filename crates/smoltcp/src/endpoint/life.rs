@@ -8,14 +8,13 @@ use alloc::collections::VecDeque;
 use bookend_session::{CloseReason, Event, Instant, Reason, Session, State};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
-use smoltcp::wire::IpEndpoint;
 use tracing::{debug, trace};
 
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
 use super::{
-    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, Scratch,
-    Waiting,
+    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase,
+    READABLE_QUEUED, Scratch, WRITABLE_QUEUED, Waiting,
 };
 use crate::transport::TcpConnection;
 
@@ -29,7 +28,7 @@ const DUPLICATE_SYN_WINDOW: core::time::Duration = core::time::Duration::from_se
 /// stored (a stored `tracing::Span` is 40 bytes per idle connection; a
 /// disabled span costs one callsite check).
 fn conn_span(c: &Conn) -> tracing::Span {
-    tracing::debug_span!("conn", session = c.session.id(), local = ?c.local, remote = ?c.remote)
+    tracing::debug_span!("conn", session = c.session.id(), local = ?c.local(), remote = ?c.remote())
 }
 
 impl Endpoint {
@@ -86,7 +85,7 @@ impl Endpoint {
                 && c.session.state() == State::AwaitConnect
                 && c.aborted().is_none()
             {
-                handshaking.push((l, c.born(), c.remote.map(|r| r.addr), index));
+                handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
             }
         }
         // Per source: the newest beyond the share go. Ranked by sorting on
@@ -158,7 +157,7 @@ impl Endpoint {
             return;
         };
         let _g = conn_span(c).entered();
-        debug!(remote = ?c.remote, "evicting a connection that has not sent CONNECT");
+        debug!(remote = ?c.remote(), "evicting a connection that has not sent CONNECT");
         // Its ABORT and close reason need parts: from the pool, which the
         // next visit refills (an eviction storm is the high-load path).
         c.session.supply(&mut self.spares);
@@ -215,7 +214,24 @@ impl Endpoint {
         h: Handle,
         e: EndpointEvent,
     ) {
-        c.queued_events += 1;
+        // "Try now" events (FD_READ, FD_WRITE) are queued once: one
+        // undelivered says all there is to say, and without it an
+        // application that reads without polling events grew the queue by
+        // one per read (`try_now_events_are_queued_once_per_connection`).
+        // So a connection has at most a handful of events queued.
+        let once = match &e {
+            EndpointEvent::Session(Event::Readable) => READABLE_QUEUED,
+            EndpointEvent::Session(Event::Writable) => WRITABLE_QUEUED,
+            _ => 0,
+        };
+        if once != 0 {
+            if c.flags.get(once) {
+                return;
+            }
+            c.flags.set(once, true);
+        }
+        debug_assert!(c.queued_events < u8::MAX, "events of one connection");
+        c.queued_events = c.queued_events.saturating_add(1);
         events.push_back((h, e));
     }
 
@@ -292,7 +308,7 @@ impl Endpoint {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
             };
-            let (Some(l), Some(r), Some(h)) = (c.local, c.remote, c.socket()) else {
+            let (Some(l), Some(r), Some(h)) = (c.local(), c.remote(), c.socket()) else {
                 continue;
             };
             if listener_born(c) && sockets.get::<tcp::Socket>(h).state() == tcp::State::SynReceived
@@ -320,7 +336,7 @@ impl Endpoint {
         }
         half_open.sort_unstable_by_key(|&(_, l, r, _)| (l, r));
         for o in self.conns.iter().flatten() {
-            let (Some(ol), Some(or), Some(oh)) = (o.local, o.remote, o.socket()) else {
+            let (Some(ol), Some(or), Some(oh)) = (o.local(), o.remote(), o.socket()) else {
                 continue;
             };
             if !listener_born(o) {
@@ -352,7 +368,7 @@ impl Endpoint {
         evict.dedup();
         for &index in evict.iter() {
             if let Some(c) = self.conns[index].as_deref_mut() {
-                debug!(remote = ?c.remote, "dropping duplicate half-open socket");
+                debug!(remote = ?c.remote(), "dropping duplicate half-open socket");
                 c.session.supply(&mut self.spares);
                 if let Some(h) = c.take_socket() {
                     sockets.remove(h);
@@ -382,7 +398,7 @@ impl Endpoint {
     fn lost_its_caller(c: &Conn, socket: &tcp::Socket<'_>) -> bool {
         c.listener.is_some()
             && (socket.state() == tcp::State::Listen
-                || (socket.remote_endpoint().is_some() && socket.remote_endpoint() != c.remote))
+                || (socket.remote_endpoint().is_some() && socket.remote_endpoint() != c.remote()))
     }
 
     /// Drives one connection: the whole of its life after creation is here
@@ -484,13 +500,13 @@ impl Endpoint {
                     }
                 }
                 c.last_tcp_state = Some(state);
-                if c.local.is_none() {
-                    c.local = socket.local_endpoint();
+                if c.local().is_none() {
+                    c.local = super::unknown_or(socket.local_endpoint());
                 }
                 #[cfg(feature = "conditional-accept")]
                 if let Phase::SynPaused = c.phase {
                     let by = c.born() + self.syn_defer_timeout;
-                    let decision = match (c.listener(), c.local, c.remote) {
+                    let decision = match (c.listener(), c.local(), c.remote()) {
                         (Some(l), Some(local), Some(remote))
                             if socket.state() == tcp::State::SynReceived =>
                         {
@@ -608,14 +624,8 @@ impl Endpoint {
                 (Event::ConnectRequest(req), Phase::Pending) => {
                     let request = IncomingRequest {
                         handle,
-                        caller: c.remote.unwrap_or(IpEndpoint::new(
-                            smoltcp::wire::IpAddress::v4(0, 0, 0, 0),
-                            0,
-                        )),
-                        callee: c.local.unwrap_or(IpEndpoint::new(
-                            smoltcp::wire::IpAddress::v4(0, 0, 0, 0),
-                            0,
-                        )),
+                        caller: c.remote,
+                        callee: c.local,
                         caller_data: req.caller_data,
                         proposed: req.proposed,
                         grant: req.grant,

@@ -232,8 +232,11 @@ struct Conn {
     /// (`listen` refuses port 0 and a port twice), so there are at most
     /// 65 535 and the index fits; 2 bytes where an `Option<u32>` is 8.
     listener: Option<NonZeroU16>,
-    local: Option<IpEndpoint>,
-    remote: Option<IpEndpoint>,
+    /// Its local and remote endpoints, port 0 while unknown (see
+    /// [`Conn::local`]): no TCP endpoint has port 0, and an `Option` would
+    /// add 2 bytes to each 6 (issue 10: idle memory).
+    local: IpEndpoint,
+    remote: IpEndpoint,
     /// The ephemeral port to release (never 0: `Config::validate`).
     ephemeral_port: Option<NonZeroU16>,
     /// What it waits for before it is up: CONNECT's arguments until TCP is
@@ -248,8 +251,11 @@ struct Conn {
     /// it, so an idle connection whose state is unchanged can be skipped.
     last_tcp_state: Option<tcp::State>,
     /// Events of this slot still in the endpoint's queue: the slot is freed
-    /// only once they are delivered (or dropped for a released handle).
-    queued_events: u32,
+    /// only once they are delivered (or dropped for a released handle). At
+    /// most a handful: each kind happens once per connection, except the
+    /// "try now" ones, which are queued once ([`READABLE_QUEUED`]); one
+    /// byte, not four (issue 10: idle memory).
+    queued_events: u8,
 }
 
 /// What a connection waits for before it is up ([`Conn::waiting`]): never
@@ -267,6 +273,11 @@ const HAS_SOCKET: u8 = 1;
 /// [`Conn::flags`]: a direct send was cut short: report `Writable` when a
 /// frame fits.
 const WANT_WRITABLE: u8 = 2;
+/// [`Conn::flags`]: a `Readable` of this connection is in the endpoint's
+/// queue, undelivered: another says nothing more, and is not queued.
+const READABLE_QUEUED: u8 = 8;
+/// [`Conn::flags`]: a `Writable` is in the endpoint's queue, undelivered.
+const WRITABLE_QUEUED: u8 = 16;
 /// [`Conn::flags`]: the socket was aborted, at `end_at`. It leaves the set
 /// once smoltcp has sent the RST (it then forgets the 4-tuple), whatever the
 /// call order, or after `abort_flush_timeout` if the interface never sent it.
@@ -339,10 +350,30 @@ impl Conn {
         self.link.created()
     }
 
+    /// Its local endpoint, once known.
+    fn local(&self) -> Option<IpEndpoint> {
+        known(self.local)
+    }
+
+    /// Its remote endpoint, once known.
+    fn remote(&self) -> Option<IpEndpoint> {
+        known(self.remote)
+    }
+
     /// The listener it was taken from, as an index into `Endpoint::listeners`.
     fn listener(&self) -> Option<usize> {
         self.listener.map(|l| usize::from(l.get()) - 1)
     }
+}
+
+/// An endpoint as [`Conn`] keeps it: port 0 stands for unknown.
+fn known(e: IpEndpoint) -> Option<IpEndpoint> {
+    (e.port != 0).then_some(e)
+}
+
+/// How [`Conn`] keeps an endpoint that may be unknown ([`known`] reads it).
+fn unknown_or(e: Option<IpEndpoint>) -> IpEndpoint {
+    e.unwrap_or(IpEndpoint::new(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), 0))
 }
 
 /// What a new connection starts from; the rest of [`Conn`] starts empty.
@@ -474,7 +505,8 @@ pub struct Endpoint {
     spare_conns: Vec<Box<Conn>>,
     ports: Ports,
     events: VecDeque<(Handle, EndpointEvent)>,
-    next_session_id: u64,
+    /// The id of the next session (trace names only: wraps after 2^32).
+    next_session_id: u32,
     polls: u64,
     syn_defer_timeout: core::time::Duration,
     stats: Stats,
@@ -744,8 +776,8 @@ impl Endpoint {
                 debug_assert!(stored.is_some(), "listener index {l} over u16");
                 stored
             }),
-            local: f.local,
-            remote: f.remote,
+            local: unknown_or(f.local),
+            remote: unknown_or(f.remote),
             ephemeral_port: None,
             waiting: None,
             end_at: None,
@@ -872,9 +904,9 @@ impl Endpoint {
         Some((c, &mut self.spares))
     }
 
-    fn next_id(&mut self) -> u64 {
+    fn next_id(&mut self) -> u32 {
         let id = self.next_session_id;
-        self.next_session_id += 1;
+        self.next_session_id = self.next_session_id.wrapping_add(1);
         id
     }
 
@@ -890,6 +922,13 @@ impl Endpoint {
                 continue;
             };
             c.queued_events = c.queued_events.saturating_sub(1);
+            // The one queued "try now" event of its kind left the queue
+            // (delivered, or dropped for a closed handle).
+            match &e {
+                EndpointEvent::Session(Event::Readable) => c.flags.set(READABLE_QUEUED, false),
+                EndpointEvent::Session(Event::Writable) => c.flags.set(WRITABLE_QUEUED, false),
+                _ => {}
+            }
             let current = c.generation == h.generation;
             // The last event of a connection nobody holds frees its slot.
             self.try_free(index);
@@ -995,17 +1034,18 @@ mod size_tests {
     /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
     /// start of the day, 320 B (session 168, link 72) at the end of its
     /// second session, 256 B (session 128, link 64) at the end of its third,
-    /// 232 B (session 120, link 56, no stored link deadline) in its fourth.
+    /// 216 B (session 112, link 56, no stored link deadline, endpoints
+    /// without `Option`, a one-byte event count) in its fourth.
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<super::Conn>() <= 232,
+            size_of::<super::Conn>() <= 216,
             "{}",
             size_of::<super::Conn>()
         );
         assert!(size_of::<crate::transport::Link>() <= 56);
-        assert!(size_of::<bookend_session::Session>() <= 120);
+        assert!(size_of::<bookend_session::Session>() <= 112);
     }
 }
 
