@@ -36,7 +36,7 @@ impl Entry {
     }
 
     fn at(self) -> Instant {
-        Instant::from_micros(u64::from(self.hi) << 32 | u64::from(self.lo))
+        Instant::from_micros((u64::from(self.hi) << 32) | u64::from(self.lo))
     }
 }
 

@@ -405,7 +405,22 @@ impl Endpoint {
     /// and in [`Endpoint::try_free`]. Visits it, then puts its next deadline
     /// in the timer heap (its wakers are re-armed by `Endpoint::poll`).
     pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
-        self.visit_conn(index, t, sockets);
+        let changed = self.visit_conn(index, t, sockets);
+        // A visit that found nothing (a neighbour in a woken waker group, or
+        // a wake-up that brought no news) changed nothing: its deadline
+        // stands, safety net included, so it costs the idle check alone
+        // (skipping the reschedule and trim took a sequential lifecycle's
+        // instructions from 268.9 M to 266.1 M per 2 000, callgrind). Not if
+        // the timer heap popped its deadline to bring it here, nor with
+        // output waiting (below).
+        if !changed
+            && self.timers.get(index).is_some()
+            && !self.conns[index]
+                .as_deref()
+                .is_some_and(|c| c.session.has_output())
+        {
+            return;
+        }
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
         // an eviction) queue frames after the pump ran: hand them to TCP now.
         // What TCP cannot take yet goes when the socket wakes (ACKs).
@@ -423,9 +438,12 @@ impl Endpoint {
         self.reschedule(index, Some(t));
     }
 
-    fn visit_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+    /// Visits a connection; false if it found nothing at all to do (the
+    /// idle check passed and no acknowledgement needed bookkeeping), so that
+    /// nothing about it changed.
+    fn visit_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) -> bool {
         let Some(c) = self.conns[index].as_deref_mut() else {
-            return;
+            return true;
         };
         let _g = conn_span(c).entered();
         let handle = Handle {
@@ -489,14 +507,14 @@ impl Endpoint {
                     // pump's bookkeeping of it; then, unless that made a
                     // timer due, there is nothing else to do.
                     if c.link.hold(socket, t) == c.session.transport_pending() {
-                        return;
+                        return false;
                     }
                     c.link.acknowledged(&mut c.session, socket, t);
                     c.link.note_unacknowledged(socket);
                     if c.session.poll_timeout().is_none_or(|d| d > t)
                         && c.link.next_at().is_none_or(|d| d > t)
                     {
-                        return;
+                        return true;
                     }
                 }
                 c.last_tcp_state = Some(state);
@@ -537,9 +555,9 @@ impl Endpoint {
                             self.stats.refused += 1;
                             c.session.supply(&mut self.spares);
                             Self::end_unseen(c, t);
-                            return;
+                            return true;
                         }
-                        TcpDecision::Defer => return,
+                        TcpDecision::Defer => return true,
                     }
                 }
                 // Work to do (a SYN-ACK held on `Defer` has none and took
@@ -778,5 +796,6 @@ impl Endpoint {
         }
 
         self.try_free(index);
+        true
     }
 }
