@@ -138,7 +138,7 @@ fn main() {
     drop(be);
 
     println!(
-        "\nPoll cost with N idle connections (one round: both interfaces, and both endpoints for bookend):\n"
+        "\nPoll cost with N idle connections (one round: both interfaces, and both endpoints for bookend; fastest of 5 alternating batches):\n"
     );
     println!(
         "{:>7} {:>16} {:>16} {:>8}",
@@ -147,17 +147,22 @@ fn main() {
     for &n in sizes {
         let rounds = (200_000 / n).clamp(20, 2000);
         let (mut pair, _) = raw(n);
-        let t = Wall::now();
-        for _ in 0..rounds {
-            pair.round();
-        }
-        let raw_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
         let (mut be, _, _) = bookend(n);
-        let t = Wall::now();
-        for _ in 0..rounds {
-            be.round();
+        // Five alternating batches, the fastest of each kept: on shared
+        // cores a batch is only ever slowed down by others' work.
+        let (mut raw_us, mut be_us) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let t = Wall::now();
+            for _ in 0..rounds {
+                pair.round();
+            }
+            raw_us = raw_us.min(t.elapsed().as_secs_f64() * 1e6 / rounds as f64);
+            let t = Wall::now();
+            for _ in 0..rounds {
+                be.round();
+            }
+            be_us = be_us.min(t.elapsed().as_secs_f64() * 1e6 / rounds as f64);
         }
-        let be_us = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
         println!(
             "{n:>7} {raw_us:>16.2} {be_us:>16.2} {:>8.3}",
             raw_us / be_us
