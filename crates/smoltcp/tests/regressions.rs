@@ -1263,3 +1263,40 @@ fn try_now_events_are_queued_once_per_connection() {
     }
     assert_eq!(readable, 1, "{got:?}");
 }
+
+/// Review of babadda (fails on it): a command whose visit finds nothing
+/// else to do still puts the deadline it armed in the timer heap. `close`
+/// after a `send_disconnect` the peer acknowledged but never answered arms
+/// the linger timer (10 s) and queues nothing; the skip of rescheduling
+/// meant for a woken group's quiet neighbours also skipped it, so linger
+/// waited for whatever was scheduled before (here, without keepalive, the
+/// safety-net visit after `tcp_timeout`, 300 s).
+#[test]
+fn a_close_that_only_arms_linger_is_scheduled() {
+    let options = Options {
+        keepalive_ms: 0,
+        ..Options::DEFAULT
+    };
+    let config = |i: usize| {
+        let mut c = Config::new(20 + i as u64);
+        c.session.options.keepalive_ms = 0;
+        c
+    };
+    let (mut w, _c, s) = connected_pair_with(config, options);
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        assert_eq!(ep.options(s).map(|o| o.keepalive_ms), Some(0));
+        ep.send_disconnect(sockets, s, now, Some(b"bye")).unwrap();
+    }
+    // The DISCONNECT is acknowledged; the peer's application stays silent.
+    w.run_for(Duration::from_secs(1));
+    let now = w.now();
+    {
+        let (ep, sockets) = w.split(0);
+        ep.close(sockets, s, now).unwrap();
+    }
+    w.run_for(Duration::from_secs(12));
+    assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
+    assert_eq!(w.ep(0).stats().unconfirmed_closes, 1);
+}
