@@ -801,7 +801,8 @@ pub fn idle_bookend(be: &mut Bookend, n: usize) {
 /// its shrinking to `bytes_deallocated`) already; its `bytes_reallocated` is
 /// the same net change once more, so adding it, as the memory figures did
 /// until 2026-12-02, counted every `Vec` grown in place twice (and a queue
-/// that grew and was shrunk again left phantom bytes behind).
+/// that grew in place and was then freed left phantom bytes behind: the free
+/// subtracts the whole block, `bytes_reallocated` keeps its growth).
 pub fn heap_in_use(s: &stats_alloc::Stats) -> i64 {
     s.bytes_allocated as i64 - s.bytes_deallocated as i64
 }

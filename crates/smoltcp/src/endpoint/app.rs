@@ -123,7 +123,12 @@ impl Endpoint {
 
     /// Hands what a command queued to TCP now.
     fn flush(&mut self, h: Handle, now: SmolInstant, sockets: &mut SocketSet<'_>) {
-        self.poll_conn(h.index as usize, session_instant(now), sockets);
+        self.poll_conn(
+            h.index as usize,
+            session_instant(now),
+            sockets,
+            super::life::Visit::Command,
+        );
     }
 
     /// Runs a session command, then hands its output to TCP.

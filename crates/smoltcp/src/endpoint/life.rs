@@ -18,6 +18,17 @@ use super::{
 };
 use crate::transport::TcpConnection;
 
+/// Why [`Endpoint::poll_conn`] visits a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Visit {
+    /// `Endpoint::poll`: a wake-up (its own or its group's), a deadline, a
+    /// poke. Nothing found means nothing changed.
+    Poll,
+    /// A command's flush: the command may have changed what the visit does
+    /// not look at (a timer armed, spare parts taken).
+    Command,
+}
+
 /// How long after a connection was taken a SYN for the same 4-tuple is
 /// taken for a copy of its own (duplicated or delayed in the network) rather
 /// than a caller reconnecting: well past the first SYN retransmissions (1, 3,
@@ -403,17 +414,28 @@ impl Endpoint {
 
     /// Drives one connection: the whole of its life after creation is here
     /// and in [`Endpoint::try_free`]. Visits it, then puts its next deadline
-    /// in the timer heap (its wakers are re-armed by `Endpoint::poll`).
-    pub(super) fn poll_conn(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+    /// in the timer heap and trims its session (its wakers are re-armed by
+    /// `Endpoint::poll`), unless `Visit::Poll` found nothing at all.
+    pub(super) fn poll_conn(
+        &mut self,
+        index: usize,
+        t: Instant,
+        sockets: &mut SocketSet<'_>,
+        why: Visit,
+    ) {
         let changed = self.visit_conn(index, t, sockets);
-        // A visit that found nothing (a neighbour in a woken waker group, or
-        // a wake-up that brought no news) changed nothing: its deadline
-        // stands, safety net included, so it costs the idle check alone
-        // (skipping the reschedule and trim took a sequential lifecycle's
-        // instructions from 268.9 M to 266.1 M per 2 000, callgrind). Not if
-        // the timer heap popped its deadline to bring it here, nor with
-        // output waiting (below).
-        if !changed
+        // A poll's visit that found nothing (a neighbour in a woken waker
+        // group, or a wake-up that brought no news) changed nothing: its
+        // deadline stands, safety net included, so it costs the idle check
+        // alone (skipping the reschedule and trim took a sequential
+        // lifecycle's instructions from 268.9 M to 266.1 M per 2 000,
+        // callgrind). Not after a command, which may have armed a timer
+        // (`close` after an answered-for DISCONNECT arms linger and queues
+        // nothing: `a_close_that_only_arms_linger_is_scheduled`) or taken
+        // spare parts; not if the timer heap popped its deadline to bring
+        // it here; not with output waiting (below).
+        if why == Visit::Poll
+            && !changed
             && self.timers.get(index).is_some()
             && !self.conns[index]
                 .as_deref()

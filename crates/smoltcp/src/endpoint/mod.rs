@@ -222,8 +222,8 @@ struct Conn {
     /// Its socket, if [`HAS_SOCKET`] (see [`Conn::socket`]): a handle and a
     /// flag, 8 bytes and a bit where `Option<SocketHandle>` is 16.
     sock: SocketHandle,
-    /// [`HAS_SOCKET`], [`WANT_WRITABLE`], [`ABORTED`]: one byte for three
-    /// flags (issue 10: idle memory).
+    /// [`HAS_SOCKET`], [`WANT_WRITABLE`], [`ABORTED`], [`READABLE_QUEUED`],
+    /// [`WRITABLE_QUEUED`]: one byte for five flags (issue 10: idle memory).
     flags: Flags,
     session: Session,
     link: Link,
@@ -1019,7 +1019,7 @@ impl Endpoint {
         visit.sort_unstable();
         visit.dedup();
         for &index in &visit {
-            self.poll_conn(index, t, sockets);
+            self.poll_conn(index, t, sockets, life::Visit::Poll);
         }
         self.visit = visit;
         for id in 0..self.listeners.len() {
