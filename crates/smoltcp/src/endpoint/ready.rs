@@ -11,7 +11,7 @@
 //! idle session's 340 (issue 10: idle memory, measured 2026-12-02); one per
 //! group of 32 is about 1.5. What the neighbours cost a busy connection,
 //! callgrind: a 64 MiB transfer among 31 idle connections of its group
-//! takes 0.933 of raw smoltcp's instructions doing the same beside the same
+//! takes 0.932 of raw smoltcp's instructions doing the same beside the same
 //! idle connections, 0.954 alone (`profile_bulk 64 1 31` / `64 raw 31`).
 //!
 //! One bit per group in 32-bit atomic words (the widest atomics a Cortex-M4
