@@ -596,6 +596,11 @@ mod tests {
         }
     }
 
+    /// A caller's session with the default configuration.
+    fn caller() -> Session {
+        Session::caller(Arc::new(Config::default()), 1).unwrap()
+    }
+
     /// Review of d6d193f: a FIN the pump queues pauses the session's peer
     /// timers (linger) from the moment it is queued, not from the next
     /// visit; with a late next poll, linger would otherwise count time in
@@ -643,8 +648,7 @@ mod tests {
     #[test]
     fn the_handshake_bound_stays_the_tcp_timeout() {
         let t = Instant::ZERO;
-        let config = Arc::new(Config::default());
-        let mut c = Session::caller(config, 1).unwrap();
+        let mut c = caller();
         let mut link = Link::new(t, Duration::from_secs(2));
         link.set_liveness(Duration::from_secs(60));
         let later = t + Duration::from_secs(5);
@@ -674,8 +678,7 @@ mod tests {
     #[test]
     fn acknowledgements_across_the_counters_wrap_are_progress() {
         let t = Instant::ZERO;
-        let config = Arc::new(Config::default());
-        let mut c = Session::caller(config, 1).unwrap();
+        let mut c = caller();
         let mut link = Link::new(t, Duration::from_secs(2));
         link.written = u32::MAX - 10;
         link.acked = link.written;

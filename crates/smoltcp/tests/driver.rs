@@ -45,6 +45,16 @@ fn world(n: usize, listen: ListenConfig) -> (Net, bookend_smoltcp::ListenerId) {
     (net, l)
 }
 
+/// [`pair`] whose listener accepts every request with the default grant.
+fn accepting_pair() -> Net {
+    let (mut net, l) = pair(ListenConfig::default());
+    net.ep(0).accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    net
+}
+
 fn connect(net: &mut Net, host: usize, data: &[u8]) -> Handle {
     let now = net.now();
     let (ep, iface, sockets) = net.parts(host);
@@ -643,11 +653,7 @@ fn tcp_level_defer_holds_the_syn_ack_for_a_bounded_time() {
 
 #[test]
 fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
-    let (mut net, l) = pair(ListenConfig::default());
-    net.ep(0).accept_with(l, |req| Decision::Accept {
-        callee_data: None,
-        granted: req.grant,
-    });
+    let mut net = accepting_pair();
     let c = connect(&mut net, 1, b"bulk");
     let data: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
@@ -698,11 +704,7 @@ fn zero_copy_send_delivers_a_megabyte_in_order_with_writable_events() {
 
 #[test]
 fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
-    let (mut net, l) = pair(ListenConfig::default());
-    net.ep(0).accept_with(l, |req| Decision::Accept {
-        callee_data: None,
-        granted: req.grant,
-    });
+    let mut net = accepting_pair();
     let c = connect(&mut net, 1, b"bulk");
     let data: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
@@ -808,11 +810,7 @@ fn zero_copy_receive_with_a_small_buffer_then_the_seed_teardown() {
 /// the fix).
 #[test]
 fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
-    let (mut net, l) = pair(ListenConfig::default());
-    net.ep(0).accept_with(l, |req| Decision::Accept {
-        callee_data: None,
-        granted: req.grant,
-    });
+    let mut net = accepting_pair();
     let clients: Vec<Handle> = (0..6).map(|_| connect(&mut net, 1, b"hi")).collect();
     net.run_for(std::time::Duration::from_millis(300));
     let evs = events(&mut net, 1);
@@ -843,11 +841,7 @@ fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
 /// for the next poll at every poll would be one).
 #[test]
 fn connections_sharing_a_waker_each_hear_their_own_news() {
-    let (mut net, l) = pair(ListenConfig::default());
-    net.ep(0).accept_with(l, |req| Decision::Accept {
-        callee_data: None,
-        granted: req.grant,
-    });
+    let mut net = accepting_pair();
     let callers: Vec<Handle> = (0..3u8).map(|i| connect(&mut net, 1, &[i])).collect();
     let mut up = 0;
     net.run_until(Duration::from_secs(5), |net| {
