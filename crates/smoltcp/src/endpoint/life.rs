@@ -13,8 +13,8 @@ use tracing::{debug, trace};
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
 use super::{
-    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase,
-    READABLE_QUEUED, Scratch, WRITABLE_QUEUED, Waiting,
+    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, Scratch,
+    Waiting,
 };
 use crate::transport::TcpConnection;
 
@@ -230,11 +230,7 @@ impl Endpoint {
         // application that reads without polling events grew the queue by
         // one per read (`try_now_events_are_queued_once_per_connection`).
         // So a connection has at most a handful of events queued.
-        let once = match &e {
-            EndpointEvent::Session(Event::Readable) => READABLE_QUEUED,
-            EndpointEvent::Session(Event::Writable) => WRITABLE_QUEUED,
-            _ => 0,
-        };
+        let once = super::queued_once_bit(&e);
         if once != 0 {
             if c.flags.get(once) {
                 return;

@@ -278,6 +278,17 @@ const WANT_WRITABLE: u8 = 2;
 const READABLE_QUEUED: u8 = 8;
 /// [`Conn::flags`]: a `Writable` is in the endpoint's queue, undelivered.
 const WRITABLE_QUEUED: u8 = 16;
+
+/// The [`Conn::flags`] bit that marks `e` queued, for the "try now" events
+/// queued at most once per connection (`Readable`, `Writable`); 0 for the
+/// others.
+fn queued_once_bit(e: &EndpointEvent) -> u8 {
+    match e {
+        EndpointEvent::Session(Event::Readable) => READABLE_QUEUED,
+        EndpointEvent::Session(Event::Writable) => WRITABLE_QUEUED,
+        _ => 0,
+    }
+}
 /// [`Conn::flags`]: the socket was aborted, at `end_at`. It leaves the set
 /// once smoltcp has sent the RST (it then forgets the 4-tuple), whatever the
 /// call order, or after `abort_flush_timeout` if the interface never sent it.
@@ -924,11 +935,7 @@ impl Endpoint {
             c.queued_events = c.queued_events.saturating_sub(1);
             // The one queued "try now" event of its kind left the queue
             // (delivered, or dropped for a closed handle).
-            match &e {
-                EndpointEvent::Session(Event::Readable) => c.flags.set(READABLE_QUEUED, false),
-                EndpointEvent::Session(Event::Writable) => c.flags.set(WRITABLE_QUEUED, false),
-                _ => {}
-            }
+            c.flags.set(queued_once_bit(&e), false);
             let current = c.generation == h.generation;
             // The last event of a connection nobody holds frees its slot.
             self.try_free(index);
