@@ -212,11 +212,6 @@ impl Options {
         )
         .unwrap_or(Limits::DEFAULT)
     }
-
-    /// The keepalive interval, if on.
-    pub(crate) fn keepalive(&self) -> Option<Duration> {
-        (self.keepalive_ms > 0).then(|| Duration::from_millis(u64::from(self.keepalive_ms)))
-    }
 }
 
 /// Which transfer modes a callee serves (§4.2: the mode is never negotiated

@@ -61,6 +61,7 @@ assert_eq!(u64::from_be_bytes(total), 17);
 
 extern crate alloc;
 
+mod bits;
 mod config;
 mod error;
 mod event;

@@ -11,6 +11,7 @@ use bookend_wire::{FrameType, HEADER_LEN, Integrity, Mode, Reason, TRAILER_LEN};
 use bytes::Bytes;
 use tracing::trace;
 
+use crate::bits::Flags;
 use crate::config::{Config, ConfigError, Options};
 use crate::event::{CloseReason, ConnectRequest, Event, Violation};
 use crate::state::{Input, State, TimerId};
@@ -303,10 +304,10 @@ pub struct Session {
     timers: TimerTable,
     peer_disconnect: PeerDisconnect,
     /// [`Session::NEGOTIATED`], [`Session::LOCAL_DISCONNECTED`],
-    /// [`Session::APP_CLOSED`]: one byte for three flags, which with the
-    /// REJECT reason kept in [`Cold`] makes a session 120 bytes, not 128
-    /// (issue 10: idle memory).
-    flags: u8,
+    /// [`Session::APP_CLOSED`], and the mode and integrity in force
+    /// ([`Session::MESSAGE`], [`Session::SEALED`]): one byte (issue 10: idle
+    /// memory).
+    flags: Flags,
     events: EventQueue,
     /// Handshake and end-of-session data, boxed while present.
     cold: Lazy<Cold>,
@@ -325,15 +326,6 @@ impl Session {
     /// [`Session::flags`]: the options in force have the CRC-32C trailer.
     const SEALED: u8 = 16;
 
-    fn flag(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-
-    /// Sets a flag (the first three are never cleared).
-    fn set_flag(&mut self, f: u8) {
-        self.flags |= f;
-    }
-
     /// The options in force: our own before negotiation, the grant after.
     fn params(&self) -> Options {
         let p = &self.params;
@@ -343,17 +335,29 @@ impl Session {
             max_connect_data: p.max_connect_data,
             max_disconnect_data: p.max_disconnect_data,
             keepalive_ms: p.keepalive_ms,
-            mode: if self.flag(Self::MESSAGE) {
-                Mode::Message
-            } else {
-                Mode::Stream
-            },
-            integrity: if self.flag(Self::SEALED) {
+            mode: self.mode(),
+            integrity: if self.flags.get(Self::SEALED) {
                 Integrity::Crc32c
             } else {
                 Integrity::None
             },
         }
+    }
+
+    /// The mode in force (read on every frame: from its flag bit, not
+    /// through [`Session::params`]).
+    fn mode(&self) -> Mode {
+        if self.flags.get(Self::MESSAGE) {
+            Mode::Message
+        } else {
+            Mode::Stream
+        }
+    }
+
+    /// The keepalive interval in force, if keepalive is on.
+    fn keepalive(&self) -> Option<core::time::Duration> {
+        let ms = self.params.keepalive_ms;
+        (ms > 0).then(|| core::time::Duration::from_millis(u64::from(ms)))
     }
 
     /// Puts `o` in force.
@@ -365,13 +369,9 @@ impl Session {
             max_disconnect_data: o.max_disconnect_data,
             keepalive_ms: o.keepalive_ms,
         };
-        self.flags &= !(Self::MESSAGE | Self::SEALED);
-        if o.mode == Mode::Message {
-            self.flags |= Self::MESSAGE;
-        }
-        if o.integrity == Integrity::Crc32c {
-            self.flags |= Self::SEALED;
-        }
+        self.flags.set(Self::MESSAGE, o.mode == Mode::Message);
+        self.flags
+            .set(Self::SEALED, o.integrity == Integrity::Crc32c);
     }
 
     /// The REJECT reason, sent (callee) or received (caller).
@@ -386,6 +386,8 @@ impl Session {
             role,
             state,
             id,
+            // Set from `options` just below (one place turns options into
+            // numbers and flag bits).
             params: Params {
                 max_frame_size: 0,
                 max_message_size: 0,
@@ -398,7 +400,7 @@ impl Session {
             tx: tx::Tx::new(),
             timers: TimerTable::default(),
             peer_disconnect: PeerDisconnect::NotYet,
-            flags: 0,
+            flags: Flags::default(),
             events: EventQueue::default(),
             cold: Lazy::empty(),
         };
@@ -458,7 +460,7 @@ impl Session {
 
     /// Whether the options have been negotiated (ACCEPT sent or received).
     pub fn is_connected(&self) -> bool {
-        self.flag(Self::NEGOTIATED)
+        self.flags.get(Self::NEGOTIATED)
     }
 
     /// Why the session ended, once it has.
@@ -473,7 +475,7 @@ impl Session {
 
     /// Whether our DISCONNECT has been queued.
     pub fn local_disconnected(&self) -> bool {
-        self.flag(Self::LOCAL_DISCONNECTED)
+        self.flags.get(Self::LOCAL_DISCONNECTED)
     }
 
     /// Received DATA bytes not yet read by the application (FIONREAD).
@@ -577,7 +579,7 @@ impl Session {
     /// Bytes left for the transport: the keepalive interval restarts, and a
     /// blocked sender hears FD_WRITE once there is room.
     fn sent(&mut self, now: Instant) {
-        if let Some(k) = self.params().keepalive() {
+        if let Some(k) = self.keepalive() {
             self.timers.restart_if_armed(TimerId::Keepalive, now, k);
         }
         if self.tx.writable_wanted
@@ -671,7 +673,7 @@ impl Session {
     /// callee holds it, so TCP's retransmissions of a lost CONNECT (bounded
     /// by its own user timeout) do not count against the callee's answer.
     pub fn handle_peer_alive(&mut self, now: Instant) {
-        if let Some(k) = self.params().keepalive() {
+        if let Some(k) = self.keepalive() {
             self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
         }
         if self.state == State::ConnectSent {
@@ -862,7 +864,8 @@ impl Session {
     /// Whether the proposal is still wanted: from CONNECT until the grant
     /// (or the end, which keeps `Cold` for its reason anyway).
     fn proposal_needed(&self) -> bool {
-        !self.flag(Self::NEGOTIATED) && !matches!(self.state, State::Idle | State::AwaitConnect)
+        !self.flags.get(Self::NEGOTIATED)
+            && !matches!(self.state, State::Idle | State::AwaitConnect)
     }
 
     /// The span of this session's traces, built where it is entered rather
@@ -875,7 +878,8 @@ impl Session {
     /// Whether DATA may be queued now (the application has not closed and
     /// the state allows sending).
     fn can_send_data(&self) -> bool {
-        crate::state::next(self.state, Input::AppSend).is_some() && !self.flag(Self::APP_CLOSED)
+        crate::state::next(self.state, Input::AppSend).is_some()
+            && !self.flags.get(Self::APP_CLOSED)
     }
 }
 #[cfg(test)]

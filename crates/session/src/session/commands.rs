@@ -34,7 +34,7 @@ impl Session {
         match self.state {
             State::Idle => {}
             State::ConnectSent => return Err(Error::AlreadyConnecting),
-            _ if self.flag(Self::NEGOTIATED) && !self.is_closed() => {
+            _ if self.flags.get(Self::NEGOTIATED) && !self.is_closed() => {
                 return Err(Error::AlreadyConnected);
             }
             state => return Err(Error::InvalidState { state }),
@@ -88,7 +88,7 @@ impl Session {
         // every frame after it is sealed (§2.5); without the grant nothing is.
         self.tx.seal = granted.integrity == Integrity::Crc32c;
         self.set_params(granted);
-        self.set_flag(Self::NEGOTIATED);
+        self.flags.set(Self::NEGOTIATED, true);
         let args = Args {
             data: callee_data,
             ..Args::default()
@@ -247,7 +247,7 @@ impl Session {
     /// session ended) before connecting.
     pub fn send_disconnect(&mut self, now: Instant, data: Option<&[u8]>) -> Result<(), Error> {
         let _guard = self.span().entered();
-        if self.flag(Self::LOCAL_DISCONNECTED) {
+        if self.flags.get(Self::LOCAL_DISCONNECTED) {
             return if data.is_none() {
                 Ok(())
             } else {
@@ -321,7 +321,7 @@ impl Session {
     /// abandoned (RST). Closing a closed session does nothing.
     pub fn close(&mut self, now: Instant) {
         let _guard = self.span().entered();
-        if self.is_closed() || self.flag(Self::APP_CLOSED) {
+        if self.is_closed() || self.flags.get(Self::APP_CLOSED) {
             return;
         }
         let input = if self.has_unread() && state::row(self.state, Input::AppCloseUnread).is_some()
@@ -331,7 +331,7 @@ impl Session {
         } else {
             Input::AppClose
         };
-        self.set_flag(Self::APP_CLOSED);
+        self.flags.set(Self::APP_CLOSED, true);
         self.fire(now, input, Args::default());
     }
 
@@ -351,7 +351,7 @@ impl Session {
         let _guard = self.span().entered();
         self.check(Input::AppAbort)?;
         check_len(data, self.params.max_disconnect_data, DataKind::AbortData)?;
-        self.set_flag(Self::APP_CLOSED);
+        self.flags.set(Self::APP_CLOSED, true);
         let args = Args {
             reason: Some(reason),
             data,
@@ -371,10 +371,10 @@ impl Session {
     }
 
     fn check_send(&self, mode: Mode) -> Result<(), Error> {
-        if self.params().mode != mode {
+        if self.mode() != mode {
             return Err(Error::WrongMode);
         }
-        if self.flag(Self::APP_CLOSED) {
+        if self.flags.get(Self::APP_CLOSED) {
             return Err(Error::Shutdown);
         }
         if state::row(self.state, Input::AppSend).is_none() {
@@ -384,7 +384,7 @@ impl Session {
     }
 
     fn not_sendable(&self) -> Error {
-        if self.flag(Self::LOCAL_DISCONNECTED) || self.flag(Self::APP_CLOSED) {
+        if self.flags.get(Self::LOCAL_DISCONNECTED) || self.flags.get(Self::APP_CLOSED) {
             return Error::Shutdown;
         }
         match self.nothing_to_read() {

@@ -140,8 +140,8 @@ impl Session {
             TimerId::Decision => Some(c.decision_timeout),
             TimerId::Linger => Some(c.linger_timeout),
             TimerId::AbortFlush => Some(c.abort_flush_timeout),
-            TimerId::Idle => self.params().keepalive().map(|k| k * 3),
-            TimerId::Keepalive => self.params().keepalive(),
+            TimerId::Idle => self.keepalive().map(|k| k * 3),
+            TimerId::Keepalive => self.keepalive(),
         }
     }
 
@@ -174,7 +174,7 @@ impl Session {
                     .queue(&FrameRepr::Reject(ReasonRepr { reason, data }));
             }
             Control::Disconnect => {
-                self.set_flag(Self::LOCAL_DISCONNECTED);
+                self.flags.set(Self::LOCAL_DISCONNECTED, true);
                 self.tx.queue(&FrameRepr::Disconnect { data: args.data });
             }
             Control::Abort(fixed) => {

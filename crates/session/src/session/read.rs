@@ -20,7 +20,7 @@ impl Session {
     /// session ended (`ConnectionReset`, `ConnectionAborted`) or
     /// `NotConnected` otherwise.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        if self.params().mode != Mode::Stream {
+        if self.mode() != Mode::Stream {
             return Err(Error::WrongMode);
         }
         self.rx.set_readable_posted(false);
@@ -49,7 +49,7 @@ impl Session {
     /// and posting [`Event::Readable`](crate::Event::Readable)) while the
     /// application has not closed.
     pub fn set_direct_receive(&mut self, on: bool) {
-        self.rx.set_direct(on && self.params().mode == Mode::Stream);
+        self.rx.set_direct(on && self.mode() == Mode::Stream);
     }
 
     /// Stream mode, zero-copy receive: takes frames from `wire` (bytes the
@@ -64,7 +64,7 @@ impl Session {
     /// session holds no received data of its own (read that with
     /// [`recv`](Self::recv) first, to keep order).
     pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
-        if !self.rx.direct() || self.params().mode != Mode::Stream || self.rx.queued > 0 {
+        if !self.rx.direct() || self.mode() != Mode::Stream || self.rx.queued > 0 {
             return (0, 0);
         }
         let _guard = self.span().entered();
@@ -99,7 +99,7 @@ impl Session {
     }
 
     fn peek_message(&mut self) -> Result<usize, Error> {
-        if self.params().mode != Mode::Message {
+        if self.mode() != Mode::Message {
             return Err(Error::WrongMode);
         }
         self.rx.set_readable_posted(false);
@@ -133,7 +133,7 @@ impl Session {
                 | CloseReason::ProtocolError { .. },
             ) => Error::ConnectionAborted,
             Some(_) => Error::NotConnected,
-            None if self.flag(Self::NEGOTIATED) => Error::WouldBlock,
+            None if self.flags.get(Self::NEGOTIATED) => Error::WouldBlock,
             None => Error::NotConnected,
         }
     }

@@ -20,6 +20,7 @@ use tracing::{debug, trace};
 use super::lazy::Lazy;
 use super::machine::Args;
 use super::{PeerDisconnect, Session};
+use crate::bits::Flags;
 use crate::config::Options;
 use crate::event::Violation;
 use crate::state::{self, Input, TimerId};
@@ -134,7 +135,7 @@ pub(crate) struct Rx {
     pub(super) messages_charge: u32,
     /// Four flags in one byte (see the `FLAG_*` constants), so that `Rx`
     /// is 24 bytes, not 32 (issue 10: idle memory).
-    flags: u8,
+    flags: Flags,
 }
 
 /// FD_READ was posted and not yet answered by a read.
@@ -157,56 +158,44 @@ impl Rx {
             checked: None,
             queued: 0,
             messages_charge: 0,
-            flags: 0,
-        }
-    }
-
-    fn flag(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-
-    fn set_flag(&mut self, f: u8, on: bool) {
-        if on {
-            self.flags |= f;
-        } else {
-            self.flags &= !f;
+            flags: Flags::default(),
         }
     }
 
     /// FD_READ was posted and not yet answered by a read.
     pub(super) fn readable_posted(&self) -> bool {
-        self.flag(FLAG_READABLE_POSTED)
+        self.flags.get(FLAG_READABLE_POSTED)
     }
 
     pub(super) fn set_readable_posted(&mut self, on: bool) {
-        self.set_flag(FLAG_READABLE_POSTED, on);
+        self.flags.set(FLAG_READABLE_POSTED, on);
     }
 
     /// Direct receive (stream mode): DATA stays in the transport until read.
     pub(super) fn direct(&self) -> bool {
-        self.flag(FLAG_DIRECT)
+        self.flags.get(FLAG_DIRECT)
     }
 
     pub(super) fn set_direct(&mut self, on: bool) {
-        self.set_flag(FLAG_DIRECT, on);
+        self.flags.set(FLAG_DIRECT, on);
     }
 
     /// The last offer was not taken whole.
     pub(super) fn held(&self) -> bool {
-        self.flag(FLAG_HELD)
+        self.flags.get(FLAG_HELD)
     }
 
     pub(super) fn set_held(&mut self, on: bool) {
-        self.set_flag(FLAG_HELD, on);
+        self.flags.set(FLAG_HELD, on);
     }
 
     /// A sealed DATA frame has been delivered.
     pub(crate) fn sealed_seen(&self) -> bool {
-        self.flag(FLAG_SEALED_SEEN)
+        self.flags.get(FLAG_SEALED_SEEN)
     }
 
     pub(super) fn set_sealed_seen(&mut self, on: bool) {
-        self.set_flag(FLAG_SEALED_SEEN, on);
+        self.flags.set(FLAG_SEALED_SEEN, on);
     }
 
     /// The buffers for writing, created if absent, marked as touched.
@@ -309,14 +298,14 @@ impl Session {
         };
         if at > 0 {
             // Liveness is what the transport delivers, not what was read (§7).
-            if let Some(k) = self.params().keepalive() {
+            if let Some(k) = self.keepalive() {
                 self.timers.restart_if_armed(TimerId::Idle, now, k * 3);
             }
         }
         if !input.is_empty() {
             let held = at < input.len();
             self.rx.set_held(held);
-            let idle = self.params().keepalive().map_or(Duration::ZERO, |k| k * 3);
+            let idle = self.keepalive().map_or(Duration::ZERO, |k| k * 3);
             self.timers.suspend_idle(held, now, idle);
             if held && self.rx.direct() {
                 // DATA waits in the transport: tell the application (FD_READ),
@@ -351,7 +340,7 @@ impl Session {
             // `n` is at most `body_left`.
             self.rx.body_left -= n as u32;
             if let Body::Data { end_of_message } = self.rx.body {
-                if self.flag(Self::APP_CLOSED) && matches!(sink, Sink::Buffer) {
+                if self.flags.get(Self::APP_CLOSED) && matches!(sink, Sink::Buffer) {
                     // The rest of a frame whose header came before close():
                     // nobody will read it, so tell the sender (§5.3).
                     self.fire(now, Input::RecvDataAfterClose, Args::default());
@@ -376,7 +365,7 @@ impl Session {
             // that the bytes still to read keep the driver offering them
             // (a header parked here would never be offered again). Empty
             // stream DATA has no effect and needs no room.
-            let empty_stream = self.params().mode == Mode::Stream && avail >= HEADER_LEN && {
+            let empty_stream = self.mode() == Mode::Stream && avail >= HEADER_LEN && {
                 let f = Frame::new_unchecked(&input[*at..*at + HEADER_LEN]);
                 payload_len(f.flags(), f.body_len()) == 0
             };
@@ -424,7 +413,7 @@ impl Session {
                 let eom = fl & flags::END_OF_MESSAGE != 0;
                 if frame_type == FrameType::Data
                     && input_kind == Input::RecvData
-                    && (payload_len(fl, len) > 0 || self.params().mode == Mode::Message)
+                    && (payload_len(fl, len) > 0 || self.mode() == Mode::Message)
                     && self.data_room(sink) == 0
                 {
                     // No room: leave the frame in the transport (a header
@@ -507,8 +496,8 @@ impl Session {
             FrameType::Accept => Input::RecvAccept,
             FrameType::Reject => Input::RecvReject,
             FrameType::Data => {
-                let message = self.params().mode == Mode::Message;
-                if self.flag(Self::APP_CLOSED) && (message || payload_len(fl, len) > 0) {
+                let message = self.mode() == Mode::Message;
+                if self.flags.get(Self::APP_CLOSED) && (message || payload_len(fl, len) > 0) {
                     Input::RecvDataAfterClose
                 } else {
                     Input::RecvData
@@ -543,7 +532,7 @@ impl Session {
             }
             return None;
         }
-        if t == FrameType::Data && self.params().mode == Mode::Message {
+        if t == FrameType::Data && self.mode() == Mode::Message {
             let max = self.params.max_message_size;
             let payload = if fl & flags::CRC32C != 0 {
                 (len as usize).saturating_sub(TRAILER_LEN)
@@ -672,8 +661,8 @@ impl Session {
                 end_of_message,
                 payload,
             } => {
-                let message = self.params().mode == Mode::Message;
-                if self.flag(Self::APP_CLOSED) && (message || !payload.is_empty()) {
+                let message = self.mode() == Mode::Message;
+                if self.flags.get(Self::APP_CLOSED) && (message || !payload.is_empty()) {
                     // Nobody will read it: tell the sender (§5.3).
                     return self.fire(now, Input::RecvDataAfterClose, Args::default());
                 }
@@ -759,7 +748,7 @@ impl Session {
             );
         }
         self.set_params(granted);
-        self.set_flag(Self::NEGOTIATED);
+        self.flags.set(Self::NEGOTIATED, true);
         // From here on we seal exactly when integrity was granted (§2.5).
         self.tx.seal = granted.integrity == Integrity::Crc32c;
         let args = Args {
@@ -777,7 +766,7 @@ impl Session {
         match sink {
             Sink::Direct(out, written) => out.len() - written,
             Sink::Buffer if self.stops_at_data() => 0,
-            Sink::Buffer => match self.params().mode {
+            Sink::Buffer => match self.mode() {
                 Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream_len()),
                 Mode::Message if self.rx.messages_charge as usize >= self.config.recv_buffer => 0,
                 Mode::Message => usize::MAX,
@@ -805,7 +794,7 @@ impl Session {
                 // A chunk of one frame (≤ 16 MiB); the total is bounded by
                 // the receive buffer (see `Rx::body_left`).
                 self.rx.queued += chunk.len() as u32;
-                match self.params().mode {
+                match self.mode() {
                     Mode::Stream => {
                         self.rx.bufs_mut().stream.extend_from_slice(chunk);
                         self.post_readable();
@@ -817,7 +806,7 @@ impl Session {
     }
 
     fn end_message(&mut self) {
-        if self.params().mode != Mode::Message {
+        if self.mode() != Mode::Message {
             return;
         }
         let bufs = self.rx.bufs_mut();
@@ -852,7 +841,7 @@ impl Session {
     /// Whether every received frame must be sealed: integrity was granted
     /// and the ACCEPT that granted it was sent (callee) or received (caller).
     pub(super) fn integrity_in_force(&self) -> bool {
-        self.flag(Self::NEGOTIATED) && self.params().integrity == Integrity::Crc32c
+        self.flags.get(Self::NEGOTIATED) && self.flags.get(Self::SEALED)
     }
 
     /// An unsealed frame while integrity is in force: refused from its
@@ -864,8 +853,8 @@ impl Session {
 
     fn stops_at_data(&self) -> bool {
         self.rx.direct()
-            && !self.flag(Self::APP_CLOSED)
-            && self.params().mode == Mode::Stream
+            && !self.flags.get(Self::APP_CLOSED)
+            && self.mode() == Mode::Stream
             && state::row(self.state, Input::RecvData).is_some()
     }
 }
