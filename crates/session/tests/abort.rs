@@ -315,3 +315,38 @@ fn idle_timeout_after_three_silent_keepalive_intervals() {
         Some(&CloseReason::TimedOut(bookend_session::Timer::Idle))
     );
 }
+
+/// The seed's steps 5 and 5a with DATA the server never read: `send_disconnect`
+/// in `PEER_DISCONNECTED` moves to `CLOSING` with the DATA still queued, and
+/// the `closesocket` that follows must not end gracefully on either side, or
+/// the client believes its DATA was read (RFC 9293 §3.10.4: TCP resets when
+/// closed with data unread). Our FIN is already sent, so the answer is RST
+/// alone (§5.5, errors after our own FIN).
+#[test]
+fn close_in_closing_with_unread_data_resets() {
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    p.client.session.send(b"never read").unwrap();
+    let t = p.time;
+    p.client.session.send_disconnect(t, Some(b"17")).unwrap();
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.server.session.peer_disconnected()
+    });
+    assert!(p.server.session.recv_queue() > 0);
+    // Step 5: the server answers with its own disconnect data; CLOSING.
+    let t = p.time;
+    p.server.session.send_disconnect(t, Some(b"1017")).unwrap();
+    assert_eq!(p.server.session.state(), State::Closing);
+    // Step 5a, with the DATA still unread.
+    p.server.session.close(t);
+    p.finish(Duration::from_secs(30));
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Aborted {
+            by: Side::Local,
+            reason: Reason::UNREAD_DATA,
+            data: None
+        })
+    );
+    assert_eq!(p.client.closed(), Some(&CloseReason::Reset));
+}
