@@ -393,8 +393,12 @@ pub enum End {
     Abandoned,
     /// RST without ABORT.
     Reset,
-    /// We aborted (the application).
+    /// We aborted (the application): the reason is the one our ABORT frame
+    /// carries, or the application's.
     AbortedLocally,
+    /// We aborted for this reason, after our FIN, so with RST alone (no
+    /// ABORT frame carries it to the peer, §5.5).
+    AbortedLocallyFor(Reason),
     /// The peer's ABORT.
     AbortedByPeer,
     /// A timer of ours.

@@ -324,8 +324,17 @@ impl Session {
         if self.is_closed() || self.flags.get(Self::APP_CLOSED) {
             return;
         }
-        let input = if self.has_unread() && state::row(self.state, Input::AppCloseUnread).is_some()
-        {
+        // Every state where data can be unread has its own AppCloseUnread
+        // row (the table test `close_with_unread_data_never_ends_gracefully`
+        // derives those states from the table itself), so the plain close is
+        // never a silent stand-in for a missing row.
+        let unread = self.has_unread();
+        debug_assert!(
+            !unread || state::row(self.state, Input::AppCloseUnread).is_some(),
+            "data unread in {} without an AppCloseUnread row",
+            self.state
+        );
+        let input = if unread && state::row(self.state, Input::AppCloseUnread).is_some() {
             debug!(unread = self.rx.queued, "close with unread data: aborting");
             Input::AppCloseUnread
         } else {

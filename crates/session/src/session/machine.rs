@@ -236,6 +236,11 @@ impl Session {
             },
             End::Abandoned => CloseReason::Abandoned,
             End::Reset => CloseReason::Reset,
+            End::AbortedLocallyFor(reason) => CloseReason::Aborted {
+                by: Side::Local,
+                reason,
+                data: None,
+            },
             End::AbortedLocally => {
                 let (reason, data) = match row.send {
                     Some(Control::Abort(Some(fixed))) => (fixed, None),

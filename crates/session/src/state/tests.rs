@@ -205,3 +205,50 @@ fn timers_sharing_a_slot_are_never_armed_together() {
     assert!(armed[State::LocalDisconnected as usize].contains(TimerId::Idle));
     assert!(armed[State::Closed as usize].contains(TimerId::AbortFlush));
 }
+
+/// RFC 9293 §3.10.4: a close with received data unread resets, so the peer
+/// never believes its data was read. Data can be unread in every state
+/// reachable from one where DATA is received (it stays queued until read);
+/// in each of those, close() with data unread has its own row (no fallback
+/// to the plain close), and that row ends the session with ABORT or RST,
+/// never gracefully.
+#[test]
+fn close_with_unread_data_never_ends_gracefully() {
+    let mut unread = [false; State::ALL.len()];
+    for s in State::ALL {
+        unread[s as usize] = row(s, Input::RecvData).is_some();
+    }
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for s in State::ALL {
+            for i in Input::ALL {
+                if let Some(to) = next(s, i)
+                    && unread[s as usize]
+                    && !unread[to as usize]
+                {
+                    unread[to as usize] = true;
+                    changed = true;
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for s in State::ALL {
+        if !unread[s as usize] || s == State::Closed {
+            continue;
+        }
+        checked += 1;
+        let r = row(s, Input::AppCloseUnread)
+            .unwrap_or_else(|| panic!("{s}: close() with unread data has no row"));
+        assert_eq!(next(s, Input::AppCloseUnread), Some(State::Closed), "{s}");
+        assert_eq!(r.transport, Some(Transport::Rst), "{s}: no RST");
+        assert!(
+            matches!(r.post, Some(Post::Closed(e)) if e != End::Graceful),
+            "{s}: {:?}",
+            r.post
+        );
+    }
+    // OPEN, LOCAL_DISCONNECTED, PEER_DISCONNECTED and CLOSING.
+    assert_eq!(checked, 4);
+}

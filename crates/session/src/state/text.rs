@@ -78,6 +78,7 @@ pub fn effects_text(row: &Row) -> String {
 fn end_text(end: End) -> String {
     match end {
         End::TimedOut(t) => alloc::format!("TimedOut {t:?}"),
+        End::AbortedLocallyFor(r) => alloc::format!("AbortedLocally {r}"),
         other => alloc::format!("{other:?}"),
     }
 }
