@@ -537,3 +537,48 @@ fn a_downgraded_proposal_is_caught() {
             .is_some_and(CloseReason::is_integrity_failure)
     );
 }
+
+/// A CONNECT with `TLVs` (raw option bytes), no caller data, and the
+/// 5-byte `INTEGRITY` check written if it carries one (§2.5).
+fn raw_connect(tlvs: &[u8]) -> Vec<u8> {
+    let body_len = 8 + tlvs.len();
+    let mut f = vec![0x01, 0x00];
+    f.extend_from_slice(&(body_len as u32).to_be_bytes());
+    f.extend_from_slice(b"BKND");
+    f.extend_from_slice(&[1, 1]);
+    f.extend_from_slice(&(tlvs.len() as u16).to_be_bytes());
+    f.extend_from_slice(tlvs);
+    bookend_wire::seal_connect(&mut f);
+    f
+}
+
+/// §2.5: a callee willing to grant seals the REJECT to a CONNECT it parsed
+/// that proposed `INTEGRITY` = 1, and a CONNECT whose options are well
+/// formed but hold an unknown critical option is parsed: REJECT
+/// (`OPTION_UNSUPPORTED`) is sealed wherever the two options sit.
+#[test]
+fn a_reject_for_an_unknown_critical_option_is_sealed() {
+    const UNKNOWN_CRITICAL: [u8; 4] = [0x80, 0x42, 0x00, 0x00];
+    const INTEGRITY_1: [u8; 9] = [0x00, 0x07, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+    for order in [
+        [&UNKNOWN_CRITICAL[..], &INTEGRITY_1[..]].concat(),
+        [&INTEGRITY_1[..], &UNKNOWN_CRITICAL[..]].concat(),
+    ] {
+        let mut s = Session::callee(config(Integrity::Crc32c, Mode::Stream), 2, T).unwrap();
+        let connect = raw_connect(&order);
+        assert_eq!(s.handle_bytes(T, &connect), connect.len());
+        let out = drain(&mut s);
+        assert_eq!(
+            frames(&out),
+            [(FrameType::Reject, flags::CRC32C)],
+            "options {order:02x?}"
+        );
+        let Ok(Decoded::Frame { repr, .. }) = decode(&out, &Limits::DEFAULT) else {
+            unreachable!()
+        };
+        let bookend_wire::FrameRepr::Reject(r) = repr else {
+            panic!("{repr:?}")
+        };
+        assert_eq!(r.reason, Reason::OPTION_UNSUPPORTED);
+    }
+}
