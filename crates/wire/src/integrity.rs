@@ -180,11 +180,13 @@ mod tests {
     }
 }
 
-/// Where the CRC of a CONNECT's `INTEGRITY` option sits in `frame` (one whole
-/// CONNECT: header and body), if it carries one: the offset of its 4 bytes.
-/// `None` for any other frame, a CONNECT without the 5-byte form, or one
-/// whose options block does not walk cleanly (the parse refuses those).
-fn connect_crc_at(frame: &[u8]) -> Option<usize> {
+/// Where the `INTEGRITY` option's value sits in `frame` (one whole CONNECT:
+/// header and body): the offset and length of its value, at its first
+/// occurrence. `None` for any other frame, a CONNECT without the option, or
+/// one whose options block does not walk cleanly up to it (the parse
+/// refuses those). The walk reads TLVs only by their kind and length, so it
+/// finds the option wherever it sits, after an unknown critical option too.
+fn connect_integrity_at(frame: &[u8]) -> Option<(usize, usize)> {
     use crate::field::read_u16;
     use crate::options::{OPTION_CRITICAL, OPTION_HEADER_LEN, OptionKind};
     if frame.first() != Some(&u8::from(crate::FrameType::Connect)) {
@@ -202,12 +204,37 @@ fn connect_crc_at(frame: &[u8]) -> Option<usize> {
     while at + OPTION_HEADER_LEN <= block.len() {
         let kind = read_u16(block, at) & !OPTION_CRITICAL;
         let len = usize::from(read_u16(block, at + 2));
-        if kind == OptionKind::Integrity as u16 && len == 5 {
-            return Some(opts_at + at + OPTION_HEADER_LEN + 1);
+        if at + OPTION_HEADER_LEN + len > block.len() {
+            return None;
+        }
+        if kind == OptionKind::Integrity as u16 {
+            return Some((opts_at + at + OPTION_HEADER_LEN, len));
         }
         at += OPTION_HEADER_LEN + len;
     }
     None
+}
+
+/// Where the CRC of a CONNECT's `INTEGRITY` option sits in `frame`, if it
+/// carries the 5-byte form: the offset of its 4 bytes.
+fn connect_crc_at(frame: &[u8]) -> Option<usize> {
+    match connect_integrity_at(frame) {
+        Some((at, 5)) => Some(at + 1),
+        _ => None,
+    }
+}
+
+/// The `INTEGRITY` proposal of `frame` (one whole CONNECT), read wherever
+/// the option sits in the block, even when the block as a whole does not
+/// parse (an unknown critical option, say): a callee refusing such a CONNECT
+/// still knows whether the caller checks sealed frames, and seals its REJECT
+/// if it is willing (§2.5). [`Integrity::None`] for any other frame, an
+/// absent option, or a value version 1 does not define.
+pub fn connect_integrity_proposal(frame: &[u8]) -> Integrity {
+    match connect_integrity_at(frame) {
+        Some((at, 1 | 5)) => Integrity::from_u8(frame[at]).unwrap_or_default(),
+        _ => Integrity::None,
+    }
 }
 
 /// CRC-32C of `frame` with the 4 bytes at `at` taken as zero.
@@ -250,6 +277,42 @@ pub fn verify_connect(frame: &[u8]) -> Result<bool, Error> {
 mod connect_tests {
     use super::*;
     use crate::vectors::FRAME_VECTORS;
+
+    #[test]
+    fn the_proposal_is_found_wherever_it_sits() {
+        // CONNECT header and fixed body, then `tlvs`.
+        fn connect(tlvs: &[u8]) -> [u8; 64] {
+            let mut f = [0u8; 64];
+            f[0] = 0x01;
+            f[2..6].copy_from_slice(&(8 + tlvs.len() as u32).to_be_bytes());
+            f[6..10].copy_from_slice(b"BKND");
+            f[10..12].copy_from_slice(&[1, 1]);
+            f[12..14].copy_from_slice(&(tlvs.len() as u16).to_be_bytes());
+            f[14..14 + tlvs.len()].copy_from_slice(tlvs);
+            f
+        }
+        let unknown_critical = [0x80, 0x42, 0, 1, 9];
+        let short = [0, 7, 0, 1, 1];
+        let long = [0, 7, 0, 5, 1, 0, 0, 0, 0];
+        for (tlvs, want) in [
+            (&[][..], Integrity::None),
+            (&short[..], Integrity::Crc32c),
+            (&long[..], Integrity::Crc32c),
+            (&[unknown_critical, short].concat()[..], Integrity::Crc32c),
+            (
+                &[&unknown_critical[..], &long[..]].concat()[..],
+                Integrity::Crc32c,
+            ),
+            (&[0, 7, 0, 1, 0][..], Integrity::None),
+            (&[0, 7, 0, 1, 9][..], Integrity::None),
+            // A TLV running past the block hides what follows.
+            (&[0x80, 0x42, 0, 9, 0, 7, 0, 1, 1][..], Integrity::None),
+        ] {
+            let f = connect(tlvs);
+            let n = 14 + tlvs.len();
+            assert_eq!(connect_integrity_proposal(&f[..n]), want, "{tlvs:02x?}");
+        }
+    }
 
     #[test]
     fn the_connect_vector_checks_and_every_flip_is_caught() {

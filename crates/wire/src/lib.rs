@@ -57,7 +57,8 @@ pub use error::Error;
 pub use frame::{Frame, FrameType, HEADER_LEN, emit_header, flags};
 pub use hello::{AcceptRepr, ConnectRepr, HELLO_FIXED_LEN, Hello, MAGIC, VERSION};
 pub use integrity::{
-    Integrity, TRAILER_LEN, crc32c, crc32c_parts, seal, seal_connect, verify, verify_connect,
+    Integrity, TRAILER_LEN, connect_integrity_proposal, crc32c, crc32c_parts, seal, seal_connect,
+    verify, verify_connect,
 };
 pub use limits::{
     DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,

@@ -597,6 +597,16 @@ impl Session {
             self.violate(now, Violation::Malformed(e));
             return false;
         }
+        if bytes.first() == Some(&u8::from(FrameType::Connect)) {
+            // A caller that proposed integrity checks sealed frames, so every
+            // answer to a CONNECT that passed its check is sealed if we are
+            // willing: a REJECT, from here (an unknown critical option
+            // included: the proposal is read wherever it sits) or from the
+            // application, or the ACCEPT, which `accept` seals by the grant
+            // (§2.5).
+            self.tx.seal = bookend_wire::connect_integrity_proposal(bytes) == Integrity::Crc32c
+                && self.config.options.integrity == Integrity::Crc32c;
+        }
         // The length was checked from the header, against the limits in force
         // then (`check_header`); the body is only parsed here.
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
@@ -697,11 +707,6 @@ impl Session {
 
     fn on_connect(&mut self, now: Instant, c: ConnectRepr<'_>) {
         let proposed = Options::from_proposal(&c.options);
-        // A caller that proposed integrity checks sealed frames, so our
-        // answer is sealed if we are willing: a REJECT, from here or from the
-        // application, or the ACCEPT, which `accept` seals by the grant (§2.5).
-        self.tx.seal = proposed.integrity == Integrity::Crc32c
-            && self.config.options.integrity == Integrity::Crc32c;
         let unservable = if !(c.min_version..=c.max_version).contains(&VERSION) {
             Some(Reason::VERSION_UNSUPPORTED)
         } else if c
