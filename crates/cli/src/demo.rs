@@ -54,6 +54,9 @@ pub struct DemoConfig {
     /// (`docs/protocol.md` §2.5). On by default in the demo: its totals
     /// must be exact, and `--corrupt` makes damage TCP misses likely.
     pub integrity: Integrity,
+    /// Whether the servers grant the check to callers that propose it
+    /// (`false` plays a peer configured without integrity).
+    pub servers_grant_integrity: bool,
 }
 
 impl Default for DemoConfig {
@@ -75,6 +78,7 @@ impl Default for DemoConfig {
             limit: Duration::from_secs(600),
             capture: false,
             integrity: Integrity::Crc32c,
+            servers_grant_integrity: true,
             padding: Padding::default(),
             policy: Policy::default(),
         }
@@ -311,6 +315,9 @@ impl DemoApp {
         c.session.options.keepalive_ms = self.config.keepalive_ms;
         c.session.options.mode = self.config.mode;
         c.session.options.integrity = self.config.integrity;
+        if host < self.config.servers && !self.config.servers_grant_integrity {
+            c.session.options.integrity = Integrity::None;
+        }
         // Every timer at its default: the defaults survive lossy links
         // (issue 11). Only a keepalive shorter than the default, asked for
         // to find dead peers sooner, scales the TCP user timeout and

@@ -266,3 +266,21 @@ fn corruption_tcp_misses_alters_nothing_with_integrity_on() {
         "without the trailer nothing was altered: the slice is too mild"
     );
 }
+
+/// §2.5, §8: a caller that requires integrity and is not granted it ends the
+/// session with a reason that names the cause (`INTEGRITY_REQUIRED`,
+/// 0x0008), not `INTEGRITY_FAILURE`: no frame failed a check.
+#[test]
+fn integrity_required_but_not_granted_is_not_an_integrity_failure() {
+    let r = demo::run(DemoConfig {
+        clients: 3,
+        servers_grant_integrity: false,
+        ..DemoConfig::default()
+    });
+    assert_eq!(r.clients.len(), 3);
+    for c in &r.clients {
+        assert!(!c.integrity_failure, "{}: {:?}", c.name, c.failure);
+        let why = c.failure.as_deref().unwrap_or_default();
+        assert!(why.contains("INTEGRITY_REQUIRED"), "{}: {why}", c.name);
+    }
+}
