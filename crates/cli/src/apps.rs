@@ -746,10 +746,7 @@ impl Client {
                 continue;
             };
             match ev {
-                Event::Connected {
-                    callee_data,
-                    granted,
-                } => {
+                Event::Connected { callee_data, .. } => {
                     let shown = callee_data
                         .as_deref()
                         .map(String::from_utf8_lossy)
@@ -768,20 +765,6 @@ impl Client {
                         .collect();
                     if callee_data.as_deref() != Some(&expected[..]) {
                         self.wrong_replies += 1;
-                    }
-                    if self.integrity == Integrity::Crc32c && granted.integrity != Integrity::Crc32c
-                    {
-                        // The demo's servers always grant it: not granted, the
-                        // proposal was damaged on the way (CONNECT is not
-                        // sealed, §2.5). This client requires integrity.
-                        let _ = ep.abort(sockets, h, now, Reason::INTEGRITY_FAILURE, None);
-                        self.close_reason = Some(CloseReason::Aborted {
-                            by: bookend_session::Side::Local,
-                            reason: Reason::INTEGRITY_FAILURE,
-                            data: None,
-                        });
-                        self.fail("integrity was not granted".to_string());
-                        continue;
                     }
                     self.greeting = callee_data;
                     if self.transactions == 0 {

@@ -57,6 +57,12 @@ pub struct DemoConfig {
     /// Whether the servers grant the check to callers that propose it
     /// (`false` plays a peer configured without integrity).
     pub servers_grant_integrity: bool,
+    /// Whether the clients require the check rather than prefer it
+    /// (`Config::require_integrity`): a client not granted it ends with
+    /// ABORT(`INTEGRITY_REQUIRED`). On by default: the demo's servers always
+    /// grant it, so a grant of none means the proposal was damaged on the
+    /// way (CONNECT is not sealed, §2.5).
+    pub require_integrity: bool,
 }
 
 impl Default for DemoConfig {
@@ -79,6 +85,7 @@ impl Default for DemoConfig {
             capture: false,
             integrity: Integrity::Crc32c,
             servers_grant_integrity: true,
+            require_integrity: true,
             padding: Padding::default(),
             policy: Policy::default(),
         }
@@ -315,8 +322,13 @@ impl DemoApp {
         c.session.options.keepalive_ms = self.config.keepalive_ms;
         c.session.options.mode = self.config.mode;
         c.session.options.integrity = self.config.integrity;
-        if host < self.config.servers && !self.config.servers_grant_integrity {
-            c.session.options.integrity = Integrity::None;
+        if host < self.config.servers {
+            if !self.config.servers_grant_integrity {
+                c.session.options.integrity = Integrity::None;
+            }
+        } else {
+            c.session.require_integrity =
+                self.config.require_integrity && self.config.integrity == Integrity::Crc32c;
         }
         // Every timer at its default: the defaults survive lossy links
         // (issue 11). Only a keepalive shorter than the default, asked for

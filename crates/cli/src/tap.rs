@@ -22,6 +22,9 @@ pub enum TapRunError {
     Io(std::io::Error),
     /// The run did not complete within its wall-clock limit.
     TimedOut,
+    /// The client's session ended before the scenario did: why, with the
+    /// close reason (refused, reset, aborted with its reason code, timed out).
+    Failed(String),
 }
 
 impl fmt::Display for TapRunError {
@@ -30,6 +33,7 @@ impl fmt::Display for TapRunError {
             Self::Tap(e) => write!(f, "{e}"),
             Self::Io(e) => write!(f, "device I/O: {e}"),
             Self::TimedOut => write!(f, "did not complete within the time limit"),
+            Self::Failed(why) => write!(f, "the session failed: {why}"),
         }
     }
 }
@@ -160,7 +164,7 @@ pub fn connect(
     .map_err(TapRunError::Io)?;
     match &client.state {
         ClientState::Finished => {}
-        ClientState::Failed(_) => return Err(TapRunError::TimedOut),
+        ClientState::Failed(why) => return Err(TapRunError::Failed(why.clone())),
         _ => return Err(TapRunError::TimedOut),
     }
     let mut steps = client.steps.take().unwrap_or_default();

@@ -284,3 +284,15 @@ fn integrity_required_but_not_granted_is_not_an_integrity_failure() {
         assert!(why.contains("INTEGRITY_REQUIRED"), "{}: {why}", c.name);
     }
 }
+
+/// §2.5: a caller that prefers integrity (proposes it, does not require it)
+/// plays the seed scenario, unsealed, with a callee configured without it.
+#[test]
+fn integrity_preferred_plays_the_seed_with_a_callee_without_it() {
+    let r = demo::run(DemoConfig {
+        servers_grant_integrity: false,
+        require_integrity: false,
+        ..DemoConfig::default()
+    });
+    check(&r);
+}

@@ -271,6 +271,16 @@ pub struct Config {
     pub send_buffer: usize,
     /// Callee: the modes it serves. Default: only `options.mode`.
     pub offered_modes: ModeOffer,
+    /// Whether the CRC-32C trailer (§2.5) is required rather than preferred.
+    /// Preferred (`false`, the default): a caller proposing it is served
+    /// unsealed by a callee that does not grant it, and a callee willing to
+    /// grant it serves a caller that does not propose it, unsealed; both
+    /// sides know from the ACCEPT. Required: a caller ends a session whose
+    /// ACCEPT does not grant it with ABORT(`INTEGRITY_REQUIRED`), and a
+    /// callee refuses a CONNECT that does not propose it with
+    /// REJECT(`INTEGRITY_REQUIRED`) before its application sees it.
+    /// Requires `options.integrity` to be CRC-32C.
+    pub require_integrity: bool,
 }
 
 impl Default for Config {
@@ -285,6 +295,7 @@ impl Default for Config {
             recv_buffer: 256 * 1024,
             send_buffer: 256 * 1024,
             offered_modes: ModeOffer::Configured,
+            require_integrity: false,
         }
     }
 }
@@ -302,6 +313,9 @@ pub enum ConfigError {
     },
     /// `send_buffer` of zero: nothing could ever be sent.
     SendBufferTooSmall,
+    /// `require_integrity` without `options.integrity`: a requirement the
+    /// session would never propose.
+    IntegrityRequiredButOff,
     /// `recv_buffer` over [`MAX_RECV_BUFFER`].
     RecvBufferTooLarge {
         /// The largest acceptable value.
@@ -320,6 +334,9 @@ impl fmt::Display for ConfigError {
             Self::Option(e) => write!(f, "invalid option: {e}"),
             Self::RecvBufferTooSmall { min } => write!(f, "recv_buffer must be at least {min}"),
             Self::SendBufferTooSmall => write!(f, "send_buffer must be non-zero"),
+            Self::IntegrityRequiredButOff => {
+                write!(f, "require_integrity needs options.integrity = Crc32c")
+            }
             Self::RecvBufferTooLarge { max } => write!(f, "recv_buffer must be at most {max}"),
         }
     }
@@ -339,8 +356,8 @@ impl Config {
     /// Checks the configuration.
     ///
     /// This function returns `Err` for options out of range, a receive
-    /// buffer smaller than one message or over [`MAX_RECV_BUFFER`], or an
-    /// empty send buffer.
+    /// buffer smaller than one message or over [`MAX_RECV_BUFFER`], an
+    /// empty send buffer, or integrity required but not proposed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.options.validate().map_err(ConfigError::Option)?;
         let min = self.options.max_message_size as usize;
@@ -354,6 +371,9 @@ impl Config {
             return Err(ConfigError::RecvBufferTooLarge {
                 max: MAX_RECV_BUFFER,
             });
+        }
+        if self.require_integrity && self.options.integrity != Integrity::Crc32c {
+            return Err(ConfigError::IntegrityRequiredButOff);
         }
         Ok(())
     }

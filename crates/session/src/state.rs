@@ -139,6 +139,9 @@ pub enum Input {
     RecvUnacceptableConnect,
     /// ACCEPT received and valid.
     RecvAccept,
+    /// ACCEPT received, valid, but not granting what this caller requires:
+    /// the CRC-32C trailer (`Config::require_integrity`, §2.5).
+    RecvUnacceptableAccept,
     /// REJECT received.
     RecvReject,
     /// DATA received while the application still reads.
@@ -187,7 +190,7 @@ pub enum Input {
 
 impl Input {
     /// Every input, in declaration order.
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 34] = [
         Self::AppConnect,
         Self::AppAccept,
         Self::AppReject,
@@ -200,6 +203,7 @@ impl Input {
         Self::RecvConnect,
         Self::RecvUnacceptableConnect,
         Self::RecvAccept,
+        Self::RecvUnacceptableAccept,
         Self::RecvReject,
         Self::RecvData,
         Self::RecvDataAfterClose,

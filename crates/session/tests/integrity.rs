@@ -582,3 +582,71 @@ fn a_reject_for_an_unknown_critical_option_is_sealed() {
         assert_eq!(r.reason, Reason::OPTION_UNSUPPORTED);
     }
 }
+
+/// §2.5: integrity required rather than preferred. A caller that requires
+/// it ends a session whose ACCEPT does not grant it with
+/// ABORT(`INTEGRITY_REQUIRED`), unsealed (it was not granted), and a callee
+/// that requires it refuses a CONNECT that does not propose it with
+/// REJECT(`INTEGRITY_REQUIRED`) before its application sees it.
+#[test]
+fn integrity_required_is_enforced_with_its_own_reason() {
+    // The caller requires; the callee does not grant.
+    let mut c_conf = config(Integrity::Crc32c, Mode::Stream);
+    c_conf.require_integrity = true;
+    let options = c_conf.options;
+    let mut c = Session::caller(c_conf, 1).unwrap();
+    let mut s = Session::callee(config(Integrity::None, Mode::Stream), 2, T).unwrap();
+    c.connect(T, None, options).unwrap();
+    let connect = drain(&mut c);
+    s.handle_bytes(T, &connect);
+    let Some(Event::ConnectRequest(req)) = s.poll_event() else {
+        panic!("no request")
+    };
+    s.accept(T, None, req.grant).unwrap();
+    let accept = drain(&mut s);
+    c.handle_bytes(T, &accept);
+    let (abort, actions) = output_actions(&mut c);
+    assert_eq!(frames(&abort), [(FrameType::Abort, 0)]);
+    assert!(actions.contains(&TransportAction::Reset), "{actions:?}");
+    let required = Reason::INTEGRITY_REQUIRED;
+    assert_eq!(
+        c.close_reason(),
+        Some(&CloseReason::Aborted {
+            by: Side::Local,
+            reason: required,
+            data: None
+        })
+    );
+    assert!(!c.close_reason().unwrap().is_integrity_failure());
+    s.handle_bytes(T, &abort);
+    assert_eq!(
+        s.close_reason(),
+        Some(&CloseReason::Aborted {
+            by: Side::Peer,
+            reason: required,
+            data: None
+        })
+    );
+
+    // The callee requires; the caller does not propose.
+    let mut s_conf = config(Integrity::Crc32c, Mode::Stream);
+    s_conf.require_integrity = true;
+    let mut s = Session::callee(s_conf, 2, T).unwrap();
+    let c_conf = config(Integrity::None, Mode::Stream);
+    let options = c_conf.options;
+    let mut c = Session::caller(c_conf, 1).unwrap();
+    c.connect(T, None, options).unwrap();
+    let connect = drain(&mut c);
+    s.handle_bytes(T, &connect);
+    assert!(events(&mut s).is_empty(), "the application saw the request");
+    let reject = drain(&mut s);
+    c.handle_bytes(T, &reject);
+    assert!(events(&mut c).iter().any(
+        |e| matches!(e, Event::Refused { reason, .. } if *reason == Reason::INTEGRITY_REQUIRED)
+    ));
+
+    // Required without proposing it is a configuration error.
+    let mut bad = config(Integrity::None, Mode::Stream);
+    bad.require_integrity = true;
+    assert!(Session::caller(bad, 1).is_err());
+}

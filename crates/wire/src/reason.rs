@@ -29,6 +29,12 @@ impl Reason {
     pub const DATA_TOO_LARGE: Self = Self(0x0006);
     /// 0x0007: the listener is shutting down (DECnet 3/11).
     pub const SHUTTING_DOWN: Self = Self(0x0007);
+    /// 0x0008: integrity is required and the peer did not take it up: in
+    /// REJECT, a callee that requires the CRC-32C trailer refuses a CONNECT
+    /// that does not propose it; in ABORT, a caller that requires it ends a
+    /// session whose ACCEPT did not grant it (§2.5). Nothing was damaged:
+    /// that is `INTEGRITY_FAILURE`.
+    pub const INTEGRITY_REQUIRED: Self = Self(0x0008);
 
     /// 0x0100: a frame could not be parsed (X.224 133 "protocol error").
     pub const PROTOCOL_ERROR: Self = Self(0x0100);
@@ -86,6 +92,7 @@ impl Reason {
             0x0005 => "OPTION_UNSUPPORTED",
             0x0006 => "DATA_TOO_LARGE",
             0x0007 => "SHUTTING_DOWN",
+            0x0008 => "INTEGRITY_REQUIRED",
             0x0100 => "PROTOCOL_ERROR",
             0x0101 => "UNEXPECTED_FRAME",
             0x0102 => "FRAME_TOO_LARGE",

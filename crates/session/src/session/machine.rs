@@ -52,6 +52,7 @@ impl Session {
                 Input::RecvConnect
                 | Input::RecvUnacceptableConnect
                 | Input::RecvAccept
+                | Input::RecvUnacceptableAccept
                 | Input::RecvReject
                 | Input::RecvData
                 | Input::RecvDataAfterClose

@@ -717,6 +717,8 @@ impl Session {
         } else if !self.config.offers(proposed.mode) {
             // §4.2: the mode is never negotiated down.
             Some(Reason::OPTION_UNSUPPORTED)
+        } else if self.config.require_integrity && proposed.integrity != Integrity::Crc32c {
+            Some(Reason::INTEGRITY_REQUIRED)
         } else {
             None
         };
@@ -752,10 +754,15 @@ impl Session {
                 },
             );
         }
-        self.set_params(granted);
-        self.flags.set(Self::NEGOTIATED, true);
         // From here on we seal exactly when integrity was granted (§2.5).
         self.tx.seal = granted.integrity == Integrity::Crc32c;
+        if self.config.require_integrity && granted.integrity != Integrity::Crc32c {
+            debug!("integrity required and not granted");
+            self.fire(now, Input::RecvUnacceptableAccept, Args::default());
+            return;
+        }
+        self.set_params(granted);
+        self.flags.set(Self::NEGOTIATED, true);
         let args = Args {
             peer_data: a.data.map(Bytes::copy_from_slice),
             ..Args::default()

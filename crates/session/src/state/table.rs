@@ -116,6 +116,10 @@ pub const TRANSITIONS: &[Row] = &[
         .clear(Timers::of(TimerId::Connect))
         .arm(Timers::LIVENESS)
         .post(Post::Connected),
+    // A caller that requires integrity ends a session that does not have
+    // it (§2.5); the ABORT names the cause.
+    Row::new(&[ConnectSent], Input::RecvUnacceptableAccept, to(Closed))
+        .aborts(Some(Reason::INTEGRITY_REQUIRED), End::AbortedLocally),
     Row::new(&[ConnectSent], Input::RecvReject, to(Refused))
         .fin()
         .clear(Timers::of(TimerId::Connect))
