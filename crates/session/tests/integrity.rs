@@ -650,3 +650,70 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     bad.require_integrity = true;
     assert!(Session::caller(bad, 1).is_err());
 }
+
+/// §2.4/§2.5: with integrity in force, damage to a header's `length` is
+/// caught from the header, before the body is waited for. Two flips that
+/// cancel in TCP's checksum turned a sealed DATA frame's length from 12
+/// into 8 204, under the frame limit; the receiver waited for that body
+/// while the only bytes arriving were the peer's PINGs, which also kept
+/// its idle timer fresh, and the CRC failed hours later.
+#[test]
+fn a_damaged_length_ends_the_session_at_once() {
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    c.send(b"total=5").unwrap();
+    let mut wire = drain(&mut c);
+    wire[4] ^= 0x20; // length 11 becomes 8 203
+    s.handle_bytes(T, &wire);
+    assert!(
+        s.close_reason()
+            .is_some_and(CloseReason::is_integrity_failure),
+        "still waiting for a body of {} bytes: {:?}",
+        u32::from_be_bytes(wire[2..6].try_into().unwrap()),
+        s.close_reason()
+    );
+    let mut buf = [0u8; 64];
+    assert!(s.recv(&mut buf).is_err());
+}
+
+/// §2.5: with integrity in force, damage that lands in a header (a stream
+/// shifted by corruption TCP missed, a type or flag bit hit) is reported as
+/// `INTEGRITY_FAILURE`, whichever header check it would otherwise fail
+/// first: reserved type, unknown `MUST_UNDERSTAND` type, a frame illegal in
+/// the state, a length over the limit.
+#[test]
+fn header_damage_under_integrity_is_an_integrity_failure() {
+    // (byte, xor) applied to a sealed DATA frame's header.
+    for (byte, xor, was) in [
+        (0usize, 0x04u8, "reserved type 0x00"),
+        (0, 0x44, "unknown type 0x40"),
+        (1, 0x80, "MUST_UNDERSTAND on DATA"),
+        (0, 0x05, "type 0x01: CONNECT, illegal in OPEN"),
+        (2, 0x01, "length over the limit"),
+        (1, 0x40, "CRC32C flag cleared"),
+    ] {
+        let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+        c.send(b"total=5").unwrap();
+        let mut wire = drain(&mut c);
+        wire[byte] ^= xor;
+        s.handle_bytes(T, &wire);
+        assert!(
+            s.close_reason()
+                .is_some_and(CloseReason::is_integrity_failure),
+            "{was}: {:?}",
+            s.close_reason()
+        );
+        let (abort, _) = output_actions(&mut s);
+        c.handle_bytes(T, &abort);
+        assert!(
+            matches!(
+                c.close_reason(),
+                Some(CloseReason::Aborted {
+                    reason: Reason::INTEGRITY_FAILURE,
+                    ..
+                })
+            ),
+            "{was}: {:?}",
+            c.close_reason()
+        );
+    }
+}
