@@ -81,7 +81,11 @@ impl Violation {
             Self::Malformed(WireError::FrameTooLarge { .. }) => Reason::FRAME_TOO_LARGE,
             Self::Malformed(WireError::UnknownCriticalFrame { .. }) => Reason::UNKNOWN_FRAME,
             Self::Malformed(WireError::UnknownCriticalOption { .. }) => Reason::OPTION_UNSUPPORTED,
-            Self::Malformed(WireError::ChecksumMismatch { .. } | WireError::MissingTrailer)
+            Self::Malformed(
+                WireError::ChecksumMismatch { .. }
+                | WireError::HeaderChecksumMismatch { .. }
+                | WireError::MissingTrailer,
+            )
             | Self::Unsealed { .. } => Reason::INTEGRITY_FAILURE,
             Self::Malformed(_) | Self::UnterminatedMessage | Self::InvalidAccept => {
                 Reason::PROTOCOL_ERROR

@@ -7,7 +7,9 @@
 //! points.
 
 use alloc::sync::Arc;
-use bookend_wire::{FrameType, HEADER_LEN, Integrity, Mode, Reason, TRAILER_LEN};
+use bookend_wire::{
+    FrameType, HEADER_LEN, Integrity, Mode, Reason, SEALED_HEADER_LEN, SEALED_OVERHEAD, TRAILER_LEN,
+};
 use bytes::Bytes;
 use tracing::trace;
 
@@ -61,9 +63,9 @@ pub enum TransportClosed {
 }
 
 /// The most a DATA frame adds to its payload on the wire: the header, and
-/// the CRC-32C trailer when the session seals (`docs/protocol.md` §2.5).
-/// Drivers size "room for one more frame" with it.
-pub const MAX_FRAME_OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
+/// the header check and CRC-32C trailer when the session seals
+/// (`docs/protocol.md` §2.5). Drivers size "room for one more frame" with it.
+pub const MAX_FRAME_OVERHEAD: usize = HEADER_LEN + SEALED_OVERHEAD;
 
 /// Smallest DATA payload [`Session::send_direct`] cuts a frame to when the
 /// transport has less room than the data: below it, waiting beats tiny frames.
@@ -493,7 +495,7 @@ impl Session {
         let p = self.params();
         let frame = p.max_frame_size as usize;
         let message = p.max_message_size as usize;
-        let control = 2 * HEADER_LEN + 2 * TRAILER_LEN + 2 + p.max_disconnect_data as usize;
+        let control = 2 * MAX_FRAME_OVERHEAD + 2 + p.max_disconnect_data as usize;
         // A frame begun under our own configured limits (before ACCEPT) may
         // finish under a smaller grant.
         let configured = self.config.options.limits();
@@ -513,7 +515,7 @@ impl Session {
         let largest_sealed = largest_control.max(body(FrameType::Data)) + TRAILER_LEN;
         BufferUsage {
             rx_partial: self.rx.partial_len(),
-            rx_partial_max: HEADER_LEN + largest_sealed,
+            rx_partial_max: SEALED_HEADER_LEN + largest_sealed,
             rx_queued: self.rx.charge(),
             rx_queued_max: match p.mode {
                 // A sealed DATA frame is delivered whole once verified, so
@@ -528,9 +530,8 @@ impl Session {
             tx: self.tx.len(),
             tx_max: self.config.send_buffer
                 + message
-                + (message / frame + 1) * (HEADER_LEN + TRAILER_LEN)
-                + HEADER_LEN
-                + TRAILER_LEN
+                + (message / frame + 1) * MAX_FRAME_OVERHEAD
+                + MAX_FRAME_OVERHEAD
                 + largest_control
                 + control,
         }

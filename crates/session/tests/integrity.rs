@@ -316,36 +316,49 @@ fn sealed_frames_in_any_chunking_and_in_direct_receive() {
 #[test]
 fn an_unsealed_accept_granting_integrity_is_refused() {
     let options = config(Integrity::Crc32c, Mode::Stream).options;
-    let mut c = Session::caller(config(Integrity::Crc32c, Mode::Stream), 1).unwrap();
-    c.connect(T, Some(b"client"), options).unwrap();
-    drain(&mut c);
     let accept = bookend_wire::FrameRepr::Accept(bookend_wire::AcceptRepr {
         version: bookend_wire::VERSION,
         options: options.to_repr(),
         data: Some(b"welcome"),
     });
-    let mut sealed_bytes = vec![0u8; accept.sealed_buffer_len()];
-    accept.emit_sealed(&mut sealed_bytes).unwrap();
-    sealed_bytes[1] &= !flags::CRC32C;
-    c.handle_bytes(T, &sealed_bytes);
-    assert!(
-        !events(&mut c)
-            .iter()
-            .any(|e| matches!(e, Event::Connected { .. })),
-        "connected on a damaged ACCEPT"
-    );
-    assert!(
-        matches!(
-            c.close_reason(),
-            Some(CloseReason::ProtocolError {
-                detail: Violation::Unsealed {
-                    frame: FrameType::Accept
-                }
-            })
-        ),
-        "{:?}",
-        c.close_reason()
-    );
+    // An ACCEPT granting integrity sent unsealed, and a sealed one whose
+    // flag bit was cleared on the way (its header check then reads as the
+    // start of the body, which no longer parses).
+    let mut unsealed = vec![0u8; accept.buffer_len()];
+    accept.emit(&mut unsealed).unwrap();
+    let mut flag_cleared = vec![0u8; accept.sealed_buffer_len()];
+    accept.emit_sealed(&mut flag_cleared).unwrap();
+    flag_cleared[1] &= !flags::CRC32C;
+    for (bytes, unsealed_reported) in [(unsealed, true), (flag_cleared, false)] {
+        let mut c = Session::caller(config(Integrity::Crc32c, Mode::Stream), 1).unwrap();
+        c.connect(T, Some(b"client"), options).unwrap();
+        drain(&mut c);
+        c.handle_bytes(T, &bytes);
+        assert!(
+            !events(&mut c)
+                .iter()
+                .any(|e| matches!(e, Event::Connected { .. })),
+            "connected on a damaged ACCEPT"
+        );
+        let reason = c.close_reason();
+        assert!(
+            matches!(reason, Some(CloseReason::ProtocolError { .. })),
+            "{reason:?}"
+        );
+        if unsealed_reported {
+            assert!(
+                matches!(
+                    reason,
+                    Some(CloseReason::ProtocolError {
+                        detail: Violation::Unsealed {
+                            frame: FrameType::Accept
+                        }
+                    })
+                ),
+                "{reason:?}"
+            );
+        }
+    }
 }
 
 /// A callee willing to seal answers a caller that proposed integrity with a
@@ -580,6 +593,22 @@ fn a_reject_for_an_unknown_critical_option_is_sealed() {
             panic!("{repr:?}")
         };
         assert_eq!(r.reason, Reason::OPTION_UNSUPPORTED);
+        // docs/protocol.md §10.4, byte for byte.
+        assert_eq!(
+            out,
+            [
+                0x03, 0x40, 0, 0, 0, 6, 0x72, 0x66, 0x3a, 0x16, 0x00, 0x05, 0xb1, 0xd4, 0xcf, 0xc3
+            ]
+        );
+        if order[0] == 0x80 {
+            assert_eq!(
+                connect,
+                [
+                    0x01, 0x00, 0, 0, 0, 0x15, 0x42, 0x4b, 0x4e, 0x44, 1, 1, 0, 0x0d, 0x80, 0x42,
+                    0, 0, 0, 7, 0, 5, 1, 0xf3, 0x5e, 0x65, 0xce
+                ]
+            );
+        }
     }
 }
 
@@ -606,7 +635,8 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     let accept = drain(&mut s);
     c.handle_bytes(T, &accept);
     let (abort, actions) = output_actions(&mut c);
-    assert_eq!(frames(&abort), [(FrameType::Abort, 0)]);
+    // docs/protocol.md §10.4.
+    assert_eq!(abort, [0x06, 0x00, 0, 0, 0, 2, 0x00, 0x08]);
     assert!(actions.contains(&TransportAction::Reset), "{actions:?}");
     let required = Reason::INTEGRITY_REQUIRED;
     assert_eq!(
@@ -640,6 +670,8 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     s.handle_bytes(T, &connect);
     assert!(events(&mut s).is_empty(), "the application saw the request");
     let reject = drain(&mut s);
+    // docs/protocol.md §10.4.
+    assert_eq!(reject, [0x03, 0x00, 0, 0, 0, 2, 0x00, 0x08]);
     c.handle_bytes(T, &reject);
     assert!(events(&mut c).iter().any(
         |e| matches!(e, Event::Refused { reason, .. } if *reason == Reason::INTEGRITY_REQUIRED)

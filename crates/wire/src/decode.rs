@@ -32,8 +32,9 @@ pub enum Decoded<'a> {
 /// so a receiver never buffers more than `limits` allow. The function neither
 /// allocates nor loops over the input; its cost is linear in one frame.
 ///
-/// This function returns `Err` for the reserved frame type, an oversized
-/// body, and any error of [`FrameRepr::parse`].
+/// This function returns `Err` for a sealed header whose check fails, the
+/// reserved frame type, an oversized body, and any error of
+/// [`FrameRepr::parse`].
 pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, Error> {
     if buf.len() < HEADER_LEN {
         return Ok(Decoded::Incomplete {
@@ -41,11 +42,24 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, Error> 
         });
     }
     let frame = Frame::new_unchecked(buf);
+    // A sealed header is checked before anything it says is acted on
+    // (§2.4, §2.5): a damaged length must not make us wait for a body.
+    let header = frame.header_len();
+    if buf.len() < header {
+        return Ok(Decoded::Incomplete {
+            needed: header - buf.len(),
+        });
+    }
+    crate::integrity::verify_header(buf)?;
+    let len = frame.body_len();
+    if header > HEADER_LEN && (len as usize) < crate::integrity::TRAILER_LEN {
+        // Sealed, with no room for its trailer: decided from the header.
+        return Err(Error::MissingTrailer);
+    }
     let frame_type = frame.frame_type();
     if frame_type == FrameType::Unknown(0) {
         return Err(Error::ReservedFrameType);
     }
-    let len = frame.body_len();
     let max = limits.max_wire_body_len(frame_type, frame.flags());
     if len > max {
         return Err(Error::FrameTooLarge {
@@ -55,7 +69,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, Error> 
         });
     }
     // `len <= max <= MAX_FRAME_SIZE + overhead`, far below usize::MAX even on 32-bit.
-    let total = HEADER_LEN + len as usize;
+    let total = header + len as usize;
     if buf.len() < total {
         return Ok(Decoded::Incomplete {
             needed: total - buf.len(),

@@ -87,6 +87,15 @@ pub enum Error {
         /// The trailer as received.
         received: u32,
     },
+    /// A sealed frame's header check (the CRC-32C of its first 6 bytes,
+    /// §2.5) does not match: the type, flags or length were altered on the
+    /// way, so the length cannot be trusted to find the body.
+    HeaderChecksumMismatch {
+        /// The CRC-32C of the 6 header bytes as received.
+        computed: u32,
+        /// The header check as received.
+        received: u32,
+    },
     /// `emit` was given a buffer shorter than [`crate::FrameRepr::buffer_len`].
     BufferTooSmall {
         /// The bytes the frame needs.
@@ -126,6 +135,10 @@ impl fmt::Display for Error {
             Self::ChecksumMismatch { computed, received } => write!(
                 f,
                 "CRC-32C mismatch: frame has {received:#010x}, its bytes give {computed:#010x}"
+            ),
+            Self::HeaderChecksumMismatch { computed, received } => write!(
+                f,
+                "header CRC-32C mismatch: header check {received:#010x}, header gives {computed:#010x}"
             ),
             Self::BadMagic => write!(f, "missing BKND magic"),
             Self::BadVersion => write!(f, "invalid version range"),

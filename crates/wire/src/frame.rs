@@ -16,6 +16,25 @@ mod field {
 /// Length of the fixed frame header: type (1), flags (1), body length (4).
 pub const HEADER_LEN: usize = field::BODY.start;
 
+/// Length of the header check a sealed frame's header ends in: the CRC-32C
+/// of the 6 bytes before it (`docs/protocol.md` §2.5).
+pub const HEADER_CHECK_LEN: usize = 4;
+
+/// Length of a sealed frame's header: the 6 bytes and their check. The
+/// `length` field does not count the check (it counts the body and the
+/// trailer), so a frame is `header_len(flags) + length` bytes.
+pub const SEALED_HEADER_LEN: usize = HEADER_LEN + HEADER_CHECK_LEN;
+
+/// The header length of a frame whose flags octet is `flags`:
+/// [`HEADER_LEN`], or [`SEALED_HEADER_LEN`] with [`flags::CRC32C`].
+pub const fn header_len(flags: u8) -> usize {
+    if flags & flags::CRC32C != 0 {
+        SEALED_HEADER_LEN
+    } else {
+        HEADER_LEN
+    }
+}
+
 /// Flag bits of the header's flags octet.
 pub mod flags {
     /// Bit 0 of CONNECT, ACCEPT, REJECT, DISCONNECT and ABORT: user data is
@@ -27,9 +46,11 @@ pub mod flags {
     /// Bit 7 of any frame: a receiver that does not know the frame type must
     /// end the session instead of skipping the frame.
     pub const MUST_UNDERSTAND: u8 = 0x80;
-    /// Bit 6 of any frame: the body ends in a 4-byte CRC-32C of the header
-    /// and the rest of the body, counted by `length` (`docs/protocol.md`
-    /// §2.5). A receiver checks it whenever it is set, negotiated or not.
+    /// Bit 6 of any frame: the frame is sealed (`docs/protocol.md` §2.5).
+    /// Its 6 header bytes are followed by their CRC-32C (the header check,
+    /// not counted by `length`), and its body ends in a 4-byte CRC-32C of
+    /// every byte before it (the trailer, counted by `length`). A receiver
+    /// checks both whenever it is set, negotiated or not.
     pub const CRC32C: u8 = 0x40;
 }
 
@@ -138,7 +159,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(frame)
     }
 
-    /// Checks that the buffer holds the header and the announced body.
+    /// Checks that the buffer holds the header (its check included, when
+    /// sealed) and the announced body.
     ///
     /// This function returns `Err(Error::Truncated)` if it does not. The body
     /// length is a u32; on 16-bit targets a length that does not fit `usize`
@@ -148,10 +170,22 @@ impl<T: AsRef<[u8]>> Frame<T> {
         if len < HEADER_LEN {
             return Err(Error::Truncated);
         }
+        let header = self.header_len();
         match usize::try_from(self.body_len()) {
-            Ok(body) if len - HEADER_LEN >= body => Ok(()),
+            Ok(body) if len >= header && len - header >= body => Ok(()),
             _ => Err(Error::Truncated),
         }
+    }
+
+    /// The header's length: [`HEADER_LEN`], or [`SEALED_HEADER_LEN`] when
+    /// the frame is sealed.
+    pub fn header_len(&self) -> usize {
+        header_len(self.flags())
+    }
+
+    /// A sealed frame's header check, as received; `None` when unsealed.
+    pub fn header_check(&self) -> Option<u32> {
+        (self.flags() & flags::CRC32C != 0).then(|| read_u32(self.buffer.as_ref(), HEADER_LEN))
     }
 
     /// Consumes the view, returning the buffer.
@@ -176,13 +210,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Header plus body length, in bytes.
     pub fn total_len(&self) -> usize {
-        HEADER_LEN + self.body_len() as usize
+        self.header_len() + self.body_len() as usize
     }
 
-    /// The body bytes.
+    /// The body bytes (with its trailer, when sealed).
     pub fn body(&self) -> &[u8] {
         let data = self.buffer.as_ref();
-        &data[field::BODY][..self.body_len() as usize]
+        &data[self.header_len()..][..self.body_len() as usize]
     }
 }
 
@@ -205,7 +239,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// The mutable body bytes, as long as the length field says.
     pub fn body_mut(&mut self) -> &mut [u8] {
         let len = self.body_len() as usize;
-        &mut self.buffer.as_mut()[field::BODY][..len]
+        let at = self.header_len();
+        &mut self.buffer.as_mut()[at..][..len]
     }
 }
 

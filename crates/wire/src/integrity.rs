@@ -4,18 +4,23 @@
 //! TCP's 16-bit ones'-complement checksum misses corruptions whose bit flips
 //! cancel (two flips in the same bit position of different 16-bit words, a
 //! swapped pair of words); SCTP dropped its Adler-32 for CRC-32c for the
-//! same reason (RFC 3309). A frame whose header has [`flags::CRC32C`] set
-//! ends in a 4-byte CRC-32C of everything before it (header included, with
-//! the flag and the length as sent), so a receiver can refuse damaged frames
-//! before acting on any byte of them.
+//! same reason (RFC 3309). A frame whose header has [`flags::CRC32C`] set is
+//! sealed: its 6 header bytes are followed by their own CRC-32C (the header
+//! check), so a damaged `length` is caught before the receiver waits for a
+//! body that will never come, and it ends in a 4-byte CRC-32C of everything
+//! before it (the trailer), so a receiver can refuse damaged frames before
+//! acting on any byte of them.
 
 use crate::Error;
 use crate::field::read_u32;
-use crate::frame::{Frame, HEADER_LEN, flags};
+use crate::frame::{Frame, HEADER_CHECK_LEN, HEADER_LEN, SEALED_HEADER_LEN, flags};
 
 /// Length of the CRC-32C trailer a sealed frame ends in. The header's
 /// `length` counts it.
 pub const TRAILER_LEN: usize = 4;
+
+/// What sealing adds to a frame: the header check and the trailer.
+pub const SEALED_OVERHEAD: usize = HEADER_CHECK_LEN + TRAILER_LEN;
 
 /// The CRC table: slice-by-16 (16 KiB of `static` data), the fastest
 /// portable form, or with the `small-crc-table` feature one 1 KiB table for
@@ -76,10 +81,77 @@ impl Integrity {
     }
 }
 
+/// The header check of a sealed header: the CRC-32C of its first
+/// [`HEADER_LEN`] bytes (type, flags with [`flags::CRC32C`] set, length).
+pub fn header_check(header: &[u8; HEADER_LEN]) -> u32 {
+    crc32c(header)
+}
+
+/// Writes a sealed header into the first [`SEALED_HEADER_LEN`] bytes of
+/// `buf`: `frame_type`, `fl` with [`flags::CRC32C`] added, `body_len` (the
+/// body without its trailer) plus [`TRAILER_LEN`], and the header check.
+/// The trailer is the sender's to append after the body.
+///
+/// This function returns `Err(Error::BufferTooSmall)` if `buf` is shorter
+/// than a sealed header, and `Err(Error::Unrepresentable)` if the length
+/// field cannot carry the body and trailer.
+pub fn emit_sealed_header(
+    buf: &mut [u8],
+    frame_type: crate::FrameType,
+    fl: u8,
+    body_len: usize,
+) -> Result<(), Error> {
+    if buf.len() < SEALED_HEADER_LEN {
+        return Err(Error::BufferTooSmall {
+            needed: SEALED_HEADER_LEN,
+        });
+    }
+    let len = body_len
+        .checked_add(TRAILER_LEN)
+        .and_then(|l| u32::try_from(l).ok())
+        .ok_or(Error::Unrepresentable)?;
+    crate::frame::emit_header(buf, frame_type, fl | flags::CRC32C, len)?;
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&buf[..HEADER_LEN]);
+    buf[HEADER_LEN..SEALED_HEADER_LEN].copy_from_slice(&header_check(&header).to_be_bytes());
+    Ok(())
+}
+
+/// Checks a sealed frame's header check: `header` holds at least the
+/// [`SEALED_HEADER_LEN`] bytes of a header with [`flags::CRC32C`] set. A
+/// receiver runs it as soon as those bytes are in, before it acts on the
+/// type, flags or length (§2.4, §2.5). Unsealed headers pass: they carry no
+/// check.
+///
+/// This function returns `Err(Error::Truncated)` if `header` is shorter
+/// than its header, and `Err(Error::HeaderChecksumMismatch)` if the check
+/// does not match.
+pub fn verify_header(header: &[u8]) -> Result<(), Error> {
+    if header.len() < HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    if header[1] & flags::CRC32C == 0 {
+        return Ok(());
+    }
+    if header.len() < SEALED_HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    let mut six = [0u8; HEADER_LEN];
+    six.copy_from_slice(&header[..HEADER_LEN]);
+    let computed = header_check(&six);
+    let received = read_u32(header, HEADER_LEN);
+    if computed != received {
+        return Err(Error::HeaderChecksumMismatch { computed, received });
+    }
+    Ok(())
+}
+
 /// Seals a frame in place: `buf` holds an emitted frame (header and body)
-/// followed by at least [`TRAILER_LEN`] spare bytes. Sets [`flags::CRC32C`],
-/// adds the trailer to the header's length and writes the CRC-32C of the
-/// header and body after the body. Returns the sealed frame's length.
+/// followed by at least [`SEALED_OVERHEAD`] spare bytes. Moves the body
+/// [`HEADER_CHECK_LEN`] bytes on, sets [`flags::CRC32C`], adds the trailer
+/// to the header's length, writes the header check after the header and the
+/// CRC-32C of the header, its check and the body after the body. Returns
+/// the sealed frame's length.
 ///
 /// This function returns `Err(Error::Truncated)` if `buf` does not hold the
 /// frame its header announces, `Err(Error::BufferTooSmall)` if the spare
@@ -87,35 +159,40 @@ impl Integrity {
 /// field cannot grow by the trailer.
 pub fn seal(buf: &mut [u8]) -> Result<usize, Error> {
     let frame = Frame::new_checked(&buf[..])?;
-    let (fl, len, total) = (frame.flags(), frame.body_len(), frame.total_len());
+    let (t, fl, len, total) = (
+        frame.frame_type(),
+        frame.flags(),
+        frame.body_len(),
+        frame.total_len(),
+    );
     if fl & flags::CRC32C != 0 {
         // Sealing twice would checksum the first trailer: a bug upstream.
         return Err(Error::Unrepresentable);
     }
-    let needed = total + TRAILER_LEN;
+    let needed = total + SEALED_OVERHEAD;
     if buf.len() < needed {
         return Err(Error::BufferTooSmall { needed });
     }
-    let sealed_len = len
-        .checked_add(TRAILER_LEN as u32)
-        .ok_or(Error::Unrepresentable)?;
-    let mut f = Frame::new_unchecked(&mut buf[..HEADER_LEN]);
-    f.set_flags(fl | flags::CRC32C);
-    f.set_body_len(sealed_len);
-    let crc = crc32c(&buf[..total]);
-    buf[total..needed].copy_from_slice(&crc.to_be_bytes());
+    buf.copy_within(HEADER_LEN..total, SEALED_HEADER_LEN);
+    emit_sealed_header(buf, t, fl, len as usize)?;
+    let end = needed - TRAILER_LEN;
+    let crc = crc32c(&buf[..end]);
+    buf[end..needed].copy_from_slice(&crc.to_be_bytes());
     Ok(needed)
 }
 
-/// Checks the trailer of a sealed frame: `frame` is exactly one frame, its
-/// header with [`flags::CRC32C`] set. Returns the length of the frame
-/// without its trailer (header plus the body the frame type defines).
+/// Checks a sealed frame, header check first, then trailer: `frame` is
+/// exactly one frame, its header with [`flags::CRC32C`] set. Returns the
+/// length of the frame without its trailer (the sealed header plus the body
+/// the frame type defines).
 ///
-/// This function returns `Err(Error::Truncated)` if `frame` is not the one
-/// frame its header announces, `Err(Error::MissingTrailer)` if the body is
-/// shorter than a trailer, and `Err(Error::ChecksumMismatch)` if the CRC
-/// differs.
+/// This function returns `Err(Error::HeaderChecksumMismatch)` if the header
+/// check differs, `Err(Error::Truncated)` if `frame` is not the one frame
+/// its header announces, `Err(Error::MissingTrailer)` if the body is
+/// shorter than a trailer, and `Err(Error::ChecksumMismatch)` if the
+/// trailer differs.
 pub fn verify(frame: &[u8]) -> Result<usize, Error> {
+    verify_header(frame)?;
     let view = Frame::new_checked(frame)?;
     if view.total_len() != frame.len() {
         return Err(Error::Truncated);
@@ -148,11 +225,12 @@ mod tests {
 
     #[test]
     fn seal_then_verify_and_every_flip_is_caught() {
-        let mut buf = [0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(seal(&mut buf), Ok(10));
+        let mut buf = [0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(seal(&mut buf), Ok(14));
         assert_eq!(buf[1], flags::CRC32C);
         assert_eq!(&buf[2..6], &[0, 0, 0, 4]);
-        assert_eq!(verify(&buf), Ok(6));
+        assert_eq!(verify_header(&buf), Ok(()));
+        assert_eq!(verify(&buf), Ok(10));
         for byte in 0..buf.len() {
             for bit in 0..8 {
                 let mut bad = buf;
@@ -162,21 +240,54 @@ mod tests {
         }
     }
 
+    /// A sealed header with a valid check and `len`.
+    fn sealed_header(len: u32, extra: usize) -> ([u8; 32], usize) {
+        let mut b = [0u8; 32];
+        b[0] = 0x07;
+        b[1] = flags::CRC32C;
+        b[2..6].copy_from_slice(&len.to_be_bytes());
+        let mut six = [0u8; HEADER_LEN];
+        six.copy_from_slice(&b[..6]);
+        b[6..10].copy_from_slice(&header_check(&six).to_be_bytes());
+        (b, SEALED_HEADER_LEN + extra)
+    }
+
     #[test]
     fn refusals() {
         let mut short = [0x07, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(seal(&mut short), Err(Error::BufferTooSmall { needed: 10 }));
-        assert_eq!(
-            verify(&[0x07, flags::CRC32C, 0, 0, 0, 2, 0, 0]),
-            Err(Error::MissingTrailer)
-        );
-        assert_eq!(
-            verify(&[0x07, flags::CRC32C, 0, 0, 0, 4, 0]),
-            Err(Error::Truncated)
-        );
-        let mut twice = [0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(seal(&mut short), Err(Error::BufferTooSmall { needed: 14 }));
+        let (b, n) = sealed_header(2, 2);
+        assert_eq!(verify(&b[..n]), Err(Error::MissingTrailer));
+        let (b, n) = sealed_header(4, 1);
+        assert_eq!(verify(&b[..n]), Err(Error::Truncated));
+        let (mut b, n) = sealed_header(4, 4);
+        b[5] ^= 0x10;
+        assert!(matches!(
+            verify(&b[..n]),
+            Err(Error::HeaderChecksumMismatch { .. })
+        ));
+        assert_eq!(verify_header(&b[..9]), Err(Error::Truncated));
+        let mut twice = [0u8; 22];
+        twice[0] = 0x07;
         seal(&mut twice).unwrap();
         assert_eq!(seal(&mut twice), Err(Error::Unrepresentable));
+    }
+
+    #[test]
+    fn every_flip_of_a_sealed_header_is_caught_from_the_header() {
+        let (b, _) = sealed_header(4, 4);
+        for byte in 0..SEALED_HEADER_LEN {
+            for bit in 0..8 {
+                let mut bad = b;
+                bad[byte] ^= 1 << bit;
+                if bad[1] & flags::CRC32C == 0 {
+                    // No longer sealed: refused as unsealed where integrity
+                    // is in force, and checked by nothing elsewhere.
+                    continue;
+                }
+                assert!(verify_header(&bad).is_err(), "flip {byte}.{bit} missed");
+            }
+        }
     }
 }
 
@@ -197,8 +308,9 @@ fn connect_integrity_at(frame: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     // Body: magic (4), versions (2), options_length (2), options.
-    let opts_at = HEADER_LEN + crate::HELLO_FIXED_LEN;
-    let opts_len = usize::from(read_u16(frame.get(..opts_at)?, HEADER_LEN + 6));
+    let body_at = view.header_len();
+    let opts_at = body_at + crate::HELLO_FIXED_LEN;
+    let opts_len = usize::from(read_u16(frame.get(..opts_at)?, body_at + 6));
     let block = frame.get(opts_at..opts_at + opts_len)?;
     let mut at = 0;
     while at + OPTION_HEADER_LEN <= block.len() {
@@ -237,9 +349,16 @@ pub fn connect_integrity_proposal(frame: &[u8]) -> Integrity {
     }
 }
 
-/// CRC-32C of `frame` with the 4 bytes at `at` taken as zero.
+/// CRC-32C of `frame` with the 4 bytes at `at` taken as zero, and without
+/// its trailer if it is sealed (the trailer is computed after this check is
+/// written, so it cannot be covered by it).
 fn crc_without(frame: &[u8], at: usize) -> u32 {
-    crc32c_parts(&[&frame[..at], &[0; 4], &frame[at + 4..]])
+    let end = if frame[1] & flags::CRC32C != 0 {
+        frame.len() - TRAILER_LEN
+    } else {
+        frame.len()
+    };
+    crc32c_parts(&[&frame[..at], &[0; 4], &frame[at + 4..end]])
 }
 
 /// Writes the check of a CONNECT that carries the 5-byte `INTEGRITY` option

@@ -54,11 +54,14 @@ pub mod vectors;
 
 pub use decode::{Decoded, decode};
 pub use error::Error;
-pub use frame::{Frame, FrameType, HEADER_LEN, emit_header, flags};
+pub use frame::{
+    Frame, FrameType, HEADER_CHECK_LEN, HEADER_LEN, SEALED_HEADER_LEN, emit_header, flags,
+    header_len,
+};
 pub use hello::{AcceptRepr, ConnectRepr, HELLO_FIXED_LEN, Hello, MAGIC, VERSION};
 pub use integrity::{
-    Integrity, TRAILER_LEN, connect_integrity_proposal, crc32c, crc32c_parts, seal, seal_connect,
-    verify, verify_connect,
+    Integrity, SEALED_OVERHEAD, TRAILER_LEN, connect_integrity_proposal, crc32c, crc32c_parts,
+    emit_sealed_header, header_check, seal, seal_connect, verify, verify_connect, verify_header,
 };
 pub use limits::{
     DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,

@@ -149,7 +149,7 @@ impl<'a> FrameRepr<'a> {
             bytes.len()
         };
         // `Frame::body` would borrow the local view; slice the buffer itself.
-        let body: &'a [u8] = &bytes[HEADER_LEN..end];
+        let body: &'a [u8] = &bytes[frame.header_len()..end];
         Ok(match frame.frame_type() {
             FrameType::Connect => Self::Connect(ConnectRepr::parse(body, flag_bits)?),
             FrameType::Accept => Self::Accept(AcceptRepr::parse(body, flag_bits)?),
@@ -237,13 +237,15 @@ impl<'a> FrameRepr<'a> {
         HEADER_LEN + self.body_len()
     }
 
-    /// Exact length of the frame emitted sealed: with its CRC-32C trailer.
+    /// Exact length of the frame emitted sealed: with its header check and
+    /// its CRC-32C trailer.
     pub fn sealed_buffer_len(&self) -> usize {
-        self.buffer_len() + crate::integrity::TRAILER_LEN
+        self.buffer_len() + crate::integrity::SEALED_OVERHEAD
     }
 
-    /// Emits the frame sealed (§2.5): with [`flags::CRC32C`] set and the
-    /// CRC-32C trailer after the body, returning the bytes written (always
+    /// Emits the frame sealed (§2.5): with [`flags::CRC32C`] set, the header
+    /// check after the header and the CRC-32C trailer after the body,
+    /// returning the bytes written (always
     /// [`sealed_buffer_len`](Self::sealed_buffer_len)).
     ///
     /// This function returns the errors of [`emit`](Self::emit).
@@ -253,7 +255,7 @@ impl<'a> FrameRepr<'a> {
             return Err(Error::BufferTooSmall { needed });
         }
         let n = self.emit(buf)?;
-        crate::integrity::seal(&mut buf[..n + crate::integrity::TRAILER_LEN])
+        crate::integrity::seal(&mut buf[..n + crate::integrity::SEALED_OVERHEAD])
     }
 
     /// Emits the frame into the start of `buf`, returning the bytes written

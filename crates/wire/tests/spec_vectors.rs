@@ -188,13 +188,34 @@ fn refused_vectors() {
             },
         ),
         (
-            &[0x07, 0x40, 0, 0, 0, 4, 0x21, 0xa8, 0x7d, 0x97],
+            &[
+                0x07, 0x40, 0, 0, 0, 4, 0x21, 0xa8, 0x7d, 0x96, 0x3a, 0x1f, 0x01, 0x04,
+            ],
             Error::ChecksumMismatch {
+                computed: 0x3a1f_0105,
+                received: 0x3a1f_0104,
+            },
+        ),
+        (
+            &[0x07, 0x40, 0, 0, 0, 4, 0x21, 0xa8, 0x7d, 0x97],
+            Error::HeaderChecksumMismatch {
                 computed: 0x21a8_7d96,
                 received: 0x21a8_7d97,
             },
         ),
-        (&[0x07, 0x40, 0, 0, 0, 2, 0x21, 0xa8], Error::MissingTrailer),
+        (
+            // A sealed DATA "hello" whose length 9 was altered into 8 201:
+            // refused from the 10 header bytes, not waited for.
+            &[0x04, 0x40, 0, 0, 0x20, 0x09, 0xaa, 0x3c, 0xfa, 0x9f],
+            Error::HeaderChecksumMismatch {
+                computed: 0xd5b7_199d,
+                received: 0xaa3c_fa9f,
+            },
+        ),
+        (
+            &[0x07, 0x40, 0, 0, 0, 2, 0x07, 0x09, 0x9a, 0x7e, 0x21, 0xa8],
+            Error::MissingTrailer,
+        ),
     ];
     for (bytes, err) in cases {
         assert_eq!(decode(bytes, &Limits::DEFAULT), Err(*err), "{bytes:02x?}");

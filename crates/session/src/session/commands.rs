@@ -2,7 +2,7 @@
 //! (a refused command changes nothing), then fires the row; only the DATA
 //! path (`send*`) queues bytes of its own.
 
-use bookend_wire::{HEADER_LEN, Integrity, Mode, Reason, TRAILER_LEN};
+use bookend_wire::{Integrity, Mode, Reason};
 use bytes::Bytes;
 use tracing::debug;
 
@@ -180,7 +180,7 @@ impl Session {
         }
         let frame = self.params.max_frame_size as usize;
         let seal = self.tx.seal;
-        let overhead = HEADER_LEN + if seal { TRAILER_LEN } else { 0 };
+        let overhead = self.tx.frame_overhead();
         let (mut taken, mut written) = (0, 0);
         while taken < data.len() {
             let room = out.len() - written;
@@ -190,11 +190,11 @@ impl Session {
                 break;
             }
             let payload = &data[taken..taken + n];
-            let (header, trailer) = super::tx::data_header(payload, 0, seal);
-            out[written..written + HEADER_LEN].copy_from_slice(&header);
-            out[written + HEADER_LEN..written + HEADER_LEN + n].copy_from_slice(payload);
+            let (header, hl, trailer) = super::tx::data_header(payload, 0, seal);
+            out[written..written + hl].copy_from_slice(&header[..hl]);
+            out[written + hl..written + hl + n].copy_from_slice(payload);
             if let Some(t) = trailer {
-                out[written + HEADER_LEN + n..written + overhead + n].copy_from_slice(&t);
+                out[written + hl + n..written + overhead + n].copy_from_slice(&t);
             }
             written += overhead + n;
             taken += n;

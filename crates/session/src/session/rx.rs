@@ -10,8 +10,8 @@
 use alloc::collections::VecDeque;
 use bookend_wire::{
     AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
-    Integrity, Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, TRAILER_LEN, VERSION, decode,
-    flags,
+    Integrity, Limits, MAX_FRAME_SIZE, MAX_USER_DATA, Mode, Reason, SEALED_HEADER_LEN, TRAILER_LEN,
+    VERSION, decode, flags, header_len,
 };
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
@@ -353,8 +353,9 @@ impl Session {
             }
             return true;
         }
-        // The header: straight from the input, or assembled in `partial`.
-        let mut header = [0u8; HEADER_LEN];
+        // The header: straight from the input, or assembled in `partial`;
+        // 6 bytes, or 10 when sealed (its check, §2.5).
+        let mut header = [0u8; SEALED_HEADER_LEN];
         let in_partial = self.rx.partial_len() > 0;
         if !in_partial
             && avail > 0
@@ -373,29 +374,44 @@ impl Session {
                 return false;
             }
         }
-        if in_partial || avail < HEADER_LEN {
-            let need = HEADER_LEN.saturating_sub(self.rx.partial_len());
-            if need > 0 {
-                let n = need.min(avail);
+        let direct_len = (avail >= HEADER_LEN).then(|| header_len(input[*at + 1]));
+        let hl = if !in_partial && direct_len.is_some_and(|hl| avail >= hl) {
+            let hl = direct_len.unwrap_or(HEADER_LEN);
+            header[..hl].copy_from_slice(&input[*at..*at + hl]);
+            hl
+        } else {
+            // Assemble 6 bytes, learn from the flags whether 4 more follow,
+            // then assemble those.
+            let mut want = HEADER_LEN;
+            loop {
+                let have = self.rx.partial_len();
+                if have >= HEADER_LEN {
+                    want = self
+                        .rx
+                        .bufs
+                        .get()
+                        .map_or(HEADER_LEN, |b| header_len(b.partial[1]));
+                }
+                if have >= want {
+                    break;
+                }
+                let n = (want - have).min(input.len() - *at);
                 if n == 0 {
                     return false;
                 }
+                // Touches the buffers only when there are bytes to keep.
                 let partial = &mut self.rx.bufs_mut().partial;
                 partial.extend_from_slice(&input[*at..*at + n]);
                 *at += n;
-                if partial.len() < HEADER_LEN {
-                    return false;
-                }
             }
-            // Assembled above (at least HEADER_LEN bytes): read, not written.
-            match self.rx.bufs.get().and_then(|b| b.partial.get(..HEADER_LEN)) {
-                Some(h) => header.copy_from_slice(h),
+            // Assembled above (at least `want` bytes): read, not written.
+            match self.rx.bufs.get().and_then(|b| b.partial.get(..want)) {
+                Some(h) => header[..want].copy_from_slice(h),
                 None => return false,
             }
-        } else {
-            header.copy_from_slice(&input[*at..*at + HEADER_LEN]);
-        }
-        let frame = Frame::new_unchecked(&header[..]);
+            want
+        };
+        let frame = Frame::new_unchecked(&header[..hl]);
         let (frame_type, fl, len) = (frame.frame_type(), frame.flags(), frame.body_len());
         // A frame resumed from `partial` was checked when its header came in,
         // against the limits in force then (they may have shrunk since, with
@@ -403,7 +419,7 @@ impl Session {
         let checked = if in_partial { self.rx.checked } else { None };
         let input_kind = match checked {
             Some(k) => k,
-            None => match self.check_header(now, frame_type, fl, len) {
+            None => match self.check_header(now, &header[..hl]) {
                 Some(k) => k,
                 None => return false, // refused: the session has ended or is rejecting
             },
@@ -426,7 +442,7 @@ impl Session {
                     // it is delivered or skipped, or acted on after close
                     // (§2.5); bounded by the frame limit checked above.
                     self.rx.checked = Some(input_kind);
-                    let total = HEADER_LEN + len as usize;
+                    let total = hl + len as usize;
                     return self.take_control(now, input, at, in_partial, total, sink);
                 }
                 if !in_partial {
@@ -463,16 +479,34 @@ impl Session {
             }
             _ => {
                 self.rx.checked = Some(input_kind);
-                self.take_control(now, input, at, in_partial, HEADER_LEN + len as usize, sink)
+                self.take_control(now, input, at, in_partial, hl + len as usize, sink)
             }
         }
     }
 
-    /// Checks a header against the state, then the limits, before any body
-    /// is waited for. Order (§2.4, §5.5): reserved type; unknown type with
+    /// Checks a header (6 bytes, or 10 when sealed) against the state, then
+    /// the limits, before any body is waited for. Order (§2.4, §2.5, §5.5):
+    /// with integrity in force, an unsealed header; a sealed header's check;
+    /// then, the header's bytes trusted, the reserved type; unknown type with
     /// MUST_UNDERSTAND; frame illegal in the state; body over its limit (for
-    /// CONNECT: REJECT(`DATA_TOO_LARGE`)); message over its limit.
-    fn check_header(&mut self, now: Instant, t: FrameType, fl: u8, len: u32) -> Option<Input> {
+    /// CONNECT: REJECT(`DATA_TOO_LARGE`)); message over its limit. So damage
+    /// to a header, while integrity is in force, is always reported as
+    /// `INTEGRITY_FAILURE`, never as the check it would otherwise fail.
+    fn check_header(&mut self, now: Instant, header: &[u8]) -> Option<Input> {
+        let frame = Frame::new_unchecked(header);
+        let (t, fl, len) = (frame.frame_type(), frame.flags(), frame.body_len());
+        if fl & flags::CRC32C == 0 && self.integrity_in_force() {
+            return self.unsealed(now, t);
+        }
+        if let Err(e) = bookend_wire::verify_header(header) {
+            self.violate(now, Violation::Malformed(e));
+            return None;
+        }
+        if fl & flags::CRC32C != 0 && (len as usize) < TRAILER_LEN {
+            // A sealed frame with no room for its trailer, from the header.
+            self.violate(now, Violation::Malformed(WireError::MissingTrailer));
+            return None;
+        }
         let input = match t {
             FrameType::Unknown(0) => {
                 self.violate(now, Violation::Malformed(WireError::ReservedFrameType));
@@ -485,13 +519,7 @@ impl Session {
                 );
                 return None;
             }
-            FrameType::Unknown(_) if fl & flags::CRC32C == 0 && self.integrity_in_force() => {
-                return self.unsealed(now, t);
-            }
             FrameType::Unknown(_) => Input::RecvUnknown,
-            _ if fl & flags::CRC32C == 0 && self.integrity_in_force() => {
-                return self.unsealed(now, t);
-            }
             FrameType::Connect => Input::RecvConnect,
             FrameType::Accept => Input::RecvAccept,
             FrameType::Reject => Input::RecvReject,
@@ -567,8 +595,10 @@ impl Session {
         }
         let partial = &mut self.rx.bufs_mut().partial;
         if !in_partial {
-            partial.extend_from_slice(&input[*at..*at + HEADER_LEN]);
-            *at += HEADER_LEN;
+            // The header came whole from the input (6 or 10 bytes).
+            let header = header_len(input[*at + 1]);
+            partial.extend_from_slice(&input[*at..*at + header]);
+            *at += header;
         }
         let n = (total - partial.len()).min(input.len() - *at);
         partial.extend_from_slice(&input[*at..*at + n]);

@@ -1,7 +1,8 @@
 //! The send side: encoded bytes waiting for the transport, and our FIN/RST.
 
 use bookend_wire::{
-    FrameRepr, FrameType, HEADER_LEN, TRAILER_LEN, crc32c_parts, emit_header, flags, seal_connect,
+    FrameRepr, FrameType, HEADER_LEN, SEALED_HEADER_LEN, SEALED_OVERHEAD, crc32c_parts,
+    emit_header, emit_sealed_header, flags, seal_connect,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;
@@ -55,9 +56,10 @@ impl Tx {
         self.buf.get().map_or(0, BytesMut::len)
     }
 
-    /// Bytes a DATA frame adds to its payload: header, and trailer if sealed.
+    /// Bytes a DATA frame adds to its payload: header, and header check and
+    /// trailer if sealed.
     pub(crate) fn frame_overhead(&self) -> usize {
-        HEADER_LEN + if self.seal { TRAILER_LEN } else { 0 }
+        HEADER_LEN + if self.seal { SEALED_OVERHEAD } else { 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -111,11 +113,11 @@ impl Tx {
         } else {
             0
         };
-        let (header, trailer) = data_header(payload, fl, self.seal);
+        let (header, hl, trailer) = data_header(payload, fl, self.seal);
         self.touched = true;
         let buf = self.buf.make();
-        buf.reserve(HEADER_LEN + payload.len() + trailer.map_or(0, |t| t.len()));
-        buf.extend_from_slice(&header);
+        buf.reserve(hl + payload.len() + trailer.map_or(0, |t| t.len()));
+        buf.extend_from_slice(&header[..hl]);
         buf.extend_from_slice(payload);
         if let Some(t) = trailer {
             buf.extend_from_slice(&t);
@@ -191,26 +193,25 @@ impl Tx {
     }
 }
 
-/// The header of a DATA frame carrying `payload` with flags `fl`, and, when
-/// `seal`, its CRC-32C trailer (§2.5): the frame is then header, payload,
-/// trailer. Emitting the header apart lets payloads go straight from the
-/// application's buffer into the transport's.
+/// The header of a DATA frame carrying `payload` with flags `fl` and its
+/// length, and, when `seal`, its CRC-32C trailer (§2.5): the frame is then
+/// the sealed header (with its check), payload, trailer. Emitting the
+/// header apart lets payloads go straight from the application's buffer
+/// into the transport's.
 pub(crate) fn data_header(
     payload: &[u8],
     fl: u8,
     seal: bool,
-) -> ([u8; HEADER_LEN], Option<[u8; TRAILER_LEN]>) {
-    let mut header = [0u8; HEADER_LEN];
-    let extra = if seal { TRAILER_LEN } else { 0 };
-    let fl = if seal { fl | flags::CRC32C } else { fl };
+) -> ([u8; SEALED_HEADER_LEN], usize, Option<[u8; 4]>) {
+    let mut header = [0u8; SEALED_HEADER_LEN];
     // Payload chunks are at most max_frame_size (≤ 16 MiB): they fit u32,
-    // trailer included, and the header buffer is HEADER_LEN long.
-    let _ = emit_header(
-        &mut header,
-        FrameType::Data,
-        fl,
-        (payload.len() + extra) as u32,
-    );
-    let trailer = seal.then(|| crc32c_parts(&[&header, payload]).to_be_bytes());
-    (header, trailer)
+    // trailer included, and the header buffer is a sealed header long.
+    if seal {
+        let _ = emit_sealed_header(&mut header, FrameType::Data, fl, payload.len());
+        let trailer = crc32c_parts(&[&header, payload]).to_be_bytes();
+        (header, SEALED_HEADER_LEN, Some(trailer))
+    } else {
+        let _ = emit_header(&mut header, FrameType::Data, fl, payload.len() as u32);
+        (header, HEADER_LEN, None)
+    }
 }

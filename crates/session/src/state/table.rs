@@ -91,10 +91,8 @@ pub const TRANSITIONS: &[Row] = &[
         .aborts(Some(Reason::UNREAD_DATA), End::AbortedLocally),
     // The seed's step 5 then 5a with DATA unread: our FIN is out, so RST
     // alone tells the peer its data was not read (RFC 9293 §3.10.4, §5.5).
-    Row::new(&[Closing], Input::AppCloseUnread, to(Closed)).resets(
-        Discard::Both,
-        End::AbortedLocallyFor(Reason::UNREAD_DATA),
-    ),
+    Row::new(&[Closing], Input::AppCloseUnread, to(Closed))
+        .resets(Discard::Both, End::AbortedLocallyFor(Reason::UNREAD_DATA)),
     Row::new(&[Idle], Input::AppAbort, to(Closed)).resets(Discard::Both, End::AbortedLocally),
     Row::new(FRAMING, Input::AppAbort, to(Closed)).aborts(None, End::AbortedLocally),
     Row::new(AFTER_FIN, Input::AppAbort, to(Closed)).resets(Discard::Both, End::AbortedLocally),
