@@ -1300,3 +1300,43 @@ fn a_close_that_only_arms_linger_is_scheduled() {
     assert_eq!(w.ep(0).connection_count(), 0, "{:?}", w.ep(0).stats());
     assert_eq!(w.ep(0).stats().unconfirmed_closes, 1);
 }
+
+/// `docs/protocol.md` §6.4: once the TCP connection is accepted, a callee
+/// that cannot take the request MUST read the CONNECT and answer
+/// REJECT(`BUSY`). A burst of callers from one address, beyond its
+/// per-source share, whose whole CONNECT is already in the callee's TCP
+/// buffer, must not be evicted with ABORT(`HANDSHAKE_TIMEOUT`) for the share.
+#[test]
+fn a_burst_from_one_source_whose_connects_arrived_is_answered_busy() {
+    let mut w = World::new(2, |i| Some(Config::new(80 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        // The application never decides: requests wait for the decision timer.
+        ep.listen(sockets, PORT, ListenConfig::new(32, 4)).unwrap();
+    }
+    let mut handles = Vec::new();
+    for _ in 0..24 {
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(1);
+        let h = ep
+            .connect(iface, sockets, now, addr(0), Some(b"me"), Options::DEFAULT)
+            .unwrap();
+        handles.push(h);
+    }
+    w.run_for(Duration::from_secs(15));
+    for h in handles {
+        let evs: Vec<_> = w.apps.events[1]
+            .iter()
+            .filter(|(_, hd, _)| *hd == h)
+            .map(|(_, _, e)| e.clone())
+            .collect();
+        let refused = evs.iter().find_map(|e| match e {
+            EndpointEvent::Session(Event::Refused { reason, .. }) => Some(*reason),
+            _ => None,
+        });
+        assert!(
+            matches!(refused, Some(Reason::BUSY | Reason::DECISION_TIMEOUT)),
+            "caller did not learn why: {evs:?}"
+        );
+    }
+}
