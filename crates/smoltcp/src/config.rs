@@ -168,8 +168,13 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
 ///   queue, so SYNs beyond them in the same poll are answered RST by smoltcp;
 ///   size `backlog` for the bursts expected.
 /// * A connection whose CONNECT has not arrived is *handshaking*. One source
-///   address may hold `max_per_source` of them: more from it are reset at
-///   once, so one host cannot lock others out (slowloris). All sources
+///   address may hold `max_per_source` of them: more from it get
+///   `loaded_handshake_timeout` to deliver their CONNECT and are then evicted
+///   (ABORT(`HANDSHAKE_TIMEOUT`) and RST), so one host cannot lock others
+///   out (slowloris), while an honest burst from one address, whose
+///   CONNECTs arrive one round trip after the TCP handshake, is answered
+///   (REJECT(`BUSY`) when there is no room). A connection with bytes waiting
+///   in its socket is never evicted: they are read first. All sources
 ///   together hold `max_handshaking`: beyond, the oldest is evicted with
 ///   ABORT(`HANDSHAKE_TIMEOUT`), so a flood of silent connections ages out
 ///   instead of blocking new callers. Under load (half of `max_handshaking` in

@@ -1324,6 +1324,9 @@ fn a_burst_from_one_source_whose_connects_arrived_is_answered_busy() {
         handles.push(h);
     }
     w.run_for(Duration::from_secs(15));
+    let stats = w.ep(0).stats();
+    assert_eq!(stats.per_source_refused, 0, "{stats:?}");
+    assert!(stats.busy > 0, "{stats:?}");
     for h in handles {
         let evs: Vec<_> = w.apps.events[1]
             .iter()

@@ -45,12 +45,16 @@ fn conn_span(c: &Conn) -> tracing::Span {
 impl Endpoint {
     /// Admission control for listener-born connections, once per poll
     /// (`ListenConfig` describes the policy): counts the undecided requests,
-    /// resets handshaking connections over a source's share, evicts the
-    /// oldest handshaking ones over the total, and under load those past
-    /// the shorter handshake time.
+    /// evicts handshaking connections over a source's share (at once under
+    /// load, after the loaded handshake time otherwise), evicts the oldest
+    /// handshaking ones over the total, and under load those past the
+    /// shorter handshake time. A connection with bytes waiting in its socket
+    /// is not handshaking here: its CONNECT, perhaps, is read next and
+    /// answered (§6.4).
     pub(super) fn admit(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
         for l in &mut self.listeners {
             l.undecided = 0;
+            l.handshaking = 0;
         }
         // Only connections the application has not taken can be handshaking
         // or undecided: prune the others from `waiting` as they are met.
@@ -92,10 +96,18 @@ impl Endpoint {
                 self.listeners[l].undecided += 1;
             }
             // A held SYN-ACK is bounded by its own deferral time, not here.
+            // Bytes waiting in its socket (its CONNECT, perhaps, which the
+            // visit after this will read) exempt a connection from both
+            // bounds: a caller whose request arrived is answered, REJECT
+            // (`BUSY`) if there is no room for it, never evicted (§6.4).
             if c.phase == Phase::Pending
                 && c.session.state() == State::AwaitConnect
                 && c.aborted().is_none()
+                && !c
+                    .socket()
+                    .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0)
             {
+                self.listeners[l].handshaking += 1;
                 handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
             }
         }
@@ -108,13 +120,26 @@ impl Endpoint {
         let (listeners, stats) = (&self.listeners, &mut self.stats);
         let mut run = None;
         let mut rank = 0;
-        handshaking.retain(|&(l, _, source, index)| {
+        handshaking.retain(|&(l, born, source, index)| {
             if run != Some((l, source)) {
                 run = Some((l, source));
                 rank = 0;
             }
             rank += 1;
-            if source.is_some() && rank > listeners[l].config.max_per_source {
+            // Beyond the share, a connection still gets the loaded handshake
+            // time to deliver its CONNECT while the listener is not loaded:
+            // an honest burst from one address (a gateway, a host opening
+            // many sessions) sent it one round trip after the TCP handshake,
+            // and is then answered (REJECT `BUSY` if there is no room), not
+            // evicted (§6.4). Under load (half of `max_handshaking` in use)
+            // the excess goes at once, so that one host's silent connections
+            // cannot hold the armed sockets others need.
+            let cfg = listeners[l].config;
+            let loaded = listeners[l].handshaking * 2 >= cfg.max_handshaking;
+            if source.is_some()
+                && rank > cfg.max_per_source
+                && (loaded || t >= born + cfg.loaded_handshake_timeout)
+            {
                 stats.per_source_refused += 1;
                 evict.push(index);
                 return false;
@@ -131,22 +156,13 @@ impl Endpoint {
             let cfg = self.listeners[l].config;
             kept.clear();
             for &(_, born, _, index) in group {
-                // Bytes waiting in its socket (its CONNECT, perhaps, which
-                // the visit after this will read): not evicted for age.
-                let unread = self.conns[index]
-                    .as_deref()
-                    .and_then(|c| c.socket())
-                    .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0);
-                kept.push((born, index, unread));
+                kept.push((born, index));
             }
             // Over the total: the oldest go; under load, those past the
             // shorter handshake time too.
             let mut over = kept.len().saturating_sub(cfg.max_handshaking);
             let loaded = kept.len() * 2 >= cfg.max_handshaking;
-            for &(born, index, unread) in kept.iter() {
-                if unread {
-                    continue;
-                }
+            for &(born, index) in kept.iter() {
                 if over > 0 || (loaded && t >= born + cfg.loaded_handshake_timeout) {
                     over = over.saturating_sub(1);
                     self.stats.evicted += 1;

@@ -195,6 +195,9 @@ struct Listener {
     /// Undecided requests, counted at the start of each poll and kept up to
     /// date during it (REJECT(`BUSY`) beyond `max_pending`).
     undecided: usize,
+    /// Handshaking connections without bytes waiting, counted by each
+    /// admission pass (the load that decides how strict it is).
+    handshaking: usize,
     condition: Option<Condition>,
     #[cfg(feature = "conditional-accept")]
     tcp_condition: Option<TcpCondition>,
@@ -404,8 +407,8 @@ struct Fresh {
 pub(super) struct Scratch {
     /// (listener, born, source, index) of every handshaking connection.
     pub(super) handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)>,
-    /// (born, index, bytes unread) of one listener's connections kept.
-    pub(super) kept: Vec<(Instant, usize, bool)>,
+    /// (born, index) of one listener's handshaking connections.
+    pub(super) kept: Vec<(Instant, usize)>,
     /// Slots to evict or drop.
     pub(super) evict: Vec<usize>,
     /// (index, local, remote, socket) of half-open connections.
@@ -690,6 +693,7 @@ impl Endpoint {
             config,
             armed: Vec::new(),
             undecided: 0,
+            handshaking: 0,
             condition: None,
             #[cfg(feature = "conditional-accept")]
             tcp_condition: None,
