@@ -7,9 +7,12 @@
 //! connections, so that the bulk connection shares its waker group with
 //! them (what a busy connection costs its idle neighbours: each of its
 //! wake-ups visits them; smoltcp's own egress loop visits every socket too).
+//! `... 64 crc` and `... 64 nocrc` run the bookend transfer with the CRC-32C
+//! integrity option proposed or not (`docs/protocol.md` §2.5), whatever the
+//! default.
 
 use bookend_benches::{Bookend, Pair, idle_bookend, idle_raw, raw_connect, raw_transfer};
-use bookend_session::Options;
+use bookend_session::{Integrity, Options};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -28,12 +31,20 @@ fn main() {
         let (c, s) = raw_connect(&mut pair, 64 * 1024, 40_000);
         raw_transfer(&mut pair, c, s, mib << 20, &data, &mut sink);
     } else {
+        let integrity = match mode.as_deref() {
+            Some("crc") => Integrity::Crc32c,
+            Some("nocrc") => Integrity::None,
+            _ => Options::DEFAULT.integrity,
+        };
         // The listen backlog (armed listening sockets), 1 by default: the raw
         // baseline has no listening socket left during the transfer.
         let backlog = mode.and_then(|m| m.parse().ok()).unwrap_or(1);
         let mut be = Bookend::new(64 * 1024, backlog);
         idle_bookend(&mut be, idle);
-        let (c, s) = be.connect(Options::DEFAULT);
+        let (c, s) = be.connect(Options {
+            integrity,
+            ..Options::DEFAULT
+        });
         be.transfer(c, s, mib << 20, &data, &mut sink);
     }
 }

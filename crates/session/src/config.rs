@@ -9,10 +9,16 @@ use bookend_wire::{
     MIN_MESSAGE_SIZE, MIN_USER_DATA, Mode, OptionsRepr,
 };
 
-/// Whether [`Options::DEFAULT`] asks for the CRC-32C trailer. The rule the
-/// project set itself: on unless the bulk benchmark shows it costs more than
-/// 3 % (`benches/README.md` has the measurement behind this value).
-pub const DEFAULT_INTEGRITY: Integrity = Integrity::None;
+/// Whether [`Options::DEFAULT`] asks for the CRC-32C check (`docs/protocol.md`
+/// §2.5): on. TCP's 16-bit checksum misses corruptions that cancel, and
+/// SCTP made CRC-32c mandatory for that reason (RFC 3309). As a caller's
+/// options the default proposes it (preferred, not required:
+/// [`Config::require_integrity`]); as a callee's it grants it to callers
+/// that propose it, and serves those that do not, unsealed. A peer that
+/// does not know the option ignores it (it is never sent `CRITICAL`), so
+/// the default costs no interoperability. What it costs in bulk throughput
+/// is measured in `benches/README.md`.
+pub const DEFAULT_INTEGRITY: Integrity = Integrity::Crc32c;
 
 /// The options of one session, every value concrete.
 ///

@@ -81,6 +81,9 @@ fn accepted(mode: Mode) -> Session {
         T,
         &connect_frame(Options {
             mode,
+            // The scripts' frames are unsealed: a peer without the
+            // integrity option (§2.5), as the framing checks are meant for.
+            integrity: bookend_session::Integrity::None,
             ..Options::DEFAULT
         }),
     );
@@ -339,7 +342,14 @@ fn a_peer_that_fills_our_buffer_is_pushed_back_not_buffered() {
     let mut cfg = Config::default();
     cfg.recv_buffer = 64 * 1024;
     let mut s = Session::callee(cfg, 9, T).unwrap();
-    s.handle_bytes(T, &connect_frame(Options::DEFAULT));
+    s.handle_bytes(
+        T,
+        &connect_frame(Options {
+            // The flood below is unsealed DATA: a peer without integrity.
+            integrity: bookend_session::Integrity::None,
+            ..Options::DEFAULT
+        }),
+    );
     let Some(Event::ConnectRequest(req)) = s.poll_event() else {
         panic!()
     };

@@ -28,7 +28,13 @@ fn data(payload: &[u8], eom: bool) -> Vec<u8> {
     })
 }
 
+/// A CONNECT from a scripted peer without the integrity option: its frames
+/// are unsealed (§2.5), whatever `options` says.
 fn connect_frame(options: Options) -> Vec<u8> {
+    let options = Options {
+        integrity: bookend_session::Integrity::None,
+        ..options
+    };
     frame(FrameRepr::Connect(ConnectRepr {
         min_version: VERSION,
         max_version: VERSION,

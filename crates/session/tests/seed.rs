@@ -191,6 +191,12 @@ fn seed_scenario(mode: Mode, close_at: CloseAt, chunking: Chunking, latency_ms: 
     }
 }
 
+/// Options without the integrity option: frames as §3 lays them out.
+const UNSEALED: Options = Options {
+    integrity: bookend_session::Integrity::None,
+    ..Options::DEFAULT
+};
+
 #[test]
 fn seed_scenario_every_5a_ordering_both_modes_every_chunking() {
     for mode in [Mode::Stream, Mode::Message] {
@@ -317,7 +323,9 @@ fn half_close_keeps_the_other_direction_open_and_simultaneous_disconnect_works()
 fn send_direct_keeps_order_and_delivers() {
     use bookend_session::{Instant, MIN_DIRECT_CHUNK};
     let mut p = Pair::default_pair();
-    p.connect(b"c", b"s", Options::DEFAULT);
+    // Unsealed frames, whose sizes the test counts (sealed ones:
+    // tests/integrity.rs).
+    p.connect(b"c", b"s", UNSEALED);
     let t = Instant::ZERO;
     let a = &mut p.client.session;
     // Something queued: the direct path must not overtake it.
@@ -394,7 +402,9 @@ fn recv_direct_delivers_in_order_across_every_split() {
     d.emit(&mut wire[at..]).unwrap();
     for split in [1usize, 5, 6, 7, 100, 1705, 1706, 3000, wire.len()] {
         let mut p = Pair::default_pair();
-        p.connect(b"c", b"s", Options::DEFAULT);
+        // The transport below holds unsealed frames (sealed ones:
+        // tests/integrity.rs).
+        p.connect(b"c", b"s", UNSEALED);
         let t = Instant::ZERO;
         let s = &mut p.server.session;
         s.set_direct_receive(true);

@@ -22,11 +22,17 @@ fn frame(repr: FrameRepr<'_>) -> Vec<u8> {
     b
 }
 
+/// A CONNECT from a raw peer without the integrity option: the bytes it
+/// sends after are unsealed (§2.5).
 fn connect_frame(data: &[u8]) -> Vec<u8> {
+    let options = Options {
+        integrity: bookend_session::Integrity::None,
+        ..Options::DEFAULT
+    };
     frame(FrameRepr::Connect(ConnectRepr {
         min_version: VERSION,
         max_version: VERSION,
-        options: Options::DEFAULT.to_repr(),
+        options: options.to_repr(),
         data: Some(data),
     }))
 }
@@ -149,7 +155,11 @@ fn hostile(bytes: &[u8], polls_per_round: usize, accept: bool) -> Vec<Seg> {
         let (_, h, _) = w.apps.events[0][0].clone();
         let now = w.now();
         let (ep, _, sockets) = w.parts(0);
-        ep.accept(sockets, h, now, None, Options::DEFAULT).unwrap();
+        let unsealed = Options {
+            integrity: bookend_session::Integrity::None,
+            ..Options::DEFAULT
+        };
+        ep.accept(sockets, h, now, None, unsealed).unwrap();
         w.run_for(Duration::from_millis(100));
     }
     w.raw(1, s).send_slice(bytes).unwrap();

@@ -22,10 +22,10 @@ pub const TRAILER_LEN: usize = 4;
 /// What sealing adds to a frame: the header check and the trailer.
 pub const SEALED_OVERHEAD: usize = HEADER_CHECK_LEN + TRAILER_LEN;
 
-/// The CRC table: slice-by-16 (16 KiB of `static` data), the fastest
-/// portable form, or with the `small-crc-table` feature one 1 KiB table for
-/// firmware where flash is scarce. Targets with a CRC-32C instruction can
-/// swap the implementation behind [`crc32c`] without touching the wire format.
+/// The portable CRC table: slice-by-16 (16 KiB of `static` data), the
+/// fastest portable form, or with the `small-crc-table` feature one 1 KiB
+/// table for firmware where flash is scarce. Used where the CPU has no
+/// CRC-32C instruction (see [`crc32c`]).
 #[cfg(not(feature = "small-crc-table"))]
 type CrcTable = crc::Table<16>;
 #[cfg(feature = "small-crc-table")]
@@ -37,18 +37,87 @@ const CASTAGNOLI: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc:
 
 /// The CRC-32C of `bytes`. `crc32c(b"123456789") == 0xE306_9283`, the
 /// catalogue's check value.
+///
+/// With the `std` feature on x86-64 and AArch64 this uses the CPU's CRC
+/// instructions when it has them (chosen at run time); elsewhere, and on
+/// CPUs without them, the portable table ([`crc32c_portable`]).
 pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut d = Crc32c::new();
+    d.update(bytes);
+    d.finalize()
+}
+
+/// The CRC-32C of `bytes` by the portable table alone, whatever the CPU:
+/// what a target without a CRC instruction (a Cortex-M4, say) runs. For
+/// tests and benchmarks of that path.
+pub fn crc32c_portable(bytes: &[u8]) -> u32 {
     CASTAGNOLI.checksum(bytes)
 }
 
 /// The CRC-32C of several slices, as if they were one (a header emitted
 /// apart from its payload, say).
 pub fn crc32c_parts(parts: &[&[u8]]) -> u32 {
-    let mut digest = CASTAGNOLI.digest();
+    let mut d = Crc32c::new();
     for p in parts {
-        digest.update(p);
+        d.update(p);
     }
-    digest.finalize()
+    d.finalize()
+}
+
+/// A CRC-32C computed incrementally, over bytes that arrive in pieces (a
+/// sealed frame checked where it lies, chunk by chunk, without assembling
+/// it). Same result as [`crc32c`] over the pieces joined.
+#[derive(Clone)]
+pub struct Crc32c {
+    #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    digest: crc_fast::Digest,
+    #[cfg(not(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    digest: crc::Digest<'static, u32, CrcTable>,
+}
+
+impl Crc32c {
+    /// A CRC over no bytes yet.
+    pub fn new() -> Self {
+        Self {
+            #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+            digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            #[cfg(not(all(
+                feature = "std",
+                any(target_arch = "x86_64", target_arch = "aarch64")
+            )))]
+            digest: CASTAGNOLI.digest(),
+        }
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.digest.update(bytes);
+    }
+
+    /// The CRC-32C of every byte added.
+    pub fn finalize(&self) -> u32 {
+        #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            // A 32-bit CRC, widened by crc-fast's common interface.
+            self.digest.finalize() as u32
+        }
+        #[cfg(not(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        {
+            self.digest.clone().finalize()
+        }
+    }
+}
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for Crc32c {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Crc32c({:#010x})", self.finalize())
+    }
 }
 
 /// The `INTEGRITY` option (kind 0x0007): the check every frame after ACCEPT
@@ -212,6 +281,24 @@ pub fn verify(frame: &[u8]) -> Result<usize, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hardware_and_portable_paths_agree() {
+        // Every length up to a few SIMD blocks, every alignment of the
+        // fold boundaries, and pieces of every size.
+        let data: [u8; 1031] = core::array::from_fn(|i| (i * 131 + 7) as u8);
+        for len in 0..data.len() {
+            let b = &data[..len];
+            assert_eq!(crc32c(b), crc32c_portable(b), "length {len}");
+        }
+        for split in [1, 3, 16, 63, 64, 65, 255, 512] {
+            let mut d = Crc32c::new();
+            for piece in data.chunks(split) {
+                d.update(piece);
+            }
+            assert_eq!(d.finalize(), crc32c_portable(&data), "pieces of {split}");
+        }
+    }
 
     #[test]
     fn check_value_of_the_catalogue() {

@@ -60,8 +60,9 @@ pub use frame::{
 };
 pub use hello::{AcceptRepr, ConnectRepr, HELLO_FIXED_LEN, Hello, MAGIC, VERSION};
 pub use integrity::{
-    Integrity, SEALED_OVERHEAD, TRAILER_LEN, connect_integrity_proposal, crc32c, crc32c_parts,
-    emit_sealed_header, header_check, seal, seal_connect, verify, verify_connect, verify_header,
+    Crc32c, Integrity, SEALED_OVERHEAD, TRAILER_LEN, connect_integrity_proposal, crc32c,
+    crc32c_parts, crc32c_portable, emit_sealed_header, header_check, seal, seal_connect, verify,
+    verify_connect, verify_header,
 };
 pub use limits::{
     DEFAULT_FRAME_SIZE, DEFAULT_MESSAGE_SIZE, DEFAULT_USER_DATA, LimitError, Limits,
