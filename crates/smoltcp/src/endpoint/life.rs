@@ -103,9 +103,8 @@ impl Endpoint {
             if c.phase == Phase::Pending
                 && c.session.state() == State::AwaitConnect
                 && c.aborted().is_none()
-                && !c
-                    .socket()
-                    .is_some_and(|h| sockets.get::<tcp::Socket>(h).recv_queue() > 0)
+                && c.socket()
+                    .is_none_or(|h| sockets.get::<tcp::Socket>(h).recv_queue() == 0)
             {
                 self.listeners[l].handshaking += 1;
                 handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
