@@ -749,3 +749,48 @@ fn header_damage_under_integrity_is_an_integrity_failure() {
         );
     }
 }
+
+/// §2.5: a sealed DATA frame is checked where it lies. With room in the
+/// transport after the bytes offered, direct receive leaves a frame that is
+/// not yet whole there (consuming nothing of it, posting no FD_READ for
+/// it), then checks it and copies its payload once, straight into the
+/// application's buffer; nothing is assembled in the session. Without room
+/// (the transport's buffer wraps, or is full) it is assembled as before.
+#[test]
+fn sealed_data_waits_in_the_transport_until_whole_then_is_read_in_place() {
+    let payload: Vec<u8> = (0..16_384u32).map(|i| (i % 253) as u8).collect();
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    s.set_direct_receive(true);
+    events(&mut s);
+    c.send(&payload).unwrap();
+    let wire = drain(&mut c);
+    assert_eq!(wire.len(), 16_384 + 14, "one sealed frame");
+    let mut out = vec![0u8; 32 * 1024];
+    // The transport has 1 460 bytes of it, with room for the rest after them.
+    for have in [1460, 8000, wire.len() - 1] {
+        let room = 64 * 1024 - have;
+        assert_eq!(
+            s.recv_direct_in_place(T, &wire[..have], &mut out, room),
+            (0, 0)
+        );
+        assert!(s.awaiting_frame());
+        assert_eq!(s.buffer_usage().rx_partial, 0, "assembled in the session");
+        assert!(!events(&mut s).contains(&Event::Readable));
+    }
+    // Whole: checked in place and delivered.
+    let (used, n) = s.recv_direct_in_place(T, &wire, &mut out, 64 * 1024 - wire.len());
+    assert_eq!((used, n), (wire.len(), payload.len()));
+    assert_eq!(&out[..n], &payload[..]);
+    assert!(!s.awaiting_frame());
+
+    // No room after the bytes: assembled, as a frame split by the ring's
+    // wrap must be, and still delivered whole once checked.
+    c.send(&payload).unwrap();
+    let wire = drain(&mut c);
+    let (used, n) = s.recv_direct_in_place(T, &wire[..1460], &mut out, 0);
+    assert_eq!((used, n), (1460, 0));
+    assert!(!s.awaiting_frame());
+    let (used, n) = s.recv_direct_in_place(T, &wire[1460..], &mut out, 0);
+    assert_eq!((used, n), (wire.len() - 1460, payload.len()));
+    assert_eq!(&out[..n], &payload[..]);
+}
