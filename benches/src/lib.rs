@@ -503,6 +503,8 @@ pub struct Bookend {
     pub server: Endpoint,
     /// The server's accept backlog (connections are made in batches of it).
     pub backlog: usize,
+    /// The integrity option the lifecycles' callers propose (the default's).
+    pub integrity: bookend_session::Integrity,
 }
 
 impl Bookend {
@@ -529,6 +531,7 @@ impl Bookend {
             client,
             server,
             backlog,
+            integrity: Options::DEFAULT.integrity,
         }
     }
 
@@ -626,6 +629,7 @@ impl Bookend {
         let msg = [7u8; 32];
         let options = Options {
             mode: bookend_session::Mode::Message,
+            integrity: self.integrity,
             ..Options::DEFAULT
         };
         let mut clients = Vec::with_capacity(n);

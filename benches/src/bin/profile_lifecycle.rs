@@ -4,7 +4,8 @@
 //! `... 2000 raw` for the same exchange in raw smoltcp TCP (instruction
 //! counts per lifecycle, the noise-free comparison on shared cores). A third
 //! argument runs that many lifecycles at once per round (`... 2 raw 1000`
-//! and `... 2 8 1000` for the concurrent rows).
+//! and `... 2 8 1000` for the concurrent rows). A fourth argument `nocrc`
+//! runs bookend's lifecycles without the integrity option (on by default).
 
 use bookend_benches::{Bookend, Pair, raw_same_exchange};
 
@@ -15,6 +16,7 @@ fn main() {
     // Lifecycles run at once in each round (`count` rounds), 1 by default;
     // `compare`'s concurrent rows run 1 000.
     let concurrent: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let unsealed = args.next().as_deref() == Some("nocrc");
     if mode.as_deref() == Some("raw") {
         let mut pair = Pair::new();
         for i in 0..count {
@@ -26,6 +28,9 @@ fn main() {
         // the raw baseline.
         let backlog = mode.and_then(|m| m.parse().ok()).unwrap_or(1);
         let mut be = Bookend::new(4096, backlog);
+        if unsealed {
+            be.integrity = bookend_session::Integrity::None;
+        }
         for _ in 0..count {
             be.lifecycles(concurrent);
         }
