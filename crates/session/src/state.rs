@@ -375,6 +375,27 @@ pub enum Control {
     Ping,
 }
 
+/// What a row does to the integrity check (`docs/protocol.md` §2.5): from
+/// which frame on the session seals what it sends. Integrity's rules are
+/// this column: the proposal and the grant a row reads are the row's
+/// arguments, and the rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Seal {
+    /// Unchanged.
+    Keep,
+    /// Caller, after its CONNECT (which is never sealed): seal what follows
+    /// (an ABORT before ACCEPT) iff it proposed integrity.
+    AfterConnect,
+    /// Callee, before its answer to a CONNECT: seal iff the CONNECT proposed
+    /// integrity (read wherever the option sits; unknown when refused from
+    /// the header alone) and the callee is willing to grant it.
+    ByProposal,
+    /// Both, before the ACCEPT sent or after the ACCEPT received: seal iff
+    /// integrity was granted; from here on integrity is in force exactly
+    /// then.
+    ByGrant,
+}
+
 /// FIN or RST, issued after every byte queued before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -449,6 +470,9 @@ pub struct Row {
     pub next: Next,
     /// 1. What is discarded.
     pub discard: Discard,
+    /// 2a. The integrity rule: applied before the control frame, except
+    /// [`Seal::AfterConnect`], applied after it.
+    pub seal: Seal,
     /// 2. The control frame sent.
     pub send: Option<Control>,
     /// 3. FIN or RST, after every byte queued before it.
@@ -468,6 +492,7 @@ impl Row {
             input,
             next,
             discard: Discard::Nothing,
+            seal: Seal::Keep,
             send: None,
             transport: None,
             clear: Timers::NONE,
@@ -477,6 +502,10 @@ impl Row {
     }
     pub(super) const fn discard(mut self, d: Discard) -> Self {
         self.discard = d;
+        self
+    }
+    pub(super) const fn seal(mut self, s: Seal) -> Self {
+        self.seal = s;
         self
     }
     pub(super) const fn send(mut self, s: Control) -> Self {

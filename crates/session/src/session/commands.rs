@@ -2,7 +2,7 @@
 //! (a refused command changes nothing), then fires the row; only the DATA
 //! path (`send*`) queues bytes of its own.
 
-use bookend_wire::{Integrity, Mode, Reason};
+use bookend_wire::{Mode, Reason};
 use bytes::Bytes;
 use tracing::debug;
 
@@ -50,14 +50,10 @@ impl Session {
         let args = Args {
             data: caller_data,
             options: Some(options),
+            integrity: Some(options.integrity),
             ..Args::default()
         };
         self.fire(now, Input::AppConnect, args);
-        // CONNECT went out unsealed, so that a callee that predates the option
-        // reads it (§2.5). The one frame that may follow before ACCEPT, an
-        // ABORT, is sealed if we proposed integrity: a callee that granted it
-        // requires seals. The ACCEPT then decides (`on_accept`).
-        self.tx.seal = options.integrity == Integrity::Crc32c;
         Ok(())
     }
 
@@ -84,13 +80,13 @@ impl Session {
             return Err(Error::InvalidGrant);
         }
         check_len(callee_data, granted.max_connect_data, DataKind::CalleeData)?;
-        // The ACCEPT that grants integrity is the first sealed frame, and
-        // every frame after it is sealed (§2.5); without the grant nothing is.
-        self.tx.seal = granted.integrity == Integrity::Crc32c;
         self.set_params(granted);
         self.flags.set(Self::NEGOTIATED, true);
+        // The ACCEPT that grants integrity is the first sealed frame (the
+        // row's integrity rule, §2.5).
         let args = Args {
             data: callee_data,
+            integrity: Some(granted.integrity),
             ..Args::default()
         };
         self.fire(now, Input::AppAccept, args);

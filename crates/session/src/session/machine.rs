@@ -13,7 +13,7 @@ use super::{EventKind, PeerDisconnect, Session};
 use crate::config::Options;
 use crate::event::{CloseReason, Side, Violation};
 use crate::state::{
-    self, Control, Discard, End, Input, Next, Post, Row, State, TimerId, Transport,
+    self, Control, Discard, End, Input, Next, Post, Row, Seal, State, TimerId, Transport,
 };
 use crate::time::Instant;
 
@@ -33,6 +33,10 @@ pub(crate) struct Args<'a> {
     pub(crate) violation: Option<Violation>,
     /// The frame behind a received input, for the "illegal here" report.
     pub(crate) frame: Option<FrameType>,
+    /// What the row's integrity rule reads (`Row::seal`): the proposal
+    /// (CONNECT sent or received; `None` when refused from the header
+    /// alone) or the grant (ACCEPT sent or received).
+    pub(crate) integrity: Option<Integrity>,
 }
 
 impl Session {
@@ -89,9 +93,24 @@ impl Session {
                 self.discard_unread();
             }
         }
-        // 2. The control frame.
+        // 2a. The integrity rule (§2.5), then the control frame.
+        let offered = args.integrity == Some(Integrity::Crc32c);
+        match row.seal {
+            Seal::Keep | Seal::AfterConnect => {}
+            Seal::ByProposal => {
+                self.tx.seal = offered && self.config.options.integrity == Integrity::Crc32c;
+            }
+            Seal::ByGrant => self.tx.seal = offered,
+        }
         if let Some(control) = row.send {
             self.send_control(control, &args);
+        }
+        if row.seal == Seal::AfterConnect {
+            // CONNECT went out unsealed, so that a callee that predates the
+            // option reads it; the one frame that may follow before ACCEPT,
+            // an ABORT, is sealed if we proposed integrity (a callee that
+            // granted it requires seals).
+            self.tx.seal = offered;
         }
         // 3. FIN or RST.
         match row.transport {

@@ -579,7 +579,7 @@ impl Session {
         if len > max {
             if t == FrameType::Connect {
                 debug!(len, max, "CONNECT over the limit: refused from its header");
-                self.refuse_connect(now, Reason::DATA_TOO_LARGE);
+                self.refuse_connect(now, Reason::DATA_TOO_LARGE, None);
             } else {
                 let e = WireError::FrameTooLarge {
                     frame_type: t,
@@ -657,16 +657,6 @@ impl Session {
             self.violate(now, Violation::Malformed(e));
             return false;
         }
-        if bytes.first() == Some(&u8::from(FrameType::Connect)) {
-            // A caller that proposed integrity checks sealed frames, so every
-            // answer to a CONNECT that passed its check is sealed if we are
-            // willing: a REJECT, from here (an unknown critical option
-            // included: the proposal is read wherever it sits) or from the
-            // application, or the ACCEPT, which `accept` seals by the grant
-            // (§2.5).
-            self.tx.seal = bookend_wire::connect_integrity_proposal(bytes) == Integrity::Crc32c
-                && self.config.options.integrity == Integrity::Crc32c;
-        }
         // The length was checked from the header, against the limits in force
         // then (`check_header`); the body is only parsed here.
         let any = Limits::new(MAX_FRAME_SIZE, MAX_USER_DATA, MAX_USER_DATA).unwrap_or_default();
@@ -681,8 +671,11 @@ impl Session {
                 false
             }
             Err(WireError::UnknownCriticalOption { .. }) if bytes.first() == Some(&0x01) => {
-                // A CONNECT we cannot serve is answered with REJECT (§6.3).
-                self.refuse_connect(now, Reason::OPTION_UNSUPPORTED);
+                // A CONNECT we cannot serve is answered with REJECT (§6.3),
+                // sealed if it proposed integrity: the proposal is read
+                // wherever it sits, the unknown option before it or not.
+                let proposal = bookend_wire::connect_integrity_proposal(bytes);
+                self.refuse_connect(now, Reason::OPTION_UNSUPPORTED, Some(proposal));
                 false
             }
             Err(e) => {
@@ -756,10 +749,14 @@ impl Session {
         }
     }
 
-    fn refuse_connect(&mut self, now: Instant, reason: Reason) {
+    /// Refuses a CONNECT with REJECT(`reason`); `proposal` is its
+    /// `INTEGRITY` proposal, `None` when refused from the header alone (the
+    /// row's integrity rule seals the REJECT by it, §2.5).
+    fn refuse_connect(&mut self, now: Instant, reason: Reason, proposal: Option<Integrity>) {
         debug!(%reason, "unservable CONNECT");
         let args = Args {
             reason: Some(reason),
+            integrity: proposal,
             ..Args::default()
         };
         self.fire(now, Input::RecvUnacceptableConnect, args);
@@ -783,12 +780,13 @@ impl Session {
             None
         };
         if let Some(reason) = unservable {
-            return self.refuse_connect(now, reason);
+            return self.refuse_connect(now, reason, Some(proposed.integrity));
         }
         self.cold.make().proposed = Some(proposed);
         let args = Args {
             options: Some(self.config.options.grant_for(&proposed)),
             peer_data: c.data.map(Bytes::copy_from_slice),
+            integrity: Some(proposed.integrity),
             ..Args::default()
         };
         self.fire(now, Input::RecvConnect, args);
@@ -814,17 +812,22 @@ impl Session {
                 },
             );
         }
-        // From here on we seal exactly when integrity was granted (§2.5).
-        self.tx.seal = granted.integrity == Integrity::Crc32c;
+        // From here on we seal exactly when integrity was granted: the
+        // rows' integrity rule (§2.5).
         if self.config.require_integrity && granted.integrity != Integrity::Crc32c {
             debug!("integrity required and not granted");
-            self.fire(now, Input::RecvUnacceptableAccept, Args::default());
+            let args = Args {
+                integrity: Some(granted.integrity),
+                ..Args::default()
+            };
+            self.fire(now, Input::RecvUnacceptableAccept, args);
             return;
         }
         self.set_params(granted);
         self.flags.set(Self::NEGOTIATED, true);
         let args = Args {
             peer_data: a.data.map(Bytes::copy_from_slice),
+            integrity: Some(granted.integrity),
             ..Args::default()
         };
         self.fire(now, Input::RecvAccept, args);

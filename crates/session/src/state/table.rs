@@ -2,7 +2,7 @@
 
 use bookend_wire::Reason;
 
-use super::{Control, Discard, End, Input, Next, Post, Row, State, TimerId, Timers};
+use super::{Control, Discard, End, Input, Next, Post, Row, Seal, State, TimerId, Timers};
 use crate::event::Timer;
 
 use Next::{Same, To};
@@ -48,8 +48,10 @@ pub const TRANSITIONS: &[Row] = &[
     // --- application commands -------------------------------------------
     Row::new(&[Idle], Input::AppConnect, to(ConnectSent))
         .send(Control::Connect)
+        .seal(Seal::AfterConnect)
         .arm(Timers::of(TimerId::Connect)),
     Row::new(UNDECIDED, Input::AppAccept, to(Open))
+        .seal(Seal::ByGrant)
         .send(Control::Accept)
         .clear(Timers::of(TimerId::Decision))
         .arm(Timers::LIVENESS)
@@ -98,6 +100,7 @@ pub const TRANSITIONS: &[Row] = &[
     Row::new(AFTER_FIN, Input::AppAbort, to(Closed)).resets(Discard::Both, End::AbortedLocally),
     // --- received frames -------------------------------------------------
     Row::new(&[AwaitConnect], Input::RecvConnect, to(ConnectReceived))
+        .seal(Seal::ByProposal)
         .clear(Timers::of(TimerId::Handshake))
         .arm(Timers::of(TimerId::Decision))
         .post(Post::ConnectRequest),
@@ -106,17 +109,20 @@ pub const TRANSITIONS: &[Row] = &[
         Input::RecvUnacceptableConnect,
         to(Rejecting),
     )
+    .seal(Seal::ByProposal)
     .send(Control::Reject(None))
     .fin()
     .clear(Timers::of(TimerId::Handshake))
     .arm(LINGER),
     Row::new(&[ConnectSent], Input::RecvAccept, to(Open))
+        .seal(Seal::ByGrant)
         .clear(Timers::of(TimerId::Connect))
         .arm(Timers::LIVENESS)
         .post(Post::Connected),
     // A caller that requires integrity ends a session that does not have
     // it (§2.5); the ABORT names the cause.
     Row::new(&[ConnectSent], Input::RecvUnacceptableAccept, to(Closed))
+        .seal(Seal::ByGrant)
         .aborts(Some(Reason::INTEGRITY_REQUIRED), End::AbortedLocally),
     Row::new(&[ConnectSent], Input::RecvReject, to(Refused))
         .fin()

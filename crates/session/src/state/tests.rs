@@ -252,3 +252,23 @@ fn close_with_unread_data_never_ends_gracefully() {
     // OPEN, LOCAL_DISCONNECTED, PEER_DISCONNECTED and CLOSING.
     assert_eq!(checked, 4);
 }
+
+/// §2.5 as a column: the rows that decide sealing are exactly those that
+/// send or receive the proposal or the grant, and each decides before the
+/// frame it answers with (the CONNECT itself is never sealed: its row seals
+/// only what follows it).
+#[test]
+fn integrity_is_decided_by_the_rows_that_carry_proposal_and_grant() {
+    for row in TRANSITIONS {
+        let want = match row.input {
+            Input::AppConnect => Seal::AfterConnect,
+            Input::RecvConnect | Input::RecvUnacceptableConnect => Seal::ByProposal,
+            Input::AppAccept | Input::RecvAccept | Input::RecvUnacceptableAccept => Seal::ByGrant,
+            _ => Seal::Keep,
+        };
+        assert_eq!(row.seal, want, "{:?} in {:?}", row.input, row.from);
+        if row.send == Some(Control::Accept) {
+            assert_eq!(row.seal, Seal::ByGrant, "an ACCEPT sealed by its grant");
+        }
+    }
+}

@@ -5,7 +5,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use super::{Control, Discard, End, Input, Next, Post, Row, State, TimerId, Timers, Transport};
+use super::{
+    Control, Discard, End, Input, Next, Post, Row, Seal, State, TimerId, Timers, Transport,
+};
 
 fn timers(out: &mut Vec<String>, verb: &str, t: Timers) {
     if t.is_empty() {
@@ -41,6 +43,11 @@ pub fn effects_text(row: &Row) -> String {
         Discard::TransportGone => out.push(String::from("transport gone")),
         Discard::TransportGoneAndUnread => out.push(String::from("transport gone, discard unread")),
     }
+    match row.seal {
+        Seal::Keep | Seal::AfterConnect => {}
+        Seal::ByProposal => out.push(String::from("seal if proposed and willing")),
+        Seal::ByGrant => out.push(String::from("seal if granted")),
+    }
     if let Some(s) = row.send {
         out.push(match s {
             Control::Connect => String::from("send CONNECT"),
@@ -50,6 +57,9 @@ pub fn effects_text(row: &Row) -> String {
             Control::Abort(r) => alloc::format!("send ABORT({})", reason(r)),
             Control::Ping => String::from("send PING"),
         });
+    }
+    if row.seal == Seal::AfterConnect {
+        out.push(String::from("then seal if proposing"));
     }
     match row.transport {
         Some(Transport::Fin) => out.push(String::from("FIN")),
