@@ -64,39 +64,12 @@ impl Session {
     /// session holds no received data of its own (read that with
     /// [`recv`](Self::recv) first, to keep order).
     pub fn recv_direct(&mut self, now: Instant, wire: &[u8], out: &mut [u8]) -> (usize, usize) {
-        self.recv_direct_in_place(now, wire, out, 0)
-    }
-
-    /// [`recv_direct`](Self::recv_direct), told that the transport can still
-    /// append `room_after` bytes right after `wire` (contiguous in its
-    /// buffer: `wire` holds everything it has and its free space follows;
-    /// 0 when that is not so or not known). A sealed DATA frame (§2.5) that
-    /// is not yet whole in `wire` but will fit is then left in the
-    /// transport, to be checked and copied once, straight into `out`, when
-    /// it is whole, instead of being assembled in the session first;
-    /// [`awaiting_frame`](Self::awaiting_frame) says so until then, and no
-    /// [`Event::Readable`](crate::Event::Readable) is posted for it: the
-    /// bytes that complete it are news enough.
-    pub fn recv_direct_in_place(
-        &mut self,
-        now: Instant,
-        wire: &[u8],
-        out: &mut [u8],
-        room_after: usize,
-    ) -> (usize, usize) {
         if !self.rx.direct() || self.mode() != Mode::Stream || self.rx.queued > 0 {
             return (0, 0);
         }
         let _guard = self.span().entered();
         self.rx.set_readable_posted(false);
-        self.receive(now, wire, Some((out, room_after)))
-    }
-
-    /// Whether the last direct read left a sealed DATA frame in the
-    /// transport until it is whole there ([`recv_direct_in_place`](Self::recv_direct_in_place)):
-    /// a driver then need not offer the bytes again before more arrive.
-    pub fn awaiting_frame(&self) -> bool {
-        self.rx.awaiting()
+        self.receive(now, wire, Some(out))
     }
 
     /// Message mode: reads the next whole message into `buf`, returning its

@@ -148,9 +148,6 @@ const FLAG_HELD: u8 = 4;
 /// A sealed DATA frame has been delivered: the stream buffer may then
 /// overshoot its bound by less than one frame.
 const FLAG_SEALED_SEEN: u8 = 8;
-/// Direct receive left a sealed DATA frame in the transport until it is
-/// whole there (it is then checked and delivered in place, §2.5).
-const FLAG_AWAITING: u8 = 16;
 
 impl Rx {
     pub(crate) fn new() -> Self {
@@ -199,15 +196,6 @@ impl Rx {
 
     pub(super) fn set_sealed_seen(&mut self, on: bool) {
         self.flags.set(FLAG_SEALED_SEEN, on);
-    }
-
-    /// A sealed DATA frame waits in the transport until it is whole.
-    pub(crate) fn awaiting(&self) -> bool {
-        self.flags.get(FLAG_AWAITING)
-    }
-
-    pub(super) fn set_awaiting(&mut self, on: bool) {
-        self.flags.set(FLAG_AWAITING, on);
     }
 
     /// The buffers for writing, created if absent, marked as touched.
@@ -281,11 +269,8 @@ impl Rx {
 enum Sink<'a> {
     /// Into the session's buffers, within the flow-control bound.
     Buffer,
-    /// Into the application's buffer (zero-copy receive): the buffer, what
-    /// was written to it, and how many more bytes the transport can append
-    /// right after the input (0: none, or unknown), which lets a sealed
-    /// DATA frame wait there until it is whole instead of being assembled.
-    Direct(&'a mut [u8], usize, usize),
+    /// Into the application's buffer (zero-copy receive).
+    Direct(&'a mut [u8], usize),
 }
 
 impl Session {
@@ -295,11 +280,10 @@ impl Session {
         &mut self,
         now: Instant,
         input: &[u8],
-        out: Option<(&mut [u8], usize)>,
+        out: Option<&mut [u8]>,
     ) -> (usize, usize) {
-        self.rx.set_awaiting(false);
         let mut sink = match out {
-            Some((o, room_after)) => Sink::Direct(o, 0, room_after),
+            Some(o) => Sink::Direct(o, 0),
             None => Sink::Buffer,
         };
         let mut at = 0;
@@ -309,7 +293,7 @@ impl Session {
             at = input.len();
         }
         let written = match sink {
-            Sink::Direct(_, w, _) => w,
+            Sink::Direct(_, w) => w,
             Sink::Buffer => 0,
         };
         if at > 0 {
@@ -323,11 +307,9 @@ impl Session {
             self.rx.set_held(held);
             let idle = self.keepalive().map_or(Duration::ZERO, |k| k * 3);
             self.timers.suspend_idle(held, now, idle);
-            if held && self.rx.direct() && !self.rx.awaiting() {
+            if held && self.rx.direct() {
                 // DATA waits in the transport: tell the application (FD_READ),
                 // again after a read that left some, as Winsock re-posts it.
-                // Not while the rest of a sealed frame is awaited: the bytes
-                // that complete it wake the driver, which posts it then.
                 self.post_readable();
             }
         }
@@ -456,23 +438,11 @@ impl Session {
                     return false;
                 }
                 if fl & flags::CRC32C != 0 {
-                    // Sealed: verified whole before a byte of it is delivered
-                    // or skipped, or acted on after close (§2.5). Where the
-                    // transport will append the rest right after it, direct
-                    // receive leaves it there until it is whole, then checks
-                    // and delivers it in place; otherwise it is assembled,
-                    // bounded by the frame limit checked above.
-                    let total = hl + len as usize;
-                    if let Sink::Direct(_, _, room_after) = sink
-                        && !in_partial
-                        && input_kind == Input::RecvData
-                        && avail < total
-                        && total - avail <= *room_after
-                    {
-                        self.rx.set_awaiting(true);
-                        return false;
-                    }
+                    // Sealed: assembled whole and verified before a byte of
+                    // it is delivered or skipped, or acted on after close
+                    // (§2.5); bounded by the frame limit checked above.
                     self.rx.checked = Some(input_kind);
+                    let total = hl + len as usize;
                     return self.take_control(now, input, at, in_partial, total, sink);
                 }
                 if !in_partial {
@@ -839,7 +809,7 @@ impl Session {
     /// reassembly is bounded by `max_message_size` instead.
     fn data_room(&self, sink: &Sink<'_>) -> usize {
         match sink {
-            Sink::Direct(out, written, _) => out.len() - written,
+            Sink::Direct(out, written) => out.len() - written,
             Sink::Buffer if self.stops_at_data() => 0,
             Sink::Buffer => match self.mode() {
                 Mode::Stream => self.config.recv_buffer.saturating_sub(self.rx.stream_len()),
@@ -851,7 +821,7 @@ impl Session {
 
     fn take_payload(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
         match sink {
-            Sink::Direct(out, written, _) => {
+            Sink::Direct(out, written) => {
                 let n = chunk.len().min(out.len() - *written);
                 out[*written..*written + n].copy_from_slice(&chunk[..n]);
                 *written += n;

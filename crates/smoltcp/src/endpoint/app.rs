@@ -256,20 +256,8 @@ impl Endpoint {
             // Two passes: the ring's contiguous part, then the wrapped part.
             for _ in 0..2 {
                 let mut took = 0;
-                // When the slice holds everything queued, the ring's free
-                // space follows it (until the ring wraps, which the next
-                // read sees as a shorter slice): a sealed frame not yet whole
-                // may wait there and be checked in place (§2.5).
-                let (queued, capacity) = (socket.recv_queue(), socket.recv_capacity());
                 let _ = socket.recv(|wire| {
-                    let room_after = if wire.len() == queued {
-                        capacity - queued
-                    } else {
-                        0
-                    };
-                    let (consumed, w) =
-                        c.session
-                            .recv_direct_in_place(t, wire, &mut buf[written..], room_after);
+                    let (consumed, w) = c.session.recv_direct(t, wire, &mut buf[written..]);
                     took = consumed;
                     written += w;
                     (consumed, ())
@@ -291,10 +279,8 @@ impl Endpoint {
                 if bytes_waiting {
                     c.session.trim(spares);
                 }
-                if socket_has_more(sockets, sh) && !c.session.awaiting_frame() {
-                    // Left in TCP for the next read: FD_READ again at the next
-                    // poll (not for a sealed frame waiting to be whole there:
-                    // the bytes that complete it wake the connection).
+                if socket_has_more(sockets, sh) {
+                    // Left in TCP for the next read: FD_READ again at the next poll.
                     self.after_read(h);
                 }
             }
