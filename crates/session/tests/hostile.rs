@@ -397,3 +397,21 @@ fn tracing_has_one_span_per_session_and_debug_state_changes() {
         "{log}"
     );
 }
+
+/// A sealed CONNECT whose options block runs into its trailer, the 5-byte
+/// `INTEGRITY` option's check overlapping the trailer (§2.5): refused as
+/// damaged or malformed, without a panic, and nothing reaches the
+/// application.
+#[test]
+fn a_sealed_connect_whose_options_reach_into_its_trailer_is_refused() {
+    let frame = [
+        0x01, 0x40, 0x00, 0x00, 0x00, 0x11, 0x6d, 0x7e, 0x39, 0x51, // sealed header
+        0x42, 0x4b, 0x4e, 0x44, 0x01, 0x01, 0x00, 0x09, // magic, v1..v1, options 9 bytes
+        0x00, 0x07, 0x00, 0x05, 0x01, // INTEGRITY = 1, check to follow...
+        0x00, 0x00, 0x00, 0x00, // ...which is also the trailer
+    ];
+    let mut s = callee();
+    s.handle_bytes(T, &frame);
+    assert!(s.poll_event().is_none_or(|e| !matches!(e, Event::ConnectRequest(_))));
+    assert_eq!(s.state(), State::Closed);
+}
