@@ -412,6 +412,9 @@ fn a_sealed_connect_whose_options_reach_into_its_trailer_is_refused() {
     ];
     let mut s = callee();
     s.handle_bytes(T, &frame);
-    assert!(s.poll_event().is_none_or(|e| !matches!(e, Event::ConnectRequest(_))));
+    assert!(
+        s.poll_event()
+            .is_none_or(|e| !matches!(e, Event::ConnectRequest(_)))
+    );
     assert_eq!(s.state(), State::Closed);
 }

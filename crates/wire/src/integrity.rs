@@ -401,11 +401,18 @@ fn connect_integrity_at(frame: &[u8]) -> Option<(usize, usize)> {
     if view.total_len() != frame.len() {
         return None;
     }
-    // Body: magic (4), versions (2), options_length (2), options.
+    // Body: magic (4), versions (2), options_length (2), options; a sealed
+    // frame's trailer is not part of the body's layout, so a block that
+    // reaches into it is not walked (the parse refuses it).
     let body_at = view.header_len();
+    let end = if view.flags() & flags::CRC32C != 0 {
+        frame.len().checked_sub(TRAILER_LEN)?
+    } else {
+        frame.len()
+    };
     let opts_at = body_at + crate::HELLO_FIXED_LEN;
     let opts_len = usize::from(read_u16(frame.get(..opts_at)?, body_at + 6));
-    let block = frame.get(opts_at..opts_at + opts_len)?;
+    let block = frame.get(..end)?.get(opts_at..opts_at + opts_len)?;
     let mut at = 0;
     while at + OPTION_HEADER_LEN <= block.len() {
         let kind = read_u16(block, at) & !OPTION_CRITICAL;

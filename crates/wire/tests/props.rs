@@ -255,6 +255,10 @@ proptest! {
         let _ = decode(&data, &small);
         let _ = bookend_wire::FrameRepr::parse(&bookend_wire::Frame::new_unchecked(&data[..]));
         let _ = OptionsRepr::parse(&data);
+        let _ = bookend_wire::verify(&data);
+        let _ = bookend_wire::verify_header(&data);
+        let _ = bookend_wire::verify_connect(&data);
+        let _ = bookend_wire::connect_integrity_proposal(&data);
     }
 
     #[test]
@@ -284,5 +288,54 @@ proptest! {
         };
         cuts.sort_unstable();
         prop_assert_eq!(decode_chunked(&stream, &cuts), frames);
+    }
+}
+
+proptest! {
+    // Cheap cases, and the shapes that matter are a few in a thousand.
+    #![proptest_config(ProptestConfig::with_cases(8192))]
+
+    /// The integrity checks of a CONNECT (§2.5) read a frame's options
+    /// before its layout is validated: whatever the bytes, sealed or not,
+    /// with the options block reaching anywhere, they never panic.
+    #[test]
+    fn connect_integrity_checks_never_panic(
+        sealed in any::<bool>(),
+        len in prop::option::of(0u32..64),
+        opts_len in 0u16..24,
+        integrity_at in prop::option::of(0usize..16),
+        tlvs in bytes(16),
+    ) {
+        let header = if sealed { 10 } else { 6 };
+        let mut f = vec![0x01, if sealed { 0x40 } else { 0x00 }, 0, 0, 0, 0];
+        if sealed {
+            f.extend_from_slice(&[0; 4]);
+        }
+        f.extend_from_slice(b"BKND\x01\x01");
+        f.extend_from_slice(&opts_len.to_be_bytes());
+        f.extend_from_slice(&tlvs);
+        if let Some(skip) = integrity_at {
+            // A 5-byte INTEGRITY option first in the block (then the walk
+            // finds it), or anywhere after.
+            let at = if skip % 2 == 0 { header + 8 } else { header + 8 + skip };
+            let at = at.min(f.len());
+            f.splice(at..at, [0, 7, 0, 5, 1]);
+        }
+        // The announced length: the frame's own (so that the checks get as
+        // far as the options), or any.
+        let len = len.unwrap_or((f.len() - header) as u32);
+        f[2..6].copy_from_slice(&len.to_be_bytes());
+        if sealed {
+            let mut six = [0u8; 6];
+            six.copy_from_slice(&f[..6]);
+            f[6..10].copy_from_slice(&bookend_wire::header_check(&six).to_be_bytes());
+        }
+        for cut in 0..=f.len() {
+            let b = &f[..cut];
+            let _ = bookend_wire::verify_connect(b);
+            let _ = bookend_wire::connect_integrity_proposal(b);
+            let _ = bookend_wire::verify(b);
+            let _ = decode(b, &Limits::DEFAULT);
+        }
     }
 }
