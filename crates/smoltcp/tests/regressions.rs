@@ -1353,3 +1353,32 @@ fn a_burst_from_one_source_whose_connects_arrived_is_answered_busy() {
         );
     }
 }
+
+/// `ListenConfig`: a source's connections beyond its share get the loaded
+/// handshake time to deliver their CONNECT, then go, on a listener that is
+/// otherwise idle too: the endpoint asks to be polled when that time is up,
+/// instead of leaving them to the 360 s handshake timer.
+#[test]
+fn a_sources_excess_silent_connections_go_after_the_loaded_handshake_time() {
+    let mut w = World::new(2, |i| (i == 0).then(|| Config::new(90)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.listen(sockets, PORT, ListenConfig::new(16, 4)).unwrap();
+    }
+    for k in 0..12u16 {
+        w.raw_connect(1, addr(0), 30_000 + k);
+    }
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.ep(0).stats().per_source_refused, 0, "an honest burst's grace");
+    // Nothing else will happen on this listener: the endpoint itself must
+    // ask for the poll that ends the grace.
+    let now = w.now();
+    let due = w.ep(0).poll_at(now).expect("a deadline");
+    assert!(
+        due <= now + smoltcp::time::Duration::from_secs(2),
+        "next poll at {due}, now {now}"
+    );
+    w.run_for(Duration::from_secs(10));
+    let stats = w.ep(0).stats();
+    assert_eq!(stats.per_source_refused, 4, "{stats:?}");
+}
