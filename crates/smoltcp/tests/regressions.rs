@@ -1369,7 +1369,11 @@ fn a_sources_excess_silent_connections_go_after_the_loaded_handshake_time() {
         w.raw_connect(1, addr(0), 30_000 + k);
     }
     w.run_for(Duration::from_millis(100));
-    assert_eq!(w.ep(0).stats().per_source_refused, 0, "an honest burst's grace");
+    assert_eq!(
+        w.ep(0).stats().per_source_refused,
+        0,
+        "an honest burst's grace"
+    );
     // Nothing else will happen on this listener: the endpoint itself must
     // ask for the poll that ends the grace.
     let now = w.now();

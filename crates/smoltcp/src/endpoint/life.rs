@@ -52,6 +52,7 @@ impl Endpoint {
     /// is not handshaking here: its CONNECT, perhaps, is read next and
     /// answered (§6.4).
     pub(super) fn admit(&mut self, t: Instant, sockets: &mut SocketSet<'_>) {
+        self.admission_at = None;
         for l in &mut self.listeners {
             l.undecided = 0;
             l.handshaking = 0;
@@ -116,7 +117,8 @@ impl Endpoint {
         // flood from one address; 13 % of a poll's own instructions at
         // 1 000 concurrent lifecycles from one host, callgrind 2026-12-02).
         handshaking.sort_unstable_by_key(|&(l, born, source, index)| (l, source, born, index));
-        let (listeners, stats) = (&self.listeners, &mut self.stats);
+        let (listeners, stats, admission_at) =
+            (&self.listeners, &mut self.stats, &mut self.admission_at);
         let mut run = None;
         let mut rank = 0;
         handshaking.retain(|&(l, born, source, index)| {
@@ -135,10 +137,12 @@ impl Endpoint {
             // cannot hold the armed sockets others need.
             let cfg = listeners[l].config;
             let loaded = listeners[l].handshaking * 2 >= cfg.max_handshaking;
-            if source.is_some()
-                && rank > cfg.max_per_source
-                && (loaded || t >= born + cfg.loaded_handshake_timeout)
-            {
+            let grace_end = born + cfg.loaded_handshake_timeout;
+            if source.is_some() && rank > cfg.max_per_source && !loaded && t < grace_end {
+                // Asked for: nothing else may wake the endpoint then.
+                *admission_at = Some(admission_at.map_or(grace_end, |a| a.min(grace_end)));
+            }
+            if source.is_some() && rank > cfg.max_per_source && (loaded || t >= grace_end) {
                 stats.per_source_refused += 1;
                 evict.push(index);
                 return false;
@@ -162,6 +166,11 @@ impl Endpoint {
             let mut over = kept.len().saturating_sub(cfg.max_handshaking);
             let loaded = kept.len() * 2 >= cfg.max_handshaking;
             for &(born, index) in kept.iter() {
+                let grace_end = born + cfg.loaded_handshake_timeout;
+                if loaded && t < grace_end && over == 0 {
+                    self.admission_at =
+                        Some(self.admission_at.map_or(grace_end, |a| a.min(grace_end)));
+                }
                 if over > 0 || (loaded && t >= born + cfg.loaded_handshake_timeout) {
                     over = over.saturating_sub(1);
                     self.stats.evicted += 1;

@@ -511,6 +511,11 @@ pub struct Endpoint {
     /// Scratch: the slots to visit this poll.
     visit: Vec<usize>,
     scratch: Scratch,
+    /// When admission control must look again even if nothing else
+    /// happens: the earliest end of a grace it gave (a source's connections
+    /// beyond its share, or any handshaking connection under load, get the
+    /// loaded handshake time). Set by each admission pass.
+    admission_at: Option<Instant>,
     /// Boxes of freed connections, for the next ones (at most
     /// `config.spare_parts`): a lifecycle then allocates no slot. The boxes
     /// themselves are what is kept (the slots hold boxes), hence `Box` in a
@@ -598,6 +603,7 @@ impl Endpoint {
             waiting: Vec::new(),
             visit: Vec::new(),
             scratch: Scratch::default(),
+            admission_at: None,
             spare_conns: Vec::new(),
             ports,
             events: VecDeque::new(),
@@ -963,7 +969,13 @@ impl Endpoint {
         // Bytes queued by the session need no wake-up of
         // their own: commands hand them to TCP, and a send window opening
         // again wakes the socket.
-        self.timers.peek().map(|(at, _)| smol_instant(at))
+        let timer = self.timers.peek().map(|(at, _)| at);
+        // Admission control's graces end without any socket waking.
+        [timer, self.admission_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(smol_instant)
     }
 
     /// Step 2 of the call order: see the type docs.
