@@ -16,6 +16,36 @@ use bookend_wire::{Decoded, FrameType, Limits, decode, flags};
 
 const T: Instant = Instant::ZERO;
 
+/// The hex blocks of `docs/protocol.md` §10.4, in order: the CONNECT with an
+/// unknown critical option, the sealed REJECT answering it, the
+/// REJECT(`INTEGRITY_REQUIRED`) and the ABORT(`INTEGRITY_REQUIRED`).
+fn spec_10_4() -> Vec<Vec<u8>> {
+    const SPEC: &str = include_str!("../../../docs/protocol.md");
+    let start = SPEC.find("### 10.4").expect("§10.4");
+    let end = start + SPEC[start..].find("\n## ").unwrap_or(SPEC.len() - start);
+    let mut blocks = Vec::new();
+    let mut lines = SPEC[start..end].lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "```hex" {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for body in lines.by_ref() {
+            if body.trim() == "```" {
+                break;
+            }
+            let body = body.split('#').next().unwrap_or("");
+            bytes.extend(
+                body.split_whitespace()
+                    .map(|t| u8::from_str_radix(t, 16).unwrap()),
+            );
+        }
+        blocks.push(bytes);
+    }
+    assert_eq!(blocks.len(), 4, "§10.4 blocks");
+    blocks
+}
+
 fn config(integrity: Integrity, mode: Mode) -> Config {
     let mut c = Config::default();
     c.options.integrity = integrity;
@@ -594,20 +624,10 @@ fn a_reject_for_an_unknown_critical_option_is_sealed() {
         };
         assert_eq!(r.reason, Reason::OPTION_UNSUPPORTED);
         // docs/protocol.md §10.4, byte for byte.
-        assert_eq!(
-            out,
-            [
-                0x03, 0x40, 0, 0, 0, 6, 0x72, 0x66, 0x3a, 0x16, 0x00, 0x05, 0xb1, 0xd4, 0xcf, 0xc3
-            ]
-        );
+        let spec = spec_10_4();
+        assert_eq!(out, spec[1]);
         if order[0] == 0x80 {
-            assert_eq!(
-                connect,
-                [
-                    0x01, 0x00, 0, 0, 0, 0x15, 0x42, 0x4b, 0x4e, 0x44, 1, 1, 0, 0x0d, 0x80, 0x42,
-                    0, 0, 0, 7, 0, 5, 1, 0xf3, 0x5e, 0x65, 0xce
-                ]
-            );
+            assert_eq!(connect, spec[0]);
         }
     }
 }
@@ -636,7 +656,7 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     c.handle_bytes(T, &accept);
     let (abort, actions) = output_actions(&mut c);
     // docs/protocol.md §10.4.
-    assert_eq!(abort, [0x06, 0x00, 0, 0, 0, 2, 0x00, 0x08]);
+    assert_eq!(abort, spec_10_4()[3]);
     assert!(actions.contains(&TransportAction::Reset), "{actions:?}");
     let required = Reason::INTEGRITY_REQUIRED;
     assert_eq!(
@@ -671,7 +691,7 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     assert!(events(&mut s).is_empty(), "the application saw the request");
     let reject = drain(&mut s);
     // docs/protocol.md §10.4.
-    assert_eq!(reject, [0x03, 0x00, 0, 0, 0, 2, 0x00, 0x08]);
+    assert_eq!(reject, spec_10_4()[2]);
     c.handle_bytes(T, &reject);
     assert!(events(&mut c).iter().any(
         |e| matches!(e, Event::Refused { reason, .. } if *reason == Reason::INTEGRITY_REQUIRED)
@@ -681,6 +701,25 @@ fn integrity_required_is_enforced_with_its_own_reason() {
     let mut bad = config(Integrity::None, Mode::Stream);
     bad.require_integrity = true;
     assert!(Session::caller(bad, 1).is_err());
+}
+
+/// §10.2's last row: unsealed DATA "hello" while integrity is in force is
+/// refused from its first 6 bytes.
+#[test]
+fn unsealed_data_under_integrity_is_refused_from_six_bytes() {
+    let (_, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    let row = [0x04, 0x00, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'];
+    const SPEC: &str = include_str!("../../../docs/protocol.md");
+    assert!(SPEC.contains(
+        "| `04 00 00 00 00 05 68 65 6c 6c 6f` | unsealed DATA while integrity is in force"
+    ));
+    s.handle_bytes(T, &row[..6]);
+    assert!(
+        s.close_reason()
+            .is_some_and(CloseReason::is_integrity_failure),
+        "{:?}",
+        s.close_reason()
+    );
 }
 
 /// §2.4/§2.5: with integrity in force, damage to a header's `length` is

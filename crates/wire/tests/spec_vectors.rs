@@ -220,4 +220,28 @@ fn refused_vectors() {
     for (bytes, err) in cases {
         assert_eq!(decode(bytes, &Limits::DEFAULT), Err(*err), "{bytes:02x?}");
     }
+    // The table of §10.2 is this list: every row's bytes are a case here,
+    // except the one only a session with integrity in force refuses
+    // (checked by crates/session/tests/integrity.rs).
+    let start = SPEC.find("### 10.2").expect("§10.2");
+    let end = start + SPEC[start..].find("### 10.3").expect("§10.3");
+    let mut rows = 0;
+    for line in SPEC[start..end].lines() {
+        let Some(hex) = line.strip_prefix("| `").and_then(|l| l.split('`').next()) else {
+            continue;
+        };
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|t| u8::from_str_radix(t, 16).unwrap_or_else(|_| panic!("bad hex {t:?}")))
+            .collect();
+        rows += 1;
+        if line.contains("while integrity is in force") {
+            continue;
+        }
+        assert!(
+            cases.iter().any(|(b, _)| *b == &bytes[..]),
+            "§10.2 row {hex} is not checked here"
+        );
+    }
+    assert_eq!(rows, cases.len() + 1, "rows of §10.2 and cases here differ");
 }

@@ -322,22 +322,28 @@ impl Session {
         }
         // Every state where data can be unread has its own AppCloseUnread
         // row (the table test `close_with_unread_data_never_ends_gracefully`
-        // derives those states from the table itself), so the plain close is
-        // never a silent stand-in for a missing row.
+        // derives those states from the table itself). Were one missing, the
+        // close would abort with UNREAD_DATA, never end gracefully.
         let unread = self.has_unread();
-        debug_assert!(
-            !unread || state::row(self.state, Input::AppCloseUnread).is_some(),
-            "data unread in {} without an AppCloseUnread row",
-            self.state
-        );
-        let input = if unread && state::row(self.state, Input::AppCloseUnread).is_some() {
+        let (input, args) = if !unread {
+            (Input::AppClose, Args::default())
+        } else if state::row(self.state, Input::AppCloseUnread).is_some() {
             debug!(unread = self.rx.queued, "close with unread data: aborting");
-            Input::AppCloseUnread
+            (Input::AppCloseUnread, Args::default())
         } else {
-            Input::AppClose
+            debug_assert!(
+                false,
+                "data unread in {} without an AppCloseUnread row",
+                self.state
+            );
+            let args = Args {
+                reason: Some(Reason::UNREAD_DATA),
+                ..Args::default()
+            };
+            (Input::AppAbort, args)
         };
         self.flags.set(Self::APP_CLOSED, true);
-        self.fire(now, input, Args::default());
+        self.fire(now, input, args);
     }
 
     /// Abortive close (closesocket with linger {1, 0}): unsent data is
