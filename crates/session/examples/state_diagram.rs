@@ -11,9 +11,11 @@ fn main() {
     println!("Generated from `bookend_session::state::TRANSITIONS` by");
     println!("`cargo run -p bookend-session --example state_diagram > docs/session-states.md`;");
     println!("a test fails if this file is stale. The table is the whole behaviour of a");
-    println!("session: every legal (state, input) cell with its effects, executed in the");
-    println!("order shown (discard, frame sent, FIN or RST, timers cleared, timers armed,");
-    println!("state, event posted). A cell not listed is illegal: a received frame or FIN");
+    println!("session's states: every legal (state, input) cell with its effects, executed");
+    println!("in the order shown (discard, integrity rule, frame sent, FIN or RST, timers");
+    println!(
+        "cleared, timers armed, state, event posted). A cell not listed is illegal: a received frame or FIN"
+    );
     println!("there is a violation (ABORT `UNEXPECTED_FRAME` / `UNEXPECTED_EOF`, or RST");
     println!("only after our FIN), a command fails and changes nothing, a stale timer is");
     println!("ignored. \"reason, data\" means the ones the command or violation gave.");

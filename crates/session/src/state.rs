@@ -4,12 +4,22 @@
 //! state (or several), an input, the next state and **every effect** of the
 //! transition, in the style of the ISO 8073 / X.225 state tables: what is
 //! discarded, the frame sent, FIN or RST, the timers cleared and armed, and the
-//! events posted. The session classifies what happened into an [`Input`]
-//! (predicates such as "with unread data" are separate inputs, so every cell
-//! is deterministic), looks up the row and executes its effects; no other
-//! code changes the state, sends a control frame, issues FIN/RST or arms a
-//! timer. (DATA payloads and the FD_READ/FD_WRITE flow events belong to the
-//! data path: rows only say where DATA is legal.)
+//! events posted, and the integrity rule (which frames are sealed, §2.5).
+//! The session classifies what happened into an [`Input`] (predicates such
+//! as "with unread data" are separate inputs, so every cell is
+//! deterministic), looks up the row and executes its effects; no other code
+//! changes the state, sends a control frame, issues FIN/RST, arms or clears
+//! a timer, or decides sealing.
+//!
+//! What the rows do not hold, stated so that the claim stays exact: the
+//! data path (DATA payloads, FD_READ/FD_WRITE: rows only say where DATA is
+//! legal); the classification itself (the order of header checks, §2.4,
+//! and which check a frame fails); what a received frame carries, kept for
+//! the application before its row runs (the options in force after a grant,
+//! user data, reasons, the peer's disconnect data); and the liveness rules
+//! of §7 that restart or pause a running timer without arming or clearing
+//! it (bytes or acknowledgements from the peer restart idle and connect;
+//! unacknowledged bytes pause the timers that wait for the peer).
 //!
 //! A `const` builder turns the rows into an O(1) lookup matrix and fails the
 //! build if two rows claim one cell. An input with no row is illegal: a
