@@ -456,6 +456,25 @@ fn d8_close_with_data_unread_in_tcp_aborts_without_disconnect() {
     );
 }
 
+/// The reason a caller on `host` was refused with: BUSY or DECISION_TIMEOUT,
+/// never a bare reset (§6.4: a caller whose TCP connection was accepted
+/// learns why).
+fn learned_why(w: &World, host: usize, h: Handle) -> Reason {
+    let evs: Vec<_> = w.apps.events[host]
+        .iter()
+        .filter(|(_, hd, _)| *hd == h)
+        .map(|(_, _, e)| e.clone())
+        .collect();
+    let refused = evs.iter().find_map(|e| match e {
+        EndpointEvent::Session(Event::Refused { reason, .. }) => Some(*reason),
+        _ => None,
+    });
+    match refused {
+        Some(r @ (Reason::BUSY | Reason::DECISION_TIMEOUT)) => r,
+        _ => panic!("caller on host {host} did not learn why: {evs:?}"),
+    }
+}
+
 /// Defect 6 (fails on f4a4bc6): a burst of callers beyond what the listener
 /// holds learns why: REJECT(`BUSY`), never a bare RST.
 #[test]
@@ -481,20 +500,7 @@ fn d6_burst_of_connects_is_answered_busy_not_reset() {
     w.run_for(Duration::from_secs(15));
     let mut busy = 0;
     for (host, h) in handles {
-        let evs: Vec<_> = w.apps.events[host]
-            .iter()
-            .filter(|(_, hd, _)| *hd == h)
-            .map(|(_, _, e)| e.clone())
-            .collect();
-        let refused = evs.iter().find_map(|e| match e {
-            EndpointEvent::Session(Event::Refused { reason, .. }) => Some(*reason),
-            _ => None,
-        });
-        assert!(
-            matches!(refused, Some(Reason::BUSY | Reason::DECISION_TIMEOUT)),
-            "caller on host {host} did not learn why: {evs:?}"
-        );
-        busy += usize::from(refused == Some(Reason::BUSY));
+        busy += usize::from(learned_why(&w, host, h) == Reason::BUSY);
     }
     assert!(busy >= 50, "only {busy} BUSY");
     assert!(w.ep(0).stats().busy >= 50);
@@ -1338,19 +1344,7 @@ fn a_burst_from_one_source_whose_connects_arrived_is_answered_busy() {
     assert_eq!(stats.per_source_refused, 0, "{stats:?}");
     assert!(stats.busy > 0, "{stats:?}");
     for h in handles {
-        let evs: Vec<_> = w.apps.events[1]
-            .iter()
-            .filter(|(_, hd, _)| *hd == h)
-            .map(|(_, _, e)| e.clone())
-            .collect();
-        let refused = evs.iter().find_map(|e| match e {
-            EndpointEvent::Session(Event::Refused { reason, .. }) => Some(*reason),
-            _ => None,
-        });
-        assert!(
-            matches!(refused, Some(Reason::BUSY | Reason::DECISION_TIMEOUT)),
-            "caller did not learn why: {evs:?}"
-        );
+        learned_why(&w, 1, h);
     }
 }
 
