@@ -418,3 +418,22 @@ fn a_sealed_connect_whose_options_reach_into_its_trailer_is_refused() {
     );
     assert_eq!(s.state(), State::Closed);
 }
+
+/// §5.3: DATA before ACCEPT is illegal, refused from its header
+/// (UNEXPECTED_FRAME), also when the application reads directly and has no
+/// room: the header must not be left in the transport as data waiting for
+/// the application, which a later close() would count as unread (found by
+/// the session fuzz target).
+#[test]
+fn data_before_connect_is_refused_even_without_room_to_read_it() {
+    let mut s = callee();
+    s.set_direct_receive(true);
+    let d = data(b"early", false);
+    let (consumed, written) = s.recv_direct(T, &d, &mut []);
+    assert_eq!(written, 0);
+    assert!(consumed > 0, "left in the transport");
+    assert_protocol_error(&mut s, Reason::UNEXPECTED_FRAME, |v| {
+        matches!(v, Violation::UnexpectedFrame { .. })
+    });
+    s.close(T);
+}
