@@ -104,6 +104,16 @@ impl State {
         }
     }
 
+    /// Whether received DATA can be waiting for the application in this
+    /// state: the states reachable from those where DATA is received, until
+    /// `Closed` (checked against the table by its tests).
+    pub const fn may_hold_data(self) -> bool {
+        matches!(
+            self,
+            Self::Open | Self::LocalDisconnected | Self::PeerDisconnected | Self::Closing
+        )
+    }
+
     /// Whether received bytes are still parsed as frames in this state. In
     /// `Rejecting`, `Refused` and `Closed` everything until the FIN is ignored,
     /// and entering them drops any partly received frame.

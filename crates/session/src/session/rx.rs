@@ -360,6 +360,7 @@ impl Session {
         if !in_partial
             && avail > 0
             && FrameType::from(input[*at]) == FrameType::Data
+            && state::row(self.state, Input::RecvData).is_some()
             && self.data_room(sink) == 0
         {
             // No room for DATA: leave even its header in the transport, so
@@ -882,10 +883,14 @@ impl Session {
     /// Whether received data waits for the application: buffered, or held
     /// in the transport for direct receive. Closing then is an abort (§5.3).
     pub(super) fn has_unread(&self) -> bool {
-        self.rx.queued > 0
-            || self.rx.message_len() > 0
-            || (self.rx.held() && self.rx.direct())
-            || self.rx.data_in_progress()
+        // Only from OPEN on can DATA have been received (the table test
+        // `close_with_unread_data_never_ends_gracefully` derives the same
+        // states), whatever the receive flags say.
+        self.state.may_hold_data()
+            && (self.rx.queued > 0
+                || self.rx.message_len() > 0
+                || (self.rx.held() && self.rx.direct())
+                || self.rx.data_in_progress())
     }
 
     /// Whether every received frame must be sealed: integrity was granted

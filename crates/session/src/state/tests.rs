@@ -220,6 +220,13 @@ fn timers_sharing_a_slot_are_never_armed_together() {
 #[test]
 fn close_with_unread_data_never_ends_gracefully() {
     let unread = reachable_from(|s| row(s, Input::RecvData).is_some());
+    for s in State::ALL {
+        assert_eq!(
+            s.may_hold_data(),
+            unread[s as usize] && s != State::Closed,
+            "{s}: State::may_hold_data disagrees with the table"
+        );
+    }
     let mut checked = 0;
     for s in State::ALL {
         if !unread[s as usize] || s == State::Closed {
