@@ -1,0 +1,371 @@
+//! The application's handle on one session: `connect`, stream I/O
+//! (`AsyncRead`/`AsyncWrite`), messages, disconnect data, close and abort.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bookend_session::{CloseReason, Config, Error as SessionError, Options, Reason, Session};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::conn::{self, Conn, Handshake};
+
+/// Why a connect did not give a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The callee refused: REJECT with its reason and reject data
+    /// (WSAECONNREFUSED with bookend's extension).
+    Refused {
+        /// The REJECT's reason code (`docs/protocol.md` §8).
+        reason: Reason,
+        /// The reject data; `None` and empty differ.
+        data: Option<Bytes>,
+    },
+    /// The session ended before ACCEPT: reset, aborted by either side with
+    /// reason and data, timed out (which timer), or a protocol error.
+    Closed(CloseReason),
+    /// TCP could not connect (refused, unreachable) or the address did not
+    /// resolve.
+    Io(io::ErrorKind, String),
+    /// The configuration or options cannot work (out of range, a receive
+    /// buffer smaller than a message, caller data over the proposal).
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused { reason, data } => {
+                write!(f, "refused: {reason}")?;
+                if let Some(d) = data {
+                    write!(f, " ({} bytes of reject data)", d.len())?;
+                }
+                Ok(())
+            }
+            Self::Closed(r) => write!(f, "closed before ACCEPT: {r}"),
+            Self::Io(_, e) => write!(f, "TCP: {e}"),
+            Self::Invalid(e) => write!(f, "invalid: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Connects to `addr` with `caller_data` (WSAConnect's caller data) and
+/// `options` as the proposal, under `config` (timers, buffers, whether
+/// integrity is required). Resolves once the callee answers: the connection
+/// and the callee data, or the refusal with its reason and data.
+///
+/// Cancel safety: dropping the future before it resolves abandons the
+/// attempt; the session is closed (an ABORT, or a RST before TCP is up).
+///
+/// This function returns `Err(ConnectError::Refused)` for a REJECT,
+/// `Err(ConnectError::Closed)` when the session ends otherwise before ACCEPT
+/// (a reset, an ABORT, the connect timer), `Err(ConnectError::Io)` when TCP
+/// cannot connect, and `Err(ConnectError::Invalid)` for unusable settings.
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    caller_data: Option<&[u8]>,
+    options: Options,
+    config: Config,
+) -> Result<(Connection, Option<Bytes>), ConnectError> {
+    let session =
+        Session::caller(config, next_id()).map_err(|e| ConnectError::Invalid(e.to_string()))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;
+    let local = stream
+        .local_addr()
+        .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;
+    let conn = Conn::new(session, tokio::time::Instant::now(), peer, local);
+    conn.command(|s, now| s.connect(now, caller_data, options))
+        .map_err(|e| ConnectError::Invalid(e.to_string()))?;
+    let span = tracing::debug_span!("bookend", %peer, role = "caller");
+    conn::spawn(conn.clone(), stream, span);
+    // Closed if this future is dropped before the answer.
+    let guard = Connection::new(conn.clone());
+    let outcome = conn
+        .wait(|st| {
+            if let Some(h) = st.handshake.pop_front() {
+                return Some(Ok(h));
+            }
+            st.closed.clone().map(Err)
+        })
+        .await;
+    match outcome {
+        Ok(Handshake::Connected { callee_data }) => Ok((guard, callee_data)),
+        Ok(Handshake::Refused { reason, data }) => Err(ConnectError::Refused { reason, data }),
+        Ok(Handshake::Request(_)) => unreachable!("a caller receives no CONNECT"),
+        Err(reason) => Err(ConnectError::Closed(reason)),
+    }
+}
+
+fn next_id() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One established session: stream I/O (stream mode) or messages (message
+/// mode), disconnect data, and its end.
+///
+/// Dropping it without [`close`](Self::close) closes it gracefully in the
+/// background (closesocket with the default linger): a DISCONNECT without
+/// data, everything queued delivered, or an ABORT(`UNREAD_DATA`) if
+/// received data was left unread (RFC 9293 §3.10.4).
+pub struct Connection {
+    conn: Arc<Conn>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.conn.peer)
+            .field("state", &self.conn.lock().session.state())
+            .finish()
+    }
+}
+
+fn io_error(e: SessionError) -> io::Error {
+    let kind = match e {
+        SessionError::WouldBlock => io::ErrorKind::WouldBlock,
+        SessionError::ConnectionReset => io::ErrorKind::ConnectionReset,
+        SessionError::ConnectionAborted => io::ErrorKind::ConnectionAborted,
+        SessionError::Shutdown => io::ErrorKind::BrokenPipe,
+        SessionError::TooLarge { .. } | SessionError::MessageTruncated { .. } => {
+            io::ErrorKind::InvalidInput
+        }
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+impl Connection {
+    pub(crate) fn new(conn: Arc<Conn>) -> Self {
+        Self { conn }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.peer
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn.local
+    }
+
+    /// The options in force (granted).
+    pub fn options(&self) -> Options {
+        self.conn.lock().session.options()
+    }
+
+    /// Message mode: sends one whole message; waits while the send buffer
+    /// cannot take it.
+    ///
+    /// Cancel safety: a message is queued whole or not at all; dropping the
+    /// future before it resolves queues nothing.
+    ///
+    /// This function returns the session's errors: `TooLarge` over the
+    /// negotiated message size, `WrongMode` in stream mode, `Shutdown` after
+    /// `send_disconnect`, `ConnectionReset`/`ConnectionAborted` once ended.
+    pub async fn send_message(&self, message: &[u8]) -> Result<(), SessionError> {
+        std::future::poll_fn(|cx| {
+            let r = self.conn.command(|s, _| s.send_message(message));
+            match r {
+                Err(SessionError::WouldBlock) => {
+                    let mut st = self.conn.lock();
+                    st.write_waker = Some(cx.waker().clone());
+                    // Re-check: room may have come between the two locks.
+                    if st.session.send_queue() == 0 {
+                        drop(st);
+                        cx.waker().wake_by_ref();
+                    }
+                    Poll::Pending
+                }
+                r => Poll::Ready(r),
+            }
+        })
+        .await
+    }
+
+    /// Message mode: the next whole message. After the peer's DISCONNECT and
+    /// its last message, `Err(Disconnected)` (WSAEDISCON).
+    ///
+    /// Cancel safety: a message is taken only when this resolves; dropping
+    /// the future loses nothing.
+    ///
+    /// This function returns the session's errors (`WrongMode`,
+    /// `Disconnected`, `ConnectionReset`, `ConnectionAborted`).
+    pub async fn recv_message(&self) -> Result<Bytes, SessionError> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.conn.lock();
+            match st.session.recv_message_bytes() {
+                Err(SessionError::WouldBlock) => {
+                    st.read_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                r => {
+                    drop(st);
+                    self.conn.kick();
+                    Poll::Ready(r)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Ends our sending half with `data` (WSASendDisconnect): the peer gets
+    /// FD_CLOSE and reads `data` with its `recv_disconnect`. Our receiving
+    /// half stays open.
+    ///
+    /// This function returns the session's errors: `TooLarge` over the
+    /// negotiated disconnect data size, `Shutdown` if already sent with
+    /// data, `ConnectionReset`/`ConnectionAborted` once ended.
+    pub async fn send_disconnect(&self, data: Option<&[u8]>) -> Result<(), SessionError> {
+        self.conn.command(|s, now| s.send_disconnect(now, data))
+    }
+
+    /// The peer's disconnect data (WSARecvDisconnect), once its DISCONNECT
+    /// has arrived: `Some(data)` (possibly empty) or `None` when it sent
+    /// none. Waits for the DISCONNECT; normal data before it stays readable.
+    ///
+    /// Cancel safety: nothing is taken until it resolves.
+    ///
+    /// This function returns `Err(Consumed)` if it was already read, and
+    /// `ConnectionReset`/`ConnectionAborted` if the session ended without it.
+    pub async fn recv_disconnect(&self) -> Result<Option<Bytes>, SessionError> {
+        self.conn
+            .wait(|st| match st.session.recv_disconnect_bytes() {
+                Err(SessionError::NotYet) if st.closed.is_none() => None,
+                r => Some(r),
+            })
+            .await
+    }
+
+    /// Closes gracefully (closesocket with the default linger) and waits for
+    /// the end: DISCONNECT without data if not yet sent, everything queued
+    /// delivered, until the peer's FIN confirms both disconnects (the seed's
+    /// step 5a: closing right after `send_disconnect` still delivers). With
+    /// received data unread the session is aborted with `UNREAD_DATA`.
+    /// Returns how the session ended.
+    pub async fn close(&self) -> CloseReason {
+        self.conn.command(|s, now| s.close(now));
+        self.closed().await
+    }
+
+    /// Aborts (closesocket with linger {1, 0}): unsent data is discarded,
+    /// then ABORT with `reason` and `data`, then a TCP reset.
+    ///
+    /// This function returns `TooLarge` for data over the disconnect data
+    /// size, `InvalidState` once ended.
+    pub fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        self.conn.command(|s, now| s.abort(now, reason, data))
+    }
+
+    /// Waits for the end of the session and says how it ended: gracefully
+    /// (both disconnects confirmed), refused, reset, aborted by either side
+    /// with reason and data, timed out (which timer), or a protocol error.
+    pub async fn closed(&self) -> CloseReason {
+        self.conn
+            .wait(|st| if st.done { st.closed.clone() } else { None })
+            .await
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // closesocket: graceful, in the background (or nothing once ended).
+        let closed = self.conn.lock().closed.is_some();
+        if !closed {
+            self.conn.command(|s, now| s.close(now));
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    /// Stream mode: received DATA; `Ok(())` with nothing read at the end of
+    /// the peer's data (its DISCONNECT: `recv` returns 0).
+    ///
+    /// Cancel safety: a read takes bytes only when it returns them.
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.conn.lock();
+        match st.session.recv(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                drop(st);
+                self.conn.kick();
+                Poll::Ready(Ok(()))
+            }
+            Err(SessionError::WouldBlock) if st.closed.is_none() => {
+                st.read_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(SessionError::WouldBlock) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the session ended",
+            ))),
+            Err(e) => Poll::Ready(Err(io_error(e))),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    /// Stream mode: queues as much of `buf` as the send buffer takes.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.conn.command(|s, _| s.send(buf)) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(SessionError::WouldBlock) => {
+                let mut st = self.conn.lock();
+                st.write_waker = Some(cx.waker().clone());
+                if st.session.send_queue() == 0 {
+                    drop(st);
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(io_error(e))),
+        }
+    }
+
+    /// Waits until the session has handed everything queued to TCP.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.conn.lock();
+        if st.session.send_queue() == 0 || st.closed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        st.write_waker = Some(cx.waker().clone());
+        drop(st);
+        self.conn.kick();
+        Poll::Pending
+    }
+
+    /// WSASendDisconnect without data: ends our sending half.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.conn.command(|s, now| {
+            if s.local_disconnected() {
+                Ok(())
+            } else {
+                s.send_disconnect(now, None)
+            }
+        });
+        Poll::Ready(r.map_err(io_error))
+    }
+}

@@ -1,0 +1,295 @@
+//! The callee's side: a listener whose `accept()` yields each caller's
+//! request (address, caller data, proposed options) before anything is
+//! committed, to accept, reject or keep (WSAAccept's condition function).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bookend_session::{
+    CloseReason, Config, ConnectRequest, Error as SessionError, Options, Reason, Session,
+};
+use bytes::Bytes;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use crate::conn::{self, Conn, Handshake};
+use crate::connection::Connection;
+
+/// A listener's bounds: what one listener holds for callers it has not
+/// handed to the application yet (`docs/protocol.md` §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenConfig {
+    /// Requests (complete CONNECTs) waiting in `accept()`'s queue or kept
+    /// undecided (default 32). Beyond it a new request is answered
+    /// REJECT(`BUSY`) at once: a caller whose TCP connection was accepted
+    /// always learns why.
+    pub max_pending: usize,
+    /// TCP connections whose CONNECT has not arrived yet (default 64).
+    /// Beyond it the listener accepts no more TCP connections until one
+    /// completes or ends: further SYNs wait in the kernel's backlog, so the
+    /// callers' TCP retries (§6.4), and the handshake timer bounds each.
+    pub max_handshaking: usize,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            max_pending: 32,
+            max_handshaking: 64,
+        }
+    }
+}
+
+/// A bookend listener on a TCP port.
+///
+/// Dropping it stops accepting; requests already yielded are unaffected,
+/// requests not yet taken are refused with REJECT(`SHUTTING_DOWN`).
+#[derive(Debug)]
+pub struct Listener {
+    requests: mpsc::Receiver<Incoming>,
+    local: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Listens on `addr` with `config` for every session (its options are
+    /// the callee's limits and what it grants) and the listener's bounds.
+    ///
+    /// This function returns `Err` if the address cannot be bound or the
+    /// configuration is invalid.
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: Config,
+        listen: ListenConfig,
+    ) -> std::io::Result<Self> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tcp = TcpListener::bind(addr).await?;
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(listen.max_pending.max(1));
+        let config = Arc::new(config);
+        let acceptor = tokio::spawn(accept_loop(tcp, config, listen, tx));
+        Ok(Self {
+            requests: rx,
+            local,
+            acceptor,
+        })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The next caller's request: its address, caller data and proposed
+    /// options, before anything is committed. A request kept without a
+    /// decision (CF_DEFER) does not hold up the next `accept()`.
+    ///
+    /// Cancel safety: cancel-safe; a request is yielded only when this
+    /// resolves.
+    pub async fn accept(&mut self) -> Option<Incoming> {
+        self.requests.recv().await
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        self.requests.close();
+        while let Ok(incoming) = self.requests.try_recv() {
+            let _ = incoming.refuse(Reason::SHUTTING_DOWN, None);
+        }
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    config: Arc<Config>,
+    listen: ListenConfig,
+    requests: mpsc::Sender<Incoming>,
+) {
+    let handshaking = Arc::new(Semaphore::new(listen.max_handshaking.max(1)));
+    let ids = AtomicUsize::new(1);
+    loop {
+        // At the bound, take no more TCP connections: SYNs wait in the
+        // kernel's backlog (§6.4).
+        let Ok(permit) = handshaking.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match tcp.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let epoch = tokio::time::Instant::now();
+        let id = ids.fetch_add(1, Ordering::Relaxed) as u32;
+        let Ok(session) = Session::callee(config.clone(), id, bookend_session::Instant::ZERO)
+        else {
+            return;
+        };
+        let conn = Conn::new(session, epoch, peer, local);
+        let span = tracing::debug_span!("bookend", %peer, role = "callee");
+        conn::spawn(conn.clone(), stream, span);
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            // Held until the CONNECT is complete or the session ends.
+            let _permit = permit;
+            let outcome = conn
+                .wait(|st| {
+                    if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
+                        return Some(Some(r));
+                    }
+                    st.closed.is_some().then_some(None)
+                })
+                .await;
+            let Some(request) = outcome else {
+                return;
+            };
+            let incoming = Incoming {
+                conn: Some(conn),
+                request,
+            };
+            if let Err(mpsc::error::TrySendError::Full(incoming)) = requests.try_send(incoming) {
+                debug!("pending requests at their bound: REJECT(BUSY)");
+                let _ = incoming.refuse(Reason::BUSY, None);
+            }
+        });
+    }
+}
+
+/// A caller's request, yielded by [`Listener::accept`] before anything is
+/// committed: WSAAccept's condition function sees it. Consume it with
+/// exactly one of [`accept`](Self::accept) (CF_ACCEPT) or
+/// [`reject`](Self::reject) (CF_REJECT), or keep it undecided (CF_DEFER)
+/// until you decide or the session's decision timer answers
+/// REJECT(`DECISION_TIMEOUT`).
+///
+/// **Dropping it undecided rejects it** with REJECT(`REJECTED`) (and logs a
+/// warning): the caller always learns why.
+pub struct Incoming {
+    conn: Option<Arc<Conn>>,
+    request: ConnectRequest,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("remote", &self.conn.as_ref().map(|c| c.peer))
+            .field("caller_data", &self.request.caller_data)
+            .field("proposed", &self.request.proposed)
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The caller's address (WSAAccept's caller ID).
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn().peer
+    }
+
+    /// Our address (the callee ID).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn().local
+    }
+
+    /// The caller data: `None` when the CONNECT carried none, distinct from
+    /// an empty `Some`.
+    pub fn caller_data(&self) -> Option<&Bytes> {
+        self.request.caller_data.as_ref()
+    }
+
+    /// The options the caller proposed (the SQOS analog).
+    pub fn proposed(&self) -> Options {
+        self.request.proposed
+    }
+
+    /// The grant this listener's configuration would give: the usual
+    /// argument of [`accept`](Self::accept).
+    pub fn grant(&self) -> Options {
+        self.request.grant
+    }
+
+    fn conn(&self) -> &Arc<Conn> {
+        self.conn
+            .as_ref()
+            .expect("an undecided request holds its connection")
+    }
+
+    /// CF_ACCEPT: answers ACCEPT with `callee_data` and the `granted`
+    /// options, and gives the connection.
+    ///
+    /// This function returns `Err(InvalidGrant)` if `granted` exceeds the
+    /// proposal or changes the mode, `Err(TooLarge)` for callee data over
+    /// the granted size, and the session's error if it has ended meanwhile
+    /// (the decision timer, the caller's ABORT).
+    pub async fn accept(
+        mut self,
+        callee_data: Option<&[u8]>,
+        granted: Options,
+    ) -> Result<Connection, SessionError> {
+        let conn = self
+            .conn
+            .take()
+            .expect("an undecided request holds its connection");
+        match conn.command(|s, now| s.accept(now, callee_data, granted)) {
+            Ok(()) => Ok(Connection::new(conn)),
+            Err(e) => {
+                // Not accepted: the request stays undecided; refuse it, so
+                // that the caller is answered.
+                self.conn = Some(conn);
+                Err(e)
+            }
+        }
+    }
+
+    /// CF_REJECT: answers REJECT with `reason` and `data` (delivered to the
+    /// caller), then FIN, and waits until the caller's FIN confirms it (or
+    /// the linger timer). Returns how the session ended.
+    ///
+    /// This function returns `Err(TooLarge)` for reject data over the
+    /// caller's limit (nothing is sent: decide again), and the session's
+    /// error if it has ended meanwhile.
+    pub async fn reject(
+        mut self,
+        reason: Reason,
+        data: Option<&[u8]>,
+    ) -> Result<CloseReason, SessionError> {
+        let conn = self
+            .conn
+            .take()
+            .expect("an undecided request holds its connection");
+        if let Err(e) = conn.command(|s, now| s.reject(now, reason, data)) {
+            self.conn = Some(conn);
+            return Err(e);
+        }
+        Ok(Connection::new(conn).closed().await)
+    }
+
+    fn refuse(mut self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        let conn = self
+            .conn
+            .take()
+            .expect("an undecided request holds its connection");
+        conn.command(|s, now| s.reject(now, reason, data))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            warn!(peer = %conn.peer, "request dropped undecided: REJECT(REJECTED)");
+            let _ = conn.command(|s, now| s.reject(now, Reason::REJECTED, None));
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! bookend-tokio over loopback TCP: the seed's transaction-total scenario in
+//! both modes, the condition function's three answers, abort and the end of
+//! a session as each side sees it.
+
+use std::time::Duration;
+
+use bookend_tokio::{
+    CloseReason, Config, ConnectError, Error, ListenConfig, Listener, Mode, Options, Reason, Side,
+    connect,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn config(mode: Mode) -> Config {
+    let mut c = Config::default();
+    c.options.mode = mode;
+    c
+}
+
+fn options(mode: Mode) -> Options {
+    Options {
+        mode,
+        ..Options::DEFAULT
+    }
+}
+
+async fn listener(mode: Mode) -> Listener {
+    Listener::bind("127.0.0.1:0", config(mode), ListenConfig::default())
+        .await
+        .unwrap()
+}
+
+/// The seed scenario (steps 1-8 and 5a), `transactions` requests first.
+async fn seed(mode: Mode) {
+    let mut l = listener(mode).await;
+    let addr = l.local_addr();
+    let server = tokio::spawn(async move {
+        let req = l.accept().await.unwrap();
+        assert_eq!(req.caller_data().map(|b| &b[..]), Some(&b"client-1"[..]));
+        let grant = req.grant();
+        let conn = req.accept(Some(b"welcome"), grant).await.unwrap();
+        // One transaction: request in, reply out.
+        match mode {
+            Mode::Stream => {
+                let mut conn = conn;
+                let mut buf = [0u8; 5];
+                conn.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"txn 1");
+                conn.write_all(b"ok 1").await.unwrap();
+                // Step 2: FD_CLOSE, recv returns 0.
+                assert_eq!(conn.read(&mut buf).await.unwrap(), 0);
+                steps_3_to_5a(conn).await
+            }
+            Mode::Message => {
+                assert_eq!(&conn.recv_message().await.unwrap()[..], b"txn 1");
+                conn.send_message(b"ok 1").await.unwrap();
+                // Step 2: WSAEDISCON.
+                assert_eq!(conn.recv_message().await, Err(Error::Disconnected));
+                steps_3_to_5a(conn).await
+            }
+        }
+    });
+    let (conn, welcome) = connect(addr, Some(b"client-1"), options(mode), config(mode))
+        .await
+        .unwrap();
+    assert_eq!(welcome.as_deref(), Some(&b"welcome"[..]));
+    let mut conn = conn;
+    match mode {
+        Mode::Stream => {
+            conn.write_all(b"txn 1").await.unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ok 1");
+        }
+        Mode::Message => {
+            conn.send_message(b"txn 1").await.unwrap();
+            assert_eq!(&conn.recv_message().await.unwrap()[..], b"ok 1");
+        }
+    }
+    // Step 1: the transaction total.
+    conn.send_disconnect(Some(&17u64.to_be_bytes()))
+        .await
+        .unwrap();
+    // Steps 6, 7: FD_CLOSE, the grand total.
+    let total = conn.recv_disconnect().await.unwrap().unwrap();
+    assert_eq!(u64::from_be_bytes(total[..].try_into().unwrap()), 1017);
+    // Step 8.
+    assert_eq!(conn.close().await, CloseReason::Graceful);
+    assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+}
+
+async fn steps_3_to_5a(conn: bookend_tokio::Connection) -> CloseReason {
+    // Step 3: the client's total; 4: the grand total; 5: sent; 5a: closed at once.
+    let total = conn.recv_disconnect().await.unwrap().unwrap();
+    let total = u64::from_be_bytes(total[..].try_into().unwrap());
+    assert_eq!(total, 17);
+    conn.send_disconnect(Some(&(1000 + total).to_be_bytes()))
+        .await
+        .unwrap();
+    conn.close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_stream_mode() {
+    tokio::time::timeout(LIMIT, seed(Mode::Stream))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_message_mode() {
+    tokio::time::timeout(LIMIT, seed(Mode::Message))
+        .await
+        .unwrap();
+}
+
+/// CF_REJECT: the caller's connect fails with the reason and the reject
+/// data, delivered; the callee sees its session end as rejected.
+#[tokio::test]
+async fn reject_delivers_reason_and_data() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            req.reject(Reason::application(7), Some(b"come back later"))
+                .await
+                .unwrap()
+        });
+        let r = connect(addr, None, Options::DEFAULT, Config::default()).await;
+        assert_eq!(
+            r.unwrap_err(),
+            ConnectError::Refused {
+                reason: Reason::application(7),
+                data: Some(bookend_tokio::Bytes::from_static(b"come back later")),
+            }
+        );
+        assert!(matches!(
+            server.await.unwrap(),
+            CloseReason::Rejected { .. }
+        ));
+    })
+    .await
+    .unwrap();
+}
+
+/// Dropping a request undecided rejects it: the caller learns why.
+#[tokio::test]
+async fn a_dropped_request_is_rejected() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            drop(req);
+            // Keep the listener while the caller is answered.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let r = connect(addr, None, Options::DEFAULT, Config::default()).await;
+        assert!(
+            matches!(
+                r,
+                Err(ConnectError::Refused {
+                    reason: Reason::REJECTED,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// CF_DEFER: a request kept undecided does not block the next one, and is
+/// accepted later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_request_does_not_block_the_next() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let first = l.accept().await.unwrap();
+            // Kept undecided while the second is served.
+            let second = l.accept().await.unwrap();
+            assert_eq!(second.caller_data().map(|b| &b[..]), Some(&b"second"[..]));
+            let g = second.grant();
+            let c2 = second.accept(Some(b"2"), g).await.unwrap();
+            let g = first.grant();
+            let c1 = first.accept(Some(b"1"), g).await.unwrap();
+            tokio::join!(c1.close(), c2.close())
+        });
+        let first = tokio::spawn(connect(
+            addr,
+            Some(b"first"),
+            Options::DEFAULT,
+            Config::default(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (c2, d2) = connect(addr, Some(b"second"), Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        assert_eq!(d2.as_deref(), Some(&b"2"[..]));
+        let (c1, d1) = first.await.unwrap().unwrap();
+
+        assert_eq!(d1.as_deref(), Some(&b"1"[..]));
+        let (e1, e2) = tokio::join!(c1.close(), c2.close());
+        assert_eq!((e1, e2), (CloseReason::Graceful, CloseReason::Graceful));
+        let (s1, s2) = server.await.unwrap();
+        assert_eq!((s1, s2), (CloseReason::Graceful, CloseReason::Graceful));
+    })
+    .await
+    .unwrap();
+}
+
+/// Abortive close: the peer sees ABORT's reason and data; then the TCP
+/// connection is reset.
+#[tokio::test]
+async fn abort_delivers_reason_and_data() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let conn = req.accept(None, g).await.unwrap();
+            conn.closed().await
+        });
+        let (conn, _) = connect(addr, None, Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        conn.abort(Reason::application(3), Some(b"bye")).unwrap();
+        assert!(matches!(
+            conn.closed().await,
+            CloseReason::Aborted {
+                by: Side::Local,
+                ..
+            }
+        ));
+        assert_eq!(
+            server.await.unwrap(),
+            CloseReason::Aborted {
+                by: Side::Peer,
+                reason: Reason::application(3),
+                data: Some(bookend_tokio::Bytes::from_static(b"bye")),
+            }
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// `recv` is cancel-safe: a read dropped while waiting loses nothing, and
+/// `accept` likewise.
+#[tokio::test]
+async fn recv_and_accept_are_cancel_safe() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Message).await;
+        let addr = l.local_addr();
+        // accept, cancelled before any caller.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), l.accept())
+                .await
+                .is_err()
+        );
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let conn = req.accept(None, g).await.unwrap();
+            // recv, cancelled while nothing has arrived.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), conn.recv_message())
+                    .await
+                    .is_err()
+            );
+            let m = conn.recv_message().await.unwrap();
+            assert_eq!(&m[..], b"after the cancelled read");
+            conn.close().await
+        });
+        let (conn, _) = connect(addr, None, options(Mode::Message), config(Mode::Message))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.send_message(b"after the cancelled read")
+            .await
+            .unwrap();
+        assert_eq!(conn.close().await, CloseReason::Graceful);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
+
+/// Stream mode carries bulk both ways through `tokio::io::copy`-style use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_through_async_read_and_write() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let expect = data.clone();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let mut conn = req.accept(None, g).await.unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.unwrap();
+            assert!(got == expect, "{} bytes, differ", got.len());
+            conn.close().await
+        });
+        let (mut conn, _) = connect(addr, None, Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        conn.write_all(&data).await.unwrap();
+        conn.shutdown().await.unwrap();
+        assert_eq!(conn.close().await, CloseReason::Graceful);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
+
+/// Nothing listening: the connect fails with TCP's error, at once.
+#[tokio::test]
+async fn connect_to_nothing_is_an_io_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let r = connect(addr, None, Options::DEFAULT, Config::default()).await;
+    assert!(matches!(r, Err(ConnectError::Io(..))), "{r:?}");
+}
