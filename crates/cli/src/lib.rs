@@ -6,5 +6,6 @@
 
 pub mod apps;
 pub mod demo;
+pub mod kernel;
 pub mod soak;
 pub mod tap;

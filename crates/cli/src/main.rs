@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use bookend_cli::apps::step_table;
-use bookend_cli::{demo, soak, tap};
+use bookend_cli::{demo, kernel, soak, tap};
 use bookend_session::{Integrity, Mode};
 use bookend_sim::LinkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -124,14 +124,19 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
-    /// Run the scenario's server on a TAP device (needs root or a prepared device).
+    /// Run the scenario's server: over the kernel's TCP on `--listen`, or on
+    /// a TAP device as a smoltcp stack with `--tap` and `--addr` (needs root
+    /// or a prepared device).
     Serve {
-        /// TAP device name (created if absent).
-        #[arg(long)]
-        tap: String,
-        /// Our address on it, as CIDR (e.g. 10.99.0.1/24).
+        /// TAP device name (created if absent); without it, kernel TCP.
+        #[arg(long, requires = "addr")]
+        tap: Option<String>,
+        /// Our address on the TAP device, as CIDR (e.g. 10.99.0.1/24).
         #[arg(long, value_parser = parse_cidr)]
-        addr: IpCidr,
+        addr: Option<IpCidr>,
+        /// Kernel TCP: the address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7000", conflicts_with = "tap")]
+        listen: std::net::SocketAddr,
         /// Port to listen on.
         #[arg(long, default_value_t = demo::PORT)]
         port: u16,
@@ -145,14 +150,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
     },
-    /// Run one client of the scenario on a TAP device.
+    /// Run one client of the scenario: over the kernel's TCP, or on a TAP
+    /// device as a smoltcp stack with `--tap` and `--addr`.
     Connect {
-        /// TAP device name (created if absent).
-        #[arg(long)]
-        tap: String,
-        /// Our address on it, as CIDR (e.g. 10.99.0.2/24).
+        /// TAP device name (created if absent); without it, kernel TCP.
+        #[arg(long, requires = "addr")]
+        tap: Option<String>,
+        /// Our address on the TAP device, as CIDR (e.g. 10.99.0.2/24).
         #[arg(long, value_parser = parse_cidr)]
-        addr: IpCidr,
+        addr: Option<IpCidr>,
         /// The server, IP:PORT.
         #[arg(long, value_parser = parse_endpoint)]
         server: IpEndpoint,
@@ -294,19 +300,19 @@ fn run(command: Command) -> Result<bool, String> {
         Command::Serve {
             tap,
             addr,
+            listen,
             port,
             clients,
             timeout,
             mode,
         } => {
-            let r = tap::serve(
-                &tap,
-                addr,
-                port,
-                clients,
-                mode.into(),
-                std::time::Duration::from_secs(timeout),
-            )
+            let limit = std::time::Duration::from_secs(timeout);
+            let r = match (tap, addr) {
+                (Some(tap), Some(addr)) => {
+                    tap::serve(&tap, addr, port, clients, mode.into(), limit)
+                }
+                _ => kernel::serve(listen, clients, mode.into(), limit),
+            }
             .map_err(|e| e.to_string())?;
             println!("The seed scenario, server side, for client-0:\n");
             println!("{}", step_table(&r.steps));
@@ -325,15 +331,17 @@ fn run(command: Command) -> Result<bool, String> {
             timeout,
             mode,
         } => {
-            let r = tap::connect(
-                &tap,
-                addr,
-                server,
-                &name,
-                transactions,
-                mode.into(),
-                std::time::Duration::from_secs(timeout),
-            )
+            let limit = std::time::Duration::from_secs(timeout);
+            let r = match (tap, addr) {
+                (Some(tap), Some(addr)) => {
+                    tap::connect(&tap, addr, server, &name, transactions, mode.into(), limit)
+                }
+                _ => {
+                    let smoltcp::wire::IpAddress::Ipv4(ip) = server.addr;
+                    let server = std::net::SocketAddr::from((ip, server.port));
+                    kernel::connect_one(server, &name, transactions, mode.into(), limit)
+                }
+            }
             .map_err(|e| e.to_string())?;
             println!("The seed scenario, client side, for {name}:\n");
             println!("{}", step_table(&r.steps));

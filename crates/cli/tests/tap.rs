@@ -258,3 +258,117 @@ print("OPEN", data.hex()); sys.exit(3)
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Issue 18: a Linux service on the kernel's TCP (`bookend-tokio`) and an
+/// appliance on smoltcp over a TAP device play the seed scenario against
+/// each other, both ways round and in both modes. The kernel side has an
+/// address on the namespace's bridge, in front of the TAP devices.
+#[test]
+fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED kernel_tcp_and_smoltcp_play_the_seed_both_ways: {why}");
+        return;
+    }
+    let ns = format!("bookend-kx-{}", std::process::id());
+    let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
+    ip(&["-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "br0"]).expect("bridge address");
+    for mode in ["stream", "message"] {
+        // The kernel serves, the appliance calls.
+        let server = bookend(
+            &ns,
+            &[
+                "serve",
+                "--listen",
+                "10.77.0.1:7000",
+                "--clients",
+                "1",
+                "--timeout",
+                "60",
+                "--mode",
+                mode,
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let client = bookend(
+            &ns,
+            &[
+                "connect",
+                "--tap",
+                "bk1",
+                "--addr",
+                "10.77.0.2/24",
+                "--server",
+                "10.77.0.1:7000",
+                "--transactions",
+                "4",
+                "--name",
+                "client-0",
+                "--mode",
+                mode,
+            ],
+        );
+        check_pair(mode, "kernel serves", client, server, 4);
+        // The appliance serves, the kernel calls.
+        let server = bookend(
+            &ns,
+            &[
+                "serve",
+                "--tap",
+                "bk0",
+                "--addr",
+                "10.77.0.3/24",
+                "--clients",
+                "1",
+                "--timeout",
+                "60",
+                "--mode",
+                mode,
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let client = bookend(
+            &ns,
+            &[
+                "connect",
+                "--server",
+                "10.77.0.3:7000",
+                "--transactions",
+                "6",
+                "--name",
+                "client-0",
+                "--mode",
+                mode,
+            ],
+        );
+        check_pair(mode, "smoltcp serves", client, server, 6);
+    }
+}
+
+/// Both ended well, the client got the grand total, and both printed the
+/// seed's steps, 5a included.
+fn check_pair(mode: &str, how: &str, client: Child, server: Child, total: u64) {
+    let c = wait(client, Duration::from_secs(60));
+    let s = wait(server, Duration::from_secs(30));
+    let c_out = String::from_utf8_lossy(&c.stdout).into_owned();
+    let s_out = String::from_utf8_lossy(&s.stdout).into_owned();
+    let diag = format!(
+        "{mode}, {how}:\nclient:\n{c_out}{}\nserver:\n{s_out}{}",
+        String::from_utf8_lossy(&c.stderr),
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert!(c.status.success() && s.status.success(), "{diag}");
+    assert!(
+        c_out.contains(&format!("grand total received: {total}")),
+        "{diag}"
+    );
+    assert!(
+        s_out.contains(&format!("cumulative total: {total}")),
+        "{diag}"
+    );
+    for step in ["   1  Client", "   7  Client", "   8  Client"] {
+        assert!(c_out.contains(step), "{diag}");
+    }
+    for step in ["   3  Server", "   5  Server", "  5a  Server"] {
+        assert!(s_out.contains(step), "{diag}");
+    }
+}
