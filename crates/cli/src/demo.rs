@@ -191,6 +191,16 @@ impl DemoReport {
                 .sum::<u64>()
     }
 
+    /// Clients neither finished nor failed when the run reached its time
+    /// limit: still at work (TCP backing off on a lossy path, say), which is
+    /// slowness, not a failure with a reason.
+    pub fn still_running(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| !c.finished && c.failure.is_none())
+            .count()
+    }
+
     /// Whether every client finished and every total checks out.
     pub fn ok(&self) -> bool {
         self.altered() == 0
@@ -221,7 +231,16 @@ impl DemoReport {
         };
         let l = &self.totals.links;
         let rows = [
-            ("clients", format!("{} ({finished} finished)", c.clients)),
+            (
+                "clients",
+                match self.still_running() {
+                    0 => format!("{} ({finished} finished)", c.clients),
+                    n => format!(
+                        "{} ({finished} finished, {n} still running at the {} limit)",
+                        c.clients, c.limit
+                    ),
+                },
+            ),
             (
                 "transactions",
                 format!("{} per client, {} in all", c.transactions, expected),
@@ -276,12 +295,13 @@ impl DemoReport {
             out.push_str(&format!("{:<18} {e}\n", "stopped"));
         }
         for cl in self.clients.iter().filter(|c| !c.finished).take(10) {
+            let (what, why) = match cl.failure.as_deref() {
+                Some(why) => ("failed", why),
+                None => ("still running", "at the time limit (raise --time-limit)"),
+            };
             out.push_str(&format!(
-                "{:<18} {} (server {}): {}\n",
-                "failed",
-                cl.name,
-                cl.server,
-                cl.failure.as_deref().unwrap_or("unfinished")
+                "{what:<18} {} (server {}): {why}\n",
+                cl.name, cl.server,
             ));
         }
         out

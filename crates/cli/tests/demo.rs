@@ -296,3 +296,28 @@ fn integrity_preferred_plays_the_seed_with_a_callee_without_it() {
     });
     check(&r);
 }
+
+/// A client still at work when the demo's time limit comes is reported as
+/// running, apart from clients that failed with a reason: at 20 % loss per
+/// link, clients that TCP's back-off keeps past the limit are only slow.
+#[test]
+fn clients_still_running_at_the_limit_are_not_failures() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(5),
+        loss: 0.20,
+        ..LinkConfig::default()
+    };
+    let r = demo::run(DemoConfig {
+        clients: 3,
+        link,
+        seed: 7,
+        // Far too short for the faults: every client is still running.
+        limit: Duration::from_millis(300),
+        ..DemoConfig::default()
+    });
+    assert!(!r.ok());
+    assert_eq!(r.still_running(), 3, "{}", r.summary());
+    let s = r.summary();
+    assert!(s.contains("still running"), "{s}");
+    assert!(!s.lines().any(|l| l.starts_with("failed")), "{s}");
+}
