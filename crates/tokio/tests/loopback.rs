@@ -330,3 +330,48 @@ async fn connect_to_nothing_is_an_io_error() {
     let r = connect(addr, None, Options::DEFAULT, Config::default()).await;
     assert!(matches!(r, Err(ConnectError::Io(..))), "{r:?}");
 }
+
+/// Both sides write more than TCP's buffers hold before reading anything:
+/// a driver blocked in a write that the peer's closed window holds up must
+/// still read, or both sides wait for each other forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ways_at_once_do_not_deadlock() {
+    const SIZE: usize = 48 << 20;
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let conn = req.accept(None, g).await.unwrap();
+            let (mut rd, mut wr) = tokio::io::split(conn);
+            let writer = tokio::spawn(async move {
+                wr.write_all(&vec![1u8; SIZE]).await.unwrap();
+                wr.shutdown().await.unwrap();
+                wr
+            });
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.unwrap();
+            let wr = writer.await.unwrap();
+            assert_eq!(got.len(), SIZE);
+            rd.unsplit(wr).close().await
+        });
+        let (conn, _) = connect(addr, None, Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        let (mut rd, mut wr) = tokio::io::split(conn);
+        let writer = tokio::spawn(async move {
+            wr.write_all(&vec![2u8; SIZE]).await.unwrap();
+            wr.shutdown().await.unwrap();
+            wr
+        });
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        let wr = writer.await.unwrap();
+        assert_eq!(got.len(), SIZE);
+        assert_eq!(rd.unsplit(wr).close().await, CloseReason::Graceful);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
