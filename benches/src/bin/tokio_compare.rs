@@ -275,7 +275,15 @@ async fn futures_join<F: std::future::Future<Output = ()> + 'static>(fs: impl It
 
 fn main() {
     let (rounds, seq, conc, bulk) = if quick() {
-        (3, 200, 100, 32 << 20)
+        (
+            3,
+            200,
+            std::env::var("BOOKEND_BENCH_CONC")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(100),
+            32 << 20,
+        )
     } else {
         (5, 2000, 1000, 256 << 20)
     };

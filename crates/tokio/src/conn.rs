@@ -14,6 +14,7 @@ use std::task::Waker;
 use bookend_session::{CloseReason, Event, Instant, Session, TransportAction, TransportClosed};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, trace};
@@ -22,10 +23,11 @@ use tracing::{Instrument, debug, trace};
 const IO_CHUNK: usize = 64 * 1024;
 
 /// How long the task lets TCP carry our ABORT before it resets the
-/// connection (`docs/protocol.md` §5.4: the RST follows the ABORT within a
-/// bounded time; the session's own abort-flush timer bounds the wait for the
-/// ABORT to reach TCP).
-pub(crate) const ABORT_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+/// connection, waiting for the peer's own reset or FIN (`docs/protocol.md`
+/// §5.4: the RST follows the ABORT within a bounded time, 1 s after the
+/// ABORT reached TCP; the session's abort-flush timer bounds the wait for
+/// the ABORT to reach TCP).
+pub(crate) const ABORT_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the handshake produced, for the one who waits on it (`connect`, or
 /// the listener's acceptor).
@@ -193,102 +195,22 @@ pub(crate) fn spawn(conn: Arc<Conn>, stream: TcpStream, span: tracing::Span) {
 }
 
 async fn drive(conn: Arc<Conn>, mut stream: TcpStream) {
-    let mut input = vec![0u8; IO_CHUNK];
-    // Received, not yet taken by the session (it pushes back while the
-    // application has not read: TCP's window closes meanwhile).
-    let mut pending: Vec<u8> = Vec::new();
-    let mut eof = false;
-    let mut eof_told = false;
-    let mut reset = false;
-    loop {
-        // The session's turn, under the lock: input, the peer's FIN once
-        // every byte before it was taken, then what it wants sent.
-        let (out, action, deadline, finished) = {
-            let mut st = conn.lock();
-            let now = st.now();
-            if !pending.is_empty() {
-                let n = st.session.handle_bytes(now, &pending);
-                pending.drain(..n);
-            }
-            if eof && pending.is_empty() && !eof_told {
-                eof_told = true;
-                st.session
-                    .handle_transport_closed(now, TransportClosed::Fin);
-            }
-            st.session.handle_timeout(now);
-            let changed = st.dispatch();
-            let out = st.session.poll_transmit_bytes(now, IO_CHUNK);
-            let action = if out.is_none() {
-                st.session.poll_transport_action()
-            } else {
-                None
-            };
-            let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
-            let finished = st.closed.is_some() && out.is_none() && action.is_none();
-            drop(st);
-            if changed {
-                conn.changed.notify_waiters();
-            }
-            (out, action, deadline, finished)
-        };
-        if let Some(bytes) = out {
-            if let Err(e) = stream.write_all(&bytes).await {
-                debug!(error = %e, "write failed");
-                transport_gone(&conn, TransportClosed::Reset);
-                break;
-            }
-            let mut st = conn.lock();
-            if st.session.send_queue() == 0 {
-                // Everything is with TCP: a flush waiting on it is done.
-                wake(&mut st.write_waker);
-            }
-            continue;
-        }
-        match action {
-            Some(TransportAction::Fin) => {
-                if let Err(e) = stream.shutdown().await {
-                    debug!(error = %e, "shutdown failed");
-                }
-                continue;
-            }
-            Some(TransportAction::Reset) => {
-                reset = true;
-                break;
-            }
-            None => {}
-        }
-        if finished {
-            // The session has ended and handed TCP everything: a graceful
-            // end came with the peer's FIN (both FINs exchanged); any other
-            // end needs nothing more from this socket.
-            break;
-        }
-        tokio::select! {
-            r = stream.read(&mut input), if pending.is_empty() && !eof => {
-                match r {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
-                        pending.extend_from_slice(&input[..n]);
-                        let mut st = conn.lock();
-                        let now = st.now();
-                        st.session.handle_peer_alive(now);
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "read failed");
-                        transport_gone(&conn, TransportClosed::Reset);
-                        break;
-                    }
-                }
-            }
-            () = sleep_until(deadline), if deadline.is_some() => {}
-            () = conn.kick.notified() => {}
-        }
-    }
+    let reset = exchange(&conn, &mut stream).await;
     if reset {
-        // ABORT (if any) was handed to TCP above: let it leave, briefly,
-        // then reset (SO_LINGER 0: close sends RST, §3.6).
-        let _ = tokio::time::timeout(ABORT_LINGER, stream.flush()).await;
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        // The ABORT (if any) is with TCP. A peer that receives it resets
+        // the connection itself (§5.4); wait for that, or for its FIN, at
+        // most ABORT_LINGER, so that our reset does not overtake the ABORT
+        // still in flight or in the send buffer, then reset (SO_LINGER 0:
+        // close sends RST, §3.6).
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(ABORT_LINGER, async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
         if let Err(e) = stream.set_zero_linger() {
             debug!(error = %e, "SO_LINGER 0 failed");
         }
@@ -303,6 +225,118 @@ async fn drive(conn: Arc<Conn>, mut stream: TcpStream) {
     conn.changed.notify_waiters();
 }
 
+/// The I/O loop: reading, writing, the session's timers and the handles'
+/// kicks all wait in one `select!`, so that a write TCP cannot take now
+/// (the peer's window is closed) never stops the reading that may open it,
+/// nor the timers that bound the wait. Returns whether the session asked
+/// for a reset.
+async fn exchange(conn: &Conn, stream: &mut TcpStream) -> bool {
+    let (mut rd, mut wr) = stream.split();
+    let mut input = vec![0u8; IO_CHUNK];
+    // Received, not yet taken by the session (it pushes back while the
+    // application has not read: TCP's window closes meanwhile).
+    let mut pending: Vec<u8> = Vec::new();
+    // Taken from the session, not yet all taken by TCP.
+    let mut out: Option<Bytes> = None;
+    let mut written = 0;
+    let mut eof = false;
+    let mut eof_told = false;
+    loop {
+        // The session's turn, under the lock: input, the peer's FIN once
+        // every byte before it was taken, timers, then what it wants sent.
+        let (action, deadline, finished) = {
+            let mut st = conn.lock();
+            let now = st.now();
+            if !pending.is_empty() {
+                let n = st.session.handle_bytes(now, &pending);
+                pending.drain(..n);
+            }
+            if eof && pending.is_empty() && !eof_told {
+                eof_told = true;
+                st.session
+                    .handle_transport_closed(now, TransportClosed::Fin);
+            }
+            st.session.handle_timeout(now);
+            let changed = st.dispatch();
+            if out.is_none() {
+                out = st.session.poll_transmit_bytes(now, IO_CHUNK);
+                written = 0;
+            }
+            let action = if out.is_none() {
+                st.session.poll_transport_action()
+            } else {
+                None
+            };
+            let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
+            let finished = st.closed.is_some() && out.is_none() && action.is_none();
+            if out.is_none() && st.session.send_queue() == 0 {
+                // Everything is with TCP: a flush waiting on it is done.
+                wake(&mut st.write_waker);
+            }
+            drop(st);
+            if changed {
+                conn.changed.notify_waiters();
+            }
+            (action, deadline, finished)
+        };
+        match action {
+            Some(TransportAction::Fin) => {
+                if let Err(e) = wr.shutdown().await {
+                    debug!(error = %e, "shutdown failed");
+                }
+                continue;
+            }
+            Some(TransportAction::Reset) => return true,
+            None => {}
+        }
+        if finished {
+            // The session has ended and handed TCP everything: a graceful
+            // end came with the peer's FIN (both FINs exchanged); any other
+            // end needs nothing more from this socket.
+            return false;
+        }
+        let unsent: &[u8] = out.as_deref().map_or(&[], |b| &b[written..]);
+        tokio::select! {
+            w = wr.write(unsent), if !unsent.is_empty() => match w {
+                Ok(n) => {
+                    written += n;
+                    if out.as_ref().is_some_and(|b| written >= b.len()) {
+                        out = None;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "write failed");
+                    transport_gone(conn, &e);
+                    return false;
+                }
+            },
+            r = rd.read(&mut input), if pending.is_empty() && !eof => match r {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    pending.extend_from_slice(&input[..n]);
+                    let mut st = conn.lock();
+                    let now = st.now();
+                    st.session.handle_peer_alive(now);
+                }
+                Err(e) => {
+                    debug!(error = %e, "read failed");
+                    // What was received before the error is the session's
+                    // still (the peer's ABORT, say).
+                    if !pending.is_empty() {
+                        let mut st = conn.lock();
+                        let now = st.now();
+                        let _ = st.session.handle_bytes(now, &pending);
+                    }
+                    transport_gone(conn, &e);
+                    return false;
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => {}
+            () = conn.kick.notified() => {}
+        }
+    }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -310,8 +344,14 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The socket failed: the session learns it as a reset.
-fn transport_gone(conn: &Conn, how: TransportClosed) {
+/// The socket failed: the session learns it as a reset, or as the
+/// transport's time-out when TCP gave up (ETIMEDOUT).
+fn transport_gone(conn: &Conn, e: &std::io::Error) {
+    let how = if e.kind() == std::io::ErrorKind::TimedOut {
+        TransportClosed::TimedOut
+    } else {
+        TransportClosed::Reset
+    };
     let mut st = conn.lock();
     let now = st.now();
     st.session.handle_transport_closed(now, how);
