@@ -375,3 +375,37 @@ async fn both_ways_at_once_do_not_deadlock() {
     .await
     .unwrap();
 }
+
+/// §6.4: silent connections (a caller that connects and never sends
+/// CONNECT) cannot lock a listener out for the handshake timer's 360 s:
+/// under load they get the loaded handshake time, then are evicted, and a
+/// real caller is served.
+#[tokio::test]
+async fn silent_connections_do_not_lock_the_listener_out() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listen = ListenConfig::default();
+        listen.max_handshaking = 4;
+        let mut l = Listener::bind("127.0.0.1:0", Config::default(), listen)
+            .await
+            .unwrap();
+        let addr = l.local_addr();
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::spawn(async move {
+            while let Some(req) = l.accept().await {
+                let g = req.grant();
+                let c = req.accept(None, g).await.unwrap();
+                tokio::spawn(async move { c.close().await });
+            }
+        });
+        let (conn, _) = connect(addr, Some(b"real"), Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        assert_eq!(conn.close().await, CloseReason::Graceful);
+        drop(silent);
+    })
+    .await
+    .unwrap();
+}
