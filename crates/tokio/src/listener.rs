@@ -30,8 +30,15 @@ pub struct ListenConfig {
     /// TCP connections whose CONNECT has not arrived yet (default 64).
     /// Beyond it the listener accepts no more TCP connections until one
     /// completes or ends: further SYNs wait in the kernel's backlog, so the
-    /// callers' TCP retries (§6.4), and the handshake timer bounds each.
+    /// callers' TCP retries (§6.4).
     pub max_handshaking: usize,
+    /// Under load (half of `max_handshaking` in use), the time a connection
+    /// has to deliver its CONNECT before it is evicted with
+    /// ABORT(`HANDSHAKE_TIMEOUT`) and RST (default 2 s): a real caller
+    /// sends CONNECT one round trip after the TCP handshake, so silent
+    /// connections (slowloris) age out instead of locking callers out for
+    /// the session's 360 s handshake timer.
+    pub loaded_handshake_timeout: std::time::Duration,
 }
 
 impl Default for ListenConfig {
@@ -39,6 +46,7 @@ impl Default for ListenConfig {
         Self {
             max_pending: 32,
             max_handshaking: 64,
+            loaded_handshake_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -142,17 +150,30 @@ async fn accept_loop(
         let span = tracing::debug_span!("bookend", %peer, role = "callee");
         conn::spawn(conn.clone(), stream, span);
         let requests = requests.clone();
+        let handshaking = handshaking.clone();
         tokio::spawn(async move {
             // Held until the CONNECT is complete or the session ends.
             let _permit = permit;
-            let outcome = conn
-                .wait(|st| {
+            let outcome = loop {
+                let request = conn.wait(|st| {
                     if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
                         return Some(Some(r));
                     }
                     st.closed.is_some().then_some(None)
-                })
-                .await;
+                });
+                match tokio::time::timeout(listen.loaded_handshake_timeout, request).await {
+                    Ok(outcome) => break outcome,
+                    Err(_) => {
+                        let loaded =
+                            handshaking.available_permits() * 2 <= listen.max_handshaking.max(1);
+                        if loaded {
+                            debug!("no CONNECT within the loaded handshake time: evicted");
+                            let _ = conn
+                                .command(|s, now| s.abort(now, Reason::HANDSHAKE_TIMEOUT, None));
+                        }
+                    }
+                }
+            };
             let Some(request) = outcome else {
                 return;
             };
