@@ -20,6 +20,9 @@ use crate::tap::{ConnectReport, ServeReport, TapRunError};
 /// Reply *n* is *n* + this (`docs/demo-payload.md`).
 const REPLY_OFFSET: u64 = 1_000_000;
 
+/// Connect attempts before a client gives up (`docs/protocol.md` §6.4).
+const MAX_ATTEMPTS: u32 = 20;
+
 fn runtime() -> Result<tokio::runtime::Runtime, TapRunError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -245,12 +248,26 @@ async fn client(
         mode,
         ..Options::DEFAULT
     };
-    let (mut conn, greeting) = connect(server, Some(name.as_bytes()), options, config(mode))
-        .await
-        .map_err(|e| match e {
-            ConnectError::Io(kind, msg) => TapRunError::Io(std::io::Error::new(kind, msg)),
-            other => TapRunError::Failed(other.to_string()),
-        })?;
+    // Refused at the TCP level (a smoltcp server answers RST to SYNs beyond
+    // its armed backlog, §6.4) or reset before ACCEPT: connect again, as
+    // the TAP client does, at most MAX_ATTEMPTS times, 20 ms + 10 ms per
+    // attempt made apart.
+    let mut attempt = 0;
+    let (mut conn, greeting) = loop {
+        attempt += 1;
+        match connect(server, Some(name.as_bytes()), options, config(mode)).await {
+            Ok(c) => break c,
+            Err(ConnectError::Io(..) | ConnectError::Closed(CloseReason::Reset))
+                if attempt < MAX_ATTEMPTS =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 + 10 * u64::from(attempt))).await;
+            }
+            Err(ConnectError::Io(kind, msg)) => {
+                return Err(TapRunError::Io(std::io::Error::new(kind, msg)));
+            }
+            Err(other) => return Err(TapRunError::Failed(other.to_string())),
+        }
+    };
     let shown = greeting
         .as_deref()
         .map(String::from_utf8_lossy)

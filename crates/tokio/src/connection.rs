@@ -179,23 +179,17 @@ impl Connection {
     /// negotiated message size, `WrongMode` in stream mode, `Shutdown` after
     /// `send_disconnect`, `ConnectionReset`/`ConnectionAborted` once ended.
     pub async fn send_message(&self, message: &[u8]) -> Result<(), SessionError> {
-        std::future::poll_fn(|cx| {
-            let r = self.conn.command(|s, _| s.send_message(message));
-            match r {
-                Err(SessionError::WouldBlock) => {
-                    let mut st = self.conn.lock();
-                    st.write_waker = Some(cx.waker().clone());
-                    // Re-check: room may have come between the two locks.
-                    if st.session.send_queue() == 0 {
-                        drop(st);
-                        cx.waker().wake_by_ref();
-                    }
-                    Poll::Pending
-                }
-                r => Poll::Ready(r),
-            }
-        })
-        .await
+        // Any number of tasks may wait here at once: each checks again
+        // whenever the connection changes (room made, the end).
+        let r = self
+            .conn
+            .wait(|st| match st.session.send_message(message) {
+                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
+                r => Some(r),
+            })
+            .await;
+        self.conn.kick();
+        r
     }
 
     /// Message mode: the next whole message. After the peer's DISCONNECT and
@@ -207,21 +201,17 @@ impl Connection {
     /// This function returns the session's errors (`WrongMode`,
     /// `Disconnected`, `ConnectionReset`, `ConnectionAborted`).
     pub async fn recv_message(&self) -> Result<Bytes, SessionError> {
-        std::future::poll_fn(|cx| {
-            let mut st = self.conn.lock();
-            match st.session.recv_message_bytes() {
-                Err(SessionError::WouldBlock) => {
-                    st.read_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                r => {
-                    drop(st);
-                    self.conn.kick();
-                    Poll::Ready(r)
-                }
-            }
-        })
-        .await
+        // Any number of tasks may wait here at once (each message goes to
+        // one of them): each checks again whenever the connection changes.
+        let r = self
+            .conn
+            .wait(|st| match st.session.recv_message_bytes() {
+                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
+                r => Some(r),
+            })
+            .await;
+        self.conn.kick();
+        r
     }
 
     /// Ends our sending half with `data` (WSASendDisconnect): the peer gets

@@ -53,4 +53,4 @@ pub use bookend_session::{
 };
 pub use bytes::Bytes;
 pub use connection::{ConnectError, Connection, connect};
-pub use listener::{Incoming, ListenConfig, Listener};
+pub use listener::{Incoming, ListenConfig, Listener, Undecided};

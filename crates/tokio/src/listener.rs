@@ -22,8 +22,9 @@ use crate::connection::Connection;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenConfig {
-    /// Requests (complete CONNECTs) waiting in `accept()`'s queue or kept
-    /// undecided (default 32). Beyond it a new request is answered
+    /// Requests (complete CONNECTs) waiting in `accept()`'s queue (default
+    /// 32); requests already yielded and kept undecided are the
+    /// application's to bound. Beyond it a new request is answered
     /// REJECT(`BUSY`) at once: a caller whose TCP connection was accepted
     /// always learns why.
     pub max_pending: usize,
@@ -181,9 +182,16 @@ async fn accept_loop(
                 conn: Some(conn),
                 request,
             };
-            if let Err(mpsc::error::TrySendError::Full(incoming)) = requests.try_send(incoming) {
-                debug!("pending requests at their bound: REJECT(BUSY)");
-                let _ = incoming.refuse(Reason::BUSY, None);
+            match requests.try_send(incoming) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(incoming)) => {
+                    debug!("pending requests at their bound: REJECT(BUSY)");
+                    let _ = incoming.refuse(Reason::BUSY, None);
+                }
+                Err(mpsc::error::TrySendError::Closed(incoming)) => {
+                    // The listener is gone.
+                    let _ = incoming.refuse(Reason::SHUTTING_DOWN, None);
+                }
             }
         });
     }
@@ -250,26 +258,29 @@ impl Incoming {
     /// CF_ACCEPT: answers ACCEPT with `callee_data` and the `granted`
     /// options, and gives the connection.
     ///
-    /// This function returns `Err(InvalidGrant)` if `granted` exceeds the
-    /// proposal or changes the mode, `Err(TooLarge)` for callee data over
-    /// the granted size, and the session's error if it has ended meanwhile
-    /// (the decision timer, the caller's ABORT).
+    /// This function returns `Err(Undecided)`, with this request back and
+    /// nothing sent, if the session refuses the decision: `InvalidGrant` if
+    /// `granted` exceeds the proposal or changes the mode, `TooLarge` for
+    /// callee data over the granted size (decide again), or the session's
+    /// error if it has ended meanwhile (the decision timer, the caller's
+    /// ABORT: dropping the request then does nothing more).
     pub async fn accept(
         mut self,
         callee_data: Option<&[u8]>,
         granted: Options,
-    ) -> Result<Connection, SessionError> {
+    ) -> Result<Connection, Undecided> {
         let conn = self
             .conn
             .take()
             .expect("an undecided request holds its connection");
         match conn.command(|s, now| s.accept(now, callee_data, granted)) {
             Ok(()) => Ok(Connection::new(conn)),
-            Err(e) => {
-                // Not accepted: the request stays undecided; refuse it, so
-                // that the caller is answered.
+            Err(error) => {
                 self.conn = Some(conn);
-                Err(e)
+                Err(Undecided {
+                    incoming: self,
+                    error,
+                })
             }
         }
     }
@@ -278,21 +289,24 @@ impl Incoming {
     /// caller), then FIN, and waits until the caller's FIN confirms it (or
     /// the linger timer). Returns how the session ended.
     ///
-    /// This function returns `Err(TooLarge)` for reject data over the
-    /// caller's limit (nothing is sent: decide again), and the session's
-    /// error if it has ended meanwhile.
+    /// This function returns `Err(Undecided)`, with this request back and
+    /// nothing sent, for reject data over the caller's limit (`TooLarge`:
+    /// decide again), or the session's error if it has ended meanwhile.
     pub async fn reject(
         mut self,
         reason: Reason,
         data: Option<&[u8]>,
-    ) -> Result<CloseReason, SessionError> {
+    ) -> Result<CloseReason, Undecided> {
         let conn = self
             .conn
             .take()
             .expect("an undecided request holds its connection");
-        if let Err(e) = conn.command(|s, now| s.reject(now, reason, data)) {
+        if let Err(error) = conn.command(|s, now| s.reject(now, reason, data)) {
             self.conn = Some(conn);
-            return Err(e);
+            return Err(Undecided {
+                incoming: self,
+                error,
+            });
         }
         Ok(Connection::new(conn).closed().await)
     }
@@ -305,6 +319,24 @@ impl Incoming {
         conn.command(|s, now| s.reject(now, reason, data))
     }
 }
+
+/// A decision on an [`Incoming`] request that the session refused: the
+/// request, still undecided, and why. Decide again, or drop it (REJECT).
+#[derive(Debug)]
+pub struct Undecided {
+    /// The request, back.
+    pub incoming: Incoming,
+    /// Why the decision was refused.
+    pub error: SessionError,
+}
+
+impl std::fmt::Display for Undecided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decision refused: {}", self.error)
+    }
+}
+
+impl std::error::Error for Undecided {}
 
 impl Drop for Incoming {
     fn drop(&mut self) {

@@ -409,3 +409,70 @@ async fn silent_connections_do_not_lock_the_listener_out() {
     .await
     .unwrap();
 }
+
+/// A decision the session refuses hands the request back undecided, with
+/// nothing sent: the application decides again.
+#[tokio::test]
+async fn a_refused_decision_can_be_made_again() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Stream).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let mut bad = req.grant();
+            bad.mode = Mode::Message; // the mode is never changed by a grant (§4.2)
+            let undecided = req.accept(None, bad).await.unwrap_err();
+            assert_eq!(undecided.error, Error::InvalidGrant);
+            let req = undecided.incoming;
+            let g = req.grant();
+            let conn = req.accept(Some(b"second try"), g).await.unwrap();
+            conn.close().await
+        });
+        let (conn, data) = connect(addr, None, Options::DEFAULT, Config::default())
+            .await
+            .unwrap();
+        assert_eq!(data.as_deref(), Some(&b"second try"[..]));
+        assert_eq!(conn.close().await, CloseReason::Graceful);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
+
+/// Several tasks may wait in `recv_message` on one connection: each message
+/// wakes one of them, none is left waiting for a message that came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_readers_of_one_connection_are_all_woken() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Message).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let conn = std::sync::Arc::new(req.accept(None, g).await.unwrap());
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let c = conn.clone();
+                    tokio::spawn(async move { c.recv_message().await.unwrap() })
+                })
+                .collect();
+            let mut got = Vec::new();
+            for r in readers {
+                got.push(r.await.unwrap());
+            }
+            got.sort();
+            assert_eq!(got, [&b"one"[..], &b"two"[..]]);
+            std::sync::Arc::into_inner(conn).unwrap().close().await
+        });
+        let (conn, _) = connect(addr, None, options(Mode::Message), config(Mode::Message))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.send_message(b"one").await.unwrap();
+        conn.send_message(b"two").await.unwrap();
+        assert_eq!(conn.close().await, CloseReason::Graceful);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
