@@ -272,7 +272,10 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
     let ns = format!("bookend-kx-{}", std::process::id());
     let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
     ip(&["-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "br0"]).expect("bridge address");
-    for mode in ["stream", "message"] {
+    // Each smoltcp server is a new stack with a new MAC address: a fresh IP
+    // address for each, so that the kernel's neighbour cache (which keeps
+    // the previous stack's MAC for a while) is never asked.
+    for (mode, appliance) in [("stream", "10.77.0.3"), ("message", "10.77.0.4")] {
         // The kernel serves, the appliance calls.
         let server = bookend(
             &ns,
@@ -316,7 +319,7 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
                 "--tap",
                 "bk0",
                 "--addr",
-                "10.77.0.3/24",
+                &format!("{appliance}/24"),
                 "--clients",
                 "1",
                 "--timeout",
@@ -331,7 +334,7 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
             &[
                 "connect",
                 "--server",
-                "10.77.0.3:7000",
+                &format!("{appliance}:7000"),
                 "--transactions",
                 "6",
                 "--name",
