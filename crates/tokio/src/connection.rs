@@ -170,7 +170,7 @@ impl Connection {
     }
 
     /// Message mode: sends one whole message; waits while the send buffer
-    /// cannot take it.
+    /// cannot take it. Any number of tasks may wait at once.
     ///
     /// Cancel safety: a message is queued whole or not at all; dropping the
     /// future before it resolves queues nothing.
@@ -179,21 +179,12 @@ impl Connection {
     /// negotiated message size, `WrongMode` in stream mode, `Shutdown` after
     /// `send_disconnect`, `ConnectionReset`/`ConnectionAborted` once ended.
     pub async fn send_message(&self, message: &[u8]) -> Result<(), SessionError> {
-        // Any number of tasks may wait here at once: each checks again
-        // whenever the connection changes (room made, the end).
-        let r = self
-            .conn
-            .wait(|st| match st.session.send_message(message) {
-                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
-                r => Some(r),
-            })
-            .await;
-        self.conn.kick();
-        r
+        Ops(&self.conn).send_message(message).await
     }
 
     /// Message mode: the next whole message. After the peer's DISCONNECT and
-    /// its last message, `Err(Disconnected)` (WSAEDISCON).
+    /// its last message, `Err(Disconnected)` (WSAEDISCON). Any number of
+    /// tasks may wait at once; each message goes to one of them.
     ///
     /// Cancel safety: a message is taken only when this resolves; dropping
     /// the future loses nothing.
@@ -201,17 +192,7 @@ impl Connection {
     /// This function returns the session's errors (`WrongMode`,
     /// `Disconnected`, `ConnectionReset`, `ConnectionAborted`).
     pub async fn recv_message(&self) -> Result<Bytes, SessionError> {
-        // Any number of tasks may wait here at once (each message goes to
-        // one of them): each checks again whenever the connection changes.
-        let r = self
-            .conn
-            .wait(|st| match st.session.recv_message_bytes() {
-                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
-                r => Some(r),
-            })
-            .await;
-        self.conn.kick();
-        r
+        Ops(&self.conn).recv_message().await
     }
 
     /// Ends our sending half with `data` (WSASendDisconnect): the peer gets
@@ -222,7 +203,7 @@ impl Connection {
     /// negotiated disconnect data size, `Shutdown` if already sent with
     /// data, `ConnectionReset`/`ConnectionAborted` once ended.
     pub async fn send_disconnect(&self, data: Option<&[u8]>) -> Result<(), SessionError> {
-        self.conn.command(|s, now| s.send_disconnect(now, data))
+        Ops(&self.conn).send_disconnect(data).await
     }
 
     /// The peer's disconnect data (WSARecvDisconnect), once its DISCONNECT
@@ -234,7 +215,108 @@ impl Connection {
     /// This function returns `Err(Consumed)` if it was already read, and
     /// `ConnectionReset`/`ConnectionAborted` if the session ended without it.
     pub async fn recv_disconnect(&self) -> Result<Option<Bytes>, SessionError> {
-        self.conn
+        Ops(&self.conn).recv_disconnect().await
+    }
+
+    /// Closes gracefully (closesocket with the default linger) and waits for
+    /// the end: DISCONNECT without data if not yet sent, everything queued
+    /// delivered, until the peer's FIN confirms both disconnects (the seed's
+    /// step 5a: closing right after `send_disconnect` still delivers). With
+    /// received data unread the session is aborted with `UNREAD_DATA`.
+    /// Returns how the session ended.
+    pub async fn close(&self) -> CloseReason {
+        Ops(&self.conn).close().await
+    }
+
+    /// Aborts (closesocket with linger {1, 0}): unsent data is discarded,
+    /// then ABORT with `reason` and `data`, then a TCP reset.
+    ///
+    /// This function returns `TooLarge` for data over the disconnect data
+    /// size, `InvalidState` once ended.
+    pub fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        Ops(&self.conn).abort(reason, data)
+    }
+
+    /// Waits for the end of the session and says how it ended: gracefully
+    /// (both disconnects confirmed), refused, reset, aborted by either side
+    /// with reason and data, timed out (which timer), or a protocol error.
+    pub async fn closed(&self) -> CloseReason {
+        Ops(&self.conn).closed().await
+    }
+}
+
+/// The session's operations on a borrowed connection, shared by
+/// [`Connection`] and its halves (which must not close it on drop as a
+/// `Connection` would).
+struct Ops<'a>(&'a Conn);
+
+impl Ops<'_> {
+    /// Message mode: sends one whole message; waits while the send buffer
+    /// cannot take it.
+    ///
+    /// Cancel safety: a message is queued whole or not at all; dropping the
+    /// future before it resolves queues nothing.
+    ///
+    /// This function returns the session's errors: `TooLarge` over the
+    /// negotiated message size, `WrongMode` in stream mode, `Shutdown` after
+    /// `send_disconnect`, `ConnectionReset`/`ConnectionAborted` once ended.
+    async fn send_message(&self, message: &[u8]) -> Result<(), SessionError> {
+        // Any number of tasks may wait here at once: each checks again
+        // whenever the connection changes (room made, the end).
+        let r = self
+            .0
+            .wait(|st| match st.session.send_message(message) {
+                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
+                r => Some(r),
+            })
+            .await;
+        self.0.kick();
+        r
+    }
+
+    /// Message mode: the next whole message. After the peer's DISCONNECT and
+    /// its last message, `Err(Disconnected)` (WSAEDISCON).
+    ///
+    /// Cancel safety: a message is taken only when this resolves; dropping
+    /// the future loses nothing.
+    ///
+    /// This function returns the session's errors (`WrongMode`,
+    /// `Disconnected`, `ConnectionReset`, `ConnectionAborted`).
+    async fn recv_message(&self) -> Result<Bytes, SessionError> {
+        // Any number of tasks may wait here at once (each message goes to
+        // one of them): each checks again whenever the connection changes.
+        let r = self
+            .0
+            .wait(|st| match st.session.recv_message_bytes() {
+                Err(SessionError::WouldBlock) if st.closed.is_none() => None,
+                r => Some(r),
+            })
+            .await;
+        self.0.kick();
+        r
+    }
+
+    /// Ends our sending half with `data` (WSASendDisconnect): the peer gets
+    /// FD_CLOSE and reads `data` with its `recv_disconnect`. Our receiving
+    /// half stays open.
+    ///
+    /// This function returns the session's errors: `TooLarge` over the
+    /// negotiated disconnect data size, `Shutdown` if already sent with
+    /// data, `ConnectionReset`/`ConnectionAborted` once ended.
+    async fn send_disconnect(&self, data: Option<&[u8]>) -> Result<(), SessionError> {
+        self.0.command(|s, now| s.send_disconnect(now, data))
+    }
+
+    /// The peer's disconnect data (WSARecvDisconnect), once its DISCONNECT
+    /// has arrived: `Some(data)` (possibly empty) or `None` when it sent
+    /// none. Waits for the DISCONNECT; normal data before it stays readable.
+    ///
+    /// Cancel safety: nothing is taken until it resolves.
+    ///
+    /// This function returns `Err(Consumed)` if it was already read, and
+    /// `ConnectionReset`/`ConnectionAborted` if the session ended without it.
+    async fn recv_disconnect(&self) -> Result<Option<Bytes>, SessionError> {
+        self.0
             .wait(|st| match st.session.recv_disconnect_bytes() {
                 Err(SessionError::NotYet) if st.closed.is_none() => None,
                 r => Some(r),
@@ -248,8 +330,8 @@ impl Connection {
     /// step 5a: closing right after `send_disconnect` still delivers). With
     /// received data unread the session is aborted with `UNREAD_DATA`.
     /// Returns how the session ended.
-    pub async fn close(&self) -> CloseReason {
-        self.conn.command(|s, now| s.close(now));
+    async fn close(&self) -> CloseReason {
+        self.0.command(|s, now| s.close(now));
         self.closed().await
     }
 
@@ -258,15 +340,15 @@ impl Connection {
     ///
     /// This function returns `TooLarge` for data over the disconnect data
     /// size, `InvalidState` once ended.
-    pub fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
-        self.conn.command(|s, now| s.abort(now, reason, data))
+    fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        self.0.command(|s, now| s.abort(now, reason, data))
     }
 
     /// Waits for the end of the session and says how it ended: gracefully
     /// (both disconnects confirmed), refused, reset, aborted by either side
     /// with reason and data, timed out (which timer), or a protocol error.
-    pub async fn closed(&self) -> CloseReason {
-        self.conn
+    async fn closed(&self) -> CloseReason {
+        self.0
             .wait(|st| if st.done { st.closed.clone() } else { None })
             .await
     }
@@ -292,24 +374,7 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut st = self.conn.lock();
-        match st.session.recv(buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
-                drop(st);
-                self.conn.kick();
-                Poll::Ready(Ok(()))
-            }
-            Err(SessionError::WouldBlock) if st.closed.is_none() => {
-                st.read_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Err(SessionError::WouldBlock) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the session ended",
-            ))),
-            Err(e) => Poll::Ready(Err(io_error(e))),
-        }
+        poll_read(&self.conn, cx, buf)
     }
 }
 
@@ -320,42 +385,220 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.conn.command(|s, _| s.send(buf)) {
-            Ok(n) => Poll::Ready(Ok(n)),
-            Err(SessionError::WouldBlock) => {
-                let mut st = self.conn.lock();
-                st.write_waker = Some(cx.waker().clone());
-                if st.session.send_queue() == 0 {
-                    drop(st);
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(io_error(e))),
-        }
+        poll_write(&self.conn, cx, buf)
     }
 
     /// Waits until the session has handed everything queued to TCP.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = self.conn.lock();
-        if st.session.send_queue() == 0 || st.closed.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        st.write_waker = Some(cx.waker().clone());
-        drop(st);
-        self.conn.kick();
-        Poll::Pending
+        poll_flush(&self.conn, cx)
     }
 
     /// WSASendDisconnect without data: ends our sending half.
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = self.conn.command(|s, now| {
-            if s.local_disconnected() {
-                Ok(())
-            } else {
-                s.send_disconnect(now, None)
-            }
-        });
-        Poll::Ready(r.map_err(io_error))
+        Poll::Ready(shutdown(&self.conn))
+    }
+}
+
+// The stream operations, shared by `Connection` and its halves. Each checks
+// and registers its waker under one lock, the one under which the task posts
+// the event that wakes it, so no wake-up falls between the two.
+
+fn poll_read(conn: &Conn, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    let mut st = conn.lock();
+    match st.session.recv(buf.initialize_unfilled()) {
+        Ok(n) => {
+            buf.advance(n);
+            drop(st);
+            conn.kick();
+            Poll::Ready(Ok(()))
+        }
+        Err(SessionError::WouldBlock) if st.closed.is_none() => {
+            st.read_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        Err(SessionError::WouldBlock) => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the session ended",
+        ))),
+        Err(e) => Poll::Ready(Err(io_error(e))),
+    }
+}
+
+fn poll_write(conn: &Conn, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    let mut st = conn.lock();
+    match st.session.send(buf) {
+        Ok(n) => {
+            drop(st);
+            conn.kick();
+            Poll::Ready(Ok(n))
+        }
+        Err(SessionError::WouldBlock) => {
+            st.write_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(io_error(e))),
+    }
+}
+
+fn poll_flush(conn: &Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut st = conn.lock();
+    if st.session.send_queue() == 0 || st.closed.is_some() {
+        return Poll::Ready(Ok(()));
+    }
+    st.write_waker = Some(cx.waker().clone());
+    drop(st);
+    conn.kick();
+    Poll::Pending
+}
+
+fn shutdown(conn: &Conn) -> io::Result<()> {
+    conn.command(|s, now| {
+        if s.local_disconnected() {
+            Ok(())
+        } else {
+            s.send_disconnect(now, None)
+        }
+    })
+    .map_err(io_error)
+}
+
+impl Connection {
+    /// Splits the connection into a receiving and a sending half, owned,
+    /// for two tasks (tokio's `into_split`). The session closes gracefully
+    /// when both are dropped, as when a `Connection` is.
+    pub fn into_split(self) -> (RecvHalf, SendHalf) {
+        let conn = self.conn.clone();
+        // The halves take over the close on drop.
+        std::mem::forget(self);
+        let guard = Arc::new(CloseOnDrop(conn.clone()));
+        (
+            RecvHalf {
+                conn: conn.clone(),
+                _guard: guard.clone(),
+            },
+            SendHalf {
+                conn,
+                _guard: guard,
+            },
+        )
+    }
+}
+
+/// Closes the session gracefully once the last half is gone.
+struct CloseOnDrop(Arc<Conn>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let closed = self.0.lock().closed.is_some();
+        if !closed {
+            self.0.command(|s, now| s.close(now));
+        }
+    }
+}
+
+/// The receiving half of a [`Connection`] ([`Connection::into_split`]):
+/// stream data (`AsyncRead`), messages, the peer's disconnect data, the end.
+pub struct RecvHalf {
+    conn: Arc<Conn>,
+    _guard: Arc<CloseOnDrop>,
+}
+
+/// The sending half of a [`Connection`] ([`Connection::into_split`]):
+/// stream data (`AsyncWrite`), messages, disconnect data, close and abort.
+pub struct SendHalf {
+    conn: Arc<Conn>,
+    _guard: Arc<CloseOnDrop>,
+}
+
+impl std::fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvHalf")
+            .field("peer", &self.conn.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendHalf")
+            .field("peer", &self.conn.peer)
+            .finish()
+    }
+}
+
+impl RecvHalf {
+    /// As [`Connection::recv_message`].
+    ///
+    /// This function returns the errors of [`Connection::recv_message`].
+    pub async fn recv_message(&self) -> Result<Bytes, SessionError> {
+        Ops(&self.conn).recv_message().await
+    }
+
+    /// As [`Connection::recv_disconnect`].
+    ///
+    /// This function returns the errors of [`Connection::recv_disconnect`].
+    pub async fn recv_disconnect(&self) -> Result<Option<Bytes>, SessionError> {
+        Ops(&self.conn).recv_disconnect().await
+    }
+
+    /// As [`Connection::closed`].
+    pub async fn closed(&self) -> CloseReason {
+        Ops(&self.conn).closed().await
+    }
+}
+
+impl SendHalf {
+    /// As [`Connection::send_message`].
+    ///
+    /// This function returns the errors of [`Connection::send_message`].
+    pub async fn send_message(&self, message: &[u8]) -> Result<(), SessionError> {
+        Ops(&self.conn).send_message(message).await
+    }
+
+    /// As [`Connection::send_disconnect`].
+    ///
+    /// This function returns the errors of [`Connection::send_disconnect`].
+    pub async fn send_disconnect(&self, data: Option<&[u8]>) -> Result<(), SessionError> {
+        Ops(&self.conn).send_disconnect(data).await
+    }
+
+    /// As [`Connection::close`]: closes the whole session gracefully.
+    pub async fn close(&self) -> CloseReason {
+        Ops(&self.conn).close().await
+    }
+
+    /// As [`Connection::abort`].
+    ///
+    /// This function returns the errors of [`Connection::abort`].
+    pub fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        Ops(&self.conn).abort(reason, data)
+    }
+}
+
+impl AsyncRead for RecvHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        poll_read(&self.conn, cx, buf)
+    }
+}
+
+impl AsyncWrite for SendHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        poll_write(&self.conn, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_flush(&self.conn, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(shutdown(&self.conn))
     }
 }

@@ -52,5 +52,5 @@ pub use bookend_session::{
     CloseReason, Config, Error, Integrity, Mode, Options, Reason, Side, Timer,
 };
 pub use bytes::Bytes;
-pub use connection::{ConnectError, Connection, connect};
+pub use connection::{ConnectError, Connection, RecvHalf, SendHalf, connect};
 pub use listener::{Incoming, ListenConfig, Listener, Undecided};

@@ -476,3 +476,51 @@ async fn several_readers_of_one_connection_are_all_woken() {
     .await
     .unwrap();
 }
+
+/// `into_split`: one task sends, another receives, on owned halves; the
+/// session closes gracefully when both are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_halves_in_two_tasks() {
+    tokio::time::timeout(LIMIT, async {
+        let mut l = listener(Mode::Message).await;
+        let addr = l.local_addr();
+        let server = tokio::spawn(async move {
+            let req = l.accept().await.unwrap();
+            let g = req.grant();
+            let conn = req.accept(None, g).await.unwrap();
+            // Echo every message, then the disconnect data.
+            while let Ok(m) = conn.recv_message().await {
+                conn.send_message(&m).await.unwrap();
+            }
+            let d = conn.recv_disconnect().await.unwrap();
+            conn.send_disconnect(d.as_deref()).await.unwrap();
+            conn.close().await
+        });
+        let (conn, _) = connect(addr, None, options(Mode::Message), config(Mode::Message))
+            .await
+            .unwrap();
+        let (rx, tx) = conn.into_split();
+        let sender = tokio::spawn(async move {
+            for i in 0..100u32 {
+                tx.send_message(&i.to_be_bytes()).await.unwrap();
+            }
+            tx.send_disconnect(Some(b"done")).await.unwrap();
+            tx
+        });
+        let mut n = 0u32;
+        while let Ok(m) = rx.recv_message().await {
+            assert_eq!(&m[..], &n.to_be_bytes());
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        assert_eq!(
+            rx.recv_disconnect().await.unwrap().as_deref(),
+            Some(&b"done"[..])
+        );
+        drop(sender.await.unwrap());
+        drop(rx);
+        assert_eq!(server.await.unwrap(), CloseReason::Graceful);
+    })
+    .await
+    .unwrap();
+}
