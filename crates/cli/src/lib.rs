@@ -7,5 +7,6 @@
 pub mod apps;
 pub mod demo;
 pub mod kernel;
+pub mod nc;
 pub mod soak;
 pub mod tap;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use bookend_cli::apps::step_table;
-use bookend_cli::{demo, kernel, soak, tap};
+use bookend_cli::{demo, kernel, nc, soak, tap};
 use bookend_session::{Integrity, Mode};
 use bookend_sim::LinkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -59,8 +59,76 @@ impl From<IntegrityArg> for Integrity {
     }
 }
 
+/// What netcat mode says and does, for `listen` and `connect ADDR`.
+#[derive(Debug, Clone, clap::Args)]
+struct NcArgs {
+    /// Caller data (connect) or callee data (listen): text, `hex:0a0b` or
+    /// `@file`.
+    #[arg(long, value_parser = nc::user_data)]
+    data: Option<nc::UserData>,
+    /// Data sent with our DISCONNECT when standard input ends.
+    #[arg(long, value_parser = nc::user_data)]
+    disconnect_data: Option<nc::UserData>,
+    /// Integrity: off, on (preferred) or required.
+    #[arg(long, value_enum, default_value_t = NcIntegrity::On)]
+    integrity: NcIntegrity,
+    /// Out-of-band reports on standard error as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NcIntegrity {
+    Off,
+    On,
+    Required,
+}
+
+impl NcArgs {
+    fn config(&self, mode: ModeArg) -> nc::NcConfig {
+        nc::NcConfig {
+            data: self.data.clone().map(|d| d.0),
+            reject: None,
+            defer: None,
+            disconnect_data: self.disconnect_data.clone().map(|d| d.0),
+            mode: mode.into(),
+            integrity: match self.integrity {
+                NcIntegrity::Off => None,
+                NcIntegrity::On => Some(false),
+                NcIntegrity::Required => Some(true),
+            },
+            json: self.json,
+            keep: false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Netcat for bookend over kernel TCP: waits for a caller on ADDR,
+    /// shows its request (address, caller data, proposal) on standard
+    /// error, accepts it with `--data` (or refuses it with `--reject`), then
+    /// copies standard input out as DATA and DATA to standard output. Exit
+    /// status as for `connect ADDR`.
+    Listen {
+        /// The address to listen on, IP:PORT.
+        addr: std::net::SocketAddr,
+        #[command(flatten)]
+        nc: NcArgs,
+        /// Refuse each caller: `REASON[:DATA]`, the reason a number or a
+        /// name (`BUSY`, `REJECTED`, ...).
+        #[arg(long, value_parser = nc::reason_arg)]
+        reject: Option<nc::ReasonArg>,
+        /// Keep each request undecided this many seconds first (CF_DEFER).
+        #[arg(long)]
+        defer: Option<f64>,
+        /// Serve callers one after another instead of one.
+        #[arg(long)]
+        keep: bool,
+        /// Stream mode, or message mode (a message per line).
+        #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
+        mode: ModeArg,
+    },
     /// Play the seed's transaction-total scenario on the built-in simulated
     /// network: one server, N clients, M transactions each, then
     /// WSASendDisconnect(total) / WSASendDisconnect(grand total).
@@ -159,16 +227,28 @@ enum Command {
     },
     /// Run one client of the scenario: over the kernel's TCP, or on a TAP
     /// device as a smoltcp stack with `--tap` and `--addr`.
+    ///
+    /// With a positional ADDR instead of `--server`, netcat for bookend over
+    /// kernel TCP: standard input goes out as DATA, DATA comes out on
+    /// standard output, and what arrives out of band (callee data, a
+    /// refusal's reason and data, the peer's disconnect data, how the session
+    /// ended) goes to standard error. Exit status: 0 graceful, 1 could not
+    /// run, 2 refused, 3 reset, 4 aborted, 5 timed out, 6 protocol error.
     Connect {
+        /// Netcat mode: the address to connect to, IP:PORT.
+        #[arg(conflicts_with_all = ["server", "tap"])]
+        target: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        nc: NcArgs,
         /// TAP device name (created if absent); without it, kernel TCP.
         #[arg(long, requires = "addr")]
         tap: Option<String>,
         /// Our address on the TAP device, as CIDR (e.g. 10.99.0.2/24).
         #[arg(long, value_parser = parse_cidr)]
         addr: Option<IpCidr>,
-        /// The server, IP:PORT.
-        #[arg(long, value_parser = parse_endpoint)]
-        server: IpEndpoint,
+        /// The scenario's server, IP:PORT.
+        #[arg(long, value_parser = parse_endpoint, required_unless_present = "target")]
+        server: Option<IpEndpoint>,
         /// Transactions to perform.
         #[arg(long, default_value_t = 5)]
         transactions: u64,
@@ -223,7 +303,11 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(cli.command) {
+    let command = match run_nc(cli.command) {
+        Ok(code) => return ExitCode::from(code),
+        Err(command) => command,
+    };
+    match run(command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -231,6 +315,34 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Netcat mode (`listen`, `connect ADDR`): its exit status, or the command
+/// back for the other subcommands.
+fn run_nc(command: Command) -> Result<u8, Command> {
+    Ok(match command {
+        Command::Listen {
+            addr,
+            nc: args,
+            reject,
+            defer,
+            keep,
+            mode,
+        } => {
+            let mut config = args.config(mode);
+            config.reject = reject.map(|r| (r.0, r.1));
+            config.defer = defer.map(std::time::Duration::from_secs_f64);
+            config.keep = keep;
+            nc::listen_nc(addr, &config).code()
+        }
+        Command::Connect {
+            target: Some(target),
+            nc: args,
+            mode,
+            ..
+        } => nc::connect_nc(target, &args.config(mode)).code(),
+        other => return Err(other),
+    })
 }
 
 fn run(command: Command) -> Result<bool, String> {
@@ -336,9 +448,11 @@ fn run(command: Command) -> Result<bool, String> {
             Ok(true)
         }
         Command::Connect {
+            target: None,
+            nc: _,
             tap,
             addr,
-            server,
+            server: Some(server),
             transactions,
             name,
             timeout,
@@ -363,6 +477,9 @@ fn run(command: Command) -> Result<bool, String> {
                 None => println!("no grand total received"),
             }
             Ok(r.grand_total.is_some())
+        }
+        Command::Listen { .. } | Command::Connect { .. } => {
+            Err("connect needs --server IP:PORT (the scenario) or an ADDR (netcat)".into())
         }
     }
 }

@@ -1,0 +1,390 @@
+//! `bookend listen ADDR` and `bookend connect ADDR`: netcat for bookend over
+//! the kernel's TCP. Standard input goes out as DATA, DATA comes out on
+//! standard output; what arrives out of band (caller or callee data, a
+//! refusal's reason and data, the peer's disconnect data, how the session
+//! ended) goes to standard error, or as JSON lines with `--json`. The exit
+//! status says how the session ended ([`Outcome::code`]).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bookend_session::Mode;
+use bookend_tokio::{
+    Bytes, CloseReason, Config, ConnectError, Connection, Integrity, ListenConfig, Listener,
+    Reason, connect,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// User data given on the command line (a newtype, so that the argument
+/// parser takes it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserData(pub Vec<u8>);
+
+/// A reason code and optional data given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonArg(pub Reason, pub Option<Vec<u8>>);
+
+/// `parse_data` for the argument parser.
+///
+/// This function returns the errors of [`parse_data`].
+pub fn user_data(s: &str) -> Result<UserData, String> {
+    parse_data(s).map(UserData)
+}
+
+/// `parse_reason` for the argument parser.
+///
+/// This function returns the errors of [`parse_reason`].
+pub fn reason_arg(s: &str) -> Result<ReasonArg, String> {
+    parse_reason(s).map(|(r, d)| ReasonArg(r, d))
+}
+
+/// User data given on the command line: text, `hex:0a0b`, or `@file`.
+///
+/// This function returns `Err` for bad hex or an unreadable file.
+pub fn parse_data(s: &str) -> Result<Vec<u8>, String> {
+    if let Some(hex) = s.strip_prefix("hex:") {
+        if hex.len() % 2 != 0 {
+            return Err(format!("{s}: an odd number of hex digits"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("{s}: {e}")))
+            .collect()
+    } else if let Some(path) = s.strip_prefix('@') {
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
+}
+
+/// A reason code and optional data, `REASON[:DATA]`: a number (decimal or
+/// `0x`), or a registry name (`BUSY`, `REJECTED`, ...).
+///
+/// This function returns `Err` for an unknown name or bad data.
+pub fn parse_reason(s: &str) -> Result<(Reason, Option<Vec<u8>>), String> {
+    let (code, data) = match s.split_once(':') {
+        Some((c, d)) => (c, Some(parse_data(d)?)),
+        None => (s, None),
+    };
+    let reason = if let Some(hex) = code.strip_prefix("0x") {
+        Reason(u16::from_str_radix(hex, 16).map_err(|e| format!("{code}: {e}"))?)
+    } else if let Ok(n) = code.parse::<u16>() {
+        Reason(n)
+    } else {
+        (0..=0x01FFu16)
+            .map(Reason)
+            .find(|r| r.name() == Some(code))
+            .ok_or_else(|| format!("{code}: not a reason code or name"))?
+    };
+    Ok((reason, data))
+}
+
+/// The options of a netcat run.
+#[derive(Debug, Clone)]
+pub struct NcConfig {
+    /// Caller data (connect) or callee data (listen).
+    pub data: Option<Vec<u8>>,
+    /// Listen: refuse with this reason and data.
+    pub reject: Option<(Reason, Option<Vec<u8>>)>,
+    /// Listen: keep each request undecided this long, then accept.
+    pub defer: Option<Duration>,
+    /// Data sent with our DISCONNECT when standard input ends.
+    pub disconnect_data: Option<Vec<u8>>,
+    /// Stream or message mode (a message per line of input).
+    pub mode: Mode,
+    /// Integrity: `None` off, or whether it is required.
+    pub integrity: Option<bool>,
+    /// Out-of-band reports as JSON lines.
+    pub json: bool,
+    /// Listen: serve callers one after another until interrupted.
+    pub keep: bool,
+}
+
+/// How a run ended, and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both disconnects exchanged and confirmed: 0.
+    Graceful,
+    /// The callee refused (or we refused the caller): 2.
+    Refused,
+    /// Reset by the peer or the network: 3.
+    Reset,
+    /// Aborted by either side with a reason: 4.
+    Aborted,
+    /// A timer or TCP's time-out ended it: 5.
+    TimedOut,
+    /// The peer broke the protocol: 6.
+    ProtocolError,
+    /// TCP could not connect, or local I/O failed: 1.
+    Failed,
+}
+
+impl Outcome {
+    /// The exit status: 0 graceful, 1 failed to run, 2 refused, 3 reset,
+    /// 4 aborted, 5 timed out, 6 protocol error.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Graceful => 0,
+            Self::Failed => 1,
+            Self::Refused => 2,
+            Self::Reset => 3,
+            Self::Aborted => 4,
+            Self::TimedOut => 5,
+            Self::ProtocolError => 6,
+        }
+    }
+
+    fn of(reason: &CloseReason) -> Self {
+        match reason {
+            CloseReason::Graceful => Self::Graceful,
+            CloseReason::Refused { .. } | CloseReason::Rejected { .. } => Self::Refused,
+            CloseReason::Reset | CloseReason::Abandoned => Self::Reset,
+            CloseReason::Aborted { .. } => Self::Aborted,
+            CloseReason::TimedOut(_) => Self::TimedOut,
+            CloseReason::ProtocolError { .. } => Self::ProtocolError,
+            _ => Self::Failed,
+        }
+    }
+}
+
+fn shown(d: &[u8]) -> String {
+    match std::str::from_utf8(d) {
+        Ok(s) if !s.chars().any(char::is_control) => format!("{s:?}"),
+        _ => format!(
+            "hex:{}",
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One out-of-band report, to standard error.
+fn report(json: bool, event: &str, fields: &[(&str, String)]) {
+    let line = if json {
+        let body: Vec<String> = std::iter::once(format!("\"event\":{}", json_str(event)))
+            .chain(
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v))),
+            )
+            .collect();
+        format!("{{{}}}", body.join(","))
+    } else {
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("bookend: {event} {}", body.join(" "))
+    };
+    let _ = writeln!(std::io::stderr(), "{}", line.trim_end());
+}
+
+fn data_field(d: Option<&Bytes>) -> String {
+    d.map_or_else(|| "none".to_string(), |d| shown(d))
+}
+
+fn session_config(nc: &NcConfig) -> Config {
+    let mut c = Config::default();
+    c.options.mode = nc.mode;
+    match nc.integrity {
+        None => c.options.integrity = Integrity::None,
+        Some(required) => {
+            c.options.integrity = Integrity::Crc32c;
+            c.require_integrity = required;
+        }
+    }
+    c
+}
+
+/// `bookend connect ADDR`: one session to `addr`.
+pub fn connect_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
+    rt().block_on(async {
+        let config = session_config(nc);
+        let options = config.options;
+        match connect(addr, nc.data.as_deref(), options, config).await {
+            Ok((conn, callee_data)) => {
+                report(
+                    nc.json,
+                    "connected",
+                    &[
+                        ("peer", addr.to_string()),
+                        ("callee_data", data_field(callee_data.as_ref())),
+                    ],
+                );
+                run(conn, nc).await
+            }
+            Err(ConnectError::Refused { reason, data }) => {
+                report(
+                    nc.json,
+                    "refused",
+                    &[
+                        ("reason", reason.to_string()),
+                        ("data", data_field(data.as_ref())),
+                    ],
+                );
+                Outcome::Refused
+            }
+            Err(ConnectError::Closed(reason)) => {
+                report(nc.json, "closed", &[("how", reason.to_string())]);
+                Outcome::of(&reason)
+            }
+            Err(e) => {
+                report(nc.json, "failed", &[("error", e.to_string())]);
+                Outcome::Failed
+            }
+        }
+    })
+}
+
+/// `bookend listen ADDR`: serves one caller, or with `keep` callers one
+/// after another.
+pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
+    rt().block_on(async {
+        let config = session_config(nc);
+        let mut listener = match Listener::bind(addr, config, ListenConfig::default()).await {
+            Ok(l) => l,
+            Err(e) => {
+                report(nc.json, "failed", &[("error", e.to_string())]);
+                return Outcome::Failed;
+            }
+        };
+        report(
+            nc.json,
+            "listening",
+            &[("addr", listener.local_addr().to_string())],
+        );
+        let mut last = Outcome::Failed;
+        while let Some(req) = listener.accept().await {
+            report(
+                nc.json,
+                "request",
+                &[
+                    ("peer", req.remote_addr().to_string()),
+                    ("caller_data", data_field(req.caller_data())),
+                    ("mode", format!("{:?}", req.proposed().mode).to_lowercase()),
+                    (
+                        "integrity",
+                        format!("{:?}", req.proposed().integrity).to_lowercase(),
+                    ),
+                ],
+            );
+            if let Some(d) = nc.defer {
+                report(
+                    nc.json,
+                    "deferred",
+                    &[("for", format!("{}s", d.as_secs_f64()))],
+                );
+                tokio::time::sleep(d).await;
+            }
+            last = match &nc.reject {
+                Some((reason, data)) => match req.reject(*reason, data.as_deref()).await {
+                    Ok(end) => {
+                        report(nc.json, "rejected", &[("how", end.to_string())]);
+                        Outcome::Refused
+                    }
+                    Err(e) => {
+                        report(nc.json, "failed", &[("error", e.to_string())]);
+                        Outcome::Failed
+                    }
+                },
+                None => {
+                    let grant = req.grant();
+                    match req.accept(nc.data.as_deref(), grant).await {
+                        Ok(conn) => run(conn, nc).await,
+                        Err(e) => {
+                            report(nc.json, "failed", &[("error", e.to_string())]);
+                            Outcome::Failed
+                        }
+                    }
+                }
+            };
+            if !nc.keep {
+                break;
+            }
+        }
+        last
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Standard input to the peer, the peer to standard output; then the
+/// disconnect data both ways and the end.
+async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
+    let (mut rx, mut tx) = conn.into_split();
+    let mode = nc.mode;
+    let disconnect = nc.disconnect_data.clone();
+    let json = nc.json;
+    let sending = async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        let sent = match mode {
+            Mode::Stream => tokio::io::copy(&mut stdin, &mut tx).await.map(|_| ()),
+            Mode::Message => {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match stdin.read_line(&mut line).await {
+                        Ok(0) => break Ok(()),
+                        Ok(_) => {
+                            let m = line.trim_end_matches('\n').as_bytes();
+                            if let Err(e) = tx.send_message(m).await {
+                                break Err(std::io::Error::other(e.to_string()));
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        };
+        if sent.is_ok() {
+            // Standard input ended: WSASendDisconnect with our data.
+            let _ = tx.send_disconnect(disconnect.as_deref()).await;
+        }
+        tx
+    };
+    let receiving = async {
+        let mut stdout = tokio::io::stdout();
+        match mode {
+            Mode::Stream => {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = rx.read(&mut buf).await {
+                    if n == 0 || stdout.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = stdout.flush().await;
+                }
+            }
+            Mode::Message => {
+                while let Ok(m) = rx.recv_message().await {
+                    let _ = stdout.write_all(&m).await;
+                    let _ = stdout.write_all(b"\n").await;
+                    let _ = stdout.flush().await;
+                }
+            }
+        }
+        // The peer's DISCONNECT (FD_CLOSE): its disconnect data.
+        if let Ok(d) = rx.recv_disconnect().await {
+            report(json, "disconnected", &[("data", data_field(d.as_ref()))]);
+        }
+    };
+    let (tx, ()) = tokio::join!(sending, receiving);
+    let end = tx.close().await;
+    report(nc.json, "closed", &[("how", end.to_string())]);
+    Outcome::of(&end)
+}

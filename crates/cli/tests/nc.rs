@@ -1,0 +1,141 @@
+//! `bookend listen` and `bookend connect ADDR` (netcat mode) between two
+//! processes over loopback: data both ways on standard input and output,
+//! out-of-band data on standard error (text and JSON), refusal with reason
+//! and data, and the exit status that says how each session ended.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bookend(args: &[&str], stdin: &[u8]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bookend");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child
+}
+
+fn wait(mut child: Child) -> Output {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port (bound and released: the listener binds it again).
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn data_both_ways_with_connect_and_disconnect_data() {
+    let addr = format!("127.0.0.1:{}", port());
+    let l = bookend(
+        &[
+            "listen",
+            &addr,
+            "--data",
+            "welcome",
+            "--disconnect-data",
+            "hex:0000000000000011",
+        ],
+        b"from the listener\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let c = bookend(
+        &[
+            "connect",
+            &addr,
+            "--data",
+            "client-1",
+            "--disconnect-data",
+            "bye",
+        ],
+        b"from the caller\n",
+    );
+    let (c, l) = (wait(c), wait(l));
+    let diag = format!(
+        "caller: {} / {}\nlistener: {} / {}",
+        text(&c.stdout),
+        text(&c.stderr),
+        text(&l.stdout),
+        text(&l.stderr)
+    );
+    assert_eq!(c.status.code(), Some(0), "{diag}");
+    assert_eq!(l.status.code(), Some(0), "{diag}");
+    assert_eq!(text(&c.stdout), "from the listener\n", "{diag}");
+    assert_eq!(text(&l.stdout), "from the caller\n", "{diag}");
+    let (ce, le) = (text(&c.stderr), text(&l.stderr));
+    assert!(ce.contains("callee_data=\"welcome\""), "{diag}");
+    assert!(
+        ce.contains("disconnected data=hex:0000000000000011"),
+        "{diag}"
+    );
+    assert!(le.contains("caller_data=\"client-1\""), "{diag}");
+    assert!(le.contains("disconnected data=\"bye\""), "{diag}");
+    assert!(
+        ce.contains("closed how=graceful") && le.contains("closed how=graceful"),
+        "{diag}"
+    );
+}
+
+#[test]
+fn a_refusal_carries_its_reason_and_data_and_exit_status_2() {
+    let addr = format!("127.0.0.1:{}", port());
+    let l = bookend(
+        &["listen", &addr, "--reject", "BUSY:try later", "--json"],
+        b"",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let c = bookend(&["connect", &addr, "--json"], b"");
+    let (c, l) = (wait(c), wait(l));
+    let diag = format!("caller: {}\nlistener: {}", text(&c.stderr), text(&l.stderr));
+    assert_eq!(c.status.code(), Some(2), "{diag}");
+    assert_eq!(l.status.code(), Some(2), "{diag}");
+    assert!(
+        text(&c.stderr).contains(r#"{"event":"refused","reason":"BUSY","data":"\"try later\""}"#),
+        "{diag}"
+    );
+}
+
+#[test]
+fn message_mode_sends_a_message_per_line() {
+    let addr = format!("127.0.0.1:{}", port());
+    let l = bookend(&["listen", &addr, "--mode", "message"], b"");
+    std::thread::sleep(Duration::from_millis(300));
+    let c = bookend(
+        &["connect", &addr, "--mode", "message"],
+        b"one\ntwo\n\nfour\n",
+    );
+    let (c, l) = (wait(c), wait(l));
+    assert_eq!(c.status.code(), Some(0), "{}", text(&c.stderr));
+    assert_eq!(text(&l.stdout), "one\ntwo\n\nfour\n", "{}", text(&l.stderr));
+}
+
+#[test]
+fn nothing_listening_is_exit_status_1() {
+    let addr = format!("127.0.0.1:{}", port());
+    let c = wait(bookend(&["connect", &addr], b""));
+    assert_eq!(c.status.code(), Some(1), "{}", text(&c.stderr));
+}
