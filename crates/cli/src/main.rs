@@ -307,7 +307,7 @@ fn main() -> ExitCode {
         Ok(code) => return ExitCode::from(code),
         Err(command) => command,
     };
-    match run(command) {
+    match run(*command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -319,7 +319,7 @@ fn main() -> ExitCode {
 
 /// Netcat mode (`listen`, `connect ADDR`): its exit status, or the command
 /// back for the other subcommands.
-fn run_nc(command: Command) -> Result<u8, Command> {
+fn run_nc(command: Command) -> Result<u8, Box<Command>> {
     Ok(match command {
         Command::Listen {
             addr,
@@ -341,7 +341,7 @@ fn run_nc(command: Command) -> Result<u8, Command> {
             mode,
             ..
         } => nc::connect_nc(target, &args.config(mode)).code(),
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
