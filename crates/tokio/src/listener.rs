@@ -123,78 +123,125 @@ async fn accept_loop(
 ) {
     let handshaking = Arc::new(Semaphore::new(listen.max_handshaking.max(1)));
     let ids = AtomicUsize::new(1);
+    let start = |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
+        start_handshake(
+            stream,
+            peer,
+            permit,
+            &config,
+            listen,
+            &requests,
+            &handshaking,
+            ids.fetch_add(1, Ordering::Relaxed) as u32,
+        );
+    };
     loop {
         // At the bound, take no more TCP connections: SYNs wait in the
         // kernel's backlog (§6.4).
         let Ok(permit) = handshaking.clone().acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match tcp.accept().await {
-            Ok(s) => s,
+        match tcp.accept().await {
+            Ok((stream, peer)) => start(stream, peer, permit),
             Err(e) => {
                 debug!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
-        let epoch = tokio::time::Instant::now();
-        let id = ids.fetch_add(1, Ordering::Relaxed) as u32;
-        let Ok(session) = Session::callee(config.clone(), id, bookend_session::Instant::ZERO)
-        else {
-            return;
-        };
-        let conn = Conn::new(session, epoch, peer, local);
-        let span = tracing::debug_span!("bookend", %peer, role = "callee");
-        conn::spawn(conn.clone(), stream, span);
-        let requests = requests.clone();
-        let handshaking = handshaking.clone();
-        tokio::spawn(async move {
-            // Held until the CONNECT is complete or the session ends.
-            let _permit = permit;
-            let outcome = loop {
-                let request = conn.wait(|st| {
-                    if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
-                        return Some(Some(r));
-                    }
-                    st.closed.is_some().then_some(None)
-                });
-                match tokio::time::timeout(listen.loaded_handshake_timeout, request).await {
-                    Ok(outcome) => break outcome,
-                    Err(_) => {
-                        let loaded =
-                            handshaking.available_permits() * 2 <= listen.max_handshaking.max(1);
-                        if loaded {
-                            debug!("no CONNECT within the loaded handshake time: evicted");
-                            let _ = conn
-                                .command(|s, now| s.abort(now, Reason::HANDSHAKE_TIMEOUT, None));
-                        }
-                    }
+        }
+        // Then every connection already waiting, up to a batch: a burst is
+        // taken in one turn of this task, not one per turn of the runtime's
+        // every other task, which let the kernel's accept queue overflow
+        // (SYNs dropped, callers' TCP retrying after 1 s).
+        for _ in 0..ACCEPT_BATCH {
+            let Ok(permit) = handshaking.clone().try_acquire_owned() else {
+                break;
+            };
+            let ready = std::future::poll_fn(|cx| match tcp.poll_accept(cx) {
+                std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                std::task::Poll::Pending => std::task::Poll::Ready(None),
+            })
+            .await;
+            match ready {
+                Some(Ok((stream, peer))) => start(stream, peer, permit),
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Connections taken from the kernel's accept queue in one turn, at most.
+const ACCEPT_BATCH: usize = 256;
+
+/// Starts a callee session on an accepted TCP connection, and a task that
+/// hands its request to `accept()` once its CONNECT is complete (or evicts
+/// it under load, §6.4).
+#[allow(clippy::too_many_arguments)]
+fn start_handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    config: &Arc<Config>,
+    listen: ListenConfig,
+    requests: &mpsc::Sender<Incoming>,
+    handshaking: &Arc<Semaphore>,
+    id: u32,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let epoch = tokio::time::Instant::now();
+    let Ok(session) = Session::callee(config.clone(), id, bookend_session::Instant::ZERO) else {
+        return;
+    };
+    let conn = Conn::new(session, epoch, peer, local);
+    let span = tracing::debug_span!("bookend", %peer, role = "callee");
+    conn::spawn(conn.clone(), stream, span);
+    let requests = requests.clone();
+    let handshaking = handshaking.clone();
+    tokio::spawn(async move {
+        // Held until the CONNECT is complete or the session ends.
+        let _permit = permit;
+        let outcome = loop {
+            let request = conn.wait(|st| {
+                if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
+                    return Some(Some(r));
                 }
-            };
-            let Some(request) = outcome else {
-                return;
-            };
-            let incoming = Incoming {
-                conn: Some(conn),
-                request,
-            };
-            match requests.try_send(incoming) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(incoming)) => {
-                    debug!("pending requests at their bound: REJECT(BUSY)");
-                    let _ = incoming.refuse(Reason::BUSY, None);
-                }
-                Err(mpsc::error::TrySendError::Closed(incoming)) => {
-                    // The listener is gone.
-                    let _ = incoming.refuse(Reason::SHUTTING_DOWN, None);
+                st.closed.is_some().then_some(None)
+            });
+            match tokio::time::timeout(listen.loaded_handshake_timeout, request).await {
+                Ok(outcome) => break outcome,
+                Err(_) => {
+                    let loaded =
+                        handshaking.available_permits() * 2 <= listen.max_handshaking.max(1);
+                    if loaded {
+                        debug!("no CONNECT within the loaded handshake time: evicted");
+                        let _ =
+                            conn.command(|s, now| s.abort(now, Reason::HANDSHAKE_TIMEOUT, None));
+                    }
                 }
             }
-        });
-    }
+        };
+        let Some(request) = outcome else {
+            return;
+        };
+        let incoming = Incoming {
+            conn: Some(conn),
+            request,
+        };
+        match requests.try_send(incoming) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(incoming)) => {
+                debug!("pending requests at their bound: REJECT(BUSY)");
+                let _ = incoming.refuse(Reason::BUSY, None);
+            }
+            Err(mpsc::error::TrySendError::Closed(incoming)) => {
+                // The listener is gone.
+                let _ = incoming.refuse(Reason::SHUTTING_DOWN, None);
+            }
+        }
+    });
 }
 
 /// A caller's request, yielded by [`Listener::accept`] before anything is
