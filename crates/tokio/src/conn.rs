@@ -1,5 +1,5 @@
 //! One connection's shared state and the task that drives its session over
-//! a tokio `TcpStream`.
+//! a byte stream: a tokio `TcpStream`, or any [`Transport`].
 //!
 //! The [`bookend_session::Session`] is sans-IO; this module is its driver,
 //! in the shape of quinn's: a task owns the socket and is the only one that
@@ -15,9 +15,69 @@ use bookend_session::{CloseReason, Event, Instant, Session, TransportAction, Tra
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, trace};
+
+/// A byte stream a session can run over: TCP, or anything ordered and
+/// reliable that ends with an end of stream and can be reset (a TLS stream,
+/// a simulated TCP in tests). The session's FIN is the stream's
+/// `shutdown`, its RST [`reset_on_drop`](Self::reset_on_drop) then drop.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Makes dropping the stream reset the connection (TCP: SO_LINGER 0, so
+    /// that close sends RST, §3.6). Streams that cannot are just dropped.
+    fn reset_on_drop(&mut self) {}
+}
+
+impl Transport for TcpStream {
+    fn reset_on_drop(&mut self) {
+        if let Err(e) = self.set_zero_linger() {
+            debug!(error = %e, "SO_LINGER 0 failed");
+        }
+    }
+}
+
+/// Any ordered, reliable byte stream, as a [`Transport`] that cannot be
+/// reset (a reset is a plain drop): for streams this crate does not know.
+#[derive(Debug)]
+pub struct Plain<S>(pub S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for Plain<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Plain<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Plain<S> {}
 
 /// Bytes read from TCP per read, and the most handed to TCP per write.
 const IO_CHUNK: usize = 64 * 1024;
@@ -190,11 +250,11 @@ impl Conn {
 /// session what TCP delivers (keeping what it does not take until it makes
 /// room), hands TCP what the session queues, its FIN or RST, and runs its
 /// timers. Spawned once per connection.
-pub(crate) fn spawn(conn: Arc<Conn>, stream: TcpStream, span: tracing::Span) {
+pub(crate) fn spawn<T: Transport>(conn: Arc<Conn>, stream: T, span: tracing::Span) {
     tokio::spawn(drive(conn, stream).instrument(span));
 }
 
-async fn drive(conn: Arc<Conn>, mut stream: TcpStream) {
+async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
     let reset = exchange(&conn, &mut stream).await;
     if reset {
         // The ABORT (if any) is with TCP. A peer that receives it resets
@@ -211,9 +271,7 @@ async fn drive(conn: Arc<Conn>, mut stream: TcpStream) {
             }
         })
         .await;
-        if let Err(e) = stream.set_zero_linger() {
-            debug!(error = %e, "SO_LINGER 0 failed");
-        }
+        stream.reset_on_drop();
     }
     drop(stream);
     let mut st = conn.lock();
@@ -230,8 +288,8 @@ async fn drive(conn: Arc<Conn>, mut stream: TcpStream) {
 /// (the peer's window is closed) never stops the reading that may open it,
 /// nor the timers that bound the wait. Returns whether the session asked
 /// for a reset.
-async fn exchange(conn: &Conn, stream: &mut TcpStream) -> bool {
-    let (mut rd, mut wr) = stream.split();
+async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut input = vec![0u8; IO_CHUNK];
     // Received, not yet taken by the session (it pushes back while the
     // application has not read: TCP's window closes meanwhile).

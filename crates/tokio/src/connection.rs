@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::conn::{self, Conn, Handshake};
+use crate::conn::{self, Conn, Handshake, Transport};
 
 /// Why a connect did not give a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +74,6 @@ pub async fn connect(
     options: Options,
     config: Config,
 ) -> Result<(Connection, Option<Bytes>), ConnectError> {
-    let session =
-        Session::caller(config, next_id()).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;
@@ -86,6 +84,27 @@ pub async fn connect(
     let local = stream
         .local_addr()
         .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;
+    connect_over(stream, peer, local, caller_data, options, config).await
+}
+
+/// [`connect`] over a stream already established: TCP made elsewhere, a
+/// TLS stream, a simulated network's stream (wrap what this crate does not
+/// know in [`Plain`](crate::Plain)). `peer` and `local` are what the
+/// connection reports as its addresses.
+///
+/// Cancel safety: as [`connect`].
+///
+/// This function returns the errors of [`connect`] but `Io`.
+pub async fn connect_over<T: Transport>(
+    stream: T,
+    peer: SocketAddr,
+    local: SocketAddr,
+    caller_data: Option<&[u8]>,
+    options: Options,
+    config: Config,
+) -> Result<(Connection, Option<Bytes>), ConnectError> {
+    let session =
+        Session::caller(config, next_id()).map_err(|e| ConnectError::Invalid(e.to_string()))?;
     let conn = Conn::new(session, tokio::time::Instant::now(), peer, local);
     conn.command(|s, now| s.connect(now, caller_data, options))
         .map_err(|e| ConnectError::Invalid(e.to_string()))?;
@@ -109,7 +128,7 @@ pub async fn connect(
     }
 }
 
-fn next_id() -> u32 {
+pub(crate) fn next_id() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)

@@ -48,9 +48,11 @@ mod conn;
 mod connection;
 mod listener;
 
+pub use conn::{Plain, Transport};
+
 pub use bookend_session::{
     CloseReason, Config, Error, Integrity, Mode, Options, Reason, Side, Timer,
 };
 pub use bytes::Bytes;
-pub use connection::{ConnectError, Connection, RecvHalf, SendHalf, connect};
-pub use listener::{Incoming, ListenConfig, Listener, Undecided};
+pub use connection::{ConnectError, Connection, RecvHalf, SendHalf, connect, connect_over};
+pub use listener::{Incoming, ListenConfig, Listener, Undecided, accept_over};

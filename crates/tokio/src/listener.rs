@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use crate::conn::{self, Conn, Handshake};
+use crate::conn::{self, Conn, Handshake, Transport};
 use crate::connection::Connection;
 
 /// A listener's bounds: what one listener holds for callers it has not
@@ -242,6 +242,53 @@ fn start_handshake(
             }
         }
     });
+}
+
+/// The callee's side over a stream already established (TCP accepted
+/// elsewhere, a TLS stream, a simulated network's stream: wrap what this
+/// crate does not know in [`Plain`](crate::Plain)): waits for the caller's
+/// CONNECT and yields its request, as [`Listener::accept`] does, with
+/// `peer` and `local` as its addresses. The session's handshake timer
+/// bounds the wait.
+///
+/// This function returns `Err(ConnectError::Closed)` with how the session
+/// ended if it ended before a request came (the caller left or reset, the
+/// handshake timer, a malformed CONNECT, or one refused before the
+/// application sees it: a mode not offered, integrity required), and
+/// `Err(ConnectError::Invalid)` for an unusable configuration.
+pub async fn accept_over<T: Transport>(
+    stream: T,
+    peer: SocketAddr,
+    local: SocketAddr,
+    config: Config,
+) -> Result<Incoming, crate::ConnectError> {
+    let session = Session::callee(
+        config,
+        crate::connection::next_id(),
+        bookend_session::Instant::ZERO,
+    )
+    .map_err(|e| crate::ConnectError::Invalid(e.to_string()))?;
+    let conn = Conn::new(session, tokio::time::Instant::now(), peer, local);
+    let span = tracing::debug_span!("bookend", %peer, role = "callee");
+    conn::spawn(conn.clone(), stream, span);
+    let outcome = conn
+        .wait(|st| {
+            if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
+                return Some(Ok(r));
+            }
+            if st.done {
+                return st
+                    .closed
+                    .clone()
+                    .map(|r| Err(crate::ConnectError::Closed(r)));
+            }
+            None
+        })
+        .await;
+    outcome.map(|request| Incoming {
+        conn: Some(conn),
+        request,
+    })
 }
 
 /// A caller's request, yielded by [`Listener::accept`] before anything is
