@@ -120,7 +120,7 @@ enum Command {
         #[arg(long, value_parser = nc::reason_arg)]
         reject: Option<nc::ReasonArg>,
         /// Keep each request undecided this many seconds first (CF_DEFER).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         defer: Option<f64>,
         /// Serve callers one after another instead of one.
         #[arg(long)]
@@ -281,6 +281,14 @@ fn parse_cidr(s: &str) -> Result<IpCidr, String> {
 fn parse_endpoint(s: &str) -> Result<IpEndpoint, String> {
     let a: std::net::SocketAddrV4 = s.parse().map_err(|e| format!("{s}: {e}"))?;
     Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
+}
+
+/// A duration in seconds: finite, not negative.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s}: not a number of seconds")),
+    }
 }
 
 fn percent(p: f64) -> Result<f64, String> {

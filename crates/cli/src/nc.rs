@@ -209,7 +209,7 @@ fn session_config(nc: &NcConfig) -> Config {
 
 /// `bookend connect ADDR`: one session to `addr`.
 pub fn connect_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
-    rt().block_on(async {
+    block_on(async {
         let config = session_config(nc);
         let options = config.options;
         match connect(addr, nc.data.as_deref(), options, config).await {
@@ -250,7 +250,7 @@ pub fn connect_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
 /// `bookend listen ADDR`: serves one caller, or with `keep` callers one
 /// after another.
 pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
-    rt().block_on(async {
+    block_on(async {
         let config = session_config(nc);
         let mut listener = match Listener::bind(addr, config, ListenConfig::default()).await {
             Ok(l) => l,
@@ -317,17 +317,26 @@ pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
     })
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs `f` on a current-thread runtime, inside a `LocalSet` (standard
+/// input's copy is a local task).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime")
+        .expect("a tokio runtime");
+    let out = tokio::task::LocalSet::new().block_on(&rt, f);
+    // Standard input is read by a blocking thread that cannot be cancelled
+    // (tokio's `stdin`): do not wait for it, or a session that ended while
+    // the input was still open would wait for the user.
+    rt.shutdown_background();
+    out
 }
 
 /// Standard input to the peer, the peer to standard output; then the
 /// disconnect data both ways and the end.
 async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
-    let (mut rx, mut tx) = conn.into_split();
+    let (mut rx, tx) = conn.into_split();
+    let mut tx = tx;
     let mode = nc.mode;
     let disconnect = nc.disconnect_data.clone();
     let json = nc.json;
@@ -383,8 +392,22 @@ async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
             report(json, "disconnected", &[("data", data_field(d.as_ref()))]);
         }
     };
-    let (tx, ()) = tokio::join!(sending, receiving);
-    let end = tx.close().await;
+    // Sending runs on its own; once the peer's side is done, wait for it
+    // only while the session lives: an aborted or reset session must not
+    // wait for standard input to end.
+    let mut sending = tokio::task::spawn_local(sending);
+    receiving.await;
+    let tx = tokio::select! {
+        tx = &mut sending => tx.ok(),
+        _ = rx.closed() => {
+            sending.abort();
+            None
+        }
+    };
+    let end = match &tx {
+        Some(tx) => tx.close().await,
+        None => rx.closed().await,
+    };
     report(nc.json, "closed", &[("how", end.to_string())]);
     Outcome::of(&end)
 }

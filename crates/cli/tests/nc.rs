@@ -139,3 +139,46 @@ fn nothing_listening_is_exit_status_1() {
     let c = wait(bookend(&["connect", &addr], b""));
     assert_eq!(c.status.code(), Some(1), "{}", text(&c.stderr));
 }
+
+/// A session that ends abnormally ends the run at once, even while standard
+/// input is still open: the listener's process is killed mid-session (its
+/// TCP ends without a DISCONNECT), and the caller exits with a status that
+/// says so instead of waiting for its input to end.
+#[test]
+fn an_abnormal_end_does_not_wait_for_standard_input() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut l = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["listen", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["connect", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The caller's standard input stays open.
+    let _input = c.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    l.kill().unwrap();
+    let _ = l.wait();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the caller waited for its input");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        matches!(status.code(), Some(3 | 4 | 6)),
+        "{status:?}: {}",
+        text(&out.stderr)
+    );
+}
