@@ -621,3 +621,21 @@ impl AsyncWrite for SendHalf {
         Poll::Ready(shutdown(&self.conn))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A split connection frees its state once both halves are gone (the
+    /// split forgot the `Connection` and leaked one reference).
+    #[tokio::test]
+    async fn split_halves_free_the_connection() {
+        let session = Session::caller(Config::default(), 1).unwrap();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(session, tokio::time::Instant::now(), addr, addr);
+        let weak = Arc::downgrade(&conn);
+        let (rx, tx) = Connection::new(conn).into_split();
+        drop((rx, tx));
+        assert!(weak.upgrade().is_none(), "the connection's state leaked");
+    }
+}
