@@ -143,6 +143,9 @@ pub(crate) fn next_id() -> u32 {
 /// received data was left unread (RFC 9293 §3.10.4).
 pub struct Connection {
     conn: Arc<Conn>,
+    /// Closes the session when the last of this connection's handles (it,
+    /// or both its halves) is gone.
+    guard: Arc<CloseOnDrop>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -170,7 +173,8 @@ fn io_error(e: SessionError) -> io::Error {
 
 impl Connection {
     pub(crate) fn new(conn: Arc<Conn>) -> Self {
-        Self { conn }
+        let guard = Arc::new(CloseOnDrop(conn.clone()));
+        Self { conn, guard }
     }
 
     /// The peer's address.
@@ -373,16 +377,6 @@ impl Ops<'_> {
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // closesocket: graceful, in the background (or nothing once ended).
-        let closed = self.conn.lock().closed.is_some();
-        if !closed {
-            self.conn.command(|s, now| s.close(now));
-        }
-    }
-}
-
 impl AsyncRead for Connection {
     /// Stream mode: received DATA; `Ok(())` with nothing read at the end of
     /// the peer's data (its DISCONNECT: `recv` returns 0).
@@ -486,10 +480,8 @@ impl Connection {
     /// for two tasks (tokio's `into_split`). The session closes gracefully
     /// when both are dropped, as when a `Connection` is.
     pub fn into_split(self) -> (RecvHalf, SendHalf) {
-        let conn = self.conn.clone();
-        // The halves take over the close on drop.
-        std::mem::forget(self);
-        let guard = Arc::new(CloseOnDrop(conn.clone()));
+        // The halves share the close on drop.
+        let Self { conn, guard } = self;
         (
             RecvHalf {
                 conn: conn.clone(),
@@ -503,7 +495,8 @@ impl Connection {
     }
 }
 
-/// Closes the session gracefully once the last half is gone.
+/// Closes the session gracefully (closesocket, in the background) once the
+/// last handle is gone; nothing once it has ended.
 struct CloseOnDrop(Arc<Conn>);
 
 impl Drop for CloseOnDrop {
