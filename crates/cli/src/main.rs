@@ -121,7 +121,7 @@ enum Command {
         reject: Option<nc::ReasonArg>,
         /// Keep each request undecided this many seconds first (CF_DEFER).
         #[arg(long, value_parser = seconds)]
-        defer: Option<f64>,
+        defer: Option<std::time::Duration>,
         /// Serve callers one after another instead of one.
         #[arg(long)]
         keep: bool,
@@ -236,7 +236,7 @@ enum Command {
     /// run, 2 refused, 3 reset, 4 aborted, 5 timed out, 6 protocol error.
     Connect {
         /// Netcat mode: the address to connect to, IP:PORT.
-        #[arg(conflicts_with_all = ["server", "tap"])]
+        #[arg(conflicts_with_all = ["server", "tap", "addr", "transactions", "name", "timeout"])]
         target: Option<std::net::SocketAddr>,
         #[command(flatten)]
         nc: NcArgs,
@@ -247,7 +247,12 @@ enum Command {
         #[arg(long, value_parser = parse_cidr)]
         addr: Option<IpCidr>,
         /// The scenario's server, IP:PORT.
-        #[arg(long, value_parser = parse_endpoint, required_unless_present = "target")]
+        #[arg(
+            long,
+            value_parser = parse_endpoint,
+            required_unless_present = "target",
+            conflicts_with_all = ["data", "disconnect_data", "json"]
+        )]
         server: Option<IpEndpoint>,
         /// Transactions to perform.
         #[arg(long, default_value_t = 5)]
@@ -283,12 +288,12 @@ fn parse_endpoint(s: &str) -> Result<IpEndpoint, String> {
     Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
 }
 
-/// A duration in seconds: finite, not negative.
-fn seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s}: not a number of seconds")),
-    }
+/// A duration in seconds: finite, not negative, representable.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s}: not a number of seconds"))
 }
 
 fn percent(p: f64) -> Result<f64, String> {
@@ -300,7 +305,15 @@ fn percent(p: f64) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 ("could not run"): 2 is a refusal in netcat mode.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let filter = if cli.verbose {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -339,7 +352,7 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
         } => {
             let mut config = args.config(mode);
             config.reject = reject.map(|r| (r.0, r.1));
-            config.defer = defer.map(std::time::Duration::from_secs_f64);
+            config.defer = defer;
             config.keep = keep;
             nc::listen_nc(addr, &config).code()
         }

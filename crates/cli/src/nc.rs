@@ -44,13 +44,15 @@ pub fn reason_arg(s: &str) -> Result<ReasonArg, String> {
 /// This function returns `Err` for bad hex or an unreadable file.
 pub fn parse_data(s: &str) -> Result<Vec<u8>, String> {
     if let Some(hex) = s.strip_prefix("hex:") {
-        if hex.len() % 2 != 0 {
-            return Err(format!("{s}: an odd number of hex digits"));
+        let digits: Option<Vec<u8>> = hex
+            .chars()
+            .map(|c| c.to_digit(16).map(|d| d as u8))
+            .collect();
+        match digits {
+            Some(d) if d.len() % 2 == 0 => Ok(d.chunks(2).map(|p| p[0] << 4 | p[1]).collect()),
+            Some(_) => Err(format!("{s}: an odd number of hex digits")),
+            None => Err(format!("{s}: not hex digits")),
         }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("{s}: {e}")))
-            .collect()
     } else if let Some(path) = s.strip_prefix('@') {
         std::fs::read(path).map_err(|e| format!("{path}: {e}"))
     } else {
@@ -197,6 +199,11 @@ fn data_field(d: Option<&Bytes>) -> String {
 fn session_config(nc: &NcConfig) -> Config {
     let mut c = Config::default();
     c.options.mode = nc.mode;
+    if let Some(d) = nc.defer {
+        // A deferred request is answered by the decision timer if it runs
+        // out first: give the deferral room.
+        c.decision_timeout = c.decision_timeout.max(d + Duration::from_secs(10));
+    }
     match nc.integrity {
         None => c.options.integrity = Integrity::None,
         Some(required) => {
@@ -303,7 +310,9 @@ pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
                     match req.accept(nc.data.as_deref(), grant).await {
                         Ok(conn) => run(conn, nc).await,
                         Err(e) => {
-                            report(nc.json, "failed", &[("error", e.to_string())]);
+                            // The session ended meanwhile (the caller left,
+                            // a timer), or the decision was refused.
+                            report(nc.json, "failed", &[("error", e.error.to_string())]);
                             Outcome::Failed
                         }
                     }
@@ -343,29 +352,39 @@ async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
     let sending = async move {
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
         let sent = match mode {
-            Mode::Stream => tokio::io::copy(&mut stdin, &mut tx).await.map(|_| ()),
+            Mode::Stream => tokio::io::copy(&mut stdin, &mut tx)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Mode::Message => {
-                let mut line = String::new();
+                let mut line = Vec::new();
                 loop {
                     line.clear();
-                    match stdin.read_line(&mut line).await {
+                    match stdin.read_until(b'\n', &mut line).await {
                         Ok(0) => break Ok(()),
                         Ok(_) => {
-                            let m = line.trim_end_matches('\n').as_bytes();
+                            // A message per line, without its line end.
+                            let mut m = &line[..];
+                            m = m.strip_suffix(b"\n").unwrap_or(m);
+                            m = m.strip_suffix(b"\r").unwrap_or(m);
                             if let Err(e) = tx.send_message(m).await {
-                                break Err(std::io::Error::other(e.to_string()));
+                                break Err(e.to_string());
                             }
                         }
-                        Err(e) => break Err(e),
+                        Err(e) => break Err(e.to_string()),
                     }
                 }
             }
         };
-        if sent.is_ok() {
-            // Standard input ended: WSASendDisconnect with our data.
-            let _ = tx.send_disconnect(disconnect.as_deref()).await;
-        }
-        tx
+        // Standard input ended: WSASendDisconnect with our data.
+        let sent = match sent {
+            Ok(()) => tx
+                .send_disconnect(disconnect.as_deref())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        (tx, sent)
     };
     let receiving = async {
         let mut stdout = tokio::io::stdout();
@@ -373,17 +392,22 @@ async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
             Mode::Stream => {
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n) = rx.read(&mut buf).await {
-                    if n == 0 || stdout.write_all(&buf[..n]).await.is_err() {
+                    if n == 0 {
                         break;
                     }
-                    let _ = stdout.flush().await;
+                    if stdout.write_all(&buf[..n]).await.is_err() || stdout.flush().await.is_err() {
+                        return Err("standard output closed".to_string());
+                    }
                 }
             }
             Mode::Message => {
                 while let Ok(m) = rx.recv_message().await {
-                    let _ = stdout.write_all(&m).await;
-                    let _ = stdout.write_all(b"\n").await;
-                    let _ = stdout.flush().await;
+                    if stdout.write_all(&m).await.is_err()
+                        || stdout.write_all(b"\n").await.is_err()
+                        || stdout.flush().await.is_err()
+                    {
+                        return Err("standard output closed".to_string());
+                    }
                 }
             }
         }
@@ -391,23 +415,71 @@ async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
         if let Ok(d) = rx.recv_disconnect().await {
             report(json, "disconnected", &[("data", data_field(d.as_ref()))]);
         }
+        Ok(())
     };
     // Sending runs on its own; once the peer's side is done, wait for it
     // only while the session lives: an aborted or reset session must not
     // wait for standard input to end.
     let mut sending = tokio::task::spawn_local(sending);
-    receiving.await;
-    let tx = tokio::select! {
-        tx = &mut sending => tx.ok(),
-        _ = rx.closed() => {
+    let received = receiving.await;
+    let sent = if received.is_ok() {
+        tokio::select! {
+            r = &mut sending => r.ok(),
+            _ = rx.closed() => None,
+        }
+    } else {
+        None
+    };
+    // A local failure (input unreadable or over a limit, output closed)
+    // aborts the session and is the run's failure, whatever the session
+    // says: what was to be sent or shown was not.
+    let failure = match (&received, &sent) {
+        (Err(e), _) | (Ok(()), Some((_, Err(e)))) => Some(e.clone()),
+        _ => None,
+    };
+    let end = match (sent, &failure) {
+        (Some((tx, Ok(()))), None) => tx.close().await,
+        (sent, _) => {
+            if failure.is_some() {
+                let _ = rx.abort(Reason::APPLICATION_ABORT, None);
+            }
             sending.abort();
-            None
+            drop(sent);
+            rx.closed().await
         }
     };
-    let end = match &tx {
-        Some(tx) => tx.close().await,
-        None => rx.closed().await,
-    };
     report(nc.json, "closed", &[("how", end.to_string())]);
+    if let Some(e) = failure {
+        report(nc.json, "failed", &[("error", e)]);
+        return Outcome::Failed;
+    }
     Outcome::of(&end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_arguments() {
+        assert_eq!(parse_data("abc"), Ok(b"abc".to_vec()));
+        assert_eq!(parse_data("hex:00ff11"), Ok(vec![0, 0xff, 0x11]));
+        assert_eq!(parse_data("hex:"), Ok(vec![]));
+        assert!(parse_data("hex:abc").is_err());
+        // Non-ASCII and signs are refused, not sliced or read as a number.
+        assert!(parse_data("hex:aé0").is_err());
+        assert!(parse_data("hex:+f").is_err());
+        assert!(parse_data("@/nonexistent/file").is_err());
+    }
+
+    #[test]
+    fn reason_arguments() {
+        assert_eq!(parse_reason("BUSY"), Ok((Reason::BUSY, None)));
+        assert_eq!(
+            parse_reason("0x8001:hi"),
+            Ok((Reason(0x8001), Some(b"hi".to_vec())))
+        );
+        assert_eq!(parse_reason("2"), Ok((Reason::BUSY, None)));
+        assert!(parse_reason("NOT_A_REASON").is_err());
+    }
 }

@@ -557,6 +557,14 @@ impl RecvHalf {
     pub async fn closed(&self) -> CloseReason {
         Ops(&self.conn).closed().await
     }
+
+    /// As [`Connection::abort`]: a reader that cannot go on (its output
+    /// is gone) aborts the whole session.
+    ///
+    /// This function returns the errors of [`Connection::abort`].
+    pub fn abort(&self, reason: Reason, data: Option<&[u8]>) -> Result<(), SessionError> {
+        Ops(&self.conn).abort(reason, data)
+    }
 }
 
 impl SendHalf {
