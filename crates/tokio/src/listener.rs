@@ -251,6 +251,9 @@ fn start_handshake(
 /// `peer` and `local` as its addresses. The session's handshake timer
 /// bounds the wait.
 ///
+/// Cancel safety: dropping the future before it resolves closes the
+/// session (the caller is answered).
+///
 /// This function returns `Err(ConnectError::Closed)` with how the session
 /// ended if it ended before a request came (the caller left or reset, the
 /// handshake timer, a malformed CONNECT, or one refused before the
@@ -271,6 +274,17 @@ pub async fn accept_over<T: Transport>(
     let conn = Conn::new(session, tokio::time::Instant::now(), peer, local);
     let span = tracing::debug_span!("bookend", %peer, role = "callee");
     conn::spawn(conn.clone(), stream, span);
+    // Cancel safety: dropped before a request came, the session is closed
+    // (the caller is answered: ABORT before CONNECT, REJECT after it).
+    struct Abandon(Option<Arc<Conn>>);
+    impl Drop for Abandon {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.take() {
+                c.command(|s, now| s.close(now));
+            }
+        }
+    }
+    let mut abandon = Abandon(Some(conn.clone()));
     let outcome = conn
         .wait(|st| {
             if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
@@ -285,6 +299,7 @@ pub async fn accept_over<T: Transport>(
             None
         })
         .await;
+    abandon.0 = None;
     outcome.map(|request| Incoming {
         conn: Some(conn),
         request,

@@ -524,3 +524,25 @@ async fn owned_halves_in_two_tasks() {
     .await
     .unwrap();
 }
+
+/// `accept_over` is cancel-safe: dropped before a request came, it answers
+/// the caller (here an ABORT, as CONNECT never came) instead of leaving the
+/// session to its handshake timer.
+#[tokio::test]
+async fn a_dropped_accept_over_answers_the_caller() {
+    let (ours, mut theirs) = tokio::io::duplex(4096);
+    let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let waiting =
+        bookend_tokio::accept_over(bookend_tokio::Plain(ours), addr, addr, Config::default());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), waiting)
+            .await
+            .is_err()
+    );
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, theirs.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.first(), Some(&0x06), "an ABORT: {got:02x?}");
+}
