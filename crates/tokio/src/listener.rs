@@ -40,6 +40,11 @@ pub struct ListenConfig {
     /// connections (slowloris) age out instead of locking callers out for
     /// the session's 360 s handshake timer.
     pub loaded_handshake_timeout: std::time::Duration,
+    /// Connections without a CONNECT one source address may hold (default
+    /// 8): its connections beyond that share are evicted once
+    /// `loaded_handshake_timeout` has passed without their CONNECT, loaded
+    /// or not, so that one host cannot hold the listener's bound alone.
+    pub max_per_source: usize,
 }
 
 impl Default for ListenConfig {
@@ -48,6 +53,7 @@ impl Default for ListenConfig {
             max_pending: 32,
             max_handshaking: 64,
             loaded_handshake_timeout: std::time::Duration::from_secs(2),
+            max_per_source: 8,
         }
     }
 }
@@ -122,6 +128,7 @@ async fn accept_loop(
     requests: mpsc::Sender<Incoming>,
 ) {
     let handshaking = Arc::new(Semaphore::new(listen.max_handshaking.max(1)));
+    let sources = Arc::new(Sources::default());
     let ids = AtomicUsize::new(1);
     let start = |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
         start_handshake(
@@ -132,6 +139,7 @@ async fn accept_loop(
             listen,
             &requests,
             &handshaking,
+            &sources,
             ids.fetch_add(1, Ordering::Relaxed) as u32,
         );
     };
@@ -170,6 +178,44 @@ async fn accept_loop(
     }
 }
 
+/// Connections without a CONNECT, per source address.
+#[derive(Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place among its source's, released when dropped.
+struct Place {
+    sources: Arc<Sources>,
+    ip: std::net::IpAddr,
+    /// How many of its source's connections were waiting, itself included,
+    /// when it came.
+    rank: usize,
+}
+
+impl Sources {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Place {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        *n += 1;
+        Place {
+            sources: self.clone(),
+            ip,
+            rank: *n,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut m = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Connections taken from the kernel's accept queue in one turn, at most.
 const ACCEPT_BATCH: usize = 256;
 
@@ -185,6 +231,7 @@ fn start_handshake(
     listen: ListenConfig,
     requests: &mpsc::Sender<Incoming>,
     handshaking: &Arc<Semaphore>,
+    sources: &Arc<Sources>,
     id: u32,
 ) {
     let _ = stream.set_nodelay(true);
@@ -200,9 +247,15 @@ fn start_handshake(
     conn::spawn(conn.clone(), stream, span);
     let requests = requests.clone();
     let handshaking = handshaking.clone();
+    // Its place among its source's connections without a CONNECT (1 is
+    // the oldest), held until this handshake ends.
+    let place = sources.enter(peer.ip());
     tokio::spawn(async move {
-        // Held until the CONNECT is complete or the session ends.
+        // Held until the CONNECT is complete or the session ends (the place
+        // moved in whole: a block that used only `place.rank` would capture
+        // just that field, and drop the place, and its count, at once).
         let _permit = permit;
+        let place = place;
         let outcome = loop {
             let request = conn.wait(|st| {
                 if let Some(Handshake::Request(r)) = st.handshake.pop_front() {
@@ -215,7 +268,7 @@ fn start_handshake(
                 Err(_) => {
                     let loaded =
                         handshaking.available_permits() * 2 <= listen.max_handshaking.max(1);
-                    if loaded {
+                    if loaded || place.rank > listen.max_per_source {
                         debug!("no CONNECT within the loaded handshake time: evicted");
                         let _ =
                             conn.command(|s, now| s.abort(now, Reason::HANDSHAKE_TIMEOUT, None));

@@ -546,3 +546,39 @@ async fn a_dropped_accept_over_answers_the_caller() {
         .unwrap();
     assert_eq!(got.first(), Some(&0x06), "an ABORT: {got:02x?}");
 }
+
+/// §6.4: one source address may hold `max_per_source` connections without a
+/// CONNECT; its connections beyond that share are evicted once the loaded
+/// handshake time has passed, even on a listener that is not loaded, while
+/// those within the share wait for the handshake timer.
+#[tokio::test]
+async fn a_source_beyond_its_share_is_evicted() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listen = ListenConfig::default();
+        listen.max_per_source = 2;
+        let l = Listener::bind("127.0.0.1:0", Config::default(), listen)
+            .await
+            .unwrap();
+        let addr = l.local_addr();
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            // Accepted in this order: the later ones are beyond the share.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut ended = Vec::new();
+        for s in &mut silent {
+            let mut b = [0u8; 64];
+            let done = matches!(
+                tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await,
+                Ok(Ok(_) | Err(_))
+            );
+            ended.push(done);
+        }
+        assert_eq!(ended, [false, false, true, true]);
+        drop(l);
+    })
+    .await
+    .unwrap();
+}
