@@ -79,6 +79,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Plain<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Plain<S> {}
 
+/// The read buffer's first size; it grows (×4) while reads fill it.
+const INPUT_START: usize = 1024;
+
 /// Bytes read from TCP per read, and the most handed to TCP per write.
 const IO_CHUNK: usize = 64 * 1024;
 
@@ -290,7 +293,12 @@ async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
 /// for a reset.
 async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut input = vec![0u8; IO_CHUNK];
+    // The read buffer grows when reads fill it, up to IO_CHUNK, and starts
+    // small: an idle connection holds little (a session waiting for its
+    // peer's next message needs no 64 KiB).
+    let mut input = vec![0u8; INPUT_START];
+    // Empty parts of the session are freed when it goes quiet.
+    let mut spares = bookend_session::Spares::new(0);
     // Received, not yet taken by the session (it pushes back while the
     // application has not read: TCP's window closes meanwhile).
     let mut pending: Vec<u8> = Vec::new();
@@ -326,6 +334,12 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 None
             };
             let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
+            if out.is_none() && pending.is_empty() && action.is_none() {
+                // Quiet: give back what the session holds empty, and the
+                // input kept for it.
+                st.session.trim(&mut spares);
+                pending = Vec::new();
+            }
             let finished = st.closed.is_some() && out.is_none() && action.is_none();
             if out.is_none() && st.session.send_queue() == 0 {
                 // Everything is with TCP: a flush waiting on it is done.
@@ -372,6 +386,9 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 Ok(0) => eof = true,
                 Ok(n) => {
                     pending.extend_from_slice(&input[..n]);
+                    if n == input.len() && input.len() < IO_CHUNK {
+                        input.resize(input.len() * 4, 0);
+                    }
                     let mut st = conn.lock();
                     let now = st.now();
                     st.session.handle_peer_alive(now);
