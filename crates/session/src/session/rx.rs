@@ -622,14 +622,19 @@ impl Session {
         // Whether the frame came sealed (its CRC is checked by the parse):
         // an ACCEPT granting integrity must (§2.5).
         let sealed = bytes.get(1).is_some_and(|f| f & flags::CRC32C != 0);
-        // A sealed frame's trailer first, then a CONNECT's own check (§2.4
-        // check 6, §2.5): a damaged request is refused before anything of it
-        // is acted on, and the check is only read from a frame that passed.
-        if sealed && let Err(e) = bookend_wire::verify(bytes) {
+        // A CONNECT's own check (§2.4 check 6, §2.5) is read only from a
+        // frame that passed its trailer, so a sealed CONNECT (rare: senders
+        // do not seal it) has its trailer checked here first; every other
+        // sealed frame has it checked once, by the parse below.
+        let connect = bytes.first() == Some(&u8::from(FrameType::Connect));
+        if connect
+            && sealed
+            && let Err(e) = bookend_wire::verify(bytes)
+        {
             self.violate(now, Violation::Malformed(e));
             return false;
         }
-        if let Err(e) = bookend_wire::verify_connect(bytes) {
+        if connect && let Err(e) = bookend_wire::verify_connect(bytes) {
             self.violate(now, Violation::Malformed(e));
             return false;
         }
