@@ -385,13 +385,17 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             r = rd.read(&mut input), if pending.is_empty() && !eof => match r {
                 Ok(0) => eof = true,
                 Ok(n) => {
-                    pending.extend_from_slice(&input[..n]);
-                    if n == input.len() && input.len() < IO_CHUNK {
-                        input.resize(input.len() * 4, 0);
-                    }
+                    // Straight to the session; only what it does not take
+                    // now (it pushes back) is kept, not every read copied.
                     let mut st = conn.lock();
                     let now = st.now();
                     st.session.handle_peer_alive(now);
+                    let taken = st.session.handle_bytes(now, &input[..n]);
+                    drop(st);
+                    pending.extend_from_slice(&input[taken..n]);
+                    if n == input.len() && input.len() < IO_CHUNK {
+                        input.resize(input.len() * 4, 0);
+                    }
                 }
                 Err(e) => {
                     debug!(error = %e, "read failed");
