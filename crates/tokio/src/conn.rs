@@ -398,14 +398,10 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                     }
                 }
                 Err(e) => {
+                    // Reads happen only once `pending` is empty, and every
+                    // read's bytes went to the session at once: nothing
+                    // received (the peer's ABORT, say) is lost here.
                     debug!(error = %e, "read failed");
-                    // What was received before the error is the session's
-                    // still (the peer's ABORT, say).
-                    if !pending.is_empty() {
-                        let mut st = conn.lock();
-                        let now = st.now();
-                        let _ = st.session.handle_bytes(now, &pending);
-                    }
                     transport_gone(conn, &e);
                     return false;
                 }
