@@ -419,6 +419,27 @@ fn a_sealed_connect_whose_options_reach_into_its_trailer_is_refused() {
     assert_eq!(s.state(), State::Closed);
 }
 
+/// §10.2's row for the same CONNECT with a valid trailer: the header check
+/// and trailer pass, and the options block that would end inside the
+/// trailer is malformed, ABORT(`PROTOCOL_ERROR`) and RST (§2.5).
+#[test]
+fn a_sealed_connect_with_a_valid_trailer_and_options_into_it_is_a_protocol_error() {
+    let frame = [
+        0x01, 0x40, 0x00, 0x00, 0x00, 0x11, 0x6d, 0x7e, 0x39, 0x51, // sealed header
+        0x42, 0x4b, 0x4e, 0x44, 0x01, 0x01, 0x00, 0x09, // magic, v1..v1, options 9 bytes
+        0x00, 0x07, 0x00, 0x05, 0x01, // INTEGRITY = 1, check to follow...
+        0xa8, 0x37, 0x57, 0x86, // ...which is the (valid) trailer
+    ];
+    let mut s = callee();
+    s.handle_bytes(T, &frame);
+    assert_protocol_error(&mut s, Reason::PROTOCOL_ERROR, |v| {
+        matches!(
+            v,
+            Violation::Malformed(bookend_wire::Error::BadOptionsLength)
+        )
+    });
+}
+
 /// §5.3: DATA before ACCEPT is illegal, refused from its header
 /// (UNEXPECTED_FRAME), also when the application reads directly and has no
 /// room: the header must not be left in the transport as data waiting for

@@ -722,6 +722,40 @@ fn unsealed_data_under_integrity_is_refused_from_six_bytes() {
     );
 }
 
+/// §2.3 and §10.2: a skippable unknown frame that is sealed has its trailer
+/// checked all the same, so damage to it ends the session with
+/// `INTEGRITY_FAILURE` and nothing after it is acted on; the same frame with
+/// its trailer intact is skipped.
+#[test]
+fn a_skipped_sealed_frame_is_checked_too() {
+    let good = [
+        0x40, 0x40, 0, 0, 0, 4, 0xa9, 0xe5, 0xda, 0xd0, 0x85, 0xdb, 0x33, 0x45,
+    ];
+    let (_, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    s.handle_bytes(T, &good);
+    assert_eq!(
+        s.close_reason(),
+        None,
+        "an intact skippable frame is skipped"
+    );
+
+    let (mut c, mut s, _, _) = pair(Integrity::Crc32c, Integrity::Crc32c, Mode::Stream);
+    let mut bad = good;
+    bad[13] ^= 1;
+    c.send(b"after").unwrap();
+    let mut wire = bad.to_vec();
+    wire.extend_from_slice(&drain(&mut c));
+    s.handle_bytes(T, &wire);
+    assert!(
+        s.close_reason()
+            .is_some_and(CloseReason::is_integrity_failure),
+        "{:?}",
+        s.close_reason()
+    );
+    let mut buf = [0u8; 16];
+    assert!(s.recv(&mut buf).is_err(), "nothing after it is delivered");
+}
+
 /// §2.4/§2.5: with integrity in force, damage to a header's `length` is
 /// caught from the header, before the body is waited for. Two flips that
 /// cancel in TCP's checksum turned a sealed DATA frame's length from 12

@@ -216,6 +216,26 @@ fn refused_vectors() {
             &[0x07, 0x40, 0, 0, 0, 2, 0x07, 0x09, 0x9a, 0x7e, 0x21, 0xa8],
             Error::MissingTrailer,
         ),
+        (
+            // A sealed CONNECT whose options block (9 bytes: INTEGRITY's
+            // 5-byte form) would end inside the trailer (§2.5).
+            &[
+                0x01, 0x40, 0, 0, 0, 0x11, 0x6d, 0x7e, 0x39, 0x51, b'B', b'K', b'N', b'D', 1, 1, 0,
+                9, 0x00, 0x07, 0x00, 0x05, 0x01, 0xa8, 0x37, 0x57, 0x86,
+            ],
+            Error::BadOptionsLength,
+        ),
+        (
+            // A skippable unknown frame, sealed, whose trailer is off by one
+            // bit: skipped frames are checked too (§2.3).
+            &[
+                0x40, 0x40, 0, 0, 0, 4, 0xa9, 0xe5, 0xda, 0xd0, 0x85, 0xdb, 0x33, 0x44,
+            ],
+            Error::ChecksumMismatch {
+                computed: 0x85db_3345,
+                received: 0x85db_3344,
+            },
+        ),
     ];
     for (bytes, err) in cases {
         assert_eq!(decode(bytes, &Limits::DEFAULT), Err(*err), "{bytes:02x?}");
