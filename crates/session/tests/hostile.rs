@@ -298,6 +298,67 @@ fn caller_refuses_an_accept_that_grants_more_than_proposed() {
     });
 }
 
+/// `docs/protocol.md` §10.5: every ACCEPT in the table grants what a caller
+/// proposing stream mode and no integrity did not propose, and is refused
+/// with exactly the ABORT given there, then RST (§4.2).
+#[test]
+fn caller_refuses_the_accepts_of_spec_10_5() {
+    const SPEC: &str = include_str!("../../../docs/protocol.md");
+    let start = SPEC.find("### 10.5").expect("§10.5");
+    // The section ends at the next heading, of any level.
+    let end = start + 1 + SPEC[start + 1..].find("\n#").expect("end of §10.5");
+    let section = &SPEC[start..end];
+    let hex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|t| u8::from_str_radix(t, 16).unwrap_or_else(|_| panic!("bad hex {t:?}")))
+            .collect()
+    };
+    let abort = hex(section
+        .split("```hex\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the ABORT block"));
+    let mut rows = 0;
+    for line in section.lines() {
+        let Some(bytes) = line.strip_prefix("| `").and_then(|l| l.split('`').next()) else {
+            continue;
+        };
+        rows += 1;
+        let mut c = Session::caller(Config::default(), 1).unwrap();
+        c.connect(
+            T,
+            None,
+            Options {
+                mode: Mode::Stream,
+                integrity: bookend_session::Integrity::None,
+                ..Options::DEFAULT
+            },
+        )
+        .unwrap();
+        output(&mut c);
+        c.handle_bytes(T, &hex(bytes));
+        let mut wire = [0u8; 64];
+        let n = c.poll_transmit(T, &mut wire);
+        assert_eq!(wire[..n], abort[..], "{bytes}");
+        assert_eq!(c.poll_transmit(T, &mut wire), 0, "{bytes}");
+        assert_eq!(
+            c.poll_transport_action(),
+            Some(TransportAction::Reset),
+            "{bytes}"
+        );
+        assert!(
+            matches!(c.close_reason(), Some(CloseReason::ProtocolError { .. })),
+            "{bytes}: {:?}",
+            c.close_reason()
+        );
+        assert!(
+            !std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, Event::Connected { .. })),
+            "{bytes}: the application saw the grant"
+        );
+    }
+    assert_eq!(rows, 2, "§10.5 rows");
+}
+
 #[test]
 fn caller_refuses_a_second_answer() {
     let mut c = Session::caller(Config::default(), 1).unwrap();

@@ -22,7 +22,8 @@ const T: Instant = Instant::ZERO;
 fn spec_10_4() -> Vec<Vec<u8>> {
     const SPEC: &str = include_str!("../../../docs/protocol.md");
     let start = SPEC.find("### 10.4").expect("§10.4");
-    let end = start + SPEC[start..].find("\n## ").unwrap_or(SPEC.len() - start);
+    // The section ends at the next heading, of any level.
+    let end = start + 1 + SPEC[start + 1..].find("\n#").expect("end of §10.4");
     let mut blocks = Vec::new();
     let mut lines = SPEC[start..end].lines();
     while let Some(line) = lines.next() {
