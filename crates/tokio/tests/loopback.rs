@@ -582,3 +582,65 @@ async fn a_source_beyond_its_share_is_evicted() {
     .await
     .unwrap();
 }
+
+/// Server-side TCP connections to `port` in ESTABLISHED on 127.0.0.1, from
+/// `/proc/net/tcp` (accepted or waiting in the kernel's accept queue).
+#[cfg(target_os = "linux")]
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "01"
+        })
+        .count()
+}
+
+/// §6.4: a burst of callers beyond what the listener takes at once waits in
+/// the kernel's accept queue, as `ListenConfig` documents, rather than being
+/// dropped by the kernel (its callers' TCP retrying a second later, RFC 6298
+/// §2.1): appliances reconnecting together after an outage come as one
+/// burst. The listener here takes one connection and holds it, so every
+/// other caller must stay queued.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_burst_of_callers_waits_in_the_kernels_accept_queue() {
+    let mut lc = ListenConfig::default();
+    lc.max_handshaking = 1;
+    lc.loaded_handshake_timeout = Duration::from_secs(60);
+    lc.max_per_source = 1000;
+    let l = Listener::bind("127.0.0.1:0", config(Mode::Stream), lc)
+        .await
+        .unwrap();
+    let port = l.local_addr().port();
+    const BURST: usize = 400;
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        let a = l.local_addr();
+        callers.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(a))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(s) = callers.join_next().await {
+        held.extend(s.unwrap());
+    }
+    // Every caller's handshake done on the server's side too: a connection
+    // the kernel dropped for a full queue exists only on the caller's side.
+    let mut seen = 0;
+    for _ in 0..50 {
+        seen = established_to(port);
+        if seen >= BURST {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, BURST, "callers queued by the kernel");
+    drop(held);
+}
