@@ -150,7 +150,12 @@ async fn timed<F: std::future::Future>(f: F) -> (Duration, F::Output) {
 }
 
 async fn run(rounds: usize, seq: usize, conc: usize, bulk: usize) {
-    let raw_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The same accept queue as bookend's listener (`ListenConfig::backlog`).
+    let raw_l = {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        s.listen(ListenConfig::default().backlog).unwrap()
+    };
     let raw_addr = raw_l.local_addr().unwrap();
     tokio::spawn(raw_server(raw_l));
     let mut lc = ListenConfig::default();

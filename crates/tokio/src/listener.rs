@@ -45,6 +45,15 @@ pub struct ListenConfig {
     /// `loaded_handshake_timeout` has passed without their CONNECT, loaded
     /// or not, so that one host cannot hold the listener's bound alone.
     pub max_per_source: usize,
+    /// The kernel's accept queue for the listening socket (`listen(2)`'s
+    /// backlog; default 1024, capped by the kernel at
+    /// `net.core.somaxconn`). TCP connections wait there until the
+    /// listener takes them; a burst beyond it is dropped by the kernel
+    /// (`ListenOverflows`) and the callers' TCP retries after its initial
+    /// retransmission time-out (1 s, RFC 6298 §2.1). Tokio's and std's
+    /// own listeners use 128, which a fleet of appliances reconnecting at
+    /// once overflows.
+    pub backlog: u32,
 }
 
 impl Default for ListenConfig {
@@ -54,6 +63,7 @@ impl Default for ListenConfig {
             max_handshaking: 64,
             loaded_handshake_timeout: std::time::Duration::from_secs(2),
             max_per_source: 8,
+            backlog: 1024,
         }
     }
 }
@@ -83,7 +93,7 @@ impl Listener {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let tcp = TcpListener::bind(addr).await?;
+        let tcp = bind_tcp(addr, listen.backlog).await?;
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(listen.max_pending.max(1));
         let config = Arc::new(config);
@@ -119,6 +129,33 @@ impl Drop for Listener {
             let _ = incoming.refuse(Reason::SHUTTING_DOWN, None);
         }
     }
+}
+
+/// Binds the first of `addr`'s addresses that binds, as
+/// [`TcpListener::bind`] does, but with `backlog` for the accept queue.
+async fn bind_tcp(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As tokio's and std's listeners do: rebinding a port whose last
+        // connections are in TIME_WAIT succeeds at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
 }
 
 async fn accept_loop(
