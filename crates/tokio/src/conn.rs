@@ -307,6 +307,13 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let mut written = 0;
     let mut eof = false;
     let mut eof_told = false;
+    // One timer for the connection's life, moved only when the session's
+    // next deadline moves: a timer registered afresh on every turn of the
+    // loop made tokio's time driver wake its I/O driver (an eventfd write
+    // and an extra epoll_wait) whenever it was the earliest deadline.
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         // The session's turn, under the lock: input, the peer's FIN once
         // every byte before it was taken, timers, then what it wants sent.
@@ -367,6 +374,12 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             // end needs nothing more from this socket.
             return false;
         }
+        if deadline != armed {
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
         let unsent: &[u8] = out.as_deref().map_or(&[], |b| &b[written..]);
         tokio::select! {
             w = wr.write(unsent), if !unsent.is_empty() => match w {
@@ -406,16 +419,11 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                     return false;
                 }
             },
-            () = sleep_until(deadline), if deadline.is_some() => {}
+            // Fired: the session's turn above handles it; the timer is
+            // re-armed for whatever deadline that leaves.
+            () = &mut sleep, if armed.is_some() => armed = None,
             () = conn.kick.notified() => {}
         }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
