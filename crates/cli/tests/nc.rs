@@ -182,3 +182,47 @@ fn an_abnormal_end_does_not_wait_for_standard_input() {
         text(&out.stderr)
     );
 }
+
+/// `bookend ARGS` with all three standard streams piped.
+fn spawn_piped(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `listen --keep` serves callers in turn from one standard input: input
+/// typed after one caller's session ended abnormally goes to the next
+/// caller, none of it lost with the session that ended (netcat's `-k`).
+#[test]
+fn keep_serves_the_next_caller_with_input_typed_after_an_abort() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut l = spawn_piped(&["listen", &addr, "--keep", "--mode", "message"]);
+    let mut typed = l.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The first caller's session is waiting for input when its process
+    // dies (its TCP is reset or closed without a DISCONNECT).
+    let mut first = spawn_piped(&["connect", &addr, "--mode", "message"]);
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().unwrap();
+    let _ = first.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = spawn_piped(&["connect", &addr, "--mode", "message"]);
+    let _second_input = second.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    typed.write_all(b"for the second caller\n").unwrap();
+    typed.flush().unwrap();
+    drop(typed);
+    let out = wait(second);
+    let _ = l.kill();
+    let _ = l.wait();
+    assert_eq!(
+        text(&out.stdout),
+        "for the second caller\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
