@@ -99,6 +99,7 @@ impl NcArgs {
             },
             json: self.json,
             keep: false,
+            at_once: None,
         }
     }
 }
@@ -125,6 +126,12 @@ enum Command {
         /// Serve callers one after another instead of one.
         #[arg(long)]
         keep: bool,
+        /// Serve up to N callers at once (implies `--keep`): each chunk of
+        /// standard input (each line in message mode) goes to one of them,
+        /// the one waiting longest for input; their data all comes out on
+        /// standard output.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        at_once: Option<u16>,
         /// Stream mode, or message mode (a message per line).
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
@@ -348,12 +355,14 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
             reject,
             defer,
             keep,
+            at_once,
             mode,
         } => {
             let mut config = args.config(mode);
             config.reject = reject.map(|r| (r.0, r.1));
             config.defer = defer;
-            config.keep = keep;
+            config.keep = keep || at_once.is_some();
+            config.at_once = at_once.map(usize::from);
             nc::listen_nc(addr, &config).code()
         }
         Command::Connect {

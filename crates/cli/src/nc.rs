@@ -101,6 +101,10 @@ pub struct NcConfig {
     pub json: bool,
     /// Listen: serve callers one after another until interrupted.
     pub keep: bool,
+    /// Listen: serve up to this many callers at once (implies `keep`);
+    /// each chunk of standard input (each line in message mode) goes to
+    /// one of them, the one that has waited longest for input.
+    pub at_once: Option<usize>,
 }
 
 /// How a run ended, and its exit status.
@@ -229,7 +233,7 @@ pub fn connect_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
                         ("callee_data", data_field(callee_data.as_ref())),
                     ],
                 );
-                run(conn, nc).await
+                run(conn, nc, Input::start(nc.mode)).await
             }
             Err(ConnectError::Refused { reason, data }) => {
                 report(
@@ -255,7 +259,7 @@ pub fn connect_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
 }
 
 /// `bookend listen ADDR`: serves one caller, or with `keep` callers one
-/// after another.
+/// after another, or with `at_once` several together.
 pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
     block_on(async {
         let config = session_config(nc);
@@ -271,59 +275,181 @@ pub fn listen_nc(addr: SocketAddr, nc: &NcConfig) -> Outcome {
             "listening",
             &[("addr", listener.local_addr().to_string())],
         );
-        let mut last = Outcome::Failed;
-        while let Some(req) = listener.accept().await {
-            report(
-                nc.json,
-                "request",
-                &[
-                    ("peer", req.remote_addr().to_string()),
-                    ("caller_data", data_field(req.caller_data())),
-                    ("mode", format!("{:?}", req.proposed().mode).to_lowercase()),
-                    (
-                        "integrity",
-                        format!("{:?}", req.proposed().integrity).to_lowercase(),
-                    ),
-                ],
-            );
-            if let Some(d) = nc.defer {
-                report(
-                    nc.json,
-                    "deferred",
-                    &[("for", format!("{}s", d.as_secs_f64()))],
-                );
-                tokio::time::sleep(d).await;
-            }
-            last = match &nc.reject {
-                Some((reason, data)) => match req.reject(*reason, data.as_deref()).await {
-                    Ok(end) => {
-                        report(nc.json, "rejected", &[("how", end.to_string())]);
-                        Outcome::Refused
-                    }
-                    Err(e) => {
-                        report(nc.json, "failed", &[("error", e.to_string())]);
-                        Outcome::Failed
-                    }
-                },
-                None => {
-                    let grant = req.grant();
-                    match req.accept(nc.data.as_deref(), grant).await {
-                        Ok(conn) => run(conn, nc).await,
-                        Err(e) => {
-                            // The session ended meanwhile (the caller left,
-                            // a timer), or the decision was refused.
-                            report(nc.json, "failed", &[("error", e.error.to_string())]);
-                            Outcome::Failed
-                        }
-                    }
+        let input = Input::start(nc.mode);
+        let Some(limit) = nc.at_once else {
+            let mut last = Outcome::Failed;
+            while let Some(req) = listener.accept().await {
+                last = serve(req, nc, &input).await;
+                if !nc.keep {
+                    break;
                 }
+            }
+            return last;
+        };
+        // At once: each request is decided and served on its own task, so
+        // a deferred or long session never holds up the next caller; at
+        // the limit, further requests wait in the listener's queue.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Outcome::Failed;
             };
-            if !nc.keep {
-                break;
+            let Some(req) = listener.accept().await else {
+                return Outcome::Failed;
+            };
+            let (nc, input) = (nc.clone(), input.clone());
+            tokio::task::spawn_local(async move {
+                serve(req, &nc, &input).await;
+                drop(slot);
+            });
+        }
+    })
+}
+
+/// One caller's request: shown, then deferred, refused or accepted and
+/// served as `nc` says.
+async fn serve(req: bookend_tokio::Incoming, nc: &NcConfig, input: &Input) -> Outcome {
+    report(
+        nc.json,
+        "request",
+        &[
+            ("peer", req.remote_addr().to_string()),
+            ("caller_data", data_field(req.caller_data())),
+            ("mode", format!("{:?}", req.proposed().mode).to_lowercase()),
+            (
+                "integrity",
+                format!("{:?}", req.proposed().integrity).to_lowercase(),
+            ),
+        ],
+    );
+    if let Some(d) = nc.defer {
+        report(
+            nc.json,
+            "deferred",
+            &[("for", format!("{}s", d.as_secs_f64()))],
+        );
+        tokio::time::sleep(d).await;
+    }
+    match &nc.reject {
+        Some((reason, data)) => match req.reject(*reason, data.as_deref()).await {
+            Ok(end) => {
+                report(nc.json, "rejected", &[("how", end.to_string())]);
+                Outcome::Refused
+            }
+            Err(e) => {
+                report(nc.json, "failed", &[("error", e.to_string())]);
+                Outcome::Failed
+            }
+        },
+        None => {
+            let grant = req.grant();
+            match req.accept(nc.data.as_deref(), grant).await {
+                Ok(conn) => run(conn, nc, input.clone()).await,
+                Err(e) => {
+                    // The session ended meanwhile (the caller left, a
+                    // timer), or the decision was refused.
+                    report(nc.json, "failed", &[("error", e.error.to_string())]);
+                    Outcome::Failed
+                }
             }
         }
-        last
-    })
+    }
+}
+
+/// A piece of standard input: a chunk (stream mode) or a line without its
+/// line end (message mode), the end of the input, or a failure to read it.
+#[derive(Debug, Clone)]
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(String),
+}
+
+/// Longest line taken as one message: beyond it the input is refused, not
+/// buffered without bound (a session's largest message is smaller still).
+const MAX_LINE: u64 = 16 << 20;
+
+/// Standard input, read by one task for the whole run and handed out one
+/// chunk at a time to whichever session asks first. It reads only when
+/// asked, and a chunk asked for by a session that ended before taking it
+/// goes to the next ask: nothing typed is lost with a session that ends
+/// (a reader per session lost what its read in flight took when the
+/// session was dropped).
+#[derive(Clone)]
+struct Input {
+    asks: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Chunk>>,
+}
+
+impl Input {
+    /// Starts the reading task (a local task: run inside a `LocalSet`).
+    fn start(mode: Mode) -> Self {
+        let (asks, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<Chunk>>();
+        tokio::task::spawn_local(async move {
+            let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            // Read for an ask that went away: the next ask's.
+            let mut held: Option<Chunk> = None;
+            while let Some(ask) = rx.recv().await {
+                let chunk = match held.take() {
+                    Some(c) => c,
+                    None => read_chunk(&mut stdin, mode).await,
+                };
+                let ended = !matches!(chunk, Chunk::Data(_));
+                match ask.send(chunk) {
+                    // The end (or a failure) is every later ask's answer too.
+                    Ok(()) if ended => held = Some(Chunk::End),
+                    Ok(()) => {}
+                    Err(chunk) => held = Some(chunk),
+                }
+            }
+        });
+        Self { asks }
+    }
+
+    /// The next chunk of standard input. Cancel safety: cancel-safe; a
+    /// chunk read for an ask that is dropped goes to the next ask.
+    async fn next(&self) -> Chunk {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.asks.send(tx).is_err() {
+            return Chunk::End;
+        }
+        rx.await.unwrap_or(Chunk::End)
+    }
+}
+
+async fn read_chunk(stdin: &mut tokio::io::BufReader<tokio::io::Stdin>, mode: Mode) -> Chunk {
+    match mode {
+        Mode::Stream => match stdin.fill_buf().await {
+            Ok([]) => Chunk::End,
+            Ok(b) => {
+                let chunk = Bytes::copy_from_slice(b);
+                stdin.consume(chunk.len());
+                Chunk::Data(chunk)
+            }
+            Err(e) => Chunk::Failed(e.to_string()),
+        },
+        Mode::Message => {
+            let mut line = Vec::new();
+            match (&mut *stdin)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) => Chunk::End,
+                Ok(_) if !line.ends_with(b"\n") && line.len() as u64 == MAX_LINE => {
+                    Chunk::Failed(format!("a line longer than {MAX_LINE} bytes"))
+                }
+                Ok(_) => {
+                    // A message per line, without its line end.
+                    let mut m = &line[..];
+                    m = m.strip_suffix(b"\n").unwrap_or(m);
+                    m = m.strip_suffix(b"\r").unwrap_or(m);
+                    Chunk::Data(Bytes::copy_from_slice(m))
+                }
+                Err(e) => Chunk::Failed(e.to_string()),
+            }
+        }
+    }
 }
 
 /// Runs `f` on a current-thread runtime, inside a `LocalSet` (standard
@@ -343,37 +469,24 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Standard input to the peer, the peer to standard output; then the
 /// disconnect data both ways and the end.
-async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
+async fn run(conn: Connection, nc: &NcConfig, input: Input) -> Outcome {
     let (mut rx, tx) = conn.into_split();
     let mut tx = tx;
     let mode = nc.mode;
     let disconnect = nc.disconnect_data.clone();
     let json = nc.json;
     let sending = async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        let sent = match mode {
-            Mode::Stream => tokio::io::copy(&mut stdin, &mut tx)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Mode::Message => {
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match stdin.read_until(b'\n', &mut line).await {
-                        Ok(0) => break Ok(()),
-                        Ok(_) => {
-                            // A message per line, without its line end.
-                            let mut m = &line[..];
-                            m = m.strip_suffix(b"\n").unwrap_or(m);
-                            m = m.strip_suffix(b"\r").unwrap_or(m);
-                            if let Err(e) = tx.send_message(m).await {
-                                break Err(e.to_string());
-                            }
-                        }
-                        Err(e) => break Err(e.to_string()),
-                    }
-                }
+        let sent = loop {
+            let sent = match input.next().await {
+                Chunk::Data(d) => match mode {
+                    Mode::Stream => tx.write_all(&d).await.map_err(|e| e.to_string()),
+                    Mode::Message => tx.send_message(&d).await.map_err(|e| e.to_string()),
+                },
+                Chunk::End => break Ok(()),
+                Chunk::Failed(e) => break Err(e),
+            };
+            if let Err(e) = sent {
+                break Err(e);
             }
         };
         // Standard input ended: WSASendDisconnect with our data.
@@ -402,10 +515,12 @@ async fn run(conn: Connection, nc: &NcConfig) -> Outcome {
             }
             Mode::Message => {
                 while let Ok(m) = rx.recv_message().await {
-                    if stdout.write_all(&m).await.is_err()
-                        || stdout.write_all(b"\n").await.is_err()
-                        || stdout.flush().await.is_err()
-                    {
+                    // The message and its line end in one write: callers
+                    // served at once interleave whole lines.
+                    let mut line = Vec::with_capacity(m.len() + 1);
+                    line.extend_from_slice(&m);
+                    line.push(b'\n');
+                    if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
                         return Err("standard output closed".to_string());
                     }
                 }

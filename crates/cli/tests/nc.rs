@@ -211,11 +211,13 @@ fn keep_serves_the_next_caller_with_input_typed_after_an_abort() {
     let _ = first.wait();
     std::thread::sleep(Duration::from_millis(300));
     let mut second = spawn_piped(&["connect", &addr, "--mode", "message"]);
-    let _second_input = second.stdin.take().unwrap();
+    let second_input = second.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     typed.write_all(b"for the second caller\n").unwrap();
     typed.flush().unwrap();
     drop(typed);
+    // The second caller's own input ends too: both disconnects, then exit.
+    drop(second_input);
     let out = wait(second);
     let _ = l.kill();
     let _ = l.wait();
@@ -224,5 +226,45 @@ fn keep_serves_the_next_caller_with_input_typed_after_an_abort() {
         "for the second caller\n",
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// `listen --at-once N` serves callers together: a second caller is served
+/// while the first is still connected, each line of standard input goes to
+/// one of them (the one waiting longest), and both callers' data comes out.
+#[test]
+fn at_once_serves_callers_together_and_shares_the_input() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut l = spawn_piped(&["listen", &addr, "--at-once", "2", "--mode", "message"]);
+    let mut typed = l.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut callers: Vec<(Child, std::process::ChildStdin)> = ["from A\n", "from B\n"]
+        .iter()
+        .map(|line| {
+            let mut c = spawn_piped(&["connect", &addr, "--mode", "message"]);
+            let mut input = c.stdin.take().unwrap();
+            input.write_all(line.as_bytes()).unwrap();
+            input.flush().unwrap();
+            (c, input)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    typed.write_all(b"x\ny\n").unwrap();
+    drop(typed);
+    let mut got = Vec::new();
+    for (c, input) in callers.drain(..) {
+        drop(input);
+        let out = wait(c);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        got.push(text(&out.stdout));
+    }
+    got.sort();
+    assert_eq!(got, ["x\n", "y\n"], "one line of input each");
+    let _ = l.kill();
+    let out = l.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("from A\n") && shown.contains("from B\n"),
+        "{shown:?}"
     );
 }
