@@ -265,7 +265,10 @@ async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
         // most ABORT_LINGER, so that our reset does not overtake the ABORT
         // still in flight or in the send buffer, then reset (SO_LINGER 0:
         // close sends RST, §3.6).
-        let mut sink = [0u8; 4096];
+        // On the heap, and only here: an array local to this async fn
+        // would sit in every connection's task for its whole life (4 KiB
+        // of each idle session's memory).
+        let mut sink = vec![0u8; 4096];
         let _ = tokio::time::timeout(ABORT_LINGER, async {
             while let Ok(n) = stream.read(&mut sink).await {
                 if n == 0 {
