@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod apps;
+pub mod check;
 pub mod demo;
 pub mod kernel;
 pub mod nc;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use bookend_cli::apps::step_table;
-use bookend_cli::{demo, kernel, nc, soak, tap};
+use bookend_cli::{check, demo, kernel, nc, soak, tap};
 use bookend_session::{Integrity, Mode};
 use bookend_sim::LinkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -105,7 +105,34 @@ impl NcArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum CheckRole {
+    /// Check an implementation that listens on ADDR: bookend plays the
+    /// caller, one connection per case. The implementation serves the demo
+    /// application (`docs/demo-payload.md`), as `bookend serve` does.
+    Server {
+        /// The implementation's address, IP:PORT.
+        addr: std::net::SocketAddr,
+        /// Run only the cases matching this pattern (`10.2.*`,
+        /// `bookend/9.2/1`; `*` matches anything).
+        #[arg(long)]
+        case: Option<String>,
+        /// One JSON object per case on standard output (id, description,
+        /// requirement, grades, detail, timing, wire log).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// Conformance runner for any implementation of `docs/protocol.md`:
+    /// each case is graded OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED or
+    /// FAILED on what the implementation did and on how the connection
+    /// ended. Exit status 1 if any case FAILED.
+    Check {
+        #[command(subcommand)]
+        role: CheckRole,
+    },
     /// Netcat for bookend over kernel TCP: waits for a caller on ADDR,
     /// shows its request (address, caller data, proposal) on standard
     /// error, accepts it with `--data` (or refuses it with `--reject`), then
@@ -377,6 +404,20 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
 
 fn run(command: Command) -> Result<bool, String> {
     match command {
+        Command::Check {
+            role: CheckRole::Server { addr, case, json },
+        } => {
+            let reports = check::check_server(addr, case.as_deref());
+            if reports.is_empty() {
+                return Err(format!("no case matches {}", case.unwrap_or_default()));
+            }
+            if json {
+                print!("{}", check::json_report(&reports));
+            } else {
+                print!("{}", check::text_report(&reports));
+            }
+            Ok(reports.iter().all(|r| r.grade() != check::Grade::Failed))
+        }
         Command::Demo {
             clients,
             transactions_per_client,

@@ -1,0 +1,959 @@
+//! `bookend check server ADDR`: a conformance runner for any implementation
+//! of `docs/protocol.md` that listens. bookend plays the caller over the
+//! kernel's TCP, case by case, each on its own connection: the seed
+//! scenario of §9.2 as `docs/demo-payload.md` plays it (whole, and with
+//! every frame split one byte per segment), and every refusal row of §10.2
+//! that a callee can be sent. Each case is graded twice, as Autobahn
+//! grades WebSocket servers: on what the implementation did (the frames
+//! and data it answered with) and on how the connection ended (FIN or RST,
+//! reason code, disconnect data), with the spec's sentence it checks, the
+//! expected and actual outcome, and the bytes exchanged.
+//!
+//! The caller's side is a real `bookend-session` driven over a blocking
+//! socket, so that legal traffic is exactly what the spec says; the cases
+//! that break the protocol write their bytes past it, raw.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant as StdInstant};
+
+use bookend_session::{
+    CloseReason, Config, Event, Instant, Integrity, Mode, Options, Reason, Session, Side,
+};
+
+/// How long a case waits for any one answer before it calls it missing.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long after an ABORT the RST may come (§7: the abort-flush timer, 1 s,
+/// and "the RST follows the ABORT within 2 s in all"), plus scheduling slack.
+pub const RST_BOUND: Duration = Duration::from_millis(2500);
+
+/// Transactions each seed case plays (`docs/demo-payload.md`).
+pub const SEED_TRANSACTIONS: u64 = 3;
+
+/// A grade, as Autobahn|Testsuite gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grade {
+    /// What the spec requires.
+    Ok,
+    /// A SHOULD not followed.
+    NonStrict,
+    /// Where the spec leaves a choice: recorded, not judged.
+    Informational,
+    /// An optional feature the implementation declines (message mode,
+    /// integrity).
+    Unimplemented,
+    /// A MUST not followed.
+    Failed,
+}
+
+impl Grade {
+    /// The grade's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::NonStrict => "NON-STRICT",
+            Self::Informational => "INFORMATIONAL",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// Which way bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// From bookend check to the implementation.
+    Sent,
+    /// From the implementation.
+    Received,
+}
+
+/// One write or read, with its time since the case began.
+#[derive(Debug, Clone)]
+pub struct WireEntry {
+    /// Microseconds since the case began.
+    pub at_us: u64,
+    /// Which way.
+    pub dir: Dir,
+    /// The bytes, or for a TCP end its name (`FIN`, `RST`) with no bytes.
+    pub bytes: Vec<u8>,
+    /// `FIN` or `RST` for the end of the implementation's stream.
+    pub end: Option<&'static str>,
+}
+
+/// A case's result.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `bookend/SECTION/N`.
+    pub id: String,
+    /// What the case does.
+    pub description: String,
+    /// The spec's sentence it checks.
+    pub requirement: &'static str,
+    /// The grade for what the implementation did.
+    pub behaviour: Grade,
+    /// The grade for how the connection ended.
+    pub close: Grade,
+    /// Expected and actual, when a grade is not OK.
+    pub detail: String,
+    /// The bytes exchanged.
+    pub wire: Vec<WireEntry>,
+    /// How long the case took.
+    pub duration: Duration,
+}
+
+impl Report {
+    /// The worse of its two grades.
+    pub fn grade(&self) -> Grade {
+        self.behaviour.max(self.close)
+    }
+}
+
+/// How the implementation's side of the TCP connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcpEnd {
+    Fin,
+    Reset,
+}
+
+/// bookend's side of one case: a caller session over a blocking socket,
+/// with every byte logged.
+struct Peer {
+    tcp: TcpStream,
+    session: Session,
+    epoch: StdInstant,
+    wire: Vec<WireEntry>,
+    events: Vec<Event>,
+    end: Option<TcpEnd>,
+    /// Session output is written this many bytes per segment (`None`:
+    /// as it comes).
+    split: Option<usize>,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr, options: Options) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+        tcp.set_nodelay(true)?;
+        let mut config = Config::default();
+        config.options = options;
+        let session = Session::caller(config, 1)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Self {
+            tcp,
+            session,
+            epoch: StdInstant::now(),
+            wire: Vec::new(),
+            events: Vec::new(),
+            end: None,
+            split: None,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn log(&mut self, dir: Dir, bytes: &[u8], end: Option<&'static str>) {
+        self.wire.push(WireEntry {
+            at_us: self.epoch.elapsed().as_micros() as u64,
+            dir,
+            bytes: bytes.to_vec(),
+            end,
+        });
+    }
+
+    /// Writes `bytes` past the session, `split` bytes per segment.
+    fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let step = self.split.unwrap_or(bytes.len()).max(1);
+        for chunk in bytes.chunks(step) {
+            self.log(Dir::Sent, chunk, None);
+            self.tcp.write_all(chunk)?;
+            if self.split.is_some() {
+                // With TCP_NODELAY, a pause makes each write its own segment.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands TCP whatever the session has queued.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let now = self.now();
+        self.session.handle_timeout(now);
+        while let Some(b) = self.session.poll_transmit_bytes(now, 64 * 1024) {
+            self.write_raw(&b)?;
+        }
+        // The session's FIN or RST: the case decides how it ends, so the
+        // socket is left as it is.
+        while self.session.poll_transport_action().is_some() {}
+        while let Some(e) = self.session.poll_event() {
+            self.events.push(e);
+        }
+        Ok(())
+    }
+
+    /// One read, at most until `until`: fed to the session. Returns
+    /// whether anything happened (bytes, or the end of the stream).
+    fn read_once(&mut self, until: StdInstant) -> bool {
+        if self.end.is_some() {
+            return false;
+        }
+        let left = until.saturating_duration_since(StdInstant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = self.tcp.set_read_timeout(Some(left));
+        let mut buf = [0u8; 16 * 1024];
+        match self.tcp.read(&mut buf) {
+            Ok(0) => {
+                self.end = Some(TcpEnd::Fin);
+                self.log(Dir::Received, &[], Some("FIN"));
+                let now = self.now();
+                self.session
+                    .handle_transport_closed(now, bookend_session::TransportClosed::Fin);
+                true
+            }
+            Ok(n) => {
+                self.log(Dir::Received, &buf[..n], None);
+                let now = self.now();
+                self.session.handle_peer_alive(now);
+                let mut at = 0;
+                // The session takes what it has room for; the case reads
+                // whatever the implementation sends, so keep offering.
+                while at < n {
+                    let k = self.session.handle_bytes(now, &buf[at..n]);
+                    if k == 0 {
+                        self.drain_reads();
+                        if self.session.handle_bytes(now, &buf[at..n]) == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                    at += k;
+                }
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(_) => {
+                self.end = Some(TcpEnd::Reset);
+                self.log(Dir::Received, &[], Some("RST"));
+                let now = self.now();
+                self.session
+                    .handle_transport_closed(now, bookend_session::TransportClosed::Reset);
+                true
+            }
+        }
+    }
+
+    /// Reads what the application would: stream bytes and messages are
+    /// kept as `Received` events' payloads in `data`.
+    fn drain_reads(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let got = match self.session.options().mode {
+                Mode::Stream => self.session.recv(&mut buf),
+                _ => self.session.recv_message(&mut buf),
+            };
+            match got {
+                Ok(0) if self.session.options().mode == Mode::Stream => break,
+                Ok(n) => out.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Runs the session until `pred` holds for an event (kept), at most
+    /// `timeout`.
+    fn wait_event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Option<Event> {
+        let until = StdInstant::now() + timeout;
+        loop {
+            let _ = self.flush();
+            if let Some(i) = self.events.iter().position(&mut pred) {
+                return Some(self.events.remove(i));
+            }
+            if StdInstant::now() >= until {
+                return None;
+            }
+            if !self.read_once(until.min(StdInstant::now() + Duration::from_millis(50)))
+                && self.end.is_some()
+            {
+                let _ = self.flush();
+                return self
+                    .events
+                    .iter()
+                    .position(pred)
+                    .map(|i| self.events.remove(i));
+            }
+        }
+    }
+
+    /// Reads until `want` bytes of application data came (stream) or one
+    /// message, at most `timeout`.
+    fn read_value(&mut self, want: usize, timeout: Duration) -> Option<Vec<u8>> {
+        let until = StdInstant::now() + timeout;
+        let mut got: Vec<u8> = Vec::new();
+        loop {
+            let _ = self.flush();
+            for chunk in self.drain_reads() {
+                if self.session.options().mode == Mode::Message {
+                    return Some(chunk);
+                }
+                got.extend_from_slice(&chunk);
+            }
+            if got.len() >= want {
+                return Some(got);
+            }
+            if StdInstant::now() >= until || (!self.read_once(until) && self.end.is_some()) {
+                return None;
+            }
+        }
+    }
+
+    /// Reads until the implementation's stream ends, at most `timeout`;
+    /// after a FIN, goes on reading briefly for an RST behind it.
+    fn wait_end(&mut self, timeout: Duration) -> Option<TcpEnd> {
+        let until = StdInstant::now() + timeout;
+        while self.end.is_none() && StdInstant::now() < until {
+            self.read_once(until);
+            let _ = self.flush();
+        }
+        if self.end == Some(TcpEnd::Fin) {
+            // An RST after the FIN shows as an error on a later read.
+            let _ = self.tcp.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut b = [0u8; 64];
+            if let Err(e) = self.tcp.read(&mut b)
+                && e.kind() == std::io::ErrorKind::ConnectionReset
+            {
+                self.end = Some(TcpEnd::Reset);
+                self.log(Dir::Received, &[], Some("RST"));
+            }
+        }
+        self.end
+    }
+
+    fn closed(&self) -> Option<&CloseReason> {
+        self.session.close_reason()
+    }
+}
+
+/// How a case runs: against the address, filling in its outcome.
+type RunCase = Box<dyn Fn(&mut Outcome, SocketAddr)>;
+
+/// A case: what it checks, and how.
+struct Case {
+    id: String,
+    description: String,
+    requirement: &'static str,
+    run: RunCase,
+}
+
+/// What a case found, filled in as it runs.
+struct Outcome {
+    behaviour: Grade,
+    close: Grade,
+    detail: Vec<String>,
+    wire: Vec<WireEntry>,
+}
+
+impl Outcome {
+    fn behaviour(&mut self, grade: Grade, expected: &str, actual: impl std::fmt::Display) {
+        if grade != Grade::Ok {
+            self.detail
+                .push(format!("behaviour: expected {expected}, actual {actual}"));
+        }
+        self.behaviour = self.behaviour.max(grade);
+    }
+
+    fn close(&mut self, grade: Grade, expected: &str, actual: impl std::fmt::Display) {
+        if grade != Grade::Ok {
+            self.detail
+                .push(format!("close: expected {expected}, actual {actual}"));
+        }
+        self.close = self.close.max(grade);
+    }
+}
+
+/// The caller's options: every option explicit with the protocol defaults
+/// (`docs/demo-payload.md`), in `mode`, proposing integrity or not.
+fn proposal(mode: Mode, integrity: bool) -> Options {
+    Options {
+        mode,
+        integrity: if integrity {
+            Integrity::Crc32c
+        } else {
+            Integrity::None
+        },
+        ..Options::DEFAULT
+    }
+}
+
+/// Connects and completes the handshake. `None` (with the outcome graded)
+/// when the case cannot go on.
+fn handshake(
+    out: &mut Outcome,
+    addr: SocketAddr,
+    options: Options,
+    caller_data: &[u8],
+    split: Option<usize>,
+) -> Option<Peer> {
+    let mut p = match Peer::connect(addr, options) {
+        Ok(p) => p,
+        Err(e) => {
+            out.behaviour(Grade::Failed, "a TCP connection", e);
+            return None;
+        }
+    };
+    p.split = split;
+    let now = p.now();
+    if let Err(e) = p.session.connect(now, Some(caller_data), options) {
+        out.behaviour(Grade::Failed, "a CONNECT to send", e);
+        return None;
+    }
+    let answer = p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(e, Event::Connected { .. } | Event::Refused { .. })
+            || matches!(e, Event::Closed(_))
+    });
+    out.wire = p.wire.clone();
+    match answer {
+        Some(Event::Connected { .. }) => {
+            let granted = p.session.options();
+            if options.integrity != Integrity::None && granted.integrity == Integrity::None {
+                out.behaviour(
+                    Grade::Unimplemented,
+                    "INTEGRITY granted (§2.5)",
+                    "an ACCEPT without it",
+                );
+                return None;
+            }
+            Some(p)
+        }
+        Some(Event::Refused { reason, .. }) if reason == Reason::OPTION_UNSUPPORTED => {
+            out.behaviour(
+                Grade::Unimplemented,
+                "ACCEPT",
+                format!("REJECT({reason}): the proposal is not served"),
+            );
+            None
+        }
+        Some(other) => {
+            out.behaviour(Grade::Failed, "ACCEPT", format!("{other:?}"));
+            None
+        }
+        None => {
+            out.behaviour(
+                Grade::Failed,
+                "ACCEPT",
+                format!("nothing within {} s", ANSWER_TIMEOUT.as_secs()),
+            );
+            None
+        }
+    }
+}
+
+/// The seed scenario (§9.2) with the demo payload, in `mode`, `split` bytes
+/// per segment.
+fn seed_case(out: &mut Outcome, addr: SocketAddr, mode: Mode, split: Option<usize>) {
+    let Some(mut p) = handshake(out, addr, proposal(mode, true), b"check-1", split) else {
+        return;
+    };
+    for n in 1..=SEED_TRANSACTIONS {
+        let v = n.to_be_bytes();
+        let sent = match mode {
+            Mode::Stream => p.session.send(&v).map(|_| ()),
+            _ => p.session.send_message(&v),
+        };
+        if let Err(e) = sent {
+            out.behaviour(Grade::Failed, "request sent", e);
+            out.wire = p.wire;
+            return;
+        }
+        match p.read_value(8, ANSWER_TIMEOUT) {
+            Some(r) if r == (n + 1_000_000).to_be_bytes() => {}
+            Some(r) => {
+                out.behaviour(
+                    Grade::Failed,
+                    &format!("reply {} (demo payload)", n + 1_000_000),
+                    hex(&r),
+                );
+                out.wire = p.wire;
+                return;
+            }
+            None => {
+                out.behaviour(Grade::Failed, &format!("reply {n}"), "none");
+                out.wire = p.wire;
+                return;
+            }
+        }
+    }
+    // Step 1: WSASendDisconnect(t); steps 3-5a happen at the server.
+    let now = p.now();
+    let _ = p
+        .session
+        .send_disconnect(now, Some(&SEED_TRANSACTIONS.to_be_bytes()));
+    let disconnected = p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(e, Event::PeerDisconnected | Event::Closed(_))
+    });
+    let mut buf = [0u8; 64];
+    match disconnected {
+        Some(Event::PeerDisconnected) => match p.session.recv_disconnect(&mut buf) {
+            Ok(Some(8))
+                if u64::from_be_bytes(buf[..8].try_into().unwrap()) >= SEED_TRANSACTIONS => {}
+            other => out.behaviour(
+                Grade::Failed,
+                "the grand total as 8 bytes of disconnect data (step 5)",
+                format!("{other:?}"),
+            ),
+        },
+        other => out.behaviour(
+            Grade::Failed,
+            "DISCONNECT with the grand total (step 5)",
+            format!("{other:?}"),
+        ),
+    }
+    // Step 7-8: both disconnects done; the server closed at once (5a), so
+    // its FIN follows its DISCONNECT, and nothing is reset.
+    let now = p.now();
+    p.session.close(now);
+    let _ = p.wait_event(ANSWER_TIMEOUT, |e| matches!(e, Event::Closed(_)));
+    let end = p.wait_end(ANSWER_TIMEOUT);
+    match (p.closed(), end) {
+        (Some(CloseReason::Graceful), Some(TcpEnd::Fin)) => {}
+        (reason, end) => out.close(
+            Grade::Failed,
+            "a graceful end: DISCONNECT, then FIN, no RST (§5.4, step 5a)",
+            format!("{reason:?} with {end:?}"),
+        ),
+    }
+    out.wire = p.wire;
+}
+
+/// A row of §10.2 sent to a callee: the bytes, the reason its ABORT must
+/// carry, and where in the session they go.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalRow {
+    /// The frame bytes, as the spec's table gives them.
+    pub hex: &'static str,
+    /// What is wrong with them.
+    pub what: &'static str,
+    /// The reason code the ABORT must carry.
+    pub reason: Reason,
+}
+
+/// §10.2's table, in its order. `spec_tables_match` (a test) checks it
+/// against `docs/protocol.md`.
+pub const REFUSALS: &[RefusalRow] = &[
+    RefusalRow {
+        hex: "00 00 00 00 00 00",
+        what: "reserved type",
+        reason: Reason::PROTOCOL_ERROR,
+    },
+    RefusalRow {
+        hex: "40 80 00 00 00 00",
+        what: "unknown type 0x40 with MUST_UNDERSTAND",
+        reason: Reason::UNKNOWN_FRAME,
+    },
+    RefusalRow {
+        hex: "04 00 00 00 40 01",
+        what: "DATA of 16 385 bytes, over 16 384",
+        reason: Reason::FRAME_TOO_LARGE,
+    },
+    RefusalRow {
+        hex: "05 00 00 00 00 01 2a",
+        what: "DISCONNECT data without HAS_DATA",
+        reason: Reason::PROTOCOL_ERROR,
+    },
+    RefusalRow {
+        hex: "07 00 00 00 00 01 00",
+        what: "PING with a body",
+        reason: Reason::FRAME_TOO_LARGE,
+    },
+    RefusalRow {
+        hex: "01 00 00 00 00 08 4e 4f 50 45 01 01 00 00",
+        what: "CONNECT without the magic",
+        reason: Reason::PROTOCOL_ERROR,
+    },
+    RefusalRow {
+        hex: "03 00 00 00 00 01 00",
+        what: "REJECT shorter than its reason",
+        reason: Reason::PROTOCOL_ERROR,
+    },
+    RefusalRow {
+        hex: "07 40 00 00 00 04 21 a8 7d 96 3a 1f 01 04",
+        what: "sealed PING whose trailer is off by one bit",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+    RefusalRow {
+        hex: "07 40 00 00 00 04 21 a8 7d 97",
+        what: "sealed PING whose header check is off by one bit",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+    RefusalRow {
+        hex: "04 40 00 00 20 09 aa 3c fa 9f",
+        what: "sealed DATA whose length was altered into 8 201",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+    RefusalRow {
+        hex: "07 40 00 00 00 02 07 09 9a 7e 21 a8",
+        what: "sealed body shorter than its trailer",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+    RefusalRow {
+        hex: "01 40 00 00 00 11 6d 7e 39 51 42 4b 4e 44 01 01 00 09 00 07 00 05 01 a8 37 57 86",
+        what: "sealed CONNECT whose options block would end inside its trailer",
+        reason: Reason::PROTOCOL_ERROR,
+    },
+    RefusalRow {
+        hex: "40 40 00 00 00 04 a9 e5 da d0 85 db 33 44",
+        what: "skippable unknown type 0x40, sealed, whose trailer is off by one bit",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+    RefusalRow {
+        hex: "04 00 00 00 00 05 68 65 6c 6c 6f",
+        what: "unsealed DATA while integrity is in force",
+        reason: Reason::INTEGRITY_FAILURE,
+    },
+];
+
+/// The bytes of a hex string with spaces.
+pub fn unhex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A §10.2 row against a callee: a CONNECT row as the connection's first
+/// bytes; any other after the handshake (integrity in force for a sealed
+/// row, and for the unsealed DATA row that needs it).
+fn refusal_case(out: &mut Outcome, addr: SocketAddr, row: RefusalRow) {
+    let bytes = unhex(row.hex);
+    let sealed = bytes.get(1).is_some_and(|f| f & 0x40 != 0) || row.what.contains("in force");
+    let mut p = if bytes[0] == 0x01 {
+        let options = proposal(Mode::Stream, false);
+        let mut p = match Peer::connect(addr, options) {
+            Ok(p) => p,
+            Err(e) => {
+                out.behaviour(Grade::Failed, "a TCP connection", e);
+                return;
+            }
+        };
+        // The row's CONNECT goes in place of the session's own, which is
+        // made (so that the session reads the answer as a caller does)
+        // and dropped unsent.
+        let now = p.now();
+        if p.session.connect(now, Some(b"check-1"), options).is_err() {
+            return;
+        }
+        while p.session.poll_transmit_bytes(now, 64 * 1024).is_some() {}
+        p
+    } else {
+        match handshake(out, addr, proposal(Mode::Stream, sealed), b"check-1", None) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+    if let Err(e) = p.write_raw(&bytes) {
+        out.behaviour(Grade::Failed, "the bytes sent", e);
+        out.wire = p.wire;
+        return;
+    }
+    let abort = p.wait_event(ANSWER_TIMEOUT, |e| matches!(e, Event::Closed(_)));
+    let expected = format!("ABORT({}) (§10.2)", row.reason);
+    match (&abort, p.closed()) {
+        (
+            _,
+            Some(CloseReason::Aborted {
+                by: Side::Peer,
+                reason,
+                ..
+            }),
+        ) if *reason == row.reason => {}
+        (
+            _,
+            Some(CloseReason::Aborted {
+                by: Side::Peer,
+                reason,
+                ..
+            }),
+        ) => out.behaviour(Grade::Failed, &expected, format!("ABORT({reason})")),
+        (_, other) => out.behaviour(Grade::Failed, &expected, format!("{other:?}")),
+    }
+    // §5.5: the ABORT is followed by an RST within the abort-flush bound.
+    let since = StdInstant::now();
+    match p.wait_end(RST_BOUND) {
+        Some(TcpEnd::Reset) => {}
+        other => out.close(
+            Grade::Failed,
+            &format!(
+                "RST within {} ms of the ABORT (§5.5, §7)",
+                RST_BOUND.as_millis()
+            ),
+            format!(
+                "{} after {} ms",
+                other.map_or("nothing", |e| if e == TcpEnd::Fin { "FIN" } else { "RST" }),
+                since.elapsed().as_millis()
+            ),
+        ),
+    }
+    out.wire = p.wire;
+}
+
+/// Every case of the server role, in order.
+fn server_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = vec![
+        Case {
+            id: "bookend/9.2/1".into(),
+            description: "the seed scenario, stream mode, with 5a (demo payload)".into(),
+            requirement: "§9.2: closesocket right after WSASendDisconnect still delivers the \
+                          disconnect data, then FIN; both sides end gracefully",
+            run: Box::new(|o, a| seed_case(o, a, Mode::Stream, None)),
+        },
+        Case {
+            id: "bookend/9.2/2".into(),
+            description: "the seed scenario, message mode (optional)".into(),
+            requirement: "§4.3: in message mode each DATA is one message, delivered whole",
+            run: Box::new(|o, a| seed_case(o, a, Mode::Message, None)),
+        },
+        Case {
+            id: "bookend/9.2/3".into(),
+            description: "the seed scenario, stream mode, every frame one byte per segment".into(),
+            requirement: "§2: frames are a byte stream; a receiver reassembles them across \
+                          any segmentation",
+            run: Box::new(|o, a| seed_case(o, a, Mode::Stream, Some(1))),
+        },
+    ];
+    for (i, row) in REFUSALS.iter().enumerate() {
+        // A REJECT is legal only at a caller: a callee is not sent one.
+        if unhex(row.hex)[0] == 0x03 {
+            continue;
+        }
+        let row = *row;
+        cases.push(Case {
+            id: format!("bookend/10.2/{}", i + 1),
+            description: format!("refuse: {}", row.what),
+            requirement: "§10.2, §5.5: a frame a receiver must refuse ends the session with \
+                          ABORT(reason) and RST",
+            run: Box::new(move |o, a| refusal_case(o, a, row)),
+        });
+    }
+    cases
+}
+
+/// Whether `id` is selected by `pattern` (`*` matches any run of
+/// characters; `5.3.*` and `bookend/5.3/*` both select §5.3's cases).
+pub fn selected(id: &str, pattern: &str) -> bool {
+    let p = pattern.replace('.', "/");
+    let id_dots = id.replace('.', "/");
+    let p = if p.starts_with("bookend/") {
+        p
+    } else {
+        format!("bookend/{p}")
+    };
+    glob(&p, &id_dots)
+}
+
+fn glob(p: &str, s: &str) -> bool {
+    match p.split_once('*') {
+        None => p == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Runs the server role's cases selected by `pattern` against `addr`.
+pub fn check_server(addr: SocketAddr, pattern: Option<&str>) -> Vec<Report> {
+    let mut reports = Vec::new();
+    for case in server_cases() {
+        if pattern.is_some_and(|p| !selected(&case.id, p)) {
+            continue;
+        }
+        let started = StdInstant::now();
+        let mut out = Outcome {
+            behaviour: Grade::Ok,
+            close: Grade::Ok,
+            detail: Vec::new(),
+            wire: Vec::new(),
+        };
+        (case.run)(&mut out, addr);
+        if out.behaviour == Grade::Unimplemented {
+            // Nothing to judge in how an unimplemented case ended.
+            out.close = Grade::Ok;
+        }
+        reports.push(Report {
+            id: case.id,
+            description: case.description,
+            requirement: case.requirement,
+            behaviour: out.behaviour,
+            close: out.close,
+            detail: out.detail.join("; "),
+            wire: out.wire,
+            duration: started.elapsed(),
+        });
+    }
+    reports
+}
+
+/// The summary table, then each case that is not OK with its requirement,
+/// expected and actual, and the bytes exchanged.
+pub fn text_report(reports: &[Report]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<16} {:<13} {:<13} {:>7}  description",
+        "case", "behaviour", "close", "ms"
+    );
+    for r in reports {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<13} {:<13} {:>7}  {}",
+            r.id,
+            r.behaviour.name(),
+            r.close.name(),
+            r.duration.as_millis(),
+            r.description
+        );
+    }
+    for r in reports.iter().filter(|r| r.grade() != Grade::Ok) {
+        let _ = writeln!(s, "\n{} {}: {}", r.id, r.grade().name(), r.description);
+        let _ = writeln!(s, "  requirement: {}", r.requirement);
+        let _ = writeln!(s, "  {}", r.detail);
+        if r.grade() == Grade::Failed {
+            for w in &r.wire {
+                let dir = if w.dir == Dir::Sent { ">" } else { "<" };
+                let what = w.end.map_or_else(|| hex(&w.bytes), str::to_string);
+                let _ = writeln!(s, "  {:>9} us {dir} {what}", w.at_us);
+            }
+        }
+    }
+    let count = |g: Grade| reports.iter().filter(|r| r.grade() == g).count();
+    let _ = writeln!(
+        s,
+        "\n{} cases: {} OK, {} NON-STRICT, {} INFORMATIONAL, {} UNIMPLEMENTED, {} FAILED",
+        reports.len(),
+        count(Grade::Ok),
+        count(Grade::NonStrict),
+        count(Grade::Informational),
+        count(Grade::Unimplemented),
+        count(Grade::Failed)
+    );
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One JSON object per case, one per line: id, description, requirement,
+/// grades, detail, timing and the wire log.
+pub fn json_report(reports: &[Report]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        let wire: Vec<String> = r
+            .wire
+            .iter()
+            .map(|w| {
+                format!(
+                    "{{\"at_us\":{},\"dir\":{},\"bytes\":{}}}",
+                    w.at_us,
+                    json_str(if w.dir == Dir::Sent {
+                        "sent"
+                    } else {
+                        "received"
+                    }),
+                    json_str(&w.end.map_or_else(|| hex(&w.bytes), str::to_string))
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "{{\"id\":{},\"description\":{},\"requirement\":{},\"behaviour\":{},\"close\":{},\"grade\":{},\"detail\":{},\"ms\":{},\"wire\":[{}]}}\n",
+            json_str(&r.id),
+            json_str(&r.description),
+            json_str(r.requirement),
+            json_str(r.behaviour.name()),
+            json_str(r.close.name()),
+            json_str(r.grade().name()),
+            json_str(&r.detail),
+            r.duration.as_millis(),
+            wire.join(",")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_patterns_select_by_section() {
+        assert!(selected("bookend/10.2/3", "10.2.*"));
+        assert!(selected("bookend/10.2/3", "bookend/10.2/*"));
+        assert!(selected("bookend/10.2/3", "10.2.3"));
+        assert!(!selected("bookend/10.2/3", "9.2.*"));
+        assert!(!selected("bookend/10.2/13", "10.2.1"));
+        assert!(selected("bookend/9.2/1", "*"));
+    }
+
+    /// `REFUSALS` is §10.2's table: the same bytes and reasons, in order.
+    #[test]
+    fn spec_tables_match() {
+        let spec = include_str!("../../../docs/protocol.md");
+        let start = spec.find("### 10.2").unwrap();
+        let end = start + spec[start..].find("\n### ").unwrap();
+        let rows: Vec<(Vec<u8>, String)> = spec[start..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').collect();
+                let bytes = unhex(cells[1].trim().trim_matches('`'));
+                let reason = cells[3]
+                    .split("ABORT(`")
+                    .nth(1)
+                    .and_then(|r| r.split('`').next())
+                    .unwrap()
+                    .to_string();
+                (bytes, reason)
+            })
+            .collect();
+        assert_eq!(rows.len(), REFUSALS.len());
+        for (row, (bytes, reason)) in REFUSALS.iter().zip(rows) {
+            assert_eq!(unhex(row.hex), bytes, "{}", row.what);
+            assert_eq!(row.reason.name(), Some(reason.as_str()), "{}", row.what);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `bookend check server`: against `bookend serve` over kernel TCP every case
+//! passes (or is UNIMPLEMENTED where the server declines an optional
+//! feature), and against a broken implementation the run fails with the
+//! requirement, the expected and actual outcome, and the bytes exchanged.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn check(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .arg("check")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn bookend_serve_passes_every_case() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, text) = check(&["server", &addr]);
+    let (json_code, json) = check(&["server", &addr, "--case", "9.2.*", "--json"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("FAILED "), "{text}");
+    assert!(text.contains("bookend/9.2/1    OK            OK"), "{text}");
+    // Every §10.2 row a callee can be sent (all but the REJECT).
+    assert_eq!(text.matches("bookend/10.2/").count(), 13, "{text}");
+    assert_eq!(json_code, Some(0));
+    let lines: Vec<&str> = json.lines().collect();
+    assert_eq!(lines.len(), 3, "{json}");
+    assert!(
+        lines[0].starts_with("{\"id\":\"bookend/9.2/1\"") && lines[0].contains("\"wire\":[{"),
+        "{json}"
+    );
+}
+
+/// An implementation that answers a malformed CONNECT with the right ABORT
+/// but ends with FIN instead of RST (§5.5 requires the RST): the case
+/// FAILS on its close, and says what was expected and what came.
+#[test]
+fn an_abort_without_rst_fails_with_expected_and_actual() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b);
+            // ABORT(PROTOCOL_ERROR), then a FIN: the RST is missing.
+            let _ = s.write_all(&[0x06, 0, 0, 0, 0, 2, 0x01, 0x00]);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    });
+    let (code, text) = check(&["server", &addr, "--case", "10.2.6"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("bookend/10.2/6   OK            FAILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("close: expected RST within 2500 ms of the ABORT")
+            && text.contains("actual FIN"),
+        "{text}"
+    );
+    assert!(text.contains("> 01 00 00 00 00 08 4e 4f 50 45"), "{text}");
+}
+
+/// An implementation that never answers CONNECT fails the seed case.
+#[test]
+fn a_silent_implementation_fails_the_seed_case() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut b = [0u8; 256];
+            let _ = s.read(&mut b);
+            drop(s);
+        }
+    });
+    let (code, text) = check(&["server", &addr, "--case", "bookend/9.2/1"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("behaviour: expected ACCEPT"), "{text}");
+}
