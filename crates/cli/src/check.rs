@@ -957,3 +957,168 @@ mod tests {
         }
     }
 }
+
+/// A project's pinned results (`--expect FILE`): one case per line, its id
+/// and the grade it is expected to get (`bookend/9.2/2 UNIMPLEMENTED`);
+/// `#` starts a comment.
+///
+/// This function returns `Err` with the line for a line it cannot read.
+pub fn parse_expectations(text: &str) -> Result<Vec<(String, Grade)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(id), Some(grade), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("line {}: expected `CASE GRADE`: {line}", i + 1));
+        };
+        let grade = [
+            Grade::Ok,
+            Grade::NonStrict,
+            Grade::Informational,
+            Grade::Unimplemented,
+            Grade::Failed,
+        ]
+        .into_iter()
+        .find(|g| g.name().eq_ignore_ascii_case(grade))
+        .ok_or_else(|| format!("line {}: not a grade: {grade}", i + 1))?;
+        out.push((id.to_string(), grade));
+    }
+    Ok(out)
+}
+
+/// What differs from the pinned results, tlsfuzzer's rule: a case pinned
+/// to a grade that got another (an expected failure that now passes
+/// included, so that the list stays true), and a case not pinned that
+/// FAILED. Empty when the run is as expected.
+pub fn unexpected(reports: &[Report], pinned: &[(String, Grade)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in reports {
+        match pinned.iter().find(|(id, _)| *id == r.id) {
+            Some((_, g)) if *g != r.grade() => out.push(format!(
+                "{}: pinned {}, got {}",
+                r.id,
+                g.name(),
+                r.grade().name()
+            )),
+            Some(_) => {}
+            None if r.grade() == Grade::Failed => {
+                out.push(format!("{}: FAILED, not pinned", r.id));
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// The run as JUnit XML (`--junit FILE`): one test case per case; FAILED
+/// is a failure, UNIMPLEMENTED a skip.
+pub fn junit_report(reports: &[Report]) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let failures = reports
+        .iter()
+        .filter(|r| r.grade() == Grade::Failed)
+        .count();
+    let skipped = reports
+        .iter()
+        .filter(|r| r.grade() == Grade::Unimplemented)
+        .count();
+    let total: f64 = reports.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"bookend check\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
+        reports.len()
+    );
+    for r in reports {
+        s.push_str(&format!(
+            "  <testcase classname=\"bookend\" name=\"{} {}\" time=\"{:.3}\">",
+            esc(&r.id),
+            esc(&r.description),
+            r.duration.as_secs_f64()
+        ));
+        match r.grade() {
+            Grade::Failed => s.push_str(&format!(
+                "<failure message=\"{}\">{}</failure>",
+                esc(&r.detail),
+                esc(r.requirement)
+            )),
+            Grade::Unimplemented => {
+                s.push_str(&format!("<skipped message=\"{}\"/>", esc(&r.detail)));
+            }
+            g if g != Grade::Ok => s.push_str(&format!(
+                "<system-out>{}: {}</system-out>",
+                g.name(),
+                esc(&r.detail)
+            )),
+            _ => {}
+        }
+        s.push_str("</testcase>\n");
+    }
+    s.push_str("</testsuite>\n");
+    s
+}
+
+#[cfg(test)]
+mod expectation_tests {
+    use super::*;
+
+    fn report(id: &str, behaviour: Grade) -> Report {
+        Report {
+            id: id.into(),
+            description: String::new(),
+            requirement: "",
+            behaviour,
+            close: Grade::Ok,
+            detail: String::new(),
+            wire: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// tlsfuzzer's rule: a new failure and an unexpected pass both fail.
+    #[test]
+    fn pinned_results_catch_new_failures_and_unexpected_passes() {
+        let pinned =
+            parse_expectations("# known\nbookend/9.2/2 UNIMPLEMENTED\nbookend/10.2/3 failed\n")
+                .unwrap();
+        let as_pinned = [
+            report("bookend/9.2/2", Grade::Unimplemented),
+            report("bookend/10.2/3", Grade::Failed),
+            report("bookend/9.2/1", Grade::Ok),
+        ];
+        assert!(unexpected(&as_pinned, &pinned).is_empty());
+        let drifted = [
+            report("bookend/9.2/2", Grade::Unimplemented),
+            report("bookend/10.2/3", Grade::Ok),
+            report("bookend/9.2/1", Grade::Failed),
+        ];
+        assert_eq!(
+            unexpected(&drifted, &pinned),
+            [
+                "bookend/10.2/3: pinned FAILED, got OK",
+                "bookend/9.2/1: FAILED, not pinned"
+            ]
+        );
+        assert!(parse_expectations("bookend/9.2/2").is_err());
+        assert!(parse_expectations("bookend/9.2/2 MAYBE").is_err());
+    }
+
+    #[test]
+    fn junit_marks_failures_and_skips() {
+        let x = junit_report(&[
+            report("bookend/9.2/2", Grade::Unimplemented),
+            report("bookend/10.2/3", Grade::Failed),
+        ]);
+        assert!(
+            x.contains("tests=\"2\" failures=\"1\" skipped=\"1\""),
+            "{x}"
+        );
+        assert!(x.contains("<failure") && x.contains("<skipped"), "{x}");
+    }
+}

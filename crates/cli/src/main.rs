@@ -120,6 +120,14 @@ enum CheckRole {
         /// requirement, grades, detail, timing, wire log).
         #[arg(long)]
         json: bool,
+        /// Also write the run as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+        /// Pinned results (`CASE GRADE` per line): the run fails on a case
+        /// whose grade differs from its pin (an unexpected pass included)
+        /// and on an unpinned FAILED, instead of on any FAILED.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<std::path::PathBuf>,
     },
 }
 
@@ -405,8 +413,23 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
 fn run(command: Command) -> Result<bool, String> {
     match command {
         Command::Check {
-            role: CheckRole::Server { addr, case, json },
+            role:
+                CheckRole::Server {
+                    addr,
+                    case,
+                    json,
+                    junit,
+                    expect,
+                },
         } => {
+            let pinned = match &expect {
+                Some(path) => check::parse_expectations(
+                    &std::fs::read_to_string(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+                None => Vec::new(),
+            };
             let reports = check::check_server(addr, case.as_deref());
             if reports.is_empty() {
                 return Err(format!("no case matches {}", case.unwrap_or_default()));
@@ -415,6 +438,17 @@ fn run(command: Command) -> Result<bool, String> {
                 print!("{}", check::json_report(&reports));
             } else {
                 print!("{}", check::text_report(&reports));
+            }
+            if let Some(path) = junit {
+                std::fs::write(&path, check::junit_report(&reports))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if expect.is_some() {
+                let drift = check::unexpected(&reports, &pinned);
+                for d in &drift {
+                    eprintln!("bookend check: unexpected: {d}");
+                }
+                return Ok(drift.is_empty());
             }
             Ok(reports.iter().all(|r| r.grade() != check::Grade::Failed))
         }

@@ -67,12 +67,14 @@ fn an_abort_without_rst_fails_with_expected_and_actual() {
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
-            let mut b = [0u8; 64];
-            let _ = s.read(&mut b);
-            // ABORT(PROTOCOL_ERROR), then a FIN: the RST is missing.
-            let _ = s.write_all(&[0x06, 0, 0, 0, 0, 2, 0x01, 0x00]);
-            let _ = s.shutdown(std::net::Shutdown::Write);
-            std::thread::sleep(Duration::from_secs(4));
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b);
+                // ABORT(PROTOCOL_ERROR), then a FIN: the RST is missing.
+                let _ = s.write_all(&[0x06, 0, 0, 0, 0, 2, 0x01, 0x00]);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                std::thread::sleep(Duration::from_secs(4));
+            });
         }
     });
     let (code, text) = check(&["server", &addr, "--case", "10.2.6"]);
@@ -87,6 +89,29 @@ fn an_abort_without_rst_fails_with_expected_and_actual() {
         "{text}"
     );
     assert!(text.contains("> 01 00 00 00 00 08 4e 4f 50 45"), "{text}");
+    // Pinned as a known deviation, the same run passes, and its JUnit
+    // report records the failure.
+    let dir = std::env::temp_dir().join(format!("bookend-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pins, junit) = (dir.join("expected.txt"), dir.join("junit.xml"));
+    std::fs::write(&pins, "bookend/10.2/6 FAILED  # no RST yet\n").unwrap();
+    let (code, text) = check(&[
+        "server",
+        &addr,
+        "--case",
+        "10.2.6",
+        "--expect",
+        pins.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        xml.contains("failures=\"1\"") && xml.contains("bookend/10.2/6"),
+        "{xml}"
+    );
 }
 
 /// An implementation that never answers CONNECT fails the seed case.
