@@ -644,3 +644,45 @@ async fn a_burst_of_callers_waits_in_the_kernels_accept_queue() {
     assert_eq!(seen, BURST, "callers queued by the kernel");
     drop(held);
 }
+
+/// Writes until the peer's closed window holds a write up (its application
+/// never reads): the driver is then stuck in a TCP write.
+async fn fill_until_stuck(c: &mut bookend_tokio::Connection) {
+    let chunk = vec![0x55u8; 64 * 1024];
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), c.write(&chunk)).await {}
+}
+
+/// A callee whose application accepts and then never reads, for `hold`.
+async fn never_reading_callee(
+    hold: Duration,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let mut l = listener(Mode::Stream).await;
+    let addr = l.local_addr();
+    let task = tokio::spawn(async move {
+        let req = l.accept().await.unwrap();
+        let g = req.grant();
+        let conn = req.accept(None, g).await.unwrap();
+        tokio::time::sleep(hold).await;
+        drop(conn);
+    });
+    (addr, task)
+}
+
+/// §5.5, §7 (abort flush): an abort resets TCP within the abort-flush bound
+/// even while a write is held up by the peer's closed window, and
+/// `closed()` says so: a peer that stops reading cannot pin the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_resets_even_while_a_write_is_stuck() {
+    let (addr, callee) = never_reading_callee(Duration::from_secs(30)).await;
+    let (mut c, _) = connect(addr, None, options(Mode::Stream), config(Mode::Stream))
+        .await
+        .unwrap();
+    fill_until_stuck(&mut c).await;
+    c.abort(Reason::APPLICATION_ABORT, None).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
+    callee.abort();
+    assert!(
+        matches!(end, Ok(CloseReason::Aborted { .. })),
+        "closed() after abort with a stuck write: {end:?}"
+    );
+}
