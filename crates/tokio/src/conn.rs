@@ -317,6 +317,8 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<tokio::time::Instant> = None;
+    // The session's FIN, taken while a chunk was still being written.
+    let mut held_fin: Option<TransportAction> = None;
     loop {
         // The session's turn, under the lock: input, the peer's FIN once
         // every byte before it was taken, timers, then what it wants sent.
@@ -338,10 +340,17 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 out = st.session.poll_transmit_bytes(now, IO_CHUNK);
                 written = 0;
             }
-            let action = if out.is_none() {
-                st.session.poll_transport_action()
-            } else {
-                None
+            // The session's FIN or RST is asked for on every turn, even
+            // while a chunk is still with TCP: an RST (abort, or the
+            // abort-flush timer giving up on a peer whose window stays
+            // closed) must not wait for a write that may never finish. A
+            // FIN waits for the chunk before it: it is kept until then.
+            let action = match held_fin.take().or_else(|| st.session.poll_transport_action()) {
+                Some(TransportAction::Fin) if out.is_some() => {
+                    held_fin = Some(TransportAction::Fin);
+                    None
+                }
+                a => a,
             };
             let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
             if out.is_none() && pending.is_empty() && action.is_none() {
@@ -350,7 +359,8 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 st.session.trim(&mut spares);
                 pending = Vec::new();
             }
-            let finished = st.closed.is_some() && out.is_none() && action.is_none();
+            let finished =
+                st.closed.is_some() && out.is_none() && action.is_none() && held_fin.is_none();
             if out.is_none() && st.session.send_queue() == 0 {
                 // Everything is with TCP: a flush waiting on it is done.
                 wake(&mut st.write_waker);
