@@ -319,6 +319,9 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let mut armed: Option<tokio::time::Instant> = None;
     // The session's FIN, taken while a chunk was still being written.
     let mut held_fin: Option<TransportAction> = None;
+    // The session's RST, taken while a chunk was still being written: sent
+    // once the chunk is, or at this time.
+    let mut reset_by: Option<tokio::time::Instant> = None;
     loop {
         // The session's turn, under the lock: input, the peer's FIN once
         // every byte before it was taken, timers, then what it wants sent.
@@ -345,11 +348,24 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             // abort-flush timer giving up on a peer whose window stays
             // closed) must not wait for a write that may never finish. A
             // FIN waits for the chunk before it: it is kept until then.
-            let action = match held_fin.take().or_else(|| st.session.poll_transport_action()) {
+            let action = match held_fin
+                .take()
+                .or_else(|| st.session.poll_transport_action())
+            {
                 Some(TransportAction::Fin) if out.is_some() => {
                     held_fin = Some(TransportAction::Fin);
                     None
                 }
+                // The ABORT before the RST is still being written: the RST
+                // waits for it, at most ABORT_LINGER (§5.4: the RST
+                // follows once the ABORT is with TCP, or when the flush
+                // bound runs out).
+                Some(TransportAction::Reset) if out.is_some() => {
+                    reset_by.get_or_insert(tokio::time::Instant::now() + ABORT_LINGER);
+                    None
+                }
+                Some(TransportAction::Reset) => return true,
+                None if reset_by.is_some() && out.is_none() => return true,
                 a => a,
             };
             let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
@@ -436,6 +452,8 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             // re-armed for whatever deadline that leaves.
             () = &mut sleep, if armed.is_some() => armed = None,
             () = conn.kick.notified() => {}
+            () = tokio::time::sleep_until(reset_by.unwrap_or_else(tokio::time::Instant::now)),
+                if reset_by.is_some() => return true,
         }
     }
 }
