@@ -686,3 +686,47 @@ async fn abort_resets_even_while_a_write_is_stuck() {
         "closed() after abort with a stuck write: {end:?}"
     );
 }
+
+/// §5.4: the side that receives an ABORT resets the connection at once (it
+/// has nothing left to flush), so both sides' `closed()` resolve when the
+/// ABORT arrives, not after a linger each waits out for the other
+/// (ABORT_LINGER is 1 s; the bound here leaves room for a loaded machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_ends_both_sides_at_once() {
+    let mut l = listener(Mode::Stream).await;
+    let addr = l.local_addr();
+    let callee = tokio::spawn(async move {
+        let req = l.accept().await.unwrap();
+        let g = req.grant();
+        let conn = req.accept(None, g).await.unwrap();
+        let end = conn.closed().await;
+        (end, std::time::Instant::now())
+    });
+    let (conn, _) = connect(addr, None, options(Mode::Stream), config(Mode::Stream))
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    conn.abort(Reason::application(1), None).unwrap();
+    let ours = conn.closed().await;
+    let our_time = t0.elapsed();
+    let (theirs, at) = callee.await.unwrap();
+    assert!(
+        matches!(
+            ours,
+            CloseReason::Aborted {
+                by: Side::Local,
+                ..
+            }
+        ),
+        "{ours:?}"
+    );
+    assert!(
+        matches!(theirs, CloseReason::Aborted { by: Side::Peer, .. }),
+        "{theirs:?}"
+    );
+    let their_time = at - t0;
+    assert!(
+        our_time < Duration::from_millis(600) && their_time < Duration::from_millis(600),
+        "closed() after {our_time:?} (aborting side), {their_time:?} (receiving side)"
+    );
+}
