@@ -259,7 +259,19 @@ pub(crate) fn spawn<T: Transport>(conn: Arc<Conn>, stream: T, span: tracing::Spa
 
 async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
     let reset = exchange(&conn, &mut stream).await;
-    if reset {
+    // The side that received the ABORT (or a reset) has nothing of its own
+    // in flight to protect: it resets at once (§5.4), which also ends the
+    // aborting side's wait below.
+    let ours_in_flight = !matches!(
+        conn.lock().closed,
+        Some(CloseReason::Aborted {
+            by: bookend_session::Side::Peer,
+            ..
+        }) | Some(CloseReason::Reset)
+    );
+    if reset && !ours_in_flight {
+        stream.reset_on_drop();
+    } else if reset {
         // The ABORT (if any) is with TCP. A peer that receives it resets
         // the connection itself (§5.4); wait for that, or for its FIN, at
         // most ABORT_LINGER, so that our reset does not overtake the ABORT
