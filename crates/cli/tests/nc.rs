@@ -268,3 +268,31 @@ fn at_once_serves_callers_together_and_shares_the_input() {
         "{shown:?}"
     );
 }
+
+/// A peer's abort while we are still sending is how the session ended, not
+/// a local failure: the caller exits 4 (aborted), not 1. The listener's
+/// standard output is closed, so the first data it must show makes it
+/// abort (APPLICATION_ABORT) while the caller is mid-transfer.
+#[test]
+fn a_peer_abort_while_sending_exits_aborted() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut l = spawn_piped(&["listen", &addr]);
+    drop(l.stdout.take());
+    let _l_input = l.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = spawn_piped(&["connect", &addr]);
+    let mut input = c.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..256 {
+            if input.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = wait(c);
+    let _ = writer.join();
+    let _ = l.kill();
+    let _ = l.wait();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+}
