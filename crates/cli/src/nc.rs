@@ -377,40 +377,62 @@ const MAX_LINE: u64 = 16 << 20;
 /// session was dropped).
 #[derive(Clone)]
 struct Input {
-    asks: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Chunk>>,
+    asks: tokio::sync::mpsc::UnboundedSender<Ask>,
+}
+
+/// What a session tells the input task.
+enum Ask {
+    /// The next chunk, please.
+    Next(tokio::sync::oneshot::Sender<Chunk>),
+    /// A chunk taken but not delivered (the session ended under it): the
+    /// next ask's, before anything read later.
+    GiveBack(Chunk),
 }
 
 impl Input {
     /// Starts the reading task (a local task: run inside a `LocalSet`).
     fn start(mode: Mode) -> Self {
-        let (asks, mut rx) =
-            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<Chunk>>();
+        let (asks, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ask>();
         tokio::task::spawn_local(async move {
             let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            // Read for an ask that went away: the next ask's.
-            let mut held: Option<Chunk> = None;
+            // Read for an ask that went away, or given back: the next
+            // asks', oldest first.
+            let mut held: std::collections::VecDeque<Chunk> = std::collections::VecDeque::new();
             while let Some(ask) = rx.recv().await {
-                let chunk = match held.take() {
+                let ask = match ask {
+                    Ask::GiveBack(chunk) => {
+                        held.push_front(chunk);
+                        continue;
+                    }
+                    Ask::Next(ask) => ask,
+                };
+                let chunk = match held.pop_front() {
                     Some(c) => c,
                     None => read_chunk(&mut stdin, mode).await,
                 };
                 let ended = !matches!(chunk, Chunk::Data(_));
                 match ask.send(chunk) {
                     // The end (or a failure) is every later ask's answer too.
-                    Ok(()) if ended => held = Some(Chunk::End),
+                    Ok(()) if ended => held.push_back(Chunk::End),
                     Ok(()) => {}
-                    Err(chunk) => held = Some(chunk),
+                    Err(chunk) => held.push_front(chunk),
                 }
             }
         });
         Self { asks }
     }
 
+    /// Hands back a chunk that was taken but not delivered: the next ask
+    /// gets it.
+    fn give_back(&self, chunk: Chunk) {
+        let _ = self.asks.send(Ask::GiveBack(chunk));
+    }
+
     /// The next chunk of standard input. Cancel safety: cancel-safe; a
     /// chunk read for an ask that is dropped goes to the next ask.
     async fn next(&self) -> Chunk {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.asks.send(tx).is_err() {
+        if self.asks.send(Ask::Next(tx)).is_err() {
             return Chunk::End;
         }
         rx.await.unwrap_or(Chunk::End)
@@ -477,24 +499,34 @@ async fn run(conn: Connection, nc: &NcConfig, input: Input) -> Outcome {
     let json = nc.json;
     let sending = async move {
         let sent = loop {
-            let sent = match input.next().await {
-                Chunk::Data(d) => match mode {
-                    Mode::Stream => tx.write_all(&d).await.map_err(|e| e.to_string()),
-                    Mode::Message => tx.send_message(&d).await.map_err(|e| e.to_string()),
-                },
+            let d = match input.next().await {
+                Chunk::Data(d) => d,
                 Chunk::End => break Ok(()),
                 Chunk::Failed(e) => break Err(e),
             };
+            let sent = match mode {
+                Mode::Stream => tx.write_all(&d).await.map_err(|e| e.to_string()),
+                Mode::Message => tx.send_message(&d).await.map_err(|e| e.to_string()),
+            };
             if let Err(e) = sent {
+                if tx.close_reason().is_some() {
+                    // The session ended under the send (the peer aborted
+                    // or reset): how it ended is the outcome, not a local
+                    // failure, and the chunk is the next session's.
+                    input.give_back(Chunk::Data(d));
+                    break Ok(());
+                }
                 break Err(e);
             }
         };
         // Standard input ended: WSASendDisconnect with our data.
         let sent = match sent {
-            Ok(()) => tx
-                .send_disconnect(disconnect.as_deref())
-                .await
-                .map_err(|e| e.to_string()),
+            // The session ended under us (before or during the DISCONNECT):
+            // how it ended is the outcome, not a local failure.
+            Ok(()) => match tx.send_disconnect(disconnect.as_deref()).await {
+                Err(_) if tx.close_reason().is_some() => Ok(()),
+                r => r.map_err(|e| e.to_string()),
+            },
             Err(e) => Err(e),
         };
         (tx, sent)

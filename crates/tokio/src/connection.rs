@@ -266,6 +266,14 @@ impl Connection {
     pub async fn closed(&self) -> CloseReason {
         Ops(&self.conn).closed().await
     }
+
+    /// How the session ended, once it has (without waiting, as
+    /// [`closed`](Self::closed) does, for the socket to be finished with):
+    /// `None` while it lives. A send that failed because the session
+    /// ended says so here.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        Ops(&self.conn).close_reason()
+    }
 }
 
 /// The session's operations on a borrowed connection, shared by
@@ -374,6 +382,10 @@ impl Ops<'_> {
         self.0
             .wait(|st| if st.done { st.closed.clone() } else { None })
             .await
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.0.lock().closed.clone()
     }
 }
 
@@ -558,6 +570,11 @@ impl RecvHalf {
         Ops(&self.conn).closed().await
     }
 
+    /// As [`Connection::close_reason`].
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        Ops(&self.conn).close_reason()
+    }
+
     /// As [`Connection::abort`]: a reader that cannot go on (its output
     /// is gone) aborts the whole session.
     ///
@@ -585,6 +602,11 @@ impl SendHalf {
     /// As [`Connection::close`]: closes the whole session gracefully.
     pub async fn close(&self) -> CloseReason {
         Ops(&self.conn).close().await
+    }
+
+    /// As [`Connection::close_reason`].
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        Ops(&self.conn).close_reason()
     }
 
     /// As [`Connection::abort`].
