@@ -350,3 +350,33 @@ fn close_in_closing_with_unread_data_resets() {
     );
     assert_eq!(p.client.closed(), Some(&CloseReason::Reset));
 }
+
+/// §3.6, §2: an abort after part of a frame went to the transport sends the
+/// rest of that frame before the ABORT (discarding the unsent data never
+/// tears a frame): the peer reads the ABORT's reason and data, not the
+/// ABORT's bytes as the torn frame's body.
+#[test]
+fn an_abort_after_part_of_a_frame_went_out_does_not_tear_it() {
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    let t = p.time;
+    let data = vec![0x5au8; 40 * 1024];
+    let queued = p.client.session.send(&data).unwrap();
+    assert!(queued > 100);
+    // The driver took the first 100 bytes (part of the first DATA frame)
+    // and TCP delivered them.
+    let head = p.client.session.poll_transmit_bytes(t, 100).unwrap();
+    assert_eq!(head.len(), 100);
+    assert_eq!(p.server.session.handle_bytes(t, &head), 100);
+    let reason = Reason::application(0x42);
+    p.client.session.abort(t, reason, Some(b"bye")).unwrap();
+    p.finish(Duration::from_secs(10));
+    assert_eq!(
+        p.server.closed(),
+        Some(&CloseReason::Aborted {
+            by: Side::Peer,
+            reason,
+            data: Some(Bytes::from_static(b"bye")),
+        })
+    );
+}
