@@ -583,11 +583,11 @@ impl Session {
         if let Some(k) = self.keepalive() {
             self.timers.restart_if_armed(TimerId::Keepalive, now, k);
         }
-        if self.tx.writable_wanted
+        if self.tx.writable_wanted()
             && self.tx.len() < self.config.send_buffer
             && self.can_send_data()
         {
-            self.tx.writable_wanted = false;
+            self.tx.set_writable_wanted(false);
             self.events.push(EventKind::Writable);
         }
     }
@@ -789,6 +789,7 @@ impl Session {
         }
         if let Some(mut b) = self.tx.buf.take_if(|_| true) {
             b.clear();
+            self.tx.head_left = 0;
             self.pool_tx(b, spares);
         }
         if let Some(mut b) = self.cold.take_if(|_| true) {
@@ -800,10 +801,8 @@ impl Session {
     /// Pools an empty send buffer, unless it shares its storage with `Bytes`
     /// handed out, or its allocation is over `MAX_SPARE_CAPACITY`.
     fn pool_tx(&mut self, mut b: alloc::boxed::Box<bytes::BytesMut>, spares: &mut Spares) {
-        let touched = core::mem::take(&mut self.tx.touched);
-        if core::mem::take(&mut self.tx.shared)
-            || (touched && !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY))
-        {
+        let touched = self.tx.take_touched();
+        if self.tx.take_shared() || (touched && !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY)) {
             *b = bytes::BytesMut::new();
         }
         spares.tx.push(b, spares.max_each);
@@ -970,7 +969,7 @@ mod tests {
         b.extend_from_slice(&alloc::vec![1u8; 199_900]);
         b.advance(199_900);
         *c.tx.buf.make() = b;
-        c.tx.touched = true;
+        c.tx.set_touched();
         let mut spares = Spares::new(4);
         c.trim(&mut spares);
         let mut b = spares.tx.pop().expect("the send buffer was pooled");

@@ -142,7 +142,7 @@ impl Session {
         let room = self.config.send_buffer.saturating_sub(self.tx.len());
         let n = data.len().min(room);
         if n < data.len() {
-            self.tx.writable_wanted = true;
+            self.tx.set_writable_wanted(true);
             if n == 0 {
                 return Err(Error::WouldBlock);
             }
@@ -175,7 +175,7 @@ impl Session {
             return Ok((0, 0));
         }
         let frame = self.params.max_frame_size as usize;
-        let seal = self.tx.seal;
+        let seal = self.tx.seal();
         let overhead = self.tx.frame_overhead();
         let (mut taken, mut written) = (0, 0);
         while taken < data.len() {
@@ -218,7 +218,7 @@ impl Session {
         let frame = self.params.max_frame_size as usize;
         let wire = message.len() + (message.len() / frame + 1) * self.tx.frame_overhead();
         if !self.tx.is_empty() && self.tx.len() + wire > self.config.send_buffer {
-            self.tx.writable_wanted = true;
+            self.tx.set_writable_wanted(true);
             return Err(Error::WouldBlock);
         }
         if message.is_empty() {

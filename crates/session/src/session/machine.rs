@@ -98,9 +98,10 @@ impl Session {
         match row.seal {
             Seal::Keep | Seal::AfterConnect => {}
             Seal::ByProposal => {
-                self.tx.seal = offered && self.config.options.integrity == Integrity::Crc32c;
+                self.tx
+                    .set_seal(offered && self.config.options.integrity == Integrity::Crc32c);
             }
-            Seal::ByGrant => self.tx.seal = offered,
+            Seal::ByGrant => self.tx.set_seal(offered),
         }
         if let Some(control) = row.send {
             self.send_control(control, &args);
@@ -110,7 +111,7 @@ impl Session {
             // option reads it; the one frame that may follow before ACCEPT,
             // an ABORT, is sealed if we proposed integrity (a callee that
             // granted it requires seals).
-            self.tx.seal = offered;
+            self.tx.set_seal(offered);
         }
         // 3. FIN or RST.
         match row.transport {
@@ -237,7 +238,7 @@ impl Session {
             Post::Closed(end) => {
                 let reason = self.close_reason_for(end, row, args);
                 debug!(reason = %reason, "closed");
-                self.tx.writable_wanted = false;
+                self.tx.set_writable_wanted(false);
                 self.cold.make().close_reason = Some(reason);
                 EventKind::Closed
             }

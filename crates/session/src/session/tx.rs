@@ -2,7 +2,7 @@
 
 use bookend_wire::{
     FrameRepr, FrameType, HEADER_LEN, SEALED_HEADER_LEN, SEALED_OVERHEAD, crc32c_parts,
-    emit_header, emit_sealed_header, flags, seal_connect,
+    emit_header, emit_sealed_header, flags, header_len, seal_connect,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;
@@ -23,32 +23,90 @@ enum Pending {
 pub(crate) struct Tx {
     /// Boxed and present only while used (or until the driver trims it).
     pub(super) buf: Lazy<BytesMut>,
-    /// `buf` shares its storage with `Bytes` handed out by `take`: it must
-    /// not go to the spare pool, where it would keep that storage alive.
-    pub(super) shared: bool,
-    /// `buf` was written since it came from the pool: only then may it have
-    /// grown, and the pool check need look.
-    pub(super) touched: bool,
     fin: Pending,
     rst: Pending,
-    /// A send was refused or cut short: post Writable once there is room.
-    pub(crate) writable_wanted: bool,
-    /// Every frame queued from now on is sealed with a CRC-32C trailer
-    /// (§2.5). Set by the session: a caller proposing integrity, a callee
-    /// answering a sealed CONNECT, either side once integrity is in force.
-    pub(crate) seal: bool,
+    /// [`Tx::SHARED`], [`Tx::TOUCHED`], [`Tx::WRITABLE_WANTED`],
+    /// [`Tx::SEAL`]: one byte, so that `head_left` fits in the session's
+    /// budget (issue 10: idle memory).
+    bits: u8,
+    /// Bytes of the frame at the front of `buf` still to be handed out,
+    /// when the transport took only part of it (0: `buf` starts at a frame
+    /// boundary). Discarding the unsent bytes keeps them: the part already
+    /// handed out is on its way, and an ABORT after a torn frame would be
+    /// read by the peer as that frame's body (§3.6, §2).
+    pub(crate) head_left: u32,
 }
 
 impl Tx {
+    /// `buf` shares its storage with `Bytes` handed out by `take`: it must
+    /// not go to the spare pool, where it would keep that storage alive.
+    const SHARED: u8 = 1;
+    /// `buf` was written since it came from the pool: only then may it have
+    /// grown, and the pool check need look.
+    const TOUCHED: u8 = 2;
+    /// A send was refused or cut short: post Writable once there is room.
+    const WRITABLE_WANTED: u8 = 4;
+    /// Every frame queued from now on is sealed with a CRC-32C trailer
+    /// (§2.5). Set by the session: a caller proposing integrity, a callee
+    /// answering a sealed CONNECT, either side once integrity is in force.
+    const SEAL: u8 = 8;
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        } else {
+            self.bits &= !bit;
+        }
+    }
+
+    /// Whether frames queued now are sealed ([`Tx::SEAL`]).
+    pub(crate) fn seal(&self) -> bool {
+        self.bits & Self::SEAL != 0
+    }
+
+    /// Seals the frames queued from now on, or not.
+    pub(crate) fn set_seal(&mut self, on: bool) {
+        self.set(Self::SEAL, on);
+    }
+
+    /// Whether Writable is owed once there is room
+    /// ([`Tx::WRITABLE_WANTED`]).
+    pub(crate) fn writable_wanted(&self) -> bool {
+        self.bits & Self::WRITABLE_WANTED != 0
+    }
+
+    /// Owes Writable once there is room, or no longer.
+    pub(crate) fn set_writable_wanted(&mut self, on: bool) {
+        self.set(Self::WRITABLE_WANTED, on);
+    }
+
+    /// Marks `buf` as written since it came from the pool.
+    pub(crate) fn set_touched(&mut self) {
+        self.set(Self::TOUCHED, true);
+    }
+
+    /// Whether `buf` was written since it came from the pool, clearing it.
+    pub(crate) fn take_touched(&mut self) -> bool {
+        let t = self.bits & Self::TOUCHED != 0;
+        self.set(Self::TOUCHED, false);
+        t
+    }
+
+    /// Whether `buf` shares its storage with `Bytes` handed out, clearing
+    /// it.
+    pub(crate) fn take_shared(&mut self) -> bool {
+        let t = self.bits & Self::SHARED != 0;
+        self.set(Self::SHARED, false);
+        t
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             buf: Lazy::empty(),
-            shared: false,
-            touched: false,
             fin: Pending::No,
             rst: Pending::No,
-            writable_wanted: false,
-            seal: false,
+            bits: 0,
+            head_left: 0,
         }
     }
 
@@ -59,7 +117,7 @@ impl Tx {
     /// Bytes a DATA frame adds to its payload: header, and header check and
     /// trailer if sealed.
     pub(crate) fn frame_overhead(&self) -> usize {
-        HEADER_LEN + if self.seal { SEALED_OVERHEAD } else { 0 }
+        HEADER_LEN + if self.seal() { SEALED_OVERHEAD } else { 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -83,10 +141,11 @@ impl Tx {
             debug_assert!(false, "{} after FIN or RST", repr.frame_type());
             return;
         }
-        self.touched = true;
+        self.set_touched();
+        let seal = self.seal();
         let buf = self.buf.make();
         let at = buf.len();
-        let len = if self.seal {
+        let len = if seal {
             repr.sealed_buffer_len()
         } else {
             repr.buffer_len()
@@ -94,7 +153,7 @@ impl Tx {
         buf.resize(at + len, 0);
         // Sized exactly, and every length was checked against the limits
         // before we got here: emit cannot fail.
-        let written = if self.seal {
+        let written = if seal {
             repr.emit_sealed(&mut buf[at..])
         } else {
             repr.emit(&mut buf[at..])
@@ -103,7 +162,7 @@ impl Tx {
         // A CONNECT proposing integrity carries the check of its own bytes
         // (§2.5); any other frame is left as it is.
         let _ = seal_connect(&mut buf[at..]);
-        trace!(frame = %repr.frame_type(), len, sealed = self.seal, "queued");
+        trace!(frame = %repr.frame_type(), len, sealed = seal, "queued");
     }
 
     /// Queues one DATA frame.
@@ -113,8 +172,8 @@ impl Tx {
         } else {
             0
         };
-        let (header, hl, trailer) = data_header(payload, fl, self.seal);
-        self.touched = true;
+        let (header, hl, trailer) = data_header(payload, fl, self.seal());
+        self.set_touched();
         let buf = self.buf.make();
         buf.reserve(hl + payload.len() + trailer.map_or(0, |t| t.len()));
         buf.extend_from_slice(&header[..hl]);
@@ -137,12 +196,49 @@ impl Tx {
     }
 
     /// Throws away every byte not yet handed to the transport (§3.6).
+    /// The rest of a frame partly handed out is kept: frames are never
+    /// torn.
     pub(crate) fn discard_unsent(&mut self) {
+        let keep = self.head_left as usize;
         if let Some(buf) = self.buf.get_mut() {
-            if !buf.is_empty() {
-                trace!(bytes = buf.len(), "discarding unsent bytes");
+            if buf.len() > keep {
+                trace!(
+                    bytes = buf.len() - keep,
+                    kept = keep,
+                    "discarding unsent bytes"
+                );
             }
-            buf.clear();
+            buf.truncate(keep);
+        }
+    }
+
+    /// Follows the frames in `buf` over the next `n` bytes to be handed
+    /// out: afterwards `head_left` is what remains of the frame they end
+    /// in. Every frame is queued whole, so each boundary met has a whole
+    /// header after it.
+    fn hand_out(&mut self, mut n: usize) {
+        let Some(buf) = self.buf.get() else {
+            return;
+        };
+        let mut at = 0;
+        while n > 0 {
+            if self.head_left == 0 {
+                let rest = &buf[at..];
+                let total = if rest.len() >= HEADER_LEN {
+                    let body = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+                    header_len(rest[1]) + body as usize
+                } else {
+                    // Not a frame header (cannot happen: frames are queued
+                    // whole): the rest counts as one.
+                    rest.len()
+                };
+                // A frame is at most 16 MiB and a few bytes (§6.1).
+                self.head_left = u32::try_from(total).unwrap_or(u32::MAX);
+            }
+            let k = n.min(self.head_left as usize);
+            self.head_left -= k as u32;
+            n -= k;
+            at += k;
         }
     }
 
@@ -151,6 +247,7 @@ impl Tx {
         if let Some(buf) = self.buf.get_mut() {
             buf.clear();
         }
+        self.head_left = 0;
         self.fin = Pending::Done;
         self.rst = Pending::Done;
     }
@@ -161,18 +258,21 @@ impl Tx {
         };
         let n = out.len().min(buf.len());
         out[..n].copy_from_slice(&buf[..n]);
-        buf.advance(n);
+        self.hand_out(n);
+        if let Some(buf) = self.buf.get_mut() {
+            buf.advance(n);
+        }
         n
     }
 
     pub(crate) fn take(&mut self, max: usize) -> Option<Bytes> {
-        let buf = self.buf.get_mut()?;
-        let n = max.min(buf.len());
+        let n = max.min(self.len());
         if n == 0 {
             return None;
         }
-        self.shared = true;
-        Some(buf.split_to(n).freeze())
+        self.hand_out(n);
+        self.set(Self::SHARED, true);
+        Some(self.buf.get_mut()?.split_to(n).freeze())
     }
 
     /// The FIN or RST, once every byte before it was taken. RST wins.
