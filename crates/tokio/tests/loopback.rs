@@ -730,3 +730,56 @@ async fn an_abort_ends_both_sides_at_once() {
         "closed() after {our_time:?} (aborting side), {their_time:?} (receiving side)"
     );
 }
+
+/// Over a transport that buffers what it is given until flushed (as a TLS
+/// stream does), every frame still goes out: the driver flushes after it
+/// writes, so the handshake, the data and the teardown complete, gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffering_transport_is_flushed() {
+    use bookend_tokio::Plain;
+    use tokio::io::BufWriter;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let callee = tokio::spawn(async move {
+        let (s, peer) = tcp.accept().await.unwrap();
+        let req =
+            bookend_tokio::accept_over(Plain(BufWriter::new(s)), peer, addr, config(Mode::Message))
+                .await
+                .unwrap();
+        let g = req.grant();
+        let conn = req.accept(Some(b"welcome"), g).await.unwrap();
+        let m = conn.recv_message().await.unwrap();
+        conn.send_message(&m).await.unwrap();
+        let d = conn.recv_disconnect().await.unwrap();
+        conn.send_disconnect(d.as_deref()).await.unwrap();
+        conn.close().await
+    });
+    let run = async {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let local = s.local_addr().unwrap();
+        let (conn, welcome) = bookend_tokio::connect_over(
+            Plain(BufWriter::new(s)),
+            addr,
+            local,
+            Some(b"client-1"),
+            options(Mode::Message),
+            config(Mode::Message),
+        )
+        .await
+        .unwrap();
+        assert_eq!(welcome.as_deref(), Some(&b"welcome"[..]));
+        conn.send_message(b"ping").await.unwrap();
+        assert_eq!(&conn.recv_message().await.unwrap()[..], b"ping");
+        conn.send_disconnect(Some(b"17")).await.unwrap();
+        assert_eq!(
+            conn.recv_disconnect().await.unwrap().as_deref(),
+            Some(&b"17"[..])
+        );
+        conn.close().await
+    };
+    let ours = tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("stalled on unflushed bytes");
+    assert_eq!(ours, CloseReason::Graceful);
+    assert_eq!(callee.await.unwrap(), CloseReason::Graceful);
+}
