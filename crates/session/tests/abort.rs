@@ -380,3 +380,28 @@ fn an_abort_after_part_of_a_frame_went_out_does_not_tear_it() {
         })
     );
 }
+
+/// §7 (abort flush): when the transport takes nothing more after an abort
+/// (the peer's window stays closed), the RST goes once the abort-flush
+/// timer runs out, even though the rest of a frame partly handed out, and
+/// the ABORT behind it, never went.
+#[test]
+fn the_abort_flush_timer_resets_even_with_a_frame_left_unsent() {
+    use bookend_session::TransportAction;
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    let t = p.time;
+    p.client.session.send(&vec![0x5au8; 40 * 1024]).unwrap();
+    let _head = p.client.session.poll_transmit_bytes(t, 100).unwrap();
+    p.client
+        .session
+        .abort(t, Reason::application(0x42), None)
+        .unwrap();
+    assert_eq!(p.client.session.poll_transport_action(), None);
+    let later = t + Duration::from_secs(5);
+    p.client.session.handle_timeout(later);
+    assert_eq!(
+        p.client.session.poll_transport_action(),
+        Some(TransportAction::Reset)
+    );
+}
