@@ -367,8 +367,14 @@ pub enum Discard {
     /// Nothing.
     Nothing,
     /// Frames and DATA queued but not yet handed to the transport (§3.6: an
-    /// ABORT goes next, not after the queue).
+    /// ABORT goes next, not after the queue), but for the rest of a frame
+    /// partly handed out: a torn frame would make the peer read the ABORT
+    /// as its body.
     Unsent,
+    /// Every byte not yet handed to the transport, the rest of a frame
+    /// partly handed out included: the RST goes now (§7, abort flush), so
+    /// nothing after it is read.
+    All,
     /// Unsent bytes and received data the application has not read.
     Both,
     /// The transport is gone: unsent bytes, and no FIN or RST will ever go.

@@ -83,6 +83,7 @@ impl Session {
         match row.discard {
             Discard::Nothing => {}
             Discard::Unsent => self.tx.discard_unsent(),
+            Discard::All => self.tx.discard_all(),
             Discard::Both => {
                 self.tx.discard_unsent();
                 self.discard_unread();

@@ -212,6 +212,15 @@ impl Tx {
         }
     }
 
+    /// Throws away every byte not yet handed to the transport, the rest of
+    /// a frame partly handed out included: the RST follows at once (§7).
+    pub(crate) fn discard_all(&mut self) {
+        if let Some(buf) = self.buf.get_mut() {
+            buf.clear();
+        }
+        self.head_left = 0;
+    }
+
     /// Follows the frames in `buf` over the next `n` bytes to be handed
     /// out: afterwards `head_left` is what remains of the frame they end
     /// in. Every frame is queued whole, so each boundary met has a whole

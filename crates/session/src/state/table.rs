@@ -216,8 +216,9 @@ pub const TRANSITIONS: &[Row] = &[
         .send(Control::Ping)
         .arm(Timers::of(TimerId::Keepalive)),
     Row::new(CONNECTED, Input::KeepaliveTimerBusy, Same).arm(Timers::of(TimerId::Keepalive)),
-    // The ABORT could not get out in time: drop it, so the RST goes.
-    Row::new(&[Closed], Input::AbortFlushTimer, Same).discard(Discard::Unsent),
+    // The ABORT could not get out in time: drop it, and the rest of any
+    // frame before it, so the RST goes.
+    Row::new(&[Closed], Input::AbortFlushTimer, Same).discard(Discard::All),
     // The RST left, after every byte before it: nothing is left to flush.
     Row::new(&[Closed], Input::RstTaken, Same).clear(Timers::of(TimerId::AbortFlush)),
 ];
