@@ -306,6 +306,13 @@ async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
 /// (the peer's window is closed) never stops the reading that may open it,
 /// nor the timers that bound the wait. Returns whether the session asked
 /// for a reset.
+/// What the write side did in one turn of [`exchange`].
+enum WriteStep {
+    Wrote(std::io::Result<usize>),
+    Flushed(std::io::Result<()>),
+    Shut(std::io::Result<()>),
+}
+
 async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let (mut rd, mut wr) = tokio::io::split(stream);
     // The read buffer grows when reads fill it, up to IO_CHUNK, and starts
@@ -329,15 +336,19 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<tokio::time::Instant> = None;
-    // The session's FIN, taken while a chunk was still being written.
-    let mut held_fin: Option<TransportAction> = None;
-    // The session's RST, taken while a chunk was still being written: sent
-    // once the chunk is, or at this time.
+    // Bytes written since the last flush: a transport that buffers (TLS)
+    // sends them only when flushed, and the peer may be waiting for them.
+    let mut unflushed = false;
+    // The session's FIN, taken while bytes before it were still to be
+    // written or flushed: sent (`shutdown`) once they are.
+    let mut fin_wanted = false;
+    // The session's RST, taken while bytes before it (its ABORT) were still
+    // to be written or flushed: sent once they are, or at this time.
     let mut reset_by: Option<tokio::time::Instant> = None;
     loop {
         // The session's turn, under the lock: input, the peer's FIN once
         // every byte before it was taken, timers, then what it wants sent.
-        let (action, deadline, finished) = {
+        let (deadline, finished, all_out) = {
             let mut st = conn.lock();
             let now = st.now();
             if !pending.is_empty() {
@@ -360,35 +371,28 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             // abort-flush timer giving up on a peer whose window stays
             // closed) must not wait for a write that may never finish. A
             // FIN waits for the chunk before it: it is kept until then.
-            let action = match held_fin
-                .take()
-                .or_else(|| st.session.poll_transport_action())
-            {
-                Some(TransportAction::Fin) if out.is_some() => {
-                    held_fin = Some(TransportAction::Fin);
-                    None
-                }
-                // The ABORT before the RST is still being written: the RST
-                // waits for it, at most ABORT_LINGER (§5.4: the RST
-                // follows once the ABORT is with TCP, or when the flush
-                // bound runs out).
-                Some(TransportAction::Reset) if out.is_some() => {
+            match st.session.poll_transport_action() {
+                Some(TransportAction::Fin) => fin_wanted = true,
+                // The RST waits for the ABORT before it to be written and
+                // flushed, at most ABORT_LINGER (§5.4: the RST follows once
+                // the ABORT is with TCP, or when the flush bound runs out).
+                Some(TransportAction::Reset) => {
                     reset_by.get_or_insert(tokio::time::Instant::now() + ABORT_LINGER);
-                    None
                 }
-                Some(TransportAction::Reset) => return true,
-                None if reset_by.is_some() && out.is_none() => return true,
-                a => a,
-            };
+                None => {}
+            }
+            let all_out = out.is_none() && !unflushed;
+            if reset_by.is_some() && all_out {
+                return true;
+            }
             let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
-            if out.is_none() && pending.is_empty() && action.is_none() {
+            if all_out && pending.is_empty() && !fin_wanted && reset_by.is_none() {
                 // Quiet: give back what the session holds empty, and the
                 // input kept for it.
                 st.session.trim(&mut spares);
                 pending = Vec::new();
             }
-            let finished =
-                st.closed.is_some() && out.is_none() && action.is_none() && held_fin.is_none();
+            let finished = st.closed.is_some() && all_out && !fin_wanted && reset_by.is_none();
             if out.is_none() && st.session.send_queue() == 0 {
                 // Everything is with TCP: a flush waiting on it is done.
                 wake(&mut st.write_waker);
@@ -397,18 +401,8 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             if changed {
                 conn.changed.notify_waiters();
             }
-            (action, deadline, finished)
+            (deadline, finished, all_out)
         };
-        match action {
-            Some(TransportAction::Fin) => {
-                if let Err(e) = wr.shutdown().await {
-                    debug!(error = %e, "shutdown failed");
-                }
-                continue;
-            }
-            Some(TransportAction::Reset) => return true,
-            None => {}
-        }
         if finished {
             // The session has ended and handed TCP everything: a graceful
             // end came with the peer's FIN (both FINs exchanged); any other
@@ -422,15 +416,46 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             armed = deadline;
         }
         let unsent: &[u8] = out.as_deref().map_or(&[], |b| &b[written..]);
+        // The write side's one step: the unsent bytes, else a flush, else
+        // the FIN. Flushing and the FIN wait here with the reading and the
+        // timers, never apart: a TLS stream's flush or close_notify held up
+        // by the peer's closed window must not stop the reading that opens
+        // it.
+        let shut = all_out && fin_wanted;
+        let flush = out.is_none() && unflushed;
+        let step = async {
+            if !unsent.is_empty() {
+                WriteStep::Wrote(wr.write(unsent).await)
+            } else if flush {
+                WriteStep::Flushed(wr.flush().await)
+            } else {
+                WriteStep::Shut(wr.shutdown().await)
+            }
+        };
         tokio::select! {
-            w = wr.write(unsent), if !unsent.is_empty() => match w {
-                Ok(n) => {
+            w = step, if !unsent.is_empty() || flush || shut => match w {
+                // A transport that takes nothing would be asked forever.
+                WriteStep::Wrote(Ok(0)) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    debug!(error = %e, "write failed");
+                    transport_gone(conn, &e);
+                    return false;
+                }
+                WriteStep::Wrote(Ok(n)) => {
                     written += n;
+                    unflushed = true;
                     if out.as_ref().is_some_and(|b| written >= b.len()) {
                         out = None;
                     }
                 }
-                Err(e) => {
+                WriteStep::Flushed(Ok(())) => unflushed = false,
+                WriteStep::Shut(r) => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "shutdown failed");
+                    }
+                    fin_wanted = false;
+                }
+                WriteStep::Wrote(Err(e)) | WriteStep::Flushed(Err(e)) => {
                     debug!(error = %e, "write failed");
                     transport_gone(conn, &e);
                     return false;
