@@ -783,3 +783,47 @@ async fn a_buffering_transport_is_flushed() {
     assert_eq!(ours, CloseReason::Graceful);
     assert_eq!(callee.await.unwrap(), CloseReason::Graceful);
 }
+
+/// Open file descriptors of this process.
+#[cfg(target_os = "linux")]
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// §6.4: a listener holds at most `max_handshaking` connections it has not
+/// handed to the application plus `max_pending` requests, whatever the
+/// callers do: callers answered REJECT(BUSY) that never close their side
+/// keep counting against the bound until their sessions end (else a flood
+/// of complete CONNECTs holds one socket each for the reject's linger).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_callers_count_against_the_listeners_bound() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut lc = ListenConfig::default();
+    lc.max_pending = 1;
+    lc.max_handshaking = 2;
+    lc.max_per_source = 100;
+    let _l = Listener::bind("127.0.0.1:0", config(Mode::Stream), lc)
+        .await
+        .unwrap();
+    let addr = _l.local_addr();
+    let before = open_fds();
+    // §10.1's minimal CONNECT; the callers then hold their side open.
+    let connect_minimal = [
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x08, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x01, 0x00, 0x00,
+    ];
+    const CALLERS: usize = 40;
+    let mut callers = Vec::new();
+    for _ in 0..CALLERS {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&connect_minimal).await.unwrap();
+        callers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = open_fds() - before - CALLERS;
+    drop(callers);
+    assert!(
+        held <= lc.max_handshaking + lc.max_pending + 1,
+        "the listener holds {held} sockets for callers it has not handed over"
+    );
+}
