@@ -313,11 +313,21 @@ fn start_handshake(
                 }
             }
         };
+        // The permit and the place are held until the connection is handed
+        // to the application (the pending queue bounds it then) or the
+        // session has finished with its socket: a refused or evicted
+        // caller's socket lingers (the REJECT's linger, the ABORT's), and
+        // callers that never close must not hold sockets beyond the bound.
+        let finished = |conn: &Arc<Conn>| {
+            let conn = conn.clone();
+            async move { conn.wait(|st| st.done.then_some(())).await }
+        };
         let Some(request) = outcome else {
+            finished(&conn).await;
             return;
         };
         let incoming = Incoming {
-            conn: Some(conn),
+            conn: Some(conn.clone()),
             request,
         };
         match requests.try_send(incoming) {
@@ -325,6 +335,7 @@ fn start_handshake(
             Err(mpsc::error::TrySendError::Full(incoming)) => {
                 debug!("pending requests at their bound: REJECT(BUSY)");
                 let _ = incoming.refuse(Reason::BUSY, None);
+                finished(&conn).await;
             }
             Err(mpsc::error::TrySendError::Closed(incoming)) => {
                 // The listener is gone.
