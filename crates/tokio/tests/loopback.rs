@@ -837,3 +837,102 @@ async fn refused_callers_count_against_the_listeners_bound() {
         "the listener holds {held} sockets for callers it has not handed over"
     );
 }
+
+/// A stream whose writes wait while its gate is shut (a peer's closed
+/// window, made deterministic).
+struct Gated {
+    inner: tokio::io::DuplexStream,
+    shut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waker: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+}
+
+impl tokio::io::AsyncRead for Gated {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Gated {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.shut.load(std::sync::atomic::Ordering::SeqCst) {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `flush()` resolves once TCP has everything written, not once the
+/// session has handed its bytes to the driver: while the transport takes
+/// nothing, a flush waits; once it takes them, the flush resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_until_the_transport_took_everything() {
+    use bookend_tokio::Plain;
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let shut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waker = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+    let gated = Gated {
+        inner: a,
+        shut: shut.clone(),
+        waker: waker.clone(),
+    };
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let callee = tokio::spawn(async move {
+        let req = bookend_tokio::accept_over(Plain(b), addr, addr, config(Mode::Stream))
+            .await
+            .unwrap();
+        let g = req.grant();
+        let mut conn = req.accept(None, g).await.unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        got.len()
+    });
+    let (mut c, _) = bookend_tokio::connect_over(
+        Plain(gated),
+        addr,
+        addr,
+        None,
+        options(Mode::Stream),
+        config(Mode::Stream),
+    )
+    .await
+    .unwrap();
+    shut.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.write_all(b"held at the gate").await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), c.flush()).await;
+    assert!(
+        early.is_err(),
+        "flush resolved while the transport took nothing"
+    );
+    shut.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = waker.lock().unwrap().take() {
+        w.wake();
+    }
+    tokio::time::timeout(LIMIT, c.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(c.close().await, CloseReason::Graceful);
+    assert_eq!(callee.await.unwrap(), 16);
+}
