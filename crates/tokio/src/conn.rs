@@ -122,6 +122,9 @@ pub(crate) struct State {
     pub(crate) closed: Option<CloseReason>,
     /// The task has finished with the socket.
     pub(crate) done: bool,
+    /// The task holds bytes taken from the session that the transport has
+    /// not yet taken (or not yet flushed): a flush waits for them too.
+    pub(crate) in_flight: bool,
 }
 
 impl State {
@@ -199,6 +202,7 @@ impl Conn {
                 write_waker: None,
                 closed: None,
                 done: false,
+                in_flight: false,
             }),
             kick: Notify::new(),
             changed: Notify::new(),
@@ -382,6 +386,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 None => {}
             }
             let all_out = out.is_none() && !unflushed;
+            st.in_flight = !all_out;
             if reset_by.is_some() && all_out {
                 return true;
             }
@@ -393,7 +398,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 pending = Vec::new();
             }
             let finished = st.closed.is_some() && all_out && !fin_wanted && reset_by.is_none();
-            if out.is_none() && st.session.send_queue() == 0 {
+            if all_out && st.session.send_queue() == 0 {
                 // Everything is with TCP: a flush waiting on it is done.
                 wake(&mut st.write_waker);
             }

@@ -413,7 +413,8 @@ impl AsyncWrite for Connection {
         poll_write(&self.conn, cx, buf)
     }
 
-    /// Waits until the session has handed everything queued to TCP.
+    /// Waits until everything queued has been taken by TCP (written, and
+    /// flushed where the transport buffers).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         poll_flush(&self.conn, cx)
     }
@@ -467,7 +468,7 @@ fn poll_write(conn: &Conn, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<
 
 fn poll_flush(conn: &Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     let mut st = conn.lock();
-    if st.session.send_queue() == 0 || st.closed.is_some() {
+    if (st.session.send_queue() == 0 && !st.in_flight) || st.closed.is_some() {
         return Poll::Ready(Ok(()));
     }
     st.write_waker = Some(cx.waker().clone());
