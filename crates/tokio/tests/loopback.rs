@@ -936,3 +936,30 @@ async fn flush_waits_until_the_transport_took_everything() {
     assert_eq!(c.close().await, CloseReason::Graceful);
     assert_eq!(callee.await.unwrap(), 16);
 }
+
+/// Listener bounds that cannot work are refused by `bind` with a clear
+/// error, not accepted and then failed on (a zero loaded handshake time
+/// spun each handshake's task; bounds beyond tokio's semaphore panicked
+/// inside the acceptor, after `bind` had returned `Ok`).
+#[tokio::test]
+async fn unworkable_listener_bounds_are_refused_at_bind() {
+    let mut cases = Vec::new();
+    let mut lc = ListenConfig::default();
+    lc.loaded_handshake_timeout = Duration::ZERO;
+    cases.push(lc);
+    let mut lc = ListenConfig::default();
+    lc.max_handshaking = usize::MAX;
+    cases.push(lc);
+    let mut lc = ListenConfig::default();
+    lc.max_pending = usize::MAX;
+    cases.push(lc);
+    for lc in cases {
+        // Spawned, so that a panic shows as a join error.
+        let r = tokio::spawn(Listener::bind("127.0.0.1:0", config(Mode::Stream), lc)).await;
+        match r {
+            Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{lc:?}"),
+            Ok(Ok(_)) => panic!("bound with {lc:?}"),
+            Err(_) => panic!("bind panicked with {lc:?}"),
+        }
+    }
+}
