@@ -55,4 +55,4 @@ pub use bookend_session::{
 };
 pub use bytes::Bytes;
 pub use connection::{ConnectError, Connection, RecvHalf, SendHalf, connect, connect_over};
-pub use listener::{Incoming, ListenConfig, Listener, Undecided, accept_over};
+pub use listener::{Incoming, ListenConfig, Listener, MAX_LISTEN_BOUND, Undecided, accept_over};

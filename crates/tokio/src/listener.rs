@@ -56,6 +56,41 @@ pub struct ListenConfig {
     pub backlog: u32,
 }
 
+/// Largest `max_pending` and `max_handshaking`: tokio's semaphores and
+/// channels count at most this many.
+pub const MAX_LISTEN_BOUND: usize = Semaphore::MAX_PERMITS;
+
+impl ListenConfig {
+    /// Checks that the bounds can work: `max_pending` and
+    /// `max_handshaking` from 1 to [`MAX_LISTEN_BOUND`], a
+    /// `loaded_handshake_timeout` of at least 1 ms (zero would wake each
+    /// waiting handshake without end), a `max_per_source` of at least 1.
+    ///
+    /// This function returns `Err` (`InvalidInput`) naming the first bound
+    /// that cannot work.
+    pub fn validate(&self) -> std::io::Result<()> {
+        let bad = |what: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("ListenConfig::{what} out of range"),
+            ))
+        };
+        if !(1..=MAX_LISTEN_BOUND).contains(&self.max_pending) {
+            return bad("max_pending");
+        }
+        if !(1..=MAX_LISTEN_BOUND).contains(&self.max_handshaking) {
+            return bad("max_handshaking");
+        }
+        if self.loaded_handshake_timeout < std::time::Duration::from_millis(1) {
+            return bad("loaded_handshake_timeout");
+        }
+        if self.max_per_source == 0 {
+            return bad("max_per_source");
+        }
+        Ok(())
+    }
+}
+
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
@@ -93,6 +128,7 @@ impl Listener {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        listen.validate()?;
         let tcp = bind_tcp(addr, listen.backlog).await?;
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(listen.max_pending.max(1));
