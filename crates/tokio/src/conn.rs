@@ -323,6 +323,9 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     // small: an idle connection holds little (a session waiting for its
     // peer's next message needs no 64 KiB).
     let mut input = vec![0u8; INPUT_START];
+    // The last read's size: a small one after a burst means the burst is
+    // over, and a grown buffer can go back to its start size.
+    let mut last_read = 0;
     // Empty parts of the session are freed when it goes quiet.
     let mut spares = bookend_session::Spares::new(0);
     // Received, not yet taken by the session (it pushes back while the
@@ -396,6 +399,9 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                 // input kept for it.
                 st.session.trim(&mut spares);
                 pending = Vec::new();
+                if input.len() > INPUT_START && last_read <= INPUT_START {
+                    input = vec![0u8; INPUT_START];
+                }
             }
             let finished = st.closed.is_some() && all_out && !fin_wanted && reset_by.is_none();
             if all_out && st.session.send_queue() == 0 {
@@ -469,6 +475,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             r = rd.read(&mut input), if pending.is_empty() && !eof => match r {
                 Ok(0) => eof = true,
                 Ok(n) => {
+                    last_read = n;
                     // Straight to the session; only what it does not take
                     // now (it pushes back) is kept, not every read copied.
                     let mut st = conn.lock();
