@@ -497,17 +497,24 @@ async fn run(conn: Connection, nc: &NcConfig, input: Input) -> Outcome {
     let mode = nc.mode;
     let disconnect = nc.disconnect_data.clone();
     let json = nc.json;
+    // The chunk being sent, until it is queued whole: if the sending task is
+    // cancelled meanwhile (the session ended), it goes back to the input.
+    let in_flight: std::rc::Rc<std::cell::RefCell<Option<Bytes>>> = Default::default();
+    let (sender_input, sender_in_flight) = (input.clone(), in_flight.clone());
     let sending = async move {
+        let input = sender_input;
         let sent = loop {
             let d = match input.next().await {
                 Chunk::Data(d) => d,
                 Chunk::End => break Ok(()),
                 Chunk::Failed(e) => break Err(e),
             };
+            *sender_in_flight.borrow_mut() = Some(d.clone());
             let sent = match mode {
                 Mode::Stream => tx.write_all(&d).await.map_err(|e| e.to_string()),
                 Mode::Message => tx.send_message(&d).await.map_err(|e| e.to_string()),
             };
+            let d = sender_in_flight.borrow_mut().take().unwrap_or(d);
             if let Err(e) = sent {
                 if tx.close_reason().is_some() {
                     // The session ended under the send (the peer aborted
@@ -591,6 +598,9 @@ async fn run(conn: Connection, nc: &NcConfig, input: Input) -> Outcome {
                 let _ = rx.abort(Reason::APPLICATION_ABORT, None);
             }
             sending.abort();
+            if let Some(d) = in_flight.borrow_mut().take() {
+                input.give_back(Chunk::Data(d));
+            }
             drop(sent);
             rx.closed().await
         }
