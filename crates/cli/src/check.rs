@@ -628,6 +628,14 @@ pub const REFUSALS: &[RefusalRow] = &[
     },
 ];
 
+/// §10.1's CONNECT with every option explicit (stream mode), caller data
+/// "client-1".
+pub const CONNECT_VECTOR: &str = "01 01 00 00 00 3d 42 4b 4e 44 01 01 00 2d \
+    00 01 00 04 00 00 40 00 00 02 00 04 00 01 00 00 \
+    00 03 00 04 00 01 00 00 00 04 00 04 00 01 00 00 \
+    80 05 00 01 00 00 06 00 04 00 00 75 30 \
+    63 6c 69 65 6e 74 2d 31";
+
 /// The bytes of a hex string with spaces.
 pub fn unhex(s: &str) -> Vec<u8> {
     s.split_whitespace()
@@ -718,6 +726,139 @@ fn refusal_case(out: &mut Outcome, addr: SocketAddr, row: RefusalRow) {
     out.wire = p.wire;
 }
 
+/// Grades the end of a case that expects ABORT(`reason`) then an RST.
+fn expect_abort_then_rst(out: &mut Outcome, p: &mut Peer, reason: Reason, why: &str) {
+    let _ = p.wait_event(ANSWER_TIMEOUT, |e| matches!(e, Event::Closed(_)));
+    let expected = format!("ABORT({reason}) ({why})");
+    match p.closed() {
+        Some(CloseReason::Aborted {
+            by: Side::Peer,
+            reason: got,
+            ..
+        }) if *got == reason => {}
+        Some(CloseReason::Aborted {
+            by: Side::Peer,
+            reason: got,
+            ..
+        }) => out.behaviour(Grade::Failed, &expected, format!("ABORT({got})")),
+        other => out.behaviour(Grade::Failed, &expected, format!("{other:?}")),
+    }
+    let since = StdInstant::now();
+    match p.wait_end(RST_BOUND) {
+        Some(TcpEnd::Reset) => {}
+        other => out.close(
+            Grade::Failed,
+            &format!(
+                "RST within {} ms of the ABORT (§5.4)",
+                RST_BOUND.as_millis()
+            ),
+            format!(
+                "{} after {} ms",
+                other.map_or("nothing", |e| if e == TcpEnd::Fin { "FIN" } else { "RST" }),
+                since.elapsed().as_millis()
+            ),
+        ),
+    }
+}
+
+/// The peer's view of a caller whose CONNECT is written raw: the session
+/// is made as a caller (so it reads the answer as one) and its own CONNECT
+/// dropped unsent.
+fn raw_caller(out: &mut Outcome, addr: SocketAddr, options: Options) -> Option<Peer> {
+    let mut p = match Peer::connect(addr, options) {
+        Ok(p) => p,
+        Err(e) => {
+            out.behaviour(Grade::Failed, "a TCP connection", e);
+            return None;
+        }
+    };
+    let now = p.now();
+    p.session.connect(now, Some(b"check-1"), options).ok()?;
+    while p.session.poll_transmit_bytes(now, 64 * 1024).is_some() {}
+    Some(p)
+}
+
+/// Sends our FIN (the end of our byte stream).
+fn send_fin(p: &mut Peer) {
+    p.log(Dir::Sent, &[], Some("FIN"));
+    let _ = p.tcp.shutdown(std::net::Shutdown::Write);
+}
+
+/// §10.1: a CONNECT vector written as the connection's first bytes is
+/// accepted, and the session then ends gracefully.
+fn vector_case(out: &mut Outcome, addr: SocketAddr, hex_bytes: &str) {
+    let Some(mut p) = raw_caller(out, addr, proposal(Mode::Stream, false)) else {
+        return;
+    };
+    if let Err(e) = p.write_raw(&unhex(hex_bytes)) {
+        out.behaviour(Grade::Failed, "the CONNECT sent", e);
+        return;
+    }
+    let answer = p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(
+            e,
+            Event::Connected { .. } | Event::Refused { .. } | Event::Closed(_)
+        )
+    });
+    if !matches!(answer, Some(Event::Connected { .. })) {
+        out.behaviour(Grade::Failed, "ACCEPT (§10.1)", format!("{answer:?}"));
+        out.wire = p.wire;
+        return;
+    }
+    graceful_end(out, &mut p);
+    out.wire = p.wire;
+}
+
+/// Both disconnects, then both FINs: the seed's steps 1 to 8 with no
+/// transactions (a total of 0).
+fn graceful_end(out: &mut Outcome, p: &mut Peer) {
+    let now = p.now();
+    let _ = p.session.send_disconnect(now, Some(&0u64.to_be_bytes()));
+    let got = p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(e, Event::PeerDisconnected | Event::Closed(_))
+    });
+    if !matches!(got, Some(Event::PeerDisconnected)) {
+        out.behaviour(Grade::Failed, "the peer's DISCONNECT", format!("{got:?}"));
+        return;
+    }
+    let now = p.now();
+    p.session.close(now);
+    let _ = p.wait_event(ANSWER_TIMEOUT, |e| matches!(e, Event::Closed(_)));
+    let end = p.wait_end(ANSWER_TIMEOUT);
+    match (p.closed(), end) {
+        (Some(CloseReason::Graceful), Some(TcpEnd::Fin)) => {}
+        (reason, end) => out.close(
+            Grade::Failed,
+            "a graceful end: DISCONNECT, then FIN, no RST (§5.4)",
+            format!("{reason:?} with {end:?}"),
+        ),
+    }
+}
+
+/// One transaction of the demo payload (`n` → `n` + 1 000 000), its request
+/// written raw after `before` in the same segment.
+fn raw_transaction(out: &mut Outcome, p: &mut Peer, before: &[u8], n: u64) -> bool {
+    let mut bytes = before.to_vec();
+    // An unsealed stream DATA frame carrying the 8-byte request.
+    bytes.extend_from_slice(&[0x04, 0x00, 0x00, 0x00, 0x00, 0x08]);
+    bytes.extend_from_slice(&n.to_be_bytes());
+    if let Err(e) = p.write_raw(&bytes) {
+        out.behaviour(Grade::Failed, "the request sent", e);
+        return false;
+    }
+    match p.read_value(8, ANSWER_TIMEOUT) {
+        Some(r) if r == (n + 1_000_000).to_be_bytes() => true,
+        other => {
+            out.behaviour(
+                Grade::Failed,
+                &format!("reply {} (demo payload)", n + 1_000_000),
+                format!("{:?}", other.map(|r| hex(&r))),
+            );
+            false
+        }
+    }
+}
+
 /// Every case of the server role, in order.
 fn server_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = vec![
@@ -742,6 +883,154 @@ fn server_cases() -> Vec<Case> {
             run: Box::new(|o, a| seed_case(o, a, Mode::Stream, Some(1))),
         },
     ];
+    cases.extend([
+        Case {
+            id: "bookend/2.1/1".into(),
+            description: "three PINGs and a request in one segment".into(),
+            requirement: "§2: frames are a byte stream; a receiver takes every frame a \
+                          segment carries",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                let pings = [0x07, 0, 0, 0, 0, 0].repeat(3);
+                if raw_transaction(o, &mut p, &pings, 1) {
+                    graceful_end(o, &mut p);
+                }
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/2.3/1".into(),
+            description: "an unknown frame type without MUST_UNDERSTAND is skipped".into(),
+            requirement: "§2.3: a receiver skips an unknown frame whose type lacks \
+                          MUST_UNDERSTAND, and goes on",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                let unknown = [0x40, 0x00, 0x00, 0x00, 0x00, 0x02, 0xaa, 0xbb];
+                if raw_transaction(o, &mut p, &unknown, 1) {
+                    graceful_end(o, &mut p);
+                }
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/5.4/1".into(),
+            description: "FIN in OPEN, without DISCONNECT".into(),
+            requirement: "§5.4: a FIN where the peer's session layer ended without \
+                          DISCONNECT is ABORT(UNEXPECTED_EOF) and RST",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                send_fin(&mut p);
+                expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_EOF, "§5.4");
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/5.4/2".into(),
+            description: "FIN in the middle of a DATA frame".into(),
+            requirement: "§5.4: a FIN in the middle of a frame is ABORT(UNEXPECTED_EOF) \
+                          and RST",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                let _ = p.write_raw(&[0x04, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00]);
+                send_fin(&mut p);
+                expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_EOF, "§5.4");
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/5.4/3".into(),
+            description: "FIN part-way through CONNECT".into(),
+            requirement: "§5.4: a FIN part-way through CONNECT in AWAIT_CONNECT is \
+                          ABORT(UNEXPECTED_EOF) and RST",
+            run: Box::new(|o, a| {
+                let Some(mut p) = raw_caller(o, a, proposal(Mode::Stream, false)) else {
+                    return;
+                };
+                let _ = p.write_raw(&unhex("01 00 00 00 00 08 42 4b 4e"));
+                send_fin(&mut p);
+                expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_EOF, "§5.4");
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/5.4/4".into(),
+            description: "FIN before any byte of CONNECT".into(),
+            requirement: "§5.4: a caller that went away before asking is answered with \
+                          a FIN and nothing else",
+            run: Box::new(|o, a| {
+                let Some(mut p) = raw_caller(o, a, proposal(Mode::Stream, false)) else {
+                    return;
+                };
+                send_fin(&mut p);
+                let end = p.wait_end(ANSWER_TIMEOUT);
+                let sent_anything = p
+                    .wire
+                    .iter()
+                    .any(|w| w.dir == Dir::Received && !w.bytes.is_empty());
+                if sent_anything {
+                    o.behaviour(Grade::Failed, "no frame (§5.4)", "bytes");
+                }
+                if end != Some(TcpEnd::Fin) {
+                    o.close(
+                        Grade::Failed,
+                        "FIN and nothing else (§5.4)",
+                        format!("{end:?}"),
+                    );
+                }
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/5.4/5".into(),
+            description: "RST in OPEN; the next caller is served".into(),
+            requirement: "§5.4: a RST in any live state ends that session (Reset); the \
+                          implementation goes on serving others",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                p.log(Dir::Sent, &[], Some("RST"));
+                let _ = socket2::SockRef::from(&p.tcp).set_linger(Some(Duration::ZERO));
+                let mut wire = std::mem::take(&mut p.wire);
+                drop(p);
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(mut q) =
+                    handshake(o, a, proposal(Mode::Stream, false), b"check-2", None)
+                    && raw_transaction(o, &mut q, &[], 1)
+                {
+                    graceful_end(o, &mut q);
+                    wire.extend(q.wire);
+                }
+                o.wire = wire;
+            }),
+        },
+        Case {
+            id: "bookend/10.1/1".into(),
+            description: "§10.1's CONNECT with every option explicit".into(),
+            requirement: "§10.1, §4.1: a CONNECT that names every option with its \
+                          default is accepted",
+            run: Box::new(|o, a| vector_case(o, a, CONNECT_VECTOR)),
+        },
+        Case {
+            id: "bookend/10.1/2".into(),
+            description: "§10.1's minimal CONNECT (no options, no caller data)".into(),
+            requirement: "§10.1, §4.1: every option absent takes its default",
+            run: Box::new(|o, a| vector_case(o, a, "01 00 00 00 00 08 42 4b 4e 44 01 01 00 00")),
+        },
+    ]);
     for (i, row) in REFUSALS.iter().enumerate() {
         // A REJECT is legal only at a caller: a callee is not sent one.
         if unhex(row.hex)[0] == 0x03 {
@@ -927,6 +1216,17 @@ mod tests {
         assert!(!selected("bookend/10.2/3", "9.2.*"));
         assert!(!selected("bookend/10.2/13", "10.2.1"));
         assert!(selected("bookend/9.2/1", "*"));
+    }
+
+    /// `CONNECT_VECTOR` is §10.1's `connect` vector.
+    #[test]
+    fn the_connect_vector_is_the_specs() {
+        let spec = include_str!("../../../docs/protocol.md");
+        let start = spec.find("```hex vector=connect\n").unwrap();
+        let body = &spec[start..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        let body = &body[..body.find("```").unwrap()];
+        assert_eq!(unhex(CONNECT_VECTOR), unhex(body));
     }
 
     /// `REFUSALS` is §10.2's table: the same bytes and reasons, in order.
