@@ -859,6 +859,73 @@ fn raw_transaction(out: &mut Outcome, p: &mut Peer, before: &[u8], n: u64) -> bo
     }
 }
 
+/// §5.3 for a callee: every well-formed frame (§10.1's vectors) that the
+/// transition table has no row for in a state a caller can hold a callee
+/// in (`AWAIT_CONNECT`, `OPEN`) is ABORT(`UNEXPECTED_FRAME`) and RST.
+/// Generated from `bookend_session::state::TRANSITIONS`, so a change of the
+/// table changes the cases.
+fn illegal_frame_cases() -> Vec<Case> {
+    use bookend_session::state::{Input, State, row};
+    let frames: [(&str, Input); 7] = [
+        ("connect", Input::RecvConnect),
+        ("accept", Input::RecvAccept),
+        ("reject", Input::RecvReject),
+        ("data", Input::RecvData),
+        ("disconnect", Input::RecvDisconnect),
+        ("ping", Input::RecvPing),
+        ("abort", Input::RecvAbort),
+    ];
+    let mut cases = Vec::new();
+    for state in [State::AwaitConnect, State::Open] {
+        for (name, input) in frames {
+            if row(state, input).is_some() {
+                continue;
+            }
+            let Some(bytes) = vector_bytes(name) else {
+                continue;
+            };
+            let n = cases.len() + 1;
+            cases.push(Case {
+                id: format!("bookend/5.3/{n}"),
+                description: format!("{} in {}", name.to_uppercase(), state.spec_name()),
+                requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
+                              ABORT(UNEXPECTED_FRAME) and RST",
+                run: Box::new(move |o, a| {
+                    let mut p = if state == State::AwaitConnect {
+                        match raw_caller(o, a, proposal(Mode::Stream, false)) {
+                            Some(p) => p,
+                            None => return,
+                        }
+                    } else {
+                        match handshake(o, a, proposal(Mode::Stream, false), b"check-1", None) {
+                            Some(p) => p,
+                            None => return,
+                        }
+                    };
+                    if let Err(e) = p.write_raw(&bytes) {
+                        o.behaviour(Grade::Failed, "the frame sent", e);
+                        return;
+                    }
+                    expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
+                    o.wire = p.wire;
+                }),
+            });
+        }
+    }
+    cases
+}
+
+/// The bytes of §10.1's vector `name` (`bookend_wire::vectors`).
+fn vector_bytes(name: &str) -> Option<Vec<u8>> {
+    let (_, repr) = bookend_wire::vectors::FRAME_VECTORS
+        .iter()
+        .find(|(n, _)| *n == name)?;
+    let mut buf = vec![0u8; repr.buffer_len()];
+    let n = repr.emit(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// Every case of the server role, in order.
 fn server_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = vec![
@@ -1031,6 +1098,7 @@ fn server_cases() -> Vec<Case> {
             run: Box::new(|o, a| vector_case(o, a, "01 00 00 00 00 08 42 4b 4e 44 01 01 00 00")),
         },
     ]);
+    cases.extend(illegal_frame_cases());
     for (i, row) in REFUSALS.iter().enumerate() {
         // A REJECT is legal only at a caller: a callee is not sent one.
         if unhex(row.hex)[0] == 0x03 {
