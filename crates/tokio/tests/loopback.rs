@@ -963,3 +963,44 @@ async fn unworkable_listener_bounds_are_refused_at_bind() {
         }
     }
 }
+
+/// §10.5, §5.4: a connect that fails because the caller aborted (an ACCEPT
+/// granting beyond the proposal) resolves only once its ABORT and RST are
+/// out, so a program that exits on the error (its runtime dropped at once)
+/// still resets instead of closing with a FIN.
+#[test]
+fn a_failed_connect_has_reset_before_it_returns() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let callee = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = [0u8; 256];
+        let _ = s.read(&mut b);
+        // §10.5: MODE = message granted to a stream-mode proposal.
+        s.write_all(&[
+            0x02, 0, 0, 0, 0, 0x0d, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x00, 0x00, 0x05, 0x80, 0x05,
+            0x00, 0x01, 0x01,
+        ])
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return (got, "FIN"),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, "RST"),
+                Err(_) => return (got, "nothing"),
+            }
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(connect(addr, None, Options::DEFAULT, Config::default()));
+    // The program exits on the error: its runtime goes at once.
+    drop(rt);
+    assert!(matches!(r, Err(ConnectError::Closed(_))), "{r:?}");
+    let (got, end) = callee.join().unwrap();
+    // ABORT(PROTOCOL_ERROR), sealed or not as the proposal had integrity.
+    assert_eq!(got.first(), Some(&0x06), "the ABORT: {got:02x?}");
+    assert_eq!(end, "RST");
+}
