@@ -134,11 +134,25 @@ struct Peer {
 impl Peer {
     fn connect(addr: SocketAddr, options: Options) -> std::io::Result<Self> {
         let tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
-        tcp.set_nodelay(true)?;
         let mut config = Config::default();
         config.options = options;
         let session = Session::caller(config, 1)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Self::over(tcp, session)
+    }
+
+    /// The callee's side of a connection the implementation made.
+    fn callee(tcp: TcpStream, mode: Mode) -> std::io::Result<Self> {
+        let mut config = Config::default();
+        config.options.mode = mode;
+        config.options.integrity = Integrity::Crc32c;
+        let session = Session::callee(config, 1, Instant::ZERO)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Self::over(tcp, session)
+    }
+
+    fn over(tcp: TcpStream, session: Session) -> std::io::Result<Self> {
+        tcp.set_nodelay(true)?;
         Ok(Self {
             tcp,
             session,
@@ -1172,6 +1186,267 @@ pub fn check_server(addr: SocketAddr, pattern: Option<&str>) -> Vec<Report> {
         });
     }
     reports
+}
+
+// ----- the client role: bookend plays the callee ------------------------------
+
+/// How long the client role waits for the implementation to connect for
+/// each case, by default.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// A case of the client role: run on each connection the implementation
+/// makes.
+type RunClientCase = Box<dyn Fn(&mut Outcome, Peer)>;
+
+struct ClientCase {
+    id: String,
+    description: String,
+    requirement: &'static str,
+    run: RunClientCase,
+}
+
+/// Waits for the caller's complete CONNECT; `None` (graded) if none came.
+fn await_request(out: &mut Outcome, p: &mut Peer) -> Option<bookend_session::ConnectRequest> {
+    match p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(e, Event::ConnectRequest(_) | Event::Closed(_))
+    }) {
+        Some(Event::ConnectRequest(r)) => Some(r),
+        other => {
+            out.behaviour(Grade::Failed, "a complete CONNECT", format!("{other:?}"));
+            None
+        }
+    }
+}
+
+/// The demo server's side of the seed scenario (`docs/demo-payload.md`):
+/// accept with the greeting, answer each request, then answer the caller's
+/// total with the grand total and close at once (5a).
+fn serve_seed(out: &mut Outcome, mut p: Peer) {
+    let Some(req) = await_request(out, &mut p) else {
+        out.wire = p.wire;
+        return;
+    };
+    let now = p.now();
+    if let Err(e) = p
+        .session
+        .accept(now, Some(b"welcome to bookend"), req.grant)
+    {
+        out.behaviour(Grade::Failed, "a request we can accept", e);
+        out.wire = p.wire;
+        return;
+    }
+    let mode = req.grant.mode;
+    let mut served = 0u64;
+    loop {
+        match p.read_value(8, ANSWER_TIMEOUT) {
+            Some(v) if v.len() >= 8 => {
+                let n = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                if n != served + 1 {
+                    out.behaviour(
+                        Grade::Failed,
+                        &format!("request {} (demo payload)", served + 1),
+                        n,
+                    );
+                }
+                served += 1;
+                let r = (n + 1_000_000).to_be_bytes();
+                let sent = match mode {
+                    Mode::Stream => p.session.send(&r).map(|_| ()),
+                    _ => p.session.send_message(&r),
+                };
+                if let Err(e) = sent {
+                    out.behaviour(Grade::Failed, "the reply queued", e);
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    // Step 1 seen from here: the caller's DISCONNECT with its total.
+    let _ = p.wait_event(ANSWER_TIMEOUT, |e| {
+        matches!(e, Event::PeerDisconnected | Event::Closed(_))
+    });
+    let mut buf = [0u8; 64];
+    match p.session.recv_disconnect(&mut buf) {
+        Ok(Some(8)) if u64::from_be_bytes(buf[..8].try_into().unwrap_or([0; 8])) == served => {}
+        other => out.behaviour(
+            Grade::Failed,
+            &format!("the caller's total {served} as 8 bytes of disconnect data (step 1)"),
+            format!("{other:?}"),
+        ),
+    }
+    // Steps 5 and 5a: the grand total, and closesocket at once.
+    let now = p.now();
+    let _ = p.session.send_disconnect(now, Some(&served.to_be_bytes()));
+    p.session.close(now);
+    let _ = p.wait_event(ANSWER_TIMEOUT, |e| matches!(e, Event::Closed(_)));
+    let end = p.wait_end(ANSWER_TIMEOUT);
+    match (p.closed(), end) {
+        (Some(CloseReason::Graceful), Some(TcpEnd::Fin)) => {}
+        (reason, end) => out.close(
+            Grade::Failed,
+            "the caller's FIN after our DISCONNECT, no RST (§5.4, steps 6-8)",
+            format!("{reason:?} with {end:?}"),
+        ),
+    }
+    out.wire = p.wire;
+}
+
+/// Every case of the client role, in order: one connection each.
+fn client_cases() -> Vec<ClientCase> {
+    let mut cases = vec![
+        ClientCase {
+            id: "bookend/9.2/1".into(),
+            description: "the seed scenario as the callee, closing at once after our \
+                          DISCONNECT (5a)"
+                .into(),
+            requirement: "§9.2, §5.4: the caller reads our disconnect data, then sends \
+                          FIN; both sides end gracefully",
+            run: Box::new(serve_seed),
+        },
+        ClientCase {
+            id: "bookend/3.3/1".into(),
+            description: "REJECT(REJECTED) with data".into(),
+            requirement: "§3.3, §5.4: a caller that receives REJECT sends FIN (REFUSED) \
+                          and nothing else",
+            run: Box::new(|o, mut p| {
+                if await_request(o, &mut p).is_none() {
+                    o.wire = p.wire;
+                    return;
+                }
+                let now = p.now();
+                let _ = p
+                    .session
+                    .reject(now, Reason::REJECTED, Some(b"bookend check"));
+                let _ = p.flush();
+                let end = p.wait_end(ANSWER_TIMEOUT);
+                let after_connect = p
+                    .wire
+                    .iter()
+                    .filter(|w| w.dir == Dir::Received && !w.bytes.is_empty())
+                    .count();
+                if after_connect > 1 && !matches!(p.closed(), Some(CloseReason::Rejected { .. })) {
+                    o.behaviour(
+                        Grade::Failed,
+                        "nothing after CONNECT",
+                        format!("{:?}", p.closed()),
+                    );
+                }
+                if end != Some(TcpEnd::Fin) {
+                    o.close(Grade::Failed, "FIN (§5.4: REFUSED)", format!("{end:?}"));
+                }
+                o.wire = p.wire;
+            }),
+        },
+    ];
+    // §10.5: ACCEPTs granting beyond the proposal.
+    let rows: [(&str, &str, bool); 2] = [
+        (
+            "02 00 00 00 00 0d 42 4b 4e 44 01 00 00 05 80 05 00 01 01",
+            "an ACCEPT granting message mode to a stream-mode proposal",
+            false,
+        ),
+        (
+            "02 00 00 00 00 0d 42 4b 4e 44 01 00 00 05 00 07 00 01 01",
+            "an ACCEPT granting INTEGRITY, unsealed, which was not proposed",
+            true,
+        ),
+    ];
+    for (i, (bytes, what, needs_no_integrity)) in rows.into_iter().enumerate() {
+        cases.push(ClientCase {
+            id: format!("bookend/10.5/{}", i + 1),
+            description: what.into(),
+            requirement: "§10.5, §4.2: a caller ends a session whose ACCEPT grants beyond \
+                          its proposal with ABORT(PROTOCOL_ERROR), then RST",
+            run: Box::new(move |o, mut p| {
+                let Some(req) = await_request(o, &mut p) else {
+                    o.wire = p.wire;
+                    return;
+                };
+                if req.proposed.mode != Mode::Stream
+                    || (needs_no_integrity && req.proposed.integrity != Integrity::None)
+                {
+                    o.behaviour(
+                        Grade::Informational,
+                        "a proposal of stream mode without INTEGRITY",
+                        format!("{:?}, {:?}", req.proposed.mode, req.proposed.integrity),
+                    );
+                    o.wire = p.wire;
+                    return;
+                }
+                if let Err(e) = p.write_raw(&unhex(bytes)) {
+                    o.behaviour(Grade::Failed, "the ACCEPT sent", e);
+                    return;
+                }
+                expect_abort_then_rst(o, &mut p, Reason::PROTOCOL_ERROR, "§10.5");
+                o.wire = p.wire;
+            }),
+        });
+    }
+    cases
+}
+
+/// Runs the client role's cases selected by `pattern`: listens on
+/// `listen` and runs each case on the next connection the implementation
+/// makes, waiting at most `wait` for it.
+///
+/// This function returns `Err` if `listen` cannot be bound.
+pub fn check_client(
+    listen: SocketAddr,
+    pattern: Option<&str>,
+    wait: Duration,
+) -> std::io::Result<Vec<Report>> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let mut reports = Vec::new();
+    for case in client_cases() {
+        if pattern.is_some_and(|p| !selected(&case.id, p)) {
+            continue;
+        }
+        let mut out = Outcome {
+            behaviour: Grade::Ok,
+            close: Grade::Ok,
+            detail: Vec::new(),
+            wire: Vec::new(),
+        };
+        let until = StdInstant::now() + wait;
+        let tcp = loop {
+            match listener.accept() {
+                Ok((tcp, _)) => break Some(tcp),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if StdInstant::now() >= until {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break None,
+            }
+        };
+        let started = StdInstant::now();
+        match tcp.map(|t| {
+            t.set_nonblocking(false)?;
+            Peer::callee(t, Mode::Stream)
+        }) {
+            Some(Ok(p)) => (case.run)(&mut out, p),
+            Some(Err(e)) => out.behaviour(Grade::Failed, "a usable connection", e),
+            None => out.behaviour(
+                Grade::Failed,
+                "a connection from the implementation",
+                format!("none within {} s", wait.as_secs()),
+            ),
+        }
+        reports.push(Report {
+            id: case.id,
+            description: case.description,
+            requirement: case.requirement,
+            behaviour: out.behaviour,
+            close: out.close,
+            detail: out.detail.join("; "),
+            wire: out.wire,
+            duration: started.elapsed(),
+        });
+    }
+    Ok(reports)
 }
 
 /// The summary table, then each case that is not OK with its requirement,

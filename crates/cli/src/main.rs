@@ -106,6 +106,29 @@ impl NcArgs {
 
 #[derive(Debug, Subcommand)]
 enum CheckRole {
+    /// Check an implementation that connects: bookend listens on `--listen`
+    /// and plays the callee, one case per connection the implementation
+    /// makes (run its demo client, `docs/demo-payload.md`, in a loop).
+    Client {
+        /// The address to listen on, IP:PORT.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Run only the cases matching this pattern (`10.5.*`).
+        #[arg(long)]
+        case: Option<String>,
+        /// One JSON object per case on standard output.
+        #[arg(long)]
+        json: bool,
+        /// Also write the run as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+        /// Pinned results, as for `check server`.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<std::path::PathBuf>,
+        /// Seconds to wait for each case's connection.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Check an implementation that listens on ADDR: bookend plays the
     /// caller, one connection per case. The implementation serves the demo
     /// application (`docs/demo-payload.md`), as `bookend serve` does.
@@ -412,16 +435,23 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
 
 fn run(command: Command) -> Result<bool, String> {
     match command {
-        Command::Check {
-            role:
+        Command::Check { role } => {
+            let (case, json, junit, expect) = match &role {
                 CheckRole::Server {
-                    addr,
                     case,
                     json,
                     junit,
                     expect,
-                },
-        } => {
+                    ..
+                }
+                | CheckRole::Client {
+                    case,
+                    json,
+                    junit,
+                    expect,
+                    ..
+                } => (case.clone(), *json, junit.clone(), expect.clone()),
+            };
             let pinned = match &expect {
                 Some(path) => check::parse_expectations(
                     &std::fs::read_to_string(path)
@@ -430,7 +460,15 @@ fn run(command: Command) -> Result<bool, String> {
                 .map_err(|e| format!("{}: {e}", path.display()))?,
                 None => Vec::new(),
             };
-            let reports = check::check_server(addr, case.as_deref());
+            let reports = match role {
+                CheckRole::Server { addr, .. } => check::check_server(addr, case.as_deref()),
+                CheckRole::Client { listen, wait, .. } => check::check_client(
+                    listen,
+                    case.as_deref(),
+                    std::time::Duration::from_secs(wait),
+                )
+                .map_err(|e| format!("{listen}: {e}"))?,
+            };
             if reports.is_empty() {
                 return Err(format!("no case matches {}", case.unwrap_or_default()));
             }

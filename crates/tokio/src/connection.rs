@@ -66,7 +66,8 @@ impl std::error::Error for ConnectError {}
 ///
 /// This function returns `Err(ConnectError::Refused)` for a REJECT,
 /// `Err(ConnectError::Closed)` when the session ends otherwise before ACCEPT
-/// (a reset, an ABORT, the connect timer), `Err(ConnectError::Io)` when TCP
+/// (a reset, an ABORT, the connect timer; it resolves once the connection is
+/// finished with, our ABORT and RST sent), `Err(ConnectError::Io)` when TCP
 /// cannot connect, and `Err(ConnectError::Invalid)` for unusable settings.
 pub async fn connect(
     addr: impl ToSocketAddrs,
@@ -124,7 +125,14 @@ pub async fn connect_over<T: Transport>(
         Ok(Handshake::Connected { callee_data }) => Ok((guard, callee_data)),
         Ok(Handshake::Refused { reason, data }) => Err(ConnectError::Refused { reason, data }),
         Ok(Handshake::Request(_)) => unreachable!("a caller receives no CONNECT"),
-        Err(reason) => Err(ConnectError::Closed(reason)),
+        Err(reason) => {
+            // Our ABORT and RST (or whatever this end needs) go out before
+            // the error does: a program that exits on it drops its runtime
+            // and the driver with it, and the socket would close with a
+            // FIN. Bounded by the driver's abort linger.
+            conn.wait(|st| st.done.then_some(())).await;
+            Err(ConnectError::Closed(reason))
+        }
     }
 }
 
