@@ -331,6 +331,10 @@ impl Peer {
             if got.len() >= want {
                 return Some(got);
             }
+            // The peer's DISCONNECT ends its data: nothing more will come.
+            if self.session.peer_disconnected() && self.session.recv_queue() == 0 {
+                return None;
+            }
             if StdInstant::now() >= until || (!self.read_once(until) && self.end.is_some()) {
                 return None;
             }
@@ -1339,6 +1343,57 @@ fn client_cases() -> Vec<ClientCase> {
             }),
         },
     ];
+    cases.extend(client_illegal_frame_cases());
+    cases.push(ClientCase {
+        id: "bookend/5.4/1".into(),
+        description: "our FIN in OPEN, without DISCONNECT".into(),
+        requirement: "§5.4: a FIN where the peer's session layer ended without \
+                      DISCONNECT is ABORT(UNEXPECTED_EOF) and RST",
+        run: Box::new(|o, mut p| {
+            if accept_unsealed(o, &mut p) {
+                send_fin(&mut p);
+                expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_EOF, "§5.4");
+            }
+            o.wire = p.wire;
+        }),
+    });
+    // §10.2's rows a caller can be sent in OPEN, unsealed ones only (the
+    // session is accepted without integrity).
+    for (i, row) in REFUSALS.iter().enumerate() {
+        let bytes = unhex(row.hex);
+        let sealed = bytes[1] & 0x40 != 0 || row.what.contains("in force");
+        if sealed || matches!(bytes[0], 0x01 | 0x03) {
+            continue;
+        }
+        let row = *row;
+        cases.push(ClientCase {
+            id: format!("bookend/10.2/{}", i + 1),
+            description: format!("refuse in OPEN: {}", row.what),
+            requirement: "§10.2, §5.5: a frame a receiver must refuse ends the session \
+                          with ABORT(reason) and RST",
+            run: Box::new(move |o, mut p| {
+                if accept_unsealed(o, &mut p) {
+                    let _ = p.write_raw(&unhex(row.hex));
+                    expect_abort_then_rst(o, &mut p, row.reason, "§10.2");
+                }
+                o.wire = p.wire;
+            }),
+        });
+    }
+    // §10.2's REJECT row, to a caller waiting for its answer.
+    cases.push(ClientCase {
+        id: "bookend/10.2/7".into(),
+        description: "refuse in CONNECT_SENT: REJECT shorter than its reason".into(),
+        requirement: "§10.2, §5.5: a frame a receiver must refuse ends the session with \
+                      ABORT(reason) and RST",
+        run: Box::new(|o, mut p| {
+            if await_request(o, &mut p).is_some() {
+                let _ = p.write_raw(&unhex("03 00 00 00 00 01 00"));
+                expect_abort_then_rst(o, &mut p, Reason::PROTOCOL_ERROR, "§10.2");
+            }
+            o.wire = p.wire;
+        }),
+    });
     // §10.5: ACCEPTs granting beyond the proposal.
     let rows: [(&str, &str, bool); 2] = [
         (
@@ -1382,6 +1437,74 @@ fn client_cases() -> Vec<ClientCase> {
                 o.wire = p.wire;
             }),
         });
+    }
+    cases
+}
+
+/// Accepts the caller's request without integrity (a caller may prefer it,
+/// not require it: `docs/demo-payload.md`), so that raw unsealed frames
+/// can follow. `false` (graded) if the session could not be accepted.
+fn accept_unsealed(out: &mut Outcome, p: &mut Peer) -> bool {
+    let Some(req) = await_request(out, p) else {
+        return false;
+    };
+    let mut grant = req.grant;
+    grant.integrity = Integrity::None;
+    let now = p.now();
+    if let Err(e) = p.session.accept(now, Some(b"welcome to bookend"), grant) {
+        out.behaviour(Grade::Failed, "a request we can accept unsealed", e);
+        return false;
+    }
+    if p.flush().is_err() {
+        return false;
+    }
+    true
+}
+
+/// §5.3 for a caller: every well-formed frame with no row in
+/// `CONNECT_SENT` (written before our answer) or `OPEN` (after an ACCEPT
+/// without integrity) is ABORT(`UNEXPECTED_FRAME`) and RST; generated from
+/// the transition table.
+fn client_illegal_frame_cases() -> Vec<ClientCase> {
+    use bookend_session::state::{Input, State, row};
+    let frames: [(&str, Input); 7] = [
+        ("connect", Input::RecvConnect),
+        ("accept", Input::RecvAccept),
+        ("reject", Input::RecvReject),
+        ("data", Input::RecvData),
+        ("disconnect", Input::RecvDisconnect),
+        ("ping", Input::RecvPing),
+        ("abort", Input::RecvAbort),
+    ];
+    let mut cases = Vec::new();
+    for state in [State::ConnectSent, State::Open] {
+        for (name, input) in frames {
+            if row(state, input).is_some() {
+                continue;
+            }
+            let Some(bytes) = vector_bytes(name) else {
+                continue;
+            };
+            let n = cases.len() + 1;
+            cases.push(ClientCase {
+                id: format!("bookend/5.3/{n}"),
+                description: format!("{} in {}", name.to_uppercase(), state.spec_name()),
+                requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
+                              ABORT(UNEXPECTED_FRAME) and RST",
+                run: Box::new(move |o, mut p| {
+                    let ready = if state == State::ConnectSent {
+                        await_request(o, &mut p).is_some()
+                    } else {
+                        accept_unsealed(o, &mut p)
+                    };
+                    if ready {
+                        let _ = p.write_raw(&bytes);
+                        expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
+                    }
+                    o.wire = p.wire;
+                }),
+            });
+        }
     }
     cases
 }

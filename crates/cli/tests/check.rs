@@ -131,3 +131,45 @@ fn a_silent_implementation_fails_the_seed_case() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("behaviour: expected ACCEPT"), "{text}");
 }
+
+/// The client role against `bookend connect --server` run in a loop (one
+/// client per case): every case passes, or is INFORMATIONAL where the
+/// client's proposal does not fit it.
+#[test]
+fn bookend_connect_passes_every_client_case() {
+    let addr = format!("127.0.0.1:{}", port());
+    let checker = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["check", "client", "--listen", &addr, "--wait", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let checker_id = checker.id();
+    let clients = std::thread::spawn(move || {
+        for _ in 0..100 {
+            let _ = Command::new(env!("CARGO_BIN_EXE_bookend"))
+                .args([
+                    "connect",
+                    "--server",
+                    &addr,
+                    "--transactions",
+                    "3",
+                    "--timeout",
+                    "10",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            // Stop once the checker has finished.
+            if !std::path::Path::new(&format!("/proc/{checker_id}")).exists() {
+                return;
+            }
+        }
+    });
+    let out = checker.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = clients.join();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("bookend/9.2/1    OK            OK"), "{text}");
+}
