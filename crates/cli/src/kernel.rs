@@ -278,6 +278,41 @@ async fn client(
         "FD_CONNECT: callee data",
         format!("{} B: {shown:?}", shown.len()),
     );
+    let result = transact(&mut conn, &mut t, transactions, mode).await;
+    match result {
+        Ok(grand) => {
+            let grand_total = grand.as_deref().map(|d| u64_of(Some(d)));
+            match conn.close().await {
+                CloseReason::Graceful => Ok(ConnectReport {
+                    greeting,
+                    grand_total,
+                    steps: t.steps,
+                }),
+                other => Err(TapRunError::Failed(format!("closed: {other}"))),
+            }
+        }
+        Err(e) => {
+            // The session failed, or we did: abort it if it still lives,
+            // and wait for its end, so that the ABORT and RST go out before
+            // this process may exit (a dropped runtime would close the
+            // socket with a FIN).
+            if conn.close_reason().is_none() {
+                let _ = conn.abort(bookend_tokio::Reason::APPLICATION_ABORT, None);
+            }
+            let how = conn.closed().await;
+            Err(TapRunError::Failed(format!("{e}; closed: {how}")))
+        }
+    }
+}
+
+/// The transactions and the disconnect data both ways (steps 1-7): the
+/// grand total the server sent.
+async fn transact(
+    conn: &mut bookend_tokio::Connection,
+    t: &mut Trace,
+    transactions: u64,
+    mode: Mode,
+) -> Result<Option<bookend_tokio::Bytes>, TapRunError> {
     let failed = |e: std::io::Error| TapRunError::Failed(e.to_string());
     let session_failed = |e: Error| TapRunError::Failed(e.to_string());
     for n in 1..=transactions {
@@ -312,19 +347,14 @@ async fn client(
         .map_err(session_failed)?;
     let grand = conn.recv_disconnect().await.map_err(session_failed)?;
     t.record("6", "FD_CLOSE", "");
-    let grand_total = grand.as_deref().map(|d| u64_of(Some(d)));
     t.record(
         "7",
         "WSARecvDisconnect: the grand total",
-        format!("8 B: u64 {}", grand_total.unwrap_or(0)),
+        format!(
+            "8 B: u64 {}",
+            grand.as_deref().map_or(0, |d| u64_of(Some(d)))
+        ),
     );
     t.record("8", "closesocket", "");
-    match conn.close().await {
-        CloseReason::Graceful => Ok(ConnectReport {
-            greeting,
-            grand_total,
-            steps: t.steps,
-        }),
-        other => Err(TapRunError::Failed(format!("closed: {other}"))),
-    }
+    Ok(grand)
 }

@@ -149,6 +149,12 @@ pub(crate) fn next_id() -> u32 {
 /// background (closesocket with the default linger): a DISCONNECT without
 /// data, everything queued delivered, or an ABORT(`UNREAD_DATA`) if
 /// received data was left unread (RFC 9293 §3.10.4).
+///
+/// The teardown (that background close, an [`abort`](Self::abort)'s ABORT
+/// and RST, the flush after a session error) runs on the connection's task:
+/// a program that is about to end its runtime awaits
+/// [`closed`](Self::closed) first, as quinn's users await `wait_idle`, or a
+/// dropped runtime closes the socket with a plain FIN.
 pub struct Connection {
     conn: Arc<Conn>,
     /// Closes the session when the last of this connection's handles (it,
