@@ -44,7 +44,7 @@ pub fn quick() -> bool {
     std::env::var_os("BOOKEND_BENCH_QUICK").is_some_and(|v| v != "0")
 }
 
-pub const PORT: u16 = 7000;
+pub const PORT: u16 = 7050;
 pub const A: IpAddress = IpAddress::v4(10, 0, 0, 1);
 pub const B: IpAddress = IpAddress::v4(10, 0, 0, 2);
 pub const MTU: usize = 1500;

@@ -23,7 +23,7 @@ use smoltcp::wire::{
     TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-const PORT: u16 = 7000;
+const PORT: u16 = 7050;
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 
 #[derive(Debug, Arbitrary)]

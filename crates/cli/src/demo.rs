@@ -13,7 +13,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 use crate::apps::{Client, ClientState, GREETING, Padding, Policy, Server, Step, pad, step_table};
 
 /// The port the server listens on.
-pub const PORT: u16 = 7000;
+pub const PORT: u16 = 7050;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]

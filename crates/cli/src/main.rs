@@ -275,7 +275,7 @@ enum Command {
         #[arg(long, value_parser = parse_cidr)]
         addr: Option<IpCidr>,
         /// Kernel TCP: the address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7000", conflicts_with = "tap")]
+        #[arg(long, default_value = "127.0.0.1:7050", conflicts_with = "tap")]
         listen: std::net::SocketAddr,
         /// Port to listen on.
         #[arg(long, default_value_t = demo::PORT)]

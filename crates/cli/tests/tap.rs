@@ -124,7 +124,7 @@ fn seed_scenario_over_tap_devices() {
             "--addr",
             "10.77.0.2/24",
             "--server",
-            "10.77.0.1:7000",
+            "10.77.0.1:7050",
             "--transactions",
             "5",
             "--name",
@@ -143,7 +143,7 @@ fn seed_scenario_over_tap_devices() {
             "--addr",
             "10.77.0.2/24",
             "--server",
-            "10.77.0.1:7000",
+            "10.77.0.1:7050",
             "--transactions",
             "7",
             "--name",
@@ -221,7 +221,7 @@ fn kernel_peer_sees_rst_after_every_abort() {
     // bytes to send (hex), then: RST expected within 8 s, with the ABORT before it.
     let peer = r#"
 import socket, sys, time
-s = socket.create_connection(("10.77.0.1", 7000), timeout=3)
+s = socket.create_connection(("10.77.0.1", 7050), timeout=3)
 s.sendall(bytes.fromhex(sys.argv[1]))
 data = b""
 end = time.time() + 8
@@ -282,7 +282,7 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
             &[
                 "serve",
                 "--listen",
-                "10.77.0.1:7000",
+                "10.77.0.1:7050",
                 "--clients",
                 "1",
                 "--timeout",
@@ -301,7 +301,7 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
                 "--addr",
                 "10.77.0.2/24",
                 "--server",
-                "10.77.0.1:7000",
+                "10.77.0.1:7050",
                 "--transactions",
                 "4",
                 "--name",
@@ -334,7 +334,7 @@ fn kernel_tcp_and_smoltcp_play_the_seed_both_ways() {
             &[
                 "connect",
                 "--server",
-                &format!("{appliance}:7000"),
+                &format!("{appliance}:7050"),
                 "--transactions",
                 "6",
                 "--name",

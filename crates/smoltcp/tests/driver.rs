@@ -14,7 +14,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
 use world::{World as Net, ip as host_ip};
 
-const PORT: u16 = 7000;
+const PORT: u16 = 7050;
 
 /// Host `n` of the old numbering (1 is the server): host `n - 1` of the world.
 fn ip(n: u8) -> smoltcp::wire::IpAddress {

@@ -1,13 +1,13 @@
 //! The seed's client (steps 1, 6-8): connects with its name as caller data,
 //! ends with its transaction total as disconnect data, reads the grand total.
-//! `cargo run -p bookend-tokio --example seed_client -- 127.0.0.1:7000 client-1 17`
+//! `cargo run -p bookend-tokio --example seed_client -- 127.0.0.1:7050 client-1 17`
 
 use bookend_tokio::{Config, Options, connect};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:7000".into());
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:7050".into());
     let name = args.next().unwrap_or_else(|| "client-1".into());
     let total: u64 = args.next().and_then(|t| t.parse().ok()).unwrap_or(17);
     // WSAConnect with caller data; the callee data comes back with the answer.

@@ -1,6 +1,6 @@
 //! The seed's server (steps 2-5a): keeps a grand total over every client,
 //! answers each client's transaction total with it as disconnect data.
-//! `cargo run -p bookend-tokio --example seed_server -- 127.0.0.1:7000`
+//! `cargo run -p bookend-tokio --example seed_server -- 127.0.0.1:7050`
 
 use bookend_tokio::{Config, ListenConfig, Listener, Reason};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7000".into());
+        .unwrap_or_else(|| "127.0.0.1:7050".into());
     let mut listener = Listener::bind(addr, Config::default(), ListenConfig::default()).await?;
     println!("listening on {}", listener.local_addr());
     let grand_total = Arc::new(AtomicU64::new(0));

@@ -28,14 +28,14 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use bookend_tokio::{Config, ListenConfig, Listener, Options, connect};
-//! let mut listener = Listener::bind("127.0.0.1:7000", Config::default(), ListenConfig::default()).await?;
+//! let mut listener = Listener::bind("127.0.0.1:7050", Config::default(), ListenConfig::default()).await?;
 //! tokio::spawn(async move {
 //!     while let Some(req) = listener.accept().await {
 //!         let grant = req.grant();
 //!         let _conn = req.accept(Some(b"welcome"), grant).await;
 //!     }
 //! });
-//! let (conn, welcome) = connect("127.0.0.1:7000", Some(b"client-1"), Options::DEFAULT, Config::default()).await?;
+//! let (conn, welcome) = connect("127.0.0.1:7050", Some(b"client-1"), Options::DEFAULT, Config::default()).await?;
 //! conn.send_disconnect(Some(&17u64.to_be_bytes())).await?;
 //! let total = conn.recv_disconnect().await?;
 //! conn.close().await;

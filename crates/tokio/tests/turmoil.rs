@@ -11,7 +11,7 @@ use bookend_tokio::{
 };
 use turmoil::net::{TcpListener, TcpStream};
 
-const PORT: u16 = 7000;
+const PORT: u16 = 7050;
 
 fn addrs(s: &TcpStream) -> (SocketAddr, SocketAddr) {
     (s.peer_addr().unwrap(), s.local_addr().unwrap())

@@ -13,7 +13,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Packet, TcpPacket};
 
-pub const PORT: u16 = 7000;
+pub const PORT: u16 = 7050;
 
 /// Every endpoint's events, in order, with the time they were taken.
 pub struct Apps {
