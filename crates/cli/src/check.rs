@@ -1619,6 +1619,119 @@ pub fn text_report(reports: &[Report]) -> String {
     s
 }
 
+/// Which side of the connections bookend check played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `check server`: bookend called, the implementation listened.
+    Caller,
+    /// `check client`: the implementation called, bookend listened.
+    Callee,
+}
+
+/// The run as a capture file (`--pcap FILE`): each case's connection as
+/// one TCP connection between 10.0.0.2 (bookend check) and 10.0.0.1 (the
+/// implementation) with a handshake, the bytes each way as they were
+/// written and read, and FIN or RST as they were seen; LINKTYPE_RAW (IPv4),
+/// the cases one after another in time. Made from the wire log, so it shows
+/// what each side's application handed TCP and read from it, not
+/// retransmissions.
+pub fn pcap(reports: &[Report], role: Role, port: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    f.extend_from_slice(&[2, 0, 4, 0]);
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    let ours = [10, 0, 0, 2];
+    let theirs = [10, 0, 0, 1];
+    let mut base_us: u64 = 0;
+    for (i, r) in reports.iter().enumerate() {
+        let ephemeral = 40000 + i as u16;
+        // (address, port) of bookend check and of the implementation.
+        let (our_port, their_port) = match role {
+            Role::Caller => (ephemeral, port),
+            Role::Callee => (port, ephemeral),
+        };
+        // The next sequence number: ours, theirs.
+        let mut seq = [0u32, 0u32];
+        let packet = |f: &mut Vec<u8>,
+                      at: u64,
+                      from_us: bool,
+                      flags: u8,
+                      data: &[u8],
+                      seq: &mut [u32; 2]| {
+            let (src, dst, sp, dp, me, them) = if from_us {
+                (ours, theirs, our_port, their_port, 0, 1)
+            } else {
+                (theirs, ours, their_port, our_port, 1, 0)
+            };
+            // Segments of at most 65 000 bytes (an IPv4 packet's bound).
+            let chunks: Vec<&[u8]> = if data.is_empty() {
+                vec![data]
+            } else {
+                data.chunks(65_000).collect()
+            };
+            for chunk in chunks {
+                let total = 40 + chunk.len();
+                let mut pkt = vec![
+                    0x45,
+                    0,
+                    (total >> 8) as u8,
+                    total as u8,
+                    0,
+                    0,
+                    0x40,
+                    0,
+                    64,
+                    6,
+                    0,
+                    0,
+                ];
+                pkt.extend_from_slice(&src);
+                pkt.extend_from_slice(&dst);
+                pkt.extend_from_slice(&sp.to_be_bytes());
+                pkt.extend_from_slice(&dp.to_be_bytes());
+                pkt.extend_from_slice(&seq[me].to_be_bytes());
+                let ack = if flags & 0x02 != 0 && from_us == (role == Role::Caller) {
+                    0
+                } else {
+                    seq[them]
+                };
+                pkt.extend_from_slice(&ack.to_be_bytes());
+                pkt.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                pkt.extend_from_slice(chunk);
+                seq[me] = seq[me].wrapping_add(chunk.len() as u32);
+                let t = base_us + at;
+                f.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
+                f.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
+                f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+                f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+                f.extend_from_slice(&pkt);
+            }
+            if flags & 0x03 != 0 {
+                // SYN and FIN take a sequence number.
+                seq[me] = seq[me].wrapping_add(1);
+            }
+        };
+        // The handshake, the caller first.
+        let caller_is_us = role == Role::Caller;
+        packet(&mut f, 0, caller_is_us, 0x02, &[], &mut seq);
+        packet(&mut f, 0, !caller_is_us, 0x12, &[], &mut seq);
+        packet(&mut f, 0, caller_is_us, 0x10, &[], &mut seq);
+        for w in &r.wire {
+            let from_us = w.dir == Dir::Sent;
+            let flags = match w.end {
+                Some("FIN") => 0x11,
+                Some("RST") => 0x14,
+                _ => 0x18,
+            };
+            packet(&mut f, w.at_us, from_us, flags, &w.bytes, &mut seq);
+        }
+        base_us += r.wire.last().map_or(0, |w| w.at_us) + 1_000;
+    }
+    f
+}
+
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {

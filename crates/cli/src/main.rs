@@ -128,6 +128,9 @@ enum CheckRole {
         /// Seconds to wait for each case's connection.
         #[arg(long, default_value_t = 30)]
         wait: u64,
+        /// Also write the run's connections to FILE as a capture (pcap).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<std::path::PathBuf>,
     },
     /// Check an implementation that listens on ADDR: bookend plays the
     /// caller, one connection per case. The implementation serves the demo
@@ -151,6 +154,9 @@ enum CheckRole {
         /// and on an unpinned FAILED, instead of on any FAILED.
         #[arg(long, value_name = "FILE")]
         expect: Option<std::path::PathBuf>,
+        /// Also write the run's connections to FILE as a capture (pcap).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<std::path::PathBuf>,
     },
 }
 
@@ -436,12 +442,13 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
 fn run(command: Command) -> Result<bool, String> {
     match command {
         Command::Check { role } => {
-            let (case, json, junit, expect) = match &role {
+            let (case, json, junit, expect, pcap) = match &role {
                 CheckRole::Server {
                     case,
                     json,
                     junit,
                     expect,
+                    pcap,
                     ..
                 }
                 | CheckRole::Client {
@@ -449,8 +456,19 @@ fn run(command: Command) -> Result<bool, String> {
                     json,
                     junit,
                     expect,
+                    pcap,
                     ..
-                } => (case.clone(), *json, junit.clone(), expect.clone()),
+                } => (
+                    case.clone(),
+                    *json,
+                    junit.clone(),
+                    expect.clone(),
+                    pcap.clone(),
+                ),
+            };
+            let (capture_role, capture_port) = match &role {
+                CheckRole::Server { addr, .. } => (check::Role::Caller, addr.port()),
+                CheckRole::Client { listen, .. } => (check::Role::Callee, listen.port()),
             };
             let pinned = match &expect {
                 Some(path) => check::parse_expectations(
@@ -476,6 +494,10 @@ fn run(command: Command) -> Result<bool, String> {
                 print!("{}", check::json_report(&reports));
             } else {
                 print!("{}", check::text_report(&reports));
+            }
+            if let Some(path) = pcap {
+                std::fs::write(&path, check::pcap(&reports, capture_role, capture_port))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             if let Some(path) = junit {
                 std::fs::write(&path, check::junit_report(&reports))

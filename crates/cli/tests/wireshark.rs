@@ -223,3 +223,60 @@ fn damaged_and_oversized_frames_are_flagged() {
     // The second's trailer covers its damaged header check: it fails too.
     assert_eq!((trailer, header, crc, malformed), (2, 1, 2, 1));
 }
+
+/// `bookend check --pcap` records the run so that the dissector decodes it:
+/// each §5.3 case's CONNECT, ACCEPT and the ABORT(UNEXPECTED_FRAME) it
+/// provoked.
+#[test]
+fn a_check_runs_capture_decodes() {
+    if tshark().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["serve", "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let dir = std::env::temp_dir().join(format!("bookend-wireshark-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("check.pcap");
+    let run = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["check", "server", &addr, "--case", "5.3.*", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let count = |filter: &str| {
+        let out = Command::new("tshark")
+            .args(["-X", &script(), "-o", &format!("bookend.port:{port}"), "-r"])
+            .arg(&pcap)
+            .args(["-Y", filter])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let aborts = count("bookend.type == 0x06 && bookend.reason == 0x0101");
+    let accepts = count("bookend.type == 0x02");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cases = String::from_utf8_lossy(&run.stdout)
+        .matches("bookend/5.3/")
+        .count();
+    assert!(cases >= 8);
+    assert_eq!(aborts, cases);
+    // The OPEN cases' handshakes, answered.
+    assert!(accepts >= 1, "no ACCEPT decoded");
+}
