@@ -21,6 +21,11 @@ use bookend_session::{
     CloseReason, Config, Event, Instant, Integrity, Mode, Options, Reason, Session, Side,
 };
 
+/// The timers `--timers` expects the implementation to run with (the
+/// connect, handshake, decision and linger timers; `bookend serve` and
+/// `bookend connect --server` set them with `--short-timers`).
+pub const SHORT_TIMER: Duration = Duration::from_secs(2);
+
 /// How long a case waits for any one answer before it calls it missing.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,6 +134,9 @@ struct Peer {
     /// Session output is written this many bytes per segment (`None`:
     /// as it comes).
     split: Option<usize>,
+    /// The session's FIN is not sent (a case that waits for the
+    /// implementation's linger timer).
+    hold_fin: bool,
 }
 
 impl Peer {
@@ -161,6 +169,7 @@ impl Peer {
             events: Vec::new(),
             end: None,
             split: None,
+            hold_fin: false,
         })
     }
 
@@ -198,9 +207,15 @@ impl Peer {
         while let Some(b) = self.session.poll_transmit_bytes(now, 64 * 1024) {
             self.write_raw(&b)?;
         }
-        // The session's FIN or RST: the case decides how it ends, so the
-        // socket is left as it is.
-        while self.session.poll_transport_action().is_some() {}
+        // The session's FIN goes out as a FIN (unless the case holds it
+        // back); its RST does not: the case watches how the implementation
+        // ends the connection, so our side stays open to see it.
+        while let Some(a) = self.session.poll_transport_action() {
+            if a == bookend_session::TransportAction::Fin && !self.hold_fin {
+                self.log(Dir::Sent, &[], Some("FIN"));
+                let _ = self.tcp.shutdown(std::net::Shutdown::Write);
+            }
+        }
         while let Some(e) = self.session.poll_event() {
             self.events.push(e);
         }
@@ -350,12 +365,9 @@ impl Peer {
             let _ = self.flush();
         }
         if self.end == Some(TcpEnd::Fin) {
-            // An RST after the FIN shows as an error on a later read.
-            let _ = self.tcp.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut b = [0u8; 64];
-            if let Err(e) = self.tcp.read(&mut b)
-                && e.kind() == std::io::ErrorKind::ConnectionReset
-            {
+            // An RST after the FIN shows only as the socket's error.
+            std::thread::sleep(Duration::from_millis(200));
+            if rst_after_fin(&self.tcp) {
                 self.end = Some(TcpEnd::Reset);
                 self.log(Dir::Received, &[], Some("RST"));
             }
@@ -370,6 +382,20 @@ impl Peer {
 
 /// How a case runs: against the address, filling in its outcome.
 type RunCase = Box<dyn Fn(&mut Outcome, SocketAddr)>;
+
+/// Whether an RST came after the peer's FIN. A read cannot tell: once the
+/// FIN is in, reads return 0 whatever follows (Linux checks for end of
+/// stream before the socket's error); the RST leaves its error on the
+/// socket (EPIPE in CLOSE_WAIT, ECONNRESET otherwise), which SO_ERROR takes.
+fn rst_after_fin(tcp: &TcpStream) -> bool {
+    matches!(
+        tcp.take_error(),
+        Ok(Some(e)) if matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        )
+    )
+}
 
 /// A case: what it checks, and how.
 struct Case {
@@ -944,6 +970,104 @@ fn vector_bytes(name: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// How early a timer may fire and still be the one configured (clock and
+/// scheduling), and how late.
+const TIMER_EARLY: Duration = Duration::from_millis(500);
+/// See [`TIMER_EARLY`].
+const TIMER_LATE: Duration = Duration::from_secs(3);
+
+/// Grades when a timer fired: `took` after its start, configured at
+/// [`SHORT_TIMER`].
+fn grade_timer(out: &mut Outcome, took: Duration, what: &str) {
+    if took + TIMER_EARLY < SHORT_TIMER {
+        out.behaviour(
+            Grade::Failed,
+            &format!("the {what} timer at {} s (§7)", SHORT_TIMER.as_secs()),
+            format!("{} ms: earlier than it was set", took.as_millis()),
+        );
+    } else if took > SHORT_TIMER + TIMER_LATE {
+        out.behaviour(
+            Grade::Failed,
+            &format!("the {what} timer at {} s (§7)", SHORT_TIMER.as_secs()),
+            format!("{} ms", took.as_millis()),
+        );
+    }
+}
+
+/// The timer cases of the server role (`--timers`): the implementation
+/// runs with the handshake and linger timers at [`SHORT_TIMER`].
+fn server_timer_cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "bookend/7/1".into(),
+            description: "handshake timer: a caller that connects and never asks".into(),
+            requirement: "§7: the handshake timer ends a connection without a complete \
+                          CONNECT with ABORT(HANDSHAKE_TIMEOUT) and RST (run with it at 2 s)",
+            run: Box::new(|o, a| {
+                let Some(mut p) = raw_caller(o, a, proposal(Mode::Stream, false)) else {
+                    return;
+                };
+                let t0 = StdInstant::now();
+                let _ = p.wait_event(SHORT_TIMER + TIMER_LATE, |e| matches!(e, Event::Closed(_)));
+                grade_timer(o, t0.elapsed(), "handshake");
+                expect_abort_then_rst(o, &mut p, Reason::HANDSHAKE_TIMEOUT, "§7");
+                o.wire = p.wire;
+            }),
+        },
+        Case {
+            id: "bookend/7/2".into(),
+            description: "linger timer: a caller that never sends its FIN".into(),
+            requirement: "§7, §5.4: in CLOSING, the linger timer ends a connection whose \
+                          peer never sends FIN with an RST (run with it at 2 s)",
+            run: Box::new(|o, a| {
+                let Some(mut p) = handshake(o, a, proposal(Mode::Stream, false), b"check-1", None)
+                else {
+                    return;
+                };
+                p.hold_fin = true;
+                let now = p.now();
+                let _ = p.session.send_disconnect(now, Some(&0u64.to_be_bytes()));
+                let got = p.wait_event(ANSWER_TIMEOUT, |e| {
+                    matches!(e, Event::PeerDisconnected | Event::Closed(_))
+                });
+                if !matches!(got, Some(Event::PeerDisconnected)) {
+                    o.behaviour(Grade::Failed, "the peer's DISCONNECT", format!("{got:?}"));
+                    o.wire = p.wire;
+                    return;
+                }
+                // Its FIN first (5a), then, with ours held back, its RST.
+                let t0 = StdInstant::now();
+                let mut ended = None;
+                while t0.elapsed() < SHORT_TIMER + TIMER_LATE {
+                    p.read_once(StdInstant::now() + Duration::from_millis(100));
+                    if p.end.is_some() {
+                        // After its FIN a read returns 0 at once, until an
+                        // RST makes it fail.
+                        while t0.elapsed() < SHORT_TIMER + TIMER_LATE {
+                            if rst_after_fin(&p.tcp) {
+                                p.log(Dir::Received, &[], Some("RST"));
+                                ended = Some(t0.elapsed());
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        break;
+                    }
+                }
+                match ended {
+                    Some(took) => grade_timer(o, took, "linger"),
+                    None => o.close(
+                        Grade::Failed,
+                        "an RST when the linger timer fires (§7)",
+                        format!("{:?}", p.end),
+                    ),
+                }
+                o.wire = p.wire;
+            }),
+        },
+    ]
+}
+
 /// Every case of the server role, in order.
 fn server_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = vec![
@@ -1159,10 +1283,16 @@ fn glob(p: &str, s: &str) -> bool {
     }
 }
 
-/// Runs the server role's cases selected by `pattern` against `addr`.
-pub fn check_server(addr: SocketAddr, pattern: Option<&str>) -> Vec<Report> {
+/// Runs the server role's cases selected by `pattern` against `addr`, and
+/// with `timers` the cases that need the implementation's timers at
+/// [`SHORT_TIMER`].
+pub fn check_server(addr: SocketAddr, pattern: Option<&str>, timers: bool) -> Vec<Report> {
     let mut reports = Vec::new();
-    for case in server_cases() {
+    let mut cases = server_cases();
+    if timers {
+        cases.extend(server_timer_cases());
+    }
+    for case in cases {
         if pattern.is_some_and(|p| !selected(&case.id, p)) {
             continue;
         }
@@ -1509,6 +1639,28 @@ fn client_illegal_frame_cases() -> Vec<ClientCase> {
     cases
 }
 
+/// The timer cases of the client role (`--timers`): the implementation
+/// runs with the connect and linger timers at [`SHORT_TIMER`].
+fn client_timer_cases() -> Vec<ClientCase> {
+    vec![ClientCase {
+        id: "bookend/7/1".into(),
+        description: "connect timer: a callee that never answers".into(),
+        requirement: "§7: the connect timer ends a CONNECT left unanswered with \
+                      ABORT(CONNECT_TIMEOUT) and RST (run with it at 2 s)",
+        run: Box::new(|o, mut p| {
+            if await_request(o, &mut p).is_none() {
+                o.wire = p.wire;
+                return;
+            }
+            let t0 = StdInstant::now();
+            let _ = p.wait_event(SHORT_TIMER + TIMER_LATE, |e| matches!(e, Event::Closed(_)));
+            grade_timer(o, t0.elapsed(), "connect");
+            expect_abort_then_rst(o, &mut p, Reason::CONNECT_TIMEOUT, "§7");
+            o.wire = p.wire;
+        }),
+    }]
+}
+
 /// Runs the client role's cases selected by `pattern`: listens on
 /// `listen` and runs each case on the next connection the implementation
 /// makes, waiting at most `wait` for it.
@@ -1518,11 +1670,16 @@ pub fn check_client(
     listen: SocketAddr,
     pattern: Option<&str>,
     wait: Duration,
+    timers: bool,
 ) -> std::io::Result<Vec<Report>> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let mut reports = Vec::new();
-    for case in client_cases() {
+    let mut cases = client_cases();
+    if timers {
+        cases.extend(client_timer_cases());
+    }
+    for case in cases {
         if pattern.is_some_and(|p| !selected(&case.id, p)) {
             continue;
         }

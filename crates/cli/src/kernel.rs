@@ -63,11 +63,22 @@ fn u64_of(d: Option<&[u8]>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-fn config(mode: Mode) -> Config {
+fn config(mode: Mode, short_timers: bool) -> Config {
     let mut c = Config::default();
     c.options.mode = mode;
+    if short_timers {
+        c.connect_timeout = SHORT_TIMER;
+        c.handshake_timeout = SHORT_TIMER;
+        c.decision_timeout = SHORT_TIMER;
+        c.linger_timeout = SHORT_TIMER;
+    }
     c
 }
+
+/// The connect, handshake, decision and linger timers with
+/// `--short-timers`: what `bookend check --timers` expects of the
+/// implementation it checks (§7).
+pub const SHORT_TIMER: Duration = crate::check::SHORT_TIMER;
 
 /// Serves the seed scenario on `listen` over kernel TCP until `clients`
 /// clients have finished (or forever), at most `limit`.
@@ -79,12 +90,14 @@ pub fn serve(
     clients: Option<usize>,
     mode: Mode,
     limit: Duration,
+    short_timers: bool,
 ) -> Result<ServeReport, TapRunError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut listener = Listener::bind(listen, config(mode), ListenConfig::default())
-            .await
-            .map_err(TapRunError::Io)?;
+        let mut listener =
+            Listener::bind(listen, config(mode, short_timers), ListenConfig::default())
+                .await
+                .map_err(TapRunError::Io)?;
         let shared = Arc::new(Mutex::new((0u64, BTreeMap::new(), 0u64)));
         let trace = Arc::new(Mutex::new(Trace::new(Side::Server)));
         let served = async {
@@ -223,12 +236,16 @@ pub fn connect_one(
     transactions: u64,
     mode: Mode,
     limit: Duration,
+    short_timers: bool,
 ) -> Result<ConnectReport, TapRunError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        tokio::time::timeout(limit, client(server, name, transactions, mode))
-            .await
-            .map_err(|_| TapRunError::TimedOut)?
+        tokio::time::timeout(
+            limit,
+            client(server, name, transactions, mode, short_timers),
+        )
+        .await
+        .map_err(|_| TapRunError::TimedOut)?
     })
 }
 
@@ -237,6 +254,7 @@ async fn client(
     name: &str,
     transactions: u64,
     mode: Mode,
+    short_timers: bool,
 ) -> Result<ConnectReport, TapRunError> {
     let mut t = Trace::new(Side::Client);
     t.record(
@@ -255,7 +273,14 @@ async fn client(
     let mut attempt = 0;
     let (mut conn, greeting) = loop {
         attempt += 1;
-        match connect(server, Some(name.as_bytes()), options, config(mode)).await {
+        match connect(
+            server,
+            Some(name.as_bytes()),
+            options,
+            config(mode, short_timers),
+        )
+        .await
+        {
             Ok(c) => break c,
             Err(ConnectError::Io(..) | ConnectError::Closed(CloseReason::Reset))
                 if attempt < MAX_ATTEMPTS =>

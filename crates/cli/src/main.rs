@@ -128,6 +128,11 @@ enum CheckRole {
         /// Seconds to wait for each case's connection.
         #[arg(long, default_value_t = 30)]
         wait: u64,
+        /// Also run the timer cases: the implementation must run with its
+        /// connect, handshake, decision and linger timers at 2 s (`bookend
+        /// serve`/`connect --server` do with `--short-timers`).
+        #[arg(long)]
+        timers: bool,
         /// Also write the run's connections to FILE as a capture (pcap).
         #[arg(long, value_name = "FILE")]
         pcap: Option<std::path::PathBuf>,
@@ -157,6 +162,11 @@ enum CheckRole {
         /// Also write the run's connections to FILE as a capture (pcap).
         #[arg(long, value_name = "FILE")]
         pcap: Option<std::path::PathBuf>,
+        /// Also run the timer cases: the implementation must run with its
+        /// connect, handshake, decision and linger timers at 2 s (`bookend
+        /// serve`/`connect --server` do with `--short-timers`).
+        #[arg(long)]
+        timers: bool,
     },
 }
 
@@ -295,6 +305,10 @@ enum Command {
         /// Stream or message mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
+        /// Kernel TCP: connect, handshake, decision and linger timers of 2 s
+        /// (§7), as `bookend check --timers` expects of what it checks.
+        #[arg(long, conflicts_with = "tap")]
+        short_timers: bool,
     },
     /// Run one client of the scenario: over the kernel's TCP, or on a TAP
     /// device as a smoltcp stack with `--tap` and `--addr`.
@@ -337,6 +351,10 @@ enum Command {
         /// Stream or message mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
+        /// Kernel TCP: connect, handshake, decision and linger timers of 2 s
+        /// (§7), as `bookend check --timers` expects of what it checks.
+        #[arg(long, conflicts_with = "tap")]
+        short_timers: bool,
     },
 }
 
@@ -479,11 +497,19 @@ fn run(command: Command) -> Result<bool, String> {
                 None => Vec::new(),
             };
             let reports = match role {
-                CheckRole::Server { addr, .. } => check::check_server(addr, case.as_deref()),
-                CheckRole::Client { listen, wait, .. } => check::check_client(
+                CheckRole::Server { addr, timers, .. } => {
+                    check::check_server(addr, case.as_deref(), timers)
+                }
+                CheckRole::Client {
+                    listen,
+                    wait,
+                    timers,
+                    ..
+                } => check::check_client(
                     listen,
                     case.as_deref(),
                     std::time::Duration::from_secs(wait),
+                    timers,
                 )
                 .map_err(|e| format!("{listen}: {e}"))?,
             };
@@ -595,13 +621,14 @@ fn run(command: Command) -> Result<bool, String> {
             clients,
             timeout,
             mode,
+            short_timers,
         } => {
             let limit = std::time::Duration::from_secs(timeout);
             let r = match (tap, addr) {
                 (Some(tap), Some(addr)) => {
                     tap::serve(&tap, addr, port, clients, mode.into(), limit)
                 }
-                _ => kernel::serve(listen, clients, mode.into(), limit),
+                _ => kernel::serve(listen, clients, mode.into(), limit, short_timers),
             }
             .map_err(|e| e.to_string())?;
             println!("The seed scenario, server side, for client-0:\n");
@@ -622,6 +649,7 @@ fn run(command: Command) -> Result<bool, String> {
             name,
             timeout,
             mode,
+            short_timers,
         } => {
             let limit = std::time::Duration::from_secs(timeout);
             let r = match (tap, addr) {
@@ -631,7 +659,14 @@ fn run(command: Command) -> Result<bool, String> {
                 _ => {
                     let smoltcp::wire::IpAddress::Ipv4(ip) = server.addr;
                     let server = std::net::SocketAddr::from((ip, server.port));
-                    kernel::connect_one(server, &name, transactions, mode.into(), limit)
+                    kernel::connect_one(
+                        server,
+                        &name,
+                        transactions,
+                        mode.into(),
+                        limit,
+                        short_timers,
+                    )
                 }
             }
             .map_err(|e| e.to_string())?;

@@ -33,19 +33,21 @@ fn check(args: &[&str]) -> (Option<i32>, String) {
 fn bookend_serve_passes_every_case() {
     let addr = format!("127.0.0.1:{}", port());
     let mut server = Command::new(env!("CARGO_BIN_EXE_bookend"))
-        .args(["serve", "--listen", &addr])
+        .args(["serve", "--listen", &addr, "--short-timers"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let (code, text) = check(&["server", &addr]);
+    let (code, text) = check(&["server", &addr, "--timers"]);
     let (json_code, json) = check(&["server", &addr, "--case", "9.2.*", "--json"]);
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("FAILED "), "{text}");
     assert!(text.contains("bookend/9.2/1    OK            OK"), "{text}");
+    // The timer cases ran (the server's timers at 2 s).
+    assert!(text.contains("bookend/7/2      OK            OK"), "{text}");
     // Every §10.2 row a callee can be sent (all but the REJECT).
     assert_eq!(text.matches("bookend/10.2/").count(), 13, "{text}");
     assert_eq!(json_code, Some(0));
@@ -139,7 +141,9 @@ fn a_silent_implementation_fails_the_seed_case() {
 fn bookend_connect_passes_every_client_case() {
     let addr = format!("127.0.0.1:{}", port());
     let checker = Command::new(env!("CARGO_BIN_EXE_bookend"))
-        .args(["check", "client", "--listen", &addr, "--wait", "10"])
+        .args([
+            "check", "client", "--listen", &addr, "--wait", "10", "--timers",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -157,6 +161,7 @@ fn bookend_connect_passes_every_client_case() {
                     "3",
                     "--timeout",
                     "10",
+                    "--short-timers",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
