@@ -405,3 +405,34 @@ fn the_abort_flush_timer_resets_even_with_a_frame_left_unsent() {
         Some(TransportAction::Reset)
     );
 }
+
+/// §5.4: a reset that follows no ABORT (our FIN was queued, or sent) goes
+/// at once, even with the rest of a frame partly handed out still unsent:
+/// no frame follows the RST, so nothing needs that rest, and waiting for a
+/// peer whose window stays closed would hold the RST forever.
+#[test]
+fn an_abort_after_our_fin_resets_even_with_a_frame_left_unsent() {
+    use bookend_session::TransportAction;
+    let mut p = Pair::default_pair();
+    p.connect(b"c", b"s", Options::DEFAULT);
+    let t = p.time;
+    p.server.session.send_disconnect(t, Some(b"17")).unwrap();
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.client.session.peer_disconnected()
+    });
+    let t = p.time;
+    p.client.session.send(&vec![0x5au8; 40 * 1024]).unwrap();
+    let _head = p.client.session.poll_transmit_bytes(t, 100).unwrap();
+    // Our DISCONNECT too: both are in, so the session is CLOSING, its FIN
+    // queued behind the data.
+    p.client.session.send_disconnect(t, None).unwrap();
+    assert_eq!(p.client.session.state(), State::Closing);
+    p.client
+        .session
+        .abort(t, Reason::application(0x42), None)
+        .unwrap();
+    assert_eq!(
+        p.client.session.poll_transport_action(),
+        Some(TransportAction::Reset)
+    );
+}
