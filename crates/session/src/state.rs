@@ -375,6 +375,9 @@ pub enum Discard {
     /// partly handed out included: the RST goes now (§7, abort flush), so
     /// nothing after it is read.
     All,
+    /// `All`, and received data the application has not read: a reset
+    /// with no ABORT before it (§5.4).
+    AllAndUnread,
     /// Unsent bytes and received data the application has not read.
     Both,
     /// The transport is gone: unsent bytes, and no FIN or RST will ever go.
@@ -570,8 +573,16 @@ impl Row {
             .arm(Timers::of(TimerId::AbortFlush))
             .ends(end)
     }
-    /// Our abort after our FIN: no frame can follow the FIN, so RST only (§5.4).
+    /// Our abort after our FIN (or an ABORT received): no frame follows, so
+    /// RST only (§5.4), and every unsent byte goes, the rest of a frame
+    /// partly handed out included: nothing after the RST is read, and a
+    /// peer whose window stays closed would otherwise hold it forever.
     pub(super) const fn resets(self, discard: Discard, end: End) -> Self {
+        let discard = match discard {
+            Discard::Unsent => Discard::All,
+            Discard::Both => Discard::AllAndUnread,
+            other => other,
+        };
         self.discard(discard).rst().ends(end)
     }
 }

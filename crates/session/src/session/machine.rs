@@ -84,6 +84,10 @@ impl Session {
             Discard::Nothing => {}
             Discard::Unsent => self.tx.discard_unsent(),
             Discard::All => self.tx.discard_all(),
+            Discard::AllAndUnread => {
+                self.tx.discard_all();
+                self.discard_unread();
+            }
             Discard::Both => {
                 self.tx.discard_unsent();
                 self.discard_unread();

@@ -40,6 +40,7 @@ pub fn effects_text(row: &Row) -> String {
         Discard::Nothing => {}
         Discard::Unsent => out.push(String::from("discard unsent")),
         Discard::All => out.push(String::from("discard all unsent")),
+        Discard::AllAndUnread => out.push(String::from("discard all unsent+unread")),
         Discard::Both => out.push(String::from("discard unsent+unread")),
         Discard::TransportGone => out.push(String::from("transport gone")),
         Discard::TransportGoneAndUnread => out.push(String::from("transport gone, discard unread")),
