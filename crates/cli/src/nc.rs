@@ -435,7 +435,35 @@ impl Input {
         if self.asks.send(Ask::Next(tx)).is_err() {
             return Chunk::End;
         }
-        rx.await.unwrap_or(Chunk::End)
+        // A chunk delivered but not yet taken when this future is dropped
+        // goes back (the guard), as one read for a dropped ask does.
+        let mut waiting = Waiting {
+            rx: Some(rx),
+            asks: self.asks.clone(),
+        };
+        let got = match waiting.rx.as_mut() {
+            Some(rx) => rx.await.unwrap_or(Chunk::End),
+            None => Chunk::End,
+        };
+        waiting.rx = None;
+        got
+    }
+}
+
+/// An ask in flight: dropped with its chunk delivered and untaken, it
+/// hands the chunk back.
+struct Waiting {
+    rx: Option<tokio::sync::oneshot::Receiver<Chunk>>,
+    asks: tokio::sync::mpsc::UnboundedSender<Ask>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take()
+            && let Ok(chunk) = rx.try_recv()
+        {
+            let _ = self.asks.send(Ask::GiveBack(chunk));
+        }
     }
 }
 
@@ -509,9 +537,27 @@ async fn run(conn: Connection, nc: &NcConfig, input: Input) -> Outcome {
                 Chunk::End => break Ok(()),
                 Chunk::Failed(e) => break Err(e),
             };
+            // What of the chunk is not yet queued: only that goes back if
+            // the session ends under the send (bytes queued are the
+            // ended session's, not to be sent twice).
             *sender_in_flight.borrow_mut() = Some(d.clone());
             let sent = match mode {
-                Mode::Stream => tx.write_all(&d).await.map_err(|e| e.to_string()),
+                Mode::Stream => {
+                    let mut rest = d.clone();
+                    loop {
+                        if rest.is_empty() {
+                            break Ok(());
+                        }
+                        match tx.write(&rest).await {
+                            Ok(0) => break Err("the session took nothing".to_string()),
+                            Ok(n) => {
+                                rest = rest.slice(n..);
+                                *sender_in_flight.borrow_mut() = Some(rest.clone());
+                            }
+                            Err(e) => break Err(e.to_string()),
+                        }
+                    }
+                }
                 Mode::Message => tx.send_message(&d).await.map_err(|e| e.to_string()),
             };
             let d = sender_in_flight.borrow_mut().take().unwrap_or(d);
