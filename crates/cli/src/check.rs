@@ -1729,6 +1729,433 @@ pub fn check_client(
     Ok(reports)
 }
 
+// ----- the property mode: random scripts against the reference machine ------
+
+/// One step of a random caller script (after its CONNECT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The next request of the demo payload (an 8-byte stream DATA).
+    Request,
+    /// A PING.
+    Ping,
+    /// A skippable unknown frame (§2.3).
+    Unknown,
+    /// A frame the callee must refuse in OPEN: `ILLEGAL[i]`.
+    Illegal(usize),
+    /// Our DISCONNECT with the number of requests sent.
+    Disconnect,
+    /// Our FIN.
+    Fin,
+    /// Our RST (once what came before is answered).
+    Rst,
+}
+
+/// Frames a callee must refuse in OPEN, for the property mode: §10.2's
+/// unsealed rows and §5.3's CONNECT in OPEN.
+const ILLEGAL: &[&str] = &[
+    "00 00 00 00 00 00",
+    "40 80 00 00 00 00",
+    "05 00 00 00 00 01 2a",
+    "07 00 00 00 00 01 00",
+    "02 00 00 00 00 08 42 4b 4e 44 01 00 00 00",
+];
+
+/// A random script: its steps and the segment sizes its bytes are written
+/// in (cycled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The steps, after the CONNECT.
+    pub steps: Vec<Step>,
+    /// Bytes per write, cycled over the whole script.
+    pub splits: Vec<usize>,
+}
+
+/// SplitMix64: the property mode's seeded generator (same seed, same
+/// scripts on every machine).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The `k`th script of seed `seed`: mostly legal traffic, with illegal
+/// frames, FIN and RST at random points, and segment sizes from one byte
+/// up.
+pub fn script(seed: u64, k: u64) -> Script {
+    let mut r = Rng(seed ^ k.wrapping_mul(0xa076_1d64_78bd_642f));
+    let len = 1 + r.below(12);
+    let steps = (0..len)
+        .map(|_| match r.below(20) {
+            0..=8 => Step::Request,
+            9 | 10 => Step::Ping,
+            11 | 12 => Step::Unknown,
+            13 | 14 => Step::Illegal(r.below(ILLEGAL.len())),
+            15 | 16 => Step::Disconnect,
+            17 | 18 => Step::Fin,
+            _ => Step::Rst,
+        })
+        .collect();
+    let splits = (0..1 + r.below(4))
+        .map(|_| match r.below(3) {
+            0 => 1 + r.below(3),
+            1 => 1 + r.below(20),
+            _ => 4096,
+        })
+        .collect();
+    Script { steps, splits }
+}
+
+/// What a callee answered a script: its frames (type, and the reason of a
+/// REJECT or ABORT) and how its side of the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The frames, in order.
+    pub frames: Vec<(u8, Option<u16>)>,
+    /// `FIN`, `RST` or `open`.
+    pub end: &'static str,
+}
+
+/// The frames in `bytes` (unsealed or sealed), as `Answer::frames`.
+fn frames_of(bytes: &[u8]) -> Vec<(u8, Option<u16>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 6 {
+        let (t, flags) = (bytes[at], bytes[at + 1]);
+        let len = u32::from_be_bytes([bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5]])
+            as usize;
+        let hl = bookend_wire::header_len(flags);
+        if bytes.len() < at + hl + len {
+            break;
+        }
+        let reason = matches!(t, 0x03 | 0x06)
+            .then(|| bytes.get(at + hl..at + hl + 2))
+            .flatten()
+            .map(|r| u16::from_be_bytes([r[0], r[1]]));
+        out.push((t, reason));
+        at += hl + len;
+    }
+    out
+}
+
+/// The bytes of each of a script's steps up to (not including) its first
+/// FIN or RST, and that step.
+fn script_parts(steps: &[Step]) -> (Vec<(Step, Vec<u8>)>, Option<Step>) {
+    let mut parts = Vec::new();
+    let mut n = 0u64;
+    for step in steps {
+        let mut b = Vec::new();
+        match *step {
+            Step::Request => {
+                n += 1;
+                b.extend_from_slice(&[0x04, 0, 0, 0, 0, 8]);
+                b.extend_from_slice(&n.to_be_bytes());
+            }
+            Step::Ping => b.extend_from_slice(&[0x07, 0, 0, 0, 0, 0]),
+            Step::Unknown => b.extend_from_slice(&[0x40, 0, 0, 0, 0, 2, 0xaa, 0xbb]),
+            Step::Illegal(i) => b.extend_from_slice(&unhex(ILLEGAL[i % ILLEGAL.len()])),
+            Step::Disconnect => {
+                b.extend_from_slice(&[0x05, 0x01, 0, 0, 0, 8]);
+                b.extend_from_slice(&n.to_be_bytes());
+            }
+            Step::Fin | Step::Rst => return (parts, Some(*step)),
+        }
+        parts.push((*step, b));
+    }
+    (parts, None)
+}
+
+/// How long a script waits for an answer it expects (a request's reply,
+/// the implementation's DISCONNECT) before it stops there.
+const SCRIPT_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which answer a step waits for before the next is sent (the script is a
+/// conversation, as a caller's application is: the demo server's replies
+/// come from its application, whose timing no script can know): a request
+/// its reply, our DISCONNECT the implementation's.
+fn awaited(step: Step) -> Option<u8> {
+    match step {
+        Step::Request => Some(0x04),
+        Step::Disconnect => Some(0x05),
+        _ => None,
+    }
+}
+
+/// What the reference machine answers a script: a `bookend-session` callee
+/// with the defaults, playing the demo server (accept with the greeting,
+/// answer each request, answer the caller's DISCONNECT with the grand total
+/// and close at once), each step fed once the one before is answered.
+pub fn reference(steps: &[Step]) -> Answer {
+    let (parts, last) = script_parts(steps);
+    let Ok(mut s) = Session::callee(Config::default(), 1, Instant::ZERO) else {
+        return Answer {
+            frames: Vec::new(),
+            end: "open",
+        };
+    };
+    let now = Instant::ZERO;
+    let mut out = Vec::new();
+    let mut end = "open";
+    let connect = unhex("01 00 00 00 00 08 42 4b 4e 44 01 01 00 00");
+    let inputs = std::iter::once(connect).chain(parts.into_iter().map(|(_, b)| b));
+    let settle = |s: &mut Session, out: &mut Vec<u8>, end: &mut &'static str| {
+        for _ in 0..1000 {
+            let mut progressed = false;
+            while let Some(e) = s.poll_event() {
+                progressed = true;
+                match e {
+                    Event::ConnectRequest(r) => {
+                        let _ = s.accept(now, Some(b"welcome to bookend"), r.grant);
+                    }
+                    Event::Readable => {
+                        let mut v = [0u8; 8];
+                        while s.recv_queue() >= 8 && s.recv(&mut v) == Ok(8) {
+                            let n = u64::from_be_bytes(v);
+                            let _ = s.send(&(n + 1_000_000).to_be_bytes());
+                        }
+                    }
+                    Event::PeerDisconnected => {
+                        let mut d = [0u8; 64];
+                        let _ = s.recv_disconnect(&mut d);
+                        let _ = s.send_disconnect(now, Some(&0u64.to_be_bytes()));
+                        s.close(now);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(b) = s.poll_transmit_bytes(now, 64 * 1024) {
+                progressed = true;
+                out.extend_from_slice(&b);
+            }
+            while let Some(a) = s.poll_transport_action() {
+                progressed = true;
+                *end = if a == bookend_session::TransportAction::Fin {
+                    "FIN"
+                } else {
+                    "RST"
+                };
+            }
+            if !progressed {
+                return;
+            }
+        }
+    };
+    for input in inputs {
+        let mut fed = 0;
+        for _ in 0..1000 {
+            if fed >= input.len() {
+                break;
+            }
+            fed += s.handle_bytes(now, &input[fed..]);
+            settle(&mut s, &mut out, &mut end);
+        }
+        settle(&mut s, &mut out, &mut end);
+    }
+    if last == Some(Step::Fin) {
+        s.handle_transport_closed(now, bookend_session::TransportClosed::Fin);
+        settle(&mut s, &mut out, &mut end);
+    }
+    Answer {
+        frames: frames_of(&out),
+        end,
+    }
+}
+
+/// Runs a script against the implementation at `addr`: the CONNECT, then
+/// each step in the script's segment sizes, waiting after a request or our
+/// DISCONNECT for its answer; then FIN (shutdown) or RST (once the answers
+/// stop coming) if the script ends so, and reads the answer until the
+/// implementation's side ends or 500 ms pass without a byte.
+pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::io::Result<Answer> {
+    let (parts, last) = script_parts(&script.steps);
+    let mut tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    let mut got = Vec::new();
+    // Reads until `count` frames of type `t` have come, the stream ends, or
+    // the answer time passes; says whether they came.
+    let wait_for = |tcp: &mut TcpStream, got: &mut Vec<u8>, t: Option<u8>, count: usize| {
+        let _ = tcp.set_read_timeout(Some(SCRIPT_ANSWER_TIMEOUT));
+        let mut b = [0u8; 4096];
+        let seen = |got: &Vec<u8>| {
+            let f = frames_of(got);
+            f.iter().any(|f| f.0 == 0x06)
+                || t.map_or(!f.is_empty(), |t| {
+                    f.iter().filter(|f| f.0 == t).count() >= count
+                })
+        };
+        while !seen(got) {
+            match tcp.read(&mut b) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+        true
+    };
+    // The CONNECT, then its answer: a caller sends nothing more until ACCEPT
+    // (§3.1).
+    tcp.write_all(&unhex("01 00 00 00 00 08 42 4b 4e 44 01 01 00 00"))?;
+    wait_for(&mut tcp, &mut got, None, 1);
+    let mut sizes = script.splits.iter().cycle();
+    let mut counts = [0usize; 256];
+    'steps: for (step, bytes) in &parts {
+        let mut at = 0;
+        while at < bytes.len() {
+            let size = (*sizes.next().unwrap_or(&4096)).max(1);
+            let end = (at + size).min(bytes.len());
+            // A write may fail once the implementation has reset: what it
+            // answered is still read below.
+            if tcp.write_all(&bytes[at..end]).is_err() {
+                break 'steps;
+            }
+            at = end;
+            if size < 64 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if let Some(t) = awaited(*step) {
+            counts[t as usize] += 1;
+            // No answer: the conversation is over (what came is compared).
+            if !wait_for(&mut tcp, &mut got, Some(t), counts[t as usize]) {
+                break;
+            }
+        }
+    }
+    let quiet = Duration::from_millis(500);
+    let read_until_quiet = |tcp: &mut TcpStream, got: &mut Vec<u8>| -> &'static str {
+        let _ = tcp.set_read_timeout(Some(quiet));
+        let mut b = [0u8; 16 * 1024];
+        loop {
+            match tcp.read(&mut b) {
+                Ok(0) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    return if rst_after_fin(tcp) { "RST" } else { "FIN" };
+                }
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return "open";
+                }
+                Err(_) => return "RST",
+            }
+        }
+    };
+    if last == Some(Step::Fin) {
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+    }
+    let mut end = read_until_quiet(&mut tcp, &mut got);
+    // An RST after the FIN (no ABORT can follow a FIN) may take up to the
+    // same bound (§5.4): wait for it where the reference sends one.
+    if end == "FIN" && expect_rst {
+        let t0 = StdInstant::now();
+        while t0.elapsed() < RST_BOUND {
+            if rst_after_fin(&tcp) {
+                end = "RST";
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // After an ABORT the RST may take up to the abort-flush bound (§5.4).
+    let mut waited = Duration::ZERO;
+    while end == "open" && waited < RST_BOUND && frames_of(&got).last().is_some_and(|f| f.0 == 0x06)
+    {
+        end = read_until_quiet(&mut tcp, &mut got);
+        waited += quiet;
+    }
+    if last == Some(Step::Rst) {
+        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    }
+    Ok(Answer {
+        frames: frames_of(&got),
+        end,
+    })
+}
+
+/// Whether the implementation answered as the reference did: the same
+/// frames (types and reasons) and the same end; after our RST only what
+/// came before it counts, and a side still open is as good as one whose
+/// end we did not wait for.
+fn agrees(reference: &Answer, actual: &Answer, last: Option<Step>) -> bool {
+    let ends_agree = match last {
+        Some(Step::Rst) => true,
+        // An RST that comes after our FIN was acknowledged finds our socket
+        // closed and leaves no trace on it: a FIN is all we can see then.
+        Some(Step::Fin) => {
+            reference.end == actual.end || (reference.end == "RST" && actual.end == "FIN")
+        }
+        _ => reference.end == actual.end,
+    };
+    reference.frames == actual.frames && ends_agree
+}
+
+/// The property mode (`--random N --seed S`): `n` random scripts against
+/// the implementation, each checked against the reference machine; a
+/// disagreement is shrunk (steps removed one at a time while it still
+/// disagrees) and reported with the seed and script that reproduce it.
+pub fn check_random(addr: SocketAddr, n: u64, seed: u64) -> Vec<Report> {
+    let mut reports = Vec::new();
+    for k in 0..n {
+        let started = StdInstant::now();
+        let mut sc = script(seed, k);
+        let disagrees = |sc: &Script| -> Option<(Answer, Answer)> {
+            let expected = reference(&sc.steps);
+            let actual = run_script(addr, sc, expected.end == "RST").ok()?;
+            let last = script_parts(&sc.steps).1;
+            (!agrees(&expected, &actual, last)).then_some((expected, actual))
+        };
+        let mut found = disagrees(&sc);
+        if found.is_some() {
+            // Shrink: drop steps while the disagreement stays.
+            let mut i = 0;
+            while i < sc.steps.len() {
+                let mut smaller = sc.clone();
+                smaller.steps.remove(i);
+                if let Some(f) = disagrees(&smaller) {
+                    sc = smaller;
+                    found = Some(f);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let (behaviour, detail) = match &found {
+            None => (Grade::Ok, String::new()),
+            Some((expected, actual)) => (
+                Grade::Failed,
+                format!(
+                    "behaviour: expected {expected:?}, actual {actual:?}; script {:?} in segments of {:?} (seed {seed}, script {k})",
+                    sc.steps, sc.splits
+                ),
+            ),
+        };
+        reports.push(Report {
+            id: format!("bookend/random/{k}"),
+            description: format!("{:?}", sc.steps),
+            requirement: "the implementation answers any interleaving of legal and \
+                          illegal frames, splits, FIN and RST as bookend-session does",
+            behaviour,
+            close: Grade::Ok,
+            detail,
+            wire: Vec::new(),
+            duration: started.elapsed(),
+        });
+    }
+    reports
+}
+
 /// The summary table, then each case that is not OK with its requirement,
 /// expected and actual, and the bytes exchanged.
 pub fn text_report(reports: &[Report]) -> String {

@@ -143,6 +143,15 @@ enum CheckRole {
     Server {
         /// The implementation's address, IP:PORT.
         addr: std::net::SocketAddr,
+        /// Property mode: instead of the fixed cases, N random scripts of
+        /// legal and illegal frames, segment splits, FIN and RST, each
+        /// checked against bookend-session as the reference machine; a
+        /// disagreement is shrunk and printed with the seed that repeats it.
+        #[arg(long, value_name = "N")]
+        random: Option<u64>,
+        /// The property mode's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Run only the cases matching this pattern (`10.2.*`,
         /// `bookend/9.2/1`; `*` matches anything).
         #[arg(long)]
@@ -497,6 +506,12 @@ fn run(command: Command) -> Result<bool, String> {
                 None => Vec::new(),
             };
             let reports = match role {
+                CheckRole::Server {
+                    addr,
+                    random: Some(n),
+                    seed,
+                    ..
+                } => check::check_random(addr, n, seed),
                 CheckRole::Server { addr, timers, .. } => {
                     check::check_server(addr, case.as_deref(), timers)
                 }

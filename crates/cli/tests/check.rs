@@ -178,3 +178,61 @@ fn bookend_connect_passes_every_client_case() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("bookend/9.2/1    OK            OK"), "{text}");
 }
+
+/// The property mode: random scripts against `bookend serve` agree with the
+/// reference machine; against an implementation that accepts and then
+/// answers nothing, a disagreement is found, shrunk to one step, and
+/// printed with the seed that repeats it.
+#[test]
+fn the_property_mode_agrees_with_bookend_and_shrinks_a_disagreement() {
+    let addr = format!("127.0.0.1:{}", port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_bookend"))
+        .args(["serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, text) = check(&["server", &addr, "--random", "12", "--seed", "3"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("12 cases: 12 OK"), "{text}");
+
+    // §10.1's ACCEPT to any CONNECT, then silence.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let accept = [
+            0x02, 0x01, 0, 0, 0, 0x3c, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x00, 0x00, 0x2d, 0x00, 0x01,
+            0x00, 0x04, 0x00, 0x00, 0x40, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x03, 0x00, 0x04, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x04, 0x00, 0x01,
+            0x00, 0x00, 0x80, 0x05, 0x00, 0x01, 0x00, 0x00, 0x06, 0x00, 0x04, 0x00, 0x00, 0x75,
+            0x30, 0x77, 0x65, 0x6c, 0x63, 0x6f, 0x6d, 0x65,
+        ];
+        for s in mute.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                if s.read(&mut b).is_ok() {
+                    let _ = s.write_all(&accept);
+                }
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let (code, text) = check(&["server", &mute_addr, "--random", "1", "--seed", "3"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("(seed 3, script"), "{text}");
+    // Shrunk: the script printed with the failure has a single step.
+    let shrunk = text.lines().filter(|l| l.contains("; script [")).all(|l| {
+        !l.split("; script [")
+            .nth(1)
+            .unwrap()
+            .split(']')
+            .next()
+            .unwrap()
+            .contains(',')
+    });
+    assert!(shrunk, "{text}");
+}
