@@ -1004,3 +1004,47 @@ fn a_failed_connect_has_reset_before_it_returns() {
     assert_eq!(got.first(), Some(&0x06), "the ABORT: {got:02x?}");
     assert_eq!(end, "RST");
 }
+
+/// §5.4: a reset with no ABORT before it (a violation after our FIN: the
+/// caller's DATA after both DISCONNECTs) has nothing to protect, so the RST
+/// goes at once, not after the abort linger (1 s) that an ABORT in flight
+/// gets.
+#[test]
+fn a_reset_after_our_fin_goes_at_once() {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut l = rt.block_on(listener(Mode::Stream));
+    let addr = l.local_addr();
+    rt.spawn(async move {
+        let req = l.accept().await.unwrap();
+        let g = req.grant();
+        let conn = req.accept(None, g).await.unwrap();
+        let _ = conn.recv_disconnect().await;
+        let _ = conn.send_disconnect(None).await;
+        conn.closed().await
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // §10.1's minimal CONNECT, then our DISCONNECT once ACCEPT is in.
+    s.write_all(&[0x01, 0, 0, 0, 0, 8, 0x42, 0x4b, 0x4e, 0x44, 1, 1, 0, 0])
+        .unwrap();
+    let mut b = [0u8; 256];
+    assert!(s.read(&mut b).unwrap() > 0);
+    s.write_all(&[0x05, 0, 0, 0, 0, 0]).unwrap();
+    // Its DISCONNECT and FIN.
+    while s.read(&mut b).unwrap() > 0 {}
+    // DATA after both DISCONNECTs: a violation in CLOSING, answered by RST.
+    let t0 = std::time::Instant::now();
+    s.write_all(&[0x04, 0, 0, 0, 0, 1, 0x41]).unwrap();
+    let mut reset = None;
+    while t0.elapsed() < Duration::from_secs(3) {
+        // The RST comes after the peer's FIN: only the socket's error shows it.
+        if let Ok(Some(_)) = s.take_error() {
+            reset = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = reset.expect("no RST");
+    assert!(took < Duration::from_millis(600), "RST after {took:?}");
+}
