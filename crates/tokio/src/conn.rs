@@ -266,7 +266,7 @@ pub(crate) fn spawn<T: Transport>(conn: Arc<Conn>, stream: T, span: tracing::Spa
 }
 
 async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
-    let reset = exchange(&conn, &mut stream).await;
+    let end = exchange(&conn, &mut stream).await;
     // The side that received the ABORT (or a reset) has nothing of its own
     // in flight to protect: it resets at once (§5.4), which also ends the
     // aborting side's wait below.
@@ -277,9 +277,12 @@ async fn drive<T: Transport>(conn: Arc<Conn>, mut stream: T) {
             ..
         }) | Some(CloseReason::Reset)
     );
-    if reset && !ours_in_flight {
+    let linger = matches!(end, End::Reset { linger: true }) && ours_in_flight;
+    if matches!(end, End::Reset { .. }) && !linger {
+        // Nothing of ours to protect (no ABORT went: our FIN did, or the
+        // flush bound ran out; or the peer ended it): the RST goes at once.
         stream.reset_on_drop();
-    } else if reset {
+    } else if linger {
         // The ABORT (if any) is with TCP. A peer that receives it resets
         // the connection itself (§5.4); wait for that, or for its FIN, at
         // most ABORT_LINGER, so that our reset does not overtake the ABORT
@@ -321,7 +324,17 @@ enum WriteStep {
     Shut(std::io::Result<()>),
 }
 
-async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
+/// How [`exchange`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Nothing more to do with the socket: drop it.
+    Done,
+    /// The session asked for a reset; `linger` when an ABORT went to TCP
+    /// (and no FIN before it) that the RST must not overtake.
+    Reset { linger: bool },
+}
+
+async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> End {
     let (mut rd, mut wr) = tokio::io::split(stream);
     // The read buffer grows when reads fill it, up to IO_CHUNK, and starts
     // small: an idle connection holds little (a session waiting for its
@@ -355,6 +368,9 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
     // The session's FIN, taken while bytes before it were still to be
     // written or flushed: sent (`shutdown`) once they are.
     let mut fin_wanted = false;
+    // Our FIN went: no ABORT can follow it, so a reset then has nothing to
+    // protect.
+    let mut fin_sent = false;
     // The session's RST, taken while bytes before it (its ABORT) were still
     // to be written or flushed: sent once they are, or at this time.
     let mut reset_by: Option<tokio::time::Instant> = None;
@@ -397,7 +413,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             let all_out = out.is_none() && !unflushed;
             st.in_flight = !all_out;
             if reset_by.is_some() && all_out {
-                return true;
+                return End::Reset { linger: !fin_sent };
             }
             let deadline = st.session.poll_timeout().map(|t| st.deadline(t));
             if all_out && pending.is_empty() && !fin_wanted && reset_by.is_none() {
@@ -425,7 +441,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
             // The session has ended and handed TCP everything: a graceful
             // end came with the peer's FIN (both FINs exchanged); any other
             // end needs nothing more from this socket.
-            return false;
+            return End::Done;
         }
         if deadline != armed {
             if let Some(at) = deadline {
@@ -457,7 +473,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                     let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
                     debug!(error = %e, "write failed");
                     transport_gone(conn, &e);
-                    return false;
+                    return End::Done;
                 }
                 WriteStep::Wrote(Ok(n)) => {
                     written += n;
@@ -472,11 +488,12 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                         debug!(error = %e, "shutdown failed");
                     }
                     fin_wanted = false;
+                    fin_sent = true;
                 }
                 WriteStep::Wrote(Err(e)) | WriteStep::Flushed(Err(e)) => {
                     debug!(error = %e, "write failed");
                     transport_gone(conn, &e);
-                    return false;
+                    return End::Done;
                 }
             },
             r = rd.read(&mut input), if pending.is_empty() && !eof => match r {
@@ -505,15 +522,17 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> bool {
                     // received (the peer's ABORT, say) is lost here.
                     debug!(error = %e, "read failed");
                     transport_gone(conn, &e);
-                    return false;
+                    return End::Done;
                 }
             },
             // Fired: the session's turn above handles it; the timer is
             // re-armed for whatever deadline that leaves.
             () = &mut sleep, if armed.is_some() => armed = None,
             () = conn.kick.notified() => {}
+            // The flush bound ran out with the ABORT still unwritten:
+            // nothing to wait for.
             () = tokio::time::sleep_until(reset_by.unwrap_or_else(tokio::time::Instant::now)),
-                if reset_by.is_some() => return true,
+                if reset_by.is_some() => return End::Reset { linger: false },
         }
     }
 }
