@@ -901,3 +901,30 @@ fn connections_sharing_a_waker_each_hear_their_own_news() {
         "{heard:?}"
     );
 }
+
+/// `Endpoint::connect` refuses at once what the session would refuse:
+/// options that need more than the receive buffer (a `max_message_size`
+/// above `recv_buffer`) are an error from the call, not a connection that
+/// hangs until the callee's handshake timer.
+#[test]
+fn connect_refuses_options_the_session_refuses_at_once() {
+    let mut net = accepting_pair();
+    let now = net.now();
+    let (ep, iface, sockets) = net.parts(1);
+    let options = Options {
+        mode: bookend_session::Mode::Message,
+        max_message_size: 16 * 1024 * 1024,
+        ..Options::DEFAULT
+    };
+    let r = ep.connect(iface, sockets, now, server(), Some(b"c"), options);
+    assert!(
+        matches!(
+            r,
+            Err(bookend_smoltcp::Error::Session(
+                bookend_session::Error::InvalidGrant
+            ))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(ep.connection_count(), 0, "nothing left behind");
+}
