@@ -39,12 +39,7 @@ impl Session {
             }
             state => return Err(Error::InvalidState { state }),
         }
-        if options.validate().is_err()
-            || options.max_message_size as usize > self.config.recv_buffer
-        {
-            return Err(Error::InvalidGrant);
-        }
-        check_len(caller_data, options.max_connect_data, DataKind::CallerData)?;
+        Self::check_connect(&self.config, caller_data, &options)?;
         self.cold.make().proposed = Some(options);
         self.set_params(options);
         let args = Args {
@@ -55,6 +50,25 @@ impl Session {
         };
         self.fire(now, Input::AppConnect, args);
         Ok(())
+    }
+
+    /// What [`connect`](Self::connect) checks of its arguments before it
+    /// changes anything, for a driver that creates the session later (once
+    /// its transport is up) and must refuse a bad connect at once.
+    ///
+    /// This function returns `Err(Error::InvalidGrant)` if the options are
+    /// out of range or need more than `config`'s receive buffer, and
+    /// `Err(Error::TooLarge)` if the caller data is over
+    /// `options.max_connect_data`.
+    pub fn check_connect(
+        config: &crate::Config,
+        caller_data: Option<&[u8]>,
+        options: &Options,
+    ) -> Result<(), Error> {
+        if options.validate().is_err() || options.max_message_size as usize > config.recv_buffer {
+            return Err(Error::InvalidGrant);
+        }
+        check_len(caller_data, options.max_connect_data, DataKind::CallerData)
     }
 
     /// Callee: accepts the pending request with `callee_data` and the

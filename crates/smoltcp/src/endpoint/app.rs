@@ -37,12 +37,10 @@ impl Endpoint {
         caller_data: Option<&[u8]>,
         options: Options,
     ) -> Result<Handle, Error> {
-        if caller_data.is_some_and(|d| d.len() > options.max_connect_data as usize) {
-            return Err(Error::Session(SessionError::TooLarge {
-                max: options.max_connect_data,
-                what: bookend_session::DataKind::CallerData,
-            }));
-        }
+        // The session's own checks, at once: its connect runs later (once
+        // TCP is up), and a refusal then would leave the connection hanging.
+        Session::check_connect(&self.session_config, caller_data, &options)
+            .map_err(Error::Session)?;
         if self.connection_count() + self.listening_socket_count() >= self.config.max_connections {
             return Err(Error::TooManyConnections);
         }
