@@ -928,3 +928,40 @@ fn connect_refuses_options_the_session_refuses_at_once() {
     );
     assert_eq!(ep.connection_count(), 0, "nothing left behind");
 }
+
+/// §7, RFC 9293 §3.8.3: a server that goes silent once TCP is up, before it
+/// answers CONNECT (crashed, or its cable pulled), ends the caller's session
+/// as TCP's give-up (`TimedOut(Transport)`) after the user timeout, not as
+/// a reset: nothing reset it (issue 20, defect 6).
+#[test]
+fn tcps_give_up_before_the_answer_is_a_transport_time_out() {
+    let cfg = |i: usize| {
+        let mut c = Config::new(i as u64 + 11);
+        c.tcp_timeout = std::time::Duration::from_secs(8);
+        c.tcp_keep_alive = std::time::Duration::from_secs(2);
+        c
+    };
+    let mut net = Net::new(2, |i| Some(cfg(i)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let l = h_ep
+        .listen(h_sockets, PORT, ListenConfig::default())
+        .unwrap();
+    h_ep.accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    // The server's SYN-ACK gets through; nothing of it after that does.
+    let server_ip = ip(1);
+    net.set_drop(move |p| p.src == server_ip && !p.syn);
+    let _c = connect(&mut net, 1, b"caller");
+    let mut client = Vec::new();
+    net.run_until(Duration::from_secs(60), |net| {
+        client.extend(events(net, 1));
+        closed_of(&client).is_some()
+    });
+    assert_eq!(
+        closed_of(&client),
+        Some(CloseReason::TimedOut(Timer::Transport))
+    );
+}
