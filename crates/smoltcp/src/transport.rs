@@ -475,13 +475,20 @@ impl Link {
                     if !self.flags.get(Self::GONE_DELIVERED) {
                         self.flags.set(Self::GONE_DELIVERED, true);
                         progress = true;
-                        // Established, CLOSED without FIN is a RST (or, with
-                        // keepalive off, possibly smoltcp's own time-out: see
-                        // the type docs). Before that smoltcp bounds the
-                        // handshake: gone after the whole timeout, it timed out.
-                        let how = if !self.flags.get(Self::ESTABLISHED)
-                            && now >= self.created + from_millis(self.limit_ms)
-                        {
+                        // CLOSED without FIN is a RST, or smoltcp's own
+                        // time-out where it still owns the timeout: before
+                        // the handshake (it bounds the handshake), and once
+                        // established until the driver takes the timeout
+                        // over (CONNECT outstanding). Gone after the whole
+                        // timeout without progress, it timed out (RFC 9293
+                        // §3.8.3's R2); a RST comes while TCP still had time.
+                        let limit = from_millis(self.limit_ms);
+                        let timed_out = if !self.flags.get(Self::ESTABLISHED) {
+                            now >= self.created + limit
+                        } else {
+                            !self.flags.get(Self::OWNS_TIMEOUT) && now >= self.acked_at + limit
+                        };
+                        let how = if timed_out {
                             TransportClosed::TimedOut
                         } else {
                             TransportClosed::Reset
