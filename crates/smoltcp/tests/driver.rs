@@ -965,3 +965,51 @@ fn tcps_give_up_before_the_answer_is_a_transport_time_out() {
         Some(CloseReason::TimedOut(Timer::Transport))
     );
 }
+
+/// §6.4, §7: a caller whose SYN-ACK SO_CONDITIONAL_ACCEPT held (`Defer`)
+/// for longer than the loaded handshake time is not evicted the moment it
+/// is released: its handshake starts at the release, for the listener's
+/// admission control as for the session's handshake timer (issue 20,
+/// defect 2).
+#[test]
+fn a_released_syn_ack_starts_the_handshake_for_admission_too() {
+    let mut net = Net::new(2, |i| Some(Config::new(i as u64 + 31)));
+    net.apps.collect = false;
+    let (h_ep, h_sockets) = net.split(0);
+    let mut lc = ListenConfig::default();
+    // One handshaking connection is half the bound: the listener is loaded.
+    lc.max_handshaking = 2;
+    let l = h_ep.listen(h_sockets, PORT, lc).unwrap();
+    h_ep.set_syn_defer_timeout(std::time::Duration::from_secs(10));
+    let release = Rc::new(RefCell::new(false));
+    let r = release.clone();
+    h_ep.tcp_accept_with(h_sockets, l, move |_, _| {
+        if *r.borrow() {
+            TcpDecision::Accept
+        } else {
+            TcpDecision::Defer
+        }
+    });
+    h_ep.accept_with(l, |req| Decision::Accept {
+        callee_data: None,
+        granted: req.grant,
+    });
+    connect(&mut net, 1, b"held");
+    // Held for 3 s, more than the loaded handshake time (2 s).
+    net.run_for(std::time::Duration::from_secs(3));
+    *release.borrow_mut() = true;
+    let mut seen = Vec::new();
+    net.run_until(Duration::from_secs(10), |net| {
+        seen.extend(events(net, 1));
+        closed_of(&seen).is_some()
+            || seen
+                .iter()
+                .any(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. })))
+    });
+    assert!(
+        seen.iter()
+            .any(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. }))),
+        "the released caller is served: {:?}",
+        closed_of(&seen)
+    );
+}
