@@ -200,9 +200,19 @@ impl Link {
         }
     }
 
-    /// When the link was created (its connection's birth).
+    /// When the link was created (its connection's birth), or when its
+    /// held SYN-ACK was released ([`Link::restart_handshake`]).
     pub fn created(&self) -> Instant {
         self.created
+    }
+
+    /// A SYN-ACK held by SO_CONDITIONAL_ACCEPT was released at `now`: the
+    /// handshake starts now, for every bound that ages it (admission
+    /// control, the duplicate-SYN window, smoltcp's handshake time-out).
+    pub fn restart_handshake(&mut self, now: Instant) {
+        self.created = now;
+        self.acked_at = now;
+        self.delivered_at = now;
     }
 
     /// Sets the session's idle bound once negotiated (see `limit_ms`).

@@ -586,8 +586,12 @@ impl Endpoint {
                         TcpDecision::Accept => {
                             socket.pause_synack(false);
                             c.phase = Phase::Pending;
-                            // The handshake timer counts from here, not from the SYN.
+                            // The handshake counts from here, not from the
+                            // SYN: for the session's handshake timer and for
+                            // the listener's admission control alike (one
+                            // notion of when it started).
                             c.session.handle_transport_established(t);
+                            c.link.restart_handshake(t);
                         }
                         TcpDecision::Refuse => {
                             debug!("SO_CONDITIONAL_ACCEPT refused: RST");
