@@ -436,3 +436,40 @@ fn an_abort_after_our_fin_resets_even_with_a_frame_left_unsent() {
         Some(TransportAction::Reset)
     );
 }
+
+/// `docs/protocol.md` §10.6: the bytes of an abort after TCP took the first
+/// 3 bytes of a DATA frame are the whole frame, then the ABORT.
+#[test]
+fn the_abort_after_a_partial_frame_of_spec_10_6() {
+    const SPEC: &str = include_str!("../../../docs/protocol.md");
+    let start = SPEC.find("### 10.6").expect("§10.6");
+    let end = start + 1 + SPEC[start + 1..].find("\n#").expect("end of §10.6");
+    let expected: Vec<u8> = SPEC[start..end]
+        .split("```hex\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the §10.6 block")
+        .split_whitespace()
+        .map(|t| u8::from_str_radix(t, 16).unwrap())
+        .collect();
+    let mut p = Pair::default_pair();
+    p.connect(
+        b"c",
+        b"s",
+        Options {
+            integrity: bookend_session::Integrity::None,
+            ..Options::DEFAULT
+        },
+    );
+    let t = p.time;
+    assert_eq!(p.client.session.send(b"hello"), Ok(5));
+    let mut wire = p.client.session.poll_transmit_bytes(t, 3).unwrap().to_vec();
+    p.client
+        .session
+        .abort(t, Reason::APPLICATION_ABORT, None)
+        .unwrap();
+    while let Some(b) = p.client.session.poll_transmit_bytes(t, 64) {
+        wire.extend_from_slice(&b);
+    }
+    assert_eq!(wire, expected);
+}
