@@ -414,6 +414,35 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn new() -> Self {
+        Self {
+            behaviour: Grade::Ok,
+            close: Grade::Ok,
+            detail: Vec::new(),
+            wire: Vec::new(),
+        }
+    }
+
+    /// The case's report, its grades and wire log as found.
+    fn report(
+        self,
+        id: String,
+        description: String,
+        requirement: &'static str,
+        started: StdInstant,
+    ) -> Report {
+        Report {
+            id,
+            description,
+            requirement,
+            behaviour: self.behaviour,
+            close: self.close,
+            detail: self.detail.join("; "),
+            wire: self.wire,
+            duration: started.elapsed(),
+        }
+    }
+
     fn behaviour(&mut self, grade: Grade, expected: &str, actual: impl std::fmt::Display) {
         if grade != Grade::Ok {
             self.detail
@@ -909,8 +938,46 @@ fn raw_transaction(out: &mut Outcome, p: &mut Peer, before: &[u8], n: u64) -> bo
 /// Generated from `bookend_session::state::TRANSITIONS`, so a change of the
 /// table changes the cases.
 fn illegal_frame_cases() -> Vec<Case> {
-    use bookend_session::state::{Input, State, row};
-    let frames: [(&str, Input); 7] = [
+    use bookend_session::state::State;
+    illegal_frames(&[State::AwaitConnect, State::Open])
+        .into_iter()
+        .map(|(id, description, state, bytes)| Case {
+            id,
+            description,
+            requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
+                              ABORT(UNEXPECTED_FRAME) and RST",
+            run: Box::new(move |o, a| {
+                let mut p = if state == State::AwaitConnect {
+                    match raw_caller(o, a, proposal(Mode::Stream, false)) {
+                        Some(p) => p,
+                        None => return,
+                    }
+                } else {
+                    match handshake(o, a, proposal(Mode::Stream, false), b"check-1", None) {
+                        Some(p) => p,
+                        None => return,
+                    }
+                };
+                if let Err(e) = p.write_raw(&bytes) {
+                    o.behaviour(Grade::Failed, "the frame sent", e);
+                    return;
+                }
+                expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
+                o.wire = p.wire;
+            }),
+        })
+        .collect()
+}
+
+/// §5.3's cases for a receiver in `states`: every frame of §10.1 with no
+/// row of `TRANSITIONS` in the state, as (id, description, state, bytes).
+/// Both roles' cases are built from it, so a change of the table changes
+/// them.
+fn illegal_frames(
+    states: &[bookend_session::state::State],
+) -> Vec<(String, String, bookend_session::state::State, Vec<u8>)> {
+    use bookend_session::state::{Input, row};
+    const FRAMES: [(&str, Input); 7] = [
         ("connect", Input::RecvConnect),
         ("accept", Input::RecvAccept),
         ("reject", Input::RecvReject),
@@ -919,44 +986,24 @@ fn illegal_frame_cases() -> Vec<Case> {
         ("ping", Input::RecvPing),
         ("abort", Input::RecvAbort),
     ];
-    let mut cases = Vec::new();
-    for state in [State::AwaitConnect, State::Open] {
-        for (name, input) in frames {
+    let mut out = Vec::new();
+    for &state in states {
+        for (name, input) in FRAMES {
             if row(state, input).is_some() {
                 continue;
             }
             let Some(bytes) = vector_bytes(name) else {
                 continue;
             };
-            let n = cases.len() + 1;
-            cases.push(Case {
-                id: format!("bookend/5.3/{n}"),
-                description: format!("{} in {}", name.to_uppercase(), state.spec_name()),
-                requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
-                              ABORT(UNEXPECTED_FRAME) and RST",
-                run: Box::new(move |o, a| {
-                    let mut p = if state == State::AwaitConnect {
-                        match raw_caller(o, a, proposal(Mode::Stream, false)) {
-                            Some(p) => p,
-                            None => return,
-                        }
-                    } else {
-                        match handshake(o, a, proposal(Mode::Stream, false), b"check-1", None) {
-                            Some(p) => p,
-                            None => return,
-                        }
-                    };
-                    if let Err(e) = p.write_raw(&bytes) {
-                        o.behaviour(Grade::Failed, "the frame sent", e);
-                        return;
-                    }
-                    expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
-                    o.wire = p.wire;
-                }),
-            });
+            out.push((
+                format!("bookend/5.3/{}", out.len() + 1),
+                format!("{} in {}", name.to_uppercase(), state.spec_name()),
+                state,
+                bytes,
+            ));
         }
     }
-    cases
+    out
 }
 
 /// The bytes of §10.1's vector `name` (`bookend_wire::vectors`).
@@ -1297,27 +1344,13 @@ pub fn check_server(addr: SocketAddr, pattern: Option<&str>, timers: bool) -> Ve
             continue;
         }
         let started = StdInstant::now();
-        let mut out = Outcome {
-            behaviour: Grade::Ok,
-            close: Grade::Ok,
-            detail: Vec::new(),
-            wire: Vec::new(),
-        };
+        let mut out = Outcome::new();
         (case.run)(&mut out, addr);
         if out.behaviour == Grade::Unimplemented {
             // Nothing to judge in how an unimplemented case ended.
             out.close = Grade::Ok;
         }
-        reports.push(Report {
-            id: case.id,
-            description: case.description,
-            requirement: case.requirement,
-            behaviour: out.behaviour,
-            close: out.close,
-            detail: out.detail.join("; "),
-            wire: out.wire,
-            duration: started.elapsed(),
-        });
+        reports.push(out.report(case.id, case.description, case.requirement, started));
     }
     reports
 }
@@ -1596,47 +1629,28 @@ fn accept_unsealed(out: &mut Outcome, p: &mut Peer) -> bool {
 /// without integrity) is ABORT(`UNEXPECTED_FRAME`) and RST; generated from
 /// the transition table.
 fn client_illegal_frame_cases() -> Vec<ClientCase> {
-    use bookend_session::state::{Input, State, row};
-    let frames: [(&str, Input); 7] = [
-        ("connect", Input::RecvConnect),
-        ("accept", Input::RecvAccept),
-        ("reject", Input::RecvReject),
-        ("data", Input::RecvData),
-        ("disconnect", Input::RecvDisconnect),
-        ("ping", Input::RecvPing),
-        ("abort", Input::RecvAbort),
-    ];
-    let mut cases = Vec::new();
-    for state in [State::ConnectSent, State::Open] {
-        for (name, input) in frames {
-            if row(state, input).is_some() {
-                continue;
-            }
-            let Some(bytes) = vector_bytes(name) else {
-                continue;
-            };
-            let n = cases.len() + 1;
-            cases.push(ClientCase {
-                id: format!("bookend/5.3/{n}"),
-                description: format!("{} in {}", name.to_uppercase(), state.spec_name()),
-                requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
+    use bookend_session::state::State;
+    illegal_frames(&[State::ConnectSent, State::Open])
+        .into_iter()
+        .map(|(id, description, state, bytes)| ClientCase {
+            id,
+            description,
+            requirement: "§5.3, §2.4: a frame with no row in the receiver's state is \
                               ABORT(UNEXPECTED_FRAME) and RST",
-                run: Box::new(move |o, mut p| {
-                    let ready = if state == State::ConnectSent {
-                        await_request(o, &mut p).is_some()
-                    } else {
-                        accept_unsealed(o, &mut p)
-                    };
-                    if ready {
-                        let _ = p.write_raw(&bytes);
-                        expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
-                    }
-                    o.wire = p.wire;
-                }),
-            });
-        }
-    }
-    cases
+            run: Box::new(move |o, mut p| {
+                let ready = if state == State::ConnectSent {
+                    await_request(o, &mut p).is_some()
+                } else {
+                    accept_unsealed(o, &mut p)
+                };
+                if ready {
+                    let _ = p.write_raw(&bytes);
+                    expect_abort_then_rst(o, &mut p, Reason::UNEXPECTED_FRAME, "§5.3");
+                }
+                o.wire = p.wire;
+            }),
+        })
+        .collect()
 }
 
 /// The timer cases of the client role (`--timers`): the implementation
@@ -1683,12 +1697,7 @@ pub fn check_client(
         if pattern.is_some_and(|p| !selected(&case.id, p)) {
             continue;
         }
-        let mut out = Outcome {
-            behaviour: Grade::Ok,
-            close: Grade::Ok,
-            detail: Vec::new(),
-            wire: Vec::new(),
-        };
+        let mut out = Outcome::new();
         let until = StdInstant::now() + wait;
         let tcp = loop {
             match listener.accept() {
@@ -1715,16 +1724,7 @@ pub fn check_client(
                 format!("none within {} s", wait.as_secs()),
             ),
         }
-        reports.push(Report {
-            id: case.id,
-            description: case.description,
-            requirement: case.requirement,
-            behaviour: out.behaviour,
-            close: out.close,
-            detail: out.detail.join("; "),
-            wire: out.wire,
-            duration: started.elapsed(),
-        });
+        reports.push(out.report(case.id, case.description, case.requirement, started));
     }
     Ok(reports)
 }
@@ -2316,20 +2316,6 @@ pub fn pcap(reports: &[Report], role: Role, port: u16) -> Vec<u8> {
     f
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// One JSON object per case, one per line: id, description, requirement,
 /// grades, detail, timing and the wire log.
 pub fn json_report(reports: &[Report]) -> String {
@@ -2342,24 +2328,24 @@ pub fn json_report(reports: &[Report]) -> String {
                 format!(
                     "{{\"at_us\":{},\"dir\":{},\"bytes\":{}}}",
                     w.at_us,
-                    json_str(if w.dir == Dir::Sent {
+                    crate::nc::json_str(if w.dir == Dir::Sent {
                         "sent"
                     } else {
                         "received"
                     }),
-                    json_str(&w.end.map_or_else(|| hex(&w.bytes), str::to_string))
+                    crate::nc::json_str(&w.end.map_or_else(|| hex(&w.bytes), str::to_string))
                 )
             })
             .collect();
         s.push_str(&format!(
             "{{\"id\":{},\"description\":{},\"requirement\":{},\"behaviour\":{},\"close\":{},\"grade\":{},\"detail\":{},\"ms\":{},\"wire\":[{}]}}\n",
-            json_str(&r.id),
-            json_str(&r.description),
-            json_str(r.requirement),
-            json_str(r.behaviour.name()),
-            json_str(r.close.name()),
-            json_str(r.grade().name()),
-            json_str(&r.detail),
+            crate::nc::json_str(&r.id),
+            crate::nc::json_str(&r.description),
+            crate::nc::json_str(r.requirement),
+            crate::nc::json_str(r.behaviour.name()),
+            crate::nc::json_str(r.close.name()),
+            crate::nc::json_str(r.grade().name()),
+            crate::nc::json_str(&r.detail),
             r.duration.as_millis(),
             wire.join(",")
         ));

@@ -104,6 +104,35 @@ impl NcArgs {
     }
 }
 
+/// What both roles of `bookend check` take: which cases, and the reports.
+#[derive(Debug, Clone, clap::Args)]
+struct CheckArgs {
+    /// Run only the cases matching this pattern (`10.2.*`, `bookend/9.2/1`;
+    /// `*` matches anything).
+    #[arg(long)]
+    case: Option<String>,
+    /// Also run the timer cases: the implementation must run with its
+    /// connect, handshake, decision and linger timers at 2 s (`bookend
+    /// serve`/`connect --server` do with `--short-timers`).
+    #[arg(long)]
+    timers: bool,
+    /// One JSON object per case on standard output (id, description,
+    /// requirement, grades, detail, timing, wire log).
+    #[arg(long)]
+    json: bool,
+    /// Also write the run as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
+    /// Pinned results (`CASE GRADE` per line): the run fails on a case whose
+    /// grade differs from its pin (an unexpected pass included) and on an
+    /// unpinned FAILED, instead of on any FAILED.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<std::path::PathBuf>,
+    /// Also write the run's connections to FILE as a capture (pcap).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum CheckRole {
     /// Check an implementation that connects: bookend listens on `--listen`
@@ -113,29 +142,11 @@ enum CheckRole {
         /// The address to listen on, IP:PORT.
         #[arg(long)]
         listen: std::net::SocketAddr,
-        /// Run only the cases matching this pattern (`10.5.*`).
-        #[arg(long)]
-        case: Option<String>,
-        /// One JSON object per case on standard output.
-        #[arg(long)]
-        json: bool,
-        /// Also write the run as JUnit XML to FILE.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<std::path::PathBuf>,
-        /// Pinned results, as for `check server`.
-        #[arg(long, value_name = "FILE")]
-        expect: Option<std::path::PathBuf>,
         /// Seconds to wait for each case's connection.
         #[arg(long, default_value_t = 30)]
         wait: u64,
-        /// Also run the timer cases: the implementation must run with its
-        /// connect, handshake, decision and linger timers at 2 s (`bookend
-        /// serve`/`connect --server` do with `--short-timers`).
-        #[arg(long)]
-        timers: bool,
-        /// Also write the run's connections to FILE as a capture (pcap).
-        #[arg(long, value_name = "FILE")]
-        pcap: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        args: CheckArgs,
     },
     /// Check an implementation that listens on ADDR: bookend plays the
     /// caller, one connection per case. The implementation serves the demo
@@ -152,30 +163,8 @@ enum CheckRole {
         /// The property mode's seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Run only the cases matching this pattern (`10.2.*`,
-        /// `bookend/9.2/1`; `*` matches anything).
-        #[arg(long)]
-        case: Option<String>,
-        /// One JSON object per case on standard output (id, description,
-        /// requirement, grades, detail, timing, wire log).
-        #[arg(long)]
-        json: bool,
-        /// Also write the run as JUnit XML to FILE.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<std::path::PathBuf>,
-        /// Pinned results (`CASE GRADE` per line): the run fails on a case
-        /// whose grade differs from its pin (an unexpected pass included)
-        /// and on an unpinned FAILED, instead of on any FAILED.
-        #[arg(long, value_name = "FILE")]
-        expect: Option<std::path::PathBuf>,
-        /// Also write the run's connections to FILE as a capture (pcap).
-        #[arg(long, value_name = "FILE")]
-        pcap: Option<std::path::PathBuf>,
-        /// Also run the timer cases: the implementation must run with its
-        /// connect, handshake, decision and linger timers at 2 s (`bookend
-        /// serve`/`connect --server` do with `--short-timers`).
-        #[arg(long)]
-        timers: bool,
+        #[command(flatten)]
+        args: CheckArgs,
     },
 }
 
@@ -469,34 +458,22 @@ fn run_nc(command: Command) -> Result<u8, Box<Command>> {
 fn run(command: Command) -> Result<bool, String> {
     match command {
         Command::Check { role } => {
-            let (case, json, junit, expect, pcap) = match &role {
-                CheckRole::Server {
-                    case,
-                    json,
-                    junit,
-                    expect,
-                    pcap,
-                    ..
+            let (args, capture_role, capture_port) = match &role {
+                CheckRole::Server { args, addr, .. } => {
+                    (args.clone(), check::Role::Caller, addr.port())
                 }
-                | CheckRole::Client {
-                    case,
-                    json,
-                    junit,
-                    expect,
-                    pcap,
-                    ..
-                } => (
-                    case.clone(),
-                    *json,
-                    junit.clone(),
-                    expect.clone(),
-                    pcap.clone(),
-                ),
+                CheckRole::Client { args, listen, .. } => {
+                    (args.clone(), check::Role::Callee, listen.port())
+                }
             };
-            let (capture_role, capture_port) = match &role {
-                CheckRole::Server { addr, .. } => (check::Role::Caller, addr.port()),
-                CheckRole::Client { listen, .. } => (check::Role::Callee, listen.port()),
-            };
+            let CheckArgs {
+                case,
+                timers,
+                json,
+                junit,
+                expect,
+                pcap,
+            } = args;
             let pinned = match &expect {
                 Some(path) => check::parse_expectations(
                     &std::fs::read_to_string(path)
@@ -512,15 +489,10 @@ fn run(command: Command) -> Result<bool, String> {
                     seed,
                     ..
                 } => check::check_random(addr, n, seed),
-                CheckRole::Server { addr, timers, .. } => {
+                CheckRole::Server { addr, .. } => {
                     check::check_server(addr, case.as_deref(), timers)
                 }
-                CheckRole::Client {
-                    listen,
-                    wait,
-                    timers,
-                    ..
-                } => check::check_client(
+                CheckRole::Client { listen, wait, .. } => check::check_client(
                     listen,
                     case.as_deref(),
                     std::time::Duration::from_secs(wait),

@@ -164,7 +164,9 @@ fn shown(d: &[u8]) -> String {
     }
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal (quotes, backslashes and control
+/// characters escaped).
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
