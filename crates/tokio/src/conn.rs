@@ -25,12 +25,19 @@ use tracing::{Instrument, debug, trace};
 /// a simulated TCP in tests). The session's FIN is the stream's
 /// `shutdown`, its RST [`reset_on_drop`](Self::reset_on_drop) then drop.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether written bytes may wait in the stream until it is flushed (a
+    /// TLS stream's records): the driver then flushes after writing. A
+    /// kernel socket sends on write, and is spared the flush.
+    const BUFFERS_WRITES: bool = true;
+
     /// Makes dropping the stream reset the connection (TCP: SO_LINGER 0, so
     /// that close sends RST, §3.6). Streams that cannot are just dropped.
     fn reset_on_drop(&mut self) {}
 }
 
 impl Transport for TcpStream {
+    const BUFFERS_WRITES: bool = false;
+
     fn reset_on_drop(&mut self) {
         if let Err(e) = self.set_zero_linger() {
             debug!(error = %e, "SO_LINGER 0 failed");
@@ -477,7 +484,7 @@ async fn exchange<T: Transport>(conn: &Conn, stream: &mut T) -> End {
                 }
                 WriteStep::Wrote(Ok(n)) => {
                     written += n;
-                    unflushed = true;
+                    unflushed = T::BUFFERS_WRITES;
                     if out.as_ref().is_some_and(|b| written >= b.len()) {
                         out = None;
                     }
