@@ -137,6 +137,10 @@ struct Peer {
     /// The session's FIN is not sent (a case that waits for the
     /// implementation's linger timer).
     hold_fin: bool,
+    /// Application data read from the session, not yet taken by the case.
+    app: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes received that the session has not taken yet.
+    unfed: Vec<u8>,
 }
 
 impl Peer {
@@ -170,6 +174,8 @@ impl Peer {
             end: None,
             split: None,
             hold_fin: false,
+            app: std::collections::VecDeque::new(),
+            unfed: Vec::new(),
         })
     }
 
@@ -225,6 +231,15 @@ impl Peer {
     /// One read, at most until `until`: fed to the session. Returns
     /// whether anything happened (bytes, or the end of the stream).
     fn read_once(&mut self, until: StdInstant) -> bool {
+        if !self.unfed.is_empty() {
+            self.drain_reads();
+            let now = self.now();
+            let k = self.session.handle_bytes(now, &self.unfed);
+            self.unfed.drain(..k);
+            if k > 0 {
+                return true;
+            }
+        }
         if self.end.is_some() {
             return false;
         }
@@ -248,13 +263,16 @@ impl Peer {
                 let now = self.now();
                 self.session.handle_peer_alive(now);
                 let mut at = 0;
-                // The session takes what it has room for; the case reads
-                // whatever the implementation sends, so keep offering.
+                // The session takes what it has room for once its
+                // application data is read; what it still refuses waits in
+                // `unfed`, fed before the next read: nothing received is
+                // dropped.
                 while at < n {
                     let k = self.session.handle_bytes(now, &buf[at..n]);
                     if k == 0 {
                         self.drain_reads();
                         if self.session.handle_bytes(now, &buf[at..n]) == 0 {
+                            self.unfed.extend_from_slice(&buf[at..n]);
                             break;
                         }
                         continue;
@@ -282,10 +300,9 @@ impl Peer {
         }
     }
 
-    /// Reads what the application would: stream bytes and messages are
-    /// kept as `Received` events' payloads in `data`.
-    fn drain_reads(&mut self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Reads what the application would (stream bytes, or messages) into
+    /// `app`, where the case takes them from.
+    fn drain_reads(&mut self) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let got = match self.session.options().mode {
@@ -294,11 +311,10 @@ impl Peer {
             };
             match got {
                 Ok(0) if self.session.options().mode == Mode::Stream => break,
-                Ok(n) => out.push(buf[..n].to_vec()),
+                Ok(n) => self.app.push_back(buf[..n].to_vec()),
                 Err(_) => break,
             }
         }
-        out
     }
 
     /// Runs the session until `pred` holds for an event (kept), at most
@@ -337,13 +353,19 @@ impl Peer {
         let mut got: Vec<u8> = Vec::new();
         loop {
             let _ = self.flush();
-            for chunk in self.drain_reads() {
+            self.drain_reads();
+            while let Some(chunk) = self.app.pop_front() {
                 if self.session.options().mode == Mode::Message {
                     return Some(chunk);
                 }
                 got.extend_from_slice(&chunk);
             }
             if got.len() >= want {
+                // Stream mode: bytes beyond this value are the next one's.
+                let rest = got.split_off(want);
+                if !rest.is_empty() {
+                    self.app.push_front(rest);
+                }
                 return Some(got);
             }
             // The peer's DISCONNECT ends its data: nothing more will come.
