@@ -2242,34 +2242,26 @@ pub enum Role {
 /// what each side's application handed TCP and read from it, not
 /// retransmissions.
 pub fn pcap(reports: &[Report], role: Role, port: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    f.extend_from_slice(&[2, 0, 4, 0]);
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    let ours = [10, 0, 0, 2];
-    let theirs = [10, 0, 0, 1];
+    use smoltcp::phy::PcapSink as _;
+    use smoltcp::wire::TcpControl;
+    let mut f: Vec<u8> = Vec::new();
+    f.global_header(smoltcp::phy::PcapLinkType::Ip);
     let mut base_us: u64 = 0;
     for (i, r) in reports.iter().enumerate() {
         let ephemeral = 40000 + i as u16;
-        // (address, port) of bookend check and of the implementation.
+        // The ports of bookend check and of the implementation.
         let (our_port, their_port) = match role {
             Role::Caller => (ephemeral, port),
             Role::Callee => (port, ephemeral),
         };
         // The next sequence number: ours, theirs.
         let mut seq = [0u32, 0u32];
-        let packet = |f: &mut Vec<u8>,
-                      at: u64,
-                      from_us: bool,
-                      flags: u8,
-                      data: &[u8],
-                      seq: &mut [u32; 2]| {
-            let (src, dst, sp, dp, me, them) = if from_us {
-                (ours, theirs, our_port, their_port, 0, 1)
+        let mut packet = |at: u64, from_us: bool, control: TcpControl, ack: bool, data: &[u8]| {
+            let (me, them) = if from_us { (0, 1) } else { (1, 0) };
+            let ports = if from_us {
+                (our_port, their_port)
             } else {
-                (theirs, ours, their_port, our_port, 1, 0)
+                (their_port, our_port)
             };
             // Segments of at most 65 000 bytes (an IPv4 packet's bound).
             let chunks: Vec<&[u8]> = if data.is_empty() {
@@ -2278,64 +2270,94 @@ pub fn pcap(reports: &[Report], role: Role, port: u16) -> Vec<u8> {
                 data.chunks(65_000).collect()
             };
             for chunk in chunks {
-                let total = 40 + chunk.len();
-                let mut pkt = vec![
-                    0x45,
-                    0,
-                    (total >> 8) as u8,
-                    total as u8,
-                    0,
-                    0,
-                    0x40,
-                    0,
-                    64,
-                    6,
-                    0,
-                    0,
-                ];
-                pkt.extend_from_slice(&src);
-                pkt.extend_from_slice(&dst);
-                pkt.extend_from_slice(&sp.to_be_bytes());
-                pkt.extend_from_slice(&dp.to_be_bytes());
-                pkt.extend_from_slice(&seq[me].to_be_bytes());
-                let ack = if flags & 0x02 != 0 && from_us == (role == Role::Caller) {
-                    0
-                } else {
-                    seq[them]
-                };
-                pkt.extend_from_slice(&ack.to_be_bytes());
-                pkt.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-                pkt.extend_from_slice(chunk);
+                let bytes = segment(
+                    from_us,
+                    ports,
+                    control,
+                    seq[me],
+                    ack.then_some(seq[them]),
+                    chunk,
+                );
                 seq[me] = seq[me].wrapping_add(chunk.len() as u32);
                 let t = base_us + at;
-                f.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
-                f.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
-                f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
-                f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
-                f.extend_from_slice(&pkt);
+                f.packet(smoltcp::time::Instant::from_micros(t as i64), &bytes);
             }
-            if flags & 0x03 != 0 {
+            if matches!(control, TcpControl::Syn | TcpControl::Fin) {
                 // SYN and FIN take a sequence number.
                 seq[me] = seq[me].wrapping_add(1);
             }
         };
         // The handshake, the caller first.
         let caller_is_us = role == Role::Caller;
-        packet(&mut f, 0, caller_is_us, 0x02, &[], &mut seq);
-        packet(&mut f, 0, !caller_is_us, 0x12, &[], &mut seq);
-        packet(&mut f, 0, caller_is_us, 0x10, &[], &mut seq);
+        packet(0, caller_is_us, TcpControl::Syn, false, &[]);
+        packet(0, !caller_is_us, TcpControl::Syn, true, &[]);
+        packet(0, caller_is_us, TcpControl::None, true, &[]);
         for w in &r.wire {
-            let from_us = w.dir == Dir::Sent;
-            let flags = match w.end {
-                Some("FIN") => 0x11,
-                Some("RST") => 0x14,
-                _ => 0x18,
+            let control = match w.end {
+                Some("FIN") => TcpControl::Fin,
+                Some("RST") => TcpControl::Rst,
+                _ => TcpControl::Psh,
             };
-            packet(&mut f, w.at_us, from_us, flags, &w.bytes, &mut seq);
+            packet(w.at_us, w.dir == Dir::Sent, control, true, &w.bytes);
         }
         base_us += r.wire.last().map_or(0, |w| w.at_us) + 1_000;
     }
     f
+}
+
+/// One IPv4/TCP segment between 10.0.0.2 (bookend check, `from_us`) and
+/// 10.0.0.1, with its checksums, emitted by smoltcp's wire module.
+fn segment(
+    from_us: bool,
+    (src_port, dst_port): (u16, u16),
+    control: smoltcp::wire::TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let (ours, theirs) = (Ipv4Address::new(10, 0, 0, 2), Ipv4Address::new(10, 0, 0, 1));
+    let (src, dst) = if from_us {
+        (ours, theirs)
+    } else {
+        (theirs, ours)
+    };
+    let tcp = TcpRepr {
+        src_port,
+        dst_port,
+        control,
+        // Serial numbers: the bits as they are (RFC 1982).
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 0xffff,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    let header = ip.buffer_len();
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[header..]),
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps,
+    );
+    buf
 }
 
 /// One JSON object per case, one per line: id, description, requirement,
