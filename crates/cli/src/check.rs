@@ -13,8 +13,9 @@
 //! socket, so that legal traffic is exactly what the spec says; the cases
 //! that break the protocol write their bytes past it, raw.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+use crate::transport::{self, Net, Stream};
 use std::time::{Duration, Instant as StdInstant};
 
 use bookend_session::{
@@ -125,7 +126,7 @@ enum TcpEnd {
 /// bookend's side of one case: a caller session over a blocking socket,
 /// with every byte logged.
 struct Peer {
-    tcp: TcpStream,
+    tcp: Box<dyn Stream>,
     session: Session,
     epoch: StdInstant,
     wire: Vec<WireEntry>,
@@ -144,8 +145,8 @@ struct Peer {
 }
 
 impl Peer {
-    fn connect(addr: SocketAddr, options: Options) -> std::io::Result<Self> {
-        let tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+    fn connect(at: &Target, options: Options) -> std::io::Result<Self> {
+        let tcp = at.net.connect(at.addr, ANSWER_TIMEOUT)?;
         let mut config = Config::default();
         config.options = options;
         let session = Session::caller(config, 1)
@@ -154,7 +155,7 @@ impl Peer {
     }
 
     /// The callee's side of a connection the implementation made.
-    fn callee(tcp: TcpStream, mode: Mode) -> std::io::Result<Self> {
+    fn callee(tcp: Box<dyn Stream>, mode: Mode) -> std::io::Result<Self> {
         let mut config = Config::default();
         config.options.mode = mode;
         config.options.integrity = Integrity::Crc32c;
@@ -163,8 +164,7 @@ impl Peer {
         Self::over(tcp, session)
     }
 
-    fn over(tcp: TcpStream, session: Session) -> std::io::Result<Self> {
-        tcp.set_nodelay(true)?;
+    fn over(tcp: Box<dyn Stream>, session: Session) -> std::io::Result<Self> {
         Ok(Self {
             tcp,
             session,
@@ -219,7 +219,7 @@ impl Peer {
         while let Some(a) = self.session.poll_transport_action() {
             if a == bookend_session::TransportAction::Fin && !self.hold_fin {
                 self.log(Dir::Sent, &[], Some("FIN"));
-                let _ = self.tcp.shutdown(std::net::Shutdown::Write);
+                self.tcp.shutdown_write();
             }
         }
         while let Some(e) = self.session.poll_event() {
@@ -243,14 +243,9 @@ impl Peer {
         if self.end.is_some() {
             return false;
         }
-        let left = until.saturating_duration_since(StdInstant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let _ = self.tcp.set_read_timeout(Some(left));
         let mut buf = [0u8; 16 * 1024];
-        match self.tcp.read(&mut buf) {
-            Ok(0) => {
+        match self.tcp.read_until(&mut buf, until) {
+            transport::Read::Fin => {
                 self.end = Some(TcpEnd::Fin);
                 self.log(Dir::Received, &[], Some("FIN"));
                 let now = self.now();
@@ -258,7 +253,7 @@ impl Peer {
                     .handle_transport_closed(now, bookend_session::TransportClosed::Fin);
                 true
             }
-            Ok(n) => {
+            transport::Read::Data(n) => {
                 self.log(Dir::Received, &buf[..n], None);
                 let now = self.now();
                 self.session.handle_peer_alive(now);
@@ -281,15 +276,8 @@ impl Peer {
                 }
                 true
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                false
-            }
-            Err(_) => {
+            transport::Read::Idle => false,
+            transport::Read::Reset => {
                 self.end = Some(TcpEnd::Reset);
                 self.log(Dir::Received, &[], Some("RST"));
                 let now = self.now();
@@ -389,7 +377,7 @@ impl Peer {
         if self.end == Some(TcpEnd::Fin) {
             // An RST after the FIN shows only as the socket's error.
             std::thread::sleep(Duration::from_millis(200));
-            if rst_after_fin(&self.tcp) {
+            if self.tcp.rst_after_fin() {
                 self.end = Some(TcpEnd::Reset);
                 self.log(Dir::Received, &[], Some("RST"));
             }
@@ -403,20 +391,25 @@ impl Peer {
 }
 
 /// How a case runs: against the address, filling in its outcome.
-type RunCase = Box<dyn Fn(&mut Outcome, SocketAddr)>;
+type RunCase = Box<dyn Fn(&mut Outcome, &Target)>;
 
-/// Whether an RST came after the peer's FIN. A read cannot tell: once the
-/// FIN is in, reads return 0 whatever follows (Linux checks for end of
-/// stream before the socket's error); the RST leaves its error on the
-/// socket (EPIPE in CLOSE_WAIT, ECONNRESET otherwise), which SO_ERROR takes.
-fn rst_after_fin(tcp: &TcpStream) -> bool {
-    matches!(
-        tcp.take_error(),
-        Ok(Some(e)) if matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-        )
-    )
+/// What the server role's cases run against: an address, reached over a
+/// TCP stack (the kernel's, or the checker's own smoltcp on a TAP device).
+pub struct Target {
+    /// The checker's TCP.
+    pub net: Box<dyn Net>,
+    /// The implementation's address.
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// `addr` over the kernel's TCP.
+    pub fn kernel(addr: SocketAddr) -> Self {
+        Self {
+            net: Box::new(transport::Kernel),
+            addr,
+        }
+    }
 }
 
 /// A case: what it checks, and how.
@@ -500,12 +493,12 @@ fn proposal(mode: Mode, integrity: bool) -> Options {
 /// when the case cannot go on.
 fn handshake(
     out: &mut Outcome,
-    addr: SocketAddr,
+    at: &Target,
     options: Options,
     caller_data: &[u8],
     split: Option<usize>,
 ) -> Option<Peer> {
-    let mut p = match Peer::connect(addr, options) {
+    let mut p = match Peer::connect(at, options) {
         Ok(p) => p,
         Err(e) => {
             out.behaviour(Grade::Failed, "a TCP connection", e);
@@ -561,8 +554,8 @@ fn handshake(
 
 /// The seed scenario (§9.2) with the demo payload, in `mode`, `split` bytes
 /// per segment.
-fn seed_case(out: &mut Outcome, addr: SocketAddr, mode: Mode, split: Option<usize>) {
-    let Some(mut p) = handshake(out, addr, proposal(mode, true), b"check-1", split) else {
+fn seed_case(out: &mut Outcome, at: &Target, mode: Mode, split: Option<usize>) {
+    let Some(mut p) = handshake(out, at, proposal(mode, true), b"check-1", split) else {
         return;
     };
     for n in 1..=SEED_TRANSACTIONS {
@@ -748,12 +741,12 @@ fn hex(b: &[u8]) -> String {
 /// A §10.2 row against a callee: a CONNECT row as the connection's first
 /// bytes; any other after the handshake (integrity in force for a sealed
 /// row, and for the unsealed DATA row that needs it).
-fn refusal_case(out: &mut Outcome, addr: SocketAddr, row: RefusalRow) {
+fn refusal_case(out: &mut Outcome, at: &Target, row: RefusalRow) {
     let bytes = unhex(row.hex);
     let sealed = bytes.get(1).is_some_and(|f| f & 0x40 != 0) || row.what.contains("in force");
     let mut p = if bytes[0] == 0x01 {
         let options = proposal(Mode::Stream, false);
-        let mut p = match Peer::connect(addr, options) {
+        let mut p = match Peer::connect(at, options) {
             Ok(p) => p,
             Err(e) => {
                 out.behaviour(Grade::Failed, "a TCP connection", e);
@@ -770,7 +763,7 @@ fn refusal_case(out: &mut Outcome, addr: SocketAddr, row: RefusalRow) {
         while p.session.poll_transmit_bytes(now, 64 * 1024).is_some() {}
         p
     } else {
-        match handshake(out, addr, proposal(Mode::Stream, sealed), b"check-1", None) {
+        match handshake(out, at, proposal(Mode::Stream, sealed), b"check-1", None) {
             Some(p) => p,
             None => return,
         }
@@ -859,8 +852,8 @@ fn expect_abort_then_rst(out: &mut Outcome, p: &mut Peer, reason: Reason, why: &
 /// The peer's view of a caller whose CONNECT is written raw: the session
 /// is made as a caller (so it reads the answer as one) and its own CONNECT
 /// dropped unsent.
-fn raw_caller(out: &mut Outcome, addr: SocketAddr, options: Options) -> Option<Peer> {
-    let mut p = match Peer::connect(addr, options) {
+fn raw_caller(out: &mut Outcome, at: &Target, options: Options) -> Option<Peer> {
+    let mut p = match Peer::connect(at, options) {
         Ok(p) => p,
         Err(e) => {
             out.behaviour(Grade::Failed, "a TCP connection", e);
@@ -876,13 +869,13 @@ fn raw_caller(out: &mut Outcome, addr: SocketAddr, options: Options) -> Option<P
 /// Sends our FIN (the end of our byte stream).
 fn send_fin(p: &mut Peer) {
     p.log(Dir::Sent, &[], Some("FIN"));
-    let _ = p.tcp.shutdown(std::net::Shutdown::Write);
+    p.tcp.shutdown_write();
 }
 
 /// §10.1: a CONNECT vector written as the connection's first bytes is
 /// accepted, and the session then ends gracefully.
-fn vector_case(out: &mut Outcome, addr: SocketAddr, hex_bytes: &str) {
-    let Some(mut p) = raw_caller(out, addr, proposal(Mode::Stream, false)) else {
+fn vector_case(out: &mut Outcome, at: &Target, hex_bytes: &str) {
+    let Some(mut p) = raw_caller(out, at, proposal(Mode::Stream, false)) else {
         return;
     };
     if let Err(e) = p.write_raw(&unhex(hex_bytes)) {
@@ -1113,7 +1106,7 @@ fn server_timer_cases() -> Vec<Case> {
                         // After its FIN a read returns 0 at once, until an
                         // RST makes it fail.
                         while t0.elapsed() < SHORT_TIMER + TIMER_LATE {
-                            if rst_after_fin(&p.tcp) {
+                            if p.tcp.rst_after_fin() {
                                 p.log(Dir::Received, &[], Some("RST"));
                                 ended = Some(t0.elapsed());
                                 break;
@@ -1281,7 +1274,7 @@ fn server_cases() -> Vec<Case> {
                     return;
                 };
                 p.log(Dir::Sent, &[], Some("RST"));
-                let _ = socket2::SockRef::from(&p.tcp).set_linger(Some(Duration::ZERO));
+                p.tcp.reset();
                 let mut wire = std::mem::take(&mut p.wire);
                 drop(p);
                 std::thread::sleep(Duration::from_millis(100));
@@ -1355,7 +1348,7 @@ fn glob(p: &str, s: &str) -> bool {
 /// Runs the server role's cases selected by `pattern` against `addr`, and
 /// with `timers` the cases that need the implementation's timers at
 /// [`SHORT_TIMER`].
-pub fn check_server(addr: SocketAddr, pattern: Option<&str>, timers: bool) -> Vec<Report> {
+pub fn check_server(at: &Target, pattern: Option<&str>, timers: bool) -> Vec<Report> {
     let mut reports = Vec::new();
     let mut cases = server_cases();
     if timers {
@@ -1367,7 +1360,7 @@ pub fn check_server(addr: SocketAddr, pattern: Option<&str>, timers: bool) -> Ve
         }
         let started = StdInstant::now();
         let mut out = Outcome::new();
-        (case.run)(&mut out, addr);
+        (case.run)(&mut out, at);
         if out.behaviour == Grade::Unimplemented {
             // Nothing to judge in how an unimplemented case ended.
             out.close = Grade::Ok;
@@ -1703,13 +1696,13 @@ fn client_timer_cases() -> Vec<ClientCase> {
 ///
 /// This function returns `Err` if `listen` cannot be bound.
 pub fn check_client(
+    net: &dyn Net,
     listen: SocketAddr,
     pattern: Option<&str>,
     wait: Duration,
     timers: bool,
 ) -> std::io::Result<Vec<Report>> {
-    let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
+    let mut listener = net.listen(listen)?;
     let mut reports = Vec::new();
     let mut cases = client_cases();
     if timers {
@@ -1721,23 +1714,9 @@ pub fn check_client(
         }
         let mut out = Outcome::new();
         let until = StdInstant::now() + wait;
-        let tcp = loop {
-            match listener.accept() {
-                Ok((tcp, _)) => break Some(tcp),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if StdInstant::now() >= until {
-                        break None;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(_) => break None,
-            }
-        };
+        let tcp = listener.accept(until).ok().flatten();
         let started = StdInstant::now();
-        match tcp.map(|t| {
-            t.set_nonblocking(false)?;
-            Peer::callee(t, Mode::Stream)
-        }) {
+        match tcp.map(|t| Peer::callee(t, Mode::Stream)) {
             Some(Ok(p)) => (case.run)(&mut out, p),
             Some(Err(e)) => out.behaviour(Grade::Failed, "a usable connection", e),
             None => out.behaviour(
@@ -1997,15 +1976,14 @@ pub fn reference(steps: &[Step]) -> Answer {
 /// DISCONNECT for its answer; then FIN (shutdown) or RST (once the answers
 /// stop coming) if the script ends so, and reads the answer until the
 /// implementation's side ends or 500 ms pass without a byte.
-pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::io::Result<Answer> {
+pub fn run_script(at: &Target, script: &Script, expect_rst: bool) -> std::io::Result<Answer> {
     let (parts, last) = script_parts(&script.steps);
-    let mut tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
-    tcp.set_nodelay(true)?;
+    let mut tcp = at.net.connect(at.addr, ANSWER_TIMEOUT)?;
     let mut got = Vec::new();
     // Reads until `count` frames of type `t` have come, the stream ends, or
     // the answer time passes; says whether they came.
-    let wait_for = |tcp: &mut TcpStream, got: &mut Vec<u8>, t: Option<u8>, count: usize| {
-        let _ = tcp.set_read_timeout(Some(SCRIPT_ANSWER_TIMEOUT));
+    let wait_for = |tcp: &mut Box<dyn Stream>, got: &mut Vec<u8>, t: Option<u8>, count: usize| {
+        let until = StdInstant::now() + SCRIPT_ANSWER_TIMEOUT;
         let mut b = [0u8; 4096];
         let seen = |got: &Vec<u8>| {
             let f = frames_of(got);
@@ -2015,9 +1993,9 @@ pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::i
                 })
         };
         while !seen(got) {
-            match tcp.read(&mut b) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => got.extend_from_slice(&b[..n]),
+            match tcp.read_until(&mut b, until) {
+                transport::Read::Data(n) => got.extend_from_slice(&b[..n]),
+                _ => return false,
             }
         }
         true
@@ -2052,30 +2030,22 @@ pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::i
         }
     }
     let quiet = Duration::from_millis(500);
-    let read_until_quiet = |tcp: &mut TcpStream, got: &mut Vec<u8>| -> &'static str {
-        let _ = tcp.set_read_timeout(Some(quiet));
+    let read_until_quiet = |tcp: &mut Box<dyn Stream>, got: &mut Vec<u8>| -> &'static str {
         let mut b = [0u8; 16 * 1024];
         loop {
-            match tcp.read(&mut b) {
-                Ok(0) => {
+            match tcp.read_until(&mut b, StdInstant::now() + quiet) {
+                transport::Read::Fin => {
                     std::thread::sleep(Duration::from_millis(200));
-                    return if rst_after_fin(tcp) { "RST" } else { "FIN" };
+                    return if tcp.rst_after_fin() { "RST" } else { "FIN" };
                 }
-                Ok(n) => got.extend_from_slice(&b[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return "open";
-                }
-                Err(_) => return "RST",
+                transport::Read::Data(n) => got.extend_from_slice(&b[..n]),
+                transport::Read::Idle => return "open",
+                transport::Read::Reset => return "RST",
             }
         }
     };
     if last == Some(Step::Fin) {
-        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        tcp.shutdown_write();
     }
     let mut end = read_until_quiet(&mut tcp, &mut got);
     // An RST after the FIN (no ABORT can follow a FIN) may take up to the
@@ -2083,7 +2053,7 @@ pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::i
     if end == "FIN" && expect_rst {
         let t0 = StdInstant::now();
         while t0.elapsed() < RST_BOUND {
-            if rst_after_fin(&tcp) {
+            if tcp.rst_after_fin() {
                 end = "RST";
                 break;
             }
@@ -2098,7 +2068,7 @@ pub fn run_script(addr: SocketAddr, script: &Script, expect_rst: bool) -> std::i
         waited += quiet;
     }
     if last == Some(Step::Rst) {
-        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+        tcp.reset();
     }
     Ok(Answer {
         frames: frames_of(&got),
@@ -2127,14 +2097,14 @@ fn agrees(reference: &Answer, actual: &Answer, last: Option<Step>) -> bool {
 /// the implementation, each checked against the reference machine; a
 /// disagreement is shrunk (steps removed one at a time while it still
 /// disagrees) and reported with the seed and script that reproduce it.
-pub fn check_random(addr: SocketAddr, n: u64, seed: u64) -> Vec<Report> {
+pub fn check_random(at: &Target, n: u64, seed: u64) -> Vec<Report> {
     let mut reports = Vec::new();
     for k in 0..n {
         let started = StdInstant::now();
         let mut sc = script(seed, k);
         let disagrees = |sc: &Script| -> Option<(Answer, Answer)> {
             let expected = reference(&sc.steps);
-            let actual = run_script(addr, sc, expected.end == "RST").ok()?;
+            let actual = run_script(at, sc, expected.end == "RST").ok()?;
             let last = script_parts(&sc.steps).1;
             (!agrees(&expected, &actual, last)).then_some((expected, actual))
         };

@@ -11,3 +11,4 @@ pub mod kernel;
 pub mod nc;
 pub mod soak;
 pub mod tap;
+pub mod transport;

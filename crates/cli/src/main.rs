@@ -131,6 +131,14 @@ struct CheckArgs {
     /// Also write the run's connections to FILE as a capture (pcap).
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
+    /// Run the checker's side on its own smoltcp stack on this TAP device
+    /// (created if absent; needs root) instead of the kernel's TCP, for an
+    /// implementation reached through the device.
+    #[arg(long, requires = "tap_addr")]
+    tap: Option<String>,
+    /// The checker's address on the TAP device, as CIDR (e.g. 10.99.0.1/24).
+    #[arg(long = "addr", id = "tap_addr", value_name = "CIDR", value_parser = parse_cidr, requires = "tap")]
+    tap_addr: Option<IpCidr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,9 +311,9 @@ enum Command {
         /// Stream or message mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
-        /// Kernel TCP: connect, handshake, decision and linger timers of 2 s
-        /// (§7), as `bookend check --timers` expects of what it checks.
-        #[arg(long, conflicts_with = "tap")]
+        /// Connect, handshake, decision and linger timers of 2 s (§7), as
+        /// `bookend check --timers` expects of what it checks.
+        #[arg(long)]
         short_timers: bool,
     },
     /// Run one client of the scenario: over the kernel's TCP, or on a TAP
@@ -349,9 +357,9 @@ enum Command {
         /// Stream or message mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Stream)]
         mode: ModeArg,
-        /// Kernel TCP: connect, handshake, decision and linger timers of 2 s
-        /// (§7), as `bookend check --timers` expects of what it checks.
-        #[arg(long, conflicts_with = "tap")]
+        /// Connect, handshake, decision and linger timers of 2 s (§7), as
+        /// `bookend check --timers` expects of what it checks.
+        #[arg(long)]
         short_timers: bool,
     },
 }
@@ -473,7 +481,15 @@ fn run(command: Command) -> Result<bool, String> {
                 junit,
                 expect,
                 pcap,
+                tap,
+                tap_addr,
             } = args;
+            let net: Box<dyn bookend_cli::transport::Net> = match (tap, tap_addr) {
+                (Some(dev), Some(cidr)) => Box::new(
+                    bookend_cli::transport::TapNet::open(&dev, cidr).map_err(|e| e.to_string())?,
+                ),
+                _ => Box::new(bookend_cli::transport::Kernel),
+            };
             let pinned = match &expect {
                 Some(path) => check::parse_expectations(
                     &std::fs::read_to_string(path)
@@ -488,11 +504,12 @@ fn run(command: Command) -> Result<bool, String> {
                     random: Some(n),
                     seed,
                     ..
-                } => check::check_random(addr, n, seed),
+                } => check::check_random(&check::Target { net, addr }, n, seed),
                 CheckRole::Server { addr, .. } => {
-                    check::check_server(addr, case.as_deref(), timers)
+                    check::check_server(&check::Target { net, addr }, case.as_deref(), timers)
                 }
                 CheckRole::Client { listen, wait, .. } => check::check_client(
+                    net.as_ref(),
                     listen,
                     case.as_deref(),
                     std::time::Duration::from_secs(wait),
@@ -613,7 +630,12 @@ fn run(command: Command) -> Result<bool, String> {
             let limit = std::time::Duration::from_secs(timeout);
             let r = match (tap, addr) {
                 (Some(tap), Some(addr)) => {
-                    tap::serve(&tap, addr, port, clients, mode.into(), limit)
+                    let run = tap::RunOptions {
+                        mode: mode.into(),
+                        limit,
+                        short_timers,
+                    };
+                    tap::serve(&tap, addr, port, clients, run)
                 }
                 _ => kernel::serve(listen, clients, mode.into(), limit, short_timers),
             }
@@ -641,7 +663,12 @@ fn run(command: Command) -> Result<bool, String> {
             let limit = std::time::Duration::from_secs(timeout);
             let r = match (tap, addr) {
                 (Some(tap), Some(addr)) => {
-                    tap::connect(&tap, addr, server, &name, transactions, mode.into(), limit)
+                    let run = tap::RunOptions {
+                        mode: mode.into(),
+                        limit,
+                        short_timers,
+                    };
+                    tap::connect(&tap, addr, server, &name, transactions, run)
                 }
                 _ => {
                     let smoltcp::wire::IpAddress::Ipv4(ip) = server.addr;

@@ -40,6 +40,28 @@ impl fmt::Display for TapRunError {
 
 impl std::error::Error for TapRunError {}
 
+/// How a TAP run goes: the mode, the wall-clock limit, the timers.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Stream or message mode.
+    pub mode: Mode,
+    /// The run fails with [`TapRunError::TimedOut`] after this long.
+    pub limit: std::time::Duration,
+    /// The connect, handshake, decision and linger timers at
+    /// [`crate::kernel::SHORT_TIMER`] (`--short-timers`).
+    pub short_timers: bool,
+}
+
+/// `--short-timers`: the connect, handshake, decision and linger timers
+/// `bookend check --timers` expects (§7).
+fn shorten(config: &mut Config) {
+    let t = crate::kernel::SHORT_TIMER;
+    config.session.connect_timeout = t;
+    config.session.handshake_timeout = t;
+    config.session.decision_timeout = t;
+    config.session.linger_timeout = t;
+}
+
 fn relative(steps: &mut [Step], start: Instant) {
     for s in steps {
         s.at = Instant::from_micros(s.at.total_micros() - start.total_micros());
@@ -69,10 +91,17 @@ pub fn serve(
     addr: IpCidr,
     port: u16,
     clients: Option<usize>,
-    mode: Mode,
-    limit: std::time::Duration,
+    run: RunOptions,
 ) -> Result<ServeReport, TapRunError> {
+    let RunOptions {
+        mode,
+        limit,
+        short_timers,
+    } = run;
     let mut config = Config::from_os_entropy();
+    if short_timers {
+        shorten(&mut config);
+    }
     // The demo application's choices: serve the mode asked for, and grant
     // the CRC-32C trailer to callers that propose it (§2.5).
     config.session.options.mode = mode;
@@ -139,10 +168,17 @@ pub fn connect(
     server: IpEndpoint,
     name: &str,
     transactions: u64,
-    mode: Mode,
-    limit: std::time::Duration,
+    run: RunOptions,
 ) -> Result<ConnectReport, TapRunError> {
-    let config = Config::from_os_entropy();
+    let RunOptions {
+        mode,
+        limit,
+        short_timers,
+    } = run;
+    let mut config = Config::from_os_entropy();
+    if short_timers {
+        shorten(&mut config);
+    }
     let mut host =
         TapHost::open(tap, addr, None, config.interface_seed()).map_err(TapRunError::Tap)?;
     let mut ep = Endpoint::new(config).expect("valid default configuration");

@@ -375,3 +375,97 @@ fn check_pair(mode: &str, how: &str, client: Child, server: Child, total: u64) {
         assert!(s_out.contains(step), "{diag}");
     }
 }
+
+/// `bookend check` with its own smoltcp stack on a TAP device (`--tap`,
+/// `--addr`), in both roles, against bookend's smoltcp stack on a second
+/// TAP device bridged to the first: every case passes, the timer cases
+/// included (the implementation runs with `--short-timers`).
+#[test]
+fn bookend_check_over_tap_passes_in_both_roles() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED bookend_check_over_tap_passes_in_both_roles: {why}");
+        return;
+    }
+    let ns = format!("bookend-check-{}", std::process::id());
+    let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
+    let checker_tap = ["--tap", "bk1", "--addr", "10.77.0.2/24"];
+
+    // The server role: bookend plays the caller.
+    let server = bookend(
+        &ns,
+        &[
+            "serve",
+            "--tap",
+            "bk0",
+            "--addr",
+            "10.77.0.1/24",
+            "--short-timers",
+            "--timeout",
+            "120",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = vec!["check", "server", "10.77.0.1:7050", "--timers"];
+    args.extend(checker_tap);
+    let check = wait(bookend(&ns, &args), Duration::from_secs(120));
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    let diag = format!("{text}{}", String::from_utf8_lossy(&check.stderr));
+    assert_eq!(check.status.code(), Some(0), "{diag}");
+    assert!(!text.contains("FAILED "), "{diag}");
+    assert!(text.contains("bookend/9.2/1    OK            OK"), "{diag}");
+    assert!(text.contains("bookend/5.4/5    OK            OK"), "{diag}");
+    assert!(text.contains("bookend/7/2      OK            OK"), "{diag}");
+
+    // The client role: bookend plays the callee; the implementation
+    // connects once per case.
+    let mut args = vec![
+        "check",
+        "client",
+        "--listen",
+        "10.77.0.2:7060",
+        "--wait",
+        "10",
+        "--timers",
+    ];
+    args.extend(checker_tap);
+    let checker = bookend(&ns, &args);
+    std::thread::sleep(Duration::from_millis(300));
+    let checker_id = checker.id();
+    let ns2 = ns.clone();
+    let clients = std::thread::spawn(move || {
+        for _ in 0..60 {
+            let c = bookend(
+                &ns2,
+                &[
+                    "connect",
+                    "--tap",
+                    "bk0",
+                    "--addr",
+                    "10.77.0.1/24",
+                    "--server",
+                    "10.77.0.2:7060",
+                    "--transactions",
+                    "3",
+                    "--timeout",
+                    "10",
+                    "--short-timers",
+                ],
+            );
+            let _ = wait(c, Duration::from_secs(20));
+            if !std::path::Path::new(&format!("/proc/{checker_id}")).exists() {
+                return;
+            }
+        }
+    });
+    let check = wait(checker, Duration::from_secs(300));
+    let _ = clients.join();
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    let diag = format!("{text}{}", String::from_utf8_lossy(&check.stderr));
+    assert_eq!(check.status.code(), Some(0), "{diag}");
+    assert!(!text.contains("FAILED "), "{diag}");
+    assert!(text.contains("bookend/9.2/1    OK            OK"), "{diag}");
+    assert!(text.contains("bookend/7/1      OK            OK"), "{diag}");
+}

@@ -92,6 +92,32 @@ impl TapHost {
         })
     }
 
+    /// Processes at most one received packet; says whether there was one.
+    /// A caller that must see each segment's effect on a socket before the
+    /// next (data followed at once by an RST, which empties smoltcp's
+    /// receive buffer) reads its sockets between calls.
+    pub fn poll_ingress_single(&mut self, now: Instant) -> bool {
+        !matches!(
+            self.iface
+                .poll_ingress_single(now, &mut self.device, &mut self.sockets),
+            smoltcp::iface::PollIngressSingleResult::None
+        )
+    }
+
+    /// Sends what the sockets have queued.
+    pub fn poll_egress(&mut self, now: Instant) {
+        let _ = self
+            .iface
+            .poll_egress(now, &mut self.device, &mut self.sockets);
+    }
+
+    /// The device's file descriptor, to wait on with [`phy::wait`] without
+    /// holding the host (a host shared between threads waits outside its
+    /// lock).
+    pub fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.device.as_raw_fd()
+    }
+
     /// Runs the host in real time: polls the interface, calls `app`, and
     /// sleeps on the device until the earlier of the interface's deadline and
     /// the one `app` returns. `app` returns `None` to stop.
