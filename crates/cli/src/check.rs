@@ -1056,6 +1056,65 @@ fn grade_timer(out: &mut Outcome, took: Duration, what: &str) {
     }
 }
 
+/// The keepalive interval the keepalive cases propose or grant.
+const CHECK_KEEPALIVE_MS: u32 = 500;
+
+/// The frames the implementation sent, each with the time its last byte
+/// came (µs since the case began).
+fn frames_received(wire: &[WireEntry]) -> Vec<(u64, u8)> {
+    let mut bytes = Vec::new();
+    let mut out: Vec<(u64, u8)> = Vec::new();
+    for w in wire.iter().filter(|w| w.dir == Dir::Received) {
+        bytes.extend_from_slice(&w.bytes);
+        for f in frames_of(&bytes).into_iter().skip(out.len()) {
+            out.push((w.at_us, f.0));
+        }
+    }
+    out
+}
+
+/// Runs the session for `window`, answering nothing, and grades the
+/// implementation's keepalive (§7): with `k_ms` negotiated, it sends a
+/// frame (a PING when it has nothing else) whenever it sent nothing for
+/// `k_ms`. A gap up to twice `k_ms` is allowed for timer granularity.
+fn observe_keepalive(out: &mut Outcome, p: &mut Peer, k_ms: u32) {
+    let from = p.epoch.elapsed().as_micros() as u64;
+    let window = Duration::from_millis(u64::from(k_ms) * 4);
+    let until = StdInstant::now() + window;
+    while StdInstant::now() < until {
+        let _ = p.flush();
+        if !p.read_once(until) && p.end.is_some() {
+            break;
+        }
+    }
+    let to = p.epoch.elapsed().as_micros() as u64;
+    let frames: Vec<(u64, u8)> = frames_received(&p.wire)
+        .into_iter()
+        .filter(|f| f.0 >= from)
+        .collect();
+    let pings = frames.iter().filter(|f| f.1 == 0x07).count();
+    let mut times: Vec<u64> = vec![from];
+    times.extend(frames.iter().map(|f| f.0));
+    times.push(to);
+    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let allowed = u64::from(k_ms) * 2 * 1000;
+    if pings == 0 || gap > allowed {
+        out.behaviour(
+            Grade::Failed,
+            &format!(
+                "a PING whenever nothing was sent for the negotiated {k_ms} ms (§7; \
+                 gaps up to {} ms allowed)",
+                allowed / 1000
+            ),
+            format!(
+                "{pings} PINGs in {} ms, longest silence {} ms",
+                (to - from) / 1000,
+                gap / 1000
+            ),
+        );
+    }
+}
+
 /// The timer cases of the server role (`--timers`): the implementation
 /// runs with the handshake and linger timers at [`SHORT_TIMER`].
 fn server_timer_cases() -> Vec<Case> {
@@ -1128,6 +1187,43 @@ fn server_timer_cases() -> Vec<Case> {
             }),
         },
     ]
+}
+
+/// The keepalive case of the server role: it needs no short timers (the
+/// caller proposes the interval).
+fn server_keepalive_case() -> Case {
+    Case {
+        id: "bookend/7/3".into(),
+        description: format!(
+            "keepalive: a caller proposing KEEPALIVE_MS {CHECK_KEEPALIVE_MS} is PINGed"
+        ),
+        requirement: "§7, §4.2: with keepalive K negotiated, a side sends PING when \
+                      nothing was sent for K",
+        run: Box::new(|o, a| {
+            let mut options = proposal(Mode::Stream, false);
+            options.keepalive_ms = CHECK_KEEPALIVE_MS;
+            let Some(mut p) = handshake(o, a, options, b"check-1", None) else {
+                return;
+            };
+            match p.session.options().keepalive_ms {
+                0 => o.behaviour(
+                    Grade::Informational,
+                    "keepalive granted (the callee chooses, §4.2)",
+                    "KEEPALIVE_MS 0: keepalive off",
+                ),
+                k if k > 4 * CHECK_KEEPALIVE_MS => o.behaviour(
+                    Grade::Informational,
+                    &format!("KEEPALIVE_MS near {CHECK_KEEPALIVE_MS} (the callee chooses, §4.2)"),
+                    format!("{k} ms granted: not waited for"),
+                ),
+                k => observe_keepalive(o, &mut p, k),
+            }
+            if raw_transaction(o, &mut p, &[], 1) {
+                graceful_end(o, &mut p);
+            }
+            o.wire = p.wire;
+        }),
+    }
 }
 
 /// Every case of the server role, in order.
@@ -1317,6 +1413,7 @@ fn server_cases() -> Vec<Case> {
             run: Box::new(move |o, a| refusal_case(o, a, row)),
         });
     }
+    cases.push(server_keepalive_case());
     cases
 }
 
@@ -1403,19 +1500,29 @@ fn await_request(out: &mut Outcome, p: &mut Peer) -> Option<bookend_session::Con
 /// The demo server's side of the seed scenario (`docs/demo-payload.md`):
 /// accept with the greeting, answer each request, then answer the caller's
 /// total with the grand total and close at once (5a).
-fn serve_seed(out: &mut Outcome, mut p: Peer) {
+fn serve_seed(out: &mut Outcome, p: Peer) {
+    serve_seed_with(out, p, None);
+}
+
+/// [`serve_seed`], granting KEEPALIVE_MS `keepalive` if given and then,
+/// before answering the first request, grading the caller's keepalive.
+fn serve_seed_with(out: &mut Outcome, mut p: Peer, keepalive: Option<u32>) {
     let Some(req) = await_request(out, &mut p) else {
         out.wire = p.wire;
         return;
     };
     let now = p.now();
-    if let Err(e) = p
-        .session
-        .accept(now, Some(b"welcome to bookend"), req.grant)
-    {
+    let mut grant = req.grant;
+    if let Some(k) = keepalive {
+        grant.keepalive_ms = k;
+    }
+    if let Err(e) = p.session.accept(now, Some(b"welcome to bookend"), grant) {
         out.behaviour(Grade::Failed, "a request we can accept", e);
         out.wire = p.wire;
         return;
+    }
+    if let Some(k) = keepalive {
+        observe_keepalive(out, &mut p, k);
     }
     let mode = req.grant.mode;
     let mut served = 0u64;
@@ -1616,6 +1723,15 @@ fn client_cases() -> Vec<ClientCase> {
             }),
         });
     }
+    cases.push(ClientCase {
+        id: "bookend/7/3".into(),
+        description: format!(
+            "keepalive: granted KEEPALIVE_MS {CHECK_KEEPALIVE_MS}, the caller PINGs"
+        ),
+        requirement: "§7, §4.2: the callee chooses the keepalive interval K; with nothing \
+                      to send for K, the caller sends PING",
+        run: Box::new(|o, p| serve_seed_with(o, p, Some(CHECK_KEEPALIVE_MS))),
+    });
     cases
 }
 

@@ -134,6 +134,39 @@ fn a_silent_implementation_fails_the_seed_case() {
     assert!(text.contains("behaviour: expected ACCEPT"), "{text}");
 }
 
+/// §7's keepalive: a callee that grants the proposed 500 ms and then sends
+/// nothing (no PING) fails the keepalive case, with the PINGs counted and
+/// the longest silence.
+#[test]
+fn a_callee_that_never_pings_fails_the_keepalive_case() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        // §10.1's ACCEPT with every option explicit, KEEPALIVE_MS 500.
+        let accept = [
+            0x02, 0x01, 0, 0, 0, 0x3c, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x00, 0x00, 0x2d, 0x00, 0x01,
+            0x00, 0x04, 0x00, 0x00, 0x40, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x03, 0x00, 0x04, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x04, 0x00, 0x01,
+            0x00, 0x00, 0x80, 0x05, 0x00, 0x01, 0x00, 0x00, 0x06, 0x00, 0x04, 0x00, 0x00, 0x01,
+            0xf4, 0x77, 0x65, 0x6c, 0x63, 0x6f, 0x6d, 0x65,
+        ];
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                if s.read(&mut b).is_ok() {
+                    let _ = s.write_all(&accept);
+                }
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let (code, text) = check(&["server", &addr, "--case", "bookend/7/3"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bookend/7/3      FAILED"), "{text}");
+    assert!(text.contains("actual 0 PINGs in"), "{text}");
+}
+
 /// The client role against `bookend connect --server` run in a loop (one
 /// client per case): every case passes, or is INFORMATIONAL where the
 /// client's proposal does not fit it.
