@@ -1013,3 +1013,82 @@ fn a_released_syn_ack_starts_the_handshake_for_admission_too() {
         closed_of(&seen)
     );
 }
+
+/// SYN-ACKs held by SO_CONDITIONAL_ACCEPT's `Defer` are handshaking
+/// connections like any other for the listener's bounds (§6.4): a flood of
+/// SYNs from one spoofed address, every one deferred and none ever
+/// completing, holds at most `max_handshaking` of them, the listener stays
+/// armed, and a good caller from another address is served at its first
+/// attempt (issue 20, defect 1).
+#[test]
+fn deferred_syn_acks_count_against_the_listeners_bounds() {
+    let flood = smoltcp::wire::IpAddress::v4(10, 9, 0, 1);
+    let mut net = Net::new(3, |i| {
+        (i < 2).then(|| {
+            let mut c = Config::new(41 + i as u64);
+            c.max_connections = 64;
+            c
+        })
+    });
+    net.apps.collect = false;
+    let mut lc = ListenConfig::default();
+    lc.max_per_source = 2;
+    lc.max_pending = 4;
+    lc.max_handshaking = 8;
+    {
+        let (ep, sockets) = net.split(0);
+        let l = ep.listen(sockets, PORT, lc).unwrap();
+        ep.tcp_accept_with(sockets, l, move |remote, _| {
+            if remote.addr == flood {
+                TcpDecision::Defer
+            } else {
+                TcpDecision::Accept
+            }
+        });
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let start = net.now();
+    let mut seq = 1u32;
+    let mut good: Option<Handle> = None;
+    let mut seen = Vec::new();
+    let mut most = 0;
+    net.run_until(Duration::from_secs(10), |net| {
+        let now = net.now();
+        // Two SYNs per millisecond, each from a new port of one address
+        // (within the backlog of 8 per interface poll: smoltcp has no SYN
+        // queue, §6.4).
+        for _ in 0..2 {
+            seq += 1;
+            let src = IpEndpoint::new(flood, 1024 + (seq % 60_000) as u16);
+            net.sim
+                .inject(2, world::syn_packet(src, server(), seq.wrapping_mul(7919)));
+        }
+        most = most.max(net.ep(0).connection_count());
+        if good.is_none() && now >= start + Duration::from_secs(1) {
+            good = Some(connect(net, 1, b"good"));
+        }
+        seen.extend(events(net, 1));
+        net.sim.now += Duration::from_millis(1);
+        seen.iter().any(|(h, e)| {
+            Some(*h) == good
+                && matches!(
+                    e,
+                    EndpointEvent::Session(Event::Connected { .. } | Event::Closed(_))
+                )
+        })
+    });
+    assert!(
+        seen.iter()
+            .any(|(_, e)| matches!(e, EndpointEvent::Session(Event::Connected { .. }))),
+        "the good caller was not served: {:?}",
+        closed_of(&seen)
+    );
+    // The held SYN-ACKs (at most `max_handshaking`) and the armed listeners.
+    assert!(
+        most <= lc.max_handshaking + lc.backlog + 1,
+        "{most} connections held"
+    );
+}
