@@ -96,16 +96,21 @@ impl Endpoint {
             {
                 self.listeners[l].undecided += 1;
             }
-            // A held SYN-ACK is bounded by its own deferral time, not here.
-            // Bytes waiting in its socket (its CONNECT, perhaps, which the
-            // visit after this will read) exempt a connection from both
-            // bounds: a caller whose request arrived is answered, REJECT
-            // (`BUSY`) if there is no room for it, never evicted (§6.4).
-            if c.phase == Phase::Pending
-                && c.session.state() == State::AwaitConnect
-                && c.aborted().is_none()
-                && c.socket()
-                    .is_none_or(|h| sockets.get::<tcp::Socket>(h).recv_queue() == 0)
+            // A SYN-ACK held by SO_CONDITIONAL_ACCEPT's `Defer` is
+            // handshaking too: its caller has not even completed TCP's
+            // handshake, and its own deferral time alone let SYNs that never
+            // complete (spoofed) fill every slot. Bytes waiting in its
+            // socket (its CONNECT, perhaps, which the visit after this will
+            // read) exempt a connection from both bounds: a caller whose
+            // request arrived is answered, REJECT (`BUSY`) if there is no
+            // room for it, never evicted (§6.4).
+            let held = Self::syn_paused(c.phase) && c.aborted().is_none();
+            if held
+                || c.phase == Phase::Pending
+                    && c.session.state() == State::AwaitConnect
+                    && c.aborted().is_none()
+                    && c.socket()
+                        .is_none_or(|h| sockets.get::<tcp::Socket>(h).recv_queue() == 0)
             {
                 self.listeners[l].handshaking += 1;
                 handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
