@@ -1092,3 +1092,57 @@ fn deferred_syn_acks_count_against_the_listeners_bounds() {
         "{most} connections held"
     );
 }
+
+/// The wake-up time the type docs of `Endpoint` prescribe for step 4.
+fn documented_wakeup(net: &mut Net, host: usize, now: Instant) -> Option<Instant> {
+    let (ep, iface, sockets) = net.parts(host);
+    [iface.poll_at(now, sockets), ep.poll_at(now)]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// The documented loop sleeps while a SYN-ACK is held by `Defer` (issue 20,
+/// defect 1): smoltcp reports a paused SYN-ACK as a segment due now (its
+/// `poll_at` mirrors `dispatch`, which then sends nothing), so a loop that
+/// slept until `iface.poll_at` spun for the whole deferral. A second of
+/// deferral costs about one wake-up per `SYN_DEFER_RECHECK`.
+#[test]
+fn the_documented_loop_sleeps_while_a_syn_ack_is_held() {
+    let mut net = Net::new(2, |i| Some(Config::new(i as u64 + 51)));
+    net.apps.collect = false;
+    {
+        let (ep, sockets) = net.split(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.set_syn_defer_timeout(std::time::Duration::from_secs(5));
+        ep.tcp_accept_with(sockets, l, |_, _| TcpDecision::Defer);
+    }
+    connect(&mut net, 1, b"held");
+    let held = |net: &mut Net| {
+        net.sim.host(0).sockets.iter().any(|(_, s)| {
+            matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::SynReceived)
+        })
+    };
+    net.run_until(Duration::from_secs(1), held);
+    assert!(held(&mut net), "the SYN-ACK is held");
+    // One second of the documented loop on the listening host alone (a
+    // spinning loop moves 1 µs per turn: at most 10 000 turns are run).
+    let mut now = net.now();
+    let end = now + Duration::from_secs(1);
+    let mut wakeups = 0;
+    while now < end && wakeups < 10_000 {
+        net.sim.now = now;
+        net.sim.host(0).poll(now);
+        let (ep, iface, sockets) = net.parts(0);
+        ep.poll(now, iface, sockets);
+        net.sim.host(0).poll(now);
+        let next = documented_wakeup(&mut net, 0, now).unwrap_or(end);
+        now = next.max(now + Duration::from_micros(1));
+        wakeups += 1;
+    }
+    assert!(held(&mut net), "still held: the decision is still Defer");
+    assert!(
+        wakeups <= 1_000 / 10 + 10,
+        "{wakeups} wake-ups in a second of deferral"
+    );
+}
