@@ -410,6 +410,13 @@ impl App for DemoApp {
         }
     }
 
+    fn interface_poll_at(&mut self, host: usize, h: &mut Host, now: Instant) -> Option<Instant> {
+        match self.endpoints.get(host).and_then(|ep| ep.as_ref()) {
+            Some(ep) => h.poll_at_with(now, |iface, sockets| ep.next_poll(now, iface, sockets)),
+            None => h.poll_at(now),
+        }
+    }
+
     fn poll_at(&mut self, host: usize, _h: &mut Host, now: Instant) -> Option<Instant> {
         let servers = self.config.servers;
         let ep = self

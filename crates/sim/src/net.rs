@@ -250,13 +250,24 @@ impl Host {
 
     /// When the interface wants to be polled next.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.poll_at_with(now, |iface, sockets| iface.poll_at(now, sockets))
+    }
+
+    /// When the interface wants to be polled next, its own deadline read by
+    /// `f` (given the interface and sockets) instead of `iface.poll_at`:
+    /// `None` while crashed, now while a packet waits.
+    pub fn poll_at_with(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Interface, &SocketSet<'static>) -> Option<Instant>,
+    ) -> Option<Instant> {
         if self.crashed {
             return None;
         }
         if !self.device.get_ref().rx.is_empty() {
             return Some(now);
         }
-        self.iface.poll_at(now, &self.sockets)
+        f(&mut self.iface, &self.sockets)
     }
 }
 
@@ -282,6 +293,13 @@ pub trait App {
     fn poll(&mut self, host: usize, h: &mut Host, now: Instant);
     /// When this host's application needs a poll, beside the interface's own.
     fn poll_at(&mut self, host: usize, h: &mut Host, now: Instant) -> Option<Instant>;
+    /// When the host's interface needs a poll: [`Host::poll_at`] unless the
+    /// application knows better (bookend's `Endpoint::next_poll` does not
+    /// take a SYN-ACK it holds for a segment due now).
+    fn interface_poll_at(&mut self, host: usize, h: &mut Host, now: Instant) -> Option<Instant> {
+        let _ = host;
+        h.poll_at(now)
+    }
     /// Whether the run is complete.
     fn done(&self, sim: &Sim) -> bool;
 }
@@ -650,8 +668,9 @@ impl Sim {
         let mut next = self.wire.peek().map(|Reverse(f)| f.at);
         for i in 0..self.hosts.len() {
             let h = &mut self.hosts[i];
+            let interface = app.interface_poll_at(i, h, now);
             for t in [
-                h.poll_at(now),
+                interface,
                 if h.crashed {
                     None
                 } else {

@@ -167,7 +167,10 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
 ///   they take that many SYNs per interface poll. smoltcp 0.14 has no SYN
 ///   queue, so SYNs beyond them in the same poll are answered RST by smoltcp;
 ///   size `backlog` for the bursts expected.
-/// * A connection whose CONNECT has not arrived is *handshaking*. One source
+/// * A connection whose CONNECT has not arrived is *handshaking*, a SYN-ACK
+///   held by SO_CONDITIONAL_ACCEPT's `Defer` included (its caller has not
+///   even completed TCP's handshake; its time is the SYN-defer timeout, and
+///   the loaded handshake time starts when it is released). One source
 ///   address may hold `max_per_source` of them: more from it get
 ///   `loaded_handshake_timeout` to deliver their CONNECT and are then evicted
 ///   (ABORT(`HANDSHAKE_TIMEOUT`) and RST), so one host cannot lock others

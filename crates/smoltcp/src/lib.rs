@@ -21,7 +21,8 @@ this crate binds sessions to smoltcp TCP sockets and hides smoltcp's traps
 The application owns the smoltcp `Interface`, its `Device` and the
 `SocketSet`. See [`Endpoint`] for the required call order:
 `iface.poll`, then [`Endpoint::poll`], then [`Endpoint::poll_event`] until
-empty, and sleep until the earlier of `iface.poll_at` and [`Endpoint::poll_at`].
+empty, and sleep until [`Endpoint::next_poll`] (the earlier of `iface.poll_at`
+and [`Endpoint::poll_at`], except while a SYN-ACK is held by `Defer`).
 
 # Listeners
 
@@ -84,7 +85,7 @@ pub use config::{Config, ListenConfig, MAX_RETRANSMIT_INTERVAL};
 #[cfg(feature = "conditional-accept")]
 pub use endpoint::TcpDecision;
 pub use endpoint::{
-    Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId, Stats,
-    session_instant, smol_instant,
+    Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId,
+    SYN_DEFER_RECHECK, Stats, session_instant, smol_instant,
 };
 pub use ports::PortsExhausted;

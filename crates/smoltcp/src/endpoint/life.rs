@@ -171,12 +171,20 @@ impl Endpoint {
             let mut over = kept.len().saturating_sub(cfg.max_handshaking);
             let loaded = kept.len() * 2 >= cfg.max_handshaking;
             for &(born, index) in kept.iter() {
+                // A held SYN-ACK counts against the bounds (above), but its
+                // time is the deferral the application chose, bounded by
+                // the SYN-defer timeout: the loaded handshake time starts
+                // when the SYN-ACK is released (`Link::restart_handshake`),
+                // as the session's handshake timer does.
+                let held = self.conns[index]
+                    .as_deref()
+                    .is_some_and(|c| Self::syn_paused(c.phase));
                 let grace_end = born + cfg.loaded_handshake_timeout;
-                if loaded && t < grace_end && over == 0 {
+                if loaded && !held && t < grace_end && over == 0 {
                     self.admission_at =
                         Some(self.admission_at.map_or(grace_end, |a| a.min(grace_end)));
                 }
-                if over > 0 || (loaded && t >= born + cfg.loaded_handshake_timeout) {
+                if over > 0 || (loaded && !held && t >= grace_end) {
                     over = over.saturating_sub(1);
                     self.stats.evicted += 1;
                     evict.push(index);

@@ -38,6 +38,14 @@ pub fn smol_instant(t: Instant) -> SmolInstant {
     SmolInstant::from_micros(i64::try_from(t.total_micros()).unwrap_or(i64::MAX))
 }
 
+/// How often [`Endpoint::next_poll`] wakes the application while a SYN-ACK
+/// is held by SO_CONDITIONAL_ACCEPT's [`TcpDecision::Defer`]: the held
+/// decision is asked again at each of those polls, and the interface's
+/// other work is served at most this late meanwhile (a retransmission or a
+/// delayed ACK a few milliseconds late is harmless; a loop polling without
+/// pause for the whole deferral is not).
+pub const SYN_DEFER_RECHECK: core::time::Duration = core::time::Duration::from_millis(10);
+
 fn smol_duration(d: core::time::Duration) -> SmolDuration {
     SmolDuration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
@@ -134,8 +142,11 @@ pub enum TcpDecision {
     /// Answer the SYN with RST: the caller's connect fails with `Reset`
     /// (WSAECONNREFUSED), before any session data is exchanged.
     Refuse,
-    /// Keep the SYN-ACK paused and ask again on the next poll, until
-    /// `ListenConfig`'s pending bound or [`Endpoint::set_syn_defer_timeout`] refuses it.
+    /// Keep the SYN-ACK paused and ask again on the next poll (at least every
+    /// [`SYN_DEFER_RECHECK`] with [`Endpoint::next_poll`]), until
+    /// [`Endpoint::set_syn_defer_timeout`] refuses it, or the listener's
+    /// handshaking bounds (`ListenConfig`: per source, in total) evict it
+    /// with an RST.
     Defer,
 }
 
@@ -463,8 +474,9 @@ pub struct Stats {
 ///    [`Endpoint::close`], ...). Every command hands what it queued, control
 ///    frames included, to the TCP socket before it returns;
 /// 4. poll the interface again if any command was issued, so that it sends;
-///    then wait until the earlier of `iface.poll_at(now, &sockets)` and
-///    [`Endpoint::poll_at`], or until the device has a packet, then go to 1.
+///    then wait until [`Endpoint::next_poll`] (the earlier of
+///    `iface.poll_at(now, &sockets)` and [`Endpoint::poll_at`], except while
+///    a SYN-ACK is held), or until the device has a packet, then go to 1.
 ///
 /// Polling the endpoint more than once per interface poll is harmless: an
 /// aborted socket leaves the set only once smoltcp has sent its RST.
@@ -956,8 +968,41 @@ impl Endpoint {
         None
     }
 
-    /// When [`Endpoint::poll`] must run next, to be combined with
-    /// `iface.poll_at` (the earlier wins). `Some(now)` if work is waiting.
+    /// When steps 1 and 2 of the call order must run again (see the type
+    /// docs): the earlier of `iface.poll_at` and [`Endpoint::poll_at`],
+    /// except that a SYN-ACK held by SO_CONDITIONAL_ACCEPT's `Defer` does not
+    /// make it "now". smoltcp reports a paused SYN-ACK as a segment due at
+    /// once (its `poll_at` mirrors `dispatch`, which then sends nothing), so
+    /// a loop sleeping until `iface.poll_at` would spin for as long as a
+    /// decision is deferred; while one is held, the interface's "now" counts
+    /// as [`SYN_DEFER_RECHECK`] from now, when the decision is asked again.
+    pub fn next_poll(
+        &self,
+        now: SmolInstant,
+        iface: &mut Interface,
+        sockets: &SocketSet<'_>,
+    ) -> Option<SmolInstant> {
+        let mut iface_at = iface.poll_at(now, sockets);
+        if iface_at.is_some_and(|t| t <= now) && self.holds_syn_ack() {
+            iface_at = Some(now + smol_duration(SYN_DEFER_RECHECK));
+        }
+        [iface_at, self.poll_at(now)].into_iter().flatten().min()
+    }
+
+    /// Whether a SYN-ACK is held by SO_CONDITIONAL_ACCEPT's `Defer` (all
+    /// such connections are listed in `waiting`, which admission control
+    /// bounds).
+    fn holds_syn_ack(&self) -> bool {
+        self.waiting.iter().any(|&i| {
+            self.conns[i]
+                .as_deref()
+                .is_some_and(|c| Self::syn_paused(c.phase))
+        })
+    }
+
+    /// When [`Endpoint::poll`] must run next, not counting the interface's
+    /// own deadlines ([`Endpoint::next_poll`] combines both). `Some(now)` if
+    /// work is waiting.
     pub fn poll_at(&self, now: SmolInstant) -> Option<SmolInstant> {
         // A socket woke (during the interface poll), or a connection was
         // made or read from: visit it now.

@@ -45,6 +45,13 @@ impl App for Apps {
         self.eps[host].as_ref()?.poll_at(now)
     }
 
+    fn interface_poll_at(&mut self, host: usize, h: &mut Host, now: Instant) -> Option<Instant> {
+        match self.eps[host].as_ref() {
+            Some(ep) => h.poll_at_with(now, |iface, sockets| ep.next_poll(now, iface, sockets)),
+            None => h.poll_at(now),
+        }
+    }
+
     fn done(&self, _sim: &Sim) -> bool {
         false
     }
@@ -141,8 +148,7 @@ impl World {
     }
 
     /// Moves time to the next wakeup (at most `end`); false if there is
-    /// none by then. A wakeup in the past steps 100 µs (smoltcp's own
-    /// `poll_at` says "now" while a SYN-ACK is paused). An endpoint whose
+    /// none by then. A wakeup in the past steps 100 µs. An endpoint whose
     /// `poll_at` stays in the past for 100 000 rounds is a busy loop: that panics.
     fn advance(&mut self, end: Instant, stuck: &mut u32) -> bool {
         let now = self.sim.now;
