@@ -1143,3 +1143,82 @@ fn the_documented_loop_sleeps_while_a_syn_ack_is_held() {
         "{wakeups} wake-ups in a second of deferral"
     );
 }
+
+/// One address at its `max_per_source` of silent connections (a host that
+/// opened them and went quiet, or a NAT in front of an office) does not
+/// keep its other callers out for the handshake time (§6.4): a good caller
+/// from the same address is served within seconds, its silent neighbours
+/// shortened or evicted, and a caller from another address at its first
+/// try (issue 20, defect 3).
+#[test]
+fn silent_connections_at_the_source_bound_do_not_lock_their_address_out() {
+    let mut net = Net::new(3, |i| {
+        let mut c = Config::new(61 + i as u64);
+        // The default handshake time: a lockout would last six minutes.
+        c.session.handshake_timeout = std::time::Duration::from_secs(360);
+        Some(c)
+    });
+    net.apps.collect = false;
+    let lc = ListenConfig::default();
+    {
+        let (ep, sockets) = net.split(0);
+        let l = ep.listen(sockets, PORT, lc).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    // Host 1 opens `max_per_source` connections and never sends a byte.
+    let silent: Vec<_> = (0..lc.max_per_source as u16)
+        .map(|k| net.raw_connect(1, server(), 20_000 + k))
+        .collect();
+    net.run_for(std::time::Duration::from_secs(1));
+    let established = silent
+        .iter()
+        .filter(|&&s| net.raw(1, s).state() == tcp::State::Established)
+        .count();
+    assert_eq!(established, lc.max_per_source, "the silent ones are in");
+    // Then a good caller from the same address, whose CONNECT is lost twice
+    // (TCP repairs it in about 3 s: longer than the loaded handshake time),
+    // and one from another address.
+    let mut lost = 0;
+    let same_addr = host_ip(1);
+    net.set_drop(move |p| {
+        let drop = p.src == same_addr && p.len > 0 && lost < 2;
+        lost += usize::from(drop);
+        drop
+    });
+    let same = connect(&mut net, 1, b"same address");
+    let other = connect(&mut net, 2, b"other address");
+    let start = net.now();
+    let (mut same_seen, mut other_seen) = (Vec::new(), Vec::new());
+    let outcome = |seen: &[(Handle, EndpointEvent)], h: Handle| {
+        seen.iter().find_map(|(k, e)| match e {
+            EndpointEvent::Session(Event::Connected { .. }) if *k == h => Some(true),
+            EndpointEvent::Session(Event::Closed(_)) if *k == h => Some(false),
+            _ => None,
+        })
+    };
+    net.run_until(Duration::from_secs(30), |net| {
+        same_seen.extend(events(net, 1));
+        other_seen.extend(events(net, 2));
+        outcome(&same_seen, same).is_some() && outcome(&other_seen, other).is_some()
+    });
+    assert_eq!(
+        outcome(&other_seen, other),
+        Some(true),
+        "another address at its first try: {:?}",
+        closed_of(&other_seen)
+    );
+    assert_eq!(
+        outcome(&same_seen, same),
+        Some(true),
+        "the same address: {:?}",
+        closed_of(&same_seen)
+    );
+    assert!(
+        net.now() - start < Duration::from_secs(8),
+        "served after {}",
+        net.now() - start
+    );
+}
