@@ -171,12 +171,14 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
 ///   held by SO_CONDITIONAL_ACCEPT's `Defer` included (its caller has not
 ///   even completed TCP's handshake; its time is the SYN-defer timeout, and
 ///   the loaded handshake time starts when it is released). One source
-///   address may hold `max_per_source` of them: more from it get
-///   `loaded_handshake_timeout` to deliver their CONNECT and are then evicted
-///   (ABORT(`HANDSHAKE_TIMEOUT`) and RST), so one host cannot lock others
-///   out (slowloris), while an honest burst from one address, whose
-///   CONNECTs arrive one round trip after the TCP handshake, is answered
-///   (REJECT(`BUSY`) when there is no room). A connection with bytes waiting
+///   address may hold `max_per_source` of them: beyond, its oldest are
+///   evicted (ABORT(`HANDSHAKE_TIMEOUT`) and RST), as many as it holds
+///   beyond the share, each once it has had `loaded_handshake_timeout`
+///   (at once under load). So one host cannot lock others out (slowloris),
+///   its own silent connections give way to its newer callers (a NAT's
+///   callers share one address), and an honest burst from one address,
+///   whose CONNECTs arrive one round trip after the TCP handshake, is
+///   answered (REJECT(`BUSY`) when there is no room). A connection with bytes waiting
 ///   in its socket is never evicted: they are read first. All sources
 ///   together hold `max_handshaking`: beyond, the oldest is evicted with
 ///   ABORT(`HANDSHAKE_TIMEOUT`), so a flood of silent connections ages out

@@ -32,9 +32,10 @@ queued behind them: a caller whose SYN is taken always learns why it is not
 served. smoltcp has no SYN queue, so SYNs beyond the armed sockets in one
 interface poll are answered RST by smoltcp (the caller's connect is reset:
 WSAECONNREFUSED); size `backlog` for the bursts expected. A connection
-whose CONNECT has not arrived is *handshaking*: one source may hold
+whose CONNECT has not arrived is *handshaking* (a SYN-ACK held by
+`TcpDecision::Defer` included): one source may hold
 `ListenConfig::max_per_source` of them, all sources together
-`max_handshaking` (beyond, the oldest is evicted with
+`max_handshaking` (beyond either, the oldest is evicted with
 ABORT(`HANDSHAKE_TIMEOUT`)), and each is aborted after the session's
 handshake timeout (360 s; 2 s under load): the defence against slowloris
 and SYN floods (see [`ListenConfig`]). Beyond `max_pending` undecided

@@ -45,8 +45,9 @@ fn conn_span(c: &Conn) -> tracing::Span {
 impl Endpoint {
     /// Admission control for listener-born connections, once per poll
     /// (`ListenConfig` describes the policy): counts the undecided requests,
-    /// evicts handshaking connections over a source's share (at once under
-    /// load, after the loaded handshake time otherwise), evicts the oldest
+    /// evicts a source's oldest handshaking connections beyond its share
+    /// (at once under load, after the loaded handshake time otherwise),
+    /// evicts the oldest
     /// handshaking ones over the total, and under load those past the
     /// shorter handshake time. A connection with bytes waiting in its socket
     /// is not handshaking here: its CONNECT, perhaps, is read next and
@@ -116,44 +117,54 @@ impl Endpoint {
                 handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
             }
         }
-        // Per source: the newest beyond the share go. Ranked by sorting on
-        // (listener, source, age), O(n log n): counting, for each, the older
-        // ones of its source was quadratic in what one address holds (a
-        // flood from one address; 13 % of a poll's own instructions at
-        // 1 000 concurrent lifecycles from one host, callgrind 2026-12-02).
+        // Per source: beyond the share, the oldest go, each once it has had
+        // the loaded handshake time (at once under load). A source's
+        // silent connections (a host that opened them and went quiet, or
+        // the callers behind one NAT) thus give way to its newer callers,
+        // whose CONNECT may be held up by a lost segment for seconds,
+        // instead of holding the address for the whole handshake time;
+        // and an honest burst from one address (a gateway, a host opening
+        // many sessions), whose CONNECTs arrive one round trip after the
+        // TCP handshake, is answered (REJECT `BUSY` if there is no room),
+        // not evicted (§6.4). Grouped by sorting on (listener, source,
+        // age), O(n log n): counting, for each, the older ones of its
+        // source was quadratic in what one address holds.
         handshaking.sort_unstable_by_key(|&(l, born, source, index)| (l, source, born, index));
-        let (listeners, stats, admission_at) =
-            (&self.listeners, &mut self.stats, &mut self.admission_at);
-        let mut run = None;
-        let mut rank = 0;
-        handshaking.retain(|&(l, born, source, index)| {
-            if run != Some((l, source)) {
-                run = Some((l, source));
-                rank = 0;
+        let mut start = 0;
+        while start < handshaking.len() {
+            let (l, _, source, _) = handshaking[start];
+            let end = start
+                + handshaking[start..]
+                    .iter()
+                    .take_while(|h| h.0 == l && h.2 == source)
+                    .count();
+            let cfg = self.listeners[l].config;
+            let loaded = self.listeners[l].handshaking * 2 >= cfg.max_handshaking;
+            let mut excess = match source {
+                Some(_) => (end - start).saturating_sub(cfg.max_per_source),
+                None => 0,
+            };
+            for h in &mut handshaking[start..end] {
+                if excess == 0 {
+                    break;
+                }
+                let grace_end = h.1 + cfg.loaded_handshake_timeout;
+                if !loaded && t < grace_end {
+                    // The younger ones are younger still: wake up when this
+                    // one's grace ends (nothing else may wake the endpoint).
+                    self.admission_at =
+                        Some(self.admission_at.map_or(grace_end, |a| a.min(grace_end)));
+                    break;
+                }
+                self.stats.per_source_refused += 1;
+                evict.push(h.3);
+                // Marked, and dropped from the list below.
+                h.0 = usize::MAX;
+                excess -= 1;
             }
-            rank += 1;
-            // Beyond the share, a connection still gets the loaded handshake
-            // time to deliver its CONNECT while the listener is not loaded:
-            // an honest burst from one address (a gateway, a host opening
-            // many sessions) sent it one round trip after the TCP handshake,
-            // and is then answered (REJECT `BUSY` if there is no room), not
-            // evicted (§6.4). Under load (half of `max_handshaking` in use)
-            // the excess goes at once, so that one host's silent connections
-            // cannot hold the armed sockets others need.
-            let cfg = listeners[l].config;
-            let loaded = listeners[l].handshaking * 2 >= cfg.max_handshaking;
-            let grace_end = born + cfg.loaded_handshake_timeout;
-            if source.is_some() && rank > cfg.max_per_source && !loaded && t < grace_end {
-                // Asked for: nothing else may wake the endpoint then.
-                *admission_at = Some(admission_at.map_or(grace_end, |a| a.min(grace_end)));
-            }
-            if source.is_some() && rank > cfg.max_per_source && (loaded || t >= grace_end) {
-                stats.per_source_refused += 1;
-                evict.push(index);
-                return false;
-            }
-            true
-        });
+            start = end;
+        }
+        handshaking.retain(|h| h.0 != usize::MAX);
         // Oldest first.
         handshaking.sort_unstable_by_key(|&(l, born, _, index)| (l, born, index));
         let mut start = 0;
