@@ -410,6 +410,51 @@ async fn silent_connections_do_not_lock_the_listener_out() {
     .unwrap();
 }
 
+/// §6.4: a source at its `max_per_source` of silent connections (a host
+/// that opened them and went quiet, or the callers behind one NAT) does not
+/// keep its next caller out: beyond the share its oldest are evicted, so a
+/// caller from the same address whose CONNECT comes late (a lost segment,
+/// a slow start) is still served.
+#[tokio::test]
+async fn a_sources_silent_connections_give_way_to_its_late_caller() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listen = ListenConfig::default();
+        listen.max_per_source = 2;
+        listen.loaded_handshake_timeout = Duration::from_millis(300);
+        let mut l = Listener::bind("127.0.0.1:0", Config::default(), listen)
+            .await
+            .unwrap();
+        let addr = l.local_addr();
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::spawn(async move {
+            while let Some(req) = l.accept().await {
+                let g = req.grant();
+                let c = req.accept(None, g).await.unwrap();
+                tokio::spawn(async move { c.close().await });
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The late caller: its minimal CONNECT (§10.1) 700 ms after TCP's
+        // handshake, more than twice the loaded handshake time.
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        late.write_all(&[
+            0x01, 0, 0, 0, 0, 0x08, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x01, 0, 0,
+        ])
+        .await
+        .unwrap();
+        let mut first = [0u8; 1];
+        late.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0x02, "ACCEPT, not ABORT(HANDSHAKE_TIMEOUT)");
+        drop(silent);
+    })
+    .await
+    .unwrap();
+}
+
 /// A decision the session refuses hands the request back undecided, with
 /// nothing sent: the application decides again.
 #[tokio::test]
