@@ -41,9 +41,11 @@ pub struct ListenConfig {
     /// the session's 360 s handshake timer.
     pub loaded_handshake_timeout: std::time::Duration,
     /// Connections without a CONNECT one source address may hold (default
-    /// 8): its connections beyond that share are evicted once
-    /// `loaded_handshake_timeout` has passed without their CONNECT, loaded
-    /// or not, so that one host cannot hold the listener's bound alone.
+    /// 8): beyond that share its oldest are evicted, each once
+    /// `loaded_handshake_timeout` has passed without its CONNECT, loaded or
+    /// not, so that one host cannot hold the listener's bound alone, and a
+    /// source's silent connections give way to its newer callers (a NAT's
+    /// callers share one address).
     pub max_per_source: usize,
     /// The kernel's accept queue for the listening socket (`listen(2)`'s
     /// backlog; default 1024, capped by the kernel at
@@ -251,39 +253,56 @@ async fn accept_loop(
     }
 }
 
-/// Connections without a CONNECT, per source address.
+/// Connections without a CONNECT, per source address: each source's in
+/// the order they came (at most `max_handshaking` in all, which the
+/// handshaking semaphore bounds), and the next arrival number.
 #[derive(Default)]
-struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+struct Sources(std::sync::Mutex<(std::collections::HashMap<std::net::IpAddr, Vec<u64>>, u64)>);
 
 /// One connection's place among its source's, released when dropped.
 struct Place {
     sources: Arc<Sources>,
     ip: std::net::IpAddr,
-    /// How many of its source's connections were waiting, itself included,
-    /// when it came.
-    rank: usize,
+    /// Its arrival number.
+    seq: u64,
 }
 
 impl Sources {
     fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Place {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        *n += 1;
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = g.1;
+        g.1 += 1;
+        g.0.entry(ip).or_default().push(seq);
         Place {
             sources: self.clone(),
             ip,
-            rank: *n,
+            seq,
         }
+    }
+}
+
+impl Place {
+    /// Whether this connection is one of its source's oldest beyond
+    /// `share`: the ones that give way to the source's newer callers (§6.4).
+    fn oldest_beyond(&self, share: usize) -> bool {
+        let g = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(&self.ip).is_some_and(|order| {
+            let excess = order.len().saturating_sub(share);
+            order
+                .iter()
+                .position(|&s| s == self.seq)
+                .is_some_and(|at| at < excess)
+        })
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut m = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
+        let mut g = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(order) = g.0.get_mut(&self.ip) {
+            order.retain(|&s| s != self.seq);
+            if order.is_empty() {
+                g.0.remove(&self.ip);
             }
         }
     }
@@ -320,13 +339,14 @@ fn start_handshake(
     conn::spawn(conn.clone(), stream, span);
     let requests = requests.clone();
     let handshaking = handshaking.clone();
-    // Its place among its source's connections without a CONNECT (1 is
-    // the oldest), held until this handshake ends.
+    // Its place among its source's connections without a CONNECT, held
+    // until this handshake ends.
     let place = sources.enter(peer.ip());
     tokio::spawn(async move {
         // Held until the CONNECT is complete or the session ends (the place
-        // moved in whole: a block that used only `place.rank` would capture
-        // just that field, and drop the place, and its count, at once).
+        // moved in whole: a block that used only a field of it would
+        // capture just that field, and drop the place, and its count, at
+        // once).
         let _permit = permit;
         let place = place;
         let outcome = loop {
@@ -341,7 +361,10 @@ fn start_handshake(
                 Err(_) => {
                     let loaded =
                         handshaking.available_permits() * 2 <= listen.max_handshaking.max(1);
-                    if loaded || place.rank > listen.max_per_source {
+                    // Beyond its source's share, the oldest give way, each
+                    // once it has had the loaded handshake time: a source's
+                    // silent connections do not keep its newer callers out.
+                    if loaded || place.oldest_beyond(listen.max_per_source) {
                         debug!("no CONNECT within the loaded handshake time: evicted");
                         let _ =
                             conn.command(|s, now| s.abort(now, Reason::HANDSHAKE_TIMEOUT, None));

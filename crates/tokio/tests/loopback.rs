@@ -593,9 +593,9 @@ async fn a_dropped_accept_over_answers_the_caller() {
 }
 
 /// §6.4: one source address may hold `max_per_source` connections without a
-/// CONNECT; its connections beyond that share are evicted once the loaded
+/// CONNECT; beyond that share its oldest are evicted once the loaded
 /// handshake time has passed, even on a listener that is not loaded, while
-/// those within the share wait for the handshake timer.
+/// its newest `max_per_source` wait for the handshake timer.
 #[tokio::test]
 async fn a_source_beyond_its_share_is_evicted() {
     tokio::time::timeout(LIMIT, async {
@@ -608,7 +608,7 @@ async fn a_source_beyond_its_share_is_evicted() {
         let mut silent = Vec::new();
         for _ in 0..4 {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-            // Accepted in this order: the later ones are beyond the share.
+            // Accepted in this order: the earlier ones give way.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -621,7 +621,7 @@ async fn a_source_beyond_its_share_is_evicted() {
             );
             ended.push(done);
         }
-        assert_eq!(ended, [false, false, true, true]);
+        assert_eq!(ended, [true, true, false, false]);
         drop(l);
     })
     .await
