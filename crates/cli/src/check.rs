@@ -1073,17 +1073,40 @@ fn frames_received(wire: &[WireEntry]) -> Vec<(u64, u8)> {
     out
 }
 
-/// Runs the session for `window`, answering nothing, and grades the
-/// implementation's keepalive (§7): with `k_ms` negotiated, it sends a
-/// frame (a PING when it has nothing else) whenever it sent nothing for
-/// `k_ms`. A gap up to twice `k_ms` is allowed for timer granularity.
+/// Keepalive intervals below this are not graded (INFORMATIONAL): timer
+/// granularity and scheduling would decide the grade, not the
+/// implementation.
+const KEEPALIVE_GRADED_MIN_MS: u32 = 100;
+
+/// Runs the session for four intervals, answering nothing but PINGs of its
+/// own every half interval, and grades the implementation's keepalive (§7):
+/// with `k_ms` negotiated, it sends a frame (a PING when it has nothing
+/// else) whenever it *sent* nothing for `k_ms`. Our PINGs make sure an
+/// implementation that counts from what it received instead never PINGs;
+/// a gap of half an interval more (and 100 ms) is allowed for timer
+/// granularity. Integrity must not be in force (our PINGs are unsealed).
 fn observe_keepalive(out: &mut Outcome, p: &mut Peer, k_ms: u32) {
+    if k_ms < KEEPALIVE_GRADED_MIN_MS {
+        out.behaviour(
+            Grade::Informational,
+            &format!("KEEPALIVE_MS of at least {KEEPALIVE_GRADED_MIN_MS} to grade"),
+            format!("{k_ms} ms: not graded"),
+        );
+        return;
+    }
     let from = p.epoch.elapsed().as_micros() as u64;
-    let window = Duration::from_millis(u64::from(k_ms) * 4);
-    let until = StdInstant::now() + window;
+    let k = Duration::from_millis(u64::from(k_ms));
+    let until = StdInstant::now() + k * 4;
+    let mut tick = StdInstant::now() + k / 2;
     while StdInstant::now() < until {
         let _ = p.flush();
-        if !p.read_once(until) && p.end.is_some() {
+        if StdInstant::now() >= tick {
+            // An unsealed PING (§2.2): the implementation hears from us
+            // every half interval.
+            let _ = p.write_raw(&[0x07, 0, 0, 0, 0, 0]);
+            tick += k / 2;
+        }
+        if !p.read_once(until.min(tick)) && p.end.is_some() {
             break;
         }
     }
@@ -1097,7 +1120,7 @@ fn observe_keepalive(out: &mut Outcome, p: &mut Peer, k_ms: u32) {
     times.extend(frames.iter().map(|f| f.0));
     times.push(to);
     let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let allowed = u64::from(k_ms) * 2 * 1000;
+    let allowed = (u64::from(k_ms) * 3 / 2 + 100) * 1000;
     if pings == 0 || gap > allowed {
         out.behaviour(
             Grade::Failed,
@@ -1515,6 +1538,8 @@ fn serve_seed_with(out: &mut Outcome, mut p: Peer, keepalive: Option<u32>) {
     let mut grant = req.grant;
     if let Some(k) = keepalive {
         grant.keepalive_ms = k;
+        // The keepalive check writes PINGs of its own, unsealed.
+        grant.integrity = Integrity::None;
     }
     if let Err(e) = p.session.accept(now, Some(b"welcome to bookend"), grant) {
         out.behaviour(Grade::Failed, "a request we can accept", e);
@@ -2099,7 +2124,6 @@ pub fn run_script(at: &Target, script: &Script, expect_rst: bool) -> std::io::Re
     // Reads until `count` frames of type `t` have come, the stream ends, or
     // the answer time passes; says whether they came.
     let wait_for = |tcp: &mut Box<dyn Stream>, got: &mut Vec<u8>, t: Option<u8>, count: usize| {
-        let until = StdInstant::now() + SCRIPT_ANSWER_TIMEOUT;
         let mut b = [0u8; 4096];
         let seen = |got: &Vec<u8>| {
             let f = frames_of(got);
@@ -2109,7 +2133,9 @@ pub fn run_script(at: &Target, script: &Script, expect_rst: bool) -> std::io::Re
                 })
         };
         while !seen(got) {
-            match tcp.read_until(&mut b, until) {
+            // Each read gets the whole answer time, as a socket's read
+            // timeout gives it: answers that trickle in are still answers.
+            match tcp.read_until(&mut b, StdInstant::now() + SCRIPT_ANSWER_TIMEOUT) {
                 transport::Read::Data(n) => got.extend_from_slice(&b[..n]),
                 _ => return false,
             }

@@ -205,6 +205,12 @@ const TAP_INGRESS_PER_TURN: usize = 256;
 /// How long a connection the checker dropped may take to close gracefully
 /// before it is reset and forgotten.
 const TAP_ORPHAN_LINGER: Duration = Duration::from_secs(10);
+/// Received bytes held for a case at most: beyond, the stack stops taking
+/// them from its socket, whose window then closes (the backpressure a kernel
+/// gives). Bytes still in the socket when an RST comes are lost (smoltcp
+/// refuses reads once CLOSED), which only a peer that sent this much
+/// without being read can notice.
+const TAP_RX_LIMIT: usize = 4 << 20;
 /// How long a write waits for the stack to take its bytes.
 const TAP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first local port of the checker's own connections (the dynamic range,
@@ -225,6 +231,19 @@ struct Shared {
     /// Signalled after every turn of the stack.
     changed: Condvar,
     stop: AtomicBool,
+    /// The stack's thread ended (a device error): every wait fails at once
+    /// instead of running out its time.
+    dead: AtomicBool,
+}
+
+/// Marks the stack dead when its thread ends, however it ends.
+struct DeathNotice(Arc<Shared>);
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        self.0.dead.store(true, Ordering::Relaxed);
+        self.0.changed.notify_all();
+    }
 }
 
 /// What the cases and the stack's thread share.
@@ -235,6 +254,8 @@ struct Book {
     requests: VecDeque<Request>,
     /// Connections accepted on each port, not yet taken by the checker.
     ready: HashMap<u16, VecDeque<u64>>,
+    /// Ports listened on.
+    ports: std::collections::HashSet<u16>,
 }
 
 enum Request {
@@ -248,8 +269,9 @@ enum Request {
 struct Entry {
     /// Bytes to send, taken by the thread as the socket has room.
     tx: VecDeque<u8>,
-    /// Bytes received, taken out of smoltcp's buffer as soon as they come (an
-    /// RST empties that buffer; a kernel keeps what came before it).
+    /// Bytes received, taken out of smoltcp's buffer as soon as they come
+    /// (up to [`TAP_RX_LIMIT`]): once an RST has closed the socket smoltcp
+    /// refuses reads, while a kernel still hands over what came before it.
     rx: VecDeque<u8>,
     end: Option<Read>,
     rst_after_fin: bool,
@@ -271,14 +293,14 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Book> {
 }
 
 /// Waits on the stack's next turn, at most until `until`; false once that
-/// has passed.
+/// has passed, or if the stack is dead.
 fn wait_turn<'a>(
     shared: &'a Shared,
     book: MutexGuard<'a, Book>,
     until: StdInstant,
 ) -> (MutexGuard<'a, Book>, bool) {
     let left = until.saturating_duration_since(StdInstant::now());
-    if left.is_zero() {
+    if left.is_zero() || shared.dead.load(Ordering::Relaxed) {
         return (book, false);
     }
     let (book, _) = shared
@@ -288,11 +310,50 @@ fn wait_turn<'a>(
     (book, true)
 }
 
+/// One connection's socket, as the stack's thread last saw it.
+struct Sock {
+    handle: SocketHandle,
+    last: tcp::State,
+    /// (local, remote), once known: smoltcp forgets them when the socket
+    /// closes, and an RST is matched to its connection by them.
+    tuple: Option<(IpEndpoint, IpEndpoint)>,
+}
+
+impl Sock {
+    fn new(handle: SocketHandle, last: tcp::State) -> Self {
+        Self {
+            handle,
+            last,
+            tuple: None,
+        }
+    }
+}
+
+/// The (source, destination) of a received TCP segment with RST set.
+fn rst_of(frame: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    tcp.rst().then(|| {
+        (
+            IpEndpoint::new(ip.src_addr().into(), tcp.src_port()),
+            IpEndpoint::new(ip.dst_addr().into(), tcp.dst_port()),
+        )
+    })
+}
+
 /// What the stack's thread owns.
 struct Stack {
     host: TapHost,
-    /// Each connection's socket and its state when last looked at.
-    sockets: HashMap<u64, (SocketHandle, tcp::State)>,
+    /// Each connection's socket.
+    sockets: HashMap<u64, Sock>,
     /// Listening sockets by port.
     listening: HashMap<u16, Vec<SocketHandle>>,
     next_port: u16,
@@ -340,7 +401,7 @@ impl Stack {
                     }
                     let state = s.state();
                     let h = self.host.sockets.add(s);
-                    self.sockets.insert(id, (h, state));
+                    self.sockets.insert(id, Sock::new(h, state));
                 }
                 Request::Listen(port) => {
                     let slots = (0..TAP_LISTEN_SLOTS)
@@ -353,7 +414,8 @@ impl Stack {
                     // any caller half-way in.
                     for h in self.listening.remove(&port).unwrap_or_default() {
                         self.host.sockets.get_mut::<tcp::Socket>(h).abort();
-                        self.sockets.insert(book.next_id, (h, tcp::State::Closed));
+                        self.sockets
+                            .insert(book.next_id, Sock::new(h, tcp::State::Closed));
                         book.conns.insert(
                             book.next_id,
                             Entry {
@@ -369,7 +431,10 @@ impl Stack {
         }
         // What each connection wants sent, in order: bytes, then FIN or RST.
         for (id, e) in book.conns.iter_mut() {
-            let Some((h, last)) = self.sockets.get_mut(id) else {
+            let Some(Sock {
+                handle: h, last, ..
+            }) = self.sockets.get_mut(id)
+            else {
                 continue;
             };
             let s = self.host.sockets.get_mut::<tcp::Socket>(*h);
@@ -395,6 +460,14 @@ impl Stack {
                 e.send_closed = true;
                 e.tx.clear();
             }
+            // A connection dropped before it was established is given up
+            // at once, as a kernel's close of a connecting socket does (no
+            // SYN retransmitted into a late SYN-ACK).
+            if e.dropped.is_some() && !e.established && s.state() == tcp::State::SynSent {
+                s.abort();
+                *last = s.state();
+                continue;
+            }
             if e.want_fin && e.tx.is_empty() && s.may_send() {
                 s.close();
                 // Seen now: CLOSE-WAIT to LAST-ACK is ours, and LAST-ACK
@@ -406,24 +479,38 @@ impl Stack {
     }
 
     /// Moves what came into the book: bytes, the peer's FIN, an RST (a fall
-    /// to CLOSED from a state that does not end there by itself), accepted
-    /// connections.
-    fn harvest(&mut self, book: &mut Book) {
-        for (id, (h, last)) in self.sockets.iter_mut() {
+    /// to CLOSED from a state that does not end there by itself, or from
+    /// LAST-ACK with an RST among `resets`, the segments just received),
+    /// accepted connections.
+    fn harvest(&mut self, book: &mut Book, resets: &[(IpEndpoint, IpEndpoint)]) {
+        for (id, sock) in self.sockets.iter_mut() {
             let Some(e) = book.conns.get_mut(id) else {
                 continue;
             };
+            let Sock {
+                handle: h,
+                last,
+                tuple,
+            } = sock;
             let s = self.host.sockets.get_mut::<tcp::Socket>(*h);
-            while s.can_recv() {
+            if let (Some(l), Some(r)) = (s.local_endpoint(), s.remote_endpoint()) {
+                *tuple = Some((l, r));
+            }
+            while s.can_recv() && e.rx.len() < TAP_RX_LIMIT {
+                let room = TAP_RX_LIMIT - e.rx.len();
                 let _ = s.recv(|b| {
-                    e.rx.extend(b.iter());
-                    (b.len(), ())
+                    let n = b.len().min(room);
+                    e.rx.extend(b[..n].iter());
+                    (n, ())
                 });
             }
             let now = s.state();
             if now == *last {
                 continue;
             }
+            // LAST-ACK to CLOSED is the ACK of our FIN, or an RST: smoltcp
+            // leaves the same state either way, the segment tells.
+            let reset_here = tuple.is_some_and(|(l, r)| resets.contains(&(r, l)));
             use tcp::State::*;
             if !matches!(now, Closed | SynSent | SynReceived | Listen) {
                 e.established = true;
@@ -431,7 +518,10 @@ impl Stack {
             if matches!(now, CloseWait | LastAck | Closing | TimeWait) && e.end.is_none() {
                 e.end = Some(Read::Fin);
             }
-            if now == Closed && !matches!(*last, LastAck | TimeWait | Closed) {
+            if now == Closed
+                && (!matches!(*last, LastAck | TimeWait | Closed)
+                    || (*last == LastAck && reset_here))
+            {
                 e.send_closed = true;
                 match e.end {
                     Some(Read::Fin) => e.rst_after_fin = true,
@@ -467,7 +557,8 @@ impl Stack {
                         );
                         // Seen as just established: bytes, FIN or RST that
                         // came with the handshake are harvested next.
-                        self.sockets.insert(id, (h, tcp::State::Established));
+                        self.sockets
+                            .insert(id, Sock::new(h, tcp::State::Established));
                         book.ready.entry(port).or_default().push_back(id);
                         kept.push(self.listen_slot(port));
                     }
@@ -484,7 +575,7 @@ impl Stack {
             let Some(deadline) = e.dropped else {
                 continue;
             };
-            let Some(&(h, _)) = self.sockets.get(id) else {
+            let Some(&Sock { handle: h, .. }) = self.sockets.get(id) else {
                 gone.push(*id);
                 continue;
             };
@@ -497,8 +588,8 @@ impl Stack {
         }
         for id in gone {
             book.conns.remove(&id);
-            if let Some((h, _)) = self.sockets.remove(&id) {
-                self.host.sockets.remove(h);
+            if let Some(sock) = self.sockets.remove(&id) {
+                self.host.sockets.remove(sock.handle);
             }
         }
     }
@@ -511,15 +602,20 @@ impl Stack {
                 self.requests(&mut book);
                 self.host.poll_egress(now);
                 // One packet at a time, each socket read in between.
+                let mut resets = Vec::new();
                 for _ in 0..TAP_INGRESS_PER_TURN {
-                    if !self.host.poll_ingress_single(now) {
+                    resets.clear();
+                    let got = self.host.poll_ingress_single_with(now, |frame| {
+                        resets.extend(rst_of(frame));
+                    });
+                    if !got {
                         break;
                     }
-                    self.harvest(&mut book);
+                    self.harvest(&mut book, &resets);
                 }
                 self.requests(&mut book);
                 self.host.poll_egress(now);
-                self.harvest(&mut book);
+                self.harvest(&mut book, &[]);
                 self.reap(&mut book, StdInstant::now());
                 self.host.iface.poll_delay(now, &self.host.sockets)
             };
@@ -544,6 +640,7 @@ impl TapNet {
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
         });
         let (opened, result) = std::sync::mpsc::channel();
         let dev = dev.to_string();
@@ -557,12 +654,15 @@ impl TapNet {
                 }
             };
             let _ = opened.send(Ok(()));
+            let _notice = DeathNotice(s.clone());
             let fd = host.raw_fd();
             Stack {
                 host,
                 sockets: HashMap::new(),
                 listening: HashMap::new(),
-                next_port: TAP_FIRST_PORT,
+                // From the seed: a run straight after another does not
+                // meet the implementation's TIME-WAIT on the same tuples.
+                next_port: TAP_FIRST_PORT + (seed % 8192) as u16,
             }
             .run(&s, fd);
         });
@@ -629,7 +729,14 @@ impl Stream for TapStream {
             }
             e.tx.is_empty().then_some(Ok(()))
         });
-        r.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+        r.unwrap_or_else(|| {
+            // Timed out: what was not taken is not sent later either.
+            if let Some(e) = lock(&self.shared).conns.get_mut(&self.id) {
+                e.tx.clear();
+                e.send_closed = true;
+            }
+            Err(io::ErrorKind::TimedOut.into())
+        })
     }
 
     fn read_until(&mut self, buf: &mut [u8], until: StdInstant) -> Read {
@@ -726,6 +833,8 @@ impl Drop for TapAcceptor<'_> {
                 e.dropped = Some(StdInstant::now());
             }
         }
+        // Free for a new listener at once: its Listen is queued behind this.
+        book.ports.remove(&self.port);
         book.requests.push_back(Request::Unlisten(self.port));
     }
 }
@@ -764,11 +873,7 @@ impl Net for TapNet {
 
     fn listen(&self, addr: SocketAddr) -> io::Result<Box<dyn Acceptor + '_>> {
         let mut book = lock(&self.shared);
-        if book
-            .requests
-            .iter()
-            .any(|r| matches!(r, Request::Listen(p) if *p == addr.port()))
-        {
+        if !book.ports.insert(addr.port()) {
             return Err(io::ErrorKind::AddrInUse.into());
         }
         book.requests.push_back(Request::Listen(addr.port()));
@@ -776,5 +881,75 @@ impl Net for TapNet {
             net: self,
             port: addr.port(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
+        Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+
+    fn frame(control: TcpControl) -> Vec<u8> {
+        let (src, dst) = (
+            IpEndpoint::new(IpAddress::v4(10, 77, 0, 1), 7050),
+            IpEndpoint::new(IpAddress::v4(10, 77, 0, 2), 49999),
+        );
+        let tcp = TcpRepr {
+            src_port: src.port,
+            dst_port: dst.port,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: Some(TcpSeqNumber(2)),
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr);
+        let ip = Ipv4Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &src.addr,
+            &dst.addr,
+            &caps,
+        );
+        buf
+    }
+
+    /// An RST is matched to its connection by the frame's addresses: the
+    /// only way to tell it from the ACK of our FIN in LAST-ACK, which leaves
+    /// the socket in the same state.
+    #[test]
+    fn an_rst_is_read_from_the_frame_with_its_tuple() {
+        let (from, to) = rst_of(&frame(TcpControl::Rst)).expect("an RST");
+        assert_eq!(from, IpEndpoint::new(IpAddress::v4(10, 77, 0, 1), 7050));
+        assert_eq!(to, IpEndpoint::new(IpAddress::v4(10, 77, 0, 2), 49999));
+        assert_eq!(rst_of(&frame(TcpControl::None)), None);
+        assert_eq!(rst_of(&frame(TcpControl::Fin)), None);
+        assert_eq!(rst_of(&[0u8; 10]), None, "short frames are not read");
     }
 }

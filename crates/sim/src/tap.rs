@@ -92,6 +92,22 @@ impl TapHost {
         })
     }
 
+    /// As [`TapHost::poll_ingress_single`], showing `seen` the received
+    /// frame (Ethernet) before the interface processes it: what a socket's
+    /// state cannot tell afterwards (an RST and the ACK of our FIN both take
+    /// LAST-ACK to CLOSED and clear the socket's endpoints).
+    pub fn poll_ingress_single_with(&mut self, now: Instant, seen: impl FnMut(&[u8])) -> bool {
+        let mut device = Inspect {
+            inner: &mut self.device,
+            seen,
+        };
+        !matches!(
+            self.iface
+                .poll_ingress_single(now, &mut device, &mut self.sockets),
+            smoltcp::iface::PollIngressSingleResult::None
+        )
+    }
+
     /// Processes at most one received packet; says whether there was one.
     /// A caller that must see each segment's effect on a socket before the
     /// next (data followed at once by an RST, which empties smoltcp's
@@ -150,5 +166,64 @@ impl TapHost {
             );
             phy::wait(fd, delay)?;
         }
+    }
+}
+
+/// A device that shows each received frame to `seen` as it is consumed.
+struct Inspect<'d, F: FnMut(&[u8])> {
+    inner: &'d mut TunTapInterface,
+    seen: F,
+}
+
+/// [`Inspect`]'s receive token.
+struct InspectRx<'s, T, F> {
+    inner: T,
+    seen: &'s mut F,
+}
+
+impl<T: phy::RxToken, F: FnMut(&[u8])> phy::RxToken for InspectRx<'_, T, F> {
+    fn consume<R, G>(self, f: G) -> R
+    where
+        G: FnOnce(&[u8]) -> R,
+    {
+        let seen = self.seen;
+        self.inner.consume(|frame| {
+            seen(frame);
+            f(frame)
+        })
+    }
+
+    fn meta(&self) -> phy::PacketMeta {
+        self.inner.meta()
+    }
+}
+
+impl<F: FnMut(&[u8])> phy::Device for Inspect<'_, F> {
+    type RxToken<'a>
+        = InspectRx<'a, <TunTapInterface as phy::Device>::RxToken<'a>, F>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = <TunTapInterface as phy::Device>::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.inner.receive(timestamp)?;
+        Some((
+            InspectRx {
+                inner: rx,
+                seen: &mut self.seen,
+            },
+            tx,
+        ))
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(timestamp)
+    }
+
+    fn capabilities(&self) -> phy::DeviceCapabilities {
+        self.inner.capabilities()
     }
 }
