@@ -713,6 +713,83 @@ fn i11_5_duplicate_syn_does_not_reset_a_live_connection() {
     assert_eq!(w.ep(0).stats().duplicates_dropped, 1);
 }
 
+/// Issue 20, defect 5: the same as above when the caller's TCP handshake
+/// took longer than the duplicate-SYN window (its SYN-ACKs lost for 12 s):
+/// the window counts from when the connection came up, not from its first
+/// SYN, so a retransmitted SYN duplicated in the network and arriving just
+/// after the connection came up is still taken for a copy.
+#[test]
+fn duplicate_syn_after_a_slow_handshake_does_not_reset_a_live_connection() {
+    let mut w = World::new(2, |i| Some(Config::new(95 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let connect = |w: &mut World| {
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"x"), Options::DEFAULT)
+            .unwrap()
+    };
+    let connected = |w: &World, h: Handle| {
+        w.apps.events[1].iter().any(|(_, hd, e)| {
+            *hd == h && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        })
+    };
+    // A holds the callee's first slot, so B's socket sits after it and
+    // before every listening socket: B's own SYN retransmissions reach B's
+    // half-open socket, which stays the connection from its first SYN on.
+    let a = connect(&mut w);
+    w.run_until(Duration::from_secs(2), |w| connected(w, a));
+    // B's SYN-ACKs are lost for 12 s: its handshake completes after the
+    // SYN retransmissions at 1, 3 and 7 s, some 15 s after its first SYN.
+    let lost_until = w.now() + smoltcp::time::Duration::from_secs(12);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(w.now()));
+    let c = clock.clone();
+    w.sim.set_filter(move |_, _, p| {
+        !(c.get() < lost_until && world::packet(p).is_some_and(|p| p.syn && p.ack))
+    });
+    let b = connect(&mut w);
+    w.run_until(Duration::from_secs(40), |w| {
+        clock.set(w.now());
+        connected(w, b)
+    });
+    assert!(connected(&w, b), "B came up");
+    // A goes, freeing the first slot; C's connection makes the listener
+    // re-armed for it land there: a spare listener ahead of B's socket.
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.abort(sockets, a, now, Reason::UNSPECIFIED, None)
+            .unwrap();
+    }
+    w.run_for(Duration::from_millis(200));
+    let c = connect(&mut w);
+    w.run_until(Duration::from_secs(2), |w| connected(w, c));
+    // A copy of one of B's SYNs (duplicated in the network) arrives just
+    // after B came up, and the spare listener takes it.
+    let (local, _) = w.ep(1).endpoints(b).unwrap();
+    let local = local.unwrap();
+    w.sim.inject(1, world::syn_packet(local, addr(0), 12_345));
+    w.run_for(Duration::from_secs(2));
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.send(sockets, b, now, b"still here").unwrap();
+    }
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        closed(&w.take_events(1), b),
+        None,
+        "the live connection was reset by a duplicate SYN's twin"
+    );
+    assert_eq!(w.ep(0).stats().duplicates_dropped, 1);
+}
+
 // ----- found by review of the endpoint rework (r3, r5 fail on 3e7e785; r1 is a
 // guard: the stall it describes did not reproduce on the simulator) --------
 
