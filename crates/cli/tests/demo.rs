@@ -321,3 +321,34 @@ fn clients_still_running_at_the_limit_are_not_failures() {
     assert!(s.contains("still running"), "{s}");
     assert!(!s.lines().any(|l| l.starts_with("failed")), "{s}");
 }
+
+/// Two seeded runs where a caller's SYN-ACKs were lost long enough for its
+/// TCP handshake to outlast the duplicate-SYN window, and a copy of one of
+/// its SYNs then reset the live connection (issue 20, defect 5): the window
+/// now counts from when the connection came up.
+#[test]
+fn a_duplicate_syn_after_a_slow_handshake_resets_nobody() {
+    for (loss, reorder, duplicate, corrupt, mode, seed) in [
+        (0.05, 0.01, 0.01, 0.05, Mode::Stream, 1_308_620),
+        (0.20, 0.05, 0.0, 0.0, Mode::Message, 1_115_985),
+    ] {
+        let link = LinkConfig {
+            latency: Duration::from_millis(1),
+            loss,
+            reorder,
+            duplicate,
+            corrupt,
+            ..LinkConfig::default()
+        };
+        let r = demo::run(DemoConfig {
+            clients: 50,
+            link,
+            seed,
+            mode,
+            // At 20 % loss the last client ends after about 670 s.
+            limit: Duration::from_secs(3600),
+            ..DemoConfig::default()
+        });
+        check(&r);
+    }
+}

@@ -200,8 +200,9 @@ impl Link {
         }
     }
 
-    /// When the link was created (its connection's birth), or when its
-    /// held SYN-ACK was released ([`Link::restart_handshake`]).
+    /// When the connection's handshake started: when TCP came up (seen by
+    /// a pump), and before that when the link was created or its held
+    /// SYN-ACK was released ([`Link::restart_handshake`]).
     pub fn created(&self) -> Instant {
         self.created
     }
@@ -391,6 +392,10 @@ impl Link {
         if !self.flags.get(Self::ESTABLISHED) && conn.is_established() {
             self.flags.set(Self::ESTABLISHED, true);
             self.acked_at = now;
+            // The session's handshake starts now (its timer is armed when
+            // TCP is up): so does everything that ages the link from here,
+            // whatever TCP's own handshake took (lost SYN-ACKs cost seconds).
+            self.created = now;
         }
         // Serial-number arithmetic (see `written`): progress is a positive
         // distance from the last acknowledgement.

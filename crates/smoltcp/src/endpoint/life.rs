@@ -29,10 +29,12 @@ pub(super) enum Visit {
     Command,
 }
 
-/// How long after a connection was taken a SYN for the same 4-tuple is
-/// taken for a copy of its own (duplicated or delayed in the network) rather
-/// than a caller reconnecting: well past the first SYN retransmissions (1, 3,
-/// 7 s), well short of a device's reboot.
+/// How long after a connection came up a SYN for the same 4-tuple is taken
+/// for a copy of its own (one of its SYNs duplicated or delayed in the
+/// network) rather than a caller reconnecting: well past a network's delay,
+/// well short of a device's reboot. Counted from when TCP came up, not from
+/// the first SYN: a handshake whose SYN-ACKs were lost can take longer than
+/// this, and its SYNs' copies arrive after it.
 const DUPLICATE_SYN_WINDOW: core::time::Duration = core::time::Duration::from_secs(10);
 
 /// The span of a connection's traces, built where it is entered rather than

@@ -369,8 +369,9 @@ impl Conn {
         matches!(self.waiting.as_deref(), Some(Waiting::Connect(..)))
     }
 
-    /// When the connection was created (taken from a listener, or connect):
-    /// its link's birth, not kept twice.
+    /// When the connection's handshake started: when TCP came up, and
+    /// before that when it was created (taken from a listener, or connect)
+    /// or its held SYN-ACK released: its link's, not kept twice.
     fn born(&self) -> Instant {
         self.link.created()
     }
