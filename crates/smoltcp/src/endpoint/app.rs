@@ -16,7 +16,8 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::IpEndpoint;
 
 use super::{
-    Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, Waiting, session_instant,
+    Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, PhaseEvent, Waiting,
+    session_instant,
 };
 
 impl Endpoint {
@@ -444,8 +445,8 @@ impl Endpoint {
             return Err(Error::NotPending);
         }
         self.command_only(h, |s| s.accept(session_instant(now), callee_data, granted))?;
+        self.phase_event(h.index as usize, PhaseEvent::Accepted);
         let c = self.owned(h)?;
-        c.phase = Phase::Owned;
         c.waiting = None;
         self.flush(h, now, sockets);
         Ok(())
@@ -470,10 +471,9 @@ impl Endpoint {
             return Err(Error::NotPending);
         }
         self.command_only(h, |s| s.reject(session_instant(now), reason, data))?;
+        self.phase_event(h.index as usize, PhaseEvent::Rejected);
         let c = self.owned(h)?;
-        c.phase = Phase::Refused;
         c.waiting = None;
-        self.stats.refused += 1;
         self.flush(h, now, sockets);
         self.release(h);
         Ok(())
@@ -525,13 +525,10 @@ impl Endpoint {
     /// freed once nothing is left to linger for.
     fn release(&mut self, h: Handle) {
         let index = h.index as usize;
+        self.phase_event(index, PhaseEvent::HandleReleased);
         let Some(c) = self.conns[index].as_mut() else {
             return;
         };
-        // A refused request stays refused: it was never the application's.
-        if c.phase != Phase::Refused {
-            c.phase = Phase::Released;
-        }
         c.generation = c.generation.wrapping_add(1);
         self.generations[index] = c.generation;
         self.try_free(index);

@@ -13,8 +13,8 @@ use tracing::{debug, trace};
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
 use super::{
-    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, Scratch,
-    Waiting,
+    Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, PhaseEvent,
+    Scratch, Waiting, phase,
 };
 use crate::transport::TcpConnection;
 
@@ -81,11 +81,11 @@ impl Endpoint {
         let Scratch {
             handshaking,
             kept,
-            evict,
+            evictions,
             ..
         } = &mut scratch;
         handshaking.clear();
-        evict.clear();
+        evictions.clear();
         for &index in &self.waiting {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
@@ -158,8 +158,7 @@ impl Endpoint {
                         Some(self.admission_at.map_or(grace_end, |a| a.min(grace_end)));
                     break;
                 }
-                self.stats.per_source_refused += 1;
-                evict.push(h.3);
+                evictions.push((h.3, PhaseEvent::EvictedBeyondShare));
                 // Marked, and dropped from the list below.
                 h.0 = usize::MAX;
                 excess -= 1;
@@ -199,24 +198,24 @@ impl Endpoint {
                 }
                 if over > 0 || (loaded && !held && t >= grace_end) {
                     over = over.saturating_sub(1);
-                    self.stats.evicted += 1;
-                    evict.push(index);
+                    evictions.push((index, PhaseEvent::Evicted));
                 }
             }
             start = end;
         }
-        for &index in evict.iter() {
-            self.evict(index, t, sockets);
+        for &(index, why) in evictions.iter() {
+            self.evict(index, why, t, sockets);
         }
         self.scratch = scratch;
     }
 
     /// Ends a handshaking connection the application never saw: with
     /// ABORT(`HANDSHAKE_TIMEOUT`) and RST once TCP is up, with RST before.
-    fn evict(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+    fn evict(&mut self, index: usize, why: PhaseEvent, t: Instant, sockets: &mut SocketSet<'_>) {
         let Some(c) = self.conns[index].as_deref_mut() else {
             return;
         };
+        phase::apply(&mut c.phase, why, &mut self.stats);
         let _g = conn_span(c).entered();
         debug!(remote = ?c.remote(), "evicting a connection that has not sent CONNECT");
         // Its ABORT and close reason need parts: from the pool, which the
@@ -225,7 +224,6 @@ impl Endpoint {
         let established = c
             .socket()
             .is_some_and(|h| TcpConnection::is_established(sockets.get::<tcp::Socket>(h)));
-        c.phase = Phase::Refused;
         // Visited in this poll (admission runs before the visits are
         // gathered): its ABORT goes out, or its aborted socket is tended.
         self.poked.poke(index);
@@ -318,15 +316,15 @@ impl Endpoint {
                 }
             };
             #[cfg(feature = "conditional-accept")]
-            let phase = if self.listeners[id].tcp_condition.is_some()
-                && s.state() == tcp::State::SynReceived
-            {
+            let held =
+                self.listeners[id].tcp_condition.is_some() && s.state() == tcp::State::SynReceived;
+            #[cfg(not(feature = "conditional-accept"))]
+            let held = false;
+            let phase = if held {
                 Phase::SynPaused
             } else {
                 Phase::Pending
             };
-            #[cfg(not(feature = "conditional-accept"))]
-            let phase = Phase::Pending;
             trace!(?local, ?remote, "listener taken");
             let fresh = Fresh {
                 socket: h,
@@ -540,13 +538,9 @@ impl Endpoint {
                     socket.abort();
                     c.set_aborted(t);
                 }
-                self.stats.reset_in_syn_received += 1;
+                phase::apply(&mut c.phase, PhaseEvent::HalfOpenReset, &mut self.stats);
                 c.session
                     .handle_transport_closed(t, bookend_session::TransportClosed::Reset);
-                #[cfg(feature = "conditional-accept")]
-                if let Phase::SynPaused = c.phase {
-                    c.phase = Phase::Pending;
-                }
             } else {
                 let socket = sockets.get_mut::<tcp::Socket>(h);
                 // Idle: nothing arrived, nothing to send, no timer due, and
@@ -611,7 +605,7 @@ impl Endpoint {
                     match decision {
                         TcpDecision::Accept => {
                             socket.pause_synack(false);
-                            c.phase = Phase::Pending;
+                            phase::apply(&mut c.phase, PhaseEvent::SynReleased, &mut self.stats);
                             // The handshake counts from here, not from the
                             // SYN: for the session's handshake timer and for
                             // the listener's admission control alike (one
@@ -623,8 +617,7 @@ impl Endpoint {
                             debug!("SO_CONDITIONAL_ACCEPT refused: RST");
                             socket.abort();
                             c.set_aborted(t);
-                            c.phase = Phase::Refused;
-                            self.stats.refused += 1;
+                            phase::apply(&mut c.phase, PhaseEvent::SynRefused, &mut self.stats);
                             c.session.supply(&mut self.spares);
                             Self::end_unseen(c, t);
                             return true;
@@ -733,8 +726,7 @@ impl Endpoint {
                         // Nobody can take it now: the caller learns why (§6.4).
                         debug!("undecided requests at their bound: REJECT(BUSY)");
                         let _ = c.session.reject(t, Reason::BUSY, None);
-                        c.phase = Phase::Refused;
-                        self.stats.busy += 1;
+                        phase::apply(&mut c.phase, PhaseEvent::Busy, &mut self.stats);
                         continue;
                     }
                     match decision {
@@ -743,7 +735,7 @@ impl Endpoint {
                             granted,
                         }) => match c.session.accept(t, callee_data.as_deref(), granted) {
                             Ok(()) => {
-                                c.phase = Phase::Owned;
+                                phase::apply(&mut c.phase, PhaseEvent::Accepted, &mut self.stats);
                                 Self::push_event(
                                     &mut self.events,
                                     c,
@@ -754,16 +746,14 @@ impl Endpoint {
                             Err(e) => {
                                 debug!(error = %e, "condition function's accept refused; rejecting");
                                 let _ = c.session.reject(t, Reason::REJECTED, None);
-                                c.phase = Phase::Refused;
-                                self.stats.refused += 1;
+                                phase::apply(&mut c.phase, PhaseEvent::Rejected, &mut self.stats);
                             }
                         },
                         Some(Decision::Reject { reason, data }) => {
                             if c.session.reject(t, reason, data.as_deref()).is_err() {
                                 let _ = c.session.reject(t, reason, None);
                             }
-                            c.phase = Phase::Refused;
-                            self.stats.refused += 1;
+                            phase::apply(&mut c.phase, PhaseEvent::Rejected, &mut self.stats);
                         }
                         Some(Decision::Defer) | None => {
                             if decision.is_some() {
@@ -815,10 +805,9 @@ impl Endpoint {
                                 EndpointEvent::Session(Event::Closed(reason.clone())),
                             );
                         }
-                        c.phase = Phase::Refused;
-                        if !matches!(reason, CloseReason::Rejected { .. }) {
-                            self.stats.refused += 1;
-                        }
+                        // Refused by whoever ended it (the caller, a timer:
+                        // the decision timer's REJECT included), counted.
+                        phase::apply(&mut c.phase, PhaseEvent::EndedUndecided, &mut self.stats);
                     }
                 }
                 _ => {}

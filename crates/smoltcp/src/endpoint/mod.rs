@@ -26,7 +26,16 @@ use crate::transport::Link;
 mod app;
 mod deadlines;
 mod life;
+mod phase;
 mod ready;
+
+use phase::{Phase, PhaseEvent};
+
+/// The endpoint's phase table (who owns a connection, and what moves it),
+/// as Markdown and a Mermaid diagram: `docs/endpoint-phases.md`.
+pub fn phase_table() -> alloc::string::String {
+    phase::document()
+}
 
 /// Converts smoltcp's clock to the session's (negative times clamp to 0).
 pub fn session_instant(t: SmolInstant) -> Instant {
@@ -212,23 +221,6 @@ struct Listener {
     condition: Option<Condition>,
     #[cfg(feature = "conditional-accept")]
     tcp_condition: Option<TcpCondition>,
-}
-
-/// Who a connection belongs to right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Incoming, SYN-ACK held by SO_CONDITIONAL_ACCEPT until this time.
-    #[cfg(feature = "conditional-accept")]
-    /// Its deadline is `born + syn_defer_timeout` (not stored: issue 10).
-    SynPaused,
-    /// Incoming, not yet accepted: counts against `max_pending`.
-    Pending,
-    /// Incoming and refused by us before the application owned it.
-    Refused,
-    /// The application's (outgoing, or accepted).
-    Owned,
-    /// The application closed its handle: lingering in the background.
-    Released,
 }
 
 struct Conn {
@@ -421,7 +413,9 @@ pub(super) struct Scratch {
     pub(super) handshaking: Vec<(usize, Instant, Option<smoltcp::wire::IpAddress>, usize)>,
     /// (born, index) of one listener's handshaking connections.
     pub(super) kept: Vec<(Instant, usize)>,
-    /// Slots to evict or drop.
+    /// Slots admission control evicts, and by which rule.
+    pub(super) evictions: Vec<(usize, PhaseEvent)>,
+    /// Duplicate half-open slots to drop.
     pub(super) evict: Vec<usize>,
     /// (index, local, remote, socket) of half-open connections.
     pub(super) half_open: Vec<(usize, IpEndpoint, IpEndpoint, SocketHandle)>,
@@ -434,8 +428,11 @@ pub struct Stats {
     pub accepted_tcp: u64,
     /// Duplicate half-open sockets dropped (lost SYN-ACK, re-armed listener).
     pub duplicates_dropped: u64,
-    /// Incoming connections refused before the application owned them
-    /// (REJECT, or handshake timeout, or TCP-level refusal).
+    /// Incoming connections refused before the application owned them:
+    /// rejected (by the condition function, `Endpoint::reject`, or the
+    /// decision timer), ended before a decision (the caller left or reset,
+    /// the handshake timer), or refused at TCP level. Evictions and
+    /// REJECT(`BUSY`) are counted apart (`docs/endpoint-phases.md`).
     pub refused: u64,
     /// Sockets aborted because the TCP close did not finish in time.
     pub close_timeouts: u64,
@@ -753,13 +750,17 @@ impl Endpoint {
         }
     }
 
-    fn syn_paused(phase: Phase) -> bool {
-        #[cfg(feature = "conditional-accept")]
-        if let Phase::SynPaused = phase {
-            return true;
+    /// Applies `on` to connection `index`'s phase ([`phase::ROWS`]): with
+    /// [`phase::apply`], the only way a phase changes after creation.
+    fn phase_event(&mut self, index: usize, on: PhaseEvent) -> bool {
+        match self.conns[index].as_deref_mut() {
+            Some(c) => phase::apply(&mut c.phase, on, &mut self.stats),
+            None => false,
         }
-        let _ = phase;
-        false
+    }
+
+    fn syn_paused(phase: Phase) -> bool {
+        phase == Phase::SynPaused
     }
 
     /// Keeps `backlog` sockets listening, within `max_connections`. Full
@@ -896,8 +897,7 @@ impl Endpoint {
             Some(v) => consider(Some(v + self.config.tcp_timeout).filter(|_| live_socket)),
             None => consider(self.timers.get(index).filter(|_| live_socket)),
         }
-        #[cfg(feature = "conditional-accept")]
-        if let Phase::SynPaused = c.phase {
+        if c.phase == Phase::SynPaused {
             let by = c.born() + self.syn_defer_timeout;
             consider(Some(by));
         }
