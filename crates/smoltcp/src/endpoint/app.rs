@@ -3,8 +3,6 @@
 //! control frames included, is handed to TCP before it returns: the
 //! connection is driven at once, not at the next [`Endpoint::poll`].
 
-use alloc::boxed::Box;
-
 use bookend_session::{
     BufferUsage, CloseReason, Error as SessionError, MAX_FRAME_OVERHEAD, MIN_DIRECT_CHUNK, Options,
     Reason, Session, State,
@@ -16,8 +14,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::IpEndpoint;
 
 use super::{
-    Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, PhaseEvent, Waiting,
-    session_instant,
+    Conn, Endpoint, Error, Fresh, Handle, IncomingRequest, Phase, PhaseEvent, session_instant,
 };
 
 impl Endpoint {
@@ -75,8 +72,7 @@ impl Endpoint {
         };
         let h = self.new_conn(fresh, t);
         if let Some(c) = self.conn_mut(h) {
-            c.ephemeral_port = core::num::NonZeroU16::new(port);
-            c.waiting = Some(Box::new(Waiting::Connect(data, options)));
+            c.await_connect(port, data, options);
         }
         Ok(h)
     }
@@ -271,7 +267,7 @@ impl Endpoint {
             }
             // Control frames read here may have queued output (a reply, FIN,
             // an ABORT): hand it to TCP now. Plain DATA queues nothing.
-            c.last_tcp_state = None;
+            c.set_last_tcp_state(None);
             if c.session.has_output() || c.session.pending_events() > 0 {
                 self.flush(h, now, sockets);
             } else {
@@ -447,7 +443,7 @@ impl Endpoint {
         self.command_only(h, |s| s.accept(session_instant(now), callee_data, granted))?;
         self.phase_event(h.index as usize, PhaseEvent::Accepted);
         let c = self.owned(h)?;
-        c.waiting = None;
+        c.clear_waiting();
         self.flush(h, now, sockets);
         Ok(())
     }
@@ -473,7 +469,7 @@ impl Endpoint {
         self.command_only(h, |s| s.reject(session_instant(now), reason, data))?;
         self.phase_event(h.index as usize, PhaseEvent::Rejected);
         let c = self.owned(h)?;
-        c.waiting = None;
+        c.clear_waiting();
         self.flush(h, now, sockets);
         self.release(h);
         Ok(())
@@ -529,8 +525,7 @@ impl Endpoint {
         let Some(c) = self.conns[index].as_mut() else {
             return;
         };
-        c.generation = c.generation.wrapping_add(1);
-        self.generations[index] = c.generation;
+        self.generations[index] = c.retire_handle();
         self.try_free(index);
     }
 }

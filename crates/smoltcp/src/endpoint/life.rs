@@ -2,9 +2,6 @@
 //! its socket, and freed in one place ([`Endpoint::try_free`]) once nobody
 //! needs it. Any TCP state the endpoint did not expect ends it with a reason.
 
-use alloc::boxed::Box;
-use alloc::collections::VecDeque;
-
 use bookend_session::{CloseReason, Event, Instant, Reason, Session, State};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
@@ -14,7 +11,7 @@ use tracing::{debug, trace};
 use super::TcpDecision;
 use super::{
     Conn, Decision, Endpoint, EndpointEvent, Fresh, Handle, IncomingRequest, Phase, PhaseEvent,
-    Scratch, Waiting, phase,
+    Scratch, phase,
 };
 use crate::transport::TcpConnection;
 
@@ -65,7 +62,7 @@ impl Endpoint {
         let conns = &self.conns;
         self.waiting.retain(|&i| {
             conns[i].as_deref().is_some_and(|c| {
-                c.listener.is_some() && (c.phase == Phase::Pending || Self::syn_paused(c.phase))
+                c.listener_born() && (c.phase == Phase::Pending || Self::syn_paused(c.phase))
             })
         });
         // A slot freed and taken again may be listed twice: once is enough.
@@ -249,12 +246,12 @@ impl Endpoint {
         // Anything but `Owned` is nobody's: released, refused, or never seen
         // by the application (pending, or a SYN-ACK still held).
         let unowned = c.phase != Phase::Owned;
-        if unowned && c.socket().is_none() && c.session.is_drained() && c.queued_events == 0 {
+        if unowned && c.socket().is_none() && c.session.is_drained() && c.queued_events() == 0 {
             if let Some(mut c) = self.conns[index].take() {
                 // Its session's parts and its box serve the next connections;
                 // what else it holds on the heap goes now, not at reuse.
                 c.session.recycle(&mut self.spares);
-                c.waiting = None;
+                c.clear_waiting();
                 if self.spare_conns.len() < self.config.spare_parts {
                     self.spare_conns.push(c);
                 }
@@ -264,30 +261,6 @@ impl Endpoint {
             self.live -= 1;
             self.timers.set(index, None);
         }
-    }
-
-    /// Queues an event for the application, counting it against the slot.
-    pub(super) fn push_event(
-        events: &mut VecDeque<(Handle, EndpointEvent)>,
-        c: &mut Conn,
-        h: Handle,
-        e: EndpointEvent,
-    ) {
-        // "Try now" events (FD_READ, FD_WRITE) are queued once: one
-        // undelivered says all there is to say, and without it an
-        // application that reads without polling events grew the queue by
-        // one per read (`try_now_events_are_queued_once_per_connection`).
-        // So a connection has at most a handful of events queued.
-        let once = super::queued_once_bit(&e);
-        if once != 0 {
-            if c.flags.get(once) {
-                return;
-            }
-            c.flags.set(once, true);
-        }
-        debug_assert!(c.queued_events < u8::MAX, "events of one connection");
-        c.queued_events = c.queued_events.saturating_add(1);
-        events.push_back((h, e));
     }
 
     /// Listening sockets that left LISTEN became connections.
@@ -349,7 +322,7 @@ impl Endpoint {
         // endpoint with none pays nothing. The twin that shadows one may be
         // any listener-born connection (accepted ones too): only then are
         // all connections looked at, once.
-        let listener_born = |c: &Conn| c.listener.is_some() && c.aborted().is_none();
+        let listener_born = |c: &Conn| c.listener_born() && c.aborted().is_none();
         if self.waiting.is_empty() {
             return;
         }
@@ -451,7 +424,7 @@ impl Endpoint {
     /// unmanaged listener, bypassing SO_CONDITIONAL_ACCEPT), and within one
     /// interface poll that listener may already hold another caller.
     fn lost_its_caller(c: &Conn, socket: &tcp::Socket<'_>) -> bool {
-        c.listener.is_some()
+        c.listener_born()
             && (socket.state() == tcp::State::Listen
                 || (socket.remote_endpoint().is_some() && socket.remote_endpoint() != c.remote()))
     }
@@ -494,7 +467,7 @@ impl Endpoint {
             c.session.has_output() && c.socket().is_some() && c.aborted().is_none()
         }) {
             if let Some(c) = self.conns[index].as_deref_mut() {
-                c.last_tcp_state = None;
+                c.set_last_tcp_state(None);
             }
             self.visit_conn(index, t, sockets);
         }
@@ -514,7 +487,7 @@ impl Endpoint {
         let _g = conn_span(c).entered();
         let handle = Handle {
             index: index as u32,
-            generation: c.generation,
+            generation: c.generation(),
         };
 
         if let Some(h) = c.socket() {
@@ -547,7 +520,7 @@ impl Endpoint {
                 // TCP's state unchanged. Skipping keeps poll cost low with
                 // many idle sessions.
                 let state = socket.state();
-                let quiet = c.last_tcp_state == Some(state)
+                let quiet = c.last_tcp_state() == Some(state)
                     && socket.recv_queue() == 0
                     && c.session.send_queue() == 0
                     && !c.connect_pending()
@@ -579,10 +552,8 @@ impl Endpoint {
                         return true;
                     }
                 }
-                c.last_tcp_state = Some(state);
-                if c.local().is_none() {
-                    c.local = super::unknown_or(socket.local_endpoint());
-                }
+                c.set_last_tcp_state(Some(state));
+                c.learn_local(socket.local_endpoint());
                 #[cfg(feature = "conditional-accept")]
                 if let Phase::SynPaused = c.phase {
                     let by = c.born() + self.syn_defer_timeout;
@@ -628,12 +599,11 @@ impl Endpoint {
                 // Work to do (a SYN-ACK held on `Defer` has none and took
                 // nothing): spare parts first, so that it allocates nothing.
                 c.session.supply(&mut self.spares);
-                if let Some(Waiting::Connect(data, options)) = c.waiting.as_deref()
+                if c.connect_pending()
                     && c.session.state() == State::Idle
                     && TcpConnection::is_established(socket)
                 {
-                    let _ = c.session.connect(t, data.as_deref(), *options);
-                    c.waiting = None;
+                    c.send_connect(t);
                 }
                 let keepalive = c.session.options().keepalive_ms;
                 if !c.link.owns_timeout() && c.session.is_connected() && keepalive > 0 {
@@ -670,7 +640,7 @@ impl Endpoint {
                 // The state the pump left (its own FIN or RST moved it): only
                 // a change from here is news (smoltcp wakes the socket for
                 // our own close too, which needs no second visit).
-                c.last_tcp_state = Some(socket.state());
+                c.set_last_tcp_state(Some(socket.state()));
                 if c.link.aborted() {
                     c.set_aborted(t);
                 } else if c.want_writable()
@@ -682,9 +652,8 @@ impl Endpoint {
                     // smaller than a send could use (that spun on Writable).
                     c.set_want_writable(false);
                     if c.phase == Phase::Owned {
-                        Self::push_event(
+                        c.post(
                             &mut self.events,
-                            c,
                             handle,
                             EndpointEvent::Session(Event::Writable),
                         );
@@ -707,8 +676,8 @@ impl Endpoint {
                 (Event::ConnectRequest(req), Phase::Pending) => {
                     let request = IncomingRequest {
                         handle,
-                        caller: c.remote,
-                        callee: c.local,
+                        caller: c.endpoints_as_kept().1,
+                        callee: c.endpoints_as_kept().0,
                         caller_data: req.caller_data,
                         proposed: req.proposed,
                         grant: req.grant,
@@ -736,12 +705,7 @@ impl Endpoint {
                         }) => match c.session.accept(t, callee_data.as_deref(), granted) {
                             Ok(()) => {
                                 phase::apply(&mut c.phase, PhaseEvent::Accepted, &mut self.stats);
-                                Self::push_event(
-                                    &mut self.events,
-                                    c,
-                                    handle,
-                                    EndpointEvent::Accepted(request),
-                                );
+                                c.post(&mut self.events, handle, EndpointEvent::Accepted(request));
                             }
                             Err(e) => {
                                 debug!(error = %e, "condition function's accept refused; rejecting");
@@ -762,18 +726,13 @@ impl Endpoint {
                             if let Some(l) = c.listener() {
                                 self.listeners[l].undecided += 1;
                             }
-                            c.waiting = Some(Box::new(Waiting::Decision(request.clone())));
-                            Self::push_event(
-                                &mut self.events,
-                                c,
-                                handle,
-                                EndpointEvent::Incoming(request),
-                            );
+                            c.await_decision(request.clone());
+                            c.post(&mut self.events, handle, EndpointEvent::Incoming(request));
                         }
                     }
                 }
                 (event, Phase::Owned) => {
-                    Self::push_event(&mut self.events, c, handle, EndpointEvent::Session(event))
+                    c.post(&mut self.events, handle, EndpointEvent::Session(event))
                 }
                 (Event::Closed(reason), _) => {
                     trace!(%reason, "closed in the background");
@@ -795,12 +754,11 @@ impl Endpoint {
                     }
                     if c.phase == Phase::Pending {
                         if c.request().is_some() {
-                            c.waiting = None;
+                            c.clear_waiting();
                             // The application was told of this request: tell it it
                             // is gone. The slot stays until this is delivered.
-                            Self::push_event(
+                            c.post(
                                 &mut self.events,
-                                c,
                                 handle,
                                 EndpointEvent::Session(Event::Closed(reason.clone())),
                             );
@@ -851,9 +809,9 @@ impl Endpoint {
             }
         }
         if c.socket().is_none()
-            && let Some(port) = c.ephemeral_port.take()
+            && let Some(port) = c.take_ephemeral_port()
         {
-            self.ports.release(port.get(), t);
+            self.ports.release(port, t);
         }
 
         self.try_free(index);

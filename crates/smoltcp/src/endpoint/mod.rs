@@ -9,7 +9,6 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::num::NonZeroU16;
 
 use bookend_session::{Event, Instant, Options, Reason, Session};
 use bytes::Bytes;
@@ -19,15 +18,17 @@ use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::IpEndpoint;
 
 use crate::config::{Config, ListenConfig};
-use crate::flags::Flags;
 use crate::ports::Ports;
 use crate::transport::Link;
 
 mod app;
+mod conn;
 mod deadlines;
 mod life;
 mod phase;
 mod ready;
+
+use conn::Conn;
 
 use phase::{Phase, PhaseEvent};
 
@@ -223,177 +224,6 @@ struct Listener {
     tcp_condition: Option<TcpCondition>,
 }
 
-struct Conn {
-    generation: u32,
-    /// Its socket, if [`HAS_SOCKET`] (see [`Conn::socket`]): a handle and a
-    /// flag, 8 bytes and a bit where `Option<SocketHandle>` is 16.
-    sock: SocketHandle,
-    /// [`HAS_SOCKET`], [`WANT_WRITABLE`], [`ABORTED`], [`READABLE_QUEUED`],
-    /// [`WRITABLE_QUEUED`]: one byte for five flags (issue 10: idle memory).
-    flags: Flags,
-    session: Session,
-    link: Link,
-    phase: Phase,
-    /// The listener's index plus one. A listener has a port of its own
-    /// (`listen` refuses port 0 and a port twice), so there are at most
-    /// 65 535 and the index fits; 2 bytes where an `Option<u32>` is 8.
-    listener: Option<NonZeroU16>,
-    /// Its local and remote endpoints, port 0 while unknown (see
-    /// [`Conn::local`]): no TCP endpoint has port 0, and an `Option` would
-    /// add 2 bytes to each 6 (issue 10: idle memory).
-    local: IpEndpoint,
-    remote: IpEndpoint,
-    /// The ephemeral port to release (never 0: `Config::validate`).
-    ephemeral_port: Option<NonZeroU16>,
-    /// What it waits for before it is up: CONNECT's arguments until TCP is
-    /// up (outgoing), or a request until the application decides
-    /// (incoming). Boxed, and dropped once used: idle connections hold none.
-    waiting: Option<Box<Waiting>>,
-    /// If [`ABORTED`], when the socket was aborted ([`Conn::aborted`]);
-    /// else by when TCP's close must be done ([`Conn::tcp_done_by`]). One
-    /// field for both: an aborted socket has no close to wait for.
-    end_at: Option<Instant>,
-    /// The socket's TCP state when last pumped: a FIN or RST always changes
-    /// it, so an idle connection whose state is unchanged can be skipped.
-    last_tcp_state: Option<tcp::State>,
-    /// Events of this slot still in the endpoint's queue: the slot is freed
-    /// only once they are delivered (or dropped for a released handle). At
-    /// most a handful: each kind happens once per connection, except the
-    /// "try now" ones, which are queued once ([`READABLE_QUEUED`]); one
-    /// byte, not four (issue 10: idle memory).
-    queued_events: u8,
-}
-
-/// What a connection waits for before it is up ([`Conn::waiting`]): never
-/// both, so one box serves either (issue 10, idle memory).
-enum Waiting {
-    /// Outgoing, until TCP is up: the caller data and options of CONNECT.
-    Connect(Option<Vec<u8>>, Options),
-    /// Incoming: a request reported to the application, waiting for its
-    /// decision.
-    Decision(IncomingRequest),
-}
-
-/// [`Conn::flags`]: `sock` is still this connection's, in the set.
-const HAS_SOCKET: u8 = 1;
-/// [`Conn::flags`]: a direct send was cut short: report `Writable` when a
-/// frame fits.
-const WANT_WRITABLE: u8 = 2;
-/// [`Conn::flags`]: a `Readable` of this connection is in the endpoint's
-/// queue, undelivered: another says nothing more, and is not queued.
-const READABLE_QUEUED: u8 = 8;
-/// [`Conn::flags`]: a `Writable` is in the endpoint's queue, undelivered.
-const WRITABLE_QUEUED: u8 = 16;
-
-/// The [`Conn::flags`] bit that marks `e` queued, for the "try now" events
-/// queued at most once per connection (`Readable`, `Writable`); 0 for the
-/// others.
-fn queued_once_bit(e: &EndpointEvent) -> u8 {
-    match e {
-        EndpointEvent::Session(Event::Readable) => READABLE_QUEUED,
-        EndpointEvent::Session(Event::Writable) => WRITABLE_QUEUED,
-        _ => 0,
-    }
-}
-/// [`Conn::flags`]: the socket was aborted, at `end_at`. It leaves the set
-/// once smoltcp has sent the RST (it then forgets the 4-tuple), whatever the
-/// call order, or after `abort_flush_timeout` if the interface never sent it.
-const ABORTED: u8 = 4;
-
-impl Conn {
-    /// Its socket, while it is in the set.
-    fn socket(&self) -> Option<SocketHandle> {
-        self.flags.get(HAS_SOCKET).then_some(self.sock)
-    }
-
-    /// Its socket, which from now on is not its own (the caller removes it
-    /// from the set).
-    fn take_socket(&mut self) -> Option<SocketHandle> {
-        let s = self.socket();
-        self.flags.set(HAS_SOCKET, false);
-        s
-    }
-
-    /// A direct send was cut short: `Writable` is owed when a frame fits.
-    fn want_writable(&self) -> bool {
-        self.flags.get(WANT_WRITABLE)
-    }
-
-    fn set_want_writable(&mut self, on: bool) {
-        self.flags.set(WANT_WRITABLE, on);
-    }
-
-    /// When its socket was aborted, if it was (see [`ABORTED`]).
-    fn aborted(&self) -> Option<Instant> {
-        self.end_at.filter(|_| self.flags.get(ABORTED))
-    }
-
-    /// Records that its socket was aborted at `t` (the caller aborted it).
-    fn set_aborted(&mut self, t: Instant) {
-        self.flags.set(ABORTED, true);
-        self.end_at = Some(t);
-    }
-
-    /// By when TCP's close must be done, once the session is drained;
-    /// none once aborted.
-    fn tcp_done_by(&self) -> Option<Instant> {
-        self.end_at.filter(|_| !self.flags.get(ABORTED))
-    }
-
-    /// Sets [`Conn::tcp_done_by`]; an aborted connection keeps its abort
-    /// time (it has no close to wait for).
-    fn set_tcp_done_by(&mut self, by: Option<Instant>) {
-        if !self.flags.get(ABORTED) {
-            self.end_at = by;
-        }
-    }
-
-    /// The request waiting for the application's decision, if any.
-    fn request(&self) -> Option<&IncomingRequest> {
-        match self.waiting.as_deref() {
-            Some(Waiting::Decision(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// Whether CONNECT waits for TCP to come up.
-    fn connect_pending(&self) -> bool {
-        matches!(self.waiting.as_deref(), Some(Waiting::Connect(..)))
-    }
-
-    /// When the connection's handshake started: when TCP came up, and
-    /// before that when it was created (taken from a listener, or connect)
-    /// or its held SYN-ACK released: its link's, not kept twice.
-    fn born(&self) -> Instant {
-        self.link.created()
-    }
-
-    /// Its local endpoint, once known.
-    fn local(&self) -> Option<IpEndpoint> {
-        known(self.local)
-    }
-
-    /// Its remote endpoint, once known.
-    fn remote(&self) -> Option<IpEndpoint> {
-        known(self.remote)
-    }
-
-    /// The listener it was taken from, as an index into `Endpoint::listeners`.
-    fn listener(&self) -> Option<usize> {
-        self.listener.map(|l| usize::from(l.get()) - 1)
-    }
-}
-
-/// An endpoint as [`Conn`] keeps it: port 0 stands for unknown.
-fn known(e: IpEndpoint) -> Option<IpEndpoint> {
-    (e.port != 0).then_some(e)
-}
-
-/// How [`Conn`] keeps an endpoint that may be unknown ([`known`] reads it).
-fn unknown_or(e: Option<IpEndpoint>) -> IpEndpoint {
-    e.unwrap_or(IpEndpoint::new(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), 0))
-}
-
 /// What a new connection starts from; the rest of [`Conn`] starts empty.
 struct Fresh {
     socket: SocketHandle,
@@ -568,9 +398,9 @@ impl fmt::Debug for Endpoint {
                         self.timers.get(i),
                         c.link.next_at(),
                         c.session.poll_timeout(),
-                        c.queued_events,
+                        c.queued_events(),
                         c.session.is_drained(),
-                        c.last_tcp_state,
+                        c.last_tcp_state(),
                         c.session.send_queue(),
                         c.session.pending_events(),
                         c.link.gone(),
@@ -798,27 +628,7 @@ impl Endpoint {
     /// listener): everything else starts empty.
     fn new_conn(&mut self, f: Fresh, t: Instant) -> Handle {
         let link = Link::new(t, self.config.give_up_after());
-        self.alloc_conn(|generation| Conn {
-            generation,
-            sock: f.socket,
-            flags: Flags::new(HAS_SOCKET),
-            session: f.session,
-            link,
-            phase: f.phase,
-            // Listeners are few (one per `listen` call): the index fits.
-            listener: f.listener.and_then(|l| {
-                let stored = u16::try_from(l + 1).ok().and_then(NonZeroU16::new);
-                debug_assert!(stored.is_some(), "listener index {l} over u16");
-                stored
-            }),
-            local: unknown_or(f.local),
-            remote: unknown_or(f.remote),
-            ephemeral_port: None,
-            waiting: None,
-            end_at: None,
-            last_tcp_state: None,
-            queued_events: 0,
-        })
+        self.alloc_conn(|generation| Conn::new(f, generation, link))
     }
 
     fn alloc_conn(&mut self, conn: impl FnOnce(u32) -> Conn) -> Handle {
@@ -920,7 +730,7 @@ impl Endpoint {
         self.conns
             .get(h.index as usize)?
             .as_deref()
-            .filter(|c| c.generation == h.generation)
+            .filter(|c| c.generation() == h.generation)
     }
 
     fn conn_mut(&mut self, h: Handle) -> Option<&mut Conn> {
@@ -934,7 +744,7 @@ impl Endpoint {
             .conns
             .get_mut(h.index as usize)?
             .as_deref_mut()
-            .filter(|c| c.generation == h.generation)?;
+            .filter(|c| c.generation() == h.generation)?;
         Some((c, &mut self.spares))
     }
 
@@ -955,11 +765,8 @@ impl Endpoint {
             let Some(c) = self.conns.get_mut(index).and_then(|c| c.as_deref_mut()) else {
                 continue;
             };
-            c.queued_events = c.queued_events.saturating_sub(1);
-            // The one queued "try now" event of its kind left the queue
-            // (delivered, or dropped for a closed handle).
-            c.flags.set(queued_once_bit(&e), false);
-            let current = c.generation == h.generation;
+            c.event_left_queue(&e);
+            let current = c.generation() == h.generation;
             // The last event of a connection nobody holds frees its slot.
             self.try_free(index);
             if current {
