@@ -122,7 +122,7 @@ impl Endpoint {
             h.index as usize,
             session_instant(now),
             sockets,
-            super::life::Visit::Command,
+            super::Visit::Command,
         );
     }
 

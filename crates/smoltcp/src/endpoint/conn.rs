@@ -179,19 +179,7 @@ impl Conn {
     pub(super) fn listener(&self) -> Option<usize> {
         self.listener.map(|l| usize::from(l.get()) - 1)
     }
-}
 
-/// An endpoint as [`Conn`] keeps it: port 0 stands for unknown.
-pub(super) fn known(e: IpEndpoint) -> Option<IpEndpoint> {
-    (e.port != 0).then_some(e)
-}
-
-/// How [`Conn`] keeps an endpoint that may be unknown ([`known`] reads it).
-pub(super) fn unknown_or(e: Option<IpEndpoint>) -> IpEndpoint {
-    e.unwrap_or(IpEndpoint::new(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), 0))
-}
-
-impl Conn {
     /// A connection as [`Fresh`] describes it, in slot generation
     /// `generation`; everything else starts empty.
     pub(super) fn new(f: Fresh, generation: u32, link: Link) -> Self {
@@ -237,9 +225,7 @@ impl Conn {
         // The one queued "try now" event of its kind left the queue.
         self.flags.set(queued_once_bit(e), false);
     }
-}
 
-impl Conn {
     /// Outgoing: CONNECT waits for TCP with these arguments, and `port` is
     /// its ephemeral port, released when the socket goes.
     pub(super) fn await_connect(&mut self, port: u16, data: Option<Vec<u8>>, options: Options) {
@@ -319,9 +305,7 @@ impl Conn {
         self.queued_events = self.queued_events.saturating_add(1);
         events.push_back((handle, e));
     }
-}
 
-impl Conn {
     /// Whether it was taken from a listener.
     pub(super) fn listener_born(&self) -> bool {
         self.listener.is_some()
@@ -331,4 +315,14 @@ impl Conn {
     pub(super) fn endpoints_as_kept(&self) -> (IpEndpoint, IpEndpoint) {
         (self.local, self.remote)
     }
+}
+
+/// An endpoint as [`Conn`] keeps it: port 0 stands for unknown.
+pub(super) fn known(e: IpEndpoint) -> Option<IpEndpoint> {
+    (e.port != 0).then_some(e)
+}
+
+/// How [`Conn`] keeps an endpoint that may be unknown ([`known`] reads it).
+pub(super) fn unknown_or(e: Option<IpEndpoint>) -> IpEndpoint {
+    e.unwrap_or(IpEndpoint::new(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), 0))
 }
