@@ -2,6 +2,8 @@
 //! control (the handshaking and undecided bounds of `ListenConfig`, §6.4),
 //! eviction, and dropping duplicate half-open sockets.
 
+use alloc::vec::Vec;
+
 use bookend_session::{Instant, Reason, Session, State};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
@@ -10,6 +12,9 @@ use tracing::{debug, trace};
 use super::visit::conn_span;
 use super::{Conn, Endpoint, Fresh, Phase, PhaseEvent, Scratch, phase};
 use crate::transport::TcpConnection;
+
+/// (listener, born, source, index) of a handshaking connection.
+type Handshaking = (usize, Instant, Option<smoltcp::wire::IpAddress>, usize);
 
 /// How long after a connection came up a SYN for the same 4-tuple is taken
 /// for a copy of its own (one of its SYNs duplicated or delayed in the
@@ -61,6 +66,18 @@ impl Endpoint {
         } = &mut scratch;
         handshaking.clear();
         evictions.clear();
+        self.count_waiting(handshaking, sockets);
+        self.evict_beyond_share(handshaking, evictions, t);
+        self.evict_over_total(handshaking, kept, evictions, t);
+        for &(index, why) in evictions.iter() {
+            self.evict(index, why, t, sockets);
+        }
+        self.scratch = scratch;
+    }
+
+    /// Admission control, step 1: counts each listener's undecided requests
+    /// and lists its handshaking connections (listener, born, source, index).
+    fn count_waiting(&mut self, handshaking: &mut Vec<Handshaking>, sockets: &SocketSet<'_>) {
         for &index in &self.waiting {
             let Some(c) = self.conns[index].as_deref() else {
                 continue;
@@ -94,6 +111,16 @@ impl Endpoint {
                 handshaking.push((l, c.born(), c.remote().map(|r| r.addr), index));
             }
         }
+    }
+
+    /// Admission control, step 2 (§6.4 rule 2): a source's oldest beyond its
+    /// share go; they leave `handshaking`.
+    fn evict_beyond_share(
+        &mut self,
+        handshaking: &mut Vec<Handshaking>,
+        evictions: &mut Vec<(usize, PhaseEvent)>,
+        t: Instant,
+    ) {
         // Per source: beyond the share, the oldest go, each once it has had
         // the loaded handshake time (at once under load). A source's
         // silent connections (a host that opened them and went quiet, or
@@ -141,6 +168,17 @@ impl Endpoint {
             start = end;
         }
         handshaking.retain(|h| h.0 != usize::MAX);
+    }
+
+    /// Admission control, steps 3 and 4 (§6.4): over the total the oldest go;
+    /// under load, those past the loaded handshake time too.
+    fn evict_over_total(
+        &mut self,
+        handshaking: &mut [Handshaking],
+        kept: &mut Vec<(Instant, usize)>,
+        evictions: &mut Vec<(usize, PhaseEvent)>,
+        t: Instant,
+    ) {
         // Oldest first.
         handshaking.sort_unstable_by_key(|&(l, born, _, index)| (l, born, index));
         let mut start = 0;
@@ -178,10 +216,6 @@ impl Endpoint {
             }
             start = end;
         }
-        for &(index, why) in evictions.iter() {
-            self.evict(index, why, t, sockets);
-        }
-        self.scratch = scratch;
     }
 
     /// Ends a handshaking connection the application never saw: with
