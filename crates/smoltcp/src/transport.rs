@@ -381,6 +381,84 @@ impl Link {
         at
     }
 
+    /// The pump's first step: moves what TCP received into the session
+    /// (until the session's receive buffer is full), then the peer's FIN,
+    /// or the loss of the transport (reset or time-out); says whether
+    /// anything moved.
+    fn read_all<C: TcpConnection + ?Sized>(
+        &mut self,
+        session: &mut Session,
+        conn: &mut C,
+        now: Instant,
+    ) -> bool {
+        let mut progress = false;
+        loop {
+            let mut offered = 0;
+            let mut taken = 0;
+            let outcome = conn.recv(&mut |buf| {
+                offered = buf.len();
+                taken = session.handle_bytes(now, buf);
+                taken
+            });
+            match outcome {
+                RecvOutcome::Read(n) if n > 0 => {
+                    progress = true;
+                    // The peer is alive: bytes from it count as progress.
+                    self.acked_at = now;
+                    if taken < offered {
+                        break; // the session's receive buffer is full
+                    }
+                }
+                RecvOutcome::Read(_) => break,
+                RecvOutcome::Fin => {
+                    if !self.flags.get(Self::FIN_DELIVERED) {
+                        self.flags.set(Self::FIN_DELIVERED, true);
+                        progress = true;
+                        session.handle_transport_closed(now, TransportClosed::Fin);
+                    } else if !self.flags.get(Self::GONE_DELIVERED) && conn.is_closed() {
+                        // After the peer's FIN the socket went CLOSED without
+                        // our FIN's exchange finishing (a RST, or smoltcp's
+                        // time-out). smoltcp keeps reporting "finished" to
+                        // reads, so the loss shows only in its state; without
+                        // this the session would wait forever to send what it
+                        // still holds (found by the stack fuzz target).
+                        self.flags.set(Self::GONE_DELIVERED, true);
+                        progress = true;
+                        session.handle_transport_closed(now, TransportClosed::Reset);
+                    }
+                    break;
+                }
+                RecvOutcome::Gone => {
+                    if !self.flags.get(Self::GONE_DELIVERED) {
+                        self.flags.set(Self::GONE_DELIVERED, true);
+                        progress = true;
+                        // CLOSED without FIN is a RST, or smoltcp's own
+                        // time-out where it still owns the timeout: before
+                        // the handshake (it bounds the handshake), and once
+                        // established until the driver takes the timeout
+                        // over (CONNECT outstanding). Gone after the whole
+                        // timeout without progress, it timed out (RFC 9293
+                        // §3.8.3's R2); a RST comes while TCP still had time.
+                        let limit = from_millis(self.limit_ms);
+                        let timed_out = if !self.flags.get(Self::ESTABLISHED) {
+                            now >= self.created + limit
+                        } else {
+                            !self.flags.get(Self::OWNS_TIMEOUT) && now >= self.acked_at + limit
+                        };
+                        let how = if timed_out {
+                            TransportClosed::TimedOut
+                        } else {
+                            TransportClosed::Reset
+                        };
+                        session.handle_transport_closed(now, how);
+                    }
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
     /// Acknowledgement progress, for the user timeout; and for the session's
     /// idle timer, as a sign of life that delivers no bytes.
     fn track_acks<C: TcpConnection + ?Sized>(
@@ -448,72 +526,8 @@ impl Link {
         if self.flags.get(Self::ABORTED) {
             return false;
         }
-        let mut progress = false;
         self.track_acks(session, conn, now);
-        loop {
-            let mut offered = 0;
-            let mut taken = 0;
-            let outcome = conn.recv(&mut |buf| {
-                offered = buf.len();
-                taken = session.handle_bytes(now, buf);
-                taken
-            });
-            match outcome {
-                RecvOutcome::Read(n) if n > 0 => {
-                    progress = true;
-                    // The peer is alive: bytes from it count as progress.
-                    self.acked_at = now;
-                    if taken < offered {
-                        break; // the session's receive buffer is full
-                    }
-                }
-                RecvOutcome::Read(_) => break,
-                RecvOutcome::Fin => {
-                    if !self.flags.get(Self::FIN_DELIVERED) {
-                        self.flags.set(Self::FIN_DELIVERED, true);
-                        progress = true;
-                        session.handle_transport_closed(now, TransportClosed::Fin);
-                    } else if !self.flags.get(Self::GONE_DELIVERED) && conn.is_closed() {
-                        // After the peer's FIN the socket went CLOSED without
-                        // our FIN's exchange finishing (a RST, or smoltcp's
-                        // time-out). smoltcp keeps reporting "finished" to
-                        // reads, so the loss shows only in its state; without
-                        // this the session would wait forever to send what it
-                        // still holds (found by the stack fuzz target).
-                        self.flags.set(Self::GONE_DELIVERED, true);
-                        progress = true;
-                        session.handle_transport_closed(now, TransportClosed::Reset);
-                    }
-                    break;
-                }
-                RecvOutcome::Gone => {
-                    if !self.flags.get(Self::GONE_DELIVERED) {
-                        self.flags.set(Self::GONE_DELIVERED, true);
-                        progress = true;
-                        // CLOSED without FIN is a RST, or smoltcp's own
-                        // time-out where it still owns the timeout: before
-                        // the handshake (it bounds the handshake), and once
-                        // established until the driver takes the timeout
-                        // over (CONNECT outstanding). Gone after the whole
-                        // timeout without progress, it timed out (RFC 9293
-                        // §3.8.3's R2); a RST comes while TCP still had time.
-                        let limit = from_millis(self.limit_ms);
-                        let timed_out = if !self.flags.get(Self::ESTABLISHED) {
-                            now >= self.created + limit
-                        } else {
-                            !self.flags.get(Self::OWNS_TIMEOUT) && now >= self.acked_at + limit
-                        };
-                        let how = if timed_out {
-                            TransportClosed::TimedOut
-                        } else {
-                            TransportClosed::Reset
-                        };
-                        session.handle_transport_closed(now, how);
-                    }
-                    break;
-                }
-            }
-        }
+        let mut progress = self.read_all(session, conn, now);
         if !self.flags.get(Self::GONE_DELIVERED)
             && self
                 .user_timeout_at(conn.unacknowledged())
