@@ -324,39 +324,94 @@ impl Session {
         at: &mut usize,
         sink: &mut Sink<'_>,
     ) -> bool {
-        let avail = input.len() - *at;
         if self.rx.body_left > 0 {
-            let n = match self.rx.body {
-                Body::Skip => (self.rx.body_left as usize).min(avail),
-                Body::Data { .. } => (self.rx.body_left as usize)
-                    .min(avail)
-                    .min(self.data_room(sink)),
-            };
-            if n == 0 {
-                return false;
-            }
-            let chunk = &input[*at..*at + n];
-            *at += n;
-            // `n` is at most `body_left`.
-            self.rx.body_left -= n as u32;
-            if let Body::Data { end_of_message } = self.rx.body {
-                if self.flags.get(Self::APP_CLOSED) && matches!(sink, Sink::Buffer) {
-                    // The rest of a frame whose header came before close():
-                    // nobody will read it, so tell the sender (§5.3).
-                    self.fire(now, Input::RecvDataAfterClose, Args::default());
-                    return true;
-                }
-                self.take_payload(chunk, sink);
-                if self.rx.body_left == 0 && end_of_message {
-                    self.end_message();
-                }
-            }
-            return true;
+            return self.decode_body(now, input, at, sink);
         }
-        // The header: straight from the input, or assembled in `partial`;
-        // 6 bytes, or 10 when sealed (its check, §2.5).
         let mut header = [0u8; SEALED_HEADER_LEN];
         let in_partial = self.rx.partial_len() > 0;
+        let Some(hl) = self.read_header(input, at, sink, in_partial, &mut header) else {
+            return false;
+        };
+        let frame = Frame::new_unchecked(&header[..hl]);
+        let frame_type = frame.frame_type();
+        // A frame resumed from `partial` was checked when its header came in,
+        // against the limits in force then (they may have shrunk since, with
+        // an ACCEPT; the peer sent under the old ones).
+        let checked = if in_partial { self.rx.checked } else { None };
+        let input_kind = match checked {
+            Some(k) => k,
+            None => match self.check_header(now, &header[..hl]) {
+                Some(k) => k,
+                None => return false, // refused: the session has ended or is rejecting
+            },
+        };
+        match frame_type {
+            FrameType::Data | FrameType::Unknown(_) => {
+                self.start_body(now, input, at, sink, in_partial, &header[..hl], input_kind)
+            }
+            _ => {
+                self.rx.checked = Some(input_kind);
+                let len = frame.body_len();
+                self.take_control(now, input, at, in_partial, hl + len as usize, sink)
+            }
+        }
+    }
+
+    /// The body of the frame in progress: DATA delivered (as far as there is
+    /// room), an unknown frame's skipped.
+    #[inline]
+    fn decode_body(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        at: &mut usize,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        let avail = input.len() - *at;
+        let n = match self.rx.body {
+            Body::Skip => (self.rx.body_left as usize).min(avail),
+            Body::Data { .. } => (self.rx.body_left as usize)
+                .min(avail)
+                .min(self.data_room(sink)),
+        };
+        if n == 0 {
+            return false;
+        }
+        let chunk = &input[*at..*at + n];
+        *at += n;
+        // `n` is at most `body_left`.
+        self.rx.body_left -= n as u32;
+        if let Body::Data { end_of_message } = self.rx.body {
+            if self.flags.get(Self::APP_CLOSED) && matches!(sink, Sink::Buffer) {
+                // The rest of a frame whose header came before close():
+                // nobody will read it, so tell the sender (§5.3).
+                self.fire(now, Input::RecvDataAfterClose, Args::default());
+                return true;
+            }
+            self.take_payload(chunk, sink);
+            if self.rx.body_left == 0 && end_of_message {
+                self.end_message();
+            }
+        }
+        true
+    }
+
+    /// The next header, 6 bytes or 10 when sealed, into `header`: straight
+    /// from the input, or assembled in `partial` across inputs. `None` if it
+    /// is not all here yet, or if DATA has no room (then even its header
+    /// stays in the transport).
+    #[inline]
+    fn read_header(
+        &mut self,
+        input: &[u8],
+        at: &mut usize,
+        sink: &mut Sink<'_>,
+        in_partial: bool,
+        header: &mut [u8; SEALED_HEADER_LEN],
+    ) -> Option<usize> {
+        let avail = input.len() - *at;
+        // The header: straight from the input, or assembled in `partial`;
+        // 6 bytes, or 10 when sealed (its check, §2.5).
         if !in_partial
             && avail > 0
             && FrameType::from(input[*at]) == FrameType::Data
@@ -372,7 +427,7 @@ impl Session {
                 payload_len(f.flags(), f.body_len()) == 0
             };
             if !empty_stream {
-                return false;
+                return None;
             }
         }
         let direct_len = (avail >= HEADER_LEN).then(|| header_len(input[*at + 1]));
@@ -398,7 +453,7 @@ impl Session {
                 }
                 let n = (want - have).min(input.len() - *at);
                 if n == 0 {
-                    return false;
+                    return None;
                 }
                 // Touches the buffers only when there are bytes to keep.
                 let partial = &mut self.rx.bufs_mut().partial;
@@ -408,81 +463,81 @@ impl Session {
             // Assembled above (at least `want` bytes): read, not written.
             match self.rx.bufs.get().and_then(|b| b.partial.get(..want)) {
                 Some(h) => header[..want].copy_from_slice(h),
-                None => return false,
+                None => return None,
             }
             want
         };
-        let frame = Frame::new_unchecked(&header[..hl]);
+        Some(hl)
+    }
+
+    /// A checked DATA or unknown frame's header: its body is taken next
+    /// (DATA delivered, an unknown frame skipped), or, sealed, the whole
+    /// frame is assembled and verified first (§2.5).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn start_body(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        at: &mut usize,
+        sink: &mut Sink<'_>,
+        in_partial: bool,
+        header: &[u8],
+        input_kind: Input,
+    ) -> bool {
+        let hl = header.len();
+        let frame = Frame::new_unchecked(header);
         let (frame_type, fl, len) = (frame.frame_type(), frame.flags(), frame.body_len());
-        // A frame resumed from `partial` was checked when its header came in,
-        // against the limits in force then (they may have shrunk since, with
-        // an ACCEPT; the peer sent under the old ones).
-        let checked = if in_partial { self.rx.checked } else { None };
-        let input_kind = match checked {
-            Some(k) => k,
-            None => match self.check_header(now, &header[..hl]) {
-                Some(k) => k,
-                None => return false, // refused: the session has ended or is rejecting
-            },
-        };
-        match frame_type {
-            FrameType::Data | FrameType::Unknown(_) => {
-                let eom = fl & flags::END_OF_MESSAGE != 0;
-                if frame_type == FrameType::Data
-                    && input_kind == Input::RecvData
-                    && (payload_len(fl, len) > 0 || self.mode() == Mode::Message)
-                    && self.data_room(sink) == 0
-                {
-                    // No room: leave the frame in the transport (a header
-                    // already assembled stays in `partial`) until the
-                    // application has read.
-                    return false;
-                }
-                if fl & flags::CRC32C != 0 {
-                    // Sealed: assembled whole and verified before a byte of
-                    // it is delivered or skipped, or acted on after close
-                    // (§2.5); bounded by the frame limit checked above.
-                    self.rx.checked = Some(input_kind);
-                    let total = hl + len as usize;
-                    return self.take_control(now, input, at, in_partial, total, sink);
-                }
-                if !in_partial {
-                    *at += HEADER_LEN;
-                }
-                self.rx.drop_partial_bytes();
-                if input_kind == Input::RecvDataAfterClose {
-                    self.fire(now, input_kind, Args::default());
-                    return true;
-                }
-                if frame_type == FrameType::Data {
-                    self.fire(now, input_kind, Args::default());
-                    self.rx.body = Body::Data {
-                        end_of_message: eom,
-                    };
-                    self.rx.body_left = len;
-                    if len == 0 && eom {
-                        self.end_message();
-                    }
-                } else {
-                    trace!(frame_type = %frame_type, len, "skipping unknown frame");
-                    self.fire(
-                        now,
-                        input_kind,
-                        Args {
-                            frame: Some(frame_type),
-                            ..Args::default()
-                        },
-                    );
-                    self.rx.body = Body::Skip;
-                    self.rx.body_left = len;
-                }
-                true
-            }
-            _ => {
-                self.rx.checked = Some(input_kind);
-                self.take_control(now, input, at, in_partial, hl + len as usize, sink)
-            }
+        let eom = fl & flags::END_OF_MESSAGE != 0;
+        if frame_type == FrameType::Data
+            && input_kind == Input::RecvData
+            && (payload_len(fl, len) > 0 || self.mode() == Mode::Message)
+            && self.data_room(sink) == 0
+        {
+            // No room: leave the frame in the transport (a header
+            // already assembled stays in `partial`) until the
+            // application has read.
+            return false;
         }
+        if fl & flags::CRC32C != 0 {
+            // Sealed: assembled whole and verified before a byte of
+            // it is delivered or skipped, or acted on after close
+            // (§2.5); bounded by the frame limit checked above.
+            self.rx.checked = Some(input_kind);
+            let total = hl + len as usize;
+            return self.take_control(now, input, at, in_partial, total, sink);
+        }
+        if !in_partial {
+            *at += HEADER_LEN;
+        }
+        self.rx.drop_partial_bytes();
+        if input_kind == Input::RecvDataAfterClose {
+            self.fire(now, input_kind, Args::default());
+            return true;
+        }
+        if frame_type == FrameType::Data {
+            self.fire(now, input_kind, Args::default());
+            self.rx.body = Body::Data {
+                end_of_message: eom,
+            };
+            self.rx.body_left = len;
+            if len == 0 && eom {
+                self.end_message();
+            }
+        } else {
+            trace!(frame_type = %frame_type, len, "skipping unknown frame");
+            self.fire(
+                now,
+                input_kind,
+                Args {
+                    frame: Some(frame_type),
+                    ..Args::default()
+                },
+            );
+            self.rx.body = Body::Skip;
+            self.rx.body_left = len;
+        }
+        true
     }
 
     /// Checks a header (6 bytes, or 10 when sealed) against the state, then
