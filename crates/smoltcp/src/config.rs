@@ -58,9 +58,13 @@ pub struct Config {
     /// this alone bounds the wait for the peer's: an outage then longer than
     /// it ends the TCP close with a RST, after the session itself had ended.
     pub tcp_close_timeout: Duration,
-    /// After the session asked for a reset, how long queued bytes (the ABORT
-    /// frame) may take to be acknowledged before RST (default 1 s).
-    pub abort_flush_timeout: Duration,
+    /// After the session asked for a reset, how long the bytes TCP holds
+    /// (the ABORT frame) may take to be acknowledged before the RST goes
+    /// anyway (default 1 s): the second stage of §7's abort flush, after the
+    /// session's own `abort_flush_timeout` (ABORT handed to TCP), so that the
+    /// RST follows the ABORT within 2 s in all. Named apart from the
+    /// session's, which bounds the stage before it.
+    pub abort_ack_timeout: Duration,
     /// Most connections this endpoint holds at once, all listeners and
     /// outgoing connections together (default 1024). Beyond it `connect`
     /// fails and listeners are not re-armed.
@@ -109,7 +113,7 @@ impl Config {
             ephemeral_ports: 49152..=65535,
             time_wait: Duration::from_secs(10),
             tcp_close_timeout: Duration::from_secs(10),
-            abort_flush_timeout: Duration::from_secs(1),
+            abort_ack_timeout: Duration::from_secs(1),
             max_connections: 1024,
             spare_parts: 16,
         }
@@ -134,20 +138,57 @@ impl Config {
     /// Checks the configuration.
     ///
     /// This function returns `Err` with a description of the first problem.
-    pub fn validate(&self) -> Result<(), &'static str> {
-        self.session
-            .validate()
-            .map_err(|_| "invalid session configuration")?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.session.validate().map_err(ConfigError::Session)?;
         if self.tcp_keep_alive >= self.tcp_timeout {
-            return Err("tcp_keep_alive must be shorter than tcp_timeout");
+            return Err(ConfigError::KeepAliveNotBelowTimeout);
         }
         if self.ephemeral_ports.is_empty() || *self.ephemeral_ports.start() == 0 {
-            return Err("ephemeral_ports must be a non-empty range without port 0");
+            return Err(ConfigError::EphemeralPorts);
         }
-        if self.tcp_rx_buffer == 0 || self.tcp_tx_buffer == 0 || self.max_connections == 0 {
-            return Err("buffers and max_connections must be non-zero");
+        for (field, value) in [
+            ("tcp_rx_buffer", self.tcp_rx_buffer),
+            ("tcp_tx_buffer", self.tcp_tx_buffer),
+            ("max_connections", self.max_connections),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(field));
+            }
         }
         Ok(())
+    }
+}
+
+/// Why a configuration ([`Config`], [`ListenConfig`]) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The session configuration, with the session's reason.
+    Session(bookend_session::ConfigError),
+    /// `tcp_keep_alive` is not shorter than `tcp_timeout` (smoltcp would
+    /// apply the timeout to idle connections).
+    KeepAliveNotBelowTimeout,
+    /// `ephemeral_ports` is empty or includes port 0.
+    EphemeralPorts,
+    /// This field is zero, and must not be (a buffer size, a bound).
+    Zero(&'static str),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Session(e) => write!(f, "session configuration: {e}"),
+            Self::KeepAliveNotBelowTimeout => {
+                write!(f, "tcp_keep_alive must be shorter than tcp_timeout")
+            }
+            Self::EphemeralPorts => {
+                write!(
+                    f,
+                    "ephemeral_ports must be a non-empty range without port 0"
+                )
+            }
+            Self::Zero(field) => write!(f, "{field} must be non-zero"),
+        }
     }
 }
 

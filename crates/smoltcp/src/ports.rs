@@ -11,7 +11,7 @@ use bookend_session::Instant;
 
 /// Why no port could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortsExhausted;
+pub(crate) struct PortsExhausted;
 
 #[derive(Debug)]
 pub(crate) struct Ports {

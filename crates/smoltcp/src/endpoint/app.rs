@@ -53,9 +53,10 @@ impl Endpoint {
         let session = {
             match Session::caller(self.session_config.clone(), id) {
                 Ok(s) => s,
-                Err(_) => {
+                Err(e) => {
                     self.ports.release(port, t);
-                    return Err(Error::InvalidConfig("session"));
+                    // Cannot happen: `Endpoint::new` validated it.
+                    return Err(Error::InvalidConfig(crate::ConfigError::Session(e)));
                 }
             }
         };

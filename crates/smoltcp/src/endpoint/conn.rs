@@ -94,7 +94,7 @@ pub(super) fn queued_once_bit(e: &EndpointEvent) -> u8 {
 }
 /// [`Conn::flags`]: the socket was aborted, at `end_at`. It leaves the set
 /// once smoltcp has sent the RST (it then forgets the 4-tuple), whatever the
-/// call order, or after `abort_flush_timeout` if the interface never sent it.
+/// call order, or after `abort_ack_timeout` if the interface never sent it.
 const ABORTED: u8 = 4;
 
 impl Conn {

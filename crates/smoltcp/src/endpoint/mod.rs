@@ -165,8 +165,8 @@ pub enum TcpDecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is unusable; the text says why.
-    InvalidConfig(&'static str),
+    /// The configuration is unusable, and why.
+    InvalidConfig(crate::ConfigError),
     /// No ephemeral port is free (all live or in TIME-WAIT quarantine).
     PortsExhausted,
     /// `Config::max_connections` are in use.
@@ -542,9 +542,12 @@ impl Endpoint {
             return Err(Error::Listen);
         }
         if config.backlog == 0 || config.max_pending == 0 {
-            return Err(Error::InvalidConfig(
-                "backlog and max_pending must be non-zero",
-            ));
+            let field = if config.backlog == 0 {
+                "backlog"
+            } else {
+                "max_pending"
+            };
+            return Err(Error::InvalidConfig(crate::ConfigError::Zero(field)));
         }
         self.listeners.push(Listener {
             port,
@@ -810,7 +813,7 @@ impl Endpoint {
         if let Some(at) = c.aborted().filter(|_| c.socket().is_some()) {
             // Removal once the RST is out (smoltcp wakes the socket then);
             // this is the fallback if the interface never sends it.
-            consider(Some(at + self.config.abort_flush_timeout));
+            consider(Some(at + self.config.abort_ack_timeout));
         }
         consider(c.link.next_at().filter(|_| live_socket));
         consider(c.tcp_done_by().filter(|_| live_socket));

@@ -88,7 +88,7 @@ impl Conn {
     }
 
     /// Step 1: the RST is out once smoltcp has forgotten the 4-tuple (or
-    /// the interface never sent it in `abort_flush_timeout`).
+    /// the interface never sent it in `abort_ack_timeout`).
     fn tend_aborted(
         &mut self,
         cx: &Cx<'_>,
@@ -98,7 +98,7 @@ impl Conn {
     ) {
         let Some(at) = self.aborted() else { return };
         let socket = sockets.get::<tcp::Socket>(h);
-        if socket.remote_endpoint().is_none() || t >= at + cx.config.abort_flush_timeout {
+        if socket.remote_endpoint().is_none() || t >= at + cx.config.abort_ack_timeout {
             sockets.remove(h);
             self.take_socket();
         }
@@ -291,7 +291,7 @@ impl Conn {
         for _ in 0..4 {
             if !self
                 .link
-                .pump(&mut self.session, socket, t, cx.config.abort_flush_timeout)
+                .pump(&mut self.session, socket, t, cx.config.abort_ack_timeout)
             {
                 break;
             }
