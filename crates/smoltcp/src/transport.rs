@@ -493,8 +493,8 @@ impl Link {
     /// nothing can be read, sent or timed out, TCP's state is unchanged and
     /// the user timeout already settled (the driver's to decide), an ACK
     /// changes only the delivery bookkeeping and the pause of the session's
-    /// peer timers. A sixth of a lifecycle's visits are such
-    /// (measured 2026-12-02: 5 of 30), and this is a fraction of a pump.
+    /// peer timers. About a sixth of a lifecycle's visits are such, and
+    /// this is a fraction of a pump.
     pub fn acknowledged<C: TcpConnection + ?Sized>(
         &mut self,
         session: &mut Session,

@@ -2,11 +2,10 @@
 //!
 //! Each slot has at most one entry, found through `pos`, so moving a
 //! deadline moves the entry (O(log n)) instead of leaving a stale one
-//! behind. The heap this replaced (`BinaryHeap` with lazy deletion) held two
-//! entries per idle session at 10 000 sessions (36 B per slot, `--bin
-//! memory`, 2026-12-02) and had to be rebuilt by a scan when it grew mostly
-//! stale; this one holds exactly the scheduled slots, 12 B each plus 4 B of
-//! position per slot (issue 10: idle memory, and no O(n) work in a poll).
+//! behind. A `BinaryHeap` with lazy deletion holds stale entries (two per
+//! idle session) and must be rebuilt by a scan when it grows mostly stale;
+//! this one holds exactly the scheduled slots, 12 B each plus 4 B of
+//! position per slot (idle memory, and no O(n) work in a poll).
 
 use alloc::vec::Vec;
 

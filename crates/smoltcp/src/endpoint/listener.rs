@@ -338,10 +338,9 @@ impl Endpoint {
         //
         // One pass over the connections, each looked up among the
         // half-opens sorted by tuple: O(connections x log half-opens) per
-        // poll, where asking every connection about every half-open was
+        // poll, where asking every connection about every half-open is
         // quadratic (a SYN flood's thousands of half-opens against
-        // thousands of connections: 66 % of a poll's own instructions at
-        // 1 000 concurrent lifecycles, callgrind 2026-12-02).
+        // thousands of connections).
         if half_open.is_empty() {
             // Waiting connections, none half-open: nothing can be shadowed.
             self.scratch = scratch;

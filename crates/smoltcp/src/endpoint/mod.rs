@@ -333,8 +333,7 @@ pub struct Endpoint {
     /// whenever the group woke (smoltcp wakes a waker once). Kept as the
     /// `Waker` (16 bytes, where its `Arc` alone is 8): registering then
     /// clones it only if smoltcp let go of it, where building one from the
-    /// `Arc` cost two locked reference-count updates per visit (5 % of a
-    /// lifecycle's time, `perf` 2026-12-02).
+    /// `Arc` costs two locked reference-count updates per visit.
     wakers: Vec<core::task::Waker>,
     listeners: Vec<Listener>,
     /// Boxed: a slot is a pointer, so the table's spare capacity costs 8 bytes
@@ -1004,9 +1003,8 @@ impl Endpoint {
         // A SYN-ACK held by SO_CONDITIONAL_ACCEPT's `Defer` is asked about
         // again at every poll (the documented contract). The other waiting
         // connections are visited when their socket wakes or a timer is
-        // due, like any other: visiting every one at every poll let a flood
-        // of silent connections cost every poll a visit each (2 000 of them:
-        // half of a poll's time, `--bin flood`, 2026-12-02).
+        // due, like any other: visiting every one at every poll would let a
+        // flood of silent connections cost every poll a visit each.
         let conns = &self.conns;
         visit.extend(self.waiting.iter().copied().filter(|&i| {
             conns[i]
@@ -1026,13 +1024,9 @@ impl Endpoint {
 }
 #[cfg(test)]
 mod size_tests {
-    /// Issue 10: a connection's state is one box per slot; its size is most
-    /// of what an idle session costs (`benches/tests/budget.rs` measures the
-    /// whole). Measured 384 B (session 192, link 80) on 2026-12-02 at the
-    /// start of the day, 320 B (session 168, link 72) at the end of its
-    /// second session, 256 B (session 128, link 64) at the end of its third,
-    /// 216 B (session 112, link 56, no stored link deadline, endpoints
-    /// without `Option`, a one-byte event count) in its fourth.
+    /// A connection's state is one box per slot; its size is most of what
+    /// an idle session costs (`benches/tests/budget.rs` measures the whole;
+    /// the history of the sizes is in `benches/README.md`).
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
@@ -1059,8 +1053,7 @@ mod wake_tests {
     /// made room) must not write to it: the application may make them while
     /// another thread polls the interface, and a lost update there lost a
     /// summary bit, after which the 32 slots of its word were never drained
-    /// again (review of 82df10a; fails on c933991). They are still visited
-    /// at the next poll.
+    /// again. They are still visited at the next poll.
     #[test]
     fn only_wakers_mark_ready() {
         let mut dev = Loopback::new(Medium::Ip);

@@ -7,12 +7,10 @@
 //! connections, and those without news cost the idle check only (and no
 //! rescheduling). Without `unsafe`, a waker with an identity of its own is
 //! an `Arc` allocation (built with `alloc::task::Wake`), 32 bytes plus the
-//! 16-byte `Waker` kept to register it: one per slot was 50 bytes of every
-//! idle session's 340 (issue 10: idle memory, measured 2026-12-02); one per
-//! group of 32 is about 1.5. What the neighbours cost a busy connection,
-//! callgrind: a 64 MiB transfer among 31 idle connections of its group
-//! takes 0.932 of raw smoltcp's instructions doing the same beside the same
-//! idle connections, 0.954 alone (`profile_bulk 64 1 31` / `64 raw 31`).
+//! 16-byte `Waker` kept to register it: one per slot is 48 bytes of every
+//! idle session, one per group of 32 about 1.5. What the neighbours cost a
+//! busy connection is measured in `benches/README.md` (`profile_bulk 64 1
+//! 31`).
 //!
 //! One bit per group in 32-bit atomic words (the widest atomics a Cortex-M4
 //! has), and a summary bit per word, so draining costs one load per 1 024
@@ -27,8 +25,8 @@
 //! for a visit (a new connection, a read that made room) go to [`Poked`]
 //! instead: the application may call those while another thread polls the
 //! interface. A read-modify-write is a locked instruction on x86 (about 20
-//! cycles; two or three per wake-up were 13 % of a lifecycle's time,
-//! `perf`, 2026-12-02) and an exclusive-access loop on a Cortex-M.
+//! cycles, two or three per wake-up) and an exclusive-access loop on a
+//! Cortex-M.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
