@@ -15,9 +15,7 @@ use std::rc::Rc;
 use std::time::Duration as StdDuration;
 
 use bookend_session::{Event, Instant as SessionInstant, Options};
-use bookend_smoltcp::{
-    Config, Decision, Endpoint, EndpointEvent, Handle, ListenConfig, session_instant,
-};
+use bookend_smoltcp::{Config, Decision, Endpoint, EndpointEvent, Handle, ListenConfig};
 use bytes::Bytes;
 use criterion::Criterion;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -539,8 +537,8 @@ impl Bookend {
     pub fn round(&mut self) -> bool {
         let p = &mut self.pair;
         let moved = p.round();
-        self.client.poll(p.now, &mut p.a.iface, &mut p.a.sockets);
-        self.server.poll(p.now, &mut p.b.iface, &mut p.b.sockets);
+        self.client.poll(p.now, &mut p.a.sockets);
+        self.server.poll(p.now, &mut p.b.sockets);
         moved
     }
 
@@ -554,7 +552,7 @@ impl Bookend {
     }
 
     pub fn t(&self) -> SessionInstant {
-        session_instant(self.pair.now)
+        SessionInstant::from_micros(self.pair.now.total_micros().max(0) as u64)
     }
 
     /// A connected session pair: (client handle, server handle).

@@ -205,7 +205,7 @@ impl Stack {
     fn step(&mut self) {
         for _ in 0..2 {
             self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-            self.ep.poll(self.now, &mut self.iface, &mut self.sockets);
+            self.ep.poll(self.now, &mut self.sockets);
             while let Some((h, e)) = self.ep.poll_event() {
                 match e {
                     EndpointEvent::Incoming(_) | EndpointEvent::Accepted(_) => {

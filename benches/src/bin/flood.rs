@@ -46,7 +46,7 @@ fn main() {
         let p = &mut be.pair;
         let t = Wall::now();
         for _ in 0..rounds {
-            be.server.poll(p.now, &mut p.b.iface, &mut p.b.sockets);
+            be.server.poll(p.now, &mut p.b.sockets);
         }
         let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
         println!("{h:>7} {us:>14.1} {:>12}", be.server.connection_count());

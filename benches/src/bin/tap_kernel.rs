@@ -214,13 +214,13 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
         (0, false, None, None, None);
     let debug = std::env::var_os("TAP_KERNEL_DEBUG").is_some();
     let mut loops = 0u64;
-    host.run(|now, iface, sockets| {
+    host.run(|now, _iface, sockets| {
         loops += 1;
         if debug && (loops < 20 || loops.is_multiple_of(1000)) {
             let q = ep.state(c).zip(ep.send_queue(c));
             eprintln!("bookend loop {loops}: connected {connected} sent {sent} session {q:?}");
         }
-        ep.poll(now, iface, sockets);
+        ep.poll(now, sockets);
         while let Some((_, e)) = ep.poll_event() {
             match e {
                 EndpointEvent::Session(Event::Connected { .. }) => {
@@ -246,7 +246,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
                 }
             }
         }
-        ep.poll(now, iface, sockets);
+        ep.poll(now, sockets);
         let acked = sent == bytes
             && ep.send_queue(c) == Some(0)
             && sockets.iter().all(|(_, s)| match s {
@@ -259,7 +259,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
             // session properly: the kernel peer answers with its byte count.
             elapsed = start.map(|t: Wall| t.elapsed());
             let _ = ep.send_disconnect(sockets, c, now, None);
-            ep.poll(now, iface, sockets);
+            ep.poll(now, sockets);
         }
         if elapsed.is_some() {
             if debug && loops.is_multiple_of(50) {
@@ -269,7 +269,7 @@ fn run_bookend(host: &mut TapHost, bytes: usize) -> f64 {
                     ep.connection_count()
                 );
             }
-            ep.poll(now, iface, sockets);
+            ep.poll(now, sockets);
             if peer_total.is_some() && ep.connection_count() == 0 {
                 return None;
             }

@@ -402,7 +402,7 @@ impl App for DemoApp {
         };
         // Call order: the interface was polled; then the endpoint; then the
         // application, whose commands hand their output to TCP themselves.
-        ep.poll(now, &mut h.iface, &mut h.sockets);
+        ep.poll(now, &mut h.sockets);
         if host < servers {
             self.servers[host].poll(ep, &mut h.sockets, now);
         } else {

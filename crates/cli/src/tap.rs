@@ -120,8 +120,8 @@ pub fn serve(
     let start = Instant::now();
     let deadline = start + Duration::from_micros(limit.as_micros() as u64);
     let mut timed_out = false;
-    host.run(|now, iface, sockets| {
-        ep.poll(now, iface, sockets);
+    host.run(|now, _iface, sockets| {
+        ep.poll(now, sockets);
         server.poll(&mut ep, sockets, now);
         let finished =
             clients.is_some_and(|n| server.finished >= n as u64) && ep.connection_count() == 0;
@@ -186,7 +186,7 @@ pub fn connect(
     let mut client = Client::new(name.to_string(), server, transactions, mode, start, true);
     let deadline = start + Duration::from_micros(limit.as_micros() as u64);
     host.run(|now, iface, sockets| {
-        ep.poll(now, iface, sockets);
+        ep.poll(now, sockets);
         client.poll(&mut ep, iface, sockets, now);
         if (client.ended() && ep.connection_count() == 0) || now >= deadline {
             return None;

@@ -87,5 +87,5 @@ pub use config::{Config, ConfigError, ListenConfig, MAX_RETRANSMIT_INTERVAL};
 pub use endpoint::TcpDecision;
 pub use endpoint::{
     Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId,
-    SYN_DEFER_RECHECK, Stats, phase_table, session_instant, smol_instant,
+    SYN_DEFER_RECHECK, Stats, phase_table,
 };

@@ -1130,8 +1130,8 @@ fn the_documented_loop_sleeps_while_a_syn_ack_is_held() {
     while now < end && wakeups < 10_000 {
         net.sim.now = now;
         net.sim.host(0).poll(now);
-        let (ep, iface, sockets) = net.parts(0);
-        ep.poll(now, iface, sockets);
+        let (ep, sockets) = net.split(0);
+        ep.poll(now, sockets);
         net.sim.host(0).poll(now);
         let next = documented_wakeup(&mut net, 0, now).unwrap_or(end);
         now = next.max(now + Duration::from_micros(1));

@@ -1301,7 +1301,7 @@ fn no_writable_wouldblock_livelock_against_a_zero_window() {
     for _ in 0..1_000 {
         let h = w.sim.host(1);
         let ep = w.apps.eps[1].as_mut().unwrap();
-        ep.poll(now, &mut h.iface, &mut h.sockets);
+        ep.poll(now, &mut h.sockets);
         while let Some((hd, e)) = ep.poll_event() {
             if hd == c && e == EndpointEvent::Session(Event::Writable) {
                 writable += 1;

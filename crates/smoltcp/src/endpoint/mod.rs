@@ -40,12 +40,14 @@ pub fn phase_table() -> alloc::string::String {
 }
 
 /// Converts smoltcp's clock to the session's (negative times clamp to 0).
-pub fn session_instant(t: SmolInstant) -> Instant {
+/// The crate's API speaks smoltcp's `Instant` only; the session's is
+/// internal.
+pub(crate) fn session_instant(t: SmolInstant) -> Instant {
     Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
 }
 
 /// Converts the session's clock to smoltcp's.
-pub fn smol_instant(t: Instant) -> SmolInstant {
+pub(crate) fn smol_instant(t: Instant) -> SmolInstant {
     SmolInstant::from_micros(i64::try_from(t.total_micros()).unwrap_or(i64::MAX))
 }
 
@@ -305,7 +307,7 @@ pub struct Stats {
 /// again. The required call order, in the manner of quinn-proto:
 ///
 /// 1. `iface.poll(now, &mut device, &mut sockets)`;
-/// 2. [`Endpoint::poll`]`(now, &mut iface, &mut sockets)`: moves bytes between
+/// 2. [`Endpoint::poll`]`(now, &mut sockets)`: moves bytes between
 ///    sessions and sockets, accepts, re-arms listeners, runs timers, releases
 ///    finished sockets;
 /// 3. [`Endpoint::poll_event`] until `None`, acting on each event with the
@@ -952,8 +954,7 @@ impl Endpoint {
     }
 
     /// Step 2 of the call order: see the type docs.
-    pub fn poll(&mut self, now: SmolInstant, iface: &mut Interface, sockets: &mut SocketSet<'_>) {
-        let _ = iface;
+    pub fn poll(&mut self, now: SmolInstant, sockets: &mut SocketSet<'_>) {
         self.polls += 1;
         let t = session_instant(now);
         for id in 0..self.listeners.len() {
@@ -1080,7 +1081,7 @@ mod wake_tests {
             .unwrap();
         assert!(!ep.ready.any(), "a connect marked the wakers' set");
         assert_eq!(ep.poll_at(now), Some(now), "the new connection waits");
-        ep.poll(now, &mut iface, &mut sockets);
+        ep.poll(now, &mut sockets);
         assert!(ep.conn(h).is_some());
         // The first poll visited it and armed its wakers: nothing is left.
         assert!(!ep.ready.any());

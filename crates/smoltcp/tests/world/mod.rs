@@ -32,7 +32,7 @@ impl App for Apps {
             return;
         };
         for _ in 0..self.polls_per_round {
-            ep.poll(now, &mut h.iface, &mut h.sockets);
+            ep.poll(now, &mut h.sockets);
             while self.collect
                 && let Some((hd, e)) = ep.poll_event()
             {
