@@ -2,6 +2,7 @@
 //! simulated demo, so that tests can run exactly what the binary runs.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod apps;

@@ -57,6 +57,7 @@ assert_eq!(u64::from_be_bytes(total), 17);
 */
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 extern crate alloc;

@@ -19,6 +19,7 @@ With the `tap` feature, [`tap::TapHost`] runs a host on a real Linux TAP
 device in real time.
 */
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod net;

@@ -70,6 +70,7 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 */
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 extern crate alloc;
@@ -89,3 +90,15 @@ pub use endpoint::{
     Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId,
     SYN_DEFER_RECHECK, Stats, phase_table,
 };
+
+// What this crate's API names from its dependencies, so that one dependency
+// is enough and the versions always match.
+/// The session types this crate's API names (`Options`, `Event`,
+/// `CloseReason`, `Reason`, the session's `Config`), and the rest of the
+/// session crate.
+pub use bookend_session as session;
+pub use bookend_session::{CloseReason, Event, Integrity, Mode, Options, Reason};
+pub use bytes::Bytes;
+/// The smoltcp this crate is built on: its `Interface`, `SocketSet`,
+/// `Instant` and `IpEndpoint` are the ones this crate's API takes.
+pub use smoltcp;

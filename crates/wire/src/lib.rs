@@ -38,6 +38,7 @@ match decode(&buf[..n], &Limits::DEFAULT).unwrap() {
 */
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod decode;
