@@ -144,6 +144,11 @@ pub struct Link {
     delivered_at: Instant,
     /// Since when something sent is unacknowledged, if it is.
     pending_since: Option<Instant>,
+    /// How long after `created` TCP came up (seen by a pump), in
+    /// [`UP_DELAY_UNIT`]s plus one, saturating; 0 until then. Two bytes in
+    /// what was padding (a link stays 56 bytes): only the duplicate-SYN
+    /// window needs it, to 10 ms.
+    up_delay: u16,
     /// The user timeout in milliseconds, rounded up, saturating at
     /// `u32::MAX` ms (49.7 days; a longer configured bound is shortened to
     /// that): the driver's TCP user timeout, raised to the session's idle
@@ -157,6 +162,9 @@ pub struct Link {
     /// [`Link::pump`] instead of kept here.)
     limit_ms: u32,
 }
+
+/// The unit of [`Link::up_at`].
+pub const UP_DELAY_UNIT: Duration = Duration::from_millis(10);
 
 /// `d` in milliseconds, rounded up (a bound is never shortened below one
 /// millisecond's precision), saturating at 49.7 days.
@@ -196,15 +204,26 @@ impl Link {
             acked_at: now,
             delivered_at: now,
             pending_since: None,
+            up_delay: 0,
             limit_ms: millis(tcp_timeout),
         }
     }
 
-    /// When the connection's handshake started: when TCP came up (seen by
-    /// a pump), and before that when the link was created or its held
-    /// SYN-ACK was released ([`Link::restart_handshake`]).
+    /// When the connection's handshake started: when the link was created
+    /// (the SYN taken, or `connect`) or its held SYN-ACK was released
+    /// ([`Link::restart_handshake`]), as the session's handshake timer.
     pub fn created(&self) -> Instant {
         self.created
+    }
+
+    /// When TCP came up, once a pump saw it (to [`UP_DELAY_UNIT`]; a
+    /// handshake longer than 65 535 of them, 11 minutes, reads as that
+    /// long). The duplicate-SYN window counts from it: a handshake whose
+    /// SYN-ACKs were lost takes seconds, and copies of its SYNs arrive after
+    /// it.
+    pub fn up_at(&self) -> Option<Instant> {
+        let units = u64::from(self.up_delay.checked_sub(1)?);
+        Some(self.created + Duration::from_micros(units * UP_DELAY_UNIT.as_micros() as u64))
     }
 
     /// A SYN-ACK held by SO_CONDITIONAL_ACCEPT was released at `now`: the
@@ -470,10 +489,8 @@ impl Link {
         if !self.flags.get(Self::ESTABLISHED) && conn.is_established() {
             self.flags.set(Self::ESTABLISHED, true);
             self.acked_at = now;
-            // The session's handshake starts now (its timer is armed when
-            // TCP is up): so does everything that ages the link from here,
-            // whatever TCP's own handshake took (lost SYN-ACKs cost seconds).
-            self.created = now;
+            let units = now.saturating_duration_since(self.created).as_micros() / UP_DELAY_UNIT.as_micros();
+            self.up_delay = u16::try_from(units + 1).unwrap_or(u16::MAX);
         }
         // Serial-number arithmetic (see `written`): progress is a positive
         // distance from the last acknowledgement.

@@ -154,8 +154,8 @@ impl Endpoint {
                 }
                 let grace_end = h.1 + cfg.loaded_handshake_timeout;
                 if !loaded && t < grace_end {
-                    // The younger ones are younger still: wake up when this
-                    // one's grace ends (nothing else may wake the endpoint).
+                    // The ones after it go after it: wake up when this one's
+                    // grace ends (nothing else may wake the endpoint).
                     self.admission_at =
                         Some(self.admission_at.map_or(grace_end, |a| a.min(grace_end)));
                     break;
@@ -370,7 +370,10 @@ impl Endpoint {
                     sockets.get::<tcp::Socket>(oh).state(),
                     Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
                 );
-                if oh < h || (up && t < o.born() + DUPLICATE_SYN_WINDOW) {
+                // Young: up within the window, or up this very poll and not
+                // pumped yet (so `up_at` is not known: it is now).
+                let up_at = o.link.up_at().unwrap_or(t);
+                if oh < h || (up && t < up_at + DUPLICATE_SYN_WINDOW) {
                     evict.push(index);
                 }
             }
