@@ -1222,3 +1222,73 @@ fn silent_connections_at_the_source_bound_do_not_lock_their_address_out() {
         net.now() - start
     );
 }
+
+/// SYNs spoofed from a caller's address (they never complete: the SYN-ACKs
+/// go to a host that drops them) do not push the caller's real connection
+/// out of its source's share while a lost segment holds up its CONNECT:
+/// beyond the share, half-open connections go before established ones
+/// (§6.4 rule 2).
+#[test]
+fn spoofed_syns_from_a_callers_address_do_not_evict_its_real_connection() {
+    let mut net = Net::new(3, |i| {
+        (i < 2).then(|| {
+            let mut c = Config::new(81 + i as u64);
+            c.session.handshake_timeout = std::time::Duration::from_secs(360);
+            c
+        })
+    });
+    net.apps.collect = false;
+    let mut lc = ListenConfig::default();
+    lc.max_per_source = 2;
+    {
+        let (ep, sockets) = net.split(0);
+        let l = ep.listen(sockets, PORT, lc).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let victim = host_ip(1);
+    // The caller's CONNECT is lost twice (TCP repairs it in about 3 s), and
+    // once its connection is up, SYN-ACKs to its address are dropped (the
+    // spoofed SYNs' never reach anyone who would answer them with RST).
+    let clock = Rc::new(RefCell::new(net.now()));
+    let c = clock.clone();
+    let mut lost = 0;
+    net.set_drop(move |p| {
+        let connect = p.src == victim && p.len > 0 && lost < 2;
+        lost += usize::from(connect);
+        let syn_ack_to_victim =
+            p.dst == victim && p.syn && p.ack && *c.borrow() > Instant::from_millis(300);
+        connect || syn_ack_to_victim
+    });
+    let real = connect(&mut net, 1, b"real");
+    let start = net.now();
+    let mut seq = 7u32;
+    let mut seen = Vec::new();
+    net.run_until(Duration::from_secs(20), |net| {
+        *clock.borrow_mut() = net.now();
+        // Three spoofed SYNs from the caller's address, 0.5 s in.
+        if seq < 10 && net.now() >= start + Duration::from_millis(500) {
+            seq += 1;
+            let src = IpEndpoint::new(victim, 30_000 + seq as u16);
+            net.sim
+                .inject(2, world::syn_packet(src, server(), seq.wrapping_mul(104_729)));
+        }
+        seen.extend(events(net, 1));
+        seen.iter().any(|(h, e)| {
+            *h == real
+                && matches!(
+                    e,
+                    EndpointEvent::Session(Event::Connected { .. } | Event::Closed(_))
+                )
+        })
+    });
+    assert!(
+        seen.iter().any(|(h, e)| *h == real
+            && matches!(e, EndpointEvent::Session(Event::Connected { .. }))),
+        "the real connection was evicted: {:?}",
+        closed_of(&seen)
+    );
+    assert!(net.ep(0).stats().per_source_refused >= 1, "the spoofed ones went");
+}
