@@ -133,7 +133,15 @@ impl Endpoint {
         // not evicted (§6.4). Grouped by sorting on (listener, source,
         // age), O(n log n): counting, for each, the older ones of its
         // source was quadratic in what one address holds.
-        handshaking.sort_unstable_by_key(|&(l, born, source, index)| (l, source, born, index));
+        //
+        // Half-open and held connections go before established ones: SYNs
+        // spoofed from a caller's address never complete, and must not push
+        // out its real connection, established and waiting for a CONNECT a
+        // lost segment holds up.
+        let conns = &self.conns;
+        let up = |index: usize| conns[index].as_deref().is_some_and(|c| c.link.established());
+        handshaking
+            .sort_unstable_by_key(|&(l, born, source, index)| (l, source, up(index), born, index));
         let mut start = 0;
         while start < handshaking.len() {
             let (l, _, source, _) = handshaking[start];
