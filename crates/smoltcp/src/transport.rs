@@ -489,7 +489,8 @@ impl Link {
         if !self.flags.get(Self::ESTABLISHED) && conn.is_established() {
             self.flags.set(Self::ESTABLISHED, true);
             self.acked_at = now;
-            let units = now.saturating_duration_since(self.created).as_micros() / UP_DELAY_UNIT.as_micros();
+            let units =
+                now.saturating_duration_since(self.created).as_micros() / UP_DELAY_UNIT.as_micros();
             self.up_delay = u16::try_from(units + 1).unwrap_or(u16::MAX);
         }
         // Serial-number arithmetic (see `written`): progress is a positive

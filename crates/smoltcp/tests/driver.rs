@@ -1272,8 +1272,10 @@ fn spoofed_syns_from_a_callers_address_do_not_evict_its_real_connection() {
         if seq < 10 && net.now() >= start + Duration::from_millis(500) {
             seq += 1;
             let src = IpEndpoint::new(victim, 30_000 + seq as u16);
-            net.sim
-                .inject(2, world::syn_packet(src, server(), seq.wrapping_mul(104_729)));
+            net.sim.inject(
+                2,
+                world::syn_packet(src, server(), seq.wrapping_mul(104_729)),
+            );
         }
         seen.extend(events(net, 1));
         seen.iter().any(|(h, e)| {
@@ -1285,10 +1287,14 @@ fn spoofed_syns_from_a_callers_address_do_not_evict_its_real_connection() {
         })
     });
     assert!(
-        seen.iter().any(|(h, e)| *h == real
-            && matches!(e, EndpointEvent::Session(Event::Connected { .. }))),
+        seen.iter().any(
+            |(h, e)| *h == real && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        ),
         "the real connection was evicted: {:?}",
         closed_of(&seen)
     );
-    assert!(net.ep(0).stats().per_source_refused >= 1, "the spoofed ones went");
+    assert!(
+        net.ep(0).stats().per_source_refused >= 1,
+        "the spoofed ones went"
+    );
 }

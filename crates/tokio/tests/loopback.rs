@@ -455,6 +455,55 @@ async fn a_sources_silent_connections_give_way_to_its_late_caller() {
     .unwrap();
 }
 
+/// §6.4: a source's share counts its connections *without a CONNECT*: one
+/// refused REJECT(`BUSY`) and lingering for the caller's FIN no longer
+/// counts, so it cannot make the source's silent connection look like the
+/// oldest beyond the share.
+#[tokio::test]
+async fn a_refused_connection_lingering_does_not_count_against_its_source() {
+    tokio::time::timeout(LIMIT, async {
+        let mut listen = ListenConfig::default();
+        listen.max_per_source = 1;
+        listen.max_pending = 1;
+        listen.loaded_handshake_timeout = Duration::from_millis(300);
+        let mut l = Listener::bind("127.0.0.1:0", Config::default(), listen)
+            .await
+            .unwrap();
+        let addr = l.local_addr();
+        let connect_frame = [
+            0x01, 0, 0, 0, 0, 0x08, 0x42, 0x4b, 0x4e, 0x44, 0x01, 0x01, 0, 0,
+        ];
+        // F fills the one pending place; the application takes it 500 ms in.
+        let mut f = tokio::net::TcpStream::connect(addr).await.unwrap();
+        f.write_all(&connect_frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // S connects and stays silent for a second.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // B asks while the pending place is full: REJECT(BUSY); it keeps its
+        // socket open, so the listener lingers for its FIN.
+        let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        b.write_all(&connect_frame).await.unwrap();
+        let mut first = [0u8; 1];
+        b.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0x03, "B is refused (REJECT)");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            while let Some(req) = l.accept().await {
+                let g = req.grant();
+                let c = req.accept(None, g).await.unwrap();
+                tokio::spawn(async move { c.close().await });
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        s.write_all(&connect_frame).await.unwrap();
+        s.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0x02, "S is accepted, not evicted");
+        drop((f, b));
+    })
+    .await
+    .unwrap();
+}
+
 /// A decision the session refuses hands the request back undecided, with
 /// nothing sent: the application decides again.
 #[tokio::test]

@@ -139,7 +139,11 @@ impl Endpoint {
         // out its real connection, established and waiting for a CONNECT a
         // lost segment holds up.
         let conns = &self.conns;
-        let up = |index: usize| conns[index].as_deref().is_some_and(|c| c.link.established());
+        let up = |index: usize| {
+            conns[index]
+                .as_deref()
+                .is_some_and(|c| c.link.established())
+        };
         handshaking
             .sort_unstable_by_key(|&(l, born, source, index)| (l, source, up(index), born, index));
         let mut start = 0;
