@@ -372,11 +372,16 @@ fn start_handshake(
                 }
             }
         };
-        // The permit and the place are held until the connection is handed
-        // to the application (the pending queue bounds it then) or the
-        // session has finished with its socket: a refused or evicted
-        // caller's socket lingers (the REJECT's linger, the ABORT's), and
-        // callers that never close must not hold sockets beyond the bound.
+        // The source's share counts connections without a CONNECT: this
+        // one's outcome is known, so it leaves its source's list now (a
+        // refused caller lingering must not make a silent one look like the
+        // oldest beyond the share).
+        drop(place);
+        // The permit is held until the connection is handed to the
+        // application (the pending queue bounds it then) or the session has
+        // finished with its socket: a refused or evicted caller's socket
+        // lingers (the REJECT's linger, the ABORT's), and callers that never
+        // close must not hold sockets beyond the bound.
         let finished = |conn: &Arc<Conn>| {
             let conn = conn.clone();
             async move { conn.wait(|st| st.done.then_some(())).await }
