@@ -56,7 +56,10 @@ pub(crate) fn smol_instant(t: Instant) -> SmolInstant {
 /// decision is asked again at each of those polls, and the interface's
 /// other work is served at most this late meanwhile (a retransmission or a
 /// delayed ACK a few milliseconds late is harmless; a loop polling without
-/// pause for the whole deferral is not).
+/// pause for the whole deferral is not). The cost: `iface.poll_at` is one
+/// minimum over all sockets, so a device whose transmit queue filled (its
+/// egress stopped with segments ready) is drained once per recheck while a
+/// decision is deferred; keep deferrals short on a device moving bulk data.
 pub const SYN_DEFER_RECHECK: core::time::Duration = core::time::Duration::from_millis(10);
 
 fn smol_duration(d: core::time::Duration) -> SmolDuration {
@@ -273,9 +276,10 @@ pub struct Stats {
     /// Duplicate half-open sockets dropped (lost SYN-ACK, re-armed listener).
     pub duplicates_dropped: u64,
     /// Incoming connections refused before the application owned them:
-    /// rejected (by the condition function, `Endpoint::reject`, or the
-    /// decision timer), ended before a decision (the caller left or reset,
-    /// the handshake timer), or refused at TCP level. Evictions and
+    /// rejected (by the condition function, `Endpoint::reject`, the decision
+    /// timer, or the session itself for a CONNECT it cannot accept), ended
+    /// before a decision (the caller left or reset, the handshake timer), or
+    /// refused at TCP level. Evictions and
     /// REJECT(`BUSY`) are counted apart (`docs/endpoint-phases.md`).
     pub refused: u64,
     /// Sockets aborted because the TCP close did not finish in time.

@@ -53,7 +53,9 @@ pub(crate) enum PhaseEvent {
     /// REJECT).
     Rejected,
     /// Its session ended before anybody decided: the caller left or reset,
-    /// the handshake or decision timer fired.
+    /// the handshake or decision timer fired, or the session itself refused
+    /// the CONNECT (a REJECT the application never saw: data too large, an
+    /// option it cannot serve).
     EndedUndecided,
     /// The application closed or aborted its handle.
     HandleReleased,
@@ -105,38 +107,29 @@ use PhaseEvent as E;
 /// The whole behaviour. A connection is created `SynPaused` or `Pending`
 /// (taken from a listener) or `Owned` (`Endpoint::connect`); an event with
 /// no row in its phase leaves it where it is.
+// A table, laid out as one: one row per line.
+#[rustfmt::skip]
 pub(crate) const ROWS: &[Row] = &[
-    row(P::SynPaused, E::SynReleased, P::Pending, C::Nothing),
-    row(P::SynPaused, E::SynRefused, P::Refused, C::Refused),
-    row(
-        P::SynPaused,
-        E::HalfOpenReset,
-        P::Pending,
-        C::ResetInSynReceived,
-    ),
-    row(
-        P::SynPaused,
-        E::EvictedBeyondShare,
-        P::Refused,
-        C::PerSource,
-    ),
-    row(P::SynPaused, E::Evicted, P::Refused, C::Evicted),
-    row(
-        P::Pending,
-        E::HalfOpenReset,
-        P::Pending,
-        C::ResetInSynReceived,
-    ),
-    row(P::Pending, E::EvictedBeyondShare, P::Refused, C::PerSource),
-    row(P::Pending, E::Evicted, P::Refused, C::Evicted),
-    row(P::Pending, E::Busy, P::Refused, C::Busy),
-    row(P::Pending, E::Accepted, P::Owned, C::Nothing),
-    row(P::Pending, E::Rejected, P::Refused, C::Refused),
-    row(P::Pending, E::EndedUndecided, P::Refused, C::Refused),
-    row(P::Pending, E::HandleReleased, P::Released, C::Nothing),
-    row(P::Owned, E::HandleReleased, P::Released, C::Nothing),
+    row(P::SynPaused, E::SynReleased,        P::Pending,  C::Nothing),
+    row(P::SynPaused, E::SynRefused,         P::Refused,  C::Refused),
+    row(P::SynPaused, E::HalfOpenReset,      P::Pending,  C::ResetInSynReceived),
+    row(P::SynPaused, E::EvictedBeyondShare, P::Refused,  C::PerSource),
+    row(P::SynPaused, E::Evicted,            P::Refused,  C::Evicted),
+    row(P::Pending,   E::HalfOpenReset,      P::Pending,  C::ResetInSynReceived),
+    row(P::Pending,   E::EvictedBeyondShare, P::Refused,  C::PerSource),
+    row(P::Pending,   E::Evicted,            P::Refused,  C::Evicted),
+    row(P::Pending,   E::Busy,               P::Refused,  C::Busy),
+    row(P::Pending,   E::Accepted,           P::Owned,    C::Nothing),
+    row(P::Pending,   E::Rejected,           P::Refused,  C::Refused),
+    row(P::Pending,   E::EndedUndecided,     P::Refused,  C::Refused),
+    row(P::Pending,   E::HandleReleased,     P::Released, C::Nothing),
+    row(P::Owned,     E::HandleReleased,     P::Released, C::Nothing),
     // A refused request stays refused: it was never the application's.
-    row(P::Refused, E::HandleReleased, P::Refused, C::Nothing),
+    row(P::Refused,   E::HandleReleased,     P::Refused,  C::Nothing),
+    // A caller lost in SYN-RECEIVED is counted in every phase it can meet
+    // a connection in (one refused or released may still hold its socket).
+    row(P::Refused,   E::HalfOpenReset,      P::Refused,  C::ResetInSynReceived),
+    row(P::Released,  E::HalfOpenReset,      P::Released, C::ResetInSynReceived),
 ];
 
 /// The row for `on` in `from`, if any.
