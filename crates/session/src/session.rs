@@ -83,7 +83,7 @@ enum PeerDisconnect {
 /// What a session holds only around its handshake and its end: boxed, so an
 /// idle established session does not pay for it (issue 10), and recycled
 /// through [`Spares`] by drivers that trim.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Cold {
     /// Caller: what CONNECT proposed. Callee: what CONNECT proposed to us.
     /// `None`: our own options (not yet proposed, or no longer needed).
@@ -287,7 +287,7 @@ struct Params {
 /// row of [`crate::state::TRANSITIONS`].
 ///
 /// A session is finished with once [`is_drained`](Self::is_drained) is true.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Session {
     role: Role,
     state: State,

@@ -13,7 +13,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 /// An optional boxed `T`, created on first use.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Lazy<T>(Option<Box<T>>);
 
 impl<T: Default> Lazy<T> {

@@ -52,7 +52,7 @@ enum Body {
 
 /// Received bytes held by the session: a partial control frame, and the DATA
 /// waiting for the application.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct RxBufs {
     /// A control frame (or any frame's header) received in part.
     pub(super) partial: BytesMut,
@@ -115,7 +115,7 @@ pub(super) fn fits_the_pool(b: &mut BytesMut, max: usize) -> bool {
 }
 
 /// The decoder's cursor and the received data held for the application.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rx {
     /// The buffers, boxed and present only while something is in them (or
     /// until the driver trims them).

@@ -19,7 +19,7 @@ enum Pending {
 }
 
 /// Encoded frames for the transport, in order, then FIN or RST.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Tx {
     /// Boxed and present only while used (or until the driver trims it).
     pub(super) buf: Lazy<BytesMut>,
