@@ -24,7 +24,9 @@ device in real time.
 
 mod net;
 mod rng;
-#[cfg(feature = "tap")]
+// TAP devices are Linux's (smoltcp's `TunTapInterface` exists on Linux and
+// Android only): elsewhere the simulated network alone is built.
+#[cfg(all(feature = "tap", any(target_os = "linux", target_os = "android")))]
 pub mod tap;
 
 pub use net::{

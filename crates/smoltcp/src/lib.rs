@@ -57,7 +57,7 @@ paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 | TCP user timeout: the longest outage ridden out; given up 60 s later (smoltcp's largest retransmission interval), so a retransmission follows any shorter outage | 300 s (given up at 360 s) | `Config::tcp_timeout`, `Config::give_up_after` |
 | TCP keep-alive | 10 s | `Config::tcp_keep_alive` |
 | TCP close (FIN exchange after the session ended; from the last ACK, and the user timeout while bytes are unacknowledged) | 10 s | `Config::tcp_close_timeout` |
-| abort flush (ABORT frame before RST) | 1 s to reach TCP, 1 s more to be acknowledged | `SessionConfig::abort_flush_timeout`, `Config::abort_ack_timeout` |
+| abort flush (ABORT frame before RST) | 1 s to reach TCP, 1 s more to be acknowledged | `session::Config::abort_flush_timeout`, `Config::abort_ack_timeout` |
 | TIME-WAIT port quarantine | 10 s | `Config::time_wait` |
 | connect (CONNECT to ACCEPT/REJECT; paused while CONNECT is unacknowledged) | 360 s | `Config::session.connect_timeout` |
 | handshake (TCP up to CONNECT complete) | 360 s (2 s under load) | `Config::session.handshake_timeout` |

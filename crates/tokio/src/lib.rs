@@ -51,8 +51,12 @@ mod listener;
 
 pub use conn::{Plain, Transport};
 
+/// The session crate whose types this crate's API names, and the rest of it:
+/// one dependency is enough.
+pub use bookend_session as session;
 pub use bookend_session::{
-    CloseReason, Config, Error, Integrity, Mode, Options, Reason, Side, Timer,
+    CloseReason, Config, ConfigError, DataKind, Error, Integrity, Mode, ModeOffer, Options, Reason,
+    Side, Timer, Violation,
 };
 pub use bytes::Bytes;
 pub use connection::{ConnectError, Connection, RecvHalf, SendHalf, connect, connect_over};
