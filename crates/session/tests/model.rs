@@ -453,6 +453,13 @@ impl Model for Pair {
             Property::always("REJECT's reason and data are delivered", |_, w: &World| {
                 w.caller.refused.is_none() || w.caller.refused == rejected(&w.callee.wire)
             }),
+            // §7, liveness: from every reachable state, once both
+            // applications close (the callee rejecting a request it holds)
+            // and the transport delivers what it carries, both sessions
+            // reach CLOSED, timers included.
+            Property::always("every state can still end on both sides", |m, w: &World| {
+                ends(m, w)
+            }),
             Property::sometimes("both end gracefully", |_, w: &World| {
                 matches!(w.caller.closed, Some(CloseReason::Graceful))
                     && matches!(w.callee.closed, Some(CloseReason::Graceful))
@@ -466,6 +473,63 @@ impl Model for Pair {
             }),
         ]
     }
+}
+
+/// Steps the drain of [`ends`] may take: far more than a close needs
+/// (each side's DISCONNECT, FIN and the timers that bound them).
+const DRAIN_STEPS: usize = 64;
+
+/// Whether both sessions reach CLOSED from `w` when both applications close
+/// and everything in flight is delivered, in a fixed order: the decision
+/// first, then the closes, then whole deliveries, FINs, RSTs, and time.
+fn ends(m: &Pair, w: &World) -> bool {
+    let mut w = w.clone();
+    let mut closed = [false, false];
+    for _ in 0..DRAIN_STEPS {
+        if w.caller.s.state() == State::Closed && w.callee.s.state() == State::Closed {
+            return true;
+        }
+        let mut next = None;
+        if w.callee.request {
+            next = Some(Action::Reject);
+        }
+        for (i, who) in [Who::Caller, Who::Callee].into_iter().enumerate() {
+            if next.is_none() && !closed[i] {
+                closed[i] = true;
+                next = Some(Action::Close(who));
+            }
+        }
+        if next.is_none() {
+            let mut actions = Vec::new();
+            m.actions(&w, &mut actions);
+            // Whole deliveries first (a one-byte one is offered first when
+            // more than one byte is in flight), then FIN, RST and time.
+            let whole = |a: &Action| match a {
+                Action::Deliver(who, n) => {
+                    let peer = match who {
+                        Who::Caller => &w.callee,
+                        Who::Callee => &w.caller,
+                    };
+                    *n == peer.in_flight.len()
+                }
+                Action::Fin(_) | Action::Rst(_) => true,
+                _ => false,
+            };
+            next = actions
+                .iter()
+                .find(|a| whole(a))
+                .or_else(|| actions.iter().find(|a| matches!(a, Action::Timer)))
+                .cloned();
+        }
+        let Some(action) = next else {
+            return false;
+        };
+        match m.next_state(&w, action) {
+            Some(n) => w = n,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// The reason and data of the first REJECT on the wire, if any.
