@@ -590,6 +590,35 @@ impl Row {
 mod table;
 mod text;
 pub use table::{TRANSITIONS, next, row};
+
+/// Which rows of [`TRANSITIONS`] have fired in this process (feature
+/// `row-coverage`): the model check reports the rows no run reached.
+#[cfg(feature = "row-coverage")]
+pub mod coverage {
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Row, TRANSITIONS};
+
+    const ROWS: usize = TRANSITIONS.len();
+    static FIRED: [AtomicBool; ROWS] = [const { AtomicBool::new(false) }; ROWS];
+
+    /// Records that `row` fired.
+    pub(crate) fn mark(row: &'static Row) {
+        // The lookup matrix holds copies of the rows: a row is known by its
+        // input and the states it applies in (unique, as the build checks).
+        if let Some(i) = TRANSITIONS
+            .iter()
+            .position(|r| r.input == row.input && r.from == row.from)
+        {
+            FIRED[i].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether row `index` of [`TRANSITIONS`] has fired.
+    pub fn fired(index: usize) -> bool {
+        FIRED.get(index).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+}
 pub use text::{effects_text, markdown_table, mermaid, table_text};
 
 #[cfg(test)]

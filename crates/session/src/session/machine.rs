@@ -74,6 +74,8 @@ impl Session {
             }
             return;
         };
+        #[cfg(feature = "row-coverage")]
+        state::coverage::mark(row);
         self.execute(now, row, args);
     }
 
