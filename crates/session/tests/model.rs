@@ -48,7 +48,8 @@ enum Action {
     /// The application of `Who` sends one DATA byte (a message in message
     /// mode).
     Send(Who),
-    /// WSASendDisconnect with one byte of disconnect data.
+    /// WSASendDisconnect: one byte of disconnect data from the caller, zero
+    /// bytes from the callee.
     SendDisconnect(Who),
     /// closesocket.
     Close(Who),
@@ -372,10 +373,14 @@ impl Model for Pair {
                 &[Who::Caller, Who::Callee]
             }
             Action::SendDisconnect(who) => {
+                // The caller's carries a byte, the callee's zero bytes: "no
+                // data" (a close without it), zero-length data and data must
+                // all arrive as they were sent (§2.2).
+                let data: &[u8] = if who == Who::Caller { b"d" } else { b"" };
                 let me = w.side(who);
                 me.budget -= 1;
-                if me.s.send_disconnect(now, Some(b"d")).is_ok() {
-                    me.disc_sent = Some(Some(b"d".to_vec()));
+                if me.s.send_disconnect(now, Some(data)).is_ok() {
+                    me.disc_sent = Some(Some(data.to_vec()));
                 }
                 &[Who::Caller, Who::Callee]
             }
