@@ -1298,3 +1298,55 @@ fn spoofed_syns_from_a_callers_address_do_not_evict_its_real_connection() {
         "the spoofed ones went"
     );
 }
+
+/// Under load, a silent connection gets the loaded handshake time counted
+/// from its SYN (§6.4 rule 4), as the session's handshake timer counts:
+/// completing TCP's handshake late, its final ACK lost once, does not buy it
+/// a second grace.
+#[test]
+fn a_late_final_ack_does_not_restart_the_loaded_handshake_time() {
+    let mut net = Net::new(2, |i| {
+        let mut c = Config::new(91 + i as u64);
+        c.session.handshake_timeout = std::time::Duration::from_secs(360);
+        Some(c)
+    });
+    net.apps.collect = false;
+    let mut lc = ListenConfig::default();
+    // One handshaking connection is half the bound: the listener is loaded.
+    lc.max_handshaking = 2;
+    {
+        let (ep, sockets) = net.split(0);
+        ep.listen(sockets, PORT, lc).unwrap();
+    }
+    // The caller's first pure ACK (the end of TCP's handshake) is lost: the
+    // callee's SYN-ACK retransmission, a second later, completes it.
+    let caller = host_ip(1);
+    let mut dropped = false;
+    net.set_drop(move |p| {
+        let drop = !dropped && p.src == caller && p.ack && !p.syn && !p.fin && !p.rst && p.len == 0;
+        dropped |= drop;
+        drop
+    });
+    let start = net.now();
+    let silent = net.raw_connect(1, server(), 20_001);
+    let mut up_at = None;
+    net.run_until(Duration::from_secs(10), |net| {
+        // Up on the callee's side: its socket for the caller established.
+        let up = net.sim.host(0).sockets.iter().any(|(_, s)| {
+            matches!(s, smoltcp::socket::Socket::Tcp(t)
+                if t.state() == tcp::State::Established
+                    && t.remote_endpoint().is_some_and(|r| r.port == 20_001))
+        });
+        if up_at.is_none() && up {
+            up_at = Some(net.now());
+        }
+        net.raw(1, silent).state() == tcp::State::Closed
+    });
+    let up_at = up_at.expect("TCP came up");
+    assert!(up_at >= start + Duration::from_millis(900), "up at {up_at}");
+    let evicted = net.now() - start;
+    assert!(
+        evicted <= Duration::from_millis(2_500),
+        "evicted {evicted} after the SYN: the loaded handshake time restarted at TCP's handshake"
+    );
+}

@@ -248,6 +248,33 @@ mod tests {
         assert_eq!(p, Phase::Refused);
     }
 
+    /// A caller lost in SYN-RECEIVED is counted whatever the phase of the
+    /// connection it met (one already refused or released may still hold
+    /// its socket), and the phase stays.
+    #[test]
+    fn a_lost_caller_is_counted_in_every_phase_it_can_meet() {
+        for from in [
+            Phase::SynPaused,
+            Phase::Pending,
+            Phase::Refused,
+            Phase::Released,
+        ] {
+            let mut stats = Stats::default();
+            let mut p = from;
+            assert!(
+                apply(&mut p, PhaseEvent::HalfOpenReset, &mut stats),
+                "{from:?}"
+            );
+            assert_eq!(stats.reset_in_syn_received, 1, "{from:?}");
+            let stays = if from == Phase::SynPaused {
+                Phase::Pending
+            } else {
+                from
+            };
+            assert_eq!(p, stays);
+        }
+    }
+
     /// The generated document (`docs/endpoint-phases.md`) as reviewed.
     #[test]
     fn phase_table_snapshot() {
