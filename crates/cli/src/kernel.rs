@@ -67,12 +67,18 @@ fn config(mode: Mode, short_timers: bool) -> Config {
     let mut c = Config::default();
     c.options.mode = mode;
     if short_timers {
-        c.connect_timeout = SHORT_TIMER;
-        c.handshake_timeout = SHORT_TIMER;
-        c.decision_timeout = SHORT_TIMER;
-        c.linger_timeout = SHORT_TIMER;
+        shorten_timers(&mut c);
     }
     c
+}
+
+/// `--short-timers` (kernel TCP and TAP alike): the connect, handshake,
+/// decision and linger timers at [`SHORT_TIMER`].
+pub(crate) fn shorten_timers(c: &mut Config) {
+    c.connect_timeout = SHORT_TIMER;
+    c.handshake_timeout = SHORT_TIMER;
+    c.decision_timeout = SHORT_TIMER;
+    c.linger_timeout = SHORT_TIMER;
 }
 
 /// The connect, handshake, decision and linger timers with

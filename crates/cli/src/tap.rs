@@ -52,14 +52,17 @@ pub struct RunOptions {
     pub short_timers: bool,
 }
 
-/// `--short-timers`: the connect, handshake, decision and linger timers
-/// `bookend check --timers` expects (§7).
-fn shorten(config: &mut Config) {
-    let t = crate::kernel::SHORT_TIMER;
-    config.session.connect_timeout = t;
-    config.session.handshake_timeout = t;
-    config.session.decision_timeout = t;
-    config.session.linger_timeout = t;
+impl RunOptions {
+    /// An endpoint configuration seeded from the OS, with the connect,
+    /// handshake, decision and linger timers `bookend check --timers`
+    /// expects (§7) if `short_timers`.
+    fn config(&self) -> Config {
+        let mut config = Config::from_os_entropy();
+        if self.short_timers {
+            crate::kernel::shorten_timers(&mut config.session);
+        }
+        config
+    }
 }
 
 fn relative(steps: &mut [Step], start: Instant) {
@@ -93,15 +96,8 @@ pub fn serve(
     clients: Option<usize>,
     run: RunOptions,
 ) -> Result<ServeReport, TapRunError> {
-    let RunOptions {
-        mode,
-        limit,
-        short_timers,
-    } = run;
-    let mut config = Config::from_os_entropy();
-    if short_timers {
-        shorten(&mut config);
-    }
+    let RunOptions { mode, limit, .. } = run;
+    let mut config = run.config();
     // The demo application's choices: serve the mode asked for, and grant
     // the CRC-32C trailer to callers that propose it (§2.5).
     config.session.options.mode = mode;
@@ -170,15 +166,8 @@ pub fn connect(
     transactions: u64,
     run: RunOptions,
 ) -> Result<ConnectReport, TapRunError> {
-    let RunOptions {
-        mode,
-        limit,
-        short_timers,
-    } = run;
-    let mut config = Config::from_os_entropy();
-    if short_timers {
-        shorten(&mut config);
-    }
+    let RunOptions { mode, limit, .. } = run;
+    let config = run.config();
     let mut host =
         TapHost::open(tap, addr, None, config.interface_seed()).map_err(TapRunError::Tap)?;
     let mut ep = Endpoint::new(config).expect("valid default configuration");
