@@ -17,8 +17,8 @@ mod common;
 
 use bookend_session::state::{Input, State, row};
 use bookend_session::{Config, Integrity, Mode, Options, Reason, Session};
-use bookend_wire::crc32c;
 use bookend_wire::MAX_OPTIONS_LEN;
+use bookend_wire::crc32c;
 use common::Pair;
 
 const CRC32C: u8 = 0x40;
