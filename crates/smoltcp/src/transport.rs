@@ -347,6 +347,34 @@ impl Link {
             .then(|| self.acked_at + from_millis(self.limit_ms))
     }
 
+    /// Ends a connection before any pump saw TCP established, for `close`
+    /// or `abort` while connecting: nothing of the session can have reached
+    /// the peer (the pump hands bytes to TCP only once it is up), so there
+    /// is no peer session to send ABORT to, and waiting for TCP to come up
+    /// only to send CONNECT and ABORT would hold a half-open peer for a
+    /// handshake. TCP's attempt ends at once with a RST, as closesocket of a
+    /// connecting socket does, and the session sees its transport reset.
+    /// Returns `false`, doing nothing, once TCP was seen up (or the link
+    /// already ended).
+    pub fn abandon<C: TcpConnection + ?Sized>(
+        &mut self,
+        session: &mut Session,
+        conn: &mut C,
+        now: Instant,
+    ) -> bool {
+        if self.flags.get(Self::ESTABLISHED)
+            || self.flags.get(Self::ABORTED)
+            || self.flags.get(Self::GONE_DELIVERED)
+        {
+            return false;
+        }
+        conn.abort();
+        self.flags.set(Self::ABORTED, true);
+        self.flags.set(Self::GONE_DELIVERED, true);
+        session.handle_transport_closed(now, TransportClosed::Reset);
+        true
+    }
+
     /// Whether the pump has aborted the connection (RST requested).
     pub fn aborted(&self) -> bool {
         self.flags.get(Self::ABORTED)

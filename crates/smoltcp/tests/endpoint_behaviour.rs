@@ -432,6 +432,69 @@ fn close_while_connecting_resets_the_half_open_callee() {
     );
 }
 
+/// `abort` while TCP is still connecting sends the RST at once, with no
+/// ABORT frame: no peer session has seen the CONNECT the session holds
+/// (closesocket with linger {1, 0} on a connecting socket), and waiting
+/// for TCP to come up would hold the callee's half-open connection for a
+/// handshake.
+#[test]
+fn abort_while_connecting_resets_at_once_without_an_abort_frame() {
+    let mut w = World::new(2, |i| Some(Config::new(180 + i as u64)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+    }
+    // The callee's first SYN-ACKs never arrive: the caller stays in SYN-SENT.
+    w.sim.set_filter(|from, _, p| {
+        let syn_ack = Ipv4Packet::new_checked(p).ok().and_then(|ip4| {
+            TcpPacket::new_checked(ip4.payload())
+                .ok()
+                .map(|t| t.syn() && t.ack())
+        });
+        !(from == 0 && syn_ack == Some(true))
+    });
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(
+            iface,
+            sockets,
+            now,
+            addr(0),
+            Some(b"caller"),
+            Options::DEFAULT,
+        )
+        .unwrap()
+    };
+    assert!(
+        w.ep(1).send_queue(c).is_some_and(|n| n > 0),
+        "the session holds the encoded CONNECT until TCP takes it"
+    );
+    w.run_for(Duration::from_millis(200));
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.abort(
+            sockets,
+            c,
+            now,
+            Reason::APPLICATION_ABORT,
+            Some(b"never mind"),
+        )
+        .unwrap();
+    }
+    w.run_for(Duration::from_millis(200));
+    let segs = segments(&w.sim.pcap(1));
+    let mine: Vec<_> = segs.iter().filter(|s| s.src == ip(1)).collect();
+    assert!(mine.iter().any(|s| s.rst), "no RST: {segs:?}");
+    assert!(
+        mine.iter().all(|s| s.payload.is_empty()),
+        "no session byte before TCP was up: {segs:?}"
+    );
+    assert_eq!(w.ep(1).connection_count(), 0);
+    assert_eq!(w.ep(0).connection_count(), 0, "the half-open was reset");
+}
+
 /// A duplicated (or late) SYN for an
 /// established connection, taken by a spare listening socket that sits
 /// earlier in the `SocketSet`, must not get the live connection reset: the

@@ -35,34 +35,32 @@ impl Endpoint {
         caller_data: Option<&[u8]>,
         options: Options,
     ) -> Result<Handle, Error> {
-        // The session's own checks, at once: its connect runs later (once
-        // TCP is up), and a refusal then would leave the connection hanging.
-        Session::check_connect(&self.session_config, caller_data, &options)
-            .map_err(Error::Session)?;
         if self.connection_count() + self.listening_socket_count() >= self.config.max_connections {
             return Err(Error::TooManyConnections);
         }
         let t = session_instant(now);
+        // The session's connect runs at once, so that what it refuses (an
+        // option, oversize data) fails here; it holds the encoded CONNECT
+        // until TCP is up and takes it (the pump).
+        let id = self.next_id();
+        let mut session = Session::caller(self.session_config.clone(), id)
+            // Cannot fail: `Endpoint::new` validated the configuration.
+            .map_err(|e| Error::InvalidConfig(crate::ConfigError::Session(e)))?;
+        // Spare parts from the pool, as for every command: it allocates
+        // nothing a finished connection gave back.
+        session.supply(&mut self.spares);
+        if let Err(e) = session.connect(t, caller_data, options) {
+            session.trim(&mut self.spares);
+            return Err(e.into());
+        }
         let port = self.ports.allocate(t).map_err(|_| Error::PortsExhausted)?;
         let mut socket = self.new_socket();
         if socket.connect(iface.context(), remote, port).is_err() {
             self.ports.release(port, t);
             return Err(Error::Connect);
         }
-        let id = self.next_id();
-        let session = {
-            match Session::caller(self.session_config.clone(), id) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.ports.release(port, t);
-                    // Cannot happen: `Endpoint::new` validated it.
-                    return Err(Error::InvalidConfig(crate::ConfigError::Session(e)));
-                }
-            }
-        };
         let local = socket.local_endpoint();
         let handle = sockets.add(socket);
-        let data = caller_data.map(<[u8]>::to_vec);
         let fresh = Fresh {
             socket: handle,
             session,
@@ -73,7 +71,7 @@ impl Endpoint {
         };
         let h = self.new_conn(fresh, t);
         if let Some(c) = self.conn_mut(h) {
-            c.await_connect(port, data, options);
+            c.set_ephemeral_port(port);
         }
         Ok(h)
     }
@@ -489,8 +487,12 @@ impl Endpoint {
         now: SmolInstant,
     ) -> Result<(), Error> {
         self.supply(h);
+        let t = session_instant(now);
         let c = self.owned(h)?;
-        c.session.close(session_instant(now));
+        c.session.close(t);
+        // Before TCP is up, the RST goes at once, without the ABORT frame
+        // the session queued (no peer session has seen its CONNECT).
+        c.abandon_handshake(sockets, t);
         self.flush(h, now, sockets);
         self.release(h);
         Ok(())
@@ -509,10 +511,13 @@ impl Endpoint {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        match self.command_only(h, |s| s.abort(session_instant(now), reason, data)) {
+        let t = session_instant(now);
+        match self.command_only(h, |s| s.abort(t, reason, data)) {
             Ok(()) | Err(Error::Session(SessionError::InvalidState { .. })) => {}
             Err(e) => return Err(e),
         }
+        // As in `close`: before TCP is up, the RST goes at once.
+        self.owned(h)?.abandon_handshake(sockets, t);
         self.flush(h, now, sockets);
         self.release(h);
         Ok(())

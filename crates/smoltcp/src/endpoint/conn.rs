@@ -3,11 +3,10 @@
 //! written here and by the TCP side (`crate::transport::Link`) only.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::num::NonZeroU16;
 
-use bookend_session::{Event, Instant, Options, Session};
-use smoltcp::iface::SocketHandle;
+use bookend_session::{Event, Instant, Session};
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 
@@ -42,10 +41,12 @@ pub(super) struct Conn {
     remote: IpEndpoint,
     /// The ephemeral port to release (never 0: `Config::validate`).
     ephemeral_port: Option<NonZeroU16>,
-    /// What it waits for before it is up: CONNECT's arguments until TCP is
-    /// up (outgoing), or a request until the application decides
-    /// (incoming). Boxed, and dropped once used: idle connections hold none.
-    waiting: Option<Box<Waiting>>,
+    /// Incoming: the request waiting for the application's decision. Boxed,
+    /// and dropped once decided: idle connections hold none. (Outgoing
+    /// connections wait for nothing here: `Endpoint::connect` runs
+    /// `Session::connect` at once, and the session holds the encoded CONNECT
+    /// until TCP takes it.)
+    waiting: Option<Box<IncomingRequest>>,
     /// If [`ABORTED`], when the socket was aborted ([`Conn::aborted`]);
     /// else by when TCP's close must be done ([`Conn::tcp_done_by`]). One
     /// field for both: an aborted socket has no close to wait for.
@@ -59,16 +60,6 @@ pub(super) struct Conn {
     /// "try now" ones, which are queued once ([`READABLE_QUEUED`]); one
     /// byte, not four (issue 10: idle memory).
     queued_events: u8,
-}
-
-/// What a connection waits for before it is up ([`Conn::waiting`]): never
-/// both, so one box serves either (issue 10, idle memory).
-pub(super) enum Waiting {
-    /// Outgoing, until TCP is up: the caller data and options of CONNECT.
-    Connect(Option<Vec<u8>>, Options),
-    /// Incoming: a request reported to the application, waiting for its
-    /// decision.
-    Decision(IncomingRequest),
 }
 
 /// [`Conn::flags`]: `sock` is still this connection's, in the set.
@@ -147,15 +138,7 @@ impl Conn {
 
     /// The request waiting for the application's decision, if any.
     pub(super) fn request(&self) -> Option<&IncomingRequest> {
-        match self.waiting.as_deref() {
-            Some(Waiting::Decision(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// Whether CONNECT waits for TCP to come up.
-    pub(super) fn connect_pending(&self) -> bool {
-        matches!(self.waiting.as_deref(), Some(Waiting::Connect(..)))
+        self.waiting.as_deref()
     }
 
     /// When the connection's handshake started: when TCP came up, and
@@ -226,16 +209,14 @@ impl Conn {
         self.flags.set(queued_once_bit(e), false);
     }
 
-    /// Outgoing: CONNECT waits for TCP with these arguments, and `port` is
-    /// its ephemeral port, released when the socket goes.
-    pub(super) fn await_connect(&mut self, port: u16, data: Option<Vec<u8>>, options: Options) {
+    /// Outgoing: `port` is its ephemeral port, released when the socket goes.
+    pub(super) fn set_ephemeral_port(&mut self, port: u16) {
         self.ephemeral_port = NonZeroU16::new(port);
-        self.waiting = Some(Box::new(Waiting::Connect(data, options)));
     }
 
     /// Incoming: `request` waits for the application's decision.
     pub(super) fn await_decision(&mut self, request: IncomingRequest) {
-        self.waiting = Some(Box::new(Waiting::Decision(request)));
+        self.waiting = Some(Box::new(request));
     }
 
     /// Nothing is waited for any more (decided, connected, or gone).
@@ -243,14 +224,18 @@ impl Conn {
         self.waiting = None;
     }
 
-    /// Outgoing, TCP is up: the session sends CONNECT with the arguments
-    /// kept (`Endpoint::connect` checked them, `Session::check_connect`),
-    /// which are then dropped.
-    pub(super) fn send_connect(&mut self, t: Instant) {
-        if let Some(Waiting::Connect(data, options)) = self.waiting.as_deref() {
-            let _ = self.session.connect(t, data.as_deref(), *options);
+    /// `close` or `abort` of an outgoing connection whose TCP was never
+    /// seen up ([`Link::abandon`]): the RST goes at once, with no ABORT
+    /// frame. Returns whether it applied.
+    pub(super) fn abandon_handshake(&mut self, sockets: &mut SocketSet<'_>, t: Instant) -> bool {
+        if self.listener_born() {
+            return false;
         }
-        self.waiting = None;
+        let Some(h) = self.socket() else {
+            return false;
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(h);
+        self.link.abandon(&mut self.session, socket, t)
     }
 
     /// The ephemeral port to release, once (the socket is gone).

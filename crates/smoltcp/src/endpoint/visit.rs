@@ -8,8 +8,9 @@
 //! 1. an aborted socket leaves the set once its RST is out;
 //! 2. a listener-born socket that lost its caller is dropped;
 //! 3. otherwise the socket is driven: the idle check, the held SYN-ACK's
-//!    decision, CONNECT once TCP is up, the user timeout taken over, the
-//!    pump, and FD_WRITE once a frame fits again;
+//!    decision, the user timeout taken over, the pump (which hands the
+//!    CONNECT `connect` encoded to TCP once it is up), and FD_WRITE once a
+//!    frame fits again;
 //! 4. the session's events are routed (to the application, or to the
 //!    listener's condition function and admission bounds);
 //! 5. the socket is released once the session is drained and TCP finished,
@@ -17,7 +18,7 @@
 
 use alloc::collections::VecDeque;
 
-use bookend_session::{CloseReason, Event, Instant, Reason, Spares, State};
+use bookend_session::{CloseReason, Event, Instant, Reason, Spares};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
 use tracing::{debug, trace};
@@ -163,12 +164,6 @@ impl Conn {
         }
         // Work to do: spare parts first, so that it allocates nothing.
         self.session.supply(cx.spares);
-        if self.connect_pending()
-            && self.session.state() == State::Idle
-            && TcpConnection::is_established(socket)
-        {
-            self.send_connect(t);
-        }
         let keepalive = self.session.options().keepalive_ms;
         if !self.link.owns_timeout() && self.session.is_connected() && keepalive > 0 {
             // From here the pump keeps the user timeout, with the peer's
@@ -205,7 +200,6 @@ impl Conn {
         let quiet = self.last_tcp_state() == Some(state)
             && socket.recv_queue() == 0
             && self.session.send_queue() == 0
-            && !self.connect_pending()
             && !self.link.reset_pending()
             && self.link.next_at().is_none_or(|d| d > t)
             && self.session.poll_timeout().is_none_or(|d| d > t)
