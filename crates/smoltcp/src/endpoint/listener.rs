@@ -382,10 +382,7 @@ impl Endpoint {
                     sockets.get::<tcp::Socket>(oh).state(),
                     Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
                 );
-                // Young: up within the window, or up this very poll and not
-                // pumped yet (so `up_at` is not known: it is now).
-                let up_at = o.link.up_at().unwrap_or(t);
-                if oh < h || (up && t < up_at + DUPLICATE_SYN_WINDOW) {
+                if oh < h || (up && copy_of_young_twin(o.link.up_at(), t)) {
                     evict.push(index);
                 }
             }
@@ -406,5 +403,36 @@ impl Endpoint {
             self.try_free(index);
         }
         self.scratch = scratch;
+    }
+}
+
+/// Whether a SYN taken at `t` beside a twin that is up is a copy of the
+/// twin's own (a duplicate or late SYN, RFC 9293 §3.10.7.4): the twin came
+/// up within [`DUPLICATE_SYN_WINDOW`], or came up this very poll and no
+/// pump has seen it yet (`up_at` unknown: it is now). A caller reconnecting
+/// from the same port later, after a reboot, must get through instead.
+fn copy_of_young_twin(up_at: Option<Instant>, t: Instant) -> bool {
+    t < up_at.unwrap_or(t) + DUPLICATE_SYN_WINDOW
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + core::time::Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_twin_up_but_not_yet_pumped_counts_as_young() {
+        assert!(copy_of_young_twin(None, at(50_000)));
+    }
+
+    #[test]
+    fn the_duplicate_syn_window_counts_from_when_the_twin_came_up() {
+        let window = DUPLICATE_SYN_WINDOW.as_millis() as u64;
+        let up = at(15_000);
+        assert!(copy_of_young_twin(Some(up), at(15_000 + window - 1)));
+        assert!(!copy_of_young_twin(Some(up), at(15_000 + window)));
     }
 }
