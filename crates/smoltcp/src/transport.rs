@@ -89,7 +89,12 @@ impl TcpConnection for tcp::Socket<'_> {
     fn unacknowledged(&self) -> bool {
         use tcp::State::*;
         // FIN-WAIT-1, CLOSING and LAST-ACK: our FIN awaits its ACK.
-        tcp::Socket::send_queue(self) > 0 || matches!(self.state(), FinWait1 | Closing | LastAck)
+        // SYN-SENT: our SYN does, and the session's CONNECT waits behind it
+        // (`Endpoint::connect` encodes it at once): the connect timer, which
+        // waits for the peer's answer, must not count a TCP handshake that
+        // is still retransmitting (§7; smoltcp's time-out bounds it).
+        tcp::Socket::send_queue(self) > 0
+            || matches!(self.state(), SynSent | FinWait1 | Closing | LastAck)
     }
 
     fn close(&mut self) {
@@ -362,7 +367,10 @@ impl Link {
         conn: &mut C,
         now: Instant,
     ) -> bool {
-        if self.flags.get(Self::ESTABLISHED)
+        // `written`: nothing was ever handed to TCP (a stack that takes
+        // bytes before its handshake completes has them on the wire).
+        if self.written != 0
+            || self.flags.get(Self::ESTABLISHED)
             || self.flags.get(Self::ABORTED)
             || self.flags.get(Self::GONE_DELIVERED)
         {

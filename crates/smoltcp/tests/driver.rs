@@ -834,6 +834,40 @@ fn reads_on_idle_sessions_leave_the_spare_pool_alone() {
     assert_eq!(net.ep(1).spare_parts(), before);
 }
 
+/// A connect that fails once its session took spare parts from the pool
+/// (no ephemeral port left) gives them back: failures do not drain the
+/// pool that keeps lifecycles free of allocations.
+#[test]
+fn a_failed_connect_gives_its_spare_parts_back() {
+    let mut net = Net::new(2, |i| {
+        let mut c = Config::new(41 + i as u64);
+        c.ephemeral_ports = 50_000..=50_000;
+        Some(c)
+    });
+    net.apps.collect = false;
+    {
+        let (ep, sockets) = net.split(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let _first = connect(&mut net, 1, b"hi");
+    net.run_for(std::time::Duration::from_millis(300));
+    let _ = events(&mut net, 1);
+    let before = net.ep(1).spare_parts();
+    assert!(before > 0, "the idle connection gave its parts to the pool");
+    let now = net.now();
+    let (ep, iface, sockets) = net.parts(1);
+    let r = ep.connect(iface, sockets, now, server(), Some(b"hi"), Options::DEFAULT);
+    assert!(
+        matches!(r, Err(bookend_smoltcp::Error::PortsExhausted)),
+        "{r:?}"
+    );
+    assert_eq!(net.ep(1).spare_parts(), before);
+}
+
 /// Connections whose slots share a waker (one per group of 32 slots, issue
 /// 10: idle memory) each hear their own news and only theirs, in either
 /// order, and the endpoints go quiet after each wake-up (the world panics

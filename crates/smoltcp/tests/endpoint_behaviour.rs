@@ -444,7 +444,7 @@ fn abort_while_connecting_resets_at_once_without_an_abort_frame() {
         let (ep, _, sockets) = w.parts(0);
         ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
     }
-    // The callee's first SYN-ACKs never arrive: the caller stays in SYN-SENT.
+    // The callee's SYN-ACKs never arrive: the caller stays in SYN-SENT.
     w.sim.set_filter(|from, _, p| {
         let syn_ack = Ipv4Packet::new_checked(p).ok().and_then(|ip4| {
             TcpPacket::new_checked(ip4.payload())
@@ -493,6 +493,58 @@ fn abort_while_connecting_resets_at_once_without_an_abort_frame() {
     );
     assert_eq!(w.ep(1).connection_count(), 0);
     assert_eq!(w.ep(0).connection_count(), 0, "the half-open was reset");
+}
+
+/// §7, issue 11: a session timer never kills a connection whose transport
+/// is still making progress. The caller's connect timer waits for the
+/// callee's answer to CONNECT; while TCP is still retransmitting its SYN,
+/// CONNECT has not even left, so the timer is paused like any peer timer
+/// with something unacknowledged (`Endpoint::connect` encodes CONNECT at
+/// once, and the session arms the timer then). The SYN-ACKs of the first
+/// 2.5 s are lost, the connect timer is 2 s: the caller connects.
+#[test]
+fn the_connect_timer_waits_while_tcp_retransmits_the_syn() {
+    let cfg = |i: usize| {
+        let mut c = Config::new(190 + i as u64);
+        c.session.connect_timeout = Duration::from_secs(2);
+        c.tcp_timeout = Duration::from_secs(20);
+        c
+    };
+    let mut w = World::new(2, |i| Some(cfg(i)));
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::default()).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+    }
+    let lost_until = w.now() + smoltcp::time::Duration::from_millis(2500);
+    let clock = Rc::new(std::cell::Cell::new(w.now()));
+    let c = clock.clone();
+    w.sim.set_filter(move |_, _, p| {
+        !(c.get() < lost_until && world::packet(p).is_some_and(|p| p.syn && p.ack))
+    });
+    let now = w.now();
+    let h = {
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, addr(0), Some(b"c"), Options::DEFAULT)
+            .unwrap()
+    };
+    let connected = |w: &World| {
+        w.apps.events[1].iter().any(|(_, hd, e)| {
+            *hd == h && matches!(e, EndpointEvent::Session(Event::Connected { .. }))
+        })
+    };
+    w.run_until(Duration::from_secs(15), |w| {
+        clock.set(w.now());
+        connected(w)
+    });
+    assert!(
+        connected(&w),
+        "the caller did not connect: {:?}",
+        closed(&w.take_events(1), h)
+    );
 }
 
 /// A duplicated (or late) SYN for an

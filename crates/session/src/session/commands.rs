@@ -15,7 +15,10 @@ use crate::time::Instant;
 
 impl Session {
     /// Caller: sends CONNECT with `caller_data` and the proposed `options`
-    /// (WSAConnect). Call once the transport is established. A session is
+    /// (WSAConnect). It may be called before the transport is established:
+    /// the session holds the encoded CONNECT until the driver hands its
+    /// bytes to the transport, and the connect timer pauses while they are
+    /// unacknowledged (`handle_transport_pending`). A session is
     /// single-use: after a refusal or any end, connect with a new one.
     ///
     /// This function returns `Err(Error::TooLarge)` if the caller data is over

@@ -169,8 +169,8 @@ pub const TRANSITIONS: &[Row] = &[
     Row::new(&[Closing], Input::RecvFin, to(Closed)).ends(End::Graceful),
     Row::new(&[Rejecting], Input::RecvFin, to(Closed)).ends(End::Rejected),
     Row::new(&[Refused], Input::RecvFin, to(Closed)).ends(End::Refused),
-    // IDLE included: a driver holds an IDLE caller while TCP connects, and a
-    // RST then is "connection refused". Windows discards unread data (E12).
+    // IDLE included: a driver may hold an IDLE caller while TCP connects,
+    // and a RST then is "connection refused". Windows discards unread data (E12).
     Row::new(LIVE, Input::RecvRst, to(Closed))
         .discard(Discard::TransportGoneAndUnread)
         .ends(End::Reset),

@@ -50,13 +50,19 @@ impl Endpoint {
         // nothing a finished connection gave back.
         session.supply(&mut self.spares);
         if let Err(e) = session.connect(t, caller_data, options) {
-            session.trim(&mut self.spares);
+            session.recycle(&mut self.spares);
             return Err(e.into());
         }
-        let port = self.ports.allocate(t).map_err(|_| Error::PortsExhausted)?;
+        // On the failures below the session is dropped: all its parts go
+        // back to the pool.
+        let Ok(port) = self.ports.allocate(t) else {
+            session.recycle(&mut self.spares);
+            return Err(Error::PortsExhausted);
+        };
         let mut socket = self.new_socket();
         if socket.connect(iface.context(), remote, port).is_err() {
             self.ports.release(port, t);
+            session.recycle(&mut self.spares);
             return Err(Error::Connect);
         }
         let local = socket.local_endpoint();
@@ -477,7 +483,9 @@ impl Endpoint {
     /// closesocket (graceful): returns at once; the session and its socket
     /// linger in the background until everything, disconnect data included,
     /// is delivered and the FIN exchange completes, or the linger timeout
-    /// aborts. The handle is invalid afterwards.
+    /// aborts. While TCP is still connecting nothing of the session has
+    /// reached the peer: the attempt ends at once with a RST (as closesocket
+    /// of a connecting socket). The handle is invalid afterwards.
     ///
     /// This function returns `Err(Error::InvalidHandle)` for a stale handle.
     pub fn close(
@@ -499,6 +507,8 @@ impl Endpoint {
     }
 
     /// closesocket with linger {1, 0}: ABORT with `reason` and `data`, then RST.
+    /// While TCP is still connecting, the RST goes at once and the ABORT
+    /// (reason and data) is dropped: no peer session has seen the CONNECT.
     /// The handle is invalid afterwards.
     ///
     /// This function returns `Err(Error::InvalidHandle)` for a stale handle

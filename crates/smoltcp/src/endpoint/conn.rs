@@ -235,7 +235,13 @@ impl Conn {
             return false;
         };
         let socket = sockets.get_mut::<tcp::Socket>(h);
-        self.link.abandon(&mut self.session, socket, t)
+        let applied = self.link.abandon(&mut self.session, socket, t);
+        if applied {
+            // Here, not by the next visit: the socket must stay in the set
+            // until smoltcp has sent the RST ([`ABORTED`]).
+            self.set_aborted(t);
+        }
+        applied
     }
 
     /// The ephemeral port to release, once (the socket is gone).

@@ -634,8 +634,12 @@ impl Endpoint {
         // The visit's own decisions (a condition function's ACCEPT or REJECT,
         // an eviction) queue frames after the pump ran: hand them to TCP now.
         // What TCP cannot take yet goes when the socket wakes (ACKs).
+        // (Not while TCP connects: it can take nothing yet.)
         if self.conns[index].as_deref().is_some_and(|c| {
-            c.session.has_output() && c.socket().is_some() && c.aborted().is_none()
+            c.session.has_output()
+                && c.aborted().is_none()
+                && c.socket()
+                    .is_some_and(|h| sockets.get::<tcp::Socket>(h).may_send())
         }) {
             if let Some(c) = self.conns[index].as_deref_mut() {
                 c.set_last_tcp_state(None);

@@ -199,7 +199,9 @@ impl Conn {
         let state = socket.state();
         let quiet = self.last_tcp_state() == Some(state)
             && socket.recv_queue() == 0
-            && self.session.send_queue() == 0
+            // Queued bytes wait for TCP to be able to take them: not while
+            // it connects (a state change ends the wait, and is news).
+            && (self.session.send_queue() == 0 || !socket.may_send())
             && !self.link.reset_pending()
             && self.link.next_at().is_none_or(|d| d > t)
             && self.session.poll_timeout().is_none_or(|d| d > t)
