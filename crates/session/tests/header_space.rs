@@ -244,7 +244,7 @@ fn lengths(r: &Receiver, t: u8) -> Vec<u32> {
 #[test]
 #[cfg_attr(
     debug_assertions,
-    ignore = "exhaustive: run optimised (cargo test --release -p bookend-session --test header_space)"
+    ignore = "exhaustive: run optimised (cargo test --profile model -p bookend-session --test header_space -- --include-ignored)"
 )]
 fn every_header_gets_the_refusal_the_order_of_checks_prescribes() {
     let receivers = receivers();

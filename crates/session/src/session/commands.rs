@@ -405,9 +405,13 @@ impl Session {
         if self.flags.get(Self::APP_CLOSED) {
             return Err(Error::Shutdown);
         }
-        if state::row(self.state, Input::AppSend).is_none() {
+        let Some(_row) = state::row(self.state, Input::AppSend) else {
             return Err(self.not_sendable());
-        }
+        };
+        // The row changes nothing (the data path does the work), and it is
+        // applied here rather than fired.
+        #[cfg(feature = "row-coverage")]
+        state::coverage::mark(_row);
         Ok(())
     }
 
