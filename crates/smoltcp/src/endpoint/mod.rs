@@ -319,10 +319,14 @@ pub struct Stats {
 ///    [`Endpoint::send_message`], [`Endpoint::send_disconnect`],
 ///    [`Endpoint::close`], ...). Every command hands what it queued, control
 ///    frames included, to the TCP socket before it returns;
-/// 4. poll the interface again if any command was issued, so that it sends;
-///    then wait until [`Endpoint::next_poll`] (the earlier of
+/// 4. poll the interface again if any command was issued, so that it sends,
+///    and go to 1 at once while `iface.poll` reports progress
+///    (`PollResult::SocketStateChanged`): packets waiting in an in-memory
+///    device are invisible to `poll_at`. After a round that changed nothing,
+///    wait until [`Endpoint::next_poll`] (the earlier of
 ///    `iface.poll_at(now, &sockets)` and [`Endpoint::poll_at`], except while
 ///    a SYN-ACK is held), or until the device has a packet, then go to 1.
+///    `examples/loopback_seed.rs` is this loop.
 ///
 /// Polling the endpoint more than once per interface poll is harmless: an
 /// aborted socket leaves the set only once smoltcp has sent its RST.
