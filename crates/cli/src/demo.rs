@@ -4,11 +4,11 @@ use std::fmt;
 use std::time::Instant as WallInstant;
 
 use bookend_session::{CloseReason, Integrity, Mode, Options};
-use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals, host_addr};
+use bookend_sim::{App, Host, LinkConfig, RunError, Sim, Totals};
 use bookend_smoltcp::{Config, Decision, Endpoint, ListenConfig};
 use bytes::Bytes;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, IpEndpoint};
+use smoltcp::wire::IpEndpoint;
 
 use crate::apps::{Client, ClientState, GREETING, Padding, Policy, Server, Step, pad, step_table};
 
@@ -57,6 +57,9 @@ pub struct DemoConfig {
     /// Whether the servers grant the check to callers that propose it
     /// (`false` plays a peer configured without integrity).
     pub servers_grant_integrity: bool,
+    /// IPv6 instead of IPv4 between the simulated hosts (feature `ipv6`).
+    #[cfg(feature = "ipv6")]
+    pub ipv6: bool,
     /// Whether the clients require the check rather than prefer it
     /// (`Config::require_integrity`): a client not granted it ends with
     /// ABORT(`INTEGRITY_REQUIRED`). On by default: the demo's servers always
@@ -88,6 +91,8 @@ impl Default for DemoConfig {
             require_integrity: true,
             padding: Padding::default(),
             policy: Policy::default(),
+            #[cfg(feature = "ipv6")]
+            ipv6: false,
         }
     }
 }
@@ -451,6 +456,10 @@ impl App for DemoApp {
 pub fn run(config: DemoConfig) -> DemoReport {
     let wall = WallInstant::now();
     let mut sim = Sim::new(config.seed);
+    #[cfg(feature = "ipv6")]
+    if config.ipv6 {
+        sim.use_ipv6();
+    }
     let hosts = config.servers + config.clients;
     for _ in 0..hosts {
         sim.add_host(config.link.clone());
@@ -473,7 +482,7 @@ pub fn run(config: DemoConfig) -> DemoReport {
     };
     for i in 0..config.clients {
         let server = app.server_of(i);
-        let addr = IpEndpoint::new(IpAddress::Ipv4(host_addr(server)), PORT);
+        let addr = IpEndpoint::new(sim.host_ip(server), PORT);
         // Starts spread over 5 ms per client, as real clients arrive.
         let start = Instant::from_micros((i as i64 * 5_000) % 500_000);
         let mut c = Client::new(

@@ -248,6 +248,10 @@ enum Command {
         /// apart from failures.
         #[arg(long)]
         time_limit: Option<u64>,
+        /// IPv6 between the simulated hosts instead of IPv4.
+        #[cfg(feature = "ipv6")]
+        #[arg(long)]
+        ipv6: bool,
         /// Seed of the simulated network (same seed, same traffic).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -555,6 +559,8 @@ fn run(command: Command) -> Result<bool, String> {
             mode,
             integrity,
             time_limit,
+            #[cfg(feature = "ipv6")]
+            ipv6,
         } => {
             let link = LinkConfig {
                 latency: Duration::from_millis(latency),
@@ -572,6 +578,8 @@ fn run(command: Command) -> Result<bool, String> {
                 mode: mode.into(),
                 integrity: integrity.into(),
                 capture: pcap.is_some(),
+                #[cfg(feature = "ipv6")]
+                ipv6,
                 limit: Duration::from_secs(time_limit.unwrap_or(if loss > 0.0 {
                     1_800
                 } else {
@@ -671,8 +679,7 @@ fn run(command: Command) -> Result<bool, String> {
                     tap::connect(&tap, addr, server, &name, transactions, run)
                 }
                 _ => {
-                    let smoltcp::wire::IpAddress::Ipv4(ip) = server.addr;
-                    let server = std::net::SocketAddr::from((ip, server.port));
+                    let server = std::net::SocketAddr::new(server.addr.into(), server.port);
                     kernel::connect_one(
                         server,
                         &name,

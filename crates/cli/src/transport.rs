@@ -912,7 +912,10 @@ mod tests {
             timestamp: None,
             payload: &[],
         };
-        let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr);
+        #[allow(irrefutable_let_patterns)]
+        let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr) else {
+            panic!("the test's addresses are IPv4");
+        };
         let ip = Ipv4Repr {
             src_addr: s,
             dst_addr: d,

@@ -29,8 +29,10 @@ mod rng;
 #[cfg(all(feature = "tap", any(target_os = "linux", target_os = "android")))]
 pub mod tap;
 
+#[cfg(feature = "ipv6")]
+pub use net::host_addr_v6;
 pub use net::{
     App, Filter, Host, HostStats, LinkConfig, LinkStats, RunError, Sim, SimDevice, SimRx, SimTx,
-    Totals, host_addr,
+    Totals, host_addr, ip_parts,
 };
 pub use rng::Rng;

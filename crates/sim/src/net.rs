@@ -212,7 +212,7 @@ pub struct Host {
     seed: u64,
     stats: HostStats,
     /// Highest sequence number sent per TCP flow, to spot retransmissions.
-    sent_until: BTreeMap<(u32, u32, u16, u16), u32>,
+    sent_until: BTreeMap<(IpAddress, IpAddress, u16, u16), u32>,
 }
 
 impl Host {
@@ -281,8 +281,16 @@ fn new_iface(
     // smoltcp's default seed is 0 (the same ISNs on every boot): never use it.
     cfg.random_seed = seed | 1;
     let mut iface = Interface::new(cfg, device, now);
+    // One subnet for every host: /16 (IPv4), /64 (IPv6).
+    // (A wildcard, not `Ipv6`: smoltcp may have IPv6 from another crate of
+    // the build while this one's `ipv6` feature is off.)
+    let prefix = match ip {
+        IpAddress::Ipv4(_) => 16,
+        #[allow(unreachable_patterns)]
+        _ => 64,
+    };
     iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(ip, 16));
+        let _ = a.push(IpCidr::new(ip, prefix));
     });
     iface
 }
@@ -347,6 +355,9 @@ pub struct Sim {
     delivered: u64,
     rounds: u64,
     filter: Option<Filter>,
+    /// The address family of the hosts added from now on.
+    #[cfg(feature = "ipv6")]
+    ipv6: bool,
 }
 
 /// A test's say over each packet: `(from host, to host, IP packet)`, true to
@@ -365,7 +376,35 @@ impl Sim {
             delivered: 0,
             rounds: 0,
             filter: None,
+            #[cfg(feature = "ipv6")]
+            ipv6: false,
         }
+    }
+
+    /// Hosts added from now on get IPv6 addresses ([`host_addr_v6`]), and
+    /// speak IPv6 (feature `ipv6`).
+    #[cfg(feature = "ipv6")]
+    pub fn use_ipv6(&mut self) {
+        self.ipv6 = true;
+    }
+
+    /// The address of host `i` (see [`Sim::add_host`]).
+    ///
+    /// # Panics
+    ///
+    /// If there is no host `i`.
+    pub fn host_ip(&self, i: usize) -> IpAddress {
+        self.hosts[i].ip
+    }
+
+    /// The address the next host added gets.
+    fn next_ip(&self) -> IpAddress {
+        let n = self.hosts.len();
+        #[cfg(feature = "ipv6")]
+        if self.ipv6 {
+            return IpAddress::Ipv6(host_addr_v6(n));
+        }
+        IpAddress::Ipv4(host_addr(n))
     }
 
     /// Installs a packet filter (replacing any other): targeted drops, such
@@ -385,8 +424,9 @@ impl Sim {
         self.send(from, packet);
     }
 
-    /// Adds a host at 10.0.(n / 250).(n % 250 + 1) with the same link config
-    /// in both directions; returns its index.
+    /// Adds a host at 10.0.(n / 250).(n % 250 + 1) (or, after
+    /// [`Sim::use_ipv6`], at fd00::(n + 1)) with the same link config in
+    /// both directions; returns its index.
     pub fn add_host(&mut self, link: LinkConfig) -> usize {
         self.add_host_with(link.clone(), link)
     }
@@ -394,7 +434,7 @@ impl Sim {
     /// Adds a host with distinct uplink and downlink configurations.
     pub fn add_host_with(&mut self, up: LinkConfig, down: LinkConfig) -> usize {
         let n = self.hosts.len();
-        let ip = IpAddress::v4(10, 0, (n / 250) as u8, (n % 250) as u8 + 1);
+        let ip = self.next_ip();
         let seed = self.rng.next_u64();
         let pcap = PcapBuffer::default();
         let dev = SimDevice {
@@ -528,22 +568,17 @@ impl Sim {
     }
 
     fn count_retransmission(h: &mut Host, p: &[u8]) {
-        let Ok(ip) = Ipv4Packet::new_checked(p) else {
+        let Some((src, dst, payload)) = ip_parts(p) else {
             return;
         };
-        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        let Ok(tcp) = TcpPacket::new_checked(payload) else {
             return;
         };
         let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
         if len == 0 {
             return;
         }
-        let key = (
-            u32::from(ip.src_addr()),
-            u32::from(ip.dst_addr()),
-            tcp.src_port(),
-            tcp.dst_port(),
-        );
+        let key = (src, dst, tcp.src_port(), tcp.dst_port());
         let end = (tcp.seq_number().0 as u32).wrapping_add(len);
         match h.sent_until.get_mut(&key) {
             Some(until) if (end.wrapping_sub(*until) as i32) <= 0 => h.stats.retransmissions += 1,
@@ -564,9 +599,7 @@ impl Sim {
             h.stats.tx_bytes += p.len() as u64;
             Self::count_retransmission(h, &p);
         }
-        let dst = Ipv4Packet::new_checked(&p[..])
-            .ok()
-            .map(|ip| IpAddress::Ipv4(ip.dst_addr()));
+        let dst = ip_parts(&p).map(|(_, dst, _)| dst);
         let to = dst.and_then(|d| self.hosts.iter().position(|h| h.ip == d));
         let Some(to) = to else {
             self.hosts[from].up.stats.dropped_down += 1;
@@ -718,4 +751,34 @@ impl Sim {
 /// The IPv4 address of simulated host `i` (see [`Sim::add_host`]).
 pub fn host_addr(i: usize) -> Ipv4Address {
     Ipv4Address::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)
+}
+
+/// The IPv6 address of simulated host `i` after [`Sim::use_ipv6`]:
+/// fd00::(i + 1), in the unique-local range (RFC 4193).
+#[cfg(feature = "ipv6")]
+pub fn host_addr_v6(i: usize) -> smoltcp::wire::Ipv6Address {
+    let n = i + 1;
+    smoltcp::wire::Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16)
+}
+
+/// Source, destination and payload of an IP packet (IPv4, or IPv6 without
+/// extension headers, as smoltcp sends them), if it is one.
+pub fn ip_parts(p: &[u8]) -> Option<(IpAddress, IpAddress, &[u8])> {
+    match p.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(p).ok()?;
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let header = usize::from(ip.header_len());
+            let end = usize::from(ip.total_len()).min(p.len());
+            Some((src.into(), dst.into(), p.get(header..end)?))
+        }
+        #[cfg(feature = "ipv6")]
+        6 => {
+            let ip = smoltcp::wire::Ipv6Packet::new_checked(p).ok()?;
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let end = (40 + usize::from(ip.payload_len())).min(p.len());
+            Some((src.into(), dst.into(), p.get(40..end)?))
+        }
+        _ => None,
+    }
 }

@@ -1043,8 +1043,10 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         use core::mem::size_of;
+        // IPv6 makes each of its two `IpEndpoint`s 20 bytes instead of 8.
+        let max = if cfg!(feature = "ipv6") { 248 } else { 216 };
         assert!(
-            size_of::<super::Conn>() <= 216,
+            size_of::<super::Conn>() <= max,
             "{}",
             size_of::<super::Conn>()
         );

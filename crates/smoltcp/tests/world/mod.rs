@@ -309,7 +309,11 @@ pub fn syn_packet(src: IpEndpoint, dst: IpEndpoint, seq: u32) -> Vec<u8> {
         timestamp: None,
         payload: &[],
     };
-    let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr);
+    // The simulated hosts of these tests are IPv4 ones.
+    #[allow(irrefutable_let_patterns)]
+    let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src.addr, dst.addr) else {
+        panic!("a SYN between IPv4 hosts");
+    };
     let ip4 = Ipv4Repr {
         src_addr: s,
         dst_addr: d,
