@@ -601,9 +601,19 @@ pub mod coverage {
 
     const ROWS: usize = TRANSITIONS.len();
     static FIRED: [AtomicBool; ROWS] = [const { AtomicBool::new(false) }; ROWS];
+    static RECORDING: AtomicBool = AtomicBool::new(true);
+
+    /// Stops (`false`) or resumes recording, for runs whose rows must not
+    /// count (a checker's look-ahead from a state, say).
+    pub fn set_recording(on: bool) {
+        RECORDING.store(on, Ordering::Relaxed);
+    }
 
     /// Records that `row` fired.
     pub(crate) fn mark(row: &'static Row) {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return;
+        }
         // The lookup matrix holds copies of the rows: a row is known by its
         // input and the states it applies in (unique, as the build checks).
         if let Some(i) = TRANSITIONS

@@ -10,8 +10,9 @@
 //! The expectation is computed here from the specification's text (checks 0
 //! to 4 of §2.4) and, for check 3, from the transition table the
 //! specification's §5.3 is generated from. It runs about 16 million
-//! feedings, so it runs optimised (`cargo test --release -p bookend-session
-//! --test header_space`, as `.ci/run` does) and is ignored in debug builds.
+//! feedings, so it runs optimised (`cargo test --profile model -p
+//! bookend-session --test header_space -- --include-ignored`, as `.ci/run`
+//! does, with the session's debug assertions on) and is ignored otherwise.
 
 mod common;
 
