@@ -368,23 +368,39 @@ enum Command {
     },
 }
 
-/// `A.B.C.D/N` as a smoltcp CIDR (smoltcp's types have no `FromStr`).
+/// `A.B.C.D/N` (or, with feature `ipv6`, `X:X::X/N`) as a smoltcp CIDR
+/// (smoltcp's types have no `FromStr`).
 fn parse_cidr(s: &str) -> Result<IpCidr, String> {
     let (ip, prefix) = s
         .split_once('/')
         .ok_or_else(|| format!("{s}: expected A.B.C.D/N"))?;
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|e| format!("{ip}: {e}"))?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{ip}: {e}"))?;
     let prefix: u8 = prefix.parse().map_err(|e| format!("{prefix}: {e}"))?;
-    if prefix > 32 {
-        return Err(format!("prefix {prefix} is over 32"));
+    let (ip, max) = (smol_ip(ip)?, if ip.is_ipv4() { 32 } else { 128 });
+    if prefix > max {
+        return Err(format!("prefix {prefix} is over {max}"));
     }
-    Ok(IpCidr::new(IpAddress::Ipv4(ip), prefix))
+    Ok(IpCidr::new(ip, prefix))
 }
 
-/// `A.B.C.D:PORT` as a smoltcp endpoint.
+/// `A.B.C.D:PORT` (or, with feature `ipv6`, `[X:X::X]:PORT`) as a smoltcp
+/// endpoint.
 fn parse_endpoint(s: &str) -> Result<IpEndpoint, String> {
-    let a: std::net::SocketAddrV4 = s.parse().map_err(|e| format!("{s}: {e}"))?;
-    Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
+    let a: std::net::SocketAddr = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Ok(IpEndpoint::new(smol_ip(a.ip())?, a.port()))
+}
+
+/// A standard address as smoltcp's, if this build speaks its version.
+fn smol_ip(ip: std::net::IpAddr) -> Result<IpAddress, String> {
+    match ip {
+        std::net::IpAddr::V4(v4) => Ok(IpAddress::Ipv4(v4)),
+        #[cfg(feature = "ipv6")]
+        std::net::IpAddr::V6(v6) => Ok(IpAddress::Ipv6(v6)),
+        #[cfg(not(feature = "ipv6"))]
+        std::net::IpAddr::V6(_) => Err(format!(
+            "{ip}: IPv6 needs bookend built with `--features ipv6`"
+        )),
+    }
 }
 
 /// A duration in seconds: finite, not negative, representable.

@@ -469,3 +469,76 @@ fn bookend_check_over_tap_passes_in_both_roles() {
     assert!(text.contains("bookend/9.2/1    OK            OK"), "{diag}");
     assert!(text.contains("bookend/7/1      OK            OK"), "{diag}");
 }
+
+/// The seed scenario over TAP with IPv6 (feature `ipv6`): the two smoltcp
+/// stacks find each other by neighbour discovery (RFC 4861) across the
+/// namespace's bridge, at unique-local addresses (RFC 4193).
+#[cfg(feature = "ipv6")]
+#[test]
+fn seed_scenario_over_tap_devices_ipv6() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED seed_scenario_over_tap_devices_ipv6: {why}");
+        return;
+    }
+    let ns = format!("bookend-test6-{}", std::process::id());
+    let _guard = setup(&ns).expect("namespace with two bridged TAP devices");
+    let server = bookend(
+        &ns,
+        &[
+            "serve",
+            "--tap",
+            "bk0",
+            "--addr",
+            "fd77::1/64",
+            "--clients",
+            "2",
+            "--timeout",
+            "60",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut outs = Vec::new();
+    for (name, transactions) in [("client-0", "5"), ("client-1", "7")] {
+        let c = bookend(
+            &ns,
+            &[
+                "connect",
+                "--tap",
+                "bk1",
+                "--addr",
+                "fd77::2/64",
+                "--server",
+                "[fd77::1]:7050",
+                "--transactions",
+                transactions,
+                "--name",
+                name,
+            ],
+        );
+        outs.push(wait(c, Duration::from_secs(60)));
+    }
+    let s = wait(server, Duration::from_secs(30));
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let diag = format!(
+        "client-0:\n{}\nclient-1:\n{}\nserver:\n{}",
+        text(&outs[0]),
+        text(&outs[1]),
+        text(&s)
+    );
+    assert!(
+        outs.iter().all(|o| o.status.success()) && s.status.success(),
+        "{diag}"
+    );
+    assert!(text(&outs[0]).contains("grand total received: 5"), "{diag}");
+    assert!(
+        text(&outs[1]).contains("grand total received: 12"),
+        "{diag}"
+    );
+    assert!(text(&s).contains("cumulative total: 12"), "{diag}");
+}
