@@ -26,6 +26,7 @@ pub const DEFAULT_INTEGRITY: Integrity = Integrity::Crc32c;
 /// a callee's they are its own limits, which cap what it grants. After
 /// ACCEPT, the granted values bind both directions (`docs/protocol.md` §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Options {
     /// Largest DATA payload per frame.
     pub max_frame_size: u32,
@@ -55,6 +56,7 @@ impl Default for Options {
 
 /// An option value outside the range the protocol allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct OptionsError(pub LimitError);
 
 impl fmt::Display for OptionsError {
@@ -223,6 +225,7 @@ impl Options {
 /// Which transfer modes a callee serves (§4.2: the mode is never negotiated
 /// down; a caller proposing another is refused with `OPTION_UNSUPPORTED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ModeOffer {
     /// Only the mode of [`Config::options`]: the application is written for it.
     #[default]
@@ -309,6 +312,7 @@ impl Default for Config {
 /// A configuration that cannot work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// An option outside its protocol range.
     Option(OptionsError),

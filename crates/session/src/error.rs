@@ -7,6 +7,7 @@ use crate::state::State;
 /// Which user data an [`Error::TooLarge`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DataKind {
     /// WSAConnect's caller data.
     CallerData,
@@ -47,6 +48,7 @@ impl fmt::Display for DataKind {
 /// queued and the state stays as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
     /// The command is not legal in this state (`WSAEINVAL`).
     InvalidState {

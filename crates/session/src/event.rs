@@ -10,6 +10,7 @@ use crate::state::State;
 
 /// Which end did something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Side {
     /// This session (its application or its own timers).
     Local,
@@ -19,6 +20,7 @@ pub enum Side {
 
 /// Which timer expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Timer {
     /// Caller: no ACCEPT or REJECT within the connect timeout.
     Connect,
@@ -39,6 +41,7 @@ pub enum Timer {
 /// [`Violation::reason`], and nothing else was disturbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Violation {
     /// Bytes that are not a valid frame (including bodies over their limit).
     Malformed(WireError),
@@ -200,6 +203,31 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// As `Display` writes it, with the abort data's bytes.
+#[cfg(feature = "defmt")]
+impl defmt::Format for CloseReason {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Self::Graceful => defmt::write!(f, "graceful"),
+            Self::Refused { reason } => defmt::write!(f, "refused ({})", reason),
+            Self::Rejected { reason } => defmt::write!(f, "rejected ({})", reason),
+            Self::Abandoned => defmt::write!(f, "abandoned before CONNECT"),
+            Self::Reset => defmt::write!(f, "reset"),
+            Self::Aborted { by, reason, data } => {
+                defmt::write!(
+                    f,
+                    "aborted by {} ({}, data {})",
+                    by,
+                    reason,
+                    data.as_deref()
+                )
+            }
+            Self::TimedOut(t) => defmt::write!(f, "timed out ({})", t),
+            Self::ProtocolError { detail } => defmt::write!(f, "protocol error: {}", detail),
+        }
+    }
+}
+
 /// A connect request as the condition function sees it (callee side).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
@@ -244,4 +272,49 @@ pub enum Event {
     PeerDisconnected,
     /// The session ended. Always the last event, exactly once.
     Closed(CloseReason),
+}
+
+/// The caller data's bytes and both option sets.
+#[cfg(feature = "defmt")]
+impl defmt::Format for ConnectRequest {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "ConnectRequest {{ caller_data: {}, proposed: {}, grant: {} }}",
+            self.caller_data.as_deref(),
+            self.proposed,
+            self.grant
+        );
+    }
+}
+
+/// Each event with its data's bytes.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Event {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Self::ConnectRequest(r) => defmt::write!(f, "{}", r),
+            Self::Connected {
+                callee_data,
+                granted,
+            } => defmt::write!(
+                f,
+                "Connected {{ callee_data: {}, granted: {} }}",
+                callee_data.as_deref(),
+                granted
+            ),
+            Self::Refused { reason, data } => {
+                defmt::write!(
+                    f,
+                    "Refused {{ reason: {}, data: {} }}",
+                    reason,
+                    data.as_deref()
+                )
+            }
+            Self::Readable => defmt::write!(f, "Readable"),
+            Self::Writable => defmt::write!(f, "Writable"),
+            Self::PeerDisconnected => defmt::write!(f, "PeerDisconnected"),
+            Self::Closed(r) => defmt::write!(f, "Closed({})", r),
+        }
+    }
 }

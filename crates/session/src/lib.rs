@@ -19,8 +19,11 @@ transport (smoltcp today, others later) shares this one implementation.
 * Every buffer is bounded by the negotiated limits ([`BufferUsage`]); a peer
   that exceeds one gets ABORT and the session ends with
   [`CloseReason::ProtocolError`]; no input panics.
-* One `tracing` span per session (`session{id, role}`), debug events for
-  every state change.
+* Logging through `tracing` (feature `tracing`, on by default) or `defmt`
+  (feature `defmt`, for firmware), or both: debug messages for every state
+  change, refusal and end, each naming its session (`session 9 (Callee):
+  AWAIT_CONNECT -> CONNECT_RECEIVED on ...`); `defmt::Format` on the public
+  types with `defmt`.
 
 ```
 use bookend_session::{Config, Event, Instant, Options, Session, TransportAction};
@@ -66,6 +69,7 @@ mod bits;
 mod config;
 mod error;
 mod event;
+mod fmt;
 mod session;
 pub mod state;
 mod time;

@@ -6,12 +6,12 @@
 //! This file holds the struct, its getters and the `handle_*` / `poll_*` entry
 //! points.
 
+use crate::fmt::trace;
 use alloc::sync::Arc;
 use bookend_wire::{
     FrameType, HEADER_LEN, Integrity, Mode, Reason, SEALED_HEADER_LEN, SEALED_OVERHEAD, TRAILER_LEN,
 };
 use bytes::Bytes;
-use tracing::trace;
 
 use crate::bits::Flags;
 use crate::config::{Config, ConfigError, Options};
@@ -33,6 +33,7 @@ pub use rx::MESSAGE_OVERHEAD;
 
 /// Which end of the connection this session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Role {
     /// Sends CONNECT (WSAConnect).
     Caller,
@@ -42,6 +43,7 @@ pub enum Role {
 
 /// What the transport should do to the TCP connection, besides writing bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TransportAction {
     /// Close our sending half (TCP FIN) once every byte polled so far is sent.
     Fin,
@@ -52,6 +54,7 @@ pub enum TransportAction {
 
 /// How the transport ended, as seen from below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TransportClosed {
     /// The peer's FIN: the received stream has ended. Deliver it only after
     /// every byte before it was accepted by [`Session::handle_bytes`].
@@ -227,6 +230,7 @@ impl EventQueue {
 /// Current sizes of every buffer the session owns, next to their bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BufferUsage {
     /// Bytes of a partially received control frame (or frame header). DATA
     /// payloads and skipped frames are never held here.
@@ -658,7 +662,6 @@ impl Session {
     /// run, since the peer cannot be blamed for bytes we do not take. In the
     /// closing states and after the end, everything is consumed and ignored.
     pub fn handle_bytes(&mut self, now: Instant, input: &[u8]) -> usize {
-        let _guard = self.span().entered();
         let (consumed, _) = self.receive(now, input, None);
         consumed
     }
@@ -719,7 +722,6 @@ impl Session {
     /// Tells the session how the transport ended. A FIN must come after
     /// every byte before it was consumed by [`handle_bytes`](Self::handle_bytes).
     pub fn handle_transport_closed(&mut self, now: Instant, how: TransportClosed) {
-        let _guard = self.span().entered();
         match how {
             TransportClosed::Fin if self.state == State::Closed => {}
             TransportClosed::Fin if self.rx.mid_frame() => self.violate(
@@ -739,14 +741,13 @@ impl Session {
 
     /// Runs every timer due at `now`, earliest first.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _guard = self.span().entered();
         // Each expiry fires one row; a row re-arms only into the future, so
         // this ends. The bound is belt and braces against a zero interval.
         for _ in 0..TimerId::ALL.len() * 2 {
             let Some(t) = self.timers.take_expired(now) else {
                 return;
             };
-            trace!(timer = ?t, "expired");
+            trace!("session {}: {:?} timer expired", self.id, t);
             let input = match t {
                 TimerId::Keepalive if !self.tx.is_empty() => Input::KeepaliveTimerBusy,
                 _ => t.input(),
@@ -866,13 +867,6 @@ impl Session {
     fn proposal_needed(&self) -> bool {
         !self.flags.get(Self::NEGOTIATED)
             && !matches!(self.state, State::Idle | State::AwaitConnect)
-    }
-
-    /// The span of this session's traces, built where it is entered rather
-    /// than stored: a stored `tracing::Span` costs 40 bytes per idle session
-    /// (issue 10), and building a disabled span is one callsite check.
-    fn span(&self) -> tracing::Span {
-        tracing::debug_span!("session", id = self.id, role = ?self.role)
     }
 
     /// Whether DATA may be queued now (the application has not closed and

@@ -128,12 +128,21 @@ impl fmt::Display for State {
     }
 }
 
+/// The specification's name, as `Display` writes it.
+#[cfg(feature = "defmt")]
+impl defmt::Format for State {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=str}", self.spec_name());
+    }
+}
+
 /// Everything that can move the machine: application commands, received
 /// frames, transport events and timers. Where one event leads to different
 /// behaviour depending on a condition (ISO's predicates), the condition is
 /// part of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Input {
     /// `connect(caller_data, options)`: WSAConnect.
     AppConnect,
@@ -251,6 +260,7 @@ impl Input {
 /// The session's timers, each armed and cleared only by rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TimerId {
     /// Caller: CONNECT sent, until ACCEPT or REJECT.
     Connect,
@@ -330,6 +340,7 @@ impl TimerId {
 
 /// A set of timers, as a row names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Timers(u8);
 
 impl Timers {
@@ -363,6 +374,7 @@ impl Timers {
 
 /// What is thrown away before anything is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Discard {
     /// Nothing.
     Nothing,
@@ -389,6 +401,7 @@ pub enum Discard {
 /// The control frame a row sends. A fixed reason is part of the row; `None`
 /// takes the reason (and data) the command or the detected violation gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Control {
     /// CONNECT with the caller data and proposal.
     Connect,
@@ -409,6 +422,7 @@ pub enum Control {
 /// this column: the proposal and the grant a row reads are the row's
 /// arguments, and the rule decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Seal {
     /// Unchanged.
     Keep,
@@ -427,6 +441,7 @@ pub enum Seal {
 
 /// FIN or RST, issued after every byte queued before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Transport {
     /// Close our sending half.
     Fin,
@@ -436,6 +451,7 @@ pub enum Transport {
 
 /// How a session ended, as a row states it (the details come with the input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum End {
     /// Both DISCONNECTs and FINs exchanged.
     Graceful,
@@ -463,6 +479,7 @@ pub enum End {
 
 /// An event a row posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Post {
     /// `Event::ConnectRequest` (FD_ACCEPT).
     ConnectRequest,
@@ -480,6 +497,7 @@ pub enum Post {
 
 /// The next state of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Next {
     /// The state the input arrived in.
     Same,
@@ -490,6 +508,7 @@ pub enum Next {
 /// One row: in any of `from`, `input` leads to `next` with these effects,
 /// executed in field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Row {
     /// The states the input may arrive in.
     pub from: &'static [State],

@@ -86,6 +86,15 @@ impl fmt::Display for Instant {
     }
 }
 
+/// Seconds with microseconds, as `Display` writes them.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Instant {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        let us = self.total_micros();
+        defmt::write!(f, "{=u64}.{=u64:06}s", us / 1_000_000, us % 1_000_000);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -427,8 +427,10 @@ fn a_peer_that_fills_our_buffer_is_pushed_back_not_buffered() {
     assert_eq!(s.state(), State::Open, "backpressure is not an error");
 }
 
+/// Every message names its session in its text (`defmt` has no spans, and
+/// both loggers get the same message), state changes at debug level.
 #[test]
-fn tracing_has_one_span_per_session_and_debug_state_changes() {
+fn tracing_messages_name_their_session_and_debug_state_changes() {
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Sink {
@@ -452,9 +454,8 @@ fn tracing_has_one_span_per_session_and_debug_state_changes() {
         s.handle_bytes(T, &connect_frame(Options::DEFAULT));
     });
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("session{id=9 role=Callee}"), "{log}");
     assert!(
-        log.contains("from=AWAIT_CONNECT to=CONNECT_RECEIVED"),
+        log.contains("session 9 (Callee): AWAIT_CONNECT -> CONNECT_RECEIVED"),
         "{log}"
     );
 }

@@ -1,8 +1,9 @@
 //! Two real sessions, model-checked exhaustively to a bound with stateright:
 //! a caller and a callee joined by a transport that delivers each side's
-//! bytes in order, each frame in up to three pieces split where the
+//! bytes in order, each frame in up to four pieces split where the
 //! receiver's path changes (after one byte, at the header's end, one byte
-//! short of the end), then its FIN or its RST, or gives up (a time-out);
+//! short of the end; a piece may also end one frame and start the next),
+//! then its FIN or its RST, or gives up (a time-out);
 //! the applications' commands (connect, send, disconnect with data, read,
 //! close, abort, accept, reject, defer) and the timers' expiries injected
 //! at any point. Every reachable state is checked against the properties
@@ -10,7 +11,7 @@
 //! has the bounds and figures). Run it with the `model` profile, which keeps
 //! the sessions' `debug_assert!`s on:
 //! `cargo test --profile model -p bookend-session --test model -- --include-ignored --nocapture`;
-//! `BOOKEND_MODEL=large` is the larger bound, `BOOKEND_MODEL_BOUND=BUDGET,DEPTH`
+//! `BOOKEND_MODEL=large` is the larger bound, `BOOKEND_MODEL_BOUND=MESSAGES,STEPS`
 //! any other, and `BOOKEND_MODEL_LAZY=0` leaves out the lazy readers.
 //!
 //! The checker needs to recognise a state seen before: a state is hashed and

@@ -162,6 +162,7 @@ impl Config {
 /// Why a configuration ([`Config`], [`ListenConfig`]) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// The session configuration, with the session's reason.
     Session(bookend_session::ConfigError),
@@ -233,6 +234,7 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
 ///   accepted always learns why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ListenConfig {
     /// Listening sockets kept armed: how many SYNs can be taken at the same
     /// instant. smoltcp has no backlog; this pool is it (default 8).

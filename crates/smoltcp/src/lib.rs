@@ -80,6 +80,7 @@ extern crate std;
 mod config;
 mod endpoint;
 mod flags;
+mod fmt;
 mod ports;
 pub mod transport;
 

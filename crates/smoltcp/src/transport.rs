@@ -13,6 +13,7 @@ use crate::flags::Flags;
 
 /// What [`TcpConnection::recv`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RecvOutcome {
     /// `n` bytes were offered and consumed (0: nothing to read now, or the
     /// consumer pushed back).

@@ -7,6 +7,7 @@ use crate::repr::FrameRepr;
 
 /// What [`decode`] found at the start of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Decoded<'a> {
     /// A complete frame, borrowed from the buffer, and its length in bytes:
     /// the caller discards `len` bytes before decoding the next frame.

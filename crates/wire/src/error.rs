@@ -11,6 +11,7 @@ use crate::frame::FrameType;
 /// where `docs/protocol.md` §7 says a CONNECT is answered with REJECT instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
     /// The buffer is shorter than a header, a length field or a fixed field says.
     Truncated,

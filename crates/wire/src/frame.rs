@@ -133,11 +133,29 @@ impl fmt::Display for FrameType {
     }
 }
 
+/// The frame's name, as `Display` writes it.
+#[cfg(feature = "defmt")]
+impl defmt::Format for FrameType {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Self::Connect => defmt::write!(f, "CONNECT"),
+            Self::Accept => defmt::write!(f, "ACCEPT"),
+            Self::Reject => defmt::write!(f, "REJECT"),
+            Self::Data => defmt::write!(f, "DATA"),
+            Self::Disconnect => defmt::write!(f, "DISCONNECT"),
+            Self::Abort => defmt::write!(f, "ABORT"),
+            Self::Ping => defmt::write!(f, "PING"),
+            Self::Unknown(v) => defmt::write!(f, "UNKNOWN({=u8:#04x})", v),
+        }
+    }
+}
+
 /// A zero-copy view of one frame: header plus body.
 ///
 /// The buffer may be longer than the frame; [`Frame::total_len`] says where
 /// the frame ends. After [`Frame::check_len`] succeeds no accessor panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Frame<T: AsRef<[u8]>> {
     buffer: T,
 }

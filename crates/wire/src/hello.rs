@@ -27,6 +27,7 @@ pub const HELLO_FIXED_LEN: usize = field::OPTIONS.start;
 
 /// A zero-copy view of a CONNECT or ACCEPT *body* (the bytes after the frame header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Hello<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -178,6 +179,7 @@ fn emit_hello(
 
 /// A parsed CONNECT: the caller's request (WSAConnect's caller data and options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ConnectRepr<'a> {
     /// Lowest protocol version the caller speaks (≥ 1).
     pub min_version: u8,
@@ -229,6 +231,7 @@ impl<'a> ConnectRepr<'a> {
 
 /// A parsed ACCEPT: the callee's answer (CF_ACCEPT with callee data and granted options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AcceptRepr<'a> {
     /// The version chosen from the caller's range.
     pub version: u8,

@@ -130,6 +130,7 @@ impl core::fmt::Debug for Crc32c {
 /// The `INTEGRITY` option (kind 0x0007): the check every frame after ACCEPT
 /// carries, in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Integrity {
     /// No check beyond TCP's (value 0; also what an absent option means).
     #[default]

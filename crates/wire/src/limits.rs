@@ -36,6 +36,7 @@ pub const MAX_OPTIONS_LEN: u32 = 1024;
 
 /// A limit outside its allowed range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LimitError {
     /// Which limit.
     pub what: &'static str,
@@ -65,6 +66,7 @@ impl core::error::Error for LimitError {}
 /// Fields are private so that a `Limits` is always within the protocol's
 /// ranges; build one with [`Limits::new`] or start from [`Limits::DEFAULT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Limits {
     max_frame_size: u32,
     max_connect_data: u32,

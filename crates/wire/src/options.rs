@@ -19,6 +19,7 @@ pub const MAX_KEEPALIVE_MS: u32 = 3_600_000;
 /// The option kinds defined by version 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OptionKind {
     /// Largest DATA payload per frame, u32.
     MaxFrameSize = 0x0001,
@@ -53,6 +54,7 @@ impl OptionKind {
 
 /// Stream or message semantics of DATA (Winsock `XP1_MESSAGE_ORIENTED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Mode {
     /// A byte stream: message boundaries are not kept; graceful close reads as 0.
     #[default]
@@ -74,6 +76,7 @@ impl Mode {
 /// The options of one CONNECT or ACCEPT. `None` means "absent": the receiver
 /// applies the protocol default (`docs/protocol.md` §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct OptionsRepr {
     /// [`OptionKind::MaxFrameSize`].
     pub max_frame_size: Option<u32>,

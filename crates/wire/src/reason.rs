@@ -121,6 +121,18 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The registry name, as `Display` writes it.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Reason {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self.name() {
+            Some(name) => defmt::write!(f, "{=str}", name),
+            None if self.is_application() => defmt::write!(f, "APPLICATION({=u16:#06x})", self.0),
+            None => defmt::write!(f, "RESERVED({=u16:#06x})", self.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

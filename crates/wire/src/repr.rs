@@ -18,6 +18,7 @@ pub const REASON_FIXED_LEN: usize = field::DATA.start;
 
 /// A zero-copy view of a REJECT or ABORT *body*: reason code, then data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reasoned<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -67,6 +68,7 @@ impl<'a> Reasoned<&'a [u8]> {
 
 /// A parsed REJECT or ABORT body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ReasonRepr<'a> {
     /// The reason code (§8 registry).
     pub reason: Reason,
@@ -96,6 +98,7 @@ impl<'a> ReasonRepr<'a> {
 
 /// One frame, parsed. Borrowed from the input: nothing is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FrameRepr<'a> {
     /// CONNECT (§3.1).
     Connect(ConnectRepr<'a>),

@@ -2,9 +2,9 @@
 //! (a refused command changes nothing), then fires the row; only the DATA
 //! path (`send*`) queues bytes of its own.
 
+use crate::fmt::debug;
 use bookend_wire::{Mode, Reason};
 use bytes::Bytes;
-use tracing::debug;
 
 use super::machine::Args;
 use super::{MIN_DIRECT_CHUNK, PeerDisconnect, Session};
@@ -33,7 +33,6 @@ impl Session {
         caller_data: Option<&[u8]>,
         options: Options,
     ) -> Result<(), Error> {
-        let _guard = self.span().entered();
         match self.state {
             State::Idle => {}
             State::ConnectSent => return Err(Error::AlreadyConnecting),
@@ -89,7 +88,6 @@ impl Session {
         callee_data: Option<&[u8]>,
         granted: Options,
     ) -> Result<(), Error> {
-        let _guard = self.span().entered();
         self.check(Input::AppAccept)?;
         if !granted.is_valid_grant_for(&self.proposed())
             || granted.max_message_size as usize > self.config.recv_buffer
@@ -123,7 +121,6 @@ impl Session {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let _guard = self.span().entered();
         self.check(Input::AppReject)?;
         check_len(data, self.proposed().max_connect_data, DataKind::RejectData)?;
         let args = Args {
@@ -259,7 +256,6 @@ impl Session {
     /// `max_disconnect_data`, and `Err(Error::NotConnected)` (or the reason the
     /// session ended) before connecting.
     pub fn send_disconnect(&mut self, now: Instant, data: Option<&[u8]>) -> Result<(), Error> {
-        let _guard = self.span().entered();
         if self.flags.get(Self::LOCAL_DISCONNECTED) {
             return if data.is_none() {
                 Ok(())
@@ -333,7 +329,6 @@ impl Session {
     /// §3.10.4). An undecided request is rejected; a pending connect is
     /// abandoned (RST). Closing a closed session does nothing.
     pub fn close(&mut self, now: Instant) {
-        let _guard = self.span().entered();
         if self.is_closed() || self.flags.get(Self::APP_CLOSED) {
             return;
         }
@@ -345,7 +340,10 @@ impl Session {
         let (input, args) = if !unread {
             (Input::AppClose, Args::default())
         } else if state::row(self.state, Input::AppCloseUnread).is_some() {
-            debug!(unread = self.rx.queued, "close with unread data: aborting");
+            debug!(
+                "session {}: close with {} bytes unread: aborting",
+                self.id, self.rx.queued
+            );
             (Input::AppCloseUnread, Args::default())
         } else {
             debug_assert!(
@@ -376,7 +374,6 @@ impl Session {
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let _guard = self.span().entered();
         self.check(Input::AppAbort)?;
         check_len(data, self.params.max_disconnect_data, DataKind::AbortData)?;
         self.flags.set(Self::APP_CLOSED, true);

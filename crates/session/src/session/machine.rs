@@ -2,12 +2,12 @@
 //! changes the state, sends control frames, issues FIN/RST, arms or clears
 //! timers and posts the connection events.
 
+use crate::fmt::{debug, trace};
 use bookend_wire::{
     AcceptRepr, ConnectRepr, FrameRepr, FrameType, Integrity, Reason, ReasonRepr, VERSION,
 };
 use bytes::Bytes;
 use core::time::Duration;
-use tracing::debug;
 
 use super::{EventKind, PeerDisconnect, Session};
 use crate::config::Options;
@@ -70,7 +70,10 @@ impl Session {
                         state: self.state,
                     },
                 ),
-                _ => debug!(state = %self.state, ?input, "no row: ignored"),
+                _ => debug!(
+                    "session {}: no row for {:?} in {}: ignored",
+                    self.id, input, self.state
+                ),
             }
             return;
         };
@@ -84,14 +87,14 @@ impl Session {
         // 1. Discard.
         match row.discard {
             Discard::Nothing => {}
-            Discard::Unsent => self.tx.discard_unsent(),
+            Discard::Unsent => self.discard_unsent(),
             Discard::All => self.tx.discard_all(),
             Discard::AllAndUnread => {
                 self.tx.discard_all();
                 self.discard_unread();
             }
             Discard::Both => {
-                self.tx.discard_unsent();
+                self.discard_unsent();
                 self.discard_unread();
             }
             Discard::TransportGone => self.tx.gone(),
@@ -146,7 +149,10 @@ impl Session {
             Next::To(s) => s,
         };
         if to != from {
-            debug!(from = %from, to = %to, input = ?row.input, "state");
+            debug!(
+                "session {} ({:?}): {} -> {} on {:?}",
+                self.id, self.role, from, to, row.input
+            );
             self.state = to;
             if !to.parses_frames() {
                 // Bytes are ignored from here on: a frame begun is dropped, so a
@@ -173,7 +179,16 @@ impl Session {
         }
     }
 
+    /// Throws away what the transport has not taken (§3.6).
+    fn discard_unsent(&mut self) {
+        let gone = self.tx.discard_unsent();
+        if gone > 0 {
+            trace!("session {}: {} unsent bytes discarded", self.id, gone);
+        }
+    }
+
     fn send_control(&mut self, control: Control, args: &Args<'_>) {
+        trace!("session {}: queues {:?}", self.id, control);
         match control {
             Control::Connect => {
                 let options = args.options.unwrap_or_else(|| self.proposed());
@@ -244,7 +259,7 @@ impl Session {
             Post::PeerDisconnected => EventKind::PeerDisconnected,
             Post::Closed(end) => {
                 let reason = self.close_reason_for(end, row, args);
-                debug!(reason = %reason, "closed");
+                debug!("session {}: closed: {}", self.id, reason);
                 self.tx.set_writable_wanted(false);
                 self.cold.make().close_reason = Some(reason);
                 EventKind::Closed
@@ -297,7 +312,10 @@ impl Session {
 
     /// The peer broke the protocol: the Violation row ends the session.
     pub(crate) fn violate(&mut self, now: Instant, v: Violation) {
-        debug!(violation = %v, state = %self.state, "protocol violation");
+        debug!(
+            "session {}: protocol violation in {}: {}",
+            self.id, self.state, v
+        );
         self.fire(
             now,
             Input::Violation,

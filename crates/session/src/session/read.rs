@@ -67,7 +67,6 @@ impl Session {
         if !self.rx.direct() || self.mode() != Mode::Stream || self.rx.queued > 0 {
             return (0, 0);
         }
-        let _guard = self.span().entered();
         self.rx.set_readable_posted(false);
         self.receive(now, wire, Some(out))
     }

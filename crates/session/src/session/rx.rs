@@ -7,6 +7,7 @@
 //! Control frames are assembled whole (bounded by their limits); DATA
 //! payloads and skipped unknown frames are streamed, never buffered as frames.
 
+use crate::fmt::{debug, trace};
 use alloc::collections::VecDeque;
 use bookend_wire::{
     AcceptRepr, ConnectRepr, Decoded, Error as WireError, Frame, FrameRepr, FrameType, HEADER_LEN,
@@ -15,7 +16,6 @@ use bookend_wire::{
 };
 use bytes::{Bytes, BytesMut};
 use core::time::Duration;
-use tracing::{debug, trace};
 
 use super::lazy::Lazy;
 use super::machine::Args;
@@ -525,7 +525,10 @@ impl Session {
                 self.end_message();
             }
         } else {
-            trace!(frame_type = %frame_type, len, "skipping unknown frame");
+            trace!(
+                "session {}: skipping unknown frame {} of {} bytes",
+                self.id, frame_type, len
+            );
             self.fire(
                 now,
                 input_kind,
@@ -604,7 +607,10 @@ impl Session {
         let max = self.params().limits().max_wire_body_len(t, fl);
         if len > max {
             if t == FrameType::Connect {
-                debug!(len, max, "CONNECT over the limit: refused from its header");
+                debug!(
+                    "session {}: CONNECT of {} bytes over its limit {}: refused from its header",
+                    self.id, len, max
+                );
                 self.refuse_connect(now, Reason::DATA_TOO_LARGE, None);
             } else {
                 let e = WireError::FrameTooLarge {
@@ -722,7 +728,7 @@ impl Session {
     }
 
     fn on_frame(&mut self, now: Instant, repr: FrameRepr<'_>, sink: &mut Sink<'_>, sealed: bool) {
-        trace!(frame = %repr.frame_type(), "received");
+        trace!("session {}: received {}", self.id, repr.frame_type());
         match repr {
             FrameRepr::Connect(c) => self.on_connect(now, c),
             FrameRepr::Accept(a) => self.on_accept(now, a, sealed),
@@ -775,7 +781,10 @@ impl Session {
                 }
             }
             FrameRepr::Unknown { frame_type, .. } => {
-                trace!(frame_type, "skipping unknown sealed frame");
+                trace!(
+                    "session {}: skipping unknown sealed frame type {}",
+                    self.id, frame_type
+                );
                 let args = Args {
                     frame: Some(FrameType::Unknown(frame_type)),
                     ..Args::default()
@@ -789,7 +798,7 @@ impl Session {
     /// `INTEGRITY` proposal, `None` when refused from the header alone (the
     /// row's integrity rule seals the REJECT by it, §2.5).
     fn refuse_connect(&mut self, now: Instant, reason: Reason, proposal: Option<Integrity>) {
-        debug!(%reason, "unservable CONNECT");
+        debug!("session {}: unservable CONNECT: {}", self.id, reason);
         let args = Args {
             reason: Some(reason),
             integrity: proposal,
@@ -851,7 +860,7 @@ impl Session {
         // From here on we seal exactly when integrity was granted: the
         // rows' integrity rule (§2.5).
         if self.config.require_integrity && granted.integrity != Integrity::Crc32c {
-            debug!("integrity required and not granted");
+            debug!("session {}: integrity required and not granted", self.id);
             let args = Args {
                 integrity: Some(granted.integrity),
                 ..Args::default()

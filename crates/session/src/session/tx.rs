@@ -5,7 +5,6 @@ use bookend_wire::{
     emit_header, emit_sealed_header, flags, header_len, seal_connect,
 };
 use bytes::{Buf, Bytes, BytesMut};
-use tracing::trace;
 
 use super::TransportAction;
 use super::lazy::Lazy;
@@ -162,7 +161,6 @@ impl Tx {
         // A CONNECT proposing integrity carries the check of its own bytes
         // (§2.5); any other frame is left as it is.
         let _ = seal_connect(&mut buf[at..]);
-        trace!(frame = %repr.frame_type(), len, sealed = seal, "queued");
     }
 
     /// Queues one DATA frame.
@@ -195,21 +193,17 @@ impl Tx {
         }
     }
 
-    /// Throws away every byte not yet handed to the transport (§3.6).
-    /// The rest of a frame partly handed out is kept: frames are never
-    /// torn.
-    pub(crate) fn discard_unsent(&mut self) {
+    /// Throws away every byte not yet handed to the transport (§3.6) and
+    /// says how many went. The rest of a frame partly handed out is kept:
+    /// frames are never torn.
+    pub(crate) fn discard_unsent(&mut self) -> usize {
         let keep = self.head_left as usize;
-        if let Some(buf) = self.buf.get_mut() {
-            if buf.len() > keep {
-                trace!(
-                    bytes = buf.len() - keep,
-                    kept = keep,
-                    "discarding unsent bytes"
-                );
-            }
-            buf.truncate(keep);
-        }
+        let Some(buf) = self.buf.get_mut() else {
+            return 0;
+        };
+        let gone = buf.len().saturating_sub(keep);
+        buf.truncate(keep);
+        gone
     }
 
     /// Throws away every byte not yet handed to the transport, the rest of

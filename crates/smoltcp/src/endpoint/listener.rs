@@ -4,12 +4,11 @@
 
 use alloc::vec::Vec;
 
+use crate::fmt::{debug, trace};
 use bookend_session::{Instant, Reason, Session, State};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
-use tracing::{debug, trace};
 
-use super::visit::conn_span;
 use super::{Conn, Endpoint, Fresh, Phase, PhaseEvent, Scratch, phase};
 use crate::transport::TcpConnection;
 
@@ -237,8 +236,11 @@ impl Endpoint {
             return;
         };
         phase::apply(&mut c.phase, why, &mut self.stats);
-        let _g = conn_span(c).entered();
-        debug!(remote = ?c.remote(), "evicting a connection that has not sent CONNECT");
+        debug!(
+            "session {}: evicting {:?}, which has not sent CONNECT",
+            c.session.id(),
+            c.remote()
+        );
         // Its ABORT and close reason need parts: from the pool, which the
         // next visit refills (an eviction storm is the high-load path).
         c.session.supply(&mut self.spares);
@@ -295,7 +297,10 @@ impl Endpoint {
             } else {
                 Phase::Pending
             };
-            trace!(?local, ?remote, "listener taken");
+            trace!(
+                "session {}: listener at {:?} taken by {:?}",
+                sid, local, remote
+            );
             let fresh = Fresh {
                 socket: h,
                 session,
@@ -392,7 +397,11 @@ impl Endpoint {
         evict.dedup();
         for &index in evict.iter() {
             if let Some(c) = self.conns[index].as_deref_mut() {
-                debug!(remote = ?c.remote(), "dropping duplicate half-open socket");
+                debug!(
+                    "session {}: dropping the duplicate half-open socket of {:?}",
+                    c.session.id(),
+                    c.remote()
+                );
                 c.session.supply(&mut self.spares);
                 if let Some(h) = c.take_socket() {
                     sockets.remove(h);

@@ -88,8 +88,17 @@ impl fmt::Display for Handle {
     }
 }
 
+/// `#index.generation`, as `Display` writes it.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Handle {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "#{=u32}.{=u32}", self.index, self.generation);
+    }
+}
+
 /// Names one listening port of an [`Endpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ListenerId(usize);
 
 /// A connect request as WSAAccept's condition function sees it.
@@ -149,9 +158,66 @@ pub enum EndpointEvent {
     Session(Event),
 }
 
+/// The request with its caller data's bytes.
+#[cfg(feature = "defmt")]
+impl defmt::Format for IncomingRequest {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "IncomingRequest {{ handle: {}, caller: {}, callee: {}, caller_data: {}, proposed: {}, grant: {} }}",
+            self.handle,
+            self.caller,
+            self.callee,
+            self.caller_data.as_deref(),
+            self.proposed,
+            self.grant
+        );
+    }
+}
+
+/// The decision with its data's bytes.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Decision {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Self::Accept {
+                callee_data,
+                granted,
+            } => defmt::write!(
+                f,
+                "Accept {{ callee_data: {}, granted: {} }}",
+                callee_data.as_deref(),
+                granted
+            ),
+            Self::Reject { reason, data } => {
+                defmt::write!(
+                    f,
+                    "Reject {{ reason: {}, data: {} }}",
+                    reason,
+                    data.as_deref()
+                )
+            }
+            Self::Defer => defmt::write!(f, "Defer"),
+        }
+    }
+}
+
+/// Each event with its data's bytes.
+#[cfg(feature = "defmt")]
+impl defmt::Format for EndpointEvent {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Self::Incoming(r) => defmt::write!(f, "Incoming({})", r),
+            Self::Accepted(r) => defmt::write!(f, "Accepted({})", r),
+            Self::Session(e) => defmt::write!(f, "Session({})", e),
+        }
+    }
+}
+
 /// SO_CONDITIONAL_ACCEPT's answer, given before any SYN-ACK is sent.
 #[cfg(feature = "conditional-accept")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TcpDecision {
     /// Send the SYN-ACK; the session-level condition (if any) runs on CONNECT.
     Accept,
@@ -169,6 +235,7 @@ pub enum TcpDecision {
 /// Errors of endpoint calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
     /// The configuration is unusable, and why.
     InvalidConfig(crate::ConfigError),
@@ -270,6 +337,7 @@ pub(super) struct Scratch {
 
 /// Counters for tests and monitoring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Stats {
     /// Connections taken from listening sockets.
     pub accepted_tcp: u64,

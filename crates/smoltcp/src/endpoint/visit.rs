@@ -18,10 +18,10 @@
 
 use alloc::collections::VecDeque;
 
+use crate::fmt::{debug, trace};
 use bookend_session::{CloseReason, Event, Instant, Reason, Spares};
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
-use tracing::{debug, trace};
 
 #[cfg(feature = "conditional-accept")]
 use super::TcpDecision;
@@ -54,13 +54,6 @@ pub(super) enum Visited {
     Finished,
 }
 
-/// The span of a connection's traces, built where it is entered rather than
-/// stored (a stored `tracing::Span` is 40 bytes per idle connection; a
-/// disabled span costs one callsite check).
-pub(super) fn conn_span(c: &Conn) -> tracing::Span {
-    tracing::debug_span!("conn", session = c.session.id(), local = ?c.local(), remote = ?c.remote())
-}
-
 impl Conn {
     /// Visits the connection (see the module docs for the steps).
     pub(super) fn visit(
@@ -70,7 +63,6 @@ impl Conn {
         t: Instant,
         sockets: &mut SocketSet<'_>,
     ) -> Visited {
-        let _g = conn_span(self).entered();
         match self.socket() {
             Some(h) if self.aborted().is_some() => self.tend_aborted(cx, h, t, sockets),
             Some(h) if self.lost_its_caller(sockets.get::<tcp::Socket>(h)) => {
@@ -128,7 +120,11 @@ impl Conn {
     ) {
         self.session.supply(cx.spares);
         let socket = sockets.get_mut::<tcp::Socket>(h);
-        debug!(state = %socket.state(), "reset in SYN-RECEIVED: dropping the socket");
+        debug!(
+            "session {}: reset in {}: dropping the socket",
+            self.session.id(),
+            socket.state()
+        );
         if socket.state() == tcp::State::Listen {
             sockets.remove(h);
             self.take_socket();
@@ -266,7 +262,11 @@ impl Conn {
                 Some(())
             }
             TcpDecision::Refuse => {
-                debug!("SO_CONDITIONAL_ACCEPT refused: RST");
+                debug!(
+                    "session {}: SO_CONDITIONAL_ACCEPT refused {:?}: RST",
+                    self.session.id(),
+                    self.remote()
+                );
                 socket.abort();
                 self.set_aborted(t);
                 phase::apply(&mut self.phase, PhaseEvent::SynRefused, cx.stats);
@@ -379,7 +379,11 @@ impl Conn {
         });
         if would_wait && full {
             // Nobody can take it now: the caller learns why (§6.4).
-            debug!("undecided requests at their bound: REJECT(BUSY)");
+            debug!(
+                "session {}: undecided requests at their bound: REJECT(BUSY) to {:?}",
+                self.session.id(),
+                self.remote()
+            );
             let _ = self.session.reject(t, Reason::BUSY, None);
             phase::apply(&mut self.phase, PhaseEvent::Busy, cx.stats);
             return;
@@ -394,7 +398,11 @@ impl Conn {
                     self.post(cx.events, handle, EndpointEvent::Accepted(request));
                 }
                 Err(e) => {
-                    debug!(error = %e, "condition function's accept refused; rejecting");
+                    debug!(
+                        "session {}: the condition function's accept refused ({}): rejecting",
+                        self.session.id(),
+                        e
+                    );
                     let _ = self.session.reject(t, Reason::REJECTED, None);
                     phase::apply(&mut self.phase, PhaseEvent::Rejected, cx.stats);
                 }
@@ -422,7 +430,11 @@ impl Conn {
     /// unconfirmed close is counted; a pending one is refused (and the
     /// application, if it was told of the request, is told it is gone).
     fn closed_in_background(&mut self, cx: &mut Cx<'_>, handle: Handle, reason: CloseReason) {
-        trace!(%reason, "closed in the background");
+        trace!(
+            "session {}: closed in the background: {}",
+            self.session.id(),
+            reason
+        );
         let unconfirmed = matches!(
             &reason,
             CloseReason::TimedOut(_)
@@ -485,7 +497,11 @@ impl Conn {
         let by = first.max(self.link.delivered_at() + grace);
         self.set_tcp_done_by(Some(by));
         if t >= by {
-            debug!(state = %socket.state(), "TCP close did not finish: aborting");
+            debug!(
+                "session {}: TCP close did not finish in {}: aborting",
+                self.session.id(),
+                socket.state()
+            );
             socket.abort();
             self.set_aborted(t);
             cx.stats.close_timeouts += 1;
