@@ -79,7 +79,6 @@ extern crate std;
 
 mod config;
 mod endpoint;
-mod flags;
 mod fmt;
 mod ports;
 pub mod transport;

@@ -11,8 +11,8 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 
 use super::{EndpointEvent, Fresh, IncomingRequest, Phase};
-use crate::flags::Flags;
 use crate::transport::Link;
+use bookend_link::Flags;
 
 /// One connection of the endpoint, from its creation (taken from a
 /// listener, or `connect`) until its slot is freed.

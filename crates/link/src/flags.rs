@@ -1,24 +1,24 @@
-//! A byte of one-bit flags, for the state kept per connection (`Conn`,
-//! [`Link`](crate::transport::Link)): one byte where a `bool` each would
-//! take one per flag and round the struct up (issue 10: idle memory).
+//! A byte of one-bit flags, for the state kept per connection ([`Link`](crate::Link),
+//! and the drivers' own per-connection records): one byte where a `bool`
+//! each would take one per flag and round the struct up (idle memory).
 
 /// One-bit flags; each user names its bits as `u8` constants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u8);
+pub struct Flags(u8);
 
 impl Flags {
     /// The flags `bits` set, the others clear.
-    pub(crate) const fn new(bits: u8) -> Self {
+    pub const fn new(bits: u8) -> Self {
         Self(bits)
     }
 
     /// Whether flag `f` is set.
-    pub(crate) fn get(self, f: u8) -> bool {
+    pub fn get(self, f: u8) -> bool {
         self.0 & f != 0
     }
 
     /// Sets or clears flag `f`.
-    pub(crate) fn set(&mut self, f: u8, on: bool) {
+    pub fn set(&mut self, f: u8, on: bool) {
         if on {
             self.0 |= f;
         } else {
