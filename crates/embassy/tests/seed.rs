@@ -1,0 +1,413 @@
+//! The seed scenario (the transaction totals of WSASendDisconnect's
+//! documentation) played by bookend-embassy over embassy-net stacks on a
+//! simulated wire, in virtual time: against itself in both modes, under
+//! loss, and against bookend-smoltcp on the same wire.
+//!
+//! Steps as the seed's table numbers them: the client (1) sends its
+//! transaction total with WSASendDisconnect; the server (2) gets FD_CLOSE
+//! (`recv` returns 0 in stream mode, WSAEDISCON in message mode), (3) reads
+//! the total with WSARecvDisconnect, (4) adds it to the grand total, (5)
+//! sends that with WSASendDisconnect and (5a) closes at once; the client (6)
+//! gets FD_CLOSE, (7) reads the grand total and (8) closes.
+
+mod support;
+
+use std::cell::Cell;
+use std::pin::pin;
+
+use bookend_embassy::{
+    CloseReason, Config, ConnectError, Error, Listener, Mode, Options, Reason, connect,
+};
+use embassy_futures::join::{join, join3};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_time::Duration;
+use support::{EmbassyPort, Wire, clock, run};
+
+const PORT: u16 = 7050;
+const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+
+/// The seed's clients: names (caller data) and transaction totals.
+const CLIENTS: [(&str, u64); 3] = [("client-1", 17), ("client-2", 25), ("client-3", 8)];
+
+/// TCP buffers per socket: small, as firmware's are.
+const BUF: usize = 1024;
+
+fn stack<'d>(
+    port: EmbassyPort,
+    addr: Ipv4Address,
+    resources: &'d mut StackResources<4>,
+    seed: u64,
+) -> (Stack<'d>, embassy_net::Runner<'d, EmbassyPort>) {
+    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(addr, 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    embassy_net::new(port, config, resources, seed)
+}
+
+/// A server configuration that serves both modes, the caller choosing
+/// (`ModeOffer::Both`): the server reads the granted mode.
+fn serves_both_modes() -> Config {
+    let mut session = bookend_embassy::session::Config::default();
+    session.offered_modes = bookend_embassy::session::ModeOffer::Both;
+    Config::with_session(session)
+}
+
+/// A stack's runner as a background task (it never returns).
+async fn runner(mut r: embassy_net::Runner<'_, EmbassyPort>) {
+    r.run().await
+}
+
+fn options(mode: Mode) -> Options {
+    Options {
+        mode,
+        ..Options::DEFAULT
+    }
+}
+
+/// One server slot: accepts one caller with a welcome naming it, reads its
+/// transactions and its total, answers with the grand total, closes (5a).
+/// Returns the client's total and how the session ended.
+async fn serve_one(stack: Stack<'_>, listener: &Listener, grand: &Cell<u64>) -> (u64, CloseReason) {
+    let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+    let incoming = listener
+        .accept(TcpSocket::new(stack, &mut rx, &mut tx))
+        .await
+        .expect("the listener arms");
+    let name = String::from_utf8(incoming.caller_data().expect("caller data").to_vec()).unwrap();
+    let welcome = format!("welcome, {name}");
+    let grant = incoming.grant();
+    let mut conn = incoming
+        .accept(Some(welcome.as_bytes()), grant)
+        .await
+        .expect("a valid grant");
+    // (2) FD_CLOSE after the transactions: recv returns 0, or WSAEDISCON.
+    let mut count = 0u64;
+    let mut buf = [0u8; 64];
+    match conn.options().mode {
+        Mode::Stream => loop {
+            match conn.recv(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => count += n as u64,
+                Err(e) => panic!("server recv: {e}"),
+            }
+        },
+        Mode::Message => loop {
+            match conn.recv_message(&mut buf).await {
+                Ok(n) => {
+                    assert_eq!(n, 1, "one transaction per message");
+                    count += 1;
+                }
+                Err(Error::Disconnected) => break,
+                Err(e) => panic!("server recv_message: {e}"),
+            }
+        },
+    }
+    // (3) The client's total, (4) the grand total.
+    let data = conn
+        .recv_disconnect()
+        .await
+        .expect("disconnect data")
+        .expect("some");
+    let total = u64::from_be_bytes(data[..].try_into().unwrap());
+    assert_eq!(
+        count, total,
+        "{name} sent as many transactions as its total"
+    );
+    grand.set(grand.get() + total);
+    // (5) The grand total, (5a) closesocket at once.
+    conn.send_disconnect(Some(&grand.get().to_be_bytes()))
+        .await
+        .expect("the send half is open");
+    (total, conn.close().await)
+}
+
+/// One client: connects with its name, sends `total` one-byte
+/// transactions, (1) its total as disconnect data, (6-7) reads the grand
+/// total, (8) closes. Returns the grand total and how the session ended.
+async fn client_one(
+    stack: Stack<'_>,
+    server: Ipv4Address,
+    name: &str,
+    total: u64,
+    mode: Mode,
+) -> (u64, CloseReason) {
+    let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+    let socket = TcpSocket::new(stack, &mut rx, &mut tx);
+    let (mut conn, callee_data) = connect(
+        socket,
+        (server, PORT),
+        Some(name.as_bytes()),
+        options(mode),
+        &Config::default(),
+    )
+    .await
+    .expect("accepted");
+    assert_eq!(
+        callee_data.as_deref(),
+        Some(format!("welcome, {name}").as_bytes())
+    );
+    assert_eq!(conn.options().mode, mode);
+    for _ in 0..total {
+        match mode {
+            Mode::Stream => conn.send_all(b"t").await.expect("send"),
+            Mode::Message => conn.send_message(b"t").await.expect("send_message"),
+        }
+    }
+    conn.send_disconnect(Some(&total.to_be_bytes()))
+        .await
+        .expect("(1) send_disconnect");
+    let grand = conn
+        .recv_disconnect()
+        .await
+        .expect("(7) the grand total")
+        .expect("some");
+    let grand = u64::from_be_bytes(grand[..].try_into().unwrap());
+    (grand, conn.close().await)
+}
+
+/// The seed scenario between two embassy-net stacks: three servers slots
+/// and three clients at once; returns the virtual time it took.
+fn seed_between_embassy_stacks(wire: &Wire, mode: Mode, limit: Duration) -> Duration {
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, serves_both_modes());
+    let grand = Cell::new(0);
+    let servers = join3(
+        serve_one(server_stack, &listener, &grand),
+        serve_one(server_stack, &listener, &grand),
+        serve_one(server_stack, &listener, &grand),
+    );
+    let clients = join3(
+        client_one(client_stack, SERVER, CLIENTS[0].0, CLIENTS[0].1, mode),
+        client_one(client_stack, SERVER, CLIENTS[1].0, CLIENTS[1].1, mode),
+        client_one(client_stack, SERVER, CLIENTS[2].0, CLIENTS[2].1, mode),
+    );
+    let scenario = join(servers, clients);
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let (out, took) = run(wire, limit, vec![a.as_mut(), b.as_mut()], scenario);
+    let ((s1, s2, s3), (c1, c2, c3)) = out;
+    for (total, reason) in [s1, s2, s3] {
+        assert!(CLIENTS.iter().any(|c| c.1 == total));
+        assert_eq!(reason, CloseReason::Graceful, "server side");
+    }
+    let grands = [c1, c2, c3];
+    for (grand, reason) in &grands {
+        assert_eq!(*reason, CloseReason::Graceful, "client side");
+        assert!(*grand <= 50);
+    }
+    assert_eq!(grand.get(), 50, "every total counted once");
+    assert!(
+        grands.iter().any(|(g, _)| *g == 50),
+        "the last client answered sees the whole grand total: {grands:?}"
+    );
+    took
+}
+
+#[test]
+fn seed_scenario_in_stream_mode_between_embassy_stacks() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let took = seed_between_embassy_stacks(&wire, Mode::Stream, Duration::from_secs(60));
+    // A lost wake-up would show as a stall of a timer's length (seconds):
+    // the exchange takes a few round trips of 2 ms.
+    assert!(
+        took < Duration::from_millis(200),
+        "took {} ms",
+        took.as_millis()
+    );
+}
+
+#[test]
+fn seed_scenario_in_message_mode_between_embassy_stacks() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let took = seed_between_embassy_stacks(&wire, Mode::Message, Duration::from_secs(60));
+    assert!(
+        took < Duration::from_millis(200),
+        "took {} ms",
+        took.as_millis()
+    );
+}
+
+#[test]
+fn seed_scenario_under_loss_in_both_modes() {
+    // One packet in 5, 7 and 10, both ways counted. (At one in 3 a FIN's
+    // retransmissions, backed off to seconds, can outlast the peer's
+    // 10 s linger timer: a timer doing its job, not a stall.)
+    for (mode, every) in [(Mode::Stream, 5), (Mode::Message, 7), (Mode::Message, 10)] {
+        let _clock = clock();
+        let wire = Wire::new(Duration::from_millis(5)).lossy(every);
+        // Retransmissions cost smoltcp's RTO (1 s at first), not a hang.
+        seed_between_embassy_stacks(&wire, mode, Duration::from_secs(600));
+        assert!(wire.dropped() > 0, "the wire dropped packets");
+    }
+}
+
+#[test]
+fn a_rejected_caller_gets_the_reason_and_the_data() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, Config::default());
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let incoming = listener
+            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+            .await
+            .unwrap();
+        assert_eq!(
+            incoming.caller_data().map(|b| &b[..]),
+            Some(&b"intruder"[..])
+        );
+        incoming
+            .reject(Reason::application(7), Some(b"not today"))
+            .await
+            .expect("a valid rejection")
+    };
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        match connect(
+            socket,
+            (SERVER, PORT),
+            Some(b"intruder"),
+            Options::DEFAULT,
+            &Config::default(),
+        )
+        .await
+        {
+            Err(ConnectError::Refused { reason, data }) => (reason, data),
+            other => panic!("expected a refusal, got {:?}", other.map(|(_, d)| d)),
+        }
+    };
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let (out, _) = run(
+        &wire,
+        Duration::from_secs(60),
+        vec![a.as_mut(), b.as_mut()],
+        join(server, client),
+    );
+    let (server_end, (reason, data)) = out;
+    assert_eq!(reason, Reason::application(7));
+    assert_eq!(data.as_deref(), Some(&b"not today"[..]));
+    assert!(
+        matches!(server_end, CloseReason::Rejected { reason } if reason == Reason::application(7)),
+        "{server_end:?}"
+    );
+}
+
+#[test]
+fn an_abort_delivers_its_reason_and_data_and_then_the_rst() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, Config::default());
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let incoming = listener
+            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+            .await
+            .unwrap();
+        let grant = incoming.grant();
+        let mut conn = incoming.accept(None, grant).await.unwrap();
+        let mut buf = [0u8; 16];
+        // The abort reaches a reader as the end of the session.
+        let err = conn.recv(&mut buf).await.expect_err("aborted");
+        (err, conn.closed().await, conn.session().state())
+    };
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        let (mut conn, _) = connect(
+            socket,
+            (SERVER, PORT),
+            None,
+            Options::DEFAULT,
+            &Config::default(),
+        )
+        .await
+        .unwrap();
+        let end = conn
+            .abort(Reason::application(3), Some(b"out of paper"))
+            .await
+            .expect("abort data within the limit");
+        (end, conn.is_finished())
+    };
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let (out, took) = run(
+        &wire,
+        Duration::from_secs(60),
+        vec![a.as_mut(), b.as_mut()],
+        join(server, client),
+    );
+    let ((err, server_end, _), (client_end, finished)) = out;
+    assert_eq!(
+        err,
+        Error::ConnectionAborted,
+        "the server's recv ends with WSAECONNABORTED"
+    );
+    match server_end {
+        CloseReason::Aborted { by, reason, data } => {
+            assert_eq!(by, bookend_embassy::session::Side::Peer);
+            assert_eq!(reason, Reason::application(3));
+            assert_eq!(data.as_deref(), Some(&b"out of paper"[..]));
+        }
+        other => panic!("the server saw {other:?}"),
+    }
+    assert!(matches!(
+        client_end,
+        CloseReason::Aborted {
+            by: bookend_embassy::session::Side::Local,
+            ..
+        }
+    ));
+    assert!(
+        finished,
+        "abort returns with TCP's side finished (the RST sent)"
+    );
+    // The RST follows the acknowledged ABORT at once, not after a bound.
+    assert!(
+        took < Duration::from_millis(500),
+        "took {} ms",
+        took.as_millis()
+    );
+}
+
+#[test]
+fn a_connect_the_session_refuses_fails_before_tcp_connects() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rc = StackResources::<4>::new();
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        // A message size over the receive buffer the session has.
+        let bad = Options {
+            max_message_size: u32::MAX,
+            ..Options::DEFAULT
+        };
+        connect(socket, (SERVER, PORT), None, bad, &Config::default())
+            .await
+            .map(|_| ())
+    };
+    let mut b = pin!(runner(client_runner));
+    let (r, took) = run(&wire, Duration::from_secs(5), vec![b.as_mut()], client);
+    assert_eq!(r, Err(ConnectError::Session(Error::InvalidGrant)));
+    assert!(
+        took < Duration::from_millis(1),
+        "no SYN was sent: nothing waited"
+    );
+}
