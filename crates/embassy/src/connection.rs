@@ -15,7 +15,7 @@ use core::time::Duration;
 
 use bookend_link::Link;
 use bookend_session::{
-    CloseReason, ConnectRequest, Error, Event, Instant, Options, Reason, Session,
+    CloseReason, ConnectRequest, Error, Event, Instant, Options, Reason, Session, Spares,
 };
 use bytes::Bytes;
 use embassy_net::IpEndpoint;
@@ -371,6 +371,12 @@ impl<'a> Connection<'a> {
             fin_seen: &mut self.fin_seen,
         };
         self.link.note_unacknowledged(&conn);
+        if !self.session.has_output() && self.session.recv_queue() == 0 {
+            // Quiet: the session's empty buffers go back to the heap (a
+            // pool of none), so that an idle connection holds no heap at
+            // all; it allocates again when it next has something to hold.
+            self.session.trim(&mut Spares::new(0));
+        }
         while let Some(e) = self.session.poll_event() {
             match e {
                 Event::ConnectRequest(r) => self.request = Some(r),

@@ -21,7 +21,7 @@ use bookend_embassy::{
 use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
-use embassy_time::Duration;
+use embassy_time::{Duration, Timer};
 use support::{EmbassyPort, Wire, clock, run};
 
 const PORT: u16 = 7050;
@@ -410,4 +410,86 @@ fn a_connect_the_session_refuses_fails_before_tcp_connects() {
         took < Duration::from_millis(1),
         "no SYN was sent: nothing waited"
     );
+}
+
+/// What a connection costs in memory: its own struct (in the task's future,
+/// with the session inline) and the heap it holds. Idle, a connection
+/// holds no heap: the session's buffers go back when it goes quiet. The
+/// TCP buffers are the application's (here 2 x 1 KiB per socket).
+#[test]
+fn an_idle_connection_holds_no_heap() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, Config::default());
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let incoming = listener
+            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+            .await
+            .unwrap();
+        let grant = incoming.grant();
+        let mut conn = incoming.accept(Some(b"welcome"), grant).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        conn.send_all(b"hello back").await.unwrap();
+        // Idle now, until the client disconnects.
+        let mut peak_idle = usize::MAX;
+        if conn.recv(&mut buf).await == Ok(0) {
+            peak_idle = conn.session().heap_bytes();
+        }
+        let _ = conn.recv_disconnect().await;
+        conn.close().await;
+        peak_idle
+    };
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        let (mut conn, _) = connect(
+            socket,
+            (SERVER, PORT),
+            Some(b"c"),
+            Options::DEFAULT,
+            &Config::default(),
+        )
+        .await
+        .unwrap();
+        conn.send_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello back");
+        // Everything read and sent: a quiet, connected session.
+        Timer::after(Duration::from_millis(100)).await;
+        let idle = {
+            // One pump with nothing to do, as any call would make.
+            conn.send(&[]).await.unwrap();
+            conn.session().heap_bytes()
+        };
+        conn.send_disconnect(None).await.unwrap();
+        let _ = conn.recv_disconnect().await;
+        (idle, conn.close().await)
+    };
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let ((server_idle, (client_idle, end)), _) = run(
+        &wire,
+        Duration::from_secs(60),
+        vec![a.as_mut(), b.as_mut()],
+        join(server, client),
+    );
+    assert_eq!(end, CloseReason::Graceful);
+    assert_eq!(client_idle, 0, "an idle connected caller holds no heap");
+    assert_eq!(
+        server_idle, 0,
+        "a callee idle after the peer's DISCONNECT (no data) holds no heap"
+    );
+    let size = std::mem::size_of::<bookend_embassy::Connection<'static>>();
+    eprintln!(
+        "Connection: {size} B, of which Session {} B; heap idle: caller {client_idle} B, callee after DISCONNECT {server_idle} B",
+        std::mem::size_of::<bookend_embassy::session::Session>()
+    );
+    assert!(size <= 512, "a connection is {size} B");
 }

@@ -14,7 +14,7 @@
 //! embassy-time's mock clock to the wire's next delivery or by one
 //! millisecond. So a driver that forgets to register a waker stalls here
 //! as it would on hardware (the run's virtual time then shows it), and the
-//! run is the same every time.
+//! run is the same every time. `WIRE_TRACE=1` prints every packet.
 
 #![allow(dead_code)]
 
@@ -108,6 +108,14 @@ impl Wire {
     }
 
     fn send(&self, from: usize, bytes: Vec<u8>) {
+        if std::env::var_os("WIRE_TRACE").is_some() {
+            eprintln!(
+                "{} ms: {from} -> {}: {:02x?}",
+                Instant::now().as_millis(),
+                1 - from,
+                &bytes[..bytes.len().min(60)]
+            );
+        }
         let mut w = self.0.borrow_mut();
         w.sent += 1;
         if w.loss_every > 0 && w.sent.is_multiple_of(w.loss_every) {
