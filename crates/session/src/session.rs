@@ -212,6 +212,18 @@ impl EventQueue {
         self.0 |= (k as u32) << (4 * self.len());
     }
 
+    /// Takes `k` out of the queue, the others keeping their order.
+    fn remove(&mut self, k: EventKind) {
+        let mut kept = Self::default();
+        let mut rest = *self;
+        while let Some(e) = rest.pop() {
+            if e != k {
+                kept.push(e);
+            }
+        }
+        *self = kept;
+    }
+
     fn pop(&mut self) -> Option<EventKind> {
         let code = (self.0 & 0xF) as u8;
         self.0 >>= 4;

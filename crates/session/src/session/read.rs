@@ -33,6 +33,8 @@ impl Session {
             if more {
                 // Winsock re-posts FD_READ while data remains after a recv.
                 self.post_readable();
+            } else {
+                self.withdraw_readable_if_drained();
             }
             return Ok(n);
         }
@@ -119,6 +121,8 @@ impl Session {
         self.rx.messages_charge -= (msg.len() + MESSAGE_OVERHEAD) as u32;
         if more {
             self.post_readable();
+        } else {
+            self.withdraw_readable_if_drained();
         }
         msg
     }

@@ -949,6 +949,18 @@ impl Session {
         }
     }
 
+    /// A read took the last of what was readable: a `Readable` still queued
+    /// (re-posted by an earlier read that left some, Winsock's re-enabled
+    /// FD_READ) announces nothing any more and is withdrawn, so that the
+    /// application never polls FD_READ with nothing to read, after FD_CLOSE
+    /// least of all (`Event::Readable`'s contract).
+    pub(super) fn withdraw_readable_if_drained(&mut self) {
+        if !self.has_unread() {
+            self.events.remove(super::EventKind::Readable);
+            self.rx.set_readable_posted(false);
+        }
+    }
+
     /// Whether received data waits for the application: buffered, or held
     /// in the transport for direct receive. Closing then is an abort (§5.3).
     pub(super) fn has_unread(&self) -> bool {
