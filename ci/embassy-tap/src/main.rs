@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bookend_embassy::{CloseReason, Config, Options, connect};
+use bookend_embassy::{CloseReason, Config, connect};
 use embassy_executor::{Executor, Spawner};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
@@ -110,7 +110,7 @@ async fn client(stack: Stack<'static>, name: &'static str, total: u64, done: mps
         socket,
         (host, PORT),
         Some(name.as_bytes()),
-        Options::DEFAULT,
+        bookend_embassy::FIRMWARE_OPTIONS,
         &Config::default(),
     )
     .await

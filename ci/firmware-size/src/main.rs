@@ -20,7 +20,7 @@ use core::cell::{Cell, RefCell};
 use core::task::Context;
 
 #[cfg(not(feature = "raw"))]
-use bookend_embassy::{Config, Options, connect};
+use bookend_embassy::{Config, connect};
 use cortex_m_rt::exception;
 use critical_section::Mutex;
 use embassy_executor::Spawner;
@@ -174,14 +174,9 @@ async fn main(spawner: Spawner) {
 /// disconnect data, (6-7) the grand total, (8) closesocket.
 #[cfg(not(feature = "raw"))]
 async fn exchange(socket: TcpSocket<'static>, server: (Ipv4Address, u16)) {
-    let Ok((mut conn, _welcome)) = connect(
-        socket,
-        server,
-        Some(b"client-1"),
-        Options::DEFAULT,
-        &Config::default(),
-    )
-    .await
+    let config = Config::default();
+    let Ok((mut conn, _welcome)) =
+        connect(socket, server, Some(b"client-1"), config.options(), &config).await
     else {
         return;
     };

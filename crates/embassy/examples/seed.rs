@@ -15,7 +15,7 @@ mod support;
 use std::cell::Cell;
 use std::pin::pin;
 
-use bookend_embassy::{Config, Listener, Options, connect};
+use bookend_embassy::{Config, Listener, connect};
 use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
@@ -58,7 +58,7 @@ async fn client(stack: Stack<'_>, name: &str, total: u64) {
         socket,
         (SERVER, PORT),
         Some(name.as_bytes()),
-        Options::DEFAULT,
+        bookend_embassy::FIRMWARE_OPTIONS,
         &Config::default(),
     )
     .await
@@ -101,7 +101,7 @@ fn main() {
         2,
     );
 
-    let listener = Listener::new(PORT, Config::default());
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let grand = Cell::new(0);
     let servers = join3(
         serve(server_stack, &listener, &grand),

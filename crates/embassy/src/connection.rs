@@ -43,8 +43,17 @@ pub(crate) fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
 
+/// The session's deadline `t` on embassy-time's clock, rounded up to its
+/// tick: rounded down, a timer would fire just before the deadline, find
+/// nothing due and fire again at once until the clock reached it.
 fn at(t: Instant) -> embassy_time::Instant {
-    embassy_time::Instant::from_micros(t.total_micros())
+    let us = t.total_micros();
+    let at = embassy_time::Instant::from_micros(us);
+    if at.as_micros() < us {
+        at + embassy_time::Duration::from_ticks(1)
+    } else {
+        at
+    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -76,7 +85,8 @@ pub struct Connection<'a> {
     pub(crate) session: Session,
     link: Link,
     config: Config,
-    fin_seen: bool,
+    /// The peer's FIN was received (`tcp::Tcp::peer_fin`).
+    peer_fin: bool,
     /// The handshake's outcome, until taken.
     pub(crate) answer: Option<Answer>,
     /// The caller's request (callee), until taken.
@@ -94,7 +104,7 @@ impl<'a> Connection<'a> {
             session,
             link,
             config,
-            fin_seen: false,
+            peer_fin: false,
             answer: None,
             request: None,
             finished: false,
@@ -268,25 +278,25 @@ impl<'a> Connection<'a> {
     ) -> R {
         loop {
             let t = now();
-            self.step(t);
+            let progress = self.step(t);
             if let Some(r) = f(&mut self.session, t) {
                 // What the command queued goes to TCP now, not at the next
                 // wake-up.
                 self.step(t);
                 return r;
             }
-            self.wait().await;
+            self.wait(progress).await;
         }
     }
 
     /// Waits, pumping, until `ready` says yes.
     pub(crate) async fn until<R>(&mut self, mut ready: impl FnMut(&mut Self) -> Option<R>) -> R {
         loop {
-            self.step(now());
+            let progress = self.step(now());
             if let Some(r) = ready(self) {
                 return r;
             }
-            self.wait().await;
+            self.wait(progress).await;
         }
     }
 
@@ -294,23 +304,33 @@ impl<'a> Connection<'a> {
     /// (bounded by `tcp_close_timeout`, or by the give-up time while bytes
     /// are unacknowledged and TCP still delivers), or the RST sent.
     async fn finish(&mut self) -> CloseReason {
+        self.finish_within(None).await
+    }
+
+    /// [`finish`](Self::finish), TCP's side bounded by `bound` when given.
+    pub(crate) async fn finish_within(&mut self, bound: Option<Duration>) -> CloseReason {
         let reason = self
             .until(|c| {
-                // The RST an abort asked for waits for the ABORT's
-                // acknowledgement: the pump sends it.
+                // Everything the session queued goes to TCP first: an ABORT
+                // (set as the close reason when queued) and the RST after
+                // it, which waits for the ABORT's acknowledgement or the
+                // abort-flush timers; the pump sends them.
+                let drained = !c.session.has_output() || c.link.aborted() || c.link.gone();
                 let rst_due = c.link.reset_pending();
-                c.session.close_reason().filter(|_| !rst_due).cloned()
+                c.session
+                    .close_reason()
+                    .filter(|_| drained && !rst_due)
+                    .cloned()
             })
             .await;
         if !self.finished {
-            self.finished = true;
-            let bound = if tcp::unacknowledged(&self.socket) {
+            let bound = bound.unwrap_or(if tcp::unacknowledged(&self.socket) {
                 self.config
                     .give_up_after()
                     .max(self.config.tcp_close_timeout)
             } else {
                 self.config.tcp_close_timeout
-            };
+            });
             // embassy-net's `flush` waits for our bytes and FIN to be
             // acknowledged, or for a RST to be sent (embassy #1471, #3198).
             let bound = embassy_time::Duration::from_micros(bound.as_micros() as u64);
@@ -330,6 +350,9 @@ impl<'a> Connection<'a> {
                 )
                 .await;
             }
+            // Only now: a `close` or `abort` after a cancelled one still
+            // flushes.
+            self.finished = true;
         }
         reason
     }
@@ -337,7 +360,9 @@ impl<'a> Connection<'a> {
     /// One round of work at `t`: the pump (as often as it moves something
     /// that makes another worthwhile), the user timeout taken over once the
     /// session keeps its own liveness, and the session's events noted.
-    pub(crate) fn step(&mut self, t: Instant) {
+    /// Returns whether anything moved.
+    pub(crate) fn step(&mut self, t: Instant) -> bool {
+        let mut progress = false;
         let keepalive = self.session.options().keepalive_ms;
         if !self.link.owns_timeout() && self.session.is_connected() && keepalive > 0 {
             // From here the pump keeps the user timeout, the peer's PINGs
@@ -350,11 +375,12 @@ impl<'a> Connection<'a> {
         for _ in 0..PUMPS_PER_STEP {
             let mut conn = Tcp {
                 socket: &mut self.socket,
-                fin_seen: &mut self.fin_seen,
+                peer_fin: &mut self.peer_fin,
             };
             if !self.link.pump(&mut self.session, &mut conn, t, abort_ack) {
                 break;
             }
+            progress = true;
             let more = self.session.poll_timeout().is_some_and(|d| d <= t)
                 || (self.session.has_output()
                     && self.socket.send_queue() < self.socket.send_capacity());
@@ -368,7 +394,7 @@ impl<'a> Connection<'a> {
         }
         let conn = Tcp {
             socket: &mut self.socket,
-            fin_seen: &mut self.fin_seen,
+            peer_fin: &mut self.peer_fin,
         };
         self.link.note_unacknowledged(&conn);
         if !self.session.has_output() && self.session.recv_queue() == 0 {
@@ -378,6 +404,7 @@ impl<'a> Connection<'a> {
             self.session.trim(&mut Spares::new(0));
         }
         while let Some(e) = self.session.poll_event() {
+            progress = true;
             match e {
                 Event::ConnectRequest(r) => self.request = Some(r),
                 Event::Connected { callee_data, .. } => {
@@ -391,19 +418,29 @@ impl<'a> Connection<'a> {
                 Event::Readable | Event::Writable | Event::PeerDisconnected | Event::Closed(_) => {}
             }
         }
+        progress
     }
 
     /// Sleeps until the socket has news for the pump (bytes, room, an
     /// acknowledgement, a state change) or the next deadline (the session's
-    /// timers, the pump's user timeout and pending RST).
-    async fn wait(&mut self) {
+    /// timers, the pump's user timeout and pending RST). `progress`: the
+    /// step before it moved something.
+    ///
+    /// A wait that would end at once after a step that moved nothing yields
+    /// to the executor first: a condition the pump cannot act on must not
+    /// keep this task from ever returning `Pending` (the stack's runner, and
+    /// every other task, would starve).
+    async fn wait(&mut self, progress: bool) {
         let conn = Tcp {
             socket: &mut self.socket,
-            fin_seen: &mut self.fin_seen,
+            peer_fin: &mut self.peer_fin,
         };
         let mut deadline = earliest(self.session.poll_timeout(), self.link.poll_at(&conn));
         let want_room = self.session.has_output() || self.session.send_queue() > 0;
-        let unacked = tcp::unacknowledged(&self.socket);
+        // The flush is waited on only where it would wait: one that is ready
+        // at once (a CLOSED socket whose send buffer still holds bytes) would
+        // end every wait at once.
+        let unacked = tcp::unacknowledged(&self.socket) && tcp::flush_pends(&self.socket);
         // Bytes the session did not take: the reader's wake-up would fire at
         // once; look again after a while instead (see the constant).
         let held_back = self.socket.recv_queue() > 0;
@@ -439,21 +476,24 @@ impl<'a> Connection<'a> {
             }
         });
         let mut first = true;
-        poll_fn(|cx| {
+        let at_once = poll_fn(|cx| {
             if !first {
-                return Poll::Ready(());
+                return Poll::Ready(false);
             }
             first = false;
             let ready = readable.as_mut().poll(cx).is_ready()
                 | writable.as_mut().poll(cx).is_ready()
                 | timer.as_mut().poll(cx).is_ready();
             if ready {
-                Poll::Ready(())
+                Poll::Ready(true)
             } else {
                 Poll::Pending
             }
         })
         .await;
+        if at_once && !progress {
+            embassy_futures::yield_now().await;
+        }
     }
 
     /// Whether TCP's side is done (after `close`, `abort` or `closed`).

@@ -27,7 +27,7 @@ on embassy-net's sockets, not on a shared `Interface`.
 
 ```no_run
 # async fn run(stack: embassy_net::Stack<'_>) -> Result<(), bookend_embassy::ConnectError> {
-use bookend_embassy::{Config, Options, connect};
+use bookend_embassy::{Config, connect};
 use embassy_net::tcp::TcpSocket;
 
 let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
@@ -35,7 +35,7 @@ let config = Config::default();
 let socket = TcpSocket::new(stack, &mut rx, &mut tx);
 let remote = (embassy_net::Ipv4Address::new(10, 0, 0, 1), 7050);
 // WSAConnect with caller data; the callee's data comes back.
-let (mut conn, callee_data) = connect(socket, remote, Some(b"client-1"), Options::DEFAULT, &config).await?;
+let (mut conn, callee_data) = connect(socket, remote, Some(b"client-1"), config.options(), &config).await?;
 conn.send_all(&17u64.to_be_bytes()).await.ok();
 // WSASendDisconnect, then closesocket at once: both still delivered (5a).
 conn.send_disconnect(None).await.ok();
@@ -104,10 +104,45 @@ pub struct Config {
 /// [`Config::give_up_after`] adds to the user timeout.
 pub const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The options a firmware connection proposes and grants by default
+/// ([`Config::default`]'s): frames of 1 KiB, messages of 2 KiB, 256 bytes of
+/// connect and disconnect data, keepalive and integrity as the protocol's
+/// defaults. The host defaults (16 KiB frames, 64 KiB messages and user
+/// data) would let one peer's frame or message take a small heap.
+pub const FIRMWARE_OPTIONS: Options = Options {
+    max_frame_size: 1024,
+    max_message_size: 2048,
+    max_connect_data: 256,
+    max_disconnect_data: 256,
+    ..Options::DEFAULT
+};
+
+/// The session buffers of [`Config::default`]: 4 KiB each way.
+pub const FIRMWARE_SESSION_BUFFER: usize = 4 * 1024;
+
+/// The session configuration of [`Config::default`]: [`FIRMWARE_OPTIONS`],
+/// [`FIRMWARE_SESSION_BUFFER`] each way, a 10 s handshake (a caller that
+/// connects and says nothing holds a socket of a small pool no longer) and
+/// a 30 s connect timer (beyond the callee's 10 s decision timer); the
+/// other timers as the session's defaults.
+pub fn firmware_session_config() -> bookend_session::Config {
+    let mut c = bookend_session::Config::default();
+    c.options = FIRMWARE_OPTIONS;
+    c.recv_buffer = FIRMWARE_SESSION_BUFFER;
+    c.send_buffer = FIRMWARE_SESSION_BUFFER;
+    c.handshake_timeout = Duration::from_secs(10);
+    c.connect_timeout = Duration::from_secs(30);
+    c
+}
+
+/// Firmware-sized: [`firmware_session_config`], so that the heap a
+/// connection can be made to hold is bounded by a few KiB whatever the peer
+/// sends (6 KiB measured with a peer flooding an application that does not
+/// read: the receive buffer and the frame being assembled).
 impl Default for Config {
     fn default() -> Self {
         Self {
-            session: Arc::new(bookend_session::Config::default()),
+            session: Arc::new(firmware_session_config()),
             tcp_timeout: Duration::from_secs(300),
             tcp_keep_alive: Duration::from_secs(10),
             tcp_close_timeout: Duration::from_secs(10),
@@ -123,6 +158,12 @@ impl Config {
             session: Arc::new(session),
             ..Self::default()
         }
+    }
+
+    /// The options this configuration proposes as a caller (and grants at
+    /// most as a callee): pass them to [`connect`], changed as needed.
+    pub fn options(&self) -> Options {
+        self.session.options
     }
 
     /// When a connection without progress is given up: `tcp_timeout` plus

@@ -45,8 +45,13 @@ impl core::error::Error for AcceptError {}
 
 impl Listener {
     /// A listener on `port` whose connections use `config`.
-    pub fn new(port: u16, config: Config) -> Self {
-        Self { port, config }
+    ///
+    /// This function returns the configuration's error if the sessions'
+    /// configuration is unusable: checked here, so that no caller's TCP
+    /// connection is taken only to be dropped.
+    pub fn new(port: u16, config: Config) -> Result<Self, bookend_session::ConfigError> {
+        config.session.validate()?;
+        Ok(Self { port, config })
     }
 
     /// The port.
@@ -57,12 +62,13 @@ impl Listener {
     /// Waits for a caller on `socket` (a closed embassy-net socket, with the
     /// application's buffers) and for its CONNECT: the request, undecided
     /// (FD_ACCEPT, then the condition function's arguments). A caller that
-    /// ends before its CONNECT is complete (its FIN or RST, the handshake
-    /// timer, a protocol error) is finished with and the socket listens
+    /// ends before the application could decide (its FIN, RST or ABORT, the
+    /// handshake timer, a protocol error, a CONNECT the session refused) is
+    /// finished with, within `tcp_close_timeout`, and the socket listens
     /// again, unseen by the application.
     ///
     /// This function returns `Err(AcceptError::Tcp)` if embassy-net will not
-    /// listen, and `Err(AcceptError::Config)` for an unusable configuration.
+    /// listen.
     pub async fn accept<'a>(&self, mut socket: TcpSocket<'a>) -> Result<Incoming<'a>, AcceptError> {
         loop {
             socket.accept(self.port).await.map_err(AcceptError::Tcp)?;
@@ -78,6 +84,12 @@ impl Listener {
                         .or_else(|| c.session.close_reason().cloned().map(Err))
                 })
                 .await;
+            // A request whose session already ended (its CONNECT and the
+            // caller's ABORT in one segment) is not one to decide.
+            let got = got.and_then(|r| match conn.session.close_reason() {
+                None => Ok(r),
+                Some(reason) => Err(reason.clone()),
+            });
             match got {
                 Ok(request) => {
                     return Ok(Incoming {
@@ -86,16 +98,21 @@ impl Listener {
                     });
                 }
                 Err(reason) => {
-                    let _ = conn.closed().await;
+                    // Nothing of the application's is at stake: TCP's side
+                    // gets `tcp_close_timeout` at most, not the give-up time
+                    // (a caller gone silent would hold the socket minutes).
+                    let _ = conn
+                        .finish_within(Some(self.config.tcp_close_timeout))
+                        .await;
                     debug!(
-                        "session {}: ended before its CONNECT: {}",
+                        "session {}: ended before a decision: {}",
                         conn.session.id(),
                         reason
                     );
                     socket = conn.into_socket();
-                    if socket.state() != State::Closed {
-                        // TIME-WAIT after the FIN exchange: the socket is
-                        // needed again now.
+                    if !matches!(socket.state(), State::Closed | State::TimeWait) {
+                        // smoltcp listens again from CLOSED or TIME-WAIT;
+                        // anything else was cut short above: reset it.
                         socket.abort();
                         let _ = embassy_time::with_timeout(
                             embassy_time::Duration::from_secs(1),

@@ -16,9 +16,19 @@ use embassy_net::tcp::{State, TcpSocket};
 /// One embassy-net TCP socket seen as a [`TcpConnection`], for one pump.
 pub(crate) struct Tcp<'s, 'a> {
     pub(crate) socket: &'s mut TcpSocket<'a>,
-    /// The peer's FIN was seen: a socket that is CLOSED afterwards ended
-    /// after it (a reset, or the FIN exchange's last ACK), not instead of it.
-    pub(crate) fin_seen: &'s mut bool,
+    /// The peer's FIN was received (seen in the socket's state: CLOSE-WAIT,
+    /// LAST-ACK, CLOSING, TIME-WAIT, or reported by a read): a socket that
+    /// is CLOSED afterwards ended after it (the FIN exchange's last ACK),
+    /// not by a reset. embassy-net does not say which it was.
+    pub(crate) peer_fin: &'s mut bool,
+}
+
+/// Whether `state` is one the peer's FIN leads to.
+fn after_peer_fin(state: State) -> bool {
+    matches!(
+        state,
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+    )
 }
 
 /// Whether `state` is past the three-way handshake.
@@ -31,10 +41,25 @@ pub(crate) fn established(state: State) -> bool {
 }
 
 /// Whether anything we sent awaits the peer's acknowledgement: bytes, our
-/// SYN (the session's CONNECT waits behind it) or our FIN.
+/// SYN (the session's CONNECT waits behind it) or our FIN. Nothing does
+/// once the connection is CLOSED, whatever its send buffer still holds
+/// (smoltcp leaves it there after a RST).
 pub(crate) fn unacknowledged(socket: &TcpSocket<'_>) -> bool {
     use State::*;
-    socket.send_queue() > 0 || matches!(socket.state(), SynSent | FinWait1 | Closing | LastAck)
+    let state = socket.state();
+    state != Closed
+        && (socket.send_queue() > 0 || matches!(state, SynSent | FinWait1 | Closing | LastAck))
+}
+
+/// Whether embassy-net's `flush` would wait now (its own condition): our
+/// bytes or FIN unacknowledged, or an RST not yet sent. A wait on a flush
+/// that would not is a wait that ends at once.
+pub(crate) fn flush_pends(socket: &TcpSocket<'_>) -> bool {
+    use State::*;
+    let state = socket.state();
+    (socket.send_queue() > 0 && state != Closed)
+        || matches!(state, FinWait1 | Closing | LastAck)
+        || (state == Closed && socket.remote_endpoint().is_some())
 }
 
 impl TcpConnection for Tcp<'_, '_> {
@@ -43,30 +68,40 @@ impl TcpConnection for Tcp<'_, '_> {
     }
 
     fn recv(&mut self, consume: &mut dyn FnMut(&[u8]) -> usize) -> RecvOutcome {
+        let state = self.socket.state();
+        if after_peer_fin(state) {
+            *self.peer_fin = true;
+        }
+        // CLOSED without the peer's FIN: reset (or timed out).
+        let reset = state == State::Closed && !*self.peer_fin;
+        let (mut offered, mut taken) = (0, 0);
         let read = self.socket.read_with(|buf| {
             let n = if buf.is_empty() { 0 } else { consume(buf) };
+            (offered, taken) = (buf.len(), n);
             (n, n)
         });
         match poll_once(read) {
+            // A reset connection's receive queue is flushed (RFC 9293
+            // §3.10.7.4; Winsock's WSAECONNRESET discards unread data):
+            // what the session cannot take now is lost, and the session
+            // learns of the reset at once, not once its application has
+            // read (it may be waiting for something else).
+            Poll::Ready(Ok(_)) if reset && taken < offered => RecvOutcome::Gone,
             Poll::Ready(Ok(n)) => RecvOutcome::Read(n),
             Poll::Pending => RecvOutcome::Read(0),
             // embassy-net reports the peer's FIN and the connection's loss
             // alike from `read_with` (embassy #3252): the state tells them
             // apart. After a FIN the receive half is closed with the
             // connection still up; CLOSED is gone, unless a FIN came first.
+            Poll::Ready(Err(_)) if reset => RecvOutcome::Gone,
+            Poll::Ready(Err(_))
+                if matches!(state, State::Listen | State::SynSent | State::SynReceived) =>
+            {
+                RecvOutcome::Read(0)
+            }
             Poll::Ready(Err(_)) => {
-                let state = self.socket.state();
-                if state == State::Closed && !*self.fin_seen {
-                    RecvOutcome::Gone
-                } else if state == State::Listen
-                    || state == State::SynSent
-                    || state == State::SynReceived
-                {
-                    RecvOutcome::Read(0)
-                } else {
-                    *self.fin_seen = true;
-                    RecvOutcome::Fin
-                }
+                *self.peer_fin = true;
+                RecvOutcome::Fin
             }
         }
     }

@@ -232,7 +232,7 @@ async fn embassy_client(
     let socket = TcpSocket::new(stack, &mut rx, &mut tx);
     let options = Options {
         mode,
-        ..Options::DEFAULT
+        ..bookend_embassy::FIRMWARE_OPTIONS
     };
     let (mut conn, welcome) = connect(
         socket,
@@ -313,7 +313,7 @@ fn bookend_smoltcp_clients_against_an_embassy_server() {
     // The embassy server at 10.0.0.1, the smoltcp clients at 10.0.0.2.
     let mut rs = StackResources::<4>::new();
     let (stack, r) = embassy_stack(wire.embassy(0), Ipv4Address::new(10, 0, 0, 1), &mut rs);
-    let listener = Listener::new(PORT, Config::default());
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let grand = std::cell::Cell::new(0u64);
     let serve = async |stack: Stack<'_>| {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);

@@ -20,9 +20,9 @@ use bookend_embassy::{
 };
 use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net::{Ipv4Address, Stack, StackResources};
 use embassy_time::{Duration, Timer};
-use support::{EmbassyPort, Wire, clock, run};
+use support::{Wire, clock, run, runner, stack};
 
 const PORT: u16 = 7050;
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
@@ -34,37 +34,16 @@ const CLIENTS: [(&str, u64); 3] = [("client-1", 17), ("client-2", 25), ("client-
 /// TCP buffers per socket: small, as firmware's are.
 const BUF: usize = 1024;
 
-fn stack<'d>(
-    port: EmbassyPort,
-    addr: Ipv4Address,
-    resources: &'d mut StackResources<4>,
-    seed: u64,
-) -> (Stack<'d>, embassy_net::Runner<'d, EmbassyPort>) {
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(addr, 24),
-        gateway: None,
-        dns_servers: Default::default(),
-    });
-    embassy_net::new(port, config, resources, seed)
-}
-
-/// A server configuration that serves both modes, the caller choosing
-/// (`ModeOffer::Both`): the server reads the granted mode.
 fn serves_both_modes() -> Config {
-    let mut session = bookend_embassy::session::Config::default();
+    let mut session = bookend_embassy::firmware_session_config();
     session.offered_modes = bookend_embassy::session::ModeOffer::Both;
     Config::with_session(session)
-}
-
-/// A stack's runner as a background task (it never returns).
-async fn runner(mut r: embassy_net::Runner<'_, EmbassyPort>) {
-    r.run().await
 }
 
 fn options(mode: Mode) -> Options {
     Options {
         mode,
-        ..Options::DEFAULT
+        ..bookend_embassy::FIRMWARE_OPTIONS
     }
 }
 
@@ -176,7 +155,7 @@ fn seed_between_embassy_stacks(wire: &Wire, mode: Mode, limit: Duration) -> Dura
     let mut rc = StackResources::<4>::new();
     let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
     let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
-    let listener = Listener::new(PORT, serves_both_modes());
+    let listener = Listener::new(PORT, serves_both_modes()).expect("a valid configuration");
     let grand = Cell::new(0);
     let servers = join3(
         serve_one(server_stack, &listener, &grand),
@@ -257,7 +236,7 @@ fn a_rejected_caller_gets_the_reason_and_the_data() {
     let mut rc = StackResources::<4>::new();
     let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
     let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
-    let listener = Listener::new(PORT, Config::default());
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
         let incoming = listener
@@ -280,7 +259,7 @@ fn a_rejected_caller_gets_the_reason_and_the_data() {
             socket,
             (SERVER, PORT),
             Some(b"intruder"),
-            Options::DEFAULT,
+            bookend_embassy::FIRMWARE_OPTIONS,
             &Config::default(),
         )
         .await
@@ -313,7 +292,7 @@ fn an_abort_delivers_its_reason_and_data_and_then_the_rst() {
     let mut rc = StackResources::<4>::new();
     let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
     let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
-    let listener = Listener::new(PORT, Config::default());
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
         let incoming = listener
@@ -334,7 +313,7 @@ fn an_abort_delivers_its_reason_and_data_and_then_the_rst() {
             socket,
             (SERVER, PORT),
             None,
-            Options::DEFAULT,
+            bookend_embassy::FIRMWARE_OPTIONS,
             &Config::default(),
         )
         .await
@@ -397,7 +376,7 @@ fn a_connect_the_session_refuses_fails_before_tcp_connects() {
         // A message size over the receive buffer the session has.
         let bad = Options {
             max_message_size: u32::MAX,
-            ..Options::DEFAULT
+            ..bookend_embassy::FIRMWARE_OPTIONS
         };
         connect(socket, (SERVER, PORT), None, bad, &Config::default())
             .await
@@ -424,7 +403,7 @@ fn an_idle_connection_holds_no_heap() {
     let mut rc = StackResources::<4>::new();
     let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
     let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
-    let listener = Listener::new(PORT, Config::default());
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
         let incoming = listener
@@ -453,7 +432,7 @@ fn an_idle_connection_holds_no_heap() {
             socket,
             (SERVER, PORT),
             Some(b"c"),
-            Options::DEFAULT,
+            bookend_embassy::FIRMWARE_OPTIONS,
             &Config::default(),
         )
         .await

@@ -27,6 +27,10 @@ use core::time::Duration;
 
 use bookend_session::{Instant, Session, TransportAction, TransportClosed};
 
+/// One byte of one-bit flags: shared with `bookend-smoltcp`'s connection
+/// record, which keeps its own flags the same way; not part of this crate's
+/// API proper.
+#[doc(hidden)]
 pub use flags::Flags;
 
 /// What [`TcpConnection::recv`] found.

@@ -62,6 +62,8 @@ struct WireState {
     loss_every: u32,
     sent: u32,
     dropped: u32,
+    /// TCP segments with RST sent by each side.
+    rsts: [u32; 2],
 }
 
 /// Two ports and the link between them.
@@ -77,6 +79,7 @@ impl Wire {
             loss_every: 0,
             sent: 0,
             dropped: 0,
+            rsts: [0; 2],
         })))
     }
 
@@ -84,6 +87,11 @@ impl Wire {
     pub(crate) fn lossy(self, n: u32) -> Self {
         self.0.borrow_mut().loss_every = n;
         self
+    }
+
+    /// TCP segments with RST that side `side` has sent so far.
+    pub(crate) fn rsts(&self, side: usize) -> u32 {
+        self.0.borrow().rsts[side]
     }
 
     /// Packets dropped so far.
@@ -117,6 +125,9 @@ impl Wire {
             );
         }
         let mut w = self.0.borrow_mut();
+        if is_rst(&bytes) {
+            w.rsts[from] += 1;
+        }
         w.sent += 1;
         if w.loss_every > 0 && w.sent.is_multiple_of(w.loss_every) {
             w.dropped += 1;
@@ -166,6 +177,12 @@ impl Wire {
             }
         }
     }
+}
+
+/// Whether `packet` (IPv4) is a TCP segment with RST.
+fn is_rst(packet: &[u8]) -> bool {
+    let ihl = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+    packet.get(9) == Some(&6) && packet.get(ihl + 13).is_some_and(|f| f & 0x04 != 0)
 }
 
 /// One side of a [`Wire`] as an embassy-net driver.
@@ -385,5 +402,46 @@ pub(crate) fn run<F: Future>(
             });
         MockDriver::get().advance(step);
         wire.wake_due();
+    }
+}
+
+/// An embassy-net stack at `addr`/24 on `port` of a wire.
+pub(crate) fn stack<'d>(
+    port: EmbassyPort,
+    addr: embassy_net::Ipv4Address,
+    resources: &'d mut embassy_net::StackResources<4>,
+    seed: u64,
+) -> (embassy_net::Stack<'d>, embassy_net::Runner<'d, EmbassyPort>) {
+    let config = embassy_net::Config::ipv4_static(embassy_net::StaticConfigV4 {
+        address: embassy_net::Ipv4Cidr::new(addr, 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    embassy_net::new(port, config, resources, seed)
+}
+
+/// A stack's runner as a background task (it never returns).
+pub(crate) async fn runner(mut r: embassy_net::Runner<'_, EmbassyPort>) {
+    r.run().await
+}
+
+/// Runs `f` on a thread of its own and fails if it has not returned within
+/// `limit` of wall time: a driver that spins inside one poll never lets the
+/// virtual clock move, and would hang the test instead of failing it.
+pub(crate) fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!(
+            "no answer within {} s of wall time: a task that never yields (a spin inside one poll)",
+            limit.as_secs()
+        ),
     }
 }

@@ -1,0 +1,256 @@
+//! What a peer can make a bookend-embassy connection hold, and for how long:
+//! heap bounded by the session's buffers whatever the peer sends, an abort
+//! that ends within its bounds when the peer's window is shut, a reset that
+//! reaches a session holding back input, and a listening socket that a
+//! silent caller cannot keep. Each runs on a simulated wire in virtual
+//! time, inside a wall-clock bound (a task that never yields would hang).
+
+mod support;
+
+use std::pin::pin;
+
+use bookend_embassy::{
+    CloseReason, Config, Error, FIRMWARE_OPTIONS, FIRMWARE_SESSION_BUFFER, Listener, Reason,
+    connect,
+};
+use embassy_futures::join::join;
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Ipv4Address, StackResources};
+use embassy_time::{Duration, Instant, Timer, with_timeout};
+use support::{Wire, clock, run, runner, stack, within};
+
+const PORT: u16 = 7050;
+const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+const BUF: usize = 1024;
+const WALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What [`flood_then_abort`] saw.
+struct Flood {
+    /// The most heap the server's session held while flooded.
+    server_heap_peak: usize,
+    /// How the server's wait for the peer's DISCONNECT ended, and when.
+    server_wait: Result<Option<bookend_embassy::Bytes>, Error>,
+    server_end_at: Duration,
+    server_end: CloseReason,
+    /// How the client's abort ended, and how long it took.
+    client_end: CloseReason,
+    client_abort_took: Duration,
+    client_finished: bool,
+    /// RSTs the client had sent when its abort returned.
+    client_rsts_at_return: u32,
+}
+
+/// A client floods a server that does not read (it waits for the peer's
+/// DISCONNECT, as the seed's server does), until the server's session and
+/// TCP window are full; then the client aborts. The ABORT cannot pass the
+/// shut window, so the RST follows it after the abort bounds, and reaches a
+/// server whose session holds back input.
+fn flood_then_abort() -> Flood {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
+    let start = Instant::now();
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let incoming = listener
+            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+            .await
+            .expect("listening");
+        let grant = incoming.grant();
+        let mut conn = incoming.accept(None, grant).await.expect("a valid grant");
+        let mut peak = 0;
+        let wait = loop {
+            match with_timeout(Duration::from_millis(10), conn.recv_disconnect()).await {
+                Ok(r) => break r,
+                Err(_) => peak = peak.max(conn.session().heap_bytes()),
+            }
+        };
+        let at = Instant::now() - start;
+        (peak, wait, at, conn.closed().await)
+    };
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        let (mut conn, _) = connect(
+            socket,
+            (SERVER, PORT),
+            None,
+            FIRMWARE_OPTIONS,
+            &Config::default(),
+        )
+        .await
+        .expect("accepted");
+        // More than the server's session and TCP can hold: the send stalls
+        // once they are full.
+        let flood = vec![7u8; 64 * 1024];
+        let _ = with_timeout(Duration::from_millis(500), conn.send_all(&flood)).await;
+        let t = Instant::now();
+        let end = conn
+            .abort(Reason::application(9), Some(b"enough"))
+            .await
+            .expect("abort data within the limit");
+        (end, Instant::now() - t, conn.is_finished(), wire.rsts(1))
+    };
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let (((peak, wait, at, server_end), (client_end, took, finished, rsts)), _) = run(
+        &wire,
+        Duration::from_secs(600),
+        vec![a.as_mut(), b.as_mut()],
+        join(server, client),
+    );
+    Flood {
+        server_heap_peak: peak,
+        server_wait: wait,
+        server_end_at: at,
+        server_end,
+        client_end,
+        client_abort_took: took,
+        client_finished: finished,
+        client_rsts_at_return: rsts,
+    }
+}
+
+/// A peer that sends more than the application reads is held to the
+/// session's receive buffer (and TCP's window): the heap a connection holds
+/// is bounded by its configuration, not by the peer.
+#[test]
+fn a_flooding_peer_is_held_to_the_session_buffers() {
+    let f = within(WALL, flood_then_abort);
+    // The receive buffer, the frame being assembled, and the parts' own
+    // structures.
+    let bound = FIRMWARE_SESSION_BUFFER + 2 * 1024;
+    assert!(
+        f.server_heap_peak <= bound,
+        "the flooded session held {} B of heap (bound {bound} B)",
+        f.server_heap_peak
+    );
+    assert!(f.server_heap_peak > 0, "the flood reached the session");
+}
+
+/// A reset reaches a session that holds back input: TCP's RST flushes what
+/// the application had not read (RFC 9293 §3.10.7.4, WSAECONNRESET), and the
+/// application waiting for something else learns it at once.
+#[test]
+fn a_reset_reaches_a_session_holding_back_input() {
+    let f = within(WALL, flood_then_abort);
+    assert_eq!(
+        f.server_wait,
+        Err(Error::ConnectionReset),
+        "the wait ends with the reset"
+    );
+    assert_eq!(f.server_end, CloseReason::Reset);
+    // The abort bounds (1 s for the ABORT to reach TCP, 1 s for it to be
+    // acknowledged), after the half-second flood.
+    assert!(
+        f.server_end_at < Duration::from_secs(5),
+        "the server learnt the reset after {} ms",
+        f.server_end_at.as_millis()
+    );
+}
+
+/// An abort whose ABORT frame cannot all reach TCP (the peer's window is
+/// shut) still ends within the abort bounds, with the RST sent: the session
+/// is drained through its abort-flush timer, not left with half a frame.
+#[test]
+fn an_abort_into_a_shut_window_ends_within_its_bounds() {
+    let f = within(WALL, flood_then_abort);
+    assert!(
+        matches!(f.client_end, CloseReason::Aborted { .. }),
+        "{:?}",
+        f.client_end
+    );
+    assert!(f.client_finished, "abort returns with TCP's side finished");
+    assert!(
+        f.client_rsts_at_return > 0,
+        "abort returned before its RST was on the wire"
+    );
+    assert!(
+        f.client_abort_took < Duration::from_secs(5),
+        "the abort took {} ms",
+        f.client_abort_took.as_millis()
+    );
+}
+
+/// A caller that connects and says nothing holds a listening socket for the
+/// handshake timer (10 s for firmware), then the socket listens again: a
+/// good caller behind it gets in.
+#[test]
+fn a_silent_caller_does_not_keep_the_listening_socket() {
+    within(WALL, || {
+        let _clock = clock();
+        let wire = Wire::new(Duration::from_millis(1));
+        let mut rs = StackResources::<4>::new();
+        let mut rc = StackResources::<4>::new();
+        let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+        let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+        let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
+        let start = Instant::now();
+        // One listening socket, taken first by a caller that sends nothing.
+        let server = async {
+            let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+            let incoming = listener
+                .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+                .await
+                .expect("listening");
+            let who = incoming.caller_data().cloned();
+            let grant = incoming.grant();
+            let mut conn = incoming.accept(None, grant).await.expect("a valid grant");
+            let _ = conn.recv_disconnect().await;
+            conn.close().await;
+            who
+        };
+        let clients = async {
+            let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+            let mut silent = TcpSocket::new(client_stack, &mut rx, &mut tx);
+            silent.connect((SERVER, PORT)).await.expect("TCP connects");
+            // The good caller, once the silent one holds the socket.
+            Timer::after(Duration::from_millis(10)).await;
+            let (mut rx2, mut tx2) = ([0u8; BUF], [0u8; BUF]);
+            let accepted = loop {
+                // smoltcp answers a SYN nobody listens for with RST: retry,
+                // as a client would.
+                let socket = TcpSocket::new(client_stack, &mut rx2, &mut tx2);
+                match connect(
+                    socket,
+                    (SERVER, PORT),
+                    Some(b"good"),
+                    FIRMWARE_OPTIONS,
+                    &Config::default(),
+                )
+                .await
+                {
+                    Ok((mut conn, _)) => {
+                        conn.send_disconnect(None).await.expect("connected");
+                        conn.close().await;
+                        break Instant::now() - start;
+                    }
+                    Err(_) => Timer::after(Duration::from_millis(500)).await,
+                }
+            };
+            drop(silent);
+            accepted
+        };
+        let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+        let ((who, accepted_at), _) = run(
+            &wire,
+            Duration::from_secs(900),
+            vec![a.as_mut(), b.as_mut()],
+            join(server, clients),
+        );
+        assert_eq!(
+            who.as_deref(),
+            Some(&b"good"[..]),
+            "the good caller was the one decided"
+        );
+        assert!(
+            accepted_at < Duration::from_secs(25),
+            "the good caller got in after {} ms",
+            accepted_at.as_millis()
+        );
+    });
+}
