@@ -202,6 +202,64 @@ fn seed_scenario_in_stream_mode_between_embassy_stacks() {
     );
 }
 
+/// The seed scenario with every connection a task of its own (its own
+/// waker, as on an embassy executor): a connection that missed its wake-up
+/// would wait for a timer, and the run's time would show it.
+#[test]
+fn seed_scenario_with_a_task_per_connection() {
+    let _clock = clock();
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut rs = StackResources::<4>::new();
+    let mut rc = StackResources::<4>::new();
+    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let listener = Listener::new(PORT, serves_both_modes()).expect("a valid configuration");
+    let grand = Cell::new(0);
+    let done = support::Done::default();
+    let ends = std::cell::RefCell::new(Vec::new());
+    let server_task = async || {
+        let (_, end) = serve_one(server_stack, &listener, &grand).await;
+        ends.borrow_mut().push(end);
+        done.finish();
+    };
+    let client_task = async |name: &'static str, total: u64| {
+        let (_, end) = client_one(client_stack, SERVER, name, total, Mode::Stream).await;
+        ends.borrow_mut().push(end);
+        done.finish();
+    };
+    let (mut s1, mut s2, mut s3) = (
+        pin!(server_task()),
+        pin!(server_task()),
+        pin!(server_task()),
+    );
+    let mut c1 = pin!(client_task(CLIENTS[0].0, CLIENTS[0].1));
+    let mut c2 = pin!(client_task(CLIENTS[1].0, CLIENTS[1].1));
+    let mut c3 = pin!(client_task(CLIENTS[2].0, CLIENTS[2].1));
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let background: Vec<support::Background<'_>> = vec![
+        a.as_mut(),
+        b.as_mut(),
+        s1.as_mut(),
+        s2.as_mut(),
+        s3.as_mut(),
+        c1.as_mut(),
+        c2.as_mut(),
+        c3.as_mut(),
+    ];
+    let (_, took) = run(&wire, Duration::from_secs(60), background, done.all(6));
+    assert_eq!(grand.get(), 50);
+    assert!(
+        ends.borrow().iter().all(|e| *e == CloseReason::Graceful),
+        "{:?}",
+        ends.borrow()
+    );
+    assert!(
+        took < Duration::from_millis(200),
+        "took {} ms",
+        took.as_millis()
+    );
+}
+
 #[test]
 fn seed_scenario_in_message_mode_between_embassy_stacks() {
     let _clock = clock();

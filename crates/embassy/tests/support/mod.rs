@@ -445,3 +445,36 @@ pub(crate) fn within<T: Send + 'static>(
         ),
     }
 }
+
+/// Counts tasks that finished, and wakes the one waiting for them all: so
+/// that each connection of a test can be a task with a waker of its own (a
+/// missed wake-up in one connection is then not hidden by its neighbours'
+/// wake-ups, as it is when they are joined in one future).
+#[derive(Default)]
+pub(crate) struct Done {
+    count: std::cell::Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Done {
+    /// One task finished.
+    pub(crate) fn finish(&self) {
+        self.count.set(self.count.get() + 1);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `n` tasks have finished.
+    pub(crate) async fn all(&self, n: usize) {
+        std::future::poll_fn(|cx| {
+            if self.count.get() >= n {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
