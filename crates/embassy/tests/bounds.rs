@@ -254,3 +254,95 @@ fn a_silent_caller_does_not_keep_the_listening_socket() {
         );
     });
 }
+
+/// A caller whose CONNECT and ABORT arrive together has ended before the
+/// application could decide: its request is not handed out (every decision
+/// on it would be refused), and the socket listens again for the next
+/// caller.
+#[test]
+fn a_request_whose_caller_already_aborted_is_not_handed_out() {
+    within(WALL, || {
+        let _clock = clock();
+        let wire = Wire::new(Duration::from_millis(1));
+        let mut rs = StackResources::<4>::new();
+        let mut rc = StackResources::<4>::new();
+        let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
+        let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+        let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
+        let server = async {
+            let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+            let incoming = listener
+                .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+                .await
+                .expect("listening");
+            let who = incoming.caller_data().cloned();
+            let grant = incoming.grant();
+            let mut conn = incoming.accept(None, grant).await.expect("a live request");
+            let _ = conn.recv_disconnect().await;
+            conn.close().await;
+            who
+        };
+        let clients = async {
+            // CONNECT and ABORT, written together: a caller that gave up at
+            // once, as a session encodes them.
+            let t = bookend_embassy::session::Instant::ZERO;
+            let mut s = bookend_embassy::session::Session::caller(
+                bookend_embassy::firmware_session_config(),
+                99,
+            )
+            .expect("a valid configuration");
+            s.connect(t, Some(b"dead"), FIRMWARE_OPTIONS)
+                .expect("valid");
+            let mut frames = vec![0u8; 512];
+            let mut n = s.poll_transmit(t, &mut frames);
+            // Aborted once its CONNECT has left: the ABORT follows it.
+            s.abort(t, Reason::application(1), None)
+                .expect("abort while connecting");
+            n += s.poll_transmit(t, &mut frames[n..]);
+            assert!(n > 60, "CONNECT and ABORT: {n} bytes");
+            let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+            let mut raw = TcpSocket::new(client_stack, &mut rx, &mut tx);
+            raw.connect((SERVER, PORT)).await.expect("TCP connects");
+            let mut sent = 0;
+            while sent < n {
+                sent += raw.write(&frames[sent..n]).await.expect("written");
+            }
+            raw.close();
+            let _ = with_timeout(Duration::from_secs(2), raw.flush()).await;
+            // Then a live caller.
+            let (mut rx2, mut tx2) = ([0u8; BUF], [0u8; BUF]);
+            loop {
+                let socket = TcpSocket::new(client_stack, &mut rx2, &mut tx2);
+                match connect(
+                    socket,
+                    (SERVER, PORT),
+                    Some(b"good"),
+                    FIRMWARE_OPTIONS,
+                    &Config::default(),
+                )
+                .await
+                {
+                    Ok((mut conn, _)) => {
+                        conn.send_disconnect(None).await.expect("connected");
+                        conn.close().await;
+                        break;
+                    }
+                    Err(_) => Timer::after(Duration::from_millis(500)).await,
+                }
+            }
+            drop(raw);
+        };
+        let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+        let ((who, ()), _) = run(
+            &wire,
+            Duration::from_secs(120),
+            vec![a.as_mut(), b.as_mut()],
+            join(server, clients),
+        );
+        assert_eq!(
+            who.as_deref(),
+            Some(&b"good"[..]),
+            "the aborted caller's request was handed out"
+        );
+    });
+}
