@@ -17,7 +17,7 @@ use embassy_futures::join::join;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, StackResources};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
-use support::{Wire, clock, run, runner, stack, within};
+use support::{Wire, accept_one, clock, run, runner, stack, within};
 
 const PORT: u16 = 7050;
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
@@ -57,12 +57,12 @@ fn flood_then_abort() -> Flood {
     let start = Instant::now();
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
-        let incoming = listener
-            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
-            .await
-            .expect("listening");
-        let grant = incoming.grant();
-        let mut conn = incoming.accept(None, grant).await.expect("a valid grant");
+        let (mut conn, _) = accept_one(
+            &listener,
+            TcpSocket::new(server_stack, &mut rx, &mut tx),
+            None,
+        )
+        .await;
         let mut peak = 0;
         let wait = loop {
             match with_timeout(Duration::from_millis(10), conn.recv_disconnect()).await {
@@ -193,13 +193,12 @@ fn a_silent_caller_does_not_keep_the_listening_socket() {
         // One listening socket, taken first by a caller that sends nothing.
         let server = async {
             let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
-            let incoming = listener
-                .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
-                .await
-                .expect("listening");
-            let who = incoming.caller_data().cloned();
-            let grant = incoming.grant();
-            let mut conn = incoming.accept(None, grant).await.expect("a valid grant");
+            let (mut conn, who) = accept_one(
+                &listener,
+                TcpSocket::new(server_stack, &mut rx, &mut tx),
+                None,
+            )
+            .await;
             let _ = conn.recv_disconnect().await;
             conn.close().await;
             who
@@ -271,13 +270,12 @@ fn a_request_whose_caller_already_aborted_is_not_handed_out() {
         let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
         let server = async {
             let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
-            let incoming = listener
-                .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
-                .await
-                .expect("listening");
-            let who = incoming.caller_data().cloned();
-            let grant = incoming.grant();
-            let mut conn = incoming.accept(None, grant).await.expect("a live request");
+            let (mut conn, who) = accept_one(
+                &listener,
+                TcpSocket::new(server_stack, &mut rx, &mut tx),
+                None,
+            )
+            .await;
             let _ = conn.recv_disconnect().await;
             conn.close().await;
             who

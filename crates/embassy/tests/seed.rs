@@ -22,7 +22,7 @@ use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Stack, StackResources};
 use embassy_time::{Duration, Timer};
-use support::{Wire, clock, run, runner, stack};
+use support::{Wire, accept_one, clock, run, runner, stack};
 
 const PORT: u16 = 7050;
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
@@ -353,12 +353,12 @@ fn an_abort_delivers_its_reason_and_data_and_then_the_rst() {
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
-        let incoming = listener
-            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
-            .await
-            .unwrap();
-        let grant = incoming.grant();
-        let mut conn = incoming.accept(None, grant).await.unwrap();
+        let (mut conn, _) = accept_one(
+            &listener,
+            TcpSocket::new(server_stack, &mut rx, &mut tx),
+            None,
+        )
+        .await;
         let mut buf = [0u8; 16];
         // The abort reaches a reader as the end of the session.
         let err = conn.recv(&mut buf).await.expect_err("aborted");
@@ -464,12 +464,12 @@ fn an_idle_connection_holds_no_heap() {
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
-        let incoming = listener
-            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
-            .await
-            .unwrap();
-        let grant = incoming.grant();
-        let mut conn = incoming.accept(Some(b"welcome"), grant).await.unwrap();
+        let (mut conn, _) = accept_one(
+            &listener,
+            TcpSocket::new(server_stack, &mut rx, &mut tx),
+            Some(b"welcome"),
+        )
+        .await;
         let mut buf = [0u8; 64];
         let n = conn.recv(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"hello");

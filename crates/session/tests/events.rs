@@ -49,6 +49,18 @@ fn deliver(from: &mut Session, to: &mut Session) {
     assert_eq!(to.handle_bytes(T, &buf[..n]), n);
 }
 
+/// A callee to which two messages and the DISCONNECT arrived in one
+/// delivery, its first event (FD_READ) taken.
+fn two_messages_and_disconnect() -> Session {
+    let (mut caller, mut callee) = pair(Mode::Message);
+    caller.send_message(b"01").unwrap();
+    caller.send_message(b"34").unwrap();
+    caller.send_disconnect(T, None).unwrap();
+    deliver(&mut caller, &mut callee);
+    assert_eq!(callee.poll_event(), Some(Event::Readable));
+    callee
+}
+
 /// Two messages and the DISCONNECT arrive together; the application, told
 /// FD_READ, reads both before it looks at the next event. Reading the first
 /// re-posted FD_READ (a message was left), queued behind FD_CLOSE; once the
@@ -57,12 +69,7 @@ fn deliver(from: &mut Session, to: &mut Session) {
 /// check at two messages).
 #[test]
 fn a_read_that_drains_everything_withdraws_its_queued_fd_read() {
-    let (mut caller, mut callee) = pair(Mode::Message);
-    caller.send_message(b"01").unwrap();
-    caller.send_message(b"34").unwrap();
-    caller.send_disconnect(T, None).unwrap();
-    deliver(&mut caller, &mut callee);
-    assert_eq!(callee.poll_event(), Some(Event::Readable));
+    let mut callee = two_messages_and_disconnect();
     let mut buf = [0u8; 8];
     assert_eq!(callee.recv_message(&mut buf), Ok(2));
     assert_eq!(callee.recv_message(&mut buf), Ok(2));
@@ -95,12 +102,7 @@ fn a_stream_read_that_drains_everything_withdraws_its_queued_fd_read() {
 /// before the DISCONNECT is still there to read.
 #[test]
 fn a_read_that_leaves_data_keeps_its_fd_read_after_fd_close() {
-    let (mut caller, mut callee) = pair(Mode::Message);
-    caller.send_message(b"01").unwrap();
-    caller.send_message(b"34").unwrap();
-    caller.send_disconnect(T, None).unwrap();
-    deliver(&mut caller, &mut callee);
-    assert_eq!(callee.poll_event(), Some(Event::Readable));
+    let mut callee = two_messages_and_disconnect();
     let mut buf = [0u8; 8];
     assert_eq!(callee.recv_message(&mut buf), Ok(2));
     let rest: Vec<Event> = std::iter::from_fn(|| callee.poll_event()).collect();

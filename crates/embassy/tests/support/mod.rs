@@ -478,3 +478,24 @@ impl Done {
         .await
     }
 }
+
+/// The server side most tests need: the next caller on `socket`, accepted
+/// with `callee_data` and the default grant. Returns the connection and the
+/// caller's data.
+pub(crate) async fn accept_one<'a>(
+    listener: &bookend_embassy::Listener,
+    socket: embassy_net::tcp::TcpSocket<'a>,
+    callee_data: Option<&[u8]>,
+) -> (
+    bookend_embassy::Connection<'a>,
+    Option<bookend_embassy::Bytes>,
+) {
+    let incoming = listener.accept(socket).await.expect("listening");
+    let who = incoming.caller_data().cloned();
+    let grant = incoming.grant();
+    let conn = incoming
+        .accept(callee_data, grant)
+        .await
+        .expect("a live request and a valid grant");
+    (conn, who)
+}
