@@ -29,6 +29,29 @@ pub fn endpoint_ok() -> bool {
     bookend_smoltcp::Endpoint::new(bookend_smoltcp::Config::new(1)).is_ok()
 }
 
+/// Builds an endpoint over TCP sockets in the caller's storage (no heap
+/// for TCP buffers): `TcpBuffers::Provided` compiles against `core` +
+/// `alloc` only. Returns the sockets it took.
+#[cfg(feature = "alloc")]
+pub fn endpoint_over_provided_sockets(
+    storage: &'static mut bookend_smoltcp::TcpStorage<2, 1024, 1024>,
+    slots: &'static mut [bookend_smoltcp::smoltcp::iface::SocketStorage<'static>; 2],
+) -> usize {
+    let mut config = bookend_smoltcp::Config::small(1);
+    config.tcp_buffers = bookend_smoltcp::TcpBuffers::Provided;
+    let Ok(mut endpoint) = bookend_smoltcp::Endpoint::new(config) else {
+        return 0;
+    };
+    // A fixed-size socket set, as firmware has: no heap there either.
+    let mut sockets = bookend_smoltcp::smoltcp::iface::SocketSet::new(&mut slots[..]);
+    for socket in storage.sockets() {
+        if endpoint.add_socket(&mut sockets, socket).is_err() {
+            return 0;
+        }
+    }
+    endpoint.free_socket_count()
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {

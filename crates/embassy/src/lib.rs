@@ -109,16 +109,10 @@ pub const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(60);
 /// connect and disconnect data, keepalive and integrity as the protocol's
 /// defaults. The host defaults (16 KiB frames, 64 KiB messages and user
 /// data) would let one peer's frame or message take a small heap.
-pub const FIRMWARE_OPTIONS: Options = Options {
-    max_frame_size: 1024,
-    max_message_size: 2048,
-    max_connect_data: 256,
-    max_disconnect_data: 256,
-    ..Options::DEFAULT
-};
+pub const FIRMWARE_OPTIONS: Options = Options::SMALL;
 
 /// The session buffers of [`Config::default`]: 4 KiB each way.
-pub const FIRMWARE_SESSION_BUFFER: usize = 4 * 1024;
+pub const FIRMWARE_SESSION_BUFFER: usize = bookend_session::SMALL_SESSION_BUFFER;
 
 /// The session configuration of [`Config::default`]: [`FIRMWARE_OPTIONS`],
 /// [`FIRMWARE_SESSION_BUFFER`] each way, a 10 s handshake (a caller that
@@ -126,13 +120,7 @@ pub const FIRMWARE_SESSION_BUFFER: usize = 4 * 1024;
 /// a 30 s connect timer (beyond the callee's 10 s decision timer); the
 /// other timers as the session's defaults.
 pub fn firmware_session_config() -> bookend_session::Config {
-    let mut c = bookend_session::Config::default();
-    c.options = FIRMWARE_OPTIONS;
-    c.recv_buffer = FIRMWARE_SESSION_BUFFER;
-    c.send_buffer = FIRMWARE_SESSION_BUFFER;
-    c.handshake_timeout = Duration::from_secs(10);
-    c.connect_timeout = Duration::from_secs(30);
-    c
+    bookend_session::Config::small()
 }
 
 /// Firmware-sized: [`firmware_session_config`], so that the heap a

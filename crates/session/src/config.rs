@@ -92,6 +92,19 @@ impl Options {
         integrity: DEFAULT_INTEGRITY,
     };
 
+    /// Small sizes for firmware and other memory-bound peers: 1 KiB frames,
+    /// 2 KiB messages, 256 bytes of connect and disconnect data each; the
+    /// rest as [`Options::DEFAULT`]. These bound what a peer can make a
+    /// session hold (a message being assembled, user data), and a peer's
+    /// larger proposal is granted down to them (§4.1).
+    pub const SMALL: Self = Self {
+        max_frame_size: 1024,
+        max_message_size: 2048,
+        max_connect_data: 256,
+        max_disconnect_data: 256,
+        ..Self::DEFAULT
+    };
+
     /// Checks every value against the protocol's ranges.
     ///
     /// This function returns `Err` naming the first value out of range.
@@ -308,6 +321,29 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// Sized for firmware: [`Options::SMALL`], [`SMALL_SESSION_BUFFER`]
+    /// each way, a 10 s handshake (a caller that connects and says nothing
+    /// holds a socket of a small pool no longer) and a 30 s connect timer
+    /// (beyond the callee's 10 s decision timer); the other timers as
+    /// [`Config::default`]. What a peer can make such a session hold on
+    /// the heap is a few KiB whatever it sends.
+    pub fn small() -> Self {
+        Self {
+            options: Options::SMALL,
+            recv_buffer: SMALL_SESSION_BUFFER,
+            send_buffer: SMALL_SESSION_BUFFER,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            ..Self::default()
+        }
+    }
+}
+
+/// The session buffers of [`Config::small`]: 4 KiB each way, two of its
+/// largest messages.
+pub const SMALL_SESSION_BUFFER: usize = 4 * 1024;
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

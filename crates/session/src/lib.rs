@@ -78,6 +78,7 @@ mod timer;
 pub use bookend_wire::{Integrity, Mode, Reason};
 pub use config::{
     Config, ConfigError, DEFAULT_INTEGRITY, MAX_RECV_BUFFER, ModeOffer, Options, OptionsError,
+    SMALL_SESSION_BUFFER,
 };
 pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};

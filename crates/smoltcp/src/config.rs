@@ -17,9 +17,13 @@ pub struct Config {
     /// defaults to 0 and then gives identical ISNs on every boot:
     /// [`Config::interface_seed`] derives one.
     pub seed: u64,
-    /// TCP receive buffer per connection, bytes (default 64 KiB).
+    /// Where TCP sockets' buffers come from (default [`TcpBuffers::Heap`]).
+    pub tcp_buffers: TcpBuffers,
+    /// TCP receive buffer per connection, bytes (default 64 KiB), with
+    /// [`TcpBuffers::Heap`]; provided sockets bring their own.
     pub tcp_rx_buffer: usize,
-    /// TCP send buffer per connection, bytes (default 64 KiB).
+    /// TCP send buffer per connection, bytes (default 64 KiB), with
+    /// [`TcpBuffers::Heap`]; provided sockets bring their own.
     pub tcp_tx_buffer: usize,
     /// TCP user timeout: the longest outage a connection rides out, from
     /// SYN-SENT and SYN-RECEIVED to the end of the session (after it, the FIN
@@ -79,6 +83,27 @@ pub struct Config {
     pub spare_parts: usize,
 }
 
+/// Where an endpoint's TCP sockets, and so their buffers, come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TcpBuffers {
+    /// The endpoint makes a socket with `tcp_rx_buffer` + `tcp_tx_buffer`
+    /// bytes of heap whenever a listener arms or a connection starts, and
+    /// frees it when the connection is done with it.
+    #[default]
+    Heap,
+    /// The endpoint uses only the sockets the application gives it with
+    /// [`Endpoint::add_socket`](crate::Endpoint::add_socket), over the
+    /// application's storage (a `static` [`TcpStorage`](crate::TcpStorage),
+    /// say), and reuses them: it allocates no TCP buffer. How many there are
+    /// bounds listeners and connections together, as `max_connections`
+    /// does; with none free, `connect` fails with
+    /// [`Error::NoSocket`](crate::Error::NoSocket) and listeners arm fewer
+    /// sockets until one is released.
+    Provided,
+}
+
 /// smoltcp's largest retransmission interval (`RTTE_MAX_RTO` in its TCP
 /// socket, 60 s): the margin [`Config::give_up_after`] adds to the user
 /// timeout, so that a retransmission always falls after an outage shorter
@@ -104,6 +129,7 @@ impl Config {
         Self {
             session: SessionConfig::default(),
             seed,
+            tcp_buffers: TcpBuffers::Heap,
             tcp_rx_buffer: 64 * 1024,
             tcp_tx_buffer: 64 * 1024,
             tcp_timeout: Duration::from_secs(300),
@@ -116,6 +142,23 @@ impl Config {
             abort_ack_timeout: Duration::from_secs(1),
             max_connections: 1024,
             spare_parts: 16,
+        }
+    }
+
+    /// The smallest useful configuration, for firmware: 1 KiB TCP buffers
+    /// each way, [`SessionConfig::small`] (1 KiB frames, 2 KiB messages,
+    /// 4 KiB session buffers), 16 connections and 2 spare parts of each
+    /// kind; the rest as [`Config::new`]. `docs/memory.md` has what a
+    /// connection costs with it. With [`TcpBuffers::Provided`] the TCP
+    /// buffers are the application's own, of whatever size it chose.
+    pub fn small(seed: u64) -> Self {
+        Self {
+            session: SessionConfig::small(),
+            tcp_rx_buffer: 1024,
+            tcp_tx_buffer: 1024,
+            max_connections: 16,
+            spare_parts: 2,
+            ..Self::new(seed)
         }
     }
 
@@ -173,6 +216,10 @@ pub enum ConfigError {
     EphemeralPorts,
     /// This field is zero, and must not be (a buffer size, a bound).
     Zero(&'static str),
+    /// [`Endpoint::add_socket`](crate::Endpoint::add_socket) on an endpoint
+    /// that makes its own sockets: it needs `tcp_buffers:
+    /// TcpBuffers::Provided`.
+    NotProvided,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -189,6 +236,9 @@ impl core::fmt::Display for ConfigError {
                 )
             }
             Self::Zero(field) => write!(f, "{field} must be non-zero"),
+            Self::NotProvided => {
+                write!(f, "add_socket needs tcp_buffers: TcpBuffers::Provided")
+            }
         }
     }
 }

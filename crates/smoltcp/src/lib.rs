@@ -81,15 +81,17 @@ mod config;
 mod endpoint;
 mod fmt;
 mod ports;
+mod storage;
 pub mod transport;
 
-pub use config::{Config, ConfigError, ListenConfig, MAX_RETRANSMIT_INTERVAL};
+pub use config::{Config, ConfigError, ListenConfig, MAX_RETRANSMIT_INTERVAL, TcpBuffers};
 #[cfg(feature = "conditional-accept")]
 pub use endpoint::TcpDecision;
 pub use endpoint::{
     Decision, Endpoint, EndpointEvent, Error, Handle, IncomingRequest, ListenerId,
     SYN_DEFER_RECHECK, Stats, phase_table,
 };
+pub use storage::TcpStorage;
 
 // What this crate's API names from its dependencies, so that one dependency
 // is enough and the versions always match.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bookend_session::{CloseReason, Event, Options};
-use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig};
+use bookend_smoltcp::{Config, Decision, EndpointEvent, Handle, ListenConfig, TcpBuffers};
 use bytes::Bytes;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
@@ -42,7 +42,45 @@ struct Client {
 
 #[test]
 fn seed_scenario_100_clients_backlog_8() {
-    let mut net = Net::new(1 + CLIENT_HOSTS, |i| Some(Config::new(1000 + i as u64)));
+    seed_scenario(None);
+}
+
+/// The same with `TcpBuffers::Provided`: the server has 16 sockets of 1 KiB
+/// each way (its backlog of 8 and 8 connections), each client host 4, and
+/// nothing else: 100 sessions go through 32 sockets the application gave,
+/// and the endpoints allocate no TCP buffer. A client whose host has no
+/// free socket waits and tries again (`Error::NoSocket`), as one whose SYN
+/// found no armed listener does.
+#[test]
+fn seed_scenario_over_provided_sockets() {
+    seed_scenario(Some(Provided {
+        server: 16,
+        per_client_host: 4,
+        buffer: 1024,
+    }));
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Provided {
+    server: usize,
+    per_client_host: usize,
+    buffer: usize,
+}
+
+fn seed_scenario(provided: Option<Provided>) {
+    let mut net = Net::new(1 + CLIENT_HOSTS, |i| {
+        let mut c = Config::new(1000 + i as u64);
+        if provided.is_some() {
+            c.tcp_buffers = TcpBuffers::Provided;
+        }
+        Some(c)
+    });
+    if let Some(p) = provided {
+        net.provide(0, p.server, p.buffer, p.buffer);
+        for host in 1..=CLIENT_HOSTS {
+            net.provide(host, p.per_client_host, p.buffer, p.buffer);
+        }
+    }
     // The test takes the endpoints' events itself.
     net.apps.collect = false;
     let server = 0;
@@ -60,7 +98,11 @@ fn seed_scenario_100_clients_backlog_8() {
             granted: req.grant,
         }
     });
-    assert_eq!(h_sockets.iter().count(), 8, "the backlog pool is armed");
+    assert_eq!(
+        h_ep.listening_socket_count(),
+        8,
+        "the backlog pool is armed"
+    );
 
     // Client i: on host 1 + i % 4, transaction total i + 1, starting within 200 ms.
     let mut clients: Vec<Client> = (0..CLIENTS)
@@ -86,16 +128,22 @@ fn seed_scenario_100_clients_backlog_8() {
                 let (host_ep, host_iface, host_sockets) = net.parts(1 + i % CLIENT_HOSTS);
                 let name = format!("client-{i}");
                 let remote = IpEndpoint::new(ip(1), PORT);
-                let h = host_ep
-                    .connect(
-                        host_iface,
-                        host_sockets,
-                        now,
-                        remote,
-                        Some(name.as_bytes()),
-                        Options::DEFAULT,
-                    )
-                    .unwrap();
+                let h = match host_ep.connect(
+                    host_iface,
+                    host_sockets,
+                    now,
+                    remote,
+                    Some(name.as_bytes()),
+                    Options::DEFAULT,
+                ) {
+                    Ok(h) => h,
+                    Err(bookend_smoltcp::Error::NoSocket) if provided.is_some() => {
+                        // Every socket of this host is busy: later.
+                        c.start_at = now + Duration::from_millis(10);
+                        continue;
+                    }
+                    Err(e) => panic!("client {i}: connect: {e}"),
+                };
                 c.handle = Some(h);
                 c.attempts += 1;
             }
@@ -193,10 +241,20 @@ fn seed_scenario_100_clients_backlog_8() {
         CLIENTS,
         "the condition function saw every caller's data"
     );
-    // Back to listeners only: the server keeps its pool of 8, clients hold nothing.
-    assert_eq!(net.sim.host(0).sockets.iter().count(), 8);
+    // Back to listeners only: the server keeps its pool of 8, clients hold
+    // nothing (the provided sockets are all back, parked in the sets).
+    let (server_sockets, client_sockets) = match provided {
+        None => (8, 0),
+        Some(p) => (p.server, p.per_client_host),
+    };
+    assert_eq!(net.ep(0).listening_socket_count(), 8);
+    assert_eq!(net.sim.host(0).sockets.iter().count(), server_sockets);
     for i in 1..=CLIENT_HOSTS {
-        assert_eq!(net.sim.host(i).sockets.iter().count(), 0);
+        assert_eq!(net.sim.host(i).sockets.iter().count(), client_sockets);
+        assert_eq!(net.ep(i).free_socket_count(), client_sockets);
+    }
+    if let Some(p) = provided {
+        assert_eq!(net.ep(0).free_socket_count(), p.server - 8);
     }
     let retries: u32 = clients.iter().map(|c| c.attempts - 1).sum();
     eprintln!(

@@ -23,7 +23,8 @@ impl Endpoint {
     /// proposed `options`. The outcome arrives as `Event::Connected`,
     /// `Event::Refused`, or `Event::Closed` (reset: WSAECONNREFUSED, or timed out).
     ///
-    /// This function returns `Err` if no port or connection slot is free, the
+    /// This function returns `Err` if no port, connection slot or provided
+    /// socket ([`Error::NoSocket`]) is free, the
     /// caller data is over `options.max_connect_data`, or smoltcp cannot
     /// connect to `remote`.
     pub fn connect(
@@ -59,14 +60,19 @@ impl Endpoint {
             session.recycle(&mut self.spares);
             return Err(Error::PortsExhausted);
         };
-        let mut socket = self.new_socket();
+        let Some(handle) = self.tcp.take(&self.config, sockets) else {
+            self.ports.release(port, t);
+            session.recycle(&mut self.spares);
+            return Err(Error::NoSocket);
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
         if socket.connect(iface.context(), remote, port).is_err() {
+            self.tcp.release(sockets, handle);
             self.ports.release(port, t);
             session.recycle(&mut self.spares);
             return Err(Error::Connect);
         }
         let local = socket.local_endpoint();
-        let handle = sockets.add(socket);
         let fresh = Fresh {
             socket: handle,
             session,

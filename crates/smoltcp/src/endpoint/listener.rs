@@ -282,7 +282,7 @@ impl Endpoint {
                     Err(_) => {
                         // Cannot happen (the configuration was validated by
                         // `Endpoint::new`); never leave a socket unmanaged.
-                        sockets.remove(h);
+                        self.tcp.release(sockets, h);
                         continue;
                     }
                 }
@@ -404,7 +404,7 @@ impl Endpoint {
                 );
                 c.session.supply(&mut self.spares);
                 if let Some(h) = c.take_socket() {
-                    sockets.remove(h);
+                    self.tcp.release(sockets, h);
                 }
                 c.end_unseen(t);
                 self.stats.duplicates_dropped += 1;

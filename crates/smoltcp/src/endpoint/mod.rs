@@ -6,7 +6,6 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -27,6 +26,7 @@ mod deadlines;
 mod listener;
 mod phase;
 mod ready;
+mod sockets;
 mod visit;
 
 use conn::Conn;
@@ -247,6 +247,9 @@ pub enum Error {
     InvalidHandle,
     /// The connection is not waiting for a decision.
     NotPending,
+    /// Every socket given to the endpoint is in use
+    /// ([`TcpBuffers::Provided`](crate::TcpBuffers::Provided)).
+    NoSocket,
     /// smoltcp refused to listen (port 0, or the port is in use by this endpoint).
     Listen,
     /// smoltcp refused to connect (unaddressable remote or no route/source address).
@@ -263,6 +266,7 @@ impl fmt::Display for Error {
             Self::TooManyConnections => write!(f, "connection limit reached"),
             Self::InvalidHandle => write!(f, "no such connection"),
             Self::NotPending => write!(f, "connection is not waiting for a decision"),
+            Self::NoSocket => write!(f, "every provided TCP socket is in use"),
             Self::Listen => write!(f, "cannot listen on that port"),
             Self::Connect => write!(f, "cannot connect to that address"),
             Self::Session(e) => write!(f, "{e}"),
@@ -452,6 +456,8 @@ pub struct Endpoint {
     #[allow(clippy::vec_box)]
     spare_conns: Vec<Box<Conn>>,
     ports: Ports,
+    /// Where sockets come from and go to (`Config::tcp_buffers`).
+    tcp: sockets::Sockets,
     events: VecDeque<(Handle, EndpointEvent)>,
     /// The id of the next session (trace names only: wraps after 2^32).
     next_session_id: u32,
@@ -515,6 +521,7 @@ impl Endpoint {
             config.time_wait,
         );
         let max_connections = config.max_connections;
+        let config_tcp_buffers = config.tcp_buffers;
         Ok(Self {
             session_config: Arc::new(config.session.clone()),
             spares: bookend_session::Spares::new(config.spare_parts),
@@ -535,6 +542,7 @@ impl Endpoint {
             admission_at: None,
             spare_conns: Vec::new(),
             ports,
+            tcp: sockets::Sockets::new(config_tcp_buffers),
             events: VecDeque::new(),
             next_session_id: 1,
             polls: 0,
@@ -591,17 +599,37 @@ impl Endpoint {
         self.syn_defer_timeout = timeout;
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
-        let mut s = tcp::Socket::new(rx, tx);
-        // smoltcp has no default timeouts: bound every state, and keep-alive
-        // below the timeout so that idle-but-healthy connections survive it.
-        s.set_timeout(Some(smol_duration(self.config.give_up_after())));
-        s.set_keep_alive(Some(smol_duration(self.config.tcp_keep_alive)));
-        s.set_ack_delay(self.config.tcp_ack_delay.map(smol_duration));
-        s.set_nagle_enabled(self.config.tcp_nagle);
-        s
+    /// Gives the endpoint a TCP socket over the application's buffers, to
+    /// use for listeners and connections and to reuse after each
+    /// ([`TcpBuffers::Provided`](crate::TcpBuffers::Provided)): it is added
+    /// to `sockets`, closed (silently, if it was open), and stays there for
+    /// good, so `sockets` needs a slot for each one (a fixed-size
+    /// `SocketSet` panics when full). The endpoint sets its timeouts,
+    /// keep-alive, delayed ACK and Nagle from the [`Config`] each time it
+    /// uses it; what else the application set (hop limit) is kept.
+    ///
+    /// This function returns `Err(Error::InvalidConfig)` unless the endpoint
+    /// was made with `tcp_buffers: TcpBuffers::Provided`.
+    pub fn add_socket<'a>(
+        &mut self,
+        sockets: &mut SocketSet<'a>,
+        socket: tcp::Socket<'a>,
+    ) -> Result<SocketHandle, Error> {
+        if self.tcp.mode() != crate::TcpBuffers::Provided {
+            return Err(Error::InvalidConfig(crate::ConfigError::NotProvided));
+        }
+        Ok(self.tcp.adopt(sockets, socket))
+    }
+
+    /// Provided sockets not in use, ready for the next listener or
+    /// connection; 0 with [`TcpBuffers::Heap`](crate::TcpBuffers::Heap).
+    pub fn free_socket_count(&self) -> usize {
+        self.tcp.parked()
+    }
+
+    /// Sockets given with [`Endpoint::add_socket`], free or in use.
+    pub fn provided_socket_count(&self) -> usize {
+        self.tcp.provided()
     }
 
     /// Listens on `port` with a pool of `config.backlog` listening sockets.
@@ -738,6 +766,7 @@ impl Endpoint {
         let mut cx = visit::Cx {
             config: &self.config,
             spares: &mut self.spares,
+            tcp: &mut self.tcp,
             stats: &mut self.stats,
             listeners: &mut self.listeners,
             events: &mut self.events,
@@ -805,15 +834,20 @@ impl Endpoint {
         let room = self.config.max_connections.saturating_sub(total);
         let add = want.saturating_sub(l.armed.len()).min(room);
         for _ in 0..add {
-            let mut s = self.new_socket();
+            // None: every provided socket is in use; the next poll after
+            // one is released arms it.
+            let Some(h) = self.tcp.take(&self.config, sockets) else {
+                return;
+            };
+            let s = sockets.get_mut::<tcp::Socket>(h);
             #[cfg(feature = "conditional-accept")]
             if self.listeners[id].tcp_condition.is_some() {
                 s.pause_synack(true);
             }
             if s.listen(self.listeners[id].port).is_err() {
+                self.tcp.release(sockets, h);
                 return;
             }
-            let h = sockets.add(s);
             self.listeners[id].armed.push(h);
         }
         // Too many armed (pending grew): disarm the surplus, newest first. A
@@ -822,7 +856,7 @@ impl Endpoint {
             let Some(h) = self.listeners[id].armed.pop() else {
                 break;
             };
-            sockets.remove(h);
+            self.tcp.release(sockets, h);
         }
     }
 
@@ -1148,7 +1182,7 @@ mod wake_tests {
         iface.update_ip_addrs(|a| {
             a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24)).unwrap();
         });
-        let mut sockets = SocketSet::new(vec![]);
+        let mut sockets = SocketSet::new(alloc::vec![]);
         let mut ep = Endpoint::new(Config::new(7)).unwrap();
         let now = SmolInstant::from_millis(1);
         let h = ep

@@ -36,6 +36,7 @@ use crate::transport::TcpConnection;
 pub(super) struct Cx<'a> {
     pub(super) config: &'a Config,
     pub(super) spares: &'a mut Spares,
+    pub(super) tcp: &'a mut super::sockets::Sockets,
     pub(super) stats: &'a mut Stats,
     pub(super) listeners: &'a mut [Listener],
     pub(super) events: &'a mut VecDeque<(Handle, EndpointEvent)>,
@@ -84,7 +85,7 @@ impl Conn {
     /// the interface never sent it in `abort_ack_timeout`).
     fn tend_aborted(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &mut Cx<'_>,
         h: smoltcp::iface::SocketHandle,
         t: Instant,
         sockets: &mut SocketSet<'_>,
@@ -92,7 +93,7 @@ impl Conn {
         let Some(at) = self.aborted() else { return };
         let socket = sockets.get::<tcp::Socket>(h);
         if socket.remote_endpoint().is_none() || t >= at + cx.config.abort_ack_timeout {
-            sockets.remove(h);
+            cx.tcp.release(sockets, h);
             self.take_socket();
         }
     }
@@ -126,7 +127,7 @@ impl Conn {
             socket.state()
         );
         if socket.state() == tcp::State::Listen {
-            sockets.remove(h);
+            cx.tcp.release(sockets, h);
             self.take_socket();
         } else {
             socket.abort();
@@ -477,7 +478,7 @@ impl Conn {
         let socket = sockets.get_mut::<tcp::Socket>(h);
         if TcpConnection::is_finished(socket) || self.link.gone() {
             // TIME-WAIT is cut short here; outgoing ports stay quarantined.
-            sockets.remove(h);
+            cx.tcp.release(sockets, h);
             self.take_socket();
             self.set_tcp_done_by(None);
             return;

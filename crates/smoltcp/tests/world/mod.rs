@@ -124,8 +124,24 @@ impl World {
                 return true;
             };
             let (conns, armed) = (ep.connection_count(), ep.listening_socket_count());
-            conns == 0 && self.sim.host(i).sockets.iter().count() == armed
+            // Provided sockets stay in the set, parked.
+            let parked = ep.free_socket_count();
+            conns == 0 && self.sim.host(i).sockets.iter().count() == armed + parked
         })
+    }
+
+    /// Gives host `i`'s endpoint (made with `TcpBuffers::Provided`) `n`
+    /// sockets of `rx` and `tx` bytes, over storage leaked for the test's
+    /// life: the simulator's socket sets are `'static`, as a firmware's
+    /// `static` storage is.
+    pub fn provide(&mut self, i: usize, n: usize, rx: usize, tx: usize) {
+        let (ep, _, sockets) = self.parts(i);
+        for _ in 0..n {
+            let rx: &'static mut [u8] = Box::leak(vec![0; rx].into_boxed_slice());
+            let tx: &'static mut [u8] = Box::leak(vec![0; tx].into_boxed_slice());
+            let s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+            ep.add_socket(sockets, s).unwrap();
+        }
     }
 
     /// The endpoint of host `i` with that host's interface and sockets.

@@ -1,0 +1,235 @@
+//! `TcpBuffers::Provided`: the endpoint runs on the sockets the application
+//! gave it, over the application's storage, and reuses them. What a user of
+//! a fixed pool relies on: a typed refusal when every socket is busy,
+//! listeners that arm what the pool holds and re-arm as sockets come back,
+//! and a reused socket that starts clean and never speaks to its previous
+//! peer. The seed scenario over provided sockets is in `seed.rs`.
+
+mod world;
+
+use std::time::Duration;
+
+use bookend_session::{CloseReason, Event, Options, Reason};
+use bookend_smoltcp::{
+    Config, ConfigError, Decision, EndpointEvent, Error, Handle, ListenConfig, TcpBuffers,
+    TcpStorage,
+};
+use bytes::Bytes;
+use world::{PORT, World, addr, segments};
+
+fn provided(seed: u64) -> Config {
+    let mut c = Config::small(seed);
+    c.tcp_buffers = TcpBuffers::Provided;
+    c
+}
+
+/// A server on host 0 with `server` provided sockets and a listener of
+/// `backlog`, accepting with a greeting; a caller on host 1 with `client`.
+fn world(server: usize, client: usize, backlog: usize) -> World {
+    let mut w = World::new(2, |i| Some(provided(60 + i as u64)));
+    w.provide(0, server, 1024, 1024);
+    w.provide(1, client, 1024, 1024);
+    let (ep, _, sockets) = w.parts(0);
+    let l = ep
+        .listen(sockets, PORT, ListenConfig::new(backlog, 8))
+        .unwrap();
+    ep.accept_with(l, |req| Decision::Accept {
+        callee_data: Some(Bytes::from_static(b"welcome")),
+        granted: req.grant,
+    });
+    w
+}
+
+fn connect(w: &mut World, data: &[u8]) -> Result<Handle, Error> {
+    let now = w.now();
+    let (ep, iface, sockets) = w.parts(1);
+    ep.connect(iface, sockets, now, addr(0), Some(data), Options::SMALL)
+}
+
+fn connected(w: &World, host: usize, h: Handle) -> Option<Option<Bytes>> {
+    w.apps.events[host].iter().find_map(|(_, hd, e)| match e {
+        EndpointEvent::Session(Event::Connected { callee_data, .. }) if *hd == h => {
+            Some(callee_data.clone())
+        }
+        _ => None,
+    })
+}
+
+fn closed(w: &World, host: usize, h: Handle) -> Option<CloseReason> {
+    w.apps.events[host].iter().find_map(|(_, hd, e)| match e {
+        EndpointEvent::Session(Event::Closed(r)) if *hd == h => Some(r.clone()),
+        _ => None,
+    })
+}
+
+fn accepted(w: &World) -> Vec<Handle> {
+    w.apps.events[0]
+        .iter()
+        .filter_map(|(_, h, e)| matches!(e, EndpointEvent::Accepted(_)).then_some(*h))
+        .collect()
+}
+
+/// Both sides close gracefully (the caller first, with disconnect data), and
+/// the run goes on until both endpoints hold nothing but listeners.
+fn close_both(w: &mut World, caller: Handle, callee: Handle) {
+    let now = w.now();
+    let (ep, _, sockets) = w.parts(1);
+    ep.send_disconnect(sockets, caller, now, Some(b"bye"))
+        .unwrap();
+    ep.close(sockets, caller, now).unwrap();
+    w.run_until(Duration::from_secs(5), |w| {
+        w.apps.events[0].iter().any(|(_, h, e)| {
+            *h == callee && matches!(e, EndpointEvent::Session(Event::PeerDisconnected))
+        })
+    });
+    let now = w.now();
+    let (ep, _, sockets) = w.parts(0);
+    ep.close(sockets, callee, now).unwrap();
+    w.run_until(Duration::from_secs(30), World::listeners_only);
+}
+
+/// One whole lifecycle: connect, accepted with the greeting, both close.
+fn lifecycle(w: &mut World, data: &[u8]) {
+    let before = accepted(w).len();
+    let c = connect(w, data).unwrap();
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    assert_eq!(
+        connected(w, 1, c),
+        Some(Some(Bytes::from_static(b"welcome")))
+    );
+    let s = accepted(w)[before];
+    close_both(w, c, s);
+}
+
+// ----- set-up ------------------------------------------------------------------------
+
+#[test]
+fn add_socket_needs_provided_buffers() {
+    let mut w = World::new(1, |_| Some(Config::new(1)));
+    let (ep, _, sockets) = w.parts(0);
+    let mut storage = TcpStorage::<1, 64, 64>::new();
+    let socket = storage.sockets().next().unwrap();
+    // The set's lifetime is 'static; a socket over a local borrows less:
+    // a set of its own.
+    let mut set = smoltcp::iface::SocketSet::new(vec![]);
+    assert_eq!(
+        ep.add_socket(&mut set, socket),
+        Err(Error::InvalidConfig(ConfigError::NotProvided))
+    );
+    assert_eq!((ep.provided_socket_count(), sockets.iter().count()), (0, 0));
+}
+
+#[test]
+fn tcp_storage_makes_n_sockets_of_its_sizes() {
+    let mut storage = TcpStorage::<3, 512, 256>::new();
+    let sockets: Vec<_> = storage.sockets().collect();
+    assert_eq!(sockets.len(), 3);
+    for s in &sockets {
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (512, 256));
+    }
+    assert_eq!(TcpStorage::<3, 512, 256>::BYTES_PER_SOCKET, 768);
+}
+
+// ----- a fixed pool: refusal, listeners, reuse -------------------------------------
+
+#[test]
+fn connect_with_every_provided_socket_in_use_is_refused_with_no_socket() {
+    let mut w = world(2, 1, 1);
+    let first = connect(&mut w, b"one").unwrap();
+    assert_eq!(w.ep(1).free_socket_count(), 0);
+    assert_eq!(connect(&mut w, b"two"), Err(Error::NoSocket));
+    // The refusal took nothing: no connection, no port, no socket.
+    assert_eq!(w.ep(1).connection_count(), 1);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
+    let callee = accepted(&w)[0];
+    close_both(&mut w, first, callee);
+    assert_eq!(w.ep(1).free_socket_count(), 1, "the socket came back");
+    // And serves the next connection.
+    lifecycle(&mut w, b"two");
+}
+
+#[test]
+fn a_listener_arms_what_the_pool_holds_and_rearms_as_sockets_come_back() {
+    let mut w = world(2, 1, 4);
+    // A backlog of 4 over 2 sockets: 2 armed.
+    assert_eq!(w.ep(0).listening_socket_count(), 2);
+    assert_eq!(w.ep(0).free_socket_count(), 0);
+    let c = connect(&mut w, b"one").unwrap();
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    // One socket carries the connection; the other still listens, and no
+    // third can be armed.
+    assert_eq!(w.ep(0).listening_socket_count(), 1);
+    assert_eq!(w.ep(0).connection_count(), 1);
+    let s = accepted(&w)[0];
+    close_both(&mut w, c, s);
+    assert_eq!(w.ep(0).listening_socket_count(), 2, "re-armed");
+    assert_eq!(w.sim.host(0).sockets.iter().count(), 2);
+}
+
+/// The same two sockets carry lifecycle after lifecycle, and the wire sees
+/// no RST in any of them: a socket is parked without a word to its last
+/// peer, and starts the next connection with nothing of the last one
+/// (buffers, sequence numbers, the listener's port).
+#[test]
+fn reused_sockets_carry_connection_after_connection_without_a_reset() {
+    let mut w = world(2, 1, 1);
+    let server_handles: Vec<_> = w.sim.host(0).sockets.iter().map(|(h, _)| h).collect();
+    for i in 0..10 {
+        lifecycle(&mut w, format!("caller {i}").as_bytes());
+    }
+    let segs = segments(&w.sim.pcap(1));
+    let syns = segs.iter().filter(|s| s.syn && !s.ack).count();
+    assert_eq!(syns, 10, "one SYN per lifecycle");
+    assert!(
+        segs.iter().all(|s| !s.rst),
+        "no RST: {:?}",
+        segs.iter().filter(|s| s.rst).collect::<Vec<_>>()
+    );
+    // Ten connections, the same sockets.
+    let now: Vec<_> = w.sim.host(0).sockets.iter().map(|(h, _)| h).collect();
+    assert_eq!(now, server_handles);
+    assert_eq!(w.sim.host(1).sockets.iter().count(), 1);
+}
+
+/// An aborted connection's RST goes out once, while its sockets carry it;
+/// parked afterwards, they send nothing more, and carry the next
+/// connection.
+#[test]
+fn an_aborted_connections_socket_sends_its_reset_once_and_is_reused() {
+    let mut w = world(2, 1, 1);
+    let c = connect(&mut w, b"one").unwrap();
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    let now = w.now();
+    let (ep, _, sockets) = w.parts(1);
+    ep.abort(sockets, c, now, Reason::APPLICATION_ABORT, Some(b"gone"))
+        .unwrap();
+    let s = accepted(&w)[0];
+    w.run_until(Duration::from_secs(5), |w| closed(w, 0, s).is_some());
+    // The callee's closesocket (the abort ended the caller's handle).
+    let now = w.now();
+    let (ep, _, sockets) = w.parts(0);
+    ep.close(sockets, s, now).unwrap();
+    w.run_until(Duration::from_secs(5), World::listeners_only);
+    assert!(
+        matches!(closed(&w, 0, s), Some(CloseReason::Aborted { .. })),
+        "{:?}",
+        closed(&w, 0, s)
+    );
+    w.run_for(Duration::from_secs(2));
+    lifecycle(&mut w, b"two");
+    w.run_for(Duration::from_secs(2));
+    // The ABORT's receiver resets too (§7: RecvAbort → RST); whichever RST
+    // comes first closes the other socket, so one is on the wire, in the
+    // first connection: none from a parked socket, none in the second.
+    let segs = segments(&w.sim.pcap(1));
+    let rsts: Vec<_> = segs.iter().enumerate().filter(|(_, s)| s.rst).collect();
+    let second_syn = segs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.syn && !s.ack)
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap();
+    assert_eq!(rsts.len(), 1, "{rsts:?}");
+    assert!(rsts[0].0 < second_syn, "{rsts:?}");
+}
