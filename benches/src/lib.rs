@@ -507,9 +507,32 @@ pub struct Bookend {
 
 impl Bookend {
     pub fn new(buffer: usize, backlog: usize) -> Self {
+        Self::with_config(|seed| endpoint_config(seed, buffer), backlog, 0)
+    }
+
+    /// As [`Bookend::new`], each endpoint configured by `config(seed)`;
+    /// with `TcpBuffers::Provided`, each is given `provided` sockets of
+    /// `config`'s `tcp_rx_buffer` / `tcp_tx_buffer` bytes, over storage
+    /// made here and leaked (`'static`, as firmware's `static` storage is),
+    /// and both socket sets get room for them at once: all of it before
+    /// anything a caller measures afterwards.
+    pub fn with_config(config: impl Fn(u64) -> Config, backlog: usize, provided: usize) -> Self {
         let mut pair = Pair::new();
-        let client = Endpoint::new(endpoint_config(1, buffer)).unwrap();
-        let mut server = Endpoint::new(endpoint_config(2, buffer)).unwrap();
+        let mut client = Endpoint::new(config(1)).unwrap();
+        let mut server = Endpoint::new(config(2)).unwrap();
+        if provided > 0 {
+            for (ep, side) in [(&mut client, &mut pair.a), (&mut server, &mut pair.b)] {
+                side.sockets = SocketSet::new(Vec::with_capacity(provided));
+                let (rx, tx) = (ep.config().tcp_rx_buffer, ep.config().tcp_tx_buffer);
+                for _ in 0..provided {
+                    let rx: &'static mut [u8] = Box::leak(vec![0; rx].into_boxed_slice());
+                    let tx: &'static mut [u8] = Box::leak(vec![0; tx].into_boxed_slice());
+                    let socket =
+                        tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+                    ep.add_socket(&mut side.sockets, socket).unwrap();
+                }
+            }
+        }
         let l = server
             .listen(&mut pair.b.sockets, PORT, {
                 // Every caller comes from one host, all at once: admission
@@ -625,10 +648,12 @@ impl Bookend {
     /// close; returns when every connection (both sides) has been released.
     pub fn lifecycles(&mut self, n: usize) {
         let msg = [7u8; 32];
+        // The client's own options (the benches' are the defaults), so that a
+        // small configuration proposes what it may.
         let options = Options {
             mode: bookend_session::Mode::Message,
             integrity: self.integrity,
-            ..Options::DEFAULT
+            ..self.client.config().session.options
         };
         let mut clients = Vec::with_capacity(n);
         for _ in 0..n {

@@ -50,6 +50,21 @@ smoltcp's `pause_synack`): refusal is a RST, so the caller's connect is *reset*
 (it never sees `Refused`, which needs a session); deferral keeps the SYN-ACK
 paused for at most [`Endpoint::set_syn_defer_timeout`] (5 s).
 
+# Memory: TCP buffers from the application's storage
+
+By default ([`TcpBuffers::Heap`]) the endpoint allocates each socket's
+buffers (`Config::tcp_rx_buffer`, `tcp_tx_buffer`: 64 KiB each way) when a
+listener arms or a connection starts. With [`TcpBuffers::Provided`] it
+allocates none: the application gives it sockets over its own storage
+([`Endpoint::add_socket`], [`TcpStorage`] for a `static`), which stay in the
+`SocketSet` and are reused, closed silently between connections. A full pool
+refuses `connect` with [`Error::NoSocket`] and arms fewer listening sockets.
+[`Config::small`] sizes everything else for firmware (1 KiB TCP buffers,
+4 KiB session buffers, 2 KiB messages). What remains on the heap is the
+session state (about 220 B per idle connection) and the session's buffers
+while data is in flight, bounded by the session configuration;
+`docs/memory.md` has the measured budget of each configuration.
+
 # Timeouts and their defaults
 
 | timeout | default | where |
