@@ -407,6 +407,9 @@ impl Link {
         now: Instant,
     ) -> bool {
         let mut progress = false;
+        // Bytes TCP offered that the session could not take (its receive
+        // buffer is full: the application is not reading).
+        let mut held_back;
         loop {
             let mut offered = 0;
             let mut taken = 0;
@@ -415,6 +418,7 @@ impl Link {
                 taken = session.handle_bytes(now, buf);
                 taken
             });
+            held_back = taken < offered;
             match outcome {
                 RecvOutcome::Read(n) if n > 0 => {
                     progress = true;
@@ -444,34 +448,53 @@ impl Link {
                     break;
                 }
                 RecvOutcome::Gone => {
-                    if !self.flags.get(Self::GONE_DELIVERED) {
-                        self.flags.set(Self::GONE_DELIVERED, true);
-                        progress = true;
-                        // CLOSED without FIN is a RST, or smoltcp's own
-                        // time-out where it still owns the timeout: before
-                        // the handshake (it bounds the handshake), and once
-                        // established until the driver takes the timeout
-                        // over (CONNECT outstanding). Gone after the whole
-                        // timeout without progress, it timed out (RFC 9293
-                        // §3.8.3's R2); a RST comes while TCP still had time.
-                        let limit = from_millis(self.limit_ms);
-                        let timed_out = if !self.flags.get(Self::ESTABLISHED) {
-                            now >= self.created + limit
-                        } else {
-                            !self.flags.get(Self::OWNS_TIMEOUT) && now >= self.acked_at + limit
-                        };
-                        let how = if timed_out {
-                            TransportClosed::TimedOut
-                        } else {
-                            TransportClosed::Reset
-                        };
-                        session.handle_transport_closed(now, how);
-                    }
+                    progress |= self.deliver_gone(session, now);
                     break;
                 }
             }
         }
+        // CLOSED with bytes the session could not take: a reset (or a
+        // time-out). smoltcp keeps a reset socket's unread bytes readable,
+        // so without this the session would learn of the reset only once
+        // its application had read them all. A reset flushes the receive
+        // queue (RFC 9293 §3.10.7.4), and Winsock posts FD_CLOSE with
+        // WSAECONNRESET at once, discarding what is unread (§5.4). No
+        // graceful end leaves bytes behind: our FIN follows the peer's
+        // DISCONNECT, its last frame (§5.4), so a connection CLOSED by the
+        // FIN exchange has nothing left to read; a FIN behind unread bytes
+        // leaves the connection in CLOSE-WAIT, not CLOSED.
+        if held_back && conn.is_closed() {
+            progress |= self.deliver_gone(session, now);
+        }
         progress
+    }
+
+    /// Tells the session, once, that the connection is gone without a FIN:
+    /// a reset, or a time-out. Says whether it was news.
+    fn deliver_gone(&mut self, session: &mut Session, now: Instant) -> bool {
+        if self.flags.get(Self::GONE_DELIVERED) {
+            return false;
+        }
+        self.flags.set(Self::GONE_DELIVERED, true);
+        // CLOSED without FIN is a RST, or smoltcp's own time-out where it
+        // still owns the timeout: before the handshake (it bounds the
+        // handshake), and once established until the driver takes the
+        // timeout over (CONNECT outstanding). Gone after the whole timeout
+        // without progress, it timed out (RFC 9293 §3.8.3's R2); a RST comes
+        // while TCP still had time.
+        let limit = from_millis(self.limit_ms);
+        let timed_out = if !self.flags.get(Self::ESTABLISHED) {
+            now >= self.created + limit
+        } else {
+            !self.flags.get(Self::OWNS_TIMEOUT) && now >= self.acked_at + limit
+        };
+        let how = if timed_out {
+            TransportClosed::TimedOut
+        } else {
+            TransportClosed::Reset
+        };
+        session.handle_transport_closed(now, how);
+        true
     }
 
     /// Acknowledgement progress, for the user timeout; and for the session's

@@ -917,6 +917,141 @@ fn close_with_data_unread_in_tcp_aborts_without_disconnect() {
     );
 }
 
+/// A RST reaches a session whose receive buffers are full (its application
+/// is not reading): FD_CLOSE with WSAECONNRESET is posted when the reset
+/// arrives (Winsock posts FD_CLOSE on a reset whatever is unread), not
+/// when the application next reads. The peer's ABORT is stuck behind the
+/// data, so the RST that follows it is all that arrives.
+#[test]
+fn a_reset_reaches_a_session_whose_receive_buffers_are_full() {
+    let (mut w, c, s) = connected_pair();
+    // The server sends until both of the caller's buffers (TCP's and the
+    // session's) are full and its own are too.
+    let chunk = [0x5a; 1024];
+    for _ in 0..2000 {
+        let now = w.now();
+        let (ep, _, sockets) = w.parts(0);
+        while let Ok(n) = ep.send(sockets, s, now, &chunk) {
+            if n == 0 {
+                break;
+            }
+        }
+        w.run_for(Duration::from_millis(5));
+    }
+    assert!(closed(&w.apps.events[1], c).is_none());
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.abort(sockets, s, now, Reason::APPLICATION_ABORT, None)
+            .unwrap();
+    }
+    // The ABORT cannot be delivered: the RST follows within the abort
+    // flush (1 s + 1 s).
+    w.run_for(Duration::from_secs(3));
+    let segs = from_server(&segments(&w.sim.pcap(1)), 1);
+    assert!(segs.iter().any(|s| s.rst), "the server reset");
+    assert_eq!(
+        closed(&w.apps.events[1], c),
+        Some(CloseReason::Reset),
+        "the caller, which never read, learned of the reset"
+    );
+}
+
+/// The peer's last bytes, DISCONNECT and FIN wait in TCP behind a full
+/// session buffer (CLOSE-WAIT with bytes unread), and we half-close too
+/// (our FIN waits for the peer's DISCONNECT, §5.4): that is no reset.
+/// Everything is read, then the peer's disconnect data, and the session
+/// ends gracefully.
+#[test]
+fn a_fin_behind_unread_bytes_is_not_a_reset() {
+    let (mut w, c, s) = connected_pair_with(|i| Config::small(70 + i as u64), Options::SMALL);
+    // The caller's session holds 5 KiB in stream mode (its 4 KiB buffer and
+    // one frame); the rest, the DISCONNECT and the FIN wait in its TCP
+    // receive buffer (1 KiB).
+    let sent = 5120 + 512;
+    let data: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
+    let mut at = 0;
+    while at < sent {
+        let now = w.now();
+        let (ep, _, sockets) = w.parts(0);
+        at += ep.send(sockets, s, now, &data[at..]).unwrap_or(0);
+        w.run_for(Duration::from_millis(5));
+    }
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.send_disconnect(sockets, s, now, Some(b"last")).unwrap();
+    }
+    w.run_for(Duration::from_millis(500));
+    // Our half-close: our DISCONNECT goes, our FIN waits.
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(1);
+        ep.send_disconnect(sockets, c, now, None).unwrap();
+    }
+    w.run_for(Duration::from_secs(1));
+    assert!(
+        !w.apps.events[1]
+            .iter()
+            .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::PeerDisconnected))),
+        "the DISCONNECT waits behind the unread bytes"
+    );
+    assert_eq!(closed(&w.apps.events[1], c), None, "not reset");
+    // Everything is read, then the disconnect data.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 700];
+    for _ in 0..100 {
+        let now = w.now();
+        let (ep, _, sockets) = w.parts(1);
+        match ep.recv(sockets, c, now, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        w.run_for(Duration::from_millis(5));
+    }
+    assert_eq!(got.len(), sent);
+    assert!(got == data, "the bytes, in order");
+    let mut last = [0u8; 8];
+    let n = w.ep(1).recv_disconnect(c, &mut last).unwrap().unwrap();
+    assert_eq!(&last[..n], b"last");
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(closed(&w.apps.events[1], c), Some(CloseReason::Graceful));
+}
+
+/// The seed's step 5a against a caller that is not reading: the callee's
+/// disconnect data and FIN wait behind unread bytes, its linger timer
+/// fires and it resets (§7). The RST reaches the caller's session at once,
+/// though its TCP had already seen the FIN (Winsock E12: unread data and
+/// disconnect data are discarded, FD_CLOSE with WSAECONNRESET).
+#[test]
+fn a_reset_after_a_fin_behind_unread_bytes_is_a_reset() {
+    let (mut w, c, s) = connected_pair_with(|i| Config::small(80 + i as u64), Options::SMALL);
+    let data = vec![0x5a; 5120 + 512];
+    let mut at = 0;
+    while at < data.len() {
+        let now = w.now();
+        let (ep, _, sockets) = w.parts(0);
+        at += ep.send(sockets, s, now, &data[at..]).unwrap_or(0);
+        w.run_for(Duration::from_millis(5));
+    }
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(0);
+        ep.send_disconnect(sockets, s, now, Some(b"last")).unwrap();
+        ep.close(sockets, s, now).unwrap(); // (5a)
+    }
+    // The linger timer (10 s) fires: RST.
+    w.run_for(Duration::from_secs(12));
+    assert!(
+        from_server(&segments(&w.sim.pcap(1)), 1)
+            .iter()
+            .any(|s| s.rst),
+        "the callee's linger timer reset the connection"
+    );
+    assert_eq!(closed(&w.apps.events[1], c), Some(CloseReason::Reset));
+}
+
 /// A graceful close the peer never
 /// confirms is counted in the endpoint's statistics.
 #[test]
