@@ -18,12 +18,15 @@
 //! Time here is virtual (a sleep moves the clock), so the run is instant and
 //! the same every time; firmware reads its clock and sleeps instead.
 //! `-- --naive` runs the stalling loop instead, for comparison: it sleeps to
-//! `next_poll` after every round.
+//! `next_poll` after every round. `-- --provided` runs it as firmware
+//! would: `Config::small`, and TCP buffers in storage this program owns
+//! (`TcpStorage`, `TcpBuffers::Provided`), so the endpoint allocates none.
 
 use std::collections::HashMap;
 
 use bookend_smoltcp::{
-    Bytes, Config, Decision, Endpoint, EndpointEvent, Event, Handle, ListenConfig, Options,
+    Bytes, Config, Decision, Endpoint, EndpointEvent, Event, Handle, ListenConfig, TcpBuffers,
+    TcpStorage,
 };
 use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
@@ -42,6 +45,12 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn main() {
     let naive = std::env::args().any(|a| a == "--naive");
+    let provided = std::env::args().any(|a| a == "--provided");
+    // With `--provided`: 16 sockets of 1 KiB each way (the listener's
+    // backlog of 8, the three clients, the server's three connections),
+    // here on the stack; firmware puts them in a `static`. Declared before
+    // the socket set, which borrows them.
+    let mut storage = TcpStorage::<16, 1024, 1024>::new();
     let mut device = Loopback::new(Medium::Ip);
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ip),
@@ -53,7 +62,20 @@ fn main() {
             .expect("one address fits");
     });
     let mut sockets = SocketSet::new(vec![]);
-    let mut ep = Endpoint::new(Config::new(0x5eed)).expect("the default configuration is valid");
+    let config = if provided {
+        let mut c = Config::small(0x5eed);
+        c.tcp_buffers = TcpBuffers::Provided;
+        c
+    } else {
+        Config::new(0x5eed)
+    };
+    let mut ep = Endpoint::new(config).expect("the configuration is valid");
+    if provided {
+        for socket in storage.sockets() {
+            ep.add_socket(&mut sockets, socket)
+                .expect("the endpoint takes provided sockets");
+        }
+    }
     let server = IpEndpoint::new(IpAddress::v4(127, 0, 0, 1), PORT);
 
     // The server: the condition function (WSAAccept's) sees the caller data
@@ -69,7 +91,9 @@ fn main() {
         granted: req.grant,
     });
 
-    // The clients: WSAConnect with their names as caller data.
+    // The clients: WSAConnect with their names as caller data, proposing
+    // the configuration's options.
+    let options = ep.config().session.options;
     let mut now = Instant::ZERO;
     let mut clients: HashMap<Handle, u64> = HashMap::new();
     for (name, total) in CLIENTS {
@@ -80,7 +104,7 @@ fn main() {
                 now,
                 server,
                 Some(name.as_bytes()),
-                Options::DEFAULT,
+                options,
             )
             .expect("a connect with valid options");
         clients.insert(h, total);
@@ -144,6 +168,14 @@ fn main() {
         CLIENTS.len(),
         now.total_millis()
     );
+    if provided {
+        println!(
+            "{} provided sockets: {} listening, {} free; no TCP buffer came from the heap",
+            ep.provided_socket_count(),
+            ep.listening_socket_count(),
+            ep.free_socket_count()
+        );
+    }
 }
 
 /// One event of connection `h`, as the seed's server and clients act on it.
