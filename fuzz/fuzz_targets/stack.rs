@@ -11,7 +11,9 @@
 #![no_main]
 
 use bookend_session::{Event, Options, Reason};
-use bookend_smoltcp::{Config, Decision, Endpoint, EndpointEvent, Handle, ListenConfig};
+use bookend_smoltcp::{
+    Config, Decision, Endpoint, EndpointEvent, Handle, ListenConfig, TcpBuffers,
+};
 use bookend_wire::{ConnectRepr, FrameRepr, ReasonRepr, VERSION};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -72,8 +74,15 @@ struct Input {
     /// The server grants the CRC-32C trailer, and callers propose it and
     /// seal every frame they send (bookend-built bodies).
     integrity: bool,
+    /// The endpoint runs on 6 provided sockets (`TcpBuffers::Provided`)
+    /// instead of making its own: parked, reused, shared with the listener.
+    provided: bool,
     ops: Vec<Op>,
 }
+
+/// Provided sockets when `Input::provided`: fewer than the backlog plus the
+/// callers, so the pool runs dry.
+const PROVIDED: usize = 6;
 
 #[derive(Default)]
 struct Dev {
@@ -343,8 +352,20 @@ fuzz_target!(|input: Input| {
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(SERVER), 24));
     });
+    if input.provided {
+        config.tcp_buffers = TcpBuffers::Provided;
+    }
     let mut sockets = SocketSet::new(vec![]);
     let mut ep = Endpoint::new(config).unwrap();
+    if input.provided {
+        for _ in 0..PROVIDED {
+            let socket = smoltcp::socket::tcp::Socket::new(
+                smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
+                smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
+            );
+            ep.add_socket(&mut sockets, socket).unwrap();
+        }
+    }
     let l = ep
         .listen(&mut sockets, PORT, ListenConfig::new(4, 4))
         .unwrap();
@@ -469,7 +490,14 @@ fuzz_target!(|input: Input| {
     );
     assert_eq!(
         s.sockets.iter().count(),
-        s.ep.listening_socket_count(),
+        s.ep.listening_socket_count() + s.ep.free_socket_count(),
         "sockets left after two hours"
     );
+    if input.provided {
+        assert_eq!(
+            s.ep.provided_socket_count(),
+            PROVIDED,
+            "a provided socket lost"
+        );
+    }
 });

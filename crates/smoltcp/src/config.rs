@@ -96,11 +96,13 @@ pub enum TcpBuffers {
     /// The endpoint uses only the sockets the application gives it with
     /// [`Endpoint::add_socket`](crate::Endpoint::add_socket), over the
     /// application's storage (a `static` [`TcpStorage`](crate::TcpStorage),
-    /// say), and reuses them: it allocates no TCP buffer. How many there are
-    /// bounds listeners and connections together, as `max_connections`
-    /// does; with none free, `connect` fails with
-    /// [`Error::NoSocket`](crate::Error::NoSocket) and listeners arm fewer
-    /// sockets until one is released.
+    /// say), and reuses them: it allocates no TCP buffer. Size the pool for
+    /// the listeners' backlogs plus the outgoing connections wanted at
+    /// once; with fewer, listeners arm fewer sockets (sharing them), and
+    /// `connect` or a new listener takes one from the listener with the
+    /// most sockets still listening, as long as that listener keeps one.
+    /// With none to be had, `connect` and `listen` fail with
+    /// [`Error::NoSocket`](crate::Error::NoSocket).
     Provided,
 }
 
@@ -189,12 +191,14 @@ impl Config {
         if self.ephemeral_ports.is_empty() || *self.ephemeral_ports.start() == 0 {
             return Err(ConfigError::EphemeralPorts);
         }
-        for (field, value) in [
-            ("tcp_rx_buffer", self.tcp_rx_buffer),
-            ("tcp_tx_buffer", self.tcp_tx_buffer),
-            ("max_connections", self.max_connections),
+        // Provided sockets bring their own buffers: the sizes are unused.
+        let heap = self.tcp_buffers == TcpBuffers::Heap;
+        for (field, value, checked) in [
+            ("tcp_rx_buffer", self.tcp_rx_buffer, heap),
+            ("tcp_tx_buffer", self.tcp_tx_buffer, heap),
+            ("max_connections", self.max_connections, true),
         ] {
-            if value == 0 {
+            if checked && value == 0 {
                 return Err(ConfigError::Zero(field));
             }
         }

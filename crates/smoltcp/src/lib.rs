@@ -12,7 +12,7 @@ this crate binds sessions to smoltcp TCP sockets and hides smoltcp's traps
 | no default timeouts: retransmission never gives up; `set_timeout` also kills idle connections | every socket is given up after `Config::give_up_after` (the user timeout `Config::tcp_timeout` plus one retransmission interval) and gets a shorter `tcp_keep_alive`; the session adds connect, handshake, decision, linger and idle timers |
 | `connect` needs an application-chosen local port; no TIME-WAIT protection on reuse | an ephemeral port allocator that skips live ports and quarantines closed ones for `Config::time_wait` |
 | `Config::random_seed` defaults to 0: the same ISNs every boot | `Config` requires a seed; [`Config::interface_seed`] derives one for the interface, and `Config::from_os_entropy` (std) takes one from the OS |
-| `SocketSet::remove` sends nothing to the peer | sockets leave the set only when TCP is finished, or after `abort()` and one more interface poll so the RST is really sent |
+| `SocketSet::remove` sends nothing to the peer | sockets leave the set (or, provided ones, are parked in it) only when TCP is finished, or after `abort()` and one more interface poll so the RST is really sent |
 | reset and time-out look the same (`Closed` + `InvalidState`) | a connection silent for the whole user timeout is reported as timed out, otherwise as reset |
 | TIME-WAIT is a fixed 10 s and unread data is wiped when it ends | received bytes are pumped into the session before; finished sockets are released at once |
 

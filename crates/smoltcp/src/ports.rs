@@ -76,6 +76,12 @@ impl Ports {
         }
     }
 
+    /// `port` was allocated but never used on the wire (the connect failed
+    /// before a SYN): free at once, no quarantine, no table entry.
+    pub(crate) fn cancel(&mut self, port: u16) {
+        self.live.remove(&port);
+    }
+
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
         self.live.len()
@@ -100,5 +106,14 @@ mod tests {
         );
         assert_eq!(p.allocate(Instant::from_millis(10_000)), Ok(a[0]));
         assert_eq!(p.live(), 4);
+    }
+
+    #[test]
+    fn a_cancelled_port_is_free_at_once() {
+        let mut p = Ports::new(50000..=50000, 0, Duration::from_secs(10));
+        let port = p.allocate(Instant::ZERO).unwrap();
+        p.cancel(port);
+        assert_eq!(p.allocate(Instant::ZERO), Ok(port));
+        assert!(p.quarantine.is_empty() && p.expiry.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bookend_session::{CloseReason, Event, Options, Reason};
 use bookend_smoltcp::{
     Config, ConfigError, Decision, EndpointEvent, Error, Handle, ListenConfig, TcpBuffers,
-    TcpStorage,
+    TcpDecision, TcpStorage,
 };
 use bytes::Bytes;
 use world::{PORT, World, addr, segments};
@@ -120,6 +120,32 @@ fn add_socket_needs_provided_buffers() {
 }
 
 #[test]
+fn a_socket_without_buffers_is_refused() {
+    let mut w = World::new(1, |_| Some(provided(2)));
+    let (ep, _, sockets) = w.parts(0);
+    let socket = smoltcp::socket::tcp::Socket::new(
+        smoltcp::socket::tcp::SocketBuffer::new(vec![0; 64]),
+        smoltcp::socket::tcp::SocketBuffer::new(Vec::new()),
+    );
+    assert_eq!(
+        ep.add_socket(sockets, socket),
+        Err(Error::InvalidConfig(ConfigError::Zero(
+            "socket send buffer"
+        )))
+    );
+    assert_eq!(ep.provided_socket_count(), 0);
+}
+
+#[test]
+fn provided_buffers_need_no_buffer_sizes() {
+    let mut c = provided(3);
+    (c.tcp_rx_buffer, c.tcp_tx_buffer) = (0, 0);
+    assert_eq!(c.validate(), Ok(()));
+    c.tcp_buffers = TcpBuffers::Heap;
+    assert_eq!(c.validate(), Err(ConfigError::Zero("tcp_rx_buffer")));
+}
+
+#[test]
 fn tcp_storage_makes_n_sockets_of_its_sizes() {
     let mut storage = TcpStorage::<3, 512, 256>::new();
     let sockets: Vec<_> = storage.sockets().collect();
@@ -148,6 +174,39 @@ fn connect_with_every_provided_socket_in_use_is_refused_with_no_socket() {
     lifecycle(&mut w, b"two");
 }
 
+/// A connect refused for want of a socket holds no ephemeral port: retried
+/// while the pool is busy (as a client would), it neither quarantines the
+/// ports it never used nor grows the allocator's tables.
+#[test]
+fn a_connect_refused_with_no_socket_uses_no_port() {
+    let mut w = World::new(2, |i| {
+        let mut c = provided(90 + i as u64);
+        // Two ephemeral ports: one for the live connection, one spare.
+        c.ephemeral_ports = 50_000..=50_001;
+        Some(c)
+    });
+    w.provide(0, 2, 1024, 1024);
+    w.provide(1, 1, 1024, 1024);
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        });
+    }
+    let first = connect(&mut w, b"one").unwrap();
+    for _ in 0..20 {
+        assert_eq!(connect(&mut w, b"two"), Err(Error::NoSocket));
+    }
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
+    let callee = accepted(&w)[0];
+    close_both(&mut w, first, callee);
+    // The first connection's port is in TIME-WAIT quarantine; the spare one
+    // is free, the refusals having taken none.
+    lifecycle(&mut w, b"two");
+}
+
 #[test]
 fn a_listener_arms_what_the_pool_holds_and_rearms_as_sockets_come_back() {
     let mut w = world(2, 1, 4);
@@ -164,6 +223,123 @@ fn a_listener_arms_what_the_pool_holds_and_rearms_as_sockets_come_back() {
     close_both(&mut w, c, s);
     assert_eq!(w.ep(0).listening_socket_count(), 2, "re-armed");
     assert_eq!(w.sim.host(0).sockets.iter().count(), 2);
+}
+
+/// With every provided socket listening, `connect` takes one from the
+/// listener (which keeps at least one): idle listening sockets do not
+/// starve outgoing connections.
+#[test]
+fn connect_takes_a_socket_from_an_idle_listener_when_none_is_free() {
+    let mut w = world(4, 2, 1);
+    {
+        // The caller's host listens too, with more backlog than sockets.
+        let (ep, _, sockets) = w.parts(1);
+        ep.listen(sockets, PORT, ListenConfig::new(8, 8)).unwrap();
+        assert_eq!(ep.listening_socket_count(), 2);
+        assert_eq!(ep.free_socket_count(), 0);
+    }
+    let c = connect(&mut w, b"one").unwrap();
+    assert_eq!(w.ep(1).listening_socket_count(), 1, "one taken, one kept");
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    // A second connect finds no listener with a socket to spare.
+    assert_eq!(connect(&mut w, b"two"), Err(Error::NoSocket));
+    let s = accepted(&w)[0];
+    close_both(&mut w, c, s);
+    assert_eq!(w.ep(1).listening_socket_count(), 2, "back to the listener");
+}
+
+/// Two listeners share a pool smaller than their backlogs: the second
+/// takes a socket from the first, and both answer their callers.
+#[test]
+fn listeners_share_a_pool_smaller_than_their_backlogs() {
+    let mut w = world(4, 1, 8);
+    assert_eq!(w.ep(0).listening_socket_count(), 4);
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep
+            .listen(sockets, PORT + 1, ListenConfig::new(8, 8))
+            .unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"second")),
+            granted: req.grant,
+        });
+    }
+    assert_eq!(w.ep(0).listening_socket_count(), 4);
+    let now = w.now();
+    let c = {
+        let (ep, iface, sockets) = w.parts(1);
+        let to = smoltcp::wire::IpEndpoint::new(addr(0).addr, PORT + 1);
+        ep.connect(iface, sockets, now, to, Some(b"x"), Options::SMALL)
+            .unwrap()
+    };
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    assert_eq!(
+        connected(&w, 1, c),
+        Some(Some(Bytes::from_static(b"second")))
+    );
+}
+
+/// A listener that could never answer a SYN is refused: no provided socket
+/// is free, and the only other listener has one, which it keeps.
+#[test]
+fn listen_with_no_socket_to_spare_is_refused_with_no_socket() {
+    let mut w = world(1, 1, 8);
+    let (ep, _, sockets) = w.parts(0);
+    assert_eq!(
+        ep.listen(sockets, PORT + 1, ListenConfig::new(8, 8)).err(),
+        Some(Error::NoSocket)
+    );
+    assert_eq!(ep.listening_socket_count(), 1);
+    // The refused listener left nothing behind: its port is free.
+    assert_eq!(
+        ep.listen(sockets, PORT + 1, ListenConfig::new(8, 8)).err(),
+        Some(Error::NoSocket)
+    );
+}
+
+/// A socket that held a SYN-ACK for SO_CONDITIONAL_ACCEPT and then serves a
+/// listener without a TCP condition answers its callers at once: the pause
+/// does not travel with the socket.
+#[test]
+fn a_reused_socket_does_not_keep_another_listeners_syn_ack_pause() {
+    let mut w = World::new(2, |i| Some(provided(100 + i as u64)));
+    w.provide(0, 2, 1024, 1024);
+    w.provide(1, 3, 1024, 1024);
+    let plain_port = PORT;
+    let conditional_port = PORT + 1;
+    {
+        let (ep, _, sockets) = w.parts(0);
+        // The plain listener first: it is first to re-arm.
+        let plain = ep
+            .listen(sockets, plain_port, ListenConfig::new(1, 8))
+            .unwrap();
+        ep.accept_with(plain, |req| Decision::Accept {
+            callee_data: None,
+            granted: req.grant,
+        });
+        let conditional = ep
+            .listen(sockets, conditional_port, ListenConfig::new(1, 8))
+            .unwrap();
+        ep.tcp_accept_with(sockets, conditional, |_, _| TcpDecision::Refuse);
+    }
+    let to = |port| smoltcp::wire::IpEndpoint::new(addr(0).addr, port);
+    let connect_to = |w: &mut World, port| {
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, to(port), None, Options::SMALL)
+            .unwrap()
+    };
+    // The plain listener's socket carries a connection, kept open.
+    let first = connect_to(&mut w, plain_port);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
+    // The conditional listener's socket holds a SYN-ACK, refused: it is
+    // released, and the plain listener, first in turn, re-arms with it.
+    let refused = connect_to(&mut w, conditional_port);
+    w.run_until(Duration::from_secs(5), |w| closed(w, 1, refused).is_some());
+    w.run_for(Duration::from_millis(100));
+    // Its next caller is answered.
+    let third = connect_to(&mut w, plain_port);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, third).is_some());
 }
 
 /// The same two sockets carry lifecycle after lifecycle, and the wire sees

@@ -55,20 +55,23 @@ impl Endpoint {
             return Err(e.into());
         }
         // On the failures below the session is dropped: all its parts go
-        // back to the pool.
-        let Ok(port) = self.ports.allocate(t) else {
-            session.recycle(&mut self.spares);
-            return Err(Error::PortsExhausted);
-        };
-        let Some(handle) = self.tcp.take(&self.config, sockets) else {
-            self.ports.release(port, t);
+        // back to the pool. The socket first: a connect refused for want of
+        // one must not take a port (a client retrying would quarantine the
+        // whole range).
+        let Some(handle) = self.borrow_socket(sockets) else {
             session.recycle(&mut self.spares);
             return Err(Error::NoSocket);
         };
+        let Ok(port) = self.ports.allocate(t) else {
+            self.tcp.release(sockets, handle);
+            session.recycle(&mut self.spares);
+            return Err(Error::PortsExhausted);
+        };
         let socket = sockets.get_mut::<tcp::Socket>(handle);
         if socket.connect(iface.context(), remote, port).is_err() {
+            // No SYN went out: the port is free again at once.
             self.tcp.release(sockets, handle);
-            self.ports.release(port, t);
+            self.ports.cancel(port);
             session.recycle(&mut self.spares);
             return Err(Error::Connect);
         }

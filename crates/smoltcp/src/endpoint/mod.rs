@@ -380,7 +380,9 @@ pub struct Stats {
 ///
 /// The application owns the smoltcp `Interface`, its `Device` and the
 /// `SocketSet`; the endpoint adds TCP sockets to that set and removes them
-/// again. The required call order, in the manner of quinn-proto:
+/// again (with [`TcpBuffers::Provided`](crate::TcpBuffers::Provided), the
+/// application adds them once and the endpoint parks them there, closed,
+/// between connections). The required call order, in the manner of quinn-proto:
 ///
 /// 1. `iface.poll(now, &mut device, &mut sockets)`;
 /// 2. [`Endpoint::poll`]`(now, &mut sockets)`: moves bytes between
@@ -566,8 +568,9 @@ impl Endpoint {
         self.live
     }
 
-    /// Sockets this endpoint has in the set: armed listeners plus connections
-    /// still holding one.
+    /// Sockets this endpoint uses: armed listeners plus connections still
+    /// holding one. Parked provided sockets are in the set too, but not
+    /// counted here ([`Endpoint::free_socket_count`]).
     pub fn socket_count(&self) -> usize {
         self.listeners.iter().map(|l| l.armed.len()).sum::<usize>()
             + self
@@ -609,7 +612,8 @@ impl Endpoint {
     /// uses it; what else the application set (hop limit) is kept.
     ///
     /// This function returns `Err(Error::InvalidConfig)` unless the endpoint
-    /// was made with `tcp_buffers: TcpBuffers::Provided`.
+    /// was made with `tcp_buffers: TcpBuffers::Provided`, or if a buffer of
+    /// `socket` is empty (such a socket could never carry a byte).
     pub fn add_socket<'a>(
         &mut self,
         sockets: &mut SocketSet<'a>,
@@ -617,6 +621,14 @@ impl Endpoint {
     ) -> Result<SocketHandle, Error> {
         if self.tcp.mode() != crate::TcpBuffers::Provided {
             return Err(Error::InvalidConfig(crate::ConfigError::NotProvided));
+        }
+        for (field, capacity) in [
+            ("socket receive buffer", socket.recv_capacity()),
+            ("socket send buffer", socket.send_capacity()),
+        ] {
+            if capacity == 0 {
+                return Err(Error::InvalidConfig(crate::ConfigError::Zero(field)));
+            }
         }
         Ok(self.tcp.adopt(sockets, socket))
     }
@@ -634,9 +646,15 @@ impl Endpoint {
 
     /// Listens on `port` with a pool of `config.backlog` listening sockets.
     ///
+    /// With provided sockets ([`TcpBuffers::Provided`](crate::TcpBuffers::Provided))
+    /// it arms what the pool can give, and the listeners share the pool:
+    /// re-arming goes round them one socket at a time, and a listener that
+    /// finds none free takes one from the listener with the most.
+    ///
     /// This function returns `Err(Error::Listen)` for port 0 or a port this
-    /// endpoint already listens on, and `Err(Error::InvalidConfig)` for a zero
-    /// backlog or pending bound.
+    /// endpoint already listens on, `Err(Error::InvalidConfig)` for a zero
+    /// backlog or pending bound, and `Err(Error::NoSocket)` if no provided
+    /// socket is free and no listener has one to spare (each keeps one).
     pub fn listen(
         &mut self,
         sockets: &mut SocketSet<'_>,
@@ -666,6 +684,18 @@ impl Endpoint {
         });
         let id = self.listeners.len() - 1;
         self.rearm(id, sockets);
+        if self.listeners[id].armed.is_empty() && self.tcp.mode() == crate::TcpBuffers::Provided {
+            // Every provided socket is in use: one from another listener,
+            // or no listener at all (one that could never answer a SYN
+            // would only look like one).
+            let armed = self
+                .borrow_socket(sockets)
+                .is_some_and(|h| self.listen_on(id, h, sockets));
+            if !armed {
+                self.listeners.pop();
+                return Err(Error::NoSocket);
+            }
+        }
         Ok(ListenerId(id))
     }
 
@@ -828,36 +858,105 @@ impl Endpoint {
     /// queues do not disarm listeners: a caller whose SYN is taken learns
     /// why it is not served (eviction, REJECT(`BUSY`)), instead of a bare RST.
     fn rearm(&mut self, id: usize, sockets: &mut SocketSet<'_>) {
-        let total = self.connection_count() + self.listening_socket_count();
-        let l = &self.listeners[id];
-        let want = l.config.backlog;
-        let room = self.config.max_connections.saturating_sub(total);
-        let add = want.saturating_sub(l.armed.len()).min(room);
-        for _ in 0..add {
-            // None: every provided socket is in use; the next poll after
-            // one is released arms it.
-            let Some(h) = self.tcp.take(&self.config, sockets) else {
-                return;
-            };
-            let s = sockets.get_mut::<tcp::Socket>(h);
-            #[cfg(feature = "conditional-accept")]
-            if self.listeners[id].tcp_condition.is_some() {
-                s.pause_synack(true);
-            }
-            if s.listen(self.listeners[id].port).is_err() {
-                self.tcp.release(sockets, h);
-                return;
-            }
-            self.listeners[id].armed.push(h);
+        while self.arm_one(id, sockets) {}
+        self.disarm_surplus(id, sockets);
+    }
+
+    /// [`Endpoint::rearm`] for every listener, one socket each in turn: with
+    /// provided sockets too few for every backlog, the listeners share
+    /// them instead of the first taking all.
+    fn rearm_all(&mut self, sockets: &mut SocketSet<'_>) {
+        for id in 0..self.listeners.len() {
+            self.disarm_surplus(id, sockets);
         }
-        // Too many armed (pending grew): disarm the surplus, newest first. A
-        // listening socket has no peer, so removing it sends nothing.
-        while self.listeners[id].armed.len() > want {
+        let mut armed = true;
+        while armed {
+            armed = false;
+            for id in 0..self.listeners.len() {
+                armed |= self.arm_one(id, sockets);
+            }
+        }
+    }
+
+    /// Arms one more listening socket for listener `id` if it has fewer
+    /// than its backlog, within `max_connections`, and a socket is free;
+    /// says whether it did.
+    fn arm_one(&mut self, id: usize, sockets: &mut SocketSet<'_>) -> bool {
+        let total = self.connection_count() + self.listening_socket_count();
+        if self.listeners[id].armed.len() >= self.listeners[id].config.backlog
+            || total >= self.config.max_connections
+        {
+            return false;
+        }
+        // None: every provided socket is in use; the next poll after one is
+        // released arms it.
+        let Some(h) = self.tcp.take(&self.config, sockets) else {
+            return false;
+        };
+        self.listen_on(id, h, sockets)
+    }
+
+    /// Makes the closed socket `h` one of listener `id`'s; gives it back if
+    /// smoltcp refuses.
+    fn listen_on(&mut self, id: usize, h: SocketHandle, sockets: &mut SocketSet<'_>) -> bool {
+        let s = sockets.get_mut::<tcp::Socket>(h);
+        #[cfg(feature = "conditional-accept")]
+        if self.listeners[id].tcp_condition.is_some() {
+            s.pause_synack(true);
+        }
+        if s.listen(self.listeners[id].port).is_err() {
+            self.tcp.release(sockets, h);
+            return false;
+        }
+        self.listeners[id].armed.push(h);
+        true
+    }
+
+    /// Too many armed (the backlog was lowered): disarm the surplus, newest
+    /// first. A listening socket has no peer, so releasing it sends nothing.
+    fn disarm_surplus(&mut self, id: usize, sockets: &mut SocketSet<'_>) {
+        while self.listeners[id].armed.len() > self.listeners[id].config.backlog {
             let Some(h) = self.listeners[id].armed.pop() else {
                 break;
             };
             self.tcp.release(sockets, h);
         }
+    }
+
+    /// A closed socket for an outgoing connection or a new listener: a free
+    /// one; or, with provided sockets and none free, one taken back from
+    /// the listener with the most sockets still listening, as long as it
+    /// keeps one. Armed sockets wait for callers that may never come: an
+    /// outgoing connection or another port's listener makes better use of
+    /// one, and a listener is only ever thinned, never silenced.
+    fn borrow_socket(&mut self, sockets: &mut SocketSet<'_>) -> Option<SocketHandle> {
+        if let Some(h) = self.tcp.take(&self.config, sockets) {
+            return Some(h);
+        }
+        if self.tcp.mode() != crate::TcpBuffers::Provided {
+            return None;
+        }
+        let listening = |sockets: &SocketSet<'_>, armed: &[SocketHandle]| {
+            armed
+                .iter()
+                .filter(|&&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen)
+                .count()
+        };
+        let id = (0..self.listeners.len())
+            .map(|id| (listening(sockets, &self.listeners[id].armed), id))
+            .filter(|&(n, _)| n >= 2)
+            .max()?
+            .1;
+        // Only a socket still in LISTEN: one that took a SYN is a
+        // connection the next poll hands over. It has no peer, so releasing
+        // it sends nothing.
+        let armed = &self.listeners[id].armed;
+        let at = armed
+            .iter()
+            .rposition(|&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen)?;
+        let h = self.listeners[id].armed.swap_remove(at);
+        self.tcp.release(sockets, h);
+        self.tcp.take(&self.config, sockets)
     }
 
     /// The one place a connection is created (by `connect`, or taken from a
@@ -1132,8 +1231,16 @@ impl Endpoint {
             self.poll_conn(index, t, sockets, Visit::Poll);
         }
         self.visit = visit;
-        for id in 0..self.listeners.len() {
-            self.rearm(id, sockets);
+        self.rearm_all(sockets);
+        #[cfg(debug_assertions)]
+        if self.tcp.mode() == crate::TcpBuffers::Provided {
+            // Every provided socket is free, listening or a connection's:
+            // none leaked, none released twice.
+            debug_assert_eq!(
+                self.socket_count() + self.tcp.parked(),
+                self.tcp.provided(),
+                "provided sockets accounted for"
+            );
         }
     }
 }
