@@ -18,8 +18,10 @@ pub(crate) struct Tcp<'s, 'a> {
     pub(crate) socket: &'s mut TcpSocket<'a>,
     /// The peer's FIN was received (seen in the socket's state: CLOSE-WAIT,
     /// LAST-ACK, CLOSING, TIME-WAIT, or reported by a read): a socket that
-    /// is CLOSED afterwards ended after it (the FIN exchange's last ACK),
-    /// not by a reset. embassy-net does not say which it was.
+    /// is CLOSED afterwards with nothing left to read ended after it (the
+    /// FIN exchange's last ACK), not by a reset; embassy-net does not say
+    /// which it was. One CLOSED with bytes the session cannot take was reset
+    /// all the same, FIN or not: `bookend-link`'s pump reports that.
     pub(crate) peer_fin: &'s mut bool,
 }
 

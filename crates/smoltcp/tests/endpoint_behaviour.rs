@@ -996,6 +996,11 @@ fn a_fin_behind_unread_bytes_is_not_a_reset() {
             .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::PeerDisconnected))),
         "the DISCONNECT waits behind the unread bytes"
     );
+    assert_eq!(
+        caller_tcp_state(&mut w),
+        smoltcp::socket::tcp::State::CloseWait,
+        "the peer's FIN arrived behind them"
+    );
     assert_eq!(closed(&w.apps.events[1], c), None, "not reset");
     // Everything is read, then the disconnect data.
     let mut got = Vec::new();
@@ -1019,14 +1024,35 @@ fn a_fin_behind_unread_bytes_is_not_a_reset() {
     assert_eq!(closed(&w.apps.events[1], c), Some(CloseReason::Graceful));
 }
 
+/// The state of the caller's only TCP socket (host 1).
+fn caller_tcp_state(w: &mut World) -> smoltcp::socket::tcp::State {
+    let states: Vec<_> = w
+        .sim
+        .host(1)
+        .sockets
+        .iter()
+        .filter_map(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => Some(t.state()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states.len(), 1);
+    states[0]
+}
+
 /// The seed's step 5a against a caller that is not reading: the callee's
-/// disconnect data and FIN wait behind unread bytes, its linger timer
-/// fires and it resets (§7). The RST reaches the caller's session at once,
-/// though its TCP had already seen the FIN (Winsock E12: unread data and
+/// last bytes, DISCONNECT and FIN wait in the caller's TCP behind a full
+/// session buffer (CLOSE-WAIT), the callee closes at once, and its linger
+/// timer fires while the caller's FIN cannot come (it follows the callee's
+/// DISCONNECT, unread): RST (§7). The reset reaches the caller's session at
+/// once, though its TCP had seen the FIN (Winsock E12: unread data and
 /// disconnect data are discarded, FD_CLOSE with WSAECONNRESET).
 #[test]
 fn a_reset_after_a_fin_behind_unread_bytes_is_a_reset() {
     let (mut w, c, s) = connected_pair_with(|i| Config::small(80 + i as u64), Options::SMALL);
+    // As in `a_fin_behind_unread_bytes_is_not_a_reset`: 5 KiB in the
+    // caller's session, the rest, the DISCONNECT and the FIN in its TCP.
     let data = vec![0x5a; 5120 + 512];
     let mut at = 0;
     while at < data.len() {
@@ -1039,9 +1065,25 @@ fn a_reset_after_a_fin_behind_unread_bytes_is_a_reset() {
     {
         let (ep, _, sockets) = w.parts(0);
         ep.send_disconnect(sockets, s, now, Some(b"last")).unwrap();
+    }
+    w.run_for(Duration::from_millis(500));
+    let now = w.now();
+    {
+        // The caller's DISCONNECT lets the callee send its FIN.
+        let (ep, _, sockets) = w.parts(1);
+        ep.send_disconnect(sockets, c, now, None).unwrap();
+    }
+    w.run_for(Duration::from_millis(500));
+    assert_eq!(
+        caller_tcp_state(&mut w),
+        smoltcp::socket::tcp::State::CloseWait
+    );
+    let now = w.now();
+    {
+        let (ep, _, sockets) = w.parts(0);
         ep.close(sockets, s, now).unwrap(); // (5a)
     }
-    // The linger timer (10 s) fires: RST.
+    // The callee's linger timer (10 s) fires: RST.
     w.run_for(Duration::from_secs(12));
     assert!(
         from_server(&segments(&w.sim.pcap(1)), 1)

@@ -279,6 +279,74 @@ fn listeners_share_a_pool_smaller_than_their_backlogs() {
     );
 }
 
+/// A listener whose only socket took a caller gets one back from a
+/// listener with sockets to spare, at the next poll: sharing a pool never
+/// leaves a port answering SYNs with RST while another listener idles on
+/// several sockets.
+#[test]
+fn a_listener_left_without_sockets_takes_one_from_a_listener_with_several() {
+    let mut w = world(4, 2, 8);
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep
+            .listen(sockets, PORT + 1, ListenConfig::new(8, 8))
+            .unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"second")),
+            granted: req.grant,
+        });
+    }
+    let to = smoltcp::wire::IpEndpoint::new(addr(0).addr, PORT + 1);
+    let connect_second = |w: &mut World| {
+        let now = w.now();
+        let (ep, iface, sockets) = w.parts(1);
+        ep.connect(iface, sockets, now, to, Some(b"x"), Options::SMALL)
+            .unwrap()
+    };
+    // The second listener's one socket carries a connection, kept open.
+    let first = connect_second(&mut w);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
+    assert_eq!(w.ep(0).connection_count(), 1);
+    // 4 sockets: one connection, and the two listeners share the other 3.
+    assert_eq!(w.ep(0).listening_socket_count(), 3);
+    let second = connect_second(&mut w);
+    w.run_until(Duration::from_secs(5), |w| {
+        connected(w, 1, second).is_some()
+    });
+}
+
+/// With `max_connections` reached by listening sockets alone, `connect`
+/// still takes one from a listener: a socket changing hands leaves the
+/// count as it was.
+#[test]
+fn connect_at_max_connections_takes_a_listening_socket() {
+    let mut w = World::new(2, |i| {
+        let mut c = provided(110 + i as u64);
+        c.max_connections = 4;
+        Some(c)
+    });
+    w.provide(0, 4, 1024, 1024);
+    w.provide(1, 4, 1024, 1024);
+    for host in [0, 1] {
+        let (ep, _, sockets) = w.parts(host);
+        let l = ep.listen(sockets, PORT, ListenConfig::new(8, 8)).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        });
+        assert_eq!(ep.listening_socket_count(), 4);
+    }
+    let c = connect(&mut w, b"one").unwrap();
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+    assert_eq!(w.ep(1).listening_socket_count(), 3);
+    // A second listener at the limit takes no parked socket: it may only
+    // take one from another listener.
+    let (ep, _, sockets) = w.parts(1);
+    ep.listen(sockets, PORT + 1, ListenConfig::new(8, 8))
+        .unwrap();
+    assert_eq!(ep.connection_count() + ep.listening_socket_count(), 4);
+}
+
 /// A listener that could never answer a SYN is refused: no provided socket
 /// is free, and the only other listener has one, which it keeps.
 #[test]

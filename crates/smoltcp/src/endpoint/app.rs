@@ -36,7 +36,12 @@ impl Endpoint {
         caller_data: Option<&[u8]>,
         options: Options,
     ) -> Result<Handle, Error> {
-        if self.connection_count() + self.listening_socket_count() >= self.config.max_connections {
+        // At `max_connections`, provided sockets may still change hands: a
+        // listening socket taken for this connection leaves the count as it
+        // is (`borrow_socket`).
+        let below_max =
+            self.connection_count() + self.listening_socket_count() < self.config.max_connections;
+        if !below_max && self.tcp.mode() != crate::TcpBuffers::Provided {
             return Err(Error::TooManyConnections);
         }
         let t = session_instant(now);
@@ -58,9 +63,13 @@ impl Endpoint {
         // back to the pool. The socket first: a connect refused for want of
         // one must not take a port (a client retrying would quarantine the
         // whole range).
-        let Some(handle) = self.borrow_socket(sockets) else {
+        let Some(handle) = self.borrow_socket(sockets, below_max) else {
             session.recycle(&mut self.spares);
-            return Err(Error::NoSocket);
+            return Err(if below_max {
+                Error::NoSocket
+            } else {
+                Error::TooManyConnections
+            });
         };
         let Ok(port) = self.ports.allocate(t) else {
             self.tcp.release(sockets, handle);

@@ -688,8 +688,10 @@ impl Endpoint {
             // Every provided socket is in use: one from another listener,
             // or no listener at all (one that could never answer a SYN
             // would only look like one).
+            let below_max = self.connection_count() + self.listening_socket_count()
+                < self.config.max_connections;
             let armed = self
-                .borrow_socket(sockets)
+                .borrow_socket(sockets, below_max)
                 .is_some_and(|h| self.listen_on(id, h, sockets));
             if !armed {
                 self.listeners.pop();
@@ -862,18 +864,32 @@ impl Endpoint {
         self.disarm_surplus(id, sockets);
     }
 
-    /// [`Endpoint::rearm`] for every listener, one socket each in turn: with
-    /// provided sockets too few for every backlog, the listeners share
-    /// them instead of the first taking all.
+    /// [`Endpoint::rearm`] for every listener, sharing: each socket goes to
+    /// the listener with the fewest armed (the lowest id among equals), so
+    /// with provided sockets too few for every backlog the listeners share
+    /// them instead of the first taking all; and a listener left with none
+    /// takes one from the listener with the most (which keeps one), so that
+    /// no port answers its callers with RST while another idles on several.
     fn rearm_all(&mut self, sockets: &mut SocketSet<'_>) {
         for id in 0..self.listeners.len() {
             self.disarm_surplus(id, sockets);
         }
-        let mut armed = true;
-        while armed {
-            armed = false;
-            for id in 0..self.listeners.len() {
-                armed |= self.arm_one(id, sockets);
+        loop {
+            let neediest = (0..self.listeners.len())
+                .filter(|&id| self.listeners[id].armed.len() < self.listeners[id].config.backlog)
+                .min_by_key(|&id| (self.listeners[id].armed.len(), id));
+            let Some(id) = neediest else { break };
+            if self.arm_one(id, sockets) {
+                continue;
+            }
+            // Nothing free (or at `max_connections`): only a listener with
+            // none may take one from another, which changes no count.
+            if !self.listeners[id].armed.is_empty() {
+                break;
+            }
+            match self.borrow_socket(sockets, false) {
+                Some(h) if self.listen_on(id, h, sockets) => {}
+                _ => break,
             }
         }
     }
@@ -929,8 +945,12 @@ impl Endpoint {
     /// keeps one. Armed sockets wait for callers that may never come: an
     /// outgoing connection or another port's listener makes better use of
     /// one, and a listener is only ever thinned, never silenced.
-    fn borrow_socket(&mut self, sockets: &mut SocketSet<'_>) -> Option<SocketHandle> {
-        if let Some(h) = self.tcp.take(&self.config, sockets) {
+    ///
+    /// `fresh`: a free socket may be taken (the caller is below
+    /// `max_connections`); without it only a listening socket changes hands,
+    /// which leaves the count as it is.
+    fn borrow_socket(&mut self, sockets: &mut SocketSet<'_>, fresh: bool) -> Option<SocketHandle> {
+        if fresh && let Some(h) = self.tcp.take(&self.config, sockets) {
             return Some(h);
         }
         if self.tcp.mode() != crate::TcpBuffers::Provided {
