@@ -75,6 +75,14 @@ pub async fn connect(
     options: Options,
     config: Config,
 ) -> Result<(Connection, Option<Bytes>), ConnectError> {
+    // What the session would refuse fails here, before TCP connects (as
+    // WSAConnect checks its arguments first): the callee never sees a
+    // connection that would only wait out its handshake timer.
+    config
+        .validate()
+        .map_err(|e| ConnectError::Invalid(e.to_string()))?;
+    Session::check_connect(&config, caller_data, &options)
+        .map_err(|e| ConnectError::Invalid(e.to_string()))?;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| ConnectError::Io(e.kind(), e.to_string()))?;

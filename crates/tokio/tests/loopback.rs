@@ -331,6 +331,31 @@ async fn connect_to_nothing_is_an_io_error() {
     assert!(matches!(r, Err(ConnectError::Io(..))), "{r:?}");
 }
 
+/// What the session refuses (caller data over `max_connect_data`, options
+/// out of range) fails before TCP connects, as WSAConnect checks its
+/// arguments first: the callee never sees a connection that would only
+/// wait out its handshake timer.
+#[tokio::test]
+async fn a_connect_the_session_refuses_opens_no_tcp_connection() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let too_big = vec![0u8; Options::DEFAULT.max_connect_data as usize + 1];
+    let r = connect(addr, Some(&too_big), Options::DEFAULT, Config::default()).await;
+    assert!(matches!(r, Err(ConnectError::Invalid(_))), "{r:?}");
+    let out_of_range = Options {
+        max_frame_size: 0,
+        ..Options::DEFAULT
+    };
+    let r = connect(addr, None, out_of_range, Config::default()).await;
+    assert!(matches!(r, Err(ConnectError::Invalid(_))), "{r:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), l.accept())
+            .await
+            .is_err(),
+        "a TCP connection was opened"
+    );
+}
+
 /// Both sides write more than TCP's buffers hold before reading anything:
 /// a driver blocked in a write that the peer's closed window holds up must
 /// still read, or both sides wait for each other forever.
