@@ -19,118 +19,133 @@
 //! clients to serve before exiting (default: serve until killed). It gives
 //! up after 60 s without finishing, so that CI can run it with a bound.
 
-use std::os::unix::io::AsRawFd;
-use std::time::Duration as StdDuration;
-
-use bookend_smoltcp::{Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig};
-use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
-use smoltcp::phy::{Medium, TunTapInterface, wait};
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
-
-/// The server's port (`docs/protocol.md`'s default).
-const PORT: u16 = 7050;
-
-/// Without finishing within this, the program gives up.
-const LIMIT: StdDuration = StdDuration::from_secs(60);
-
-/// The longest sleep: a stop condition (the limit) is checked at least this
-/// often, whatever the endpoint's deadlines.
-const MAX_SLEEP: Duration = Duration::from_millis(100);
-
+#[cfg(target_os = "linux")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let tap = args.next().unwrap_or_else(|| "bktapex0".into());
-    let addr: IpCidr = args
-        .next()
-        .unwrap_or_else(|| "10.78.0.2/24".into())
-        .parse()
-        .map_err(|()| "the address must be ADDR/PREFIX")?;
-    let clients: Option<u64> = args.next().map(|n| n.parse()).transpose()?;
+    linux::main()
+}
 
-    let config = Config::from_os_entropy();
-    let mut device = TunTapInterface::new(&tap, Medium::Ethernet)?;
-    let fd = device.as_raw_fd();
-    // A locally administered unicast MAC; the interface's ISN seed from the
-    // same entropy as the endpoint's (smoltcp's default seed is 0).
-    let seed = config.interface_seed();
-    let b = seed.to_be_bytes();
-    let mac = EthernetAddress([0x02, b[3], b[4], b[5], b[6], b[7]]);
-    let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
-    iface_config.random_seed = seed;
-    let mut iface = Interface::new(iface_config, &mut device, Instant::now());
-    iface.update_ip_addrs(|a| {
-        let _ = a.push(addr);
-    });
-    let mut sockets = SocketSet::new(vec![]);
-    let mut ep = Endpoint::new(config)?;
+/// TAP devices (smoltcp's `TunTapInterface`) are Linux's.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("tap_server needs a Linux TAP device");
+}
 
-    // WSAAccept's condition function: the caller's data is seen before
-    // anything is committed, and the answer carries the callee's.
-    let l = ep.listen(&mut sockets, PORT, ListenConfig::default())?;
-    ep.accept_with(l, |req| Decision::Accept {
-        callee_data: Some(Bytes::from(format!(
-            "welcome, {}",
-            String::from_utf8_lossy(req.caller_data.as_deref().unwrap_or_default())
-        ))),
-        granted: req.grant,
-    });
-    println!("listening on {}:{PORT} ({tap})", addr.address());
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::os::unix::io::AsRawFd;
+    use std::time::Duration as StdDuration;
 
-    let start = std::time::Instant::now();
-    let (mut grand_total, mut served) = (0u64, 0u64);
-    loop {
-        if start.elapsed() > LIMIT {
-            return Err(format!("gave up after {LIMIT:?}: {served} clients served").into());
-        }
-        let now = Instant::now();
-        // 1. The interface, 2. the endpoint.
-        let changed = iface.poll(now, &mut device, &mut sockets) == PollResult::SocketStateChanged;
-        ep.poll(now, &mut sockets);
-        // 3. Every event, acted on.
-        let mut commanded = false;
-        while let Some((h, e)) = ep.poll_event() {
-            match e {
-                // Steps 2-5a: FD_CLOSE; the client's total
-                // (WSARecvDisconnect); the grand total back
-                // (WSASendDisconnect), and closesocket at once.
-                EndpointEvent::Session(Event::PeerDisconnected) => {
-                    let mut buf = [0u8; 8];
-                    let n = ep.recv_disconnect(h, &mut buf)?.unwrap_or(0);
-                    let total = u64::from_be_bytes(buf[..n].try_into().unwrap_or([0; 8]));
-                    grand_total += total;
-                    ep.send_disconnect(&mut sockets, h, now, Some(&grand_total.to_be_bytes()))?;
-                    ep.close(&mut sockets, h, now)?;
-                    println!("a client's total {total}, grand total {grand_total}");
-                    served += 1;
-                    commanded = true;
-                }
-                // Ended before step 5a (a reset, a timer): nothing to serve.
-                EndpointEvent::Session(Event::Closed(reason)) => {
-                    println!("a connection ended early: {reason}");
-                    ep.close(&mut sockets, h, now)?;
-                    commanded = true;
-                }
-                _ => {}
+    use bookend_smoltcp::{Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig};
+    use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
+    use smoltcp::phy::{Medium, TunTapInterface, wait};
+    use smoltcp::time::{Duration, Instant};
+    use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+
+    /// The server's port (`docs/protocol.md`'s default).
+    const PORT: u16 = 7050;
+
+    /// Without finishing within this, the program gives up.
+    const LIMIT: StdDuration = StdDuration::from_secs(60);
+
+    /// The longest sleep: a stop condition (the limit) is checked at least this
+    /// often, whatever the endpoint's deadlines.
+    const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+    pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
+        let mut args = std::env::args().skip(1);
+        let tap = args.next().unwrap_or_else(|| "bktapex0".into());
+        let addr: IpCidr = args
+            .next()
+            .unwrap_or_else(|| "10.78.0.2/24".into())
+            .parse()
+            .map_err(|()| "the address must be ADDR/PREFIX")?;
+        let clients: Option<u64> = args.next().map(|n| n.parse()).transpose()?;
+
+        let config = Config::from_os_entropy();
+        let mut device = TunTapInterface::new(&tap, Medium::Ethernet)?;
+        let fd = device.as_raw_fd();
+        // A locally administered unicast MAC; the interface's ISN seed from the
+        // same entropy as the endpoint's (smoltcp's default seed is 0).
+        let seed = config.interface_seed();
+        let b = seed.to_be_bytes();
+        let mac = EthernetAddress([0x02, b[3], b[4], b[5], b[6], b[7]]);
+        let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+        iface_config.random_seed = seed;
+        let mut iface = Interface::new(iface_config, &mut device, Instant::now());
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(addr);
+        });
+        let mut sockets = SocketSet::new(vec![]);
+        let mut ep = Endpoint::new(config)?;
+
+        // WSAAccept's condition function: the caller's data is seen before
+        // anything is committed, and the answer carries the callee's.
+        let l = ep.listen(&mut sockets, PORT, ListenConfig::default())?;
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from(format!(
+                "welcome, {}",
+                String::from_utf8_lossy(req.caller_data.as_deref().unwrap_or_default())
+            ))),
+            granted: req.grant,
+        });
+        println!("listening on {}:{PORT} ({tap})", addr.address());
+
+        let start = std::time::Instant::now();
+        let (mut grand_total, mut served) = (0u64, 0u64);
+        loop {
+            if start.elapsed() > LIMIT {
+                return Err(format!("gave up after {LIMIT:?}: {served} clients served").into());
             }
+            let now = Instant::now();
+            // 1. The interface, 2. the endpoint.
+            let changed =
+                iface.poll(now, &mut device, &mut sockets) == PollResult::SocketStateChanged;
+            ep.poll(now, &mut sockets);
+            // 3. Every event, acted on.
+            let mut commanded = false;
+            while let Some((h, e)) = ep.poll_event() {
+                match e {
+                    // Steps 2-5a: FD_CLOSE; the client's total
+                    // (WSARecvDisconnect); the grand total back
+                    // (WSASendDisconnect), and closesocket at once.
+                    EndpointEvent::Session(Event::PeerDisconnected) => {
+                        let mut buf = [0u8; 8];
+                        let n = ep.recv_disconnect(h, &mut buf)?.unwrap_or(0);
+                        let total = u64::from_be_bytes(buf[..n].try_into().unwrap_or([0; 8]));
+                        grand_total += total;
+                        ep.send_disconnect(&mut sockets, h, now, Some(&grand_total.to_be_bytes()))?;
+                        ep.close(&mut sockets, h, now)?;
+                        println!("a client's total {total}, grand total {grand_total}");
+                        served += 1;
+                        commanded = true;
+                    }
+                    // Ended before step 5a (a reset, a timer): nothing to serve.
+                    EndpointEvent::Session(Event::Closed(reason)) => {
+                        println!("a connection ended early: {reason}");
+                        ep.close(&mut sockets, h, now)?;
+                        commanded = true;
+                    }
+                    _ => {}
+                }
+            }
+            // Served, and every lingering close delivered (5a): done.
+            if clients.is_some_and(|n| served >= n) && ep.connection_count() == 0 {
+                println!("{served} clients served, grand total {grand_total}");
+                return Ok(());
+            }
+            // 4. Anything changed or queued: poll again at once. Otherwise
+            // sleep until a frame arrives or the next deadline.
+            if changed || commanded {
+                continue;
+            }
+            let delay = ep
+                .next_poll(now, &mut iface, &sockets)
+                .map_or(
+                    MAX_SLEEP,
+                    |at| if at > now { at - now } else { Duration::ZERO },
+                )
+                .min(MAX_SLEEP);
+            wait(fd, Some(delay))?;
         }
-        // Served, and every lingering close delivered (5a): done.
-        if clients.is_some_and(|n| served >= n) && ep.connection_count() == 0 {
-            println!("{served} clients served, grand total {grand_total}");
-            return Ok(());
-        }
-        // 4. Anything changed or queued: poll again at once. Otherwise
-        // sleep until a frame arrives or the next deadline.
-        if changed || commanded {
-            continue;
-        }
-        let delay = ep
-            .next_poll(now, &mut iface, &sockets)
-            .map_or(
-                MAX_SLEEP,
-                |at| if at > now { at - now } else { Duration::ZERO },
-            )
-            .min(MAX_SLEEP);
-        wait(fd, Some(delay))?;
     }
 }
