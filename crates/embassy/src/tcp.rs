@@ -76,19 +76,14 @@ impl TcpConnection for Tcp<'_, '_> {
         }
         // CLOSED without the peer's FIN: reset (or timed out).
         let reset = state == State::Closed && !*self.peer_fin;
-        let (mut offered, mut taken) = (0, 0);
         let read = self.socket.read_with(|buf| {
             let n = if buf.is_empty() { 0 } else { consume(buf) };
-            (offered, taken) = (buf.len(), n);
             (n, n)
         });
         match poll_once(read) {
-            // A reset connection's receive queue is flushed (RFC 9293
-            // §3.10.7.4; Winsock's WSAECONNRESET discards unread data):
-            // what the session cannot take now is lost, and the session
-            // learns of the reset at once, not once its application has
-            // read (it may be waiting for something else).
-            Poll::Ready(Ok(_)) if reset && taken < offered => RecvOutcome::Gone,
+            // Bytes a reset connection still holds that the session cannot
+            // take: `bookend-link`'s pump sees the socket CLOSED with them
+            // held back and reports the reset at once (for every driver).
             Poll::Ready(Ok(n)) => RecvOutcome::Read(n),
             Poll::Pending => RecvOutcome::Read(0),
             // embassy-net reports the peer's FIN and the connection's loss
