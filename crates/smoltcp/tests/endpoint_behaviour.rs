@@ -957,21 +957,17 @@ fn a_reset_reaches_a_session_whose_receive_buffers_are_full() {
     );
 }
 
-/// The peer's last bytes, DISCONNECT and FIN wait in TCP behind a full
-/// session buffer (CLOSE-WAIT with bytes unread), and we half-close too
-/// (our FIN waits for the peer's DISCONNECT, §5.4): that is no reset.
-/// Everything is read, then the peer's disconnect data, and the session
-/// ends gracefully.
-#[test]
-fn a_fin_behind_unread_bytes_is_not_a_reset() {
-    let (mut w, c, s) = connected_pair_with(|i| Config::small(70 + i as u64), Options::SMALL);
-    // The caller's session holds 5 KiB in stream mode (its 4 KiB buffer and
-    // one frame); the rest, the DISCONNECT and the FIN wait in its TCP
-    // receive buffer (1 KiB).
-    let sent = 5120 + 512;
-    let data: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
+/// A caller (host 1) whose session buffer is full and whose TCP holds the
+/// rest of the callee's bytes, the callee's DISCONNECT ("last") and its FIN
+/// (CLOSE-WAIT): both sides have sent DISCONNECT, and the caller has read
+/// nothing. `Config::small` both sides: the caller's session holds 5 KiB in
+/// stream mode (its 4 KiB buffer and one frame), its TCP 1 KiB.
+/// Returns (world, caller, callee, the bytes sent).
+fn fin_behind_unread_bytes(seed: u64) -> (World, Handle, Handle, Vec<u8>) {
+    let (mut w, c, s) = connected_pair_with(|i| Config::small(seed + i as u64), Options::SMALL);
+    let data: Vec<u8> = (0..5120 + 512).map(|i| (i % 251) as u8).collect();
     let mut at = 0;
-    while at < sent {
+    while at < data.len() {
         let now = w.now();
         let (ep, _, sockets) = w.parts(0);
         at += ep.send(sockets, s, now, &data[at..]).unwrap_or(0);
@@ -983,23 +979,35 @@ fn a_fin_behind_unread_bytes_is_not_a_reset() {
         ep.send_disconnect(sockets, s, now, Some(b"last")).unwrap();
     }
     w.run_for(Duration::from_millis(500));
-    // Our half-close: our DISCONNECT goes, our FIN waits.
+    // The caller's half-close: its DISCONNECT lets the callee send its FIN;
+    // the caller's own FIN waits for the callee's DISCONNECT, unread.
     let now = w.now();
     {
         let (ep, _, sockets) = w.parts(1);
         ep.send_disconnect(sockets, c, now, None).unwrap();
     }
     w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        caller_tcp_state(&mut w),
+        smoltcp::socket::tcp::State::CloseWait,
+        "the callee's FIN arrived behind the unread bytes"
+    );
+    (w, c, s, data)
+}
+
+/// The peer's last bytes, DISCONNECT and FIN wait in TCP behind a full
+/// session buffer (CLOSE-WAIT with bytes unread), and we half-close too
+/// (our FIN waits for the peer's DISCONNECT, §5.4): that is no reset.
+/// Everything is read, then the peer's disconnect data, and the session
+/// ends gracefully.
+#[test]
+fn a_fin_behind_unread_bytes_is_not_a_reset() {
+    let (mut w, c, _, data) = fin_behind_unread_bytes(70);
     assert!(
         !w.apps.events[1]
             .iter()
             .any(|(_, _, e)| matches!(e, EndpointEvent::Session(Event::PeerDisconnected))),
         "the DISCONNECT waits behind the unread bytes"
-    );
-    assert_eq!(
-        caller_tcp_state(&mut w),
-        smoltcp::socket::tcp::State::CloseWait,
-        "the peer's FIN arrived behind them"
     );
     assert_eq!(closed(&w.apps.events[1], c), None, "not reset");
     // Everything is read, then the disconnect data.
@@ -1015,7 +1023,7 @@ fn a_fin_behind_unread_bytes_is_not_a_reset() {
         }
         w.run_for(Duration::from_millis(5));
     }
-    assert_eq!(got.len(), sent);
+    assert_eq!(got.len(), data.len());
     assert!(got == data, "the bytes, in order");
     let mut last = [0u8; 8];
     let n = w.ep(1).recv_disconnect(c, &mut last).unwrap().unwrap();
@@ -1050,34 +1058,7 @@ fn caller_tcp_state(w: &mut World) -> smoltcp::socket::tcp::State {
 /// disconnect data are discarded, FD_CLOSE with WSAECONNRESET).
 #[test]
 fn a_reset_after_a_fin_behind_unread_bytes_is_a_reset() {
-    let (mut w, c, s) = connected_pair_with(|i| Config::small(80 + i as u64), Options::SMALL);
-    // As in `a_fin_behind_unread_bytes_is_not_a_reset`: 5 KiB in the
-    // caller's session, the rest, the DISCONNECT and the FIN in its TCP.
-    let data = vec![0x5a; 5120 + 512];
-    let mut at = 0;
-    while at < data.len() {
-        let now = w.now();
-        let (ep, _, sockets) = w.parts(0);
-        at += ep.send(sockets, s, now, &data[at..]).unwrap_or(0);
-        w.run_for(Duration::from_millis(5));
-    }
-    let now = w.now();
-    {
-        let (ep, _, sockets) = w.parts(0);
-        ep.send_disconnect(sockets, s, now, Some(b"last")).unwrap();
-    }
-    w.run_for(Duration::from_millis(500));
-    let now = w.now();
-    {
-        // The caller's DISCONNECT lets the callee send its FIN.
-        let (ep, _, sockets) = w.parts(1);
-        ep.send_disconnect(sockets, c, now, None).unwrap();
-    }
-    w.run_for(Duration::from_millis(500));
-    assert_eq!(
-        caller_tcp_state(&mut w),
-        smoltcp::socket::tcp::State::CloseWait
-    );
+    let (mut w, c, s, _) = fin_behind_unread_bytes(80);
     let now = w.now();
     {
         let (ep, _, sockets) = w.parts(0);

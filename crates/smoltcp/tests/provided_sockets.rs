@@ -101,6 +101,26 @@ fn lifecycle(w: &mut World, data: &[u8]) {
     close_both(w, c, s);
 }
 
+/// A second listener on the server, on `PORT + 1`, answering "second".
+fn listen_second(w: &mut World) -> Result<(), Error> {
+    let (ep, _, sockets) = w.parts(0);
+    let l = ep.listen(sockets, PORT + 1, ListenConfig::new(8, 8))?;
+    ep.accept_with(l, |req| Decision::Accept {
+        callee_data: Some(Bytes::from_static(b"second")),
+        granted: req.grant,
+    });
+    Ok(())
+}
+
+/// The caller (host 1) connects to the second listener.
+fn connect_second(w: &mut World) -> Handle {
+    let now = w.now();
+    let (ep, iface, sockets) = w.parts(1);
+    let to = smoltcp::wire::IpEndpoint::new(addr(0).addr, PORT + 1);
+    ep.connect(iface, sockets, now, to, Some(b"x"), Options::SMALL)
+        .unwrap()
+}
+
 // ----- set-up ------------------------------------------------------------------------
 
 #[test]
@@ -254,24 +274,9 @@ fn connect_takes_a_socket_from_an_idle_listener_when_none_is_free() {
 fn listeners_share_a_pool_smaller_than_their_backlogs() {
     let mut w = world(4, 1, 8);
     assert_eq!(w.ep(0).listening_socket_count(), 4);
-    {
-        let (ep, _, sockets) = w.parts(0);
-        let l = ep
-            .listen(sockets, PORT + 1, ListenConfig::new(8, 8))
-            .unwrap();
-        ep.accept_with(l, |req| Decision::Accept {
-            callee_data: Some(Bytes::from_static(b"second")),
-            granted: req.grant,
-        });
-    }
+    listen_second(&mut w).unwrap();
     assert_eq!(w.ep(0).listening_socket_count(), 4);
-    let now = w.now();
-    let c = {
-        let (ep, iface, sockets) = w.parts(1);
-        let to = smoltcp::wire::IpEndpoint::new(addr(0).addr, PORT + 1);
-        ep.connect(iface, sockets, now, to, Some(b"x"), Options::SMALL)
-            .unwrap()
-    };
+    let c = connect_second(&mut w);
     w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
     assert_eq!(
         connected(&w, 1, c),
@@ -286,23 +291,7 @@ fn listeners_share_a_pool_smaller_than_their_backlogs() {
 #[test]
 fn a_listener_left_without_sockets_takes_one_from_a_listener_with_several() {
     let mut w = world(4, 2, 8);
-    {
-        let (ep, _, sockets) = w.parts(0);
-        let l = ep
-            .listen(sockets, PORT + 1, ListenConfig::new(8, 8))
-            .unwrap();
-        ep.accept_with(l, |req| Decision::Accept {
-            callee_data: Some(Bytes::from_static(b"second")),
-            granted: req.grant,
-        });
-    }
-    let to = smoltcp::wire::IpEndpoint::new(addr(0).addr, PORT + 1);
-    let connect_second = |w: &mut World| {
-        let now = w.now();
-        let (ep, iface, sockets) = w.parts(1);
-        ep.connect(iface, sockets, now, to, Some(b"x"), Options::SMALL)
-            .unwrap()
-    };
+    listen_second(&mut w).unwrap();
     // The second listener's one socket carries a connection, kept open.
     let first = connect_second(&mut w);
     w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
