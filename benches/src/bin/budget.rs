@@ -41,6 +41,10 @@ struct Row {
     provided: bool,
     idle: i64,
     flooded: i64,
+    /// One endpoint's whole heap at the flood: its connections, listener
+    /// pool, tables and spare parts (provided TCP storage excluded), half
+    /// of what the two endpoints hold.
+    endpoint: i64,
 }
 
 fn measure(name: &'static str, config: impl Fn(u64) -> Config) -> Row {
@@ -51,11 +55,11 @@ fn measure(name: &'static str, config: impl Fn(u64) -> Config) -> Row {
         mode: Mode::Stream,
         ..sample.session.options
     };
-    let mut be = Bookend::with_config(
-        config,
-        BACKLOG,
-        if provided { BACKLOG + CONNECTIONS } else { 0 },
-    );
+    let sockets = if provided { BACKLOG + CONNECTIONS } else { 0 };
+    let start = in_use();
+    let mut be = Bookend::with_config(config, BACKLOG, sockets);
+    // The provided storage is the application's, not the endpoints'.
+    let storage = (2 * sockets * tcp_buffers) as i64;
     be.integrity = options.integrity;
     // Both sets sized for every socket at once, so that growth of the
     // sets' `Vec`s is not charged to a connection (firmware's is an array).
@@ -132,12 +136,14 @@ fn measure(name: &'static str, config: impl Fn(u64) -> Config) -> Row {
     assert!(total > 0);
     be.pair.release_harness_memory();
     let flooded = (in_use() - before) / (2 * CONNECTIONS as i64);
+    let endpoint = (in_use() - start - storage) / 2;
     Row {
         name,
         tcp_buffers,
         provided,
         idle,
         flooded,
+        endpoint,
     }
 }
 
@@ -167,7 +173,7 @@ fn main() {
         "| configuration | TCP buffers | socket slot | heap, idle | heap, flooded | total idle | total flooded |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
+    for r in &rows {
         // Heap-made TCP buffers are in the heap figures already.
         let outside = if r.provided { r.tcp_buffers } else { 0 } + socket;
         println!(
@@ -180,5 +186,13 @@ fn main() {
             r.idle + outside as i64,
             r.flooded + outside as i64,
         );
+    }
+    println!(
+        "\nOne endpoint's whole heap at the flood ({CONNECTIONS} connections, a listener of {BACKLOG}, tables and pools; provided TCP storage not included):\n"
+    );
+    println!("| configuration | heap |");
+    println!("|---|---:|");
+    for r in &rows {
+        println!("| {} | {} |", r.name, r.endpoint);
     }
 }
