@@ -94,6 +94,9 @@ pub struct Connection<'a> {
     /// TCP's side is done (FIN or RST flushed, or bounded out): nothing
     /// more to send.
     finished: bool,
+    /// The application's abort was taken by the session: a later `abort`
+    /// finishes it (its first future may have been dropped mid-flush).
+    aborted: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -108,6 +111,7 @@ impl<'a> Connection<'a> {
             answer: None,
             request: None,
             finished: false,
+            aborted: false,
         }
     }
 
@@ -251,16 +255,28 @@ impl<'a> Connection<'a> {
     /// The peer sees `Aborted` with exactly these, or `Reset` if only the
     /// RST reaches it.
     ///
+    /// Cancel safety: if the future is dropped before it returns (a
+    /// timeout around it), the ABORT may be queued but not the RST; call
+    /// `abort` again (or [`closed`](Self::closed)) to finish it, rather than
+    /// dropping the connection, which would lose the RST. The second call's
+    /// `reason` and `data` are not sent: the first call's ABORT was.
+    ///
     /// This function returns `Err(Error::TooLarge)` for data over the
     /// negotiated `max_disconnect_data` (nothing is done), and
-    /// `Err(Error::InvalidState)` once the session has ended.
+    /// `Err(Error::InvalidState)` once the session has ended otherwise than
+    /// by an earlier `abort` of this connection.
     pub async fn abort(
         &mut self,
         reason: Reason,
         data: Option<&[u8]>,
     ) -> Result<CloseReason, Error> {
         let t = now();
-        self.session.abort(t, reason, data)?;
+        match self.session.abort(t, reason, data) {
+            Ok(()) => self.aborted = true,
+            // Our own abort, already taken: finish it.
+            Err(Error::InvalidState { .. }) if self.aborted => {}
+            Err(e) => return Err(e),
+        }
         self.step(t);
         Ok(self.finish().await)
     }

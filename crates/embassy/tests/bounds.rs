@@ -47,6 +47,20 @@ struct Flood {
 /// shut window, so the RST follows it after the abort bounds, and reaches a
 /// server whose session holds back input.
 fn flood_then_abort() -> Flood {
+    flood_then(Abort::Once)
+}
+
+/// How the client of [`flood_then`] aborts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Abort {
+    /// One call, awaited to the end.
+    Once,
+    /// A first call dropped by a timeout long before the flush could end,
+    /// then a second, awaited.
+    CancelledThenAgain,
+}
+
+fn flood_then(abort: Abort) -> Flood {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
     let mut rs = StackResources::<4>::new();
@@ -90,6 +104,14 @@ fn flood_then_abort() -> Flood {
         let flood = vec![7u8; 64 * 1024];
         let _ = with_timeout(Duration::from_millis(500), conn.send_all(&flood)).await;
         let t = Instant::now();
+        if abort == Abort::CancelledThenAgain {
+            let first = with_timeout(
+                Duration::from_millis(50),
+                conn.abort(Reason::application(9), Some(b"enough")),
+            )
+            .await;
+            assert!(first.is_err(), "the flush into a shut window takes longer");
+        }
         let end = conn
             .abort(Reason::application(9), Some(b"enough"))
             .await
@@ -173,6 +195,31 @@ fn an_abort_into_a_shut_window_ends_within_its_bounds() {
         f.client_abort_took < Duration::from_secs(5),
         "the abort took {} ms",
         f.client_abort_took.as_millis()
+    );
+}
+
+/// An abort whose future is dropped before it returns (a timeout around it)
+/// is finished by calling `abort` again: the ABORT and RST go out within the
+/// same bounds, and the call reports how the connection ended. (Dropping the
+/// connection instead would lose the RST: embassy-net's socket sends
+/// nothing once dropped.)
+#[test]
+fn an_abort_cancelled_by_a_timeout_is_finished_by_aborting_again() {
+    let f = within(WALL, || flood_then(Abort::CancelledThenAgain));
+    assert!(
+        matches!(f.client_end, CloseReason::Aborted { .. }),
+        "{:?}",
+        f.client_end
+    );
+    assert!(f.client_finished, "abort returns with TCP's side finished");
+    assert!(f.client_rsts_at_return > 0, "the RST is on the wire");
+    assert!(
+        matches!(
+            f.server_end,
+            CloseReason::Reset | CloseReason::Aborted { .. }
+        ),
+        "{:?}",
+        f.server_end
     );
 }
 
