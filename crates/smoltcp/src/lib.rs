@@ -57,8 +57,10 @@ buffers (`Config::tcp_rx_buffer`, `tcp_tx_buffer`: 64 KiB each way) when a
 listener arms or a connection starts. With [`TcpBuffers::Provided`] it
 allocates none: the application gives it sockets over its own storage
 ([`Endpoint::add_socket`], [`TcpStorage`] for a `static`), which stay in the
-`SocketSet` and are reused, closed silently between connections. A full pool
-refuses `connect` with [`Error::NoSocket`] and arms fewer listening sockets.
+`SocketSet` and are reused, closed silently between connections. Listeners
+share a pool smaller than their backlogs, and `connect` or `listen` takes a
+socket from the listener with the most (each keeps one); with none to be
+had they fail with [`Error::NoSocket`].
 [`Config::small`] sizes everything else for firmware (1 KiB TCP buffers,
 4 KiB session buffers, 2 KiB messages). What remains on the heap is the
 session state (about 220 B per idle connection) and the session's buffers
