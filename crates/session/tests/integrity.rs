@@ -9,8 +9,8 @@
 //! do not negotiate it.
 
 use bookend_session::{
-    CloseReason, Config, Error, Event, Instant, Integrity, Mode, Reason, Session, Side,
-    TransportAction, Violation,
+    CloseReason, Config, Error, Event, Instant, Integrity, Mode, Options, Reason, Session, Side,
+    State, TransportAction, Violation,
 };
 use bookend_wire::{Decoded, FrameType, Limits, decode, flags};
 
@@ -631,6 +631,28 @@ fn a_reject_for_an_unknown_critical_option_is_sealed() {
             assert_eq!(connect, spec[0]);
         }
     }
+}
+
+/// §2.5: a caller that requires integrity cannot propose a session without
+/// it: the connect is refused at once (no CONNECT that could only end in
+/// ABORT(`INTEGRITY_REQUIRED`) once the callee answered), and the session is
+/// left as it was.
+#[test]
+fn a_caller_that_requires_integrity_cannot_propose_without_it() {
+    let mut conf = config(Integrity::Crc32c, Mode::Stream);
+    conf.require_integrity = true;
+    let without = Options {
+        integrity: Integrity::None,
+        ..conf.options
+    };
+    assert_eq!(
+        Session::check_connect(&conf, None, &without),
+        Err(Error::InvalidGrant)
+    );
+    let mut c = Session::caller(conf, 1).unwrap();
+    assert_eq!(c.connect(T, None, without), Err(Error::InvalidGrant));
+    assert_eq!(c.state(), State::Idle);
+    assert!(drain(&mut c).is_empty(), "nothing was sent");
 }
 
 /// §2.5: integrity required rather than preferred. A caller that requires

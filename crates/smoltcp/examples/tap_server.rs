@@ -109,20 +109,25 @@ mod linux {
                     // (WSARecvDisconnect); the grand total back
                     // (WSASendDisconnect), and closesocket at once.
                     EndpointEvent::Session(Event::PeerDisconnected) => {
-                        let mut buf = [0u8; 8];
-                        let n = ep.recv_disconnect(h, &mut buf)?.unwrap_or(0);
-                        let total = u64::from_be_bytes(buf[..n].try_into().unwrap_or([0; 8]));
-                        grand_total += total;
-                        ep.send_disconnect(&mut sockets, h, now, Some(&grand_total.to_be_bytes()))?;
-                        ep.close(&mut sockets, h, now)?;
-                        println!("a client's total {total}, grand total {grand_total}");
-                        served += 1;
+                        // One client's mistake (a total that is not 8
+                        // bytes, an ABORT right behind its DISCONNECT)
+                        // ends its connection, not the server.
+                        match serve(&mut ep, &mut sockets, h, now, &mut grand_total) {
+                            Ok(total) => {
+                                println!("a client's total {total}, grand total {grand_total}");
+                                served += 1;
+                            }
+                            Err(e) => {
+                                println!("a client not served: {e}");
+                                let _ = ep.close(&mut sockets, h, now);
+                            }
+                        }
                         commanded = true;
                     }
                     // Ended before step 5a (a reset, a timer): nothing to serve.
                     EndpointEvent::Session(Event::Closed(reason)) => {
                         println!("a connection ended early: {reason}");
-                        ep.close(&mut sockets, h, now)?;
+                        let _ = ep.close(&mut sockets, h, now);
                         commanded = true;
                     }
                     _ => {}
@@ -147,5 +152,28 @@ mod linux {
                 .min(MAX_SLEEP);
             wait(fd, Some(delay))?;
         }
+    }
+
+    /// Steps 3-5a for connection `h`: the client's total from its disconnect
+    /// data, the grand total back as ours, and closesocket at once.
+    fn serve(
+        ep: &mut Endpoint,
+        sockets: &mut SocketSet<'_>,
+        h: bookend_smoltcp::Handle,
+        now: Instant,
+        grand_total: &mut u64,
+    ) -> Result<u64, Box<dyn std::error::Error>> {
+        let data = ep.recv_disconnect_bytes(h)?.unwrap_or_default();
+        let total = u64::from_be_bytes(
+            data[..]
+                .try_into()
+                .map_err(|_| "the total is not 8 bytes")?,
+        );
+        // Counted once the answer is on its way.
+        let grand = *grand_total + total;
+        ep.send_disconnect(sockets, h, now, Some(&grand.to_be_bytes()))?;
+        *grand_total = grand;
+        ep.close(sockets, h, now)?;
+        Ok(total)
     }
 }

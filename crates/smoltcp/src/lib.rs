@@ -63,7 +63,7 @@ socket from the listener with the most (each keeps one); with none to be
 had they fail with [`Error::NoSocket`].
 [`Config::small`] sizes everything else for firmware (1 KiB TCP buffers,
 4 KiB session buffers, 2 KiB messages). What remains on the heap is the
-session state (about 220 B per idle connection) and the session's buffers
+session state (about 210 B per idle connection) and the session's buffers
 while data is in flight, bounded by the session configuration;
 `docs/memory.md` has the measured budget of each configuration.
 

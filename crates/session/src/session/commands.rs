@@ -23,7 +23,8 @@ impl Session {
     ///
     /// This function returns `Err(Error::TooLarge)` if the caller data is over
     /// `options.max_connect_data` (WSAEFAULT), `Err(Error::InvalidGrant)` if
-    /// the options are out of range or need more than the receive buffer,
+    /// the options are out of range, need more than the receive buffer, or
+    /// leave out the integrity option `config.require_integrity` asks for,
     /// `Err(Error::AlreadyConnecting)` while a connect is in progress,
     /// `Err(Error::AlreadyConnected)` once connected, and
     /// `Err(Error::InvalidState)` for a callee or a session that has ended.
@@ -59,7 +60,8 @@ impl Session {
     /// its transport is up) and must refuse a bad connect at once.
     ///
     /// This function returns `Err(Error::InvalidGrant)` if the options are
-    /// out of range or need more than `config`'s receive buffer, and
+    /// out of range, need more than `config`'s receive buffer, or leave out
+    /// the integrity option `config.require_integrity` asks for, and
     /// `Err(Error::TooLarge)` if the caller data is over
     /// `options.max_connect_data`.
     pub fn check_connect(
@@ -67,7 +69,14 @@ impl Session {
         caller_data: Option<&[u8]>,
         options: &Options,
     ) -> Result<(), Error> {
-        if options.validate().is_err() || options.max_message_size as usize > config.recv_buffer {
+        // A caller that requires integrity (§2.5) and proposes none could
+        // only abort once the callee answered: refused before anything is sent.
+        let integrity_left_out =
+            config.require_integrity && options.integrity != crate::Integrity::Crc32c;
+        if options.validate().is_err()
+            || options.max_message_size as usize > config.recv_buffer
+            || integrity_left_out
+        {
             return Err(Error::InvalidGrant);
         }
         check_len(caller_data, options.max_connect_data, DataKind::CallerData)
