@@ -16,7 +16,9 @@
 //!
 //! Arguments: the TAP device (created if absent, and gone when the program
 //! ends unless it was made persistent), the server's address, and how many
-//! clients to serve before exiting (default: serve until killed). It gives
+//! clients to serve before exiting (default: serve until killed).
+//! `--provided` runs it as firmware would: `Config::small` over TCP buffers
+//! the program owns (`TcpStorage`, `TcpBuffers::Provided`). It gives
 //! up after 60 s without finishing, so that CI can run it with a bound.
 
 #[cfg(target_os = "linux")]
@@ -35,7 +37,10 @@ mod linux {
     use std::os::unix::io::AsRawFd;
     use std::time::Duration as StdDuration;
 
-    use bookend_smoltcp::{Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig};
+    use bookend_smoltcp::{
+        Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig, TcpBuffers,
+        TcpStorage,
+    };
     use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
     use smoltcp::phy::{Medium, TunTapInterface, wait};
     use smoltcp::time::{Duration, Instant};
@@ -52,7 +57,8 @@ mod linux {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
 
     pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
-        let mut args = std::env::args().skip(1);
+        let provided = std::env::args().any(|a| a == "--provided");
+        let mut args = std::env::args().skip(1).filter(|a| a != "--provided");
         let tap = args.next().unwrap_or_else(|| "bktapex0".into());
         let addr: IpCidr = args
             .next()
@@ -61,7 +67,16 @@ mod linux {
             .map_err(|()| "the address must be ADDR/PREFIX")?;
         let clients: Option<u64> = args.next().map(|n| n.parse()).transpose()?;
 
-        let config = Config::from_os_entropy();
+        // With `--provided`: firmware's set-up, `Config::small` over TCP
+        // buffers this program owns (16 sockets of 1 KiB each way: the
+        // listener's backlog of 8 and 8 connections), not the heap's.
+        let mut storage = TcpStorage::<16, 1024, 1024>::new();
+        let mut config = Config::from_os_entropy();
+        if provided {
+            let seed = config.seed;
+            config = Config::small(seed);
+            config.tcp_buffers = TcpBuffers::Provided;
+        }
         let mut device = TunTapInterface::new(&tap, Medium::Ethernet)?;
         let fd = device.as_raw_fd();
         // A locally administered unicast MAC; the interface's ISN seed from the
@@ -77,6 +92,11 @@ mod linux {
         });
         let mut sockets = SocketSet::new(vec![]);
         let mut ep = Endpoint::new(config)?;
+        if provided {
+            for socket in storage.sockets() {
+                ep.add_socket(&mut sockets, socket)?;
+            }
+        }
 
         // WSAAccept's condition function: the caller's data is seen before
         // anything is committed, and the answer carries the callee's.
@@ -88,7 +108,15 @@ mod linux {
             ))),
             granted: req.grant,
         });
-        println!("listening on {}:{PORT} ({tap})", addr.address());
+        println!(
+            "listening on {}:{PORT} ({tap}{})",
+            addr.address(),
+            if provided {
+                ", provided TCP buffers"
+            } else {
+                ""
+            }
+        );
 
         let start = std::time::Instant::now();
         let (mut grand_total, mut served) = (0u64, 0u64);
