@@ -15,13 +15,10 @@ use bookend_embassy::{
 };
 use embassy_futures::join::join;
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{Ipv4Address, StackResources};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
-use support::{Wire, accept_one, clock, run, runner, stack, within};
+use support::{SERVER, TwoStacks, Wire, accept_one, clock, run, runner, within};
 
 const PORT: u16 = 7050;
-const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const BUF: usize = 1024;
 const WALL: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -63,10 +60,8 @@ enum Abort {
 fn flood_then(abort: Abort) -> Flood {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let start = Instant::now();
     let server = async {
@@ -231,10 +226,8 @@ fn a_silent_caller_does_not_keep_the_listening_socket() {
     within(WALL, || {
         let _clock = clock();
         let wire = Wire::new(Duration::from_millis(1));
-        let mut rs = StackResources::<4>::new();
-        let mut rc = StackResources::<4>::new();
-        let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-        let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+        let mut stacks = TwoStacks::new();
+        let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
         let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
         let start = Instant::now();
         // One listening socket, taken first by a caller that sends nothing.
@@ -310,10 +303,8 @@ fn a_request_whose_caller_already_aborted_is_not_handed_out() {
     within(WALL, || {
         let _clock = clock();
         let wire = Wire::new(Duration::from_millis(1));
-        let mut rs = StackResources::<4>::new();
-        let mut rc = StackResources::<4>::new();
-        let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-        let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+        let mut stacks = TwoStacks::new();
+        let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
         let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
         let server = async {
             let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);

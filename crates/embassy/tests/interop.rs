@@ -14,32 +14,15 @@ use bookend_embassy::{CloseReason, Config, Listener, Mode, Options, connect};
 use bookend_smoltcp::{Decision, Endpoint, EndpointEvent, Event, Handle, ListenConfig};
 use embassy_futures::join::join3;
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net::{Stack, StackResources};
 use embassy_time::{Duration, Timer};
 use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
-use support::{EmbassyPort, SmolPort, Wire, clock, run, smol_now};
+use support::{CLIENT, SERVER, SmolPort, Wire, clock, run, runner, smol_now, stack};
 
 const PORT: u16 = 7050;
 const CLIENTS: [(&str, u64); 3] = [("client-1", 17), ("client-2", 25), ("client-3", 8)];
 const BUF: usize = 1024;
-
-fn embassy_stack<'d>(
-    port: EmbassyPort,
-    addr: Ipv4Address,
-    resources: &'d mut StackResources<4>,
-) -> (Stack<'d>, embassy_net::Runner<'d, EmbassyPort>) {
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(addr, 24),
-        gateway: None,
-        dns_servers: Default::default(),
-    });
-    embassy_net::new(port, config, resources, 3)
-}
-
-async fn runner(mut r: embassy_net::Runner<'_, EmbassyPort>) {
-    r.run().await
-}
 
 fn both_modes() -> bookend_embassy::session::Config {
     let mut c = bookend_embassy::session::Config::default();
@@ -236,7 +219,7 @@ async fn embassy_client(
     };
     let (mut conn, welcome) = connect(
         socket,
-        (Ipv4Address::new(10, 0, 0, 1), PORT),
+        (SERVER, PORT),
         Some(name.as_bytes()),
         options,
         &Config::default(),
@@ -274,7 +257,7 @@ fn embassy_clients_against_a_bookend_smoltcp_server_in_both_modes() {
         config.session = both_modes();
         let host = SmolHost::new(wire.smoltcp(0), config);
         let mut rc = StackResources::<4>::new();
-        let (stack, r) = embassy_stack(wire.embassy(1), Ipv4Address::new(10, 0, 0, 2), &mut rc);
+        let (stack, r) = stack(wire.embassy(1), CLIENT, &mut rc, 3);
         let clients = join3(
             embassy_client(stack, CLIENTS[0].0, CLIENTS[0].1, mode),
             embassy_client(stack, CLIENTS[1].0, CLIENTS[1].1, mode),
@@ -312,7 +295,7 @@ fn bookend_smoltcp_clients_against_an_embassy_server() {
     let wire = Wire::new(Duration::from_millis(1));
     // The embassy server at 10.0.0.1, the smoltcp clients at 10.0.0.2.
     let mut rs = StackResources::<4>::new();
-    let (stack, r) = embassy_stack(wire.embassy(0), Ipv4Address::new(10, 0, 0, 1), &mut rs);
+    let (stack, r) = stack(wire.embassy(0), SERVER, &mut rs, 3);
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let grand = std::cell::Cell::new(0u64);
     let serve = async |stack: Stack<'_>| {

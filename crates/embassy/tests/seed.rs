@@ -22,11 +22,9 @@ use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Stack, StackResources};
 use embassy_time::{Duration, Timer};
-use support::{Wire, accept_one, clock, run, runner, stack};
+use support::{CLIENT, SERVER, TwoStacks, Wire, accept_one, clock, run, runner, stack};
 
 const PORT: u16 = 7050;
-const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
-const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 
 /// The seed's clients: names (caller data) and transaction totals.
 const CLIENTS: [(&str, u64); 3] = [("client-1", 17), ("client-2", 25), ("client-3", 8)];
@@ -151,10 +149,8 @@ async fn client_one(
 /// The seed scenario between two embassy-net stacks: three servers slots
 /// and three clients at once; returns the virtual time it took.
 fn seed_between_embassy_stacks(wire: &Wire, mode: Mode, limit: Duration) -> Duration {
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(wire);
     let listener = Listener::new(PORT, serves_both_modes()).expect("a valid configuration");
     let grand = Cell::new(0);
     let servers = join3(
@@ -209,10 +205,8 @@ fn seed_scenario_in_stream_mode_between_embassy_stacks() {
 fn seed_scenario_with_a_task_per_connection() {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
     let listener = Listener::new(PORT, serves_both_modes()).expect("a valid configuration");
     let grand = Cell::new(0);
     let done = support::Done::default();
@@ -290,10 +284,8 @@ fn seed_scenario_under_loss_in_both_modes() {
 fn a_rejected_caller_gets_the_reason_and_the_data() {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
@@ -346,10 +338,8 @@ fn a_rejected_caller_gets_the_reason_and_the_data() {
 fn an_abort_delivers_its_reason_and_data_and_then_the_rst() {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
@@ -457,10 +447,8 @@ fn a_connect_the_session_refuses_fails_before_tcp_connects() {
 fn an_idle_connection_holds_no_heap() {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
-    let mut rs = StackResources::<4>::new();
-    let mut rc = StackResources::<4>::new();
-    let (server_stack, server_runner) = stack(wire.embassy(0), SERVER, &mut rs, 1);
-    let (client_stack, client_runner) = stack(wire.embassy(1), CLIENT, &mut rc, 2);
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
     let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);

@@ -425,6 +425,43 @@ pub(crate) async fn runner(mut r: embassy_net::Runner<'_, EmbassyPort>) {
     r.run().await
 }
 
+/// The server's address (side 0 of the wire) in the tests.
+pub(crate) const SERVER: embassy_net::Ipv4Address = embassy_net::Ipv4Address::new(10, 0, 0, 1);
+/// The client's address (side 1 of the wire).
+pub(crate) const CLIENT: embassy_net::Ipv4Address = embassy_net::Ipv4Address::new(10, 0, 0, 2);
+
+/// The resources of the two stacks most tests run: the server on side 0 of
+/// the wire, the client on side 1. Kept by the test, which the stacks borrow.
+pub(crate) struct TwoStacks {
+    server: embassy_net::StackResources<4>,
+    client: embassy_net::StackResources<4>,
+}
+
+impl TwoStacks {
+    pub(crate) fn new() -> Self {
+        Self {
+            server: embassy_net::StackResources::new(),
+            client: embassy_net::StackResources::new(),
+        }
+    }
+
+    /// The server's stack and runner, then the client's.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn up<'d>(
+        &'d mut self,
+        wire: &Wire,
+    ) -> (
+        embassy_net::Stack<'d>,
+        embassy_net::Runner<'d, EmbassyPort>,
+        embassy_net::Stack<'d>,
+        embassy_net::Runner<'d, EmbassyPort>,
+    ) {
+        let (server, server_runner) = stack(wire.embassy(0), SERVER, &mut self.server, 1);
+        let (client, client_runner) = stack(wire.embassy(1), CLIENT, &mut self.client, 2);
+        (server, server_runner, client, client_runner)
+    }
+}
+
 /// Runs `f` on a thread of its own and fails if it has not returned within
 /// `limit` of wall time: a driver that spins inside one poll never lets the
 /// virtual clock move, and would hang the test instead of failing it.
