@@ -83,8 +83,9 @@ pub use config::{
 pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
 pub use session::{
-    BufferUsage, MAX_FRAME_OVERHEAD, MAX_SPARE_CAPACITY, MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, Role,
-    Session, Spares, TransportAction, TransportClosed,
+    BufferSizes, BufferUsage, BuffersError, MAX_FRAME_OVERHEAD, MAX_SPARE_CAPACITY,
+    MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, ProvideError, Role, Session, SessionBuffers, Spares,
+    TransportAction, TransportClosed,
 };
 pub use state::State;
 pub use time::Instant;

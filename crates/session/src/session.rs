@@ -20,11 +20,14 @@ use crate::state::{Input, State, TimerId};
 use crate::time::Instant;
 use crate::timer::TimerTable;
 
+mod buffers;
 mod commands;
 mod lazy;
 
+pub use buffers::{BufferSizes, BuffersError, ProvideError, SessionBuffers};
 use lazy::Lazy;
 mod machine;
+mod queue;
 mod read;
 mod rx;
 mod tx;
@@ -134,7 +137,7 @@ pub const MAX_SPARE_CAPACITY: usize = 4 * 1024;
 #[derive(Debug)]
 pub struct Spares {
     rx: lazy::Stack<rx::RxBufs>,
-    tx: lazy::Stack<bytes::BytesMut>,
+    tx: lazy::Stack<queue::Queue>,
     cold: lazy::Stack<Cold>,
     max_each: usize,
 }
@@ -263,6 +266,58 @@ pub struct BufferUsage {
     /// Bound on `tx`: the send buffer, plus one message, plus the largest
     /// control frames (DISCONNECT or ABORT, PING).
     pub tx_max: usize,
+}
+
+/// The bounds of a session's buffers under `config` with options `p` in
+/// force (what [`BufferUsage`] reports, and what [`SessionBuffers`] are
+/// sized by, with `p` the configured options: a grant is never larger).
+pub(crate) struct Bounds {
+    /// A frame assembled whole: any control frame, or a sealed frame of
+    /// any type (§2.5), header and trailer included.
+    pub(crate) partial: usize,
+    /// The largest DATA body.
+    pub(crate) data_body: usize,
+    /// The largest message.
+    pub(crate) message: usize,
+    /// Encoded bytes waiting for the transport: the send buffer, plus one
+    /// message, plus the largest control frames (DISCONNECT or ABORT, PING).
+    pub(crate) tx: usize,
+}
+
+impl Bounds {
+    pub(crate) fn new(config: &Config, p: &Options) -> Self {
+        let frame = p.max_frame_size as usize;
+        let message = p.max_message_size as usize;
+        let control = 2 * MAX_FRAME_OVERHEAD + 2 + p.max_disconnect_data as usize;
+        // A frame begun under our own configured limits (before ACCEPT) may
+        // finish under a smaller grant.
+        let configured = config.options.limits();
+        let in_force = p.limits();
+        let body = |t: FrameType| {
+            (in_force.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
+        };
+        let largest_control = FrameType::KNOWN
+            .iter()
+            .filter(|&&t| t != FrameType::Data)
+            .map(|&t| body(t))
+            .max()
+            .unwrap_or(0);
+        // A sealed frame of any type, DATA included, is assembled whole
+        // before its CRC is checked (§2.5); a peer may seal whether or not
+        // integrity was negotiated.
+        let largest_sealed = largest_control.max(body(FrameType::Data)) + TRAILER_LEN;
+        Self {
+            partial: SEALED_HEADER_LEN + largest_sealed,
+            data_body: body(FrameType::Data),
+            message,
+            tx: config.send_buffer
+                + message
+                + (message / frame + 1) * MAX_FRAME_OVERHEAD
+                + MAX_FRAME_OVERHEAD
+                + largest_control
+                + control,
+        }
+    }
 }
 
 /// The numeric options in force ([`Session::params`]): an [`Options`]
@@ -509,47 +564,21 @@ impl Session {
     /// Current buffer sizes and their bounds.
     pub fn buffer_usage(&self) -> BufferUsage {
         let p = self.params();
-        let frame = p.max_frame_size as usize;
-        let message = p.max_message_size as usize;
-        let control = 2 * MAX_FRAME_OVERHEAD + 2 + p.max_disconnect_data as usize;
-        // A frame begun under our own configured limits (before ACCEPT) may
-        // finish under a smaller grant.
-        let configured = self.config.options.limits();
-        let body = |t: FrameType| {
-            (self.params().limits().max_body_len(t) as usize)
-                .max(configured.max_body_len(t) as usize)
-        };
-        let largest_control = FrameType::KNOWN
-            .iter()
-            .filter(|&&t| t != FrameType::Data)
-            .map(|&t| body(t))
-            .max()
-            .unwrap_or(0);
-        // A sealed frame of any type, DATA included, is assembled whole
-        // before its CRC is checked (§2.5); a peer may seal whether or not
-        // integrity was negotiated.
-        let largest_sealed = largest_control.max(body(FrameType::Data)) + TRAILER_LEN;
+        let b = Bounds::new(&self.config, &p);
         BufferUsage {
             rx_partial: self.rx.partial_len(),
-            rx_partial_max: SEALED_HEADER_LEN + largest_sealed,
+            rx_partial_max: b.partial,
             rx_queued: self.rx.charge(),
             rx_queued_max: match p.mode {
                 // A sealed DATA frame is delivered whole once verified, so
                 // the buffer may overshoot by less than one frame.
-                Mode::Stream if self.rx.sealed_seen() => {
-                    self.config.recv_buffer + body(FrameType::Data)
-                }
+                Mode::Stream if self.rx.sealed_seen() => self.config.recv_buffer + b.data_body,
                 Mode::Stream => self.config.recv_buffer,
-                Mode::Message => self.config.recv_buffer + message + MESSAGE_OVERHEAD,
+                Mode::Message => self.config.recv_buffer + b.message + MESSAGE_OVERHEAD,
             },
             rx_messages: self.rx.messages_len(),
             tx: self.tx.len(),
-            tx_max: self.config.send_buffer
-                + message
-                + (message / frame + 1) * MAX_FRAME_OVERHEAD
-                + MAX_FRAME_OVERHEAD
-                + largest_control
-                + control,
+            tx_max: b.tx,
         }
     }
 
@@ -776,11 +805,12 @@ impl Session {
     /// quiet; the session allocates again on demand, or takes from
     /// [`supply`](Self::supply). Behaviour is unchanged either way.
     pub fn trim(&mut self, spares: &mut Spares) {
-        if let Some(mut b) = self.rx.bufs.take_if(rx::RxBufs::is_idle) {
+        // Provided buffers stay with their session (`take_buffers`).
+        if let Some(mut b) = self.rx.bufs.take_if(|b| b.is_idle() && !b.is_provided()) {
             b.shrink(MAX_SPARE_CAPACITY);
             spares.rx.push(b, spares.max_each);
         }
-        if let Some(b) = self.tx.buf.take_if(bytes::BytesMut::is_empty) {
+        if let Some(b) = self.tx.buf.take_if(|b| b.is_empty() && !b.is_fixed()) {
             self.pool_tx(b, spares);
         }
         // A queued `ConnectRequest` is built from the proposal and grant
@@ -796,11 +826,12 @@ impl Session {
     /// moves all its boxed parts into `spares`, emptied, whatever they held
     /// (its close reason included). Call it just before dropping the session.
     pub fn recycle(&mut self, spares: &mut Spares) {
-        if let Some(mut b) = self.rx.bufs.take_if(|_| true) {
+        // Provided buffers stay with their session (`take_buffers`).
+        if let Some(mut b) = self.rx.bufs.take_if(|b| !b.is_provided()) {
             b.shrink(MAX_SPARE_CAPACITY);
             spares.rx.push(b, spares.max_each);
         }
-        if let Some(mut b) = self.tx.buf.take_if(|_| true) {
+        if let Some(mut b) = self.tx.buf.take_if(|b| !b.is_fixed()) {
             b.clear();
             self.tx.head_left = 0;
             self.pool_tx(b, spares);
@@ -813,10 +844,13 @@ impl Session {
 
     /// Pools an empty send buffer, unless it shares its storage with `Bytes`
     /// handed out, or its allocation is over `MAX_SPARE_CAPACITY`.
-    fn pool_tx(&mut self, mut b: alloc::boxed::Box<bytes::BytesMut>, spares: &mut Spares) {
+    fn pool_tx(&mut self, mut b: alloc::boxed::Box<queue::Queue>, spares: &mut Spares) {
         let touched = self.tx.take_touched();
-        if self.tx.take_shared() || (touched && !rx::fits_the_pool(&mut b, MAX_SPARE_CAPACITY)) {
-            *b = bytes::BytesMut::new();
+        let shared = self.tx.take_shared();
+        if let Some(heap) = b.heap_mut()
+            && (shared || (touched && !rx::fits_the_pool(heap, MAX_SPARE_CAPACITY)))
+        {
+            *heap = bytes::BytesMut::new();
         }
         spares.tx.push(b, spares.max_each);
     }
@@ -850,8 +884,8 @@ impl Session {
         use core::mem::size_of;
         let rx = self.rx.bufs.get().map_or(0, |b| {
             size_of::<rx::RxBufs>()
-                + b.partial.capacity()
-                + b.stream.capacity()
+                + b.partial.heap_capacity()
+                + b.stream.heap_capacity()
                 + b.message.capacity()
                 + b.messages.capacity() * size_of::<Bytes>()
         });
@@ -859,7 +893,7 @@ impl Session {
             .tx
             .buf
             .get()
-            .map_or(0, |b| size_of::<bytes::BytesMut>() + b.capacity());
+            .map_or(0, |b| size_of::<queue::Queue>() + b.heap_capacity());
         let cold = self.cold.get().map_or(0, |_| size_of::<Cold>());
         rx + tx + cold
     }
@@ -974,11 +1008,12 @@ mod tests {
         let mut b = bytes::BytesMut::with_capacity(200_000);
         b.extend_from_slice(&alloc::vec![1u8; 199_900]);
         b.advance(199_900);
-        *c.tx.buf.make() = b;
+        *c.tx.buf.make() = queue::Queue::Heap(b);
         c.tx.set_touched();
         let mut spares = Spares::new(4);
         c.trim(&mut spares);
         let mut b = spares.tx.pop().expect("the send buffer was pooled");
+        let b = b.heap_mut().expect("a heap buffer");
         assert!(
             !b.try_reclaim(MAX_SPARE_CAPACITY + 1),
             "a 200 KB allocation was pooled"
@@ -998,6 +1033,7 @@ mod tests {
         c.trim(&mut spares);
         let mut b = spares.tx.pop().expect("the send buffer was pooled");
         assert!(b.is_empty());
+        let b = b.heap_mut().expect("a heap buffer");
         assert!(
             !b.try_reclaim(MAX_SPARE_CAPACITY + 1),
             "a pooled buffer holds more than MAX_SPARE_CAPACITY"

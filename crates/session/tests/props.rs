@@ -45,6 +45,9 @@ struct Script {
     direct: (bool, bool),
     /// The caller proposes the CRC-32C trailer; the callee is willing.
     integrity: (bool, bool),
+    /// Both sessions over provided buffers of the exact sizes their
+    /// configurations need.
+    provided: bool,
     cmds: Vec<(bool, Cmd)>,
 }
 
@@ -73,19 +76,23 @@ fn script() -> impl Strategy<Value = Script> {
         prop::bool::weighted(0.1),
         (any::<bool>(), any::<bool>()),
         (any::<bool>(), any::<bool>()),
+        any::<bool>(),
         prop::collection::vec((any::<bool>(), cmd()), 0..30),
     )
         .prop_map(
-            |(mode, chunking, rst, latency_ms, seed, reject, direct, integrity, cmds)| Script {
-                mode,
-                chunking,
-                rst,
-                latency_ms,
-                seed,
-                reject,
-                direct,
-                integrity,
-                cmds,
+            |(mode, chunking, rst, latency_ms, seed, reject, direct, integrity, provided, cmds)| {
+                Script {
+                    mode,
+                    chunking,
+                    rst,
+                    latency_ms,
+                    seed,
+                    reject,
+                    direct,
+                    integrity,
+                    provided,
+                    cmds,
+                }
             },
         )
 }
@@ -165,6 +172,9 @@ fn run(script: &Script, client_app: &mut App, server_app: &mut App) -> Pair {
     server.offered_modes = bookend_session::ModeOffer::Both;
     server.options.integrity = crc(script.integrity.1);
     let mut p = Pair::new(bookend_session::Config::default(), server).seeded(script.seed);
+    if script.provided {
+        p = p.provided();
+    }
     p.chunking = script.chunking;
     p.rst = script.rst;
     p.latency = Duration::from_millis(script.latency_ms);

@@ -2,7 +2,7 @@
 //! zero-copy path through the one decoder of [`super::rx`].
 
 use bookend_wire::Mode;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use super::Session;
 use super::rx::MESSAGE_OVERHEAD;
@@ -25,6 +25,7 @@ impl Session {
         }
         self.rx.set_readable_posted(false);
         if let Some(bufs) = self.rx.bufs.get_mut().filter(|b| !b.stream.is_empty()) {
+            // Stream mode: `stream` holds bytes, never message records.
             let n = buf.len().min(bufs.stream.len());
             buf[..n].copy_from_slice(&bufs.stream[..n]);
             bufs.stream.advance(n);
@@ -85,8 +86,7 @@ impl Session {
         if len > buf.len() {
             return Err(Error::MessageTruncated { len });
         }
-        let msg = self.take_message();
-        buf[..len].copy_from_slice(&msg);
+        self.take_message(Some(&mut buf[..len]));
         Ok(len)
     }
 
@@ -96,7 +96,7 @@ impl Session {
     /// except `MessageTruncated`.
     pub fn recv_message_bytes(&mut self) -> Result<Bytes, Error> {
         self.peek_message()?;
-        Ok(self.take_message())
+        Ok(self.take_message(None).unwrap_or_default())
     }
 
     fn peek_message(&mut self) -> Result<usize, Error> {
@@ -104,21 +104,21 @@ impl Session {
             return Err(Error::WrongMode);
         }
         self.rx.set_readable_posted(false);
-        match self.rx.bufs.get().and_then(|b| b.messages.front()) {
-            Some(m) => Ok(m.len()),
+        match self.rx.bufs.get().and_then(|b| b.front_message_len()) {
+            Some(len) => Ok(len),
             None if self.peer_disconnected() => Err(Error::Disconnected),
             None => Err(self.nothing_to_read()),
         }
     }
 
-    fn take_message(&mut self) -> Bytes {
-        let Some(bufs) = self.rx.bufs.get_mut() else {
-            return Bytes::new();
-        };
-        let msg = bufs.messages.pop_front().unwrap_or_default();
-        let more = !bufs.messages.is_empty();
-        self.rx.queued -= msg.len() as u32;
-        self.rx.messages_charge -= (msg.len() + MESSAGE_OVERHEAD) as u32;
+    /// Takes the first message (there is one: `peek_message` said so) into
+    /// `out`, as long as it is, or as `Bytes` without `out`.
+    fn take_message(&mut self, out: Option<&mut [u8]>) -> Option<Bytes> {
+        let bufs = self.rx.bufs.get_mut()?;
+        let (len, msg) = bufs.pop_message(out)?;
+        let more = bufs.front_message_len().is_some();
+        self.rx.queued -= len as u32;
+        self.rx.messages_charge -= (len + MESSAGE_OVERHEAD) as u32;
         if more {
             self.post_readable();
         } else {

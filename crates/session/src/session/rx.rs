@@ -19,6 +19,7 @@ use core::time::Duration;
 
 use super::lazy::Lazy;
 use super::machine::Args;
+use super::queue::Queue;
 use super::{PeerDisconnect, Session};
 use crate::bits::Flags;
 use crate::config::Options;
@@ -54,10 +55,17 @@ enum Body {
 /// waiting for the application.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RxBufs {
-    /// A control frame (or any frame's header) received in part.
-    pub(super) partial: BytesMut,
-    pub(super) stream: BytesMut,
+    /// A control frame (or any frame's header, or a sealed frame) received
+    /// in part.
+    pub(super) partial: Queue,
+    /// Stream mode: the bytes for the application. Message mode with
+    /// `records`: the messages, each after its length.
+    pub(super) stream: Queue,
     pub(super) messages: VecDeque<Bytes>,
+    /// Message mode in provided storage ([`crate::SessionBuffers`]): messages
+    /// are kept as records in `stream`, not as `Bytes` each (which would
+    /// allocate per message); `None` on the heap.
+    pub(super) records: Option<Records>,
     /// Written since it came from the pool (or was last made fit for it):
     /// only then can a buffer have grown, and `shrink` need look.
     pub(super) touched: bool,
@@ -79,9 +87,137 @@ impl RxBufs {
     /// Empties every buffer, keeping their allocations.
     pub(super) fn clear(&mut self) {
         self.partial.clear();
+        self.clear_data();
+    }
+
+    /// Empties the buffers of DATA, keeping their allocations.
+    pub(super) fn clear_data(&mut self) {
         self.stream.clear();
         self.messages.clear();
         self.message.clear();
+        if let Some(r) = &mut self.records {
+            *r = Records::default();
+        }
+    }
+
+    /// Whether the buffers are in the application's storage: they stay
+    /// with the session, never go to the spare pool.
+    pub(super) fn is_provided(&self) -> bool {
+        self.stream.is_fixed()
+    }
+
+    /// Bytes of the message in reassembly.
+    fn message_len(&self) -> usize {
+        match &self.records {
+            Some(r) => r.open_len as usize,
+            None => self.message.len(),
+        }
+    }
+
+    /// Complete messages queued.
+    fn messages_len(&self) -> usize {
+        match &self.records {
+            Some(r) => r.count as usize,
+            None => self.messages.len(),
+        }
+    }
+
+    /// Stream mode's bytes for the application (records are not).
+    fn stream_len(&self) -> usize {
+        match &self.records {
+            Some(_) => 0,
+            None => self.stream.len(),
+        }
+    }
+
+    /// Appends to the message in reassembly.
+    fn push_message_bytes(&mut self, chunk: &[u8]) {
+        match &mut self.records {
+            Some(r) => {
+                if !r.open {
+                    r.open = true;
+                    let _ = self.stream.extend_from_slice(&[0; RECORD_HEADER]);
+                }
+                r.open_len += chunk.len() as u32;
+                let _ = self.stream.extend_from_slice(chunk);
+            }
+            None => self.message.extend_from_slice(chunk),
+        }
+    }
+
+    /// Completes the message in reassembly, returning its length.
+    fn complete_message(&mut self) -> usize {
+        match &mut self.records {
+            Some(r) => {
+                if !r.open {
+                    let _ = self.stream.extend_from_slice(&[0; RECORD_HEADER]);
+                }
+                let len = r.open_len as usize;
+                let at = self.stream.len() - len - RECORD_HEADER;
+                self.stream[at..at + RECORD_HEADER].copy_from_slice(&r.open_len.to_be_bytes());
+                r.count += 1;
+                r.open = false;
+                r.open_len = 0;
+                len
+            }
+            None => {
+                // Moved out whole, never split off, so the buffer left behind
+                // shares nothing. The message keeps its buffer's growth slack
+                // (up to twice its length); flow control counts its length
+                // plus `MESSAGE_OVERHEAD`, so that slack is uncounted, and
+                // bounded by it.
+                let msg = core::mem::take(&mut self.message).freeze();
+                let len = msg.len();
+                self.messages.push_back(msg);
+                len
+            }
+        }
+    }
+
+    /// The length of the first complete message.
+    pub(super) fn front_message_len(&self) -> Option<usize> {
+        match &self.records {
+            Some(r) if r.count > 0 => {
+                let h = self.stream.get(..RECORD_HEADER)?;
+                Some(u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
+            }
+            Some(_) => None,
+            None => self.messages.front().map(Bytes::len),
+        }
+    }
+
+    /// Takes the first complete message into `out` (as long as it is), or
+    /// as `Bytes` without `out`; returns its length.
+    /// `None` if there is none.
+    pub(super) fn pop_message(&mut self, out: Option<&mut [u8]>) -> Option<(usize, Option<Bytes>)> {
+        let len = self.front_message_len()?;
+        match &mut self.records {
+            Some(r) => {
+                r.count -= 1;
+                self.stream.advance(RECORD_HEADER);
+                let msg = match out {
+                    Some(out) => {
+                        out[..len].copy_from_slice(&self.stream[..len]);
+                        self.stream.advance(len);
+                        None
+                    }
+                    // The application asked for `Bytes`: a copy, since the
+                    // storage is the application's own.
+                    None => Some(self.stream.split_to_bytes(len)),
+                };
+                Some((len, msg))
+            }
+            None => {
+                let msg = self.messages.pop_front().unwrap_or_default();
+                match out {
+                    Some(out) => {
+                        out[..len].copy_from_slice(&msg);
+                        Some((len, None))
+                    }
+                    None => Some((len, Some(msg))),
+                }
+            }
+        }
     }
 
     /// Makes the box fit for the spare pool: every buffer empty, unshared,
@@ -94,15 +230,38 @@ impl RxBufs {
             return;
         }
         self.clear();
-        for b in [&mut self.partial, &mut self.stream, &mut self.message] {
-            if !fits_the_pool(b, max) {
+        for b in [&mut self.partial, &mut self.stream] {
+            if let Some(b) = b.heap_mut()
+                && !fits_the_pool(b, max)
+            {
                 *b = BytesMut::new();
             }
+        }
+        if !fits_the_pool(&mut self.message, max) {
+            self.message = BytesMut::new();
         }
         if self.messages.capacity() > max / 32 {
             self.messages = VecDeque::new();
         }
     }
+}
+
+/// Bytes before each message kept as a record: its length.
+pub(crate) const RECORD_HEADER: usize = 4;
+
+/// Messages kept as records in provided storage: each complete one is its
+/// length (`RECORD_HEADER` bytes, big-endian) then its bytes; the one in
+/// reassembly comes last, its length written when it completes. A record
+/// costs 4 bytes where flow control charges `MESSAGE_OVERHEAD`, so the
+/// records fit the bound flow control keeps (plus one header).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Records {
+    /// Complete messages.
+    count: u32,
+    /// A message is in reassembly (its header is in the queue).
+    open: bool,
+    /// Bytes of the message in reassembly.
+    open_len: u32,
 }
 
 /// Whether an empty, unshared buffer may be kept in the spare pool: its
@@ -210,16 +369,16 @@ impl Rx {
     }
 
     pub(crate) fn messages_len(&self) -> usize {
-        self.bufs.get().map_or(0, |b| b.messages.len())
+        self.bufs.get().map_or(0, RxBufs::messages_len)
     }
 
     pub(crate) fn stream_len(&self) -> usize {
-        self.bufs.get().map_or(0, |b| b.stream.len())
+        self.bufs.get().map_or(0, RxBufs::stream_len)
     }
 
     /// Bytes of the message in reassembly.
     pub(crate) fn message_len(&self) -> usize {
-        self.bufs.get().map_or(0, |b| b.message.len())
+        self.bufs.get().map_or(0, RxBufs::message_len)
     }
 
     /// Memory held for the application, as flow control counts it.
@@ -256,9 +415,7 @@ impl Rx {
 
     pub(crate) fn discard(&mut self) {
         if let Some(b) = self.bufs.get_mut() {
-            b.stream.clear();
-            b.messages.clear();
-            b.message.clear();
+            b.clear_data();
         }
         self.queued = 0;
         self.messages_charge = 0;
@@ -457,7 +614,7 @@ impl Session {
                 }
                 // Touches the buffers only when there are bytes to keep.
                 let partial = &mut self.rx.bufs_mut().partial;
-                partial.extend_from_slice(&input[*at..*at + n]);
+                let _ = partial.extend_from_slice(&input[*at..*at + n]);
                 *at += n;
             }
             // Assembled above (at least `want` bytes): read, not written.
@@ -659,16 +816,16 @@ impl Session {
         if !in_partial {
             // The header came whole from the input (6 or 10 bytes).
             let header = header_len(input[*at + 1]);
-            partial.extend_from_slice(&input[*at..*at + header]);
+            let _ = partial.extend_from_slice(&input[*at..*at + header]);
             *at += header;
         }
         let n = (total - partial.len()).min(input.len() - *at);
-        partial.extend_from_slice(&input[*at..*at + n]);
+        let _ = partial.extend_from_slice(&input[*at..*at + n]);
         *at += n;
         if partial.len() < total {
             return false;
         }
-        let buf = core::mem::take(partial);
+        let buf: Queue = core::mem::take(partial);
         self.rx.checked = None;
         let go_on = self.decoded(now, &buf, sink);
         // Keep the allocation for the next frame; a transition may already
@@ -916,10 +1073,10 @@ impl Session {
                 self.rx.queued += chunk.len() as u32;
                 match self.mode() {
                     Mode::Stream => {
-                        self.rx.bufs_mut().stream.extend_from_slice(chunk);
+                        let _ = self.rx.bufs_mut().stream.extend_from_slice(chunk);
                         self.post_readable();
                     }
-                    Mode::Message => self.rx.bufs_mut().message.extend_from_slice(chunk),
+                    Mode::Message => self.rx.bufs_mut().push_message_bytes(chunk),
                 }
             }
         }
@@ -929,15 +1086,8 @@ impl Session {
         if self.mode() != Mode::Message {
             return;
         }
-        let bufs = self.rx.bufs_mut();
-        // Moved out whole, never split off, so the buffer left behind shares
-        // nothing. The message keeps its buffer's growth slack (up to twice
-        // its length); flow control counts its length plus
-        // `MESSAGE_OVERHEAD`, so that slack is uncounted, and bounded by it.
-        let msg = core::mem::take(&mut bufs.message).freeze();
-        let charge = msg.len() + MESSAGE_OVERHEAD;
-        bufs.messages.push_back(msg);
-        self.rx.messages_charge += charge as u32;
+        let len = self.rx.bufs_mut().complete_message();
+        self.rx.messages_charge += (len + MESSAGE_OVERHEAD) as u32;
         self.post_readable();
     }
 

@@ -4,10 +4,11 @@ use bookend_wire::{
     FrameRepr, FrameType, HEADER_LEN, SEALED_HEADER_LEN, SEALED_OVERHEAD, crc32c_parts,
     emit_header, emit_sealed_header, flags, header_len, seal_connect,
 };
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::TransportAction;
 use super::lazy::Lazy;
+use super::queue::Queue;
 
 /// Our FIN or RST: not wanted, wanted once the queued bytes are out, or done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,7 @@ enum Pending {
 #[derive(Debug, Clone)]
 pub(crate) struct Tx {
     /// Boxed and present only while used (or until the driver trims it).
-    pub(super) buf: Lazy<BytesMut>,
+    pub(super) buf: Lazy<Queue>,
     fin: Pending,
     rst: Pending,
     /// [`Tx::SHARED`], [`Tx::TOUCHED`], [`Tx::WRITABLE_WANTED`],
@@ -110,7 +111,7 @@ impl Tx {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.buf.get().map_or(0, BytesMut::len)
+        self.buf.get().map_or(0, |b| b.len())
     }
 
     /// Bytes a DATA frame adds to its payload: header, and header check and
@@ -149,7 +150,9 @@ impl Tx {
         } else {
             repr.buffer_len()
         };
-        buf.resize(at + len, 0);
+        if !buf.resize(at + len) {
+            return;
+        }
         // Sized exactly, and every length was checked against the limits
         // before we got here: emit cannot fail.
         let written = if seal {
@@ -173,11 +176,16 @@ impl Tx {
         let (header, hl, trailer) = data_header(payload, fl, self.seal());
         self.set_touched();
         let buf = self.buf.make();
-        buf.reserve(hl + payload.len() + trailer.map_or(0, |t| t.len()));
-        buf.extend_from_slice(&header[..hl]);
-        buf.extend_from_slice(payload);
+        let total = hl + payload.len() + trailer.map_or(0, |t| t.len());
+        // One write of the whole frame: a frame is queued whole or not at
+        // all (`hand_out` reads the queue as whole frames).
+        if !buf.reserve(total) {
+            return;
+        }
+        let _ = buf.extend_from_slice(&header[..hl]);
+        let _ = buf.extend_from_slice(payload);
         if let Some(t) = trailer {
-            buf.extend_from_slice(&t);
+            let _ = buf.extend_from_slice(&t);
         }
     }
 
@@ -274,8 +282,10 @@ impl Tx {
             return None;
         }
         self.hand_out(n);
-        self.set(Self::SHARED, true);
-        Some(self.buf.get_mut()?.split_to(n).freeze())
+        let buf = self.buf.get_mut()?;
+        // Heap bytes are handed out shared; provided ones are copied.
+        self.bits |= if buf.is_fixed() { 0 } else { Self::SHARED };
+        Some(buf.split_to_bytes(n))
     }
 
     /// The FIN or RST, once every byte before it was taken. RST wins.

@@ -7,7 +7,32 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bookend_session::{Config, Event, Instant, Options, Session, TransportAction, TransportClosed};
+use bookend_session::{
+    BufferSizes, Config, Event, Instant, Options, Session, SessionBuffers, TransportAction,
+    TransportClosed,
+};
+
+std::thread_local! {
+    /// Provided buffers given back by finished pairs, for the next: storage
+    /// is `&'static mut`, so a test leaks what it first makes, once per
+    /// size and thread.
+    static STORAGE: std::cell::RefCell<Vec<SessionBuffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers of exactly the sizes `config` needs (no slack: a session that
+/// outgrew its bounds would trip the queue's debug assertion).
+pub fn exact_buffers(config: &Config) -> SessionBuffers {
+    let need = BufferSizes::for_config(config);
+    let pooled = STORAGE.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|b| b.sizes() == need)?;
+        Some(s.swap_remove(i))
+    });
+    pooled.unwrap_or_else(|| {
+        let storage = Box::leak(vec![0u8; need.total()].into_boxed_slice());
+        SessionBuffers::new(storage, config).unwrap()
+    })
+}
 
 /// How the "TCP" below hands bytes to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +135,16 @@ impl Endpoint {
     }
 }
 
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ep in [&mut self.client, &mut self.server] {
+            if let Some(b) = ep.session.take_buffers() {
+                STORAGE.with(|s| s.borrow_mut().push(b));
+            }
+        }
+    }
+}
+
 pub struct Pair {
     pub time: Instant,
     pub latency: Duration,
@@ -150,6 +185,16 @@ impl Pair {
         let mut server = Config::default();
         server.offered_modes = bookend_session::ModeOffer::Both;
         Self::new(Config::default(), server)
+    }
+
+    /// Both sessions over provided buffers of exactly the sizes their
+    /// configurations need.
+    pub fn provided(mut self) -> Self {
+        for ep in [&mut self.client, &mut self.server] {
+            let b = exact_buffers(ep.session.config());
+            ep.session.provide_buffers(b).unwrap();
+        }
+        self
     }
 
     pub fn seeded(mut self, seed: u64) -> Self {

@@ -1,0 +1,294 @@
+//! Byte queues on the heap or in storage the application provides
+//! ([`SessionBuffers`]), behind one interface, so that the decoder, the
+//! reads and the send queue are one code path for both.
+//!
+//! A provided queue is contiguous, like `BytesMut`: bytes are read from its
+//! front and written at its back, and its contents are moved to the start
+//! (`copy_within`) when the back has no room left. It never grows: the
+//! session sizes it from its configuration's bounds ([`BufferUsage`]), which
+//! flow control and the frame limits enforce against any input, so it is
+//! never asked for more.
+//!
+//! [`BufferUsage`]: crate::BufferUsage
+
+use bytes::{Bytes, BytesMut};
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+
+/// Received or encoded bytes, in order.
+pub(crate) enum Queue {
+    /// Growing on the heap, as far as the session's bounds allow.
+    Heap(BytesMut),
+    /// In the application's storage; `start..end` holds the bytes.
+    Fixed {
+        buf: &'static mut [u8],
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self::Heap(BytesMut::new())
+    }
+}
+
+impl Clone for Queue {
+    /// A clone keeps the bytes but not the storage, which is the original's:
+    /// it holds them on the heap.
+    fn clone(&self) -> Self {
+        Self::Heap(BytesMut::from(&self[..]))
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_fixed() { "Fixed" } else { "Heap" };
+        f.debug_struct("Queue")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl Deref for Queue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Heap(b) => b,
+            Self::Fixed { buf, start, end } => &buf[*start..*end],
+        }
+    }
+}
+
+impl DerefMut for Queue {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Self::Heap(b) => b,
+            Self::Fixed { buf, start, end } => &mut buf[*start..*end],
+        }
+    }
+}
+
+impl Queue {
+    /// An empty queue in `buf`.
+    pub(crate) fn fixed(buf: &'static mut [u8]) -> Self {
+        Self::Fixed {
+            buf,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Whether the queue is in provided storage.
+    pub(crate) fn is_fixed(&self) -> bool {
+        matches!(self, Self::Fixed { .. })
+    }
+
+    /// The provided storage, if any, leaving an empty heap queue behind.
+    pub(crate) fn take_storage(&mut self) -> Option<&'static mut [u8]> {
+        match core::mem::take(self) {
+            Self::Fixed { buf, .. } => Some(buf),
+            heap => {
+                *self = heap;
+                None
+            }
+        }
+    }
+
+    /// Bytes of heap the queue holds (its allocation as far as visible).
+    pub(crate) fn heap_capacity(&self) -> usize {
+        match self {
+            Self::Heap(b) => b.capacity(),
+            Self::Fixed { .. } => 0,
+        }
+    }
+
+    /// Bytes it can hold without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        match self {
+            Self::Heap(b) => b.capacity(),
+            Self::Fixed { buf, .. } => buf.len(),
+        }
+    }
+
+    /// The heap buffer, for the spare pool; `None` when provided.
+    pub(crate) fn heap_mut(&mut self) -> Option<&mut BytesMut> {
+        match self {
+            Self::Heap(b) => Some(b),
+            Self::Fixed { .. } => None,
+        }
+    }
+
+    /// Makes room for `n` more bytes at the back: a provided queue moves
+    /// its bytes to the start. Returns whether they fit; a provided queue
+    /// too small for them is a sizing bug (its bounds are the session's),
+    /// caught by a debug assertion and never written past.
+    #[must_use]
+    pub(crate) fn reserve(&mut self, n: usize) -> bool {
+        match self {
+            Self::Heap(b) => {
+                b.reserve(n);
+                true
+            }
+            Self::Fixed { buf, start, end } => {
+                let len = *end - *start;
+                if len + n > buf.len() {
+                    debug_assert!(
+                        false,
+                        "provided session buffer of {} bytes asked for {}",
+                        buf.len(),
+                        len + n
+                    );
+                    return false;
+                }
+                if *end + n > buf.len() {
+                    buf.copy_within(*start..*end, 0);
+                    *start = 0;
+                    *end = len;
+                }
+                true
+            }
+        }
+    }
+
+    /// Appends `data`; returns whether it fit (see [`Queue::reserve`]).
+    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) -> bool {
+        if !self.reserve(data.len()) {
+            return false;
+        }
+        match self {
+            Self::Heap(b) => b.extend_from_slice(data),
+            Self::Fixed { buf, end, .. } => {
+                buf[*end..*end + data.len()].copy_from_slice(data);
+                *end += data.len();
+            }
+        }
+        true
+    }
+
+    /// Grows to `len` bytes, the new ones zero (shrinking truncates);
+    /// returns whether it fit (see [`Queue::reserve`]).
+    pub(crate) fn resize(&mut self, len: usize) -> bool {
+        let have = self.len();
+        if len <= have {
+            self.truncate(len);
+            return true;
+        }
+        if !self.reserve(len - have) {
+            return false;
+        }
+        match self {
+            Self::Heap(b) => b.resize(len, 0),
+            Self::Fixed { buf, start, end } => {
+                buf[*end..*start + len].fill(0);
+                *end = *start + len;
+            }
+        }
+        true
+    }
+
+    /// Drops the first `n` bytes (at most all).
+    pub(crate) fn advance(&mut self, n: usize) {
+        match self {
+            Self::Heap(b) => bytes::Buf::advance(b, n.min(b.len())),
+            Self::Fixed { start, end, .. } => {
+                *start = (*start + n).min(*end);
+                if *start == *end {
+                    // Empty: the next bytes go to the start, no move needed.
+                    *start = 0;
+                    *end = 0;
+                }
+            }
+        }
+    }
+
+    /// Keeps the first `len` bytes.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        match self {
+            Self::Heap(b) => b.truncate(len),
+            Self::Fixed { start, end, .. } => {
+                *end = (*start + len).min(*end);
+                if *start == *end {
+                    *start = 0;
+                    *end = 0;
+                }
+            }
+        }
+    }
+
+    /// Empties the queue, keeping its storage.
+    pub(crate) fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Takes the first `n` bytes (at most all) as `Bytes`: without copying
+    /// from the heap, copied from provided storage.
+    pub(crate) fn split_to_bytes(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len());
+        match self {
+            Self::Heap(b) => b.split_to(n).freeze(),
+            Self::Fixed { .. } => {
+                let out = Bytes::copy_from_slice(&self[..n]);
+                self.advance(n);
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::boxed::Box;
+    use alloc::vec;
+
+    fn fixed(n: usize) -> Queue {
+        Queue::fixed(Box::leak(vec![0u8; n].into_boxed_slice()))
+    }
+
+    /// A provided queue reads from its front and writes at its back, and
+    /// moves its bytes to the start when the back has no room.
+    #[test]
+    fn a_provided_queue_moves_its_bytes_to_make_room() {
+        let mut q = fixed(8);
+        assert!(q.extend_from_slice(b"abcdef"));
+        q.advance(4);
+        assert_eq!(&q[..], b"ef");
+        assert!(q.extend_from_slice(b"ghijkl"));
+        assert_eq!(&q[..], b"efghijkl");
+        assert_eq!(q.split_to_bytes(3), Bytes::from_static(b"efg"));
+        assert!(q.resize(7));
+        assert_eq!(&q[..], b"hijkl\0\0");
+        q.truncate(2);
+        assert_eq!(&q[..], b"hi");
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!(q.heap_capacity(), 0);
+        assert_eq!(q.capacity(), 8);
+    }
+
+    /// Asked for more than it holds (a sizing bug), it writes nothing.
+    #[test]
+    #[cfg(not(debug_assertions))]
+    fn a_provided_queue_never_writes_past_its_storage() {
+        let mut q = fixed(4);
+        assert!(q.extend_from_slice(b"abc"));
+        assert!(!q.extend_from_slice(b"de"));
+        assert_eq!(&q[..], b"abc");
+    }
+
+    /// A clone holds the bytes on the heap: the storage is the original's.
+    #[test]
+    fn a_clone_of_a_provided_queue_is_on_the_heap() {
+        let mut q = fixed(4);
+        assert!(q.extend_from_slice(b"ab"));
+        let c = q.clone();
+        assert!(!c.is_fixed());
+        assert_eq!(&c[..], b"ab");
+        assert!(q.take_storage().is_some());
+        assert!(!q.is_fixed());
+    }
+}
