@@ -84,8 +84,8 @@ pub use error::{DataKind, Error};
 pub use event::{CloseReason, ConnectRequest, Event, Side, Timer, Violation};
 pub use session::{
     BufferSizes, BufferUsage, BuffersError, MAX_FRAME_OVERHEAD, MAX_SPARE_CAPACITY,
-    MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, ProvideError, Role, Session, SessionBuffers, Spares,
-    TransportAction, TransportClosed,
+    MESSAGE_OVERHEAD, MIN_DIRECT_CHUNK, ProvideError, Role, SMALL_SESSION_STORAGE, Session,
+    SessionBuffers, SessionStorage, Spares, TransportAction, TransportClosed,
 };
 pub use state::State;
 pub use time::Instant;

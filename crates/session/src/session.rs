@@ -24,7 +24,9 @@ mod buffers;
 mod commands;
 mod lazy;
 
-pub use buffers::{BufferSizes, BuffersError, ProvideError, SessionBuffers};
+pub use buffers::{
+    BufferSizes, BuffersError, ProvideError, SMALL_SESSION_STORAGE, SessionBuffers, SessionStorage,
+};
 use lazy::Lazy;
 mod machine;
 mod queue;

@@ -171,7 +171,11 @@ fn run(script: &Script, client_app: &mut App, server_app: &mut App) -> Pair {
     let mut server = bookend_session::Config::default();
     server.offered_modes = bookend_session::ModeOffer::Both;
     server.options.integrity = crc(script.integrity.1);
-    let mut p = Pair::new(bookend_session::Config::default(), server).seeded(script.seed);
+    // The caller's configuration in the mode it proposes, so that provided
+    // buffers sized from it hold that mode's bounds.
+    let mut client = bookend_session::Config::default();
+    client.options.mode = script.mode;
+    let mut p = Pair::new(client, server).seeded(script.seed);
     if script.provided {
         p = p.provided();
     }

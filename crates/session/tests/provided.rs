@@ -260,11 +260,12 @@ fn buffers_come_back_for_the_next_session() {
         );
         assert!(p.client.session.is_drained());
         let b = p.client.session.take_buffers().expect("provided");
-        assert_eq!(b.sizes(), BufferSizes::for_config(&Config::small()));
+        let config = small(Mode::Stream, Integrity::None);
+        assert_eq!(b.sizes(), BufferSizes::for_config(&config));
         assert!(!p.client.session.has_provided_buffers());
         assert!(p.client.session.take_buffers().is_none());
         // Given back to the pool the harness keeps.
-        let mut s = Session::caller(Config::small(), 9).unwrap();
+        let mut s = Session::caller(config, 9).unwrap();
         s.provide_buffers(b).unwrap();
         assert!(s.take_buffers().is_some());
     }
@@ -285,4 +286,87 @@ fn a_clone_of_a_provided_session_reads_the_same_from_the_heap() {
         assert_eq!(&clone.recv_message_bytes().unwrap()[..], want);
         assert_eq!(&p.server.session.recv_message_bytes().unwrap()[..], want);
     }
+}
+
+/// A caller proposing options larger than its configuration's, over
+/// buffers sized for the configuration, is refused at `connect` (before a
+/// peer could grant them and send what the buffers cannot hold).
+#[test]
+fn a_proposal_the_buffers_cannot_hold_is_refused() {
+    let config = Config::small();
+    let mut s = Session::caller(config.clone(), 1).unwrap();
+    s.provide_buffers(exact_buffers(&config)).unwrap();
+    let t = bookend_session::Instant::ZERO;
+    assert_eq!(
+        s.connect(t, None, Options::DEFAULT),
+        Err(bookend_session::Error::InvalidGrant)
+    );
+    let message = Options {
+        mode: Mode::Message,
+        ..Options::SMALL
+    };
+    assert_eq!(
+        s.connect(t, None, message),
+        Err(bookend_session::Error::InvalidGrant),
+        "buffers sized for stream mode do not hold message mode's bounds"
+    );
+    assert_eq!(s.connect(t, None, Options::SMALL), Ok(()));
+}
+
+/// A callee granting more than its buffers were sized for is refused at
+/// `accept`; the default grant (capped by its configuration) is not.
+#[test]
+fn a_grant_the_buffers_cannot_hold_is_refused() {
+    let mut p = Pair::new(Config::default(), Config::small());
+    let b = exact_buffers(&Config::small());
+    p.server.session.provide_buffers(b).unwrap();
+    let t = p.time;
+    p.client.session.connect(t, None, Options::DEFAULT).unwrap();
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.server
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ConnectRequest(_)))
+    });
+    let req = p
+        .server
+        .take_events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ConnectRequest(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let t = p.time;
+    assert_eq!(
+        p.server.session.accept(t, None, Options::DEFAULT),
+        Err(bookend_session::Error::InvalidGrant)
+    );
+    assert_eq!(req.grant.max_frame_size, Options::SMALL.max_frame_size);
+    assert_eq!(p.server.session.accept(t, None, req.grant), Ok(()));
+}
+
+/// `SMALL_SESSION_STORAGE` is what `Config::small` needs, and a
+/// `SessionStorage` of that length splits into buffers that fit it.
+#[test]
+fn session_storage_for_the_small_configuration() {
+    let config = Config::small();
+    assert_eq!(
+        BufferSizes::for_config(&config).total(),
+        bookend_session::SMALL_SESSION_STORAGE
+    );
+    let storage: &'static mut bookend_session::SessionStorage<
+        3,
+        { bookend_session::SMALL_SESSION_STORAGE },
+    > = Box::leak(Box::new(bookend_session::SessionStorage::new()));
+    let all: Vec<SessionBuffers> = storage.buffers(&config).unwrap().collect();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|b| b.fits(&config)));
+
+    let short: &'static mut bookend_session::SessionStorage<1, 100> =
+        Box::leak(Box::new(bookend_session::SessionStorage::new()));
+    assert!(matches!(
+        short.buffers(&config).map(|_| ()),
+        Err(BuffersError::TooSmall { .. })
+    ));
 }

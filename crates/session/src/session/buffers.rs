@@ -21,7 +21,8 @@ use core::fmt;
 use super::queue::Queue;
 use super::rx::{RECORD_HEADER, Records};
 use super::{Bounds, MESSAGE_OVERHEAD, Session};
-use crate::config::Config;
+use crate::config::{Config, ModeOffer, Options};
+use bookend_wire::Mode;
 
 /// Bytes each of a session's three provided buffers needs under a
 /// configuration: the bounds its flow control and frame limits keep
@@ -42,13 +43,52 @@ pub struct BufferSizes {
 }
 
 impl BufferSizes {
-    /// The sizes sessions of `config` need, in either mode and role.
+    /// The sizes sessions of `config` need with its own options: in its
+    /// mode, and in both when it serves both (`ModeOffer::Both`). A caller
+    /// proposing larger options, or a callee granting them, needs
+    /// [`for_options`](Self::for_options) of those.
     pub fn for_config(config: &Config) -> Self {
-        let b = Bounds::new(config, &config.options);
+        let own = Self::for_options(config, &config.options);
+        if config.offered_modes == ModeOffer::Both {
+            let other = match config.options.mode {
+                Mode::Stream => Mode::Message,
+                Mode::Message => Mode::Stream,
+            };
+            let o = Options {
+                mode: other,
+                ..config.options
+            };
+            own.max(&Self::for_options(config, &o))
+        } else {
+            own
+        }
+    }
+
+    /// The sizes a session of `config` needs with `options` in force (a
+    /// caller's proposal, a callee's grant).
+    pub fn for_options(config: &Config, options: &Options) -> Self {
+        let b = Bounds::new(config, options);
+        let held = match options.mode {
+            // A sealed DATA frame is delivered whole once verified: the
+            // stream may overshoot the receive buffer by one frame body.
+            Mode::Stream => b.data_body,
+            // One message in reassembly, and each message's record header
+            // (4 bytes, where flow control charges `MESSAGE_OVERHEAD`).
+            Mode::Message => b.message + MESSAGE_OVERHEAD + RECORD_HEADER,
+        };
         Self {
-            rx: config.recv_buffer + b.data_body.max(b.message + MESSAGE_OVERHEAD) + RECORD_HEADER,
+            rx: config.recv_buffer + held,
             tx: b.tx,
             frame: b.partial,
+        }
+    }
+
+    /// Each size the larger of the two.
+    fn max(&self, other: &Self) -> Self {
+        Self {
+            rx: self.rx.max(other.rx),
+            tx: self.tx.max(other.tx),
+            frame: self.frame.max(other.frame),
         }
     }
 
@@ -59,7 +99,7 @@ impl BufferSizes {
     }
 
     /// Whether every buffer is at least as large as `need`'s.
-    fn covers(&self, need: &Self) -> bool {
+    pub(crate) fn covers(&self, need: &Self) -> bool {
         self.rx >= need.rx && self.tx >= need.tx && self.frame >= need.frame
     }
 }
@@ -148,17 +188,13 @@ impl SessionBuffers {
     /// This function returns `Err(BuffersError::TooSmall)` if `storage` is
     /// shorter than `BufferSizes::for_config(config).total()`.
     pub fn new(storage: &'static mut [u8], config: &Config) -> Result<Self, BuffersError> {
-        let need = BufferSizes::for_config(config);
-        if storage.len() < need.total() {
-            return Err(BuffersError::TooSmall {
-                need,
-                have: BufferSizes {
-                    rx: storage.len().saturating_sub(need.tx + need.frame),
-                    tx: storage.len().min(need.tx),
-                    frame: storage.len().saturating_sub(need.tx).min(need.frame),
-                },
-            });
-        }
+        Self::split(storage, BufferSizes::for_config(config))
+    }
+
+    /// Splits `storage` into buffers of at least `need`'s sizes; bytes
+    /// beyond go to the receive buffer.
+    fn split(storage: &'static mut [u8], need: BufferSizes) -> Result<Self, BuffersError> {
+        too_small(storage.len(), need)?;
         let (tx, rest) = storage.split_at_mut(need.tx);
         let (frame, rx) = rest.split_at_mut(need.frame);
         Ok(Self { rx, tx, frame })
@@ -179,6 +215,73 @@ impl SessionBuffers {
     }
 }
 
+/// Storage for `N` sessions' buffers of `LEN` bytes each, to be placed in
+/// a `static` (through `static_cell::StaticCell`, say) and split with
+/// [`SessionStorage::buffers`]: the session-buffer counterpart of
+/// embassy-net's `TcpClientState<N, RX, TX>`. Size `LEN` with
+/// [`BufferSizes::total`] of the configuration (for [`Config::small`],
+/// [`SMALL_SESSION_STORAGE`]).
+pub struct SessionStorage<const N: usize, const LEN: usize> {
+    slots: [[u8; LEN]; N],
+}
+
+impl<const N: usize, const LEN: usize> SessionStorage<N, LEN> {
+    /// Zeroed storage, `const` so that it can initialise a `static`.
+    pub const fn new() -> Self {
+        Self {
+            slots: [[0; LEN]; N],
+        }
+    }
+
+    /// The `N` sessions' buffers for `config`.
+    ///
+    /// This function returns `Err(BuffersError::TooSmall)` if `LEN` is
+    /// shorter than `BufferSizes::for_config(config).total()`.
+    pub fn buffers(
+        &'static mut self,
+        config: &Config,
+    ) -> Result<impl Iterator<Item = SessionBuffers>, BuffersError> {
+        let need = BufferSizes::for_config(config);
+        // Checked once, so that every slot splits.
+        Self::check(need)?;
+        Ok(self
+            .slots
+            .iter_mut()
+            .filter_map(move |slot| SessionBuffers::split(slot, need).ok()))
+    }
+
+    fn check(need: BufferSizes) -> Result<(), BuffersError> {
+        too_small(LEN, need)
+    }
+}
+
+/// Refuses `len` bytes of storage for buffers of `need`'s sizes if short,
+/// saying how it would have been split (transmit, frame, then receive).
+fn too_small(len: usize, need: BufferSizes) -> Result<(), BuffersError> {
+    if len < need.total() {
+        return Err(BuffersError::TooSmall {
+            need,
+            have: BufferSizes {
+                rx: len.saturating_sub(need.tx + need.frame),
+                tx: len.min(need.tx),
+                frame: len.saturating_sub(need.tx).min(need.frame),
+            },
+        });
+    }
+    Ok(())
+}
+
+impl<const N: usize, const LEN: usize> Default for SessionStorage<N, LEN> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`BufferSizes::total`] for [`Config::small`] (stream mode, the only mode
+/// it serves): the `LEN` of a [`SessionStorage`] for firmware sessions.
+/// A test checks it against the computed value.
+pub const SMALL_SESSION_STORAGE: usize = 14_196;
+
 impl Session {
     /// Moves the session's buffers into `buffers`, the application's
     /// storage: from then on it allocates nothing for payload bytes (see
@@ -192,7 +295,10 @@ impl Session {
     /// configuration needs, and with `BuffersError::InUse` if the session
     /// has received bytes or already has provided buffers.
     pub fn provide_buffers(&mut self, buffers: SessionBuffers) -> Result<(), ProvideError> {
-        let need = BufferSizes::for_config(&self.config);
+        // The options in force may be a proposal or grant beyond the
+        // configuration's own.
+        let need = BufferSizes::for_config(&self.config)
+            .max(&BufferSizes::for_options(&self.config, &self.params()));
         let error = if !buffers.sizes().covers(&need) {
             Some(BuffersError::TooSmall {
                 need,
@@ -217,6 +323,25 @@ impl Session {
         let _ = fixed.extend_from_slice(queued);
         *queued = fixed;
         Ok(())
+    }
+
+    /// The sizes of the provided buffers, if any.
+    fn provided_sizes(&self) -> Option<BufferSizes> {
+        let rx = self.rx.bufs.get().filter(|b| b.is_provided())?;
+        Some(BufferSizes {
+            rx: rx.stream.capacity(),
+            tx: self.tx.buf.get().map_or(0, |b| b.capacity()),
+            frame: rx.partial.capacity(),
+        })
+    }
+
+    /// Whether the session's buffers can hold what `options` allow: always
+    /// on the heap; provided ones if they were sized for it. A proposal or
+    /// grant they cannot hold is refused (`Error::InvalidGrant`), before
+    /// a peer could make the session need more than it has.
+    pub(crate) fn buffers_hold(&self, options: &Options) -> bool {
+        self.provided_sizes()
+            .is_none_or(|have| have.covers(&BufferSizes::for_options(&self.config, options)))
     }
 
     /// Whether the session's buffers are the application's

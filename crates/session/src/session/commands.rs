@@ -23,7 +23,8 @@ impl Session {
     ///
     /// This function returns `Err(Error::TooLarge)` if the caller data is over
     /// `options.max_connect_data` (WSAEFAULT), `Err(Error::InvalidGrant)` if
-    /// the options are out of range, need more than the receive buffer, or
+    /// the options are out of range, need more than the receive buffer or
+    /// the session's provided buffers ([`crate::SessionBuffers`]) hold, or
     /// leave out the integrity option `config.require_integrity` asks for,
     /// `Err(Error::AlreadyConnecting)` while a connect is in progress,
     /// `Err(Error::AlreadyConnected)` once connected, and
@@ -43,6 +44,9 @@ impl Session {
             state => return Err(Error::InvalidState { state }),
         }
         Self::check_connect(&self.config, caller_data, &options)?;
+        if !self.buffers_hold(&options) {
+            return Err(Error::InvalidGrant);
+        }
         self.cold.make().proposed = Some(options);
         self.set_params(options);
         let args = Args {
@@ -87,7 +91,8 @@ impl Session {
     /// choice for `granted`.
     ///
     /// This function returns `Err(Error::InvalidGrant)` if `granted` exceeds
-    /// the proposal, changes the mode, or needs more than the receive buffer;
+    /// the proposal, changes the mode, or needs more than the receive buffer
+    /// or the session's provided buffers ([`crate::SessionBuffers`]) hold;
     /// `Err(Error::TooLarge)` if the callee data is over
     /// `granted.max_connect_data`; `Err(Error::InvalidState)` unless a request
     /// is pending.
@@ -100,6 +105,7 @@ impl Session {
         self.check(Input::AppAccept)?;
         if !granted.is_valid_grant_for(&self.proposed())
             || granted.max_message_size as usize > self.config.recv_buffer
+            || !self.buffers_hold(&granted)
         {
             return Err(Error::InvalidGrant);
         }
