@@ -5,7 +5,10 @@
 //!
 //! Checked after every operation, beyond "no panic, no hang": every buffer is
 //! within its bound; `Closed` is reported at most once and nothing follows it;
-//! FIN and RST are each requested at most once.
+//! FIN and RST are each requested at most once. With `provided`, the session
+//! runs over buffers of exactly the sizes its configuration needs
+//! (`SessionBuffers`), whose queues assert (debug assertions are on in fuzz
+//! builds) that nothing asks them for more.
 #![no_main]
 
 use bookend_session::{
@@ -63,7 +66,29 @@ struct Input {
     small_limits: bool,
     /// Ask for the CRC-32C trailer (and seal the handshake prefix).
     integrity: bool,
+    /// Over provided buffers of exactly the configuration's sizes.
+    provided: bool,
     ops: Vec<Op>,
+}
+
+thread_local! {
+    /// Provided buffers given back at the end of each run, for the next:
+    /// the storage is `&'static mut`, leaked once per size.
+    static STORAGE: std::cell::RefCell<Vec<bookend_session::SessionBuffers>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn exact_buffers(config: &Config) -> bookend_session::SessionBuffers {
+    let need = bookend_session::BufferSizes::for_config(config);
+    let pooled = STORAGE.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|b| b.sizes() == need)?;
+        Some(s.swap_remove(i))
+    });
+    pooled.unwrap_or_else(|| {
+        let storage = Box::leak(vec![0u8; need.total()].into_boxed_slice());
+        bookend_session::SessionBuffers::new(storage, config).unwrap()
+    })
 }
 
 fn frame(repr: FrameRepr<'_>, sealed: bool) -> Vec<u8> {
@@ -129,10 +154,14 @@ fuzz_target!(|input: Input| {
     let mut s = if input.callee {
         Session::callee(config.clone(), 1, now).unwrap()
     } else {
-        let mut s = Session::caller(config.clone(), 1).unwrap();
-        let _ = s.connect(now, Some(b"fuzz"), config.options);
-        s
+        Session::caller(config.clone(), 1).unwrap()
     };
+    if input.provided {
+        s.provide_buffers(exact_buffers(&config)).unwrap();
+    }
+    if !input.callee {
+        let _ = s.connect(now, Some(b"fuzz"), config.options);
+    }
     assert_eq!(s.role() == Role::Callee, input.callee);
     let mut prefix = if !input.handshake {
         Vec::new()
@@ -301,5 +330,8 @@ fuzz_target!(|input: Input| {
             }
         }
         drain(&mut s, now, &mut w, 1460);
+    }
+    if let Some(b) = s.take_buffers() {
+        STORAGE.with(|st| st.borrow_mut().push(b));
     }
 });

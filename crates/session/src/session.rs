@@ -826,7 +826,9 @@ impl Session {
 
     /// A session that is finished with ([`is_drained`](Self::is_drained)):
     /// moves all its boxed parts into `spares`, emptied, whatever they held
-    /// (its close reason included). Call it just before dropping the session.
+    /// (its close reason included). Call it just before dropping the session,
+    /// after [`take_buffers`](Self::take_buffers) if it has provided ones:
+    /// the boxes holding those stay with it until then.
     pub fn recycle(&mut self, spares: &mut Spares) {
         // Provided buffers stay with their session (`take_buffers`).
         if let Some(mut b) = self.rx.bufs.take_if(|b| !b.is_provided()) {

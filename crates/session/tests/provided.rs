@@ -370,3 +370,28 @@ fn session_storage_for_the_small_configuration() {
         Err(BuffersError::TooSmall { .. })
     ));
 }
+
+/// Stream mode: a sender flooding a receiver that does not read is held
+/// back by flow control at the receive buffer, as on the heap; the provided
+/// buffer is never asked for more.
+#[test]
+fn a_stream_flood_stops_at_the_receive_buffer() {
+    for integrity in [Integrity::None, Integrity::Crc32c] {
+        let mut p = connected(Mode::Stream, integrity);
+        let chunk = [9u8; 1000];
+        let mut sent = 0;
+        for _ in 0..50 {
+            while let Ok(n) = p.client.session.send(&chunk) {
+                sent += n;
+            }
+            settle(&mut p);
+        }
+        let config = small(Mode::Stream, integrity);
+        let queued = p.server.session.recv_queue();
+        assert!(
+            queued <= config.recv_buffer + Options::SMALL.max_frame_size as usize,
+            "{queued} bytes queued over a {} B receive buffer ({sent} sent)",
+            config.recv_buffer
+        );
+    }
+}

@@ -122,11 +122,15 @@ impl RxBufs {
         }
     }
 
-    /// Stream mode's bytes for the application (records are not).
+    /// Stream mode's bytes for the application. Records (message mode in
+    /// provided storage) are not: they are counted as messages, by
+    /// `messages_charge` and `message_len`. `stream` holds records only
+    /// while there are some, so a session in stream mode, whose `records`
+    /// are never used, counts every byte of it.
     fn stream_len(&self) -> usize {
         match &self.records {
-            Some(_) => 0,
-            None => self.stream.len(),
+            Some(r) if r.count > 0 || r.open => 0,
+            _ => self.stream.len(),
         }
     }
 
