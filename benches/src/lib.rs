@@ -556,6 +556,31 @@ impl Bookend {
         }
     }
 
+    /// Gives each endpoint `n` sessions' buffers over storage made here and
+    /// leaked (`'static`, as firmware's `static` storage is), sized for its
+    /// session configuration in message mode too (the lifecycles' mode).
+    /// Returns the bytes of storage each session's buffers take.
+    pub fn provide_session_buffers(&mut self, n: usize) -> usize {
+        let mut each = 0;
+        for ep in [&mut self.client, &mut self.server] {
+            let config = ep.config().session.clone();
+            let message = Options {
+                mode: bookend_session::Mode::Message,
+                ..config.options
+            };
+            let len = bookend_session::BufferSizes::for_config(&config)
+                .total()
+                .max(bookend_session::BufferSizes::for_options(&config, &message).total());
+            each = len;
+            for _ in 0..n {
+                let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+                let b = bookend_session::SessionBuffers::new(storage, &config).unwrap();
+                ep.add_session_buffers(b).unwrap();
+            }
+        }
+        each
+    }
+
     /// One round: interfaces, endpoints, interfaces again for what they queued.
     pub fn round(&mut self) -> bool {
         let p = &mut self.pair;
@@ -648,6 +673,8 @@ impl Bookend {
     /// close; returns when every connection (both sides) has been released.
     pub fn lifecycles(&mut self, n: usize) {
         let msg = [7u8; 32];
+        // Messages are read by copy, as the raw baseline reads its bytes.
+        let mut buf = [0u8; 64];
         // The client's own options (the benches' are the defaults), so that a
         // small configuration proposes what it may.
         let options = Options {
@@ -685,7 +712,7 @@ impl Bookend {
                 };
                 match e {
                     Event::Readable => {
-                        while self.server.recv_message_bytes(h).is_ok() {
+                        while self.server.recv_message(h, &mut buf).is_ok() {
                             self.server.send_message(srv, h, now, &msg).unwrap();
                         }
                     }
@@ -705,7 +732,7 @@ impl Bookend {
                 };
                 match e {
                     Event::Connected { .. } => self.client.send_message(cli, h, now, &msg).unwrap(),
-                    Event::Readable if self.client.recv_message_bytes(h).is_ok() => {
+                    Event::Readable if self.client.recv_message(h, &mut buf).is_ok() => {
                         self.client
                             .send_disconnect(cli, h, now, Some(b"bye"))
                             .unwrap();

@@ -58,6 +58,19 @@ fn lifecycles_over_provided_sockets_allocate_no_tcp_buffer() {
         provided_bytes < BUF,
         "{provided_bytes} B per lifecycle over provided sockets: a TCP buffer is {BUF} B"
     );
+    // Session buffers from the application too: the lifecycle allocates
+    // no payload buffer at all.
+    let mut all = Bookend::with_config(provided, BACKLOG, BACKLOG + 2);
+    all.provide_session_buffers(BACKLOG + 2);
+    let all_bytes = bytes_per_lifecycle(&mut all);
+    eprintln!("bytes allocated per lifecycle: provided sockets and session buffers {all_bytes}");
+    assert!(
+        all_bytes < provided_bytes,
+        "{all_bytes} B per lifecycle over provided session buffers, {provided_bytes} B without"
+    );
+    assert_eq!(all.client.free_session_buffers_count(), BACKLOG + 2);
+    assert_eq!(all.server.free_session_buffers_count(), BACKLOG + 2);
+
     // Every socket is back, parked, and nothing else is in the sets.
     assert_eq!(be.client.free_socket_count(), BACKLOG + 2);
     assert_eq!(be.server.free_socket_count(), 2);

@@ -1,7 +1,8 @@
 //! What one connection costs, in bytes, for the default configuration and
 //! for the small one (`Config::small`: 1 KiB TCP buffers each way, 1 KiB
 //! frames, 2 KiB messages, 4 KiB session buffers), with the TCP buffers on
-//! the heap or in the application's storage (`TcpBuffers::Provided`).
+//! the heap or in the application's storage (`TcpBuffers::Provided`), and
+//! the sessions' buffers too (`SessionBuffering::Provided`).
 //!
 //! Per connection end (one endpoint's share of one connection), from a
 //! counting allocator, with 8 connections open at once:
@@ -20,7 +21,7 @@ use std::alloc::System;
 
 use bookend_benches::Bookend;
 use bookend_session::{Mode, ModeOffer, Options};
-use bookend_smoltcp::{Config, TcpBuffers};
+use bookend_smoltcp::{Config, SessionBuffering, TcpBuffers};
 use smoltcp::iface::SocketStorage;
 use smoltcp::socket::tcp;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -39,6 +40,8 @@ struct Row {
     name: &'static str,
     tcp_buffers: usize,
     provided: bool,
+    /// Provided session buffers per connection end (0: on the heap).
+    session_storage: usize,
     idle: i64,
     flooded: i64,
     /// Both endpoints' whole heap at the flood: the client's and the
@@ -58,9 +61,16 @@ fn measure(name: &'static str, config: impl Fn(u64) -> Config) -> Row {
     };
     let sockets = if provided { BACKLOG + CONNECTIONS } else { 0 };
     let start = in_use();
+    let provided_sessions = sample.session_buffers == SessionBuffering::Provided;
     let mut be = Bookend::with_config(config, BACKLOG, sockets);
+    let session_storage = if provided_sessions {
+        be.provide_session_buffers(BACKLOG + CONNECTIONS)
+    } else {
+        0
+    };
     // The provided storage is the application's, not the endpoints'.
-    let storage = (2 * sockets * tcp_buffers) as i64;
+    let storage =
+        (2 * sockets * tcp_buffers + 2 * (BACKLOG + CONNECTIONS) * session_storage) as i64;
     be.integrity = options.integrity;
     // Both sets sized for every socket at once, so that growth of the
     // sets' `Vec`s is not charged to a connection (firmware's is an array).
@@ -143,6 +153,7 @@ fn measure(name: &'static str, config: impl Fn(u64) -> Config) -> Row {
         name,
         tcp_buffers,
         provided,
+        session_storage,
         idle,
         flooded,
         endpoints,
@@ -167,22 +178,33 @@ fn main() {
             c.tcp_buffers = TcpBuffers::Provided;
             c
         }),
+        measure("small, provided TCP and session buffers", |seed| {
+            let mut c = both_modes(Config::small(seed));
+            c.tcp_buffers = TcpBuffers::Provided;
+            c.session_buffers = SessionBuffering::Provided;
+            c
+        }),
     ];
     println!(
-        "Per connection end, {CONNECTIONS} connections open; bytes. `heap` excludes provided TCP buffers.\n"
+        "Per connection end, {CONNECTIONS} connections open; bytes. `heap` excludes provided TCP and session buffers.\n"
     );
     println!(
-        "| configuration | TCP buffers | socket slot | heap, idle | heap, flooded | total idle | total flooded |"
+        "| configuration | TCP buffers | session buffers | socket slot | heap, idle | heap, flooded | total idle | total flooded |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        // Heap-made TCP buffers are in the heap figures already.
-        let outside = if r.provided { r.tcp_buffers } else { 0 } + socket;
+        // Heap-made buffers are in the heap figures already.
+        let outside = if r.provided { r.tcp_buffers } else { 0 } + r.session_storage + socket;
         println!(
-            "| {} | {} ({}) | {socket} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {socket} | {} | {} | {} | {} |",
             r.name,
             r.tcp_buffers,
             if r.provided { "application's" } else { "heap" },
+            if r.session_storage > 0 {
+                format!("{} (application's)", r.session_storage)
+            } else {
+                "heap".to_string()
+            },
             r.idle,
             r.flooded,
             r.idle + outside as i64,
@@ -190,7 +212,7 @@ fn main() {
         );
     }
     println!(
-        "\nBoth endpoints' whole heap at the flood ({CONNECTIONS} connections between them, the server's listener of {BACKLOG}, tables, pools and socket sets; provided TCP storage not included):\n"
+        "\nBoth endpoints' whole heap at the flood ({CONNECTIONS} connections between them, the server's listener of {BACKLOG}, tables, pools and socket sets; provided storage not included):\n"
     );
     println!("| configuration | heap |");
     println!("|---|---:|");

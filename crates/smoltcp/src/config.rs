@@ -19,6 +19,9 @@ pub struct Config {
     pub seed: u64,
     /// Where TCP sockets' buffers come from (default [`TcpBuffers::Heap`]).
     pub tcp_buffers: TcpBuffers,
+    /// Where sessions' buffers come from (default
+    /// [`SessionBuffering::Heap`]).
+    pub session_buffers: SessionBuffering,
     /// TCP receive buffer per connection, bytes (default 64 KiB), with
     /// [`TcpBuffers::Heap`]; provided sockets bring their own.
     pub tcp_rx_buffer: usize,
@@ -106,6 +109,30 @@ pub enum TcpBuffers {
     Provided,
 }
 
+/// Where an endpoint's sessions keep their payload bytes (the frame in
+/// assembly, received data, the send queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SessionBuffering {
+    /// On the heap, within the session configuration's bounds; buffers the
+    /// application gives with
+    /// [`Endpoint::add_session_buffers`](crate::Endpoint::add_session_buffers)
+    /// are used first, when there are any.
+    #[default]
+    Heap,
+    /// Only in buffers the application gives with
+    /// [`Endpoint::add_session_buffers`](crate::Endpoint::add_session_buffers)
+    /// (a `static` [`SessionStorage`](bookend_session::SessionStorage),
+    /// say), each reused once its connection is done: the endpoint then
+    /// allocates nothing for payload bytes. With none free, `connect`
+    /// fails with [`Error::NoSessionBuffers`](crate::Error::NoSessionBuffers)
+    /// and an incoming connection is reset (counted in
+    /// [`Stats::no_session_buffers`](crate::Stats::no_session_buffers)):
+    /// give as many as there are provided sockets.
+    Provided,
+}
+
 /// smoltcp's largest retransmission interval (`RTTE_MAX_RTO` in its TCP
 /// socket, 60 s): the margin [`Config::give_up_after`] adds to the user
 /// timeout, so that a retransmission always falls after an outage shorter
@@ -132,6 +159,7 @@ impl Config {
             session: SessionConfig::default(),
             seed,
             tcp_buffers: TcpBuffers::Heap,
+            session_buffers: SessionBuffering::Heap,
             tcp_rx_buffer: 64 * 1024,
             tcp_tx_buffer: 64 * 1024,
             tcp_timeout: Duration::from_secs(300),

@@ -101,7 +101,9 @@ mod ports;
 mod storage;
 pub mod transport;
 
-pub use config::{Config, ConfigError, ListenConfig, MAX_RETRANSMIT_INTERVAL, TcpBuffers};
+pub use config::{
+    Config, ConfigError, ListenConfig, MAX_RETRANSMIT_INTERVAL, SessionBuffering, TcpBuffers,
+};
 #[cfg(feature = "conditional-accept")]
 pub use endpoint::TcpDecision;
 pub use endpoint::{

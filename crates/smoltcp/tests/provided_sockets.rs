@@ -3,7 +3,9 @@
 //! a fixed pool relies on: a typed refusal when every socket is busy,
 //! listeners that arm what the pool holds and re-arm as sockets come back,
 //! and a reused socket that starts clean and never speaks to its previous
-//! peer. The seed scenario over provided sockets is in `seed.rs`.
+//! peer. `SessionBuffering::Provided` likewise for the sessions' buffers:
+//! refused when none is free, taken back by each finished connection. The
+//! seed scenario over provided sockets and session buffers is in `seed.rs`.
 
 mod world;
 
@@ -11,8 +13,8 @@ use std::time::Duration;
 
 use bookend_session::{CloseReason, Event, Options, Reason};
 use bookend_smoltcp::{
-    Config, ConfigError, Decision, EndpointEvent, Error, Handle, ListenConfig, TcpBuffers,
-    TcpDecision, TcpStorage,
+    Config, ConfigError, Decision, EndpointEvent, Error, Handle, ListenConfig, SessionBuffering,
+    TcpBuffers, TcpDecision, TcpStorage,
 };
 use bytes::Bytes;
 use world::{PORT, World, addr, segments};
@@ -465,4 +467,136 @@ fn an_aborted_connections_socket_sends_its_reset_once_and_is_reused() {
         .unwrap();
     assert_eq!(rsts.len(), 1, "{rsts:?}");
     assert!(rsts[0].0 < second_syn, "{rsts:?}");
+}
+
+/// Sockets and session buffers both from the application: `server` and
+/// `client` of each on hosts 0 and 1.
+fn world_without_heap_payloads(server: usize, client: usize) -> World {
+    let mut w = World::new(2, |i| {
+        let mut c = provided(70 + i as u64);
+        c.session_buffers = SessionBuffering::Provided;
+        Some(c)
+    });
+    w.provide(0, server, 1024, 1024);
+    w.provide(1, client, 1024, 1024);
+    w.provide_session_buffers(0, server);
+    w.provide_session_buffers(1, client);
+    let (ep, _, sockets) = w.parts(0);
+    let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
+    ep.accept_with(l, |req| Decision::Accept {
+        callee_data: Some(Bytes::from_static(b"welcome")),
+        granted: req.grant,
+    });
+    w
+}
+
+/// Each lifecycle takes a session's buffers on both sides and gives them
+/// back: one set each serves connection after connection.
+#[test]
+fn session_buffers_come_back_after_each_connection() {
+    let mut w = world_without_heap_payloads(2, 1);
+    for i in 0..5 {
+        lifecycle(&mut w, format!("caller {i}").as_bytes());
+        assert_eq!(w.ep(1).free_session_buffers_count(), 1, "lifecycle {i}");
+        assert_eq!(w.ep(0).free_session_buffers_count(), 2, "lifecycle {i}");
+    }
+    assert_eq!(w.ep(1).provided_session_buffers_count(), 1);
+}
+
+/// With every session's buffers in use, `connect` is refused with its own
+/// error, before it takes a socket or a port; the buffers of a finished
+/// connection then serve the next.
+#[test]
+fn connect_with_every_session_buffer_in_use_is_refused() {
+    // One set of session buffers for the caller, two sockets.
+    let mut w = World::new(2, |i| {
+        let mut c = provided(80 + i as u64);
+        c.session_buffers = SessionBuffering::Provided;
+        Some(c)
+    });
+    w.provide(0, 2, 1024, 1024);
+    w.provide(1, 2, 1024, 1024);
+    w.provide_session_buffers(0, 2);
+    w.provide_session_buffers(1, 1);
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        });
+    }
+    let first = connect(&mut w, b"one").unwrap();
+    assert_eq!(connect(&mut w, b"two"), Err(Error::NoSessionBuffers));
+    assert_eq!(w.ep(1).connection_count(), 1);
+    assert_eq!(w.ep(1).free_socket_count(), 1, "the refusal took no socket");
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, first).is_some());
+    let callee = accepted(&w)[0];
+    close_both(&mut w, first, callee);
+    assert_eq!(w.ep(1).free_session_buffers_count(), 1);
+    lifecycle(&mut w, b"two");
+}
+
+/// A connection arriving when no session buffers are free is reset at
+/// once, counted, and disturbs nothing else; the listener serves the next
+/// caller when buffers are back.
+#[test]
+fn an_incoming_connection_without_session_buffers_is_reset() {
+    let mut w = World::new(2, |i| {
+        let mut c = provided(85 + i as u64);
+        c.session_buffers = SessionBuffering::Provided;
+        Some(c)
+    });
+    w.provide(0, 2, 1024, 1024);
+    w.provide(1, 1, 1024, 1024);
+    // The server has sockets but no session buffers yet.
+    w.provide_session_buffers(1, 1);
+    {
+        let (ep, _, sockets) = w.parts(0);
+        let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
+        ep.accept_with(l, |req| Decision::Accept {
+            callee_data: Some(Bytes::from_static(b"welcome")),
+            granted: req.grant,
+        });
+    }
+    let c = connect(&mut w, b"one").unwrap();
+    w.run_until(Duration::from_secs(30), |w| closed(w, 1, c).is_some());
+    assert!(
+        matches!(
+            closed(&w, 1, c),
+            Some(CloseReason::Reset | CloseReason::TimedOut(_))
+        ),
+        "{:?}",
+        closed(&w, 1, c)
+    );
+    assert!(w.ep(0).stats().no_session_buffers >= 1);
+    // The caller lets go of its handle; the server's slot went with its RST.
+    let now = w.now();
+    let (ep, _, sockets) = w.parts(1);
+    let _ = ep.close(sockets, c, now);
+    w.run_until(Duration::from_secs(5), |w| w.ep(0).connection_count() == 0);
+    w.provide_session_buffers(0, 1);
+    w.run_until(Duration::from_secs(30), World::listeners_only);
+    lifecycle(&mut w, b"two");
+}
+
+/// Buffers smaller than the endpoint's session configuration needs are
+/// refused and given back whole.
+#[test]
+fn session_buffers_too_small_are_given_back() {
+    let mut w = world_without_heap_payloads(1, 1);
+    let small = bookend_session::Config::small();
+    let mut tiny = small.clone();
+    tiny.recv_buffer = 2048;
+    tiny.send_buffer = 1024;
+    let len = bookend_session::BufferSizes::for_config(&tiny).total();
+    let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+    let b = bookend_session::SessionBuffers::new(storage, &tiny).unwrap();
+    let e = w.ep(1).add_session_buffers(b).unwrap_err();
+    assert!(matches!(
+        e.error,
+        bookend_session::BuffersError::TooSmall { .. }
+    ));
+    assert_eq!(e.buffers.sizes().total(), len);
+    assert_eq!(w.ep(1).provided_session_buffers_count(), 1);
 }

@@ -71,14 +71,20 @@ fn seed_scenario(provided: Option<Provided>) {
     let mut net = Net::new(1 + CLIENT_HOSTS, |i| {
         let mut c = Config::new(1000 + i as u64);
         if provided.is_some() {
+            // No heap for payloads: TCP and session buffers are the
+            // application's, sized for firmware.
             c.tcp_buffers = TcpBuffers::Provided;
+            c.session_buffers = bookend_smoltcp::SessionBuffering::Provided;
+            c.session = bookend_session::Config::small();
         }
         Some(c)
     });
     if let Some(p) = provided {
         net.provide(0, p.server, p.buffer, p.buffer);
+        net.provide_session_buffers(0, p.server);
         for host in 1..=CLIENT_HOSTS {
             net.provide(host, p.per_client_host, p.buffer, p.buffer);
+            net.provide_session_buffers(host, p.per_client_host);
         }
     }
     // The test takes the endpoints' events itself.
@@ -134,11 +140,18 @@ fn seed_scenario(provided: Option<Provided>) {
                     now,
                     remote,
                     Some(name.as_bytes()),
-                    Options::DEFAULT,
+                    if provided.is_some() {
+                        Options::SMALL
+                    } else {
+                        Options::DEFAULT
+                    },
                 ) {
                     Ok(h) => h,
-                    Err(bookend_smoltcp::Error::NoSocket) if provided.is_some() => {
-                        // Every socket of this host is busy: later.
+                    Err(
+                        bookend_smoltcp::Error::NoSocket | bookend_smoltcp::Error::NoSessionBuffers,
+                    ) if provided.is_some() => {
+                        // Every socket or session buffer of this host is
+                        // busy: later.
                         c.start_at = now + Duration::from_millis(10);
                         continue;
                     }

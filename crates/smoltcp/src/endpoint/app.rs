@@ -44,6 +44,9 @@ impl Endpoint {
         if !below_max && self.tcp.mode() != crate::TcpBuffers::Provided {
             return Err(Error::TooManyConnections);
         }
+        if !self.session_buffers_available() {
+            return Err(Error::NoSessionBuffers);
+        }
         let t = session_instant(now);
         // The session's connect runs at once, so that what it refuses (an
         // option, oversize data) fails here; it holds the encoded CONNECT
@@ -55,8 +58,10 @@ impl Endpoint {
         // Spare parts from the pool, as for every command: it allocates
         // nothing a finished connection gave back.
         session.supply(&mut self.spares);
+        // Buffers first: `connect` refuses options they cannot hold.
+        let _ = self.attach_buffers(&mut session);
         if let Err(e) = session.connect(t, caller_data, options) {
-            session.recycle(&mut self.spares);
+            self.retire_session(&mut session);
             return Err(e.into());
         }
         // On the failures below the session is dropped: all its parts go
@@ -64,7 +69,7 @@ impl Endpoint {
         // one must not take a port (a client retrying would quarantine the
         // whole range).
         let Some(handle) = self.borrow_socket(sockets, below_max) else {
-            session.recycle(&mut self.spares);
+            self.retire_session(&mut session);
             return Err(if below_max {
                 Error::NoSocket
             } else {
@@ -73,7 +78,7 @@ impl Endpoint {
         };
         let Ok(port) = self.ports.allocate(t) else {
             self.tcp.release(sockets, handle);
-            session.recycle(&mut self.spares);
+            self.retire_session(&mut session);
             return Err(Error::PortsExhausted);
         };
         let socket = sockets.get_mut::<tcp::Socket>(handle);
@@ -81,7 +86,7 @@ impl Endpoint {
             // No SYN went out: the port is free again at once.
             self.tcp.release(sockets, handle);
             self.ports.cancel(port);
-            session.recycle(&mut self.spares);
+            self.retire_session(&mut session);
             return Err(Error::Connect);
         }
         let local = socket.local_endpoint();

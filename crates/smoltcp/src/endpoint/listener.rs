@@ -276,7 +276,7 @@ impl Endpoint {
             let (local, remote) = (s.local_endpoint(), s.remote_endpoint());
             self.stats.accepted_tcp += 1;
             let sid = self.next_id();
-            let session = {
+            let mut session = {
                 match Session::callee(self.session_config.clone(), sid, t) {
                     Ok(s) => s,
                     Err(_) => {
@@ -287,6 +287,7 @@ impl Endpoint {
                     }
                 }
             };
+            let buffered = self.attach_buffers(&mut session);
             #[cfg(feature = "conditional-accept")]
             let held =
                 self.listeners[id].tcp_condition.is_some() && s.state() == tcp::State::SynReceived;
@@ -310,8 +311,34 @@ impl Endpoint {
                 remote,
             };
             let h = self.new_conn(fresh, t);
-            self.waiting.push(h.index as usize);
+            if buffered {
+                self.waiting.push(h.index as usize);
+            } else {
+                self.refuse_without_buffers(h.index as usize, t, sockets);
+            }
         }
+    }
+
+    /// A connection taken from a listener when no provided session buffers
+    /// were free: reset at once, like a SYN refused by SO_CONDITIONAL_ACCEPT,
+    /// rather than served by a session that could not hold what its limits
+    /// allow. Its slot lives until the RST is out, as every aborted one's.
+    fn refuse_without_buffers(&mut self, index: usize, t: Instant, sockets: &mut SocketSet<'_>) {
+        let Some(c) = self.conns[index].as_deref_mut() else {
+            return;
+        };
+        debug!(
+            "session {}: no session buffers free: {:?} reset",
+            c.session.id(),
+            c.remote()
+        );
+        phase::apply(&mut c.phase, PhaseEvent::NoSessionBuffers, &mut self.stats);
+        if let Some(h) = c.socket() {
+            sockets.get_mut::<tcp::Socket>(h).abort();
+            c.set_aborted(t);
+        }
+        c.end_unseen(t);
+        self.poked.poke(index);
     }
 
     /// A lost SYN-ACK plus a re-armed listener gives two half-open sockets for

@@ -250,6 +250,9 @@ pub enum Error {
     /// Every socket given to the endpoint is in use
     /// ([`TcpBuffers::Provided`](crate::TcpBuffers::Provided)).
     NoSocket,
+    /// Every session's buffers given to the endpoint are in use
+    /// ([`SessionBuffering::Provided`](crate::SessionBuffering::Provided)).
+    NoSessionBuffers,
     /// smoltcp refused to listen (port 0, or the port is in use by this endpoint).
     Listen,
     /// smoltcp refused to connect (unaddressable remote or no route/source address).
@@ -267,6 +270,7 @@ impl fmt::Display for Error {
             Self::InvalidHandle => write!(f, "no such connection"),
             Self::NotPending => write!(f, "connection is not waiting for a decision"),
             Self::NoSocket => write!(f, "every provided TCP socket is in use"),
+            Self::NoSessionBuffers => write!(f, "every provided session's buffers are in use"),
             Self::Listen => write!(f, "cannot listen on that port"),
             Self::Connect => write!(f, "cannot connect to that address"),
             Self::Session(e) => write!(f, "{e}"),
@@ -374,6 +378,9 @@ pub struct Stats {
     /// CRC-32C check (`docs/protocol.md` §2.5): bytes were altered on the
     /// way that TCP's checksum missed, and none of the frame was delivered.
     pub integrity_failures: u64,
+    /// Incoming connections reset because no provided session buffers
+    /// were free ([`SessionBuffering::Provided`](crate::SessionBuffering::Provided)).
+    pub no_session_buffers: u64,
 }
 
 /// Sessions over smoltcp TCP sockets.
@@ -460,6 +467,10 @@ pub struct Endpoint {
     ports: Ports,
     /// Where sockets come from and go to (`Config::tcp_buffers`).
     tcp: sockets::Sockets,
+    /// Provided session buffers not in use (`Config::session_buffers`).
+    session_buffers: Vec<bookend_session::SessionBuffers>,
+    /// Session buffers given with `add_session_buffers`, free or in use.
+    provided_session_buffers: usize,
     events: VecDeque<(Handle, EndpointEvent)>,
     /// The id of the next session (trace names only: wraps after 2^32).
     next_session_id: u32,
@@ -545,6 +556,8 @@ impl Endpoint {
             spare_conns: Vec::new(),
             ports,
             tcp: sockets::Sockets::new(config_tcp_buffers),
+            session_buffers: Vec::new(),
+            provided_session_buffers: 0,
             events: VecDeque::new(),
             next_session_id: 1,
             polls: 0,
@@ -631,6 +644,82 @@ impl Endpoint {
             }
         }
         Ok(self.tcp.adopt(sockets, socket))
+    }
+
+    /// Gives the endpoint one session's buffers in the application's
+    /// storage ([`SessionBuffers`](bookend_session::SessionBuffers), from a
+    /// `static` [`SessionStorage`](bookend_session::SessionStorage), say):
+    /// a session takes them when its connection starts and gives them back
+    /// when the connection is done, for the next. With them, a session
+    /// allocates nothing for payload bytes; see
+    /// [`SessionBuffering`](crate::SessionBuffering).
+    ///
+    /// This function returns the buffers back, with
+    /// `BuffersError::TooSmall`, if they are smaller than the endpoint's
+    /// session configuration needs.
+    pub fn add_session_buffers(
+        &mut self,
+        buffers: bookend_session::SessionBuffers,
+    ) -> Result<(), bookend_session::ProvideError> {
+        if !buffers.fits(&self.session_config) {
+            let need = bookend_session::BufferSizes::for_config(&self.session_config);
+            let have = buffers.sizes();
+            return Err(bookend_session::ProvideError {
+                error: bookend_session::BuffersError::TooSmall { need, have },
+                buffers,
+            });
+        }
+        self.session_buffers.push(buffers);
+        self.provided_session_buffers += 1;
+        Ok(())
+    }
+
+    /// Session buffers given with [`Endpoint::add_session_buffers`] and not
+    /// in use.
+    pub fn free_session_buffers_count(&self) -> usize {
+        self.session_buffers.len()
+    }
+
+    /// Session buffers given with [`Endpoint::add_session_buffers`], free or
+    /// in use.
+    pub fn provided_session_buffers_count(&self) -> usize {
+        self.provided_session_buffers
+    }
+
+    /// Whether a new session can have buffers: provided ones are free, or
+    /// it may use the heap.
+    pub(super) fn session_buffers_available(&self) -> bool {
+        !self.session_buffers.is_empty()
+            || self.config.session_buffers == crate::SessionBuffering::Heap
+    }
+
+    /// Gives a new session provided buffers if any are free. Returns
+    /// whether it has what it needs: those, or the heap where allowed.
+    pub(super) fn attach_buffers(&mut self, session: &mut Session) -> bool {
+        if let Some(b) = self.session_buffers.pop() {
+            // The boxes that will hold them from the spare pool, so that a
+            // steady lifecycle allocates none.
+            session.supply(&mut self.spares);
+            // A new session holds nothing, and the buffers were checked
+            // against the configuration when they were added.
+            match session.provide_buffers(b) {
+                Ok(()) => return true,
+                Err(e) => self.session_buffers.push(e.buffers),
+            }
+        }
+        self.config.session_buffers == crate::SessionBuffering::Heap
+    }
+
+    /// Takes a finished (or never started) session's parts: boxes to the
+    /// spare pool, provided buffers back to theirs. The one way a session's
+    /// buffers return.
+    pub(super) fn retire_session(&mut self, session: &mut Session) {
+        // Buffers first: the boxes that held them are then plain heap parts
+        // and go to the spare pool, for the next session to hold its next.
+        if let Some(b) = session.take_buffers() {
+            self.session_buffers.push(b);
+        }
+        session.recycle(&mut self.spares);
     }
 
     /// Provided sockets not in use, ready for the next listener or
@@ -830,7 +919,7 @@ impl Endpoint {
             if let Some(mut c) = self.conns[index].take() {
                 // Its session's parts and its box serve the next connections;
                 // what else it holds on the heap goes now, not at reuse.
-                c.session.recycle(&mut self.spares);
+                self.retire_session(&mut c.session);
                 c.clear_waiting();
                 if self.spare_conns.len() < self.config.spare_parts {
                     self.spare_conns.push(c);
@@ -1260,6 +1349,21 @@ impl Endpoint {
                 self.socket_count() + self.tcp.parked(),
                 self.tcp.provided(),
                 "provided sockets accounted for"
+            );
+        }
+        #[cfg(debug_assertions)]
+        {
+            // Every provided session's buffers are free or a session's.
+            let held = self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| c.session.has_provided_buffers())
+                .count();
+            debug_assert_eq!(
+                held + self.session_buffers.len(),
+                self.provided_session_buffers,
+                "provided session buffers accounted for"
             );
         }
     }

@@ -46,6 +46,9 @@ pub(crate) enum PhaseEvent {
     Evicted,
     /// REJECT(`BUSY`): undecided requests at their bound (§6.4 rule 5).
     Busy,
+    /// No provided session buffers were free when the listener took the
+    /// connection (`SessionBuffering::Provided`): RST.
+    NoSessionBuffers,
     /// Accepted by the condition function or `Endpoint::accept`.
     Accepted,
     /// Rejected by the condition function or `Endpoint::reject` (or the
@@ -76,6 +79,8 @@ pub(crate) enum Count {
     Evicted,
     /// [`Stats::busy`].
     Busy,
+    /// [`Stats::no_session_buffers`].
+    NoSessionBuffers,
 }
 
 /// One cell of the table.
@@ -115,10 +120,12 @@ pub(crate) const ROWS: &[Row] = &[
     row(P::SynPaused, E::HalfOpenReset,      P::Pending,  C::ResetInSynReceived),
     row(P::SynPaused, E::EvictedBeyondShare, P::Refused,  C::PerSource),
     row(P::SynPaused, E::Evicted,            P::Refused,  C::Evicted),
+    row(P::SynPaused, E::NoSessionBuffers,   P::Refused,  C::NoSessionBuffers),
     row(P::Pending,   E::HalfOpenReset,      P::Pending,  C::ResetInSynReceived),
     row(P::Pending,   E::EvictedBeyondShare, P::Refused,  C::PerSource),
     row(P::Pending,   E::Evicted,            P::Refused,  C::Evicted),
     row(P::Pending,   E::Busy,               P::Refused,  C::Busy),
+    row(P::Pending,   E::NoSessionBuffers,   P::Refused,  C::NoSessionBuffers),
     row(P::Pending,   E::Accepted,           P::Owned,    C::Nothing),
     row(P::Pending,   E::Rejected,           P::Refused,  C::Refused),
     row(P::Pending,   E::EndedUndecided,     P::Refused,  C::Refused),
@@ -151,6 +158,7 @@ pub(crate) fn apply(phase: &mut Phase, on: PhaseEvent, stats: &mut Stats) -> boo
         Count::PerSource => stats.per_source_refused += 1,
         Count::Evicted => stats.evicted += 1,
         Count::Busy => stats.busy += 1,
+        Count::NoSessionBuffers => stats.no_session_buffers += 1,
     }
     true
 }
@@ -163,6 +171,7 @@ fn count_name(c: Count) -> &'static str {
         Count::PerSource => "per_source_refused",
         Count::Evicted => "evicted",
         Count::Busy => "busy",
+        Count::NoSessionBuffers => "no_session_buffers",
     }
 }
 

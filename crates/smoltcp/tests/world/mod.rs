@@ -144,6 +144,19 @@ impl World {
         }
     }
 
+    /// Gives host `i`'s endpoint `n` sessions' buffers of exactly the sizes
+    /// its session configuration needs.
+    pub fn provide_session_buffers(&mut self, i: usize, n: usize) {
+        let (ep, _, _) = self.parts(i);
+        let config = ep.config().session.clone();
+        let len = bookend_session::BufferSizes::for_config(&config).total();
+        for _ in 0..n {
+            let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+            let b = bookend_session::SessionBuffers::new(storage, &config).unwrap();
+            ep.add_session_buffers(b).unwrap();
+        }
+    }
+
     /// The endpoint of host `i` with that host's interface and sockets.
     pub fn parts(
         &mut self,
