@@ -75,7 +75,9 @@ struct Input {
     /// seal every frame they send (bookend-built bodies).
     integrity: bool,
     /// The endpoint runs on 6 provided sockets (`TcpBuffers::Provided`)
-    /// instead of making its own: parked, reused, shared with the listener.
+    /// instead of making its own: parked, reused, shared with the listener;
+    /// and on 6 provided sessions' buffers (`SessionBuffering::Provided`)
+    /// of exactly the configuration's sizes.
     provided: bool,
     ops: Vec<Op>,
 }
@@ -83,6 +85,13 @@ struct Input {
 /// Provided sockets when `Input::provided`: fewer than the backlog plus the
 /// callers, so the pool runs dry.
 const PROVIDED: usize = 6;
+
+thread_local! {
+    /// Provided session buffers taken back at the end of each run, for the
+    /// next: the storage is `&'static mut`, leaked once.
+    static STORAGE: std::cell::RefCell<Vec<bookend_session::SessionBuffers>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
 
 #[derive(Default)]
 struct Dev {
@@ -354,6 +363,7 @@ fuzz_target!(|input: Input| {
     });
     if input.provided {
         config.tcp_buffers = TcpBuffers::Provided;
+        config.session_buffers = bookend_smoltcp::SessionBuffering::Provided;
     }
     let mut sockets = SocketSet::new(vec![]);
     let mut ep = Endpoint::new(config).unwrap();
@@ -364,6 +374,19 @@ fuzz_target!(|input: Input| {
                 smoltcp::socket::tcp::SocketBuffer::new(vec![0; 4096]),
             );
             ep.add_socket(&mut sockets, socket).unwrap();
+        }
+        let need = bookend_session::BufferSizes::for_config(&ep.config().session);
+        for _ in 0..PROVIDED {
+            let pooled = STORAGE.with(|s| {
+                let mut s = s.borrow_mut();
+                let i = s.iter().position(|b| b.sizes() == need)?;
+                Some(s.swap_remove(i))
+            });
+            let b = pooled.unwrap_or_else(|| {
+                let storage = Box::leak(vec![0u8; need.total()].into_boxed_slice());
+                bookend_session::SessionBuffers::new(storage, &ep.config().session).unwrap()
+            });
+            ep.add_session_buffers(b).unwrap();
         }
     }
     let l = ep
@@ -499,5 +522,13 @@ fuzz_target!(|input: Input| {
             PROVIDED,
             "a provided socket lost"
         );
+        assert_eq!(
+            s.ep.free_session_buffers_count(),
+            PROVIDED,
+            "provided session buffers lost"
+        );
+        while let Some(b) = s.ep.take_session_buffers() {
+            STORAGE.with(|st| st.borrow_mut().push(b));
+        }
     }
 });

@@ -29,16 +29,25 @@ pub fn endpoint_ok() -> bool {
     bookend_smoltcp::Endpoint::new(bookend_smoltcp::Config::new(1)).is_ok()
 }
 
-/// Builds an endpoint over TCP sockets in the caller's storage (no heap
-/// for TCP buffers): `TcpBuffers::Provided` compiles against `core` +
-/// `alloc` only. Returns the sockets it took.
+/// Builds an endpoint over TCP sockets and session buffers in the caller's
+/// storage (no heap for payloads): `TcpBuffers::Provided` and
+/// `SessionBuffering::Provided` compile against `core` + `alloc` only.
+/// Returns the sockets it took.
 #[cfg(feature = "alloc")]
 pub fn endpoint_over_provided_sockets(
     storage: &'static mut bookend_smoltcp::TcpStorage<2, 1024, 1024>,
     slots: &'static mut [bookend_smoltcp::smoltcp::iface::SocketStorage<'static>; 2],
+    sessions: &'static mut bookend_session::SessionStorage<
+        2,
+        { bookend_session::SMALL_SESSION_STORAGE },
+    >,
 ) -> usize {
     let mut config = bookend_smoltcp::Config::small(1);
     config.tcp_buffers = bookend_smoltcp::TcpBuffers::Provided;
+    config.session_buffers = bookend_smoltcp::SessionBuffering::Provided;
+    let Ok(buffers) = sessions.buffers(&config.session) else {
+        return 0;
+    };
     let Ok(mut endpoint) = bookend_smoltcp::Endpoint::new(config) else {
         return 0;
     };
@@ -46,6 +55,11 @@ pub fn endpoint_over_provided_sockets(
     let mut sockets = bookend_smoltcp::smoltcp::iface::SocketSet::new(&mut slots[..]);
     for socket in storage.sockets() {
         if endpoint.add_socket(&mut sockets, socket).is_err() {
+            return 0;
+        }
+    }
+    for b in buffers {
+        if endpoint.add_session_buffers(b).is_err() {
             return 0;
         }
     }

@@ -82,7 +82,8 @@ pub(crate) enum Answer {
 #[must_use = "end a connection with `close().await` or `abort(..).await`"]
 pub struct Connection<'a> {
     pub(crate) socket: TcpSocket<'a>,
-    pub(crate) session: Session,
+    /// The session, with the pool its buffers go back to when dropped.
+    pub(crate) session: crate::buffers::PooledSession,
     link: Link,
     config: Config,
     /// The peer's FIN was received (`tcp::Tcp::peer_fin`).
@@ -100,7 +101,11 @@ pub struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    pub(crate) fn new(socket: TcpSocket<'a>, session: Session, config: Config) -> Self {
+    pub(crate) fn new(
+        socket: TcpSocket<'a>,
+        session: crate::buffers::PooledSession,
+        config: Config,
+    ) -> Self {
         let link = Link::new(now(), config.give_up_after());
         Self {
             socket,

@@ -12,8 +12,13 @@ on embassy-net's sockets, not on a shared `Interface`.
 
 * `#![no_std]`. The TCP buffers are the application's (`TcpSocket::new`
   takes them). The session's own state lives in the [`Connection`] (in the
-  task's future); the session allocates only its queues, while they hold
-  something, from the global allocator (`bookend-session` needs `alloc`).
+  task's future). Its queues (received data, the frame in assembly, frames
+  to send) are the application's too with a [`SessionPool`] in
+  [`Config::session_buffers`] (a `static` of
+  [`SessionStorage`](bookend_session::SessionStorage) buffers): the heap
+  then holds a few hundred bytes of session state per connection, and no
+  payload. Without one they are on the heap, while they hold something,
+  within the configuration's bounds (`bookend-session` needs `alloc`).
 * Driving happens inside the connection's `async` methods: each pumps, then
   sleeps until the socket or the next timer wakes it. A task that awaits
   something else meanwhile leaves the session's timers to be run at its next
@@ -53,6 +58,7 @@ let _ = conn.close().await;
 
 extern crate alloc;
 
+mod buffers;
 mod connection;
 mod fmt;
 mod listener;
@@ -66,6 +72,7 @@ use bookend_session::Session;
 use embassy_net::IpEndpoint;
 use embassy_net::tcp::TcpSocket;
 
+pub use buffers::SessionPool;
 pub use connection::{BACKPRESSURE_RECHECK, Connection};
 pub use listener::{AcceptError, Incoming, Listener, Undecided};
 
@@ -98,6 +105,14 @@ pub struct Config {
     /// After the session asked for a reset, how long the ABORT before it may
     /// take to be acknowledged before the RST goes anyway (default 1 s, §7).
     pub abort_ack_timeout: Duration,
+    /// Where sessions' buffers come from: `None` (the default), the heap,
+    /// within the session configuration's bounds; a [`SessionPool`], the
+    /// application's storage, taken when a connection starts and given
+    /// back when it is dropped. With a pool, a `connect` finding it empty
+    /// fails with [`ConnectError::NoSessionBuffers`] before TCP connects,
+    /// and [`Listener::accept`] resets a caller that arrives while it is
+    /// empty and listens again.
+    pub session_buffers: Option<&'static SessionPool>,
 }
 
 /// smoltcp's largest retransmission interval: the margin
@@ -135,6 +150,7 @@ impl Default for Config {
             tcp_keep_alive: Duration::from_secs(10),
             tcp_close_timeout: Duration::from_secs(10),
             abort_ack_timeout: Duration::from_secs(1),
+            session_buffers: None,
         }
     }
 }
@@ -206,6 +222,11 @@ pub enum ConnectError {
     Session(Error),
     /// The sessions' configuration is unusable.
     Config(bookend_session::ConfigError),
+    /// `Config::session_buffers` names a pool with no buffers free.
+    NoSessionBuffers,
+    /// The pool's buffers are too small for the configuration (or the
+    /// options proposed); they stay in the pool.
+    SessionBuffers(bookend_session::BuffersError),
 }
 
 impl core::fmt::Display for ConnectError {
@@ -216,6 +237,8 @@ impl core::fmt::Display for ConnectError {
             Self::Tcp(e) => write!(f, "TCP connect failed: {e:?}"),
             Self::Session(e) => write!(f, "connect refused by the session: {e}"),
             Self::Config(e) => write!(f, "unusable configuration: {e}"),
+            Self::NoSessionBuffers => write!(f, "no session buffers free in the pool"),
+            Self::SessionBuffers(e) => write!(f, "{e}"),
         }
     }
 }
@@ -244,10 +267,21 @@ pub async fn connect<'a>(
     options: Options,
     config: &Config,
 ) -> Result<(Connection<'a>, Option<Bytes>), ConnectError> {
-    let mut session =
+    let session =
         Session::caller(config.session.clone(), next_id()).map_err(ConnectError::Config)?;
     Session::check_connect(&config.session, caller_data, &options)
         .map_err(ConnectError::Session)?;
+    // Buffers before TCP: an empty pool, or options the buffers cannot
+    // hold, fail here with nothing sent.
+    let mut session =
+        buffers::PooledSession::new(session, config.session_buffers).map_err(|r| match r {
+            buffers::Refusal::Empty => ConnectError::NoSessionBuffers,
+            buffers::Refusal::Buffers(e) => ConnectError::SessionBuffers(e),
+        })?;
+    if !session.buffers_hold(&options) {
+        // What the session's `connect` would say, said before TCP connects.
+        return Err(ConnectError::Session(Error::InvalidGrant));
+    }
     config.prepare(&mut socket);
     // The session connects once TCP is up: its connect timer then measures
     // the callee's answer, not a TCP handshake still retransmitting its SYN

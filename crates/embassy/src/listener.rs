@@ -7,6 +7,7 @@ use bytes::Bytes;
 use embassy_net::IpEndpoint;
 use embassy_net::tcp::{State, TcpSocket};
 
+use crate::buffers::PooledSession;
 use crate::connection::{Connection, now};
 use crate::fmt::debug;
 use crate::{Config, next_id};
@@ -75,6 +76,25 @@ impl Listener {
             self.config.prepare(&mut socket);
             let session = Session::callee(self.config.session.clone(), next_id(), now())
                 .map_err(AcceptError::Config)?;
+            let session = match PooledSession::new(session, self.config.session_buffers) {
+                Ok(s) => s,
+                Err(_) => {
+                    // No buffers free (or none that fit): the caller is
+                    // reset, as a full backlog would, and the socket
+                    // listens again.
+                    debug!(
+                        "no session buffers free: {:?} reset",
+                        socket.remote_endpoint()
+                    );
+                    socket.abort();
+                    let _ = embassy_time::with_timeout(
+                        embassy_time::Duration::from_secs(1),
+                        socket.flush(),
+                    )
+                    .await;
+                    continue;
+                }
+            };
             let mut conn = Connection::new(socket, session, self.config.clone());
             let got = conn
                 .until(|c| {

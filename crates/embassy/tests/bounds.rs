@@ -9,9 +9,10 @@ mod support;
 
 use std::pin::pin;
 
+use bookend_embassy::session::{BufferSizes, SessionBuffers};
 use bookend_embassy::{
     CloseReason, Config, Error, FIRMWARE_OPTIONS, FIRMWARE_SESSION_BUFFER, Listener, Reason,
-    connect,
+    SessionPool, connect,
 };
 use embassy_futures::join::join;
 use embassy_net::tcp::TcpSocket;
@@ -58,11 +59,16 @@ enum Abort {
 }
 
 fn flood_then(abort: Abort) -> Flood {
+    flood_with(abort, Config::default(), Config::default())
+}
+
+/// [`flood_then`] with the client's and the server's configurations.
+fn flood_with(abort: Abort, client_config: Config, server_config: Config) -> Flood {
     let _clock = clock();
     let wire = Wire::new(Duration::from_millis(1));
     let mut stacks = TwoStacks::new();
     let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
-    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
+    let listener = Listener::new(PORT, server_config).expect("a valid configuration");
     let start = Instant::now();
     let server = async {
         let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
@@ -90,7 +96,7 @@ fn flood_then(abort: Abort) -> Flood {
             (SERVER, PORT),
             None,
             FIRMWARE_OPTIONS,
-            &Config::default(),
+            &client_config,
         )
         .await
         .expect("accepted");
@@ -138,15 +144,44 @@ fn flood_then(abort: Abort) -> Flood {
 #[test]
 fn a_flooding_peer_is_held_to_the_session_buffers() {
     let f = within(WALL, flood_then_abort);
-    // The receive buffer, the frame being assembled, and the parts' own
-    // structures.
-    let bound = FIRMWARE_SESSION_BUFFER + 2 * 1024;
+    // The receive buffer and the frame being assembled (with their
+    // allocations' growth), and the parts' own structures (boxes of a few
+    // hundred bytes, which the pooled-buffer test bounds alone).
+    let bound = FIRMWARE_SESSION_BUFFER + 2 * 1024 + 512;
     assert!(
         f.server_heap_peak <= bound,
         "the flooded session held {} B of heap (bound {bound} B)",
         f.server_heap_peak
     );
     assert!(f.server_heap_peak > 0, "the flood reached the session");
+}
+
+/// Over pooled session buffers (`Config::session_buffers`) the flooded
+/// session holds no payload on the heap: only its parts' own structures,
+/// the same whether idle or flooded; the buffers go back to their pools.
+#[test]
+fn a_flooding_peer_fills_pooled_buffers_not_the_heap() {
+    static CLIENT_POOL: SessionPool = SessionPool::new();
+    static SERVER_POOL: SessionPool = SessionPool::new();
+    let mut client = Config::default();
+    let mut server = Config::default();
+    for (pool, config) in [(&CLIENT_POOL, &mut client), (&SERVER_POOL, &mut server)] {
+        let len = BufferSizes::for_config(&config.session).total();
+        let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+        pool.add(SessionBuffers::new(storage, &config.session).unwrap());
+        config.session_buffers = Some(pool);
+    }
+    let f = within(WALL, || flood_with(Abort::Once, client, server));
+    // The boxes holding the queues' positions and the close data: no
+    // buffer of the flood's bytes.
+    assert!(
+        f.server_heap_peak <= 512,
+        "the flooded session held {} B of heap over pooled buffers",
+        f.server_heap_peak
+    );
+    assert!(matches!(f.client_end, CloseReason::Aborted { .. }));
+    assert_eq!(CLIENT_POOL.free(), 1);
+    assert_eq!(SERVER_POOL.free(), 1);
 }
 
 /// A reset reaches a session that holds back input: TCP's RST flushes what

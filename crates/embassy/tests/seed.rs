@@ -15,8 +15,9 @@ mod support;
 use std::cell::Cell;
 use std::pin::pin;
 
+use bookend_embassy::session::SessionBuffers;
 use bookend_embassy::{
-    CloseReason, Config, ConnectError, Error, Listener, Mode, Options, Reason, connect,
+    CloseReason, Config, ConnectError, Error, Listener, Mode, Options, Reason, SessionPool, connect,
 };
 use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
@@ -111,6 +112,7 @@ async fn client_one(
     name: &str,
     total: u64,
     mode: Mode,
+    config: &Config,
 ) -> (u64, CloseReason) {
     let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
     let socket = TcpSocket::new(stack, &mut rx, &mut tx);
@@ -119,7 +121,7 @@ async fn client_one(
         (server, PORT),
         Some(name.as_bytes()),
         options(mode),
-        &Config::default(),
+        config,
     )
     .await
     .expect("accepted");
@@ -149,9 +151,15 @@ async fn client_one(
 /// The seed scenario between two embassy-net stacks: three servers slots
 /// and three clients at once; returns the virtual time it took.
 fn seed_between_embassy_stacks(wire: &Wire, mode: Mode, limit: Duration) -> Duration {
+    seed_with(wire, mode, limit, Config::default(), serves_both_modes())
+}
+
+/// [`seed_between_embassy_stacks`] with the clients' and the server's
+/// configurations.
+fn seed_with(wire: &Wire, mode: Mode, limit: Duration, client: Config, server: Config) -> Duration {
     let mut stacks = TwoStacks::new();
     let (server_stack, server_runner, client_stack, client_runner) = stacks.up(wire);
-    let listener = Listener::new(PORT, serves_both_modes()).expect("a valid configuration");
+    let listener = Listener::new(PORT, server).expect("a valid configuration");
     let grand = Cell::new(0);
     let servers = join3(
         serve_one(server_stack, &listener, &grand),
@@ -159,9 +167,30 @@ fn seed_between_embassy_stacks(wire: &Wire, mode: Mode, limit: Duration) -> Dura
         serve_one(server_stack, &listener, &grand),
     );
     let clients = join3(
-        client_one(client_stack, SERVER, CLIENTS[0].0, CLIENTS[0].1, mode),
-        client_one(client_stack, SERVER, CLIENTS[1].0, CLIENTS[1].1, mode),
-        client_one(client_stack, SERVER, CLIENTS[2].0, CLIENTS[2].1, mode),
+        client_one(
+            client_stack,
+            SERVER,
+            CLIENTS[0].0,
+            CLIENTS[0].1,
+            mode,
+            &client,
+        ),
+        client_one(
+            client_stack,
+            SERVER,
+            CLIENTS[1].0,
+            CLIENTS[1].1,
+            mode,
+            &client,
+        ),
+        client_one(
+            client_stack,
+            SERVER,
+            CLIENTS[2].0,
+            CLIENTS[2].1,
+            mode,
+            &client,
+        ),
     );
     let scenario = join(servers, clients);
     let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
@@ -205,6 +234,53 @@ fn seed_on_a_clean_wire(mode: Mode) {
     ));
 }
 
+/// `n` sessions' buffers for `config`, over storage leaked for the test
+/// (firmware's is a `static`), into `pool`.
+fn fill(pool: &SessionPool, n: usize, config: &Config) {
+    let len = bookend_embassy::session::BufferSizes::for_config(&config.session).total();
+    for _ in 0..n {
+        let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+        pool.add(SessionBuffers::new(storage, &config.session).unwrap());
+    }
+}
+
+/// The seed scenario with no payload byte on the heap: both sides' session
+/// buffers from pools of three (the TCP buffers are the application's
+/// anyway), in both modes; every connection gives its buffers back.
+#[test]
+fn seed_scenario_over_pooled_session_buffers() {
+    static CLIENTS_POOL: SessionPool = SessionPool::new();
+    static SERVERS_POOL: SessionPool = SessionPool::new();
+    let _clock = clock();
+    let mut client = serves_both_modes();
+    let mut server = serves_both_modes();
+    fill(&CLIENTS_POOL, 3, &client);
+    fill(&SERVERS_POOL, 3, &server);
+    client.session_buffers = Some(&CLIENTS_POOL);
+    server.session_buffers = Some(&SERVERS_POOL);
+    for mode in [Mode::Stream, Mode::Message] {
+        let wire = Wire::new(Duration::from_millis(1));
+        let took = seed_with(
+            &wire,
+            mode,
+            Duration::from_secs(60),
+            client.clone(),
+            server.clone(),
+        );
+        assert_no_stall(took);
+        assert_eq!(
+            CLIENTS_POOL.free(),
+            3,
+            "{mode:?}: the clients' buffers came back"
+        );
+        assert_eq!(
+            SERVERS_POOL.free(),
+            3,
+            "{mode:?}: the servers' buffers came back"
+        );
+    }
+}
+
 #[test]
 fn seed_scenario_in_stream_mode_between_embassy_stacks() {
     seed_on_a_clean_wire(Mode::Stream);
@@ -229,7 +305,15 @@ fn seed_scenario_with_a_task_per_connection() {
         done.finish();
     };
     let client_task = async |name: &'static str, total: u64| {
-        let (_, end) = client_one(client_stack, SERVER, name, total, Mode::Stream).await;
+        let (_, end) = client_one(
+            client_stack,
+            SERVER,
+            name,
+            total,
+            Mode::Stream,
+            &Config::default(),
+        )
+        .await;
         ends.borrow_mut().push(end);
         done.finish();
     };

@@ -240,7 +240,7 @@ impl<const N: usize, const LEN: usize> SessionStorage<N, LEN> {
     pub fn buffers(
         &'static mut self,
         config: &Config,
-    ) -> Result<impl Iterator<Item = SessionBuffers>, BuffersError> {
+    ) -> Result<impl Iterator<Item = SessionBuffers> + use<N, LEN>, BuffersError> {
         let need = BufferSizes::for_config(config);
         // Checked once, so that every slot splits.
         Self::check(need)?;
@@ -338,8 +338,9 @@ impl Session {
     /// Whether the session's buffers can hold what `options` allow: always
     /// on the heap; provided ones if they were sized for it. A proposal or
     /// grant they cannot hold is refused (`Error::InvalidGrant`), before
-    /// a peer could make the session need more than it has.
-    pub(crate) fn buffers_hold(&self, options: &Options) -> bool {
+    /// a peer could make the session need more than it has; a driver that
+    /// connects its transport first asks here.
+    pub fn buffers_hold(&self, options: &Options) -> bool {
         self.provided_sizes()
             .is_none_or(|have| have.covers(&BufferSizes::for_options(&self.config, options)))
     }

@@ -19,11 +19,15 @@ use core::ops::{Deref, DerefMut};
 pub(crate) enum Queue {
     /// Growing on the heap, as far as the session's bounds allow.
     Heap(BytesMut),
-    /// In the application's storage; `start..end` holds the bytes.
+    /// In the application's storage; `start..end` holds the bytes. The
+    /// positions are `u32` (a session's buffers are bounded by
+    /// `MAX_RECV_BUFFER` and the frame limits), so that this variant fits
+    /// beside `BytesMut`'s pointer niche and a `Queue` is no larger than a
+    /// `BytesMut` (issue 10: idle memory).
     Fixed {
         buf: &'static mut [u8],
-        start: usize,
-        end: usize,
+        start: u32,
+        end: u32,
     },
 }
 
@@ -58,7 +62,7 @@ impl Deref for Queue {
     fn deref(&self) -> &[u8] {
         match self {
             Self::Heap(b) => b,
-            Self::Fixed { buf, start, end } => &buf[*start..*end],
+            Self::Fixed { buf, start, end } => &buf[*start as usize..*end as usize],
         }
     }
 }
@@ -67,7 +71,7 @@ impl DerefMut for Queue {
     fn deref_mut(&mut self) -> &mut [u8] {
         match self {
             Self::Heap(b) => b,
-            Self::Fixed { buf, start, end } => &mut buf[*start..*end],
+            Self::Fixed { buf, start, end } => &mut buf[*start as usize..*end as usize],
         }
     }
 }
@@ -75,8 +79,10 @@ impl DerefMut for Queue {
 impl Queue {
     /// An empty queue in `buf`.
     pub(crate) fn fixed(buf: &'static mut [u8]) -> Self {
+        // Positions are `u32`: storage beyond 4 GiB is left unused.
+        let len = buf.len().min(u32::MAX as usize);
         Self::Fixed {
-            buf,
+            buf: &mut buf[..len],
             start: 0,
             end: 0,
         }
@@ -134,7 +140,8 @@ impl Queue {
                 true
             }
             Self::Fixed { buf, start, end } => {
-                let len = *end - *start;
+                let (s, e) = (*start as usize, *end as usize);
+                let len = e - s;
                 if len + n > buf.len() {
                     debug_assert!(
                         false,
@@ -144,10 +151,11 @@ impl Queue {
                     );
                     return false;
                 }
-                if *end + n > buf.len() {
-                    buf.copy_within(*start..*end, 0);
+                if e + n > buf.len() {
+                    buf.copy_within(s..e, 0);
                     *start = 0;
-                    *end = len;
+                    // At most `buf.len()`, which fits (`Queue::fixed`).
+                    *end = len as u32;
                 }
                 true
             }
@@ -162,8 +170,10 @@ impl Queue {
         match self {
             Self::Heap(b) => b.extend_from_slice(data),
             Self::Fixed { buf, end, .. } => {
-                buf[*end..*end + data.len()].copy_from_slice(data);
-                *end += data.len();
+                let e = *end as usize;
+                buf[e..e + data.len()].copy_from_slice(data);
+                // Within `buf` (checked by `reserve`), so within `u32`.
+                *end = (e + data.len()) as u32;
             }
         }
         true
@@ -183,8 +193,9 @@ impl Queue {
         match self {
             Self::Heap(b) => b.resize(len, 0),
             Self::Fixed { buf, start, end } => {
-                buf[*end..*start + len].fill(0);
-                *end = *start + len;
+                let new_end = *start as usize + len;
+                buf[*end as usize..new_end].fill(0);
+                *end = new_end as u32;
             }
         }
         true
@@ -195,7 +206,7 @@ impl Queue {
         match self {
             Self::Heap(b) => bytes::Buf::advance(b, n.min(b.len())),
             Self::Fixed { start, end, .. } => {
-                *start = (*start + n).min(*end);
+                *start = (*start as usize + n).min(*end as usize) as u32;
                 if *start == *end {
                     // Empty: the next bytes go to the start, no move needed.
                     *start = 0;
@@ -210,7 +221,7 @@ impl Queue {
         match self {
             Self::Heap(b) => b.truncate(len),
             Self::Fixed { start, end, .. } => {
-                *end = (*start + len).min(*end);
+                *end = (*start as usize + len).min(*end as usize) as u32;
                 if *start == *end {
                     *start = 0;
                     *end = 0;
@@ -278,6 +289,16 @@ mod tests {
         assert!(q.extend_from_slice(b"abc"));
         assert!(!q.extend_from_slice(b"de"));
         assert_eq!(&q[..], b"abc");
+    }
+
+    /// A provided queue is no larger than a heap one: a session's parts
+    /// keep their size.
+    #[test]
+    fn a_queue_is_the_size_of_a_bytes_mut() {
+        assert_eq!(
+            core::mem::size_of::<Queue>(),
+            core::mem::size_of::<BytesMut>()
+        );
     }
 
     /// A clone holds the bytes on the heap: the storage is the original's.

@@ -674,6 +674,15 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Takes back one session's buffers given with
+    /// [`Endpoint::add_session_buffers`] that no connection uses (for
+    /// another endpoint, say); `None` if every one is in use.
+    pub fn take_session_buffers(&mut self) -> Option<bookend_session::SessionBuffers> {
+        let b = self.session_buffers.pop()?;
+        self.provided_session_buffers -= 1;
+        Some(b)
+    }
+
     /// Session buffers given with [`Endpoint::add_session_buffers`] and not
     /// in use.
     pub fn free_session_buffers_count(&self) -> usize {
