@@ -71,20 +71,20 @@ struct Input {
     ops: Vec<Op>,
 }
 
-thread_local! {
-    /// Provided buffers given back at the end of each run, for the next:
-    /// the storage is `&'static mut`, leaked once per size.
-    static STORAGE: std::cell::RefCell<Vec<bookend_session::SessionBuffers>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Provided buffers given back at the end of each run, for the next: the
+/// storage is `&'static mut`, leaked once per size, and stays reachable
+/// from this global (so that the leak sanitizer does not count it).
+static STORAGE: std::sync::Mutex<Vec<bookend_session::SessionBuffers>> =
+    std::sync::Mutex::new(Vec::new());
 
 fn exact_buffers(config: &Config) -> bookend_session::SessionBuffers {
     let need = bookend_session::BufferSizes::for_config(config);
-    let pooled = STORAGE.with(|s| {
-        let mut s = s.borrow_mut();
-        let i = s.iter().position(|b| b.sizes() == need)?;
-        Some(s.swap_remove(i))
-    });
+    let pooled = {
+        let mut s = STORAGE.lock().unwrap();
+        s.iter()
+            .position(|b| b.sizes() == need)
+            .map(|i| s.swap_remove(i))
+    };
     pooled.unwrap_or_else(|| {
         let storage = Box::leak(vec![0u8; need.total()].into_boxed_slice());
         bookend_session::SessionBuffers::new(storage, config).unwrap()
@@ -332,6 +332,6 @@ fuzz_target!(|input: Input| {
         drain(&mut s, now, &mut w, 1460);
     }
     if let Some(b) = s.take_buffers() {
-        STORAGE.with(|st| st.borrow_mut().push(b));
+        STORAGE.lock().unwrap().push(b);
     }
 });
