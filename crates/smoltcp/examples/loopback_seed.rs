@@ -19,14 +19,17 @@
 //! the same every time; firmware reads its clock and sleeps instead.
 //! `-- --naive` runs the stalling loop instead, for comparison: it sleeps to
 //! `next_poll` after every round. `-- --provided` runs it as firmware
-//! would: `Config::small`, and TCP buffers in storage this program owns
-//! (`TcpStorage`, `TcpBuffers::Provided`), so the endpoint allocates none.
+//! would: `Config::small`, with the TCP buffers and the sessions' buffers
+//! in storage this program owns (`TcpStorage`, `TcpBuffers::Provided`;
+//! `SessionStorage`, `SessionBuffering::Provided`), so the endpoint
+//! allocates no payload buffer.
 
 use std::collections::HashMap;
 
+use bookend_smoltcp::session::{SMALL_SESSION_STORAGE, SessionStorage};
 use bookend_smoltcp::{
-    Bytes, Config, Decision, Endpoint, EndpointEvent, Event, Handle, ListenConfig, TcpBuffers,
-    TcpStorage,
+    Bytes, Config, Decision, Endpoint, EndpointEvent, Event, Handle, ListenConfig,
+    SessionBuffering, TcpBuffers, TcpStorage,
 };
 use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
@@ -65,6 +68,7 @@ fn main() {
     let config = if provided {
         let mut c = Config::small(0x5eed);
         c.tcp_buffers = TcpBuffers::Provided;
+        c.session_buffers = SessionBuffering::Provided;
         c
     } else {
         Config::new(0x5eed)
@@ -74,6 +78,18 @@ fn main() {
         for socket in storage.sockets() {
             ep.add_socket(&mut sockets, socket)
                 .expect("the endpoint takes provided sockets");
+        }
+        // Six sessions' buffers (three clients, the server's three
+        // connections), `'static` as a session's are: leaked once here,
+        // a `static` (`static_cell::ConstStaticCell`) on firmware.
+        let sessions: &'static mut SessionStorage<6, SMALL_SESSION_STORAGE> =
+            Box::leak(Box::new(SessionStorage::new()));
+        for b in sessions
+            .buffers(&ep.config().session)
+            .expect("sized for Config::small")
+        {
+            ep.add_session_buffers(b)
+                .expect("the endpoint takes session buffers");
         }
     }
     let server = IpEndpoint::new(IpAddress::v4(127, 0, 0, 1), PORT);
@@ -170,10 +186,12 @@ fn main() {
     );
     if provided {
         println!(
-            "{} provided sockets: {} listening, {} free; no TCP buffer came from the heap",
+            "{} provided sockets: {} listening, {} free; {} session buffers, {} free; the endpoint allocated no payload buffer",
             ep.provided_socket_count(),
             ep.listening_socket_count(),
-            ep.free_socket_count()
+            ep.free_socket_count(),
+            ep.provided_session_buffers_count(),
+            ep.free_session_buffers_count()
         );
     }
 }

@@ -17,8 +17,9 @@
 //! Arguments: the TAP device (created if absent, and gone when the program
 //! ends unless it was made persistent), the server's address, and how many
 //! clients to serve before exiting (default: serve until killed).
-//! `--provided` runs it as firmware would: `Config::small` over TCP buffers
-//! the program owns (`TcpStorage`, `TcpBuffers::Provided`). It gives
+//! `--provided` runs it as firmware would: `Config::small` over TCP and
+//! session buffers the program owns (`TcpStorage`, `TcpBuffers::Provided`;
+//! `SessionStorage`, `SessionBuffering::Provided`). It gives
 //! up after 60 s without finishing, so that CI can run it with a bound.
 
 #[cfg(target_os = "linux")]
@@ -37,9 +38,10 @@ mod linux {
     use std::os::unix::io::AsRawFd;
     use std::time::Duration as StdDuration;
 
+    use bookend_smoltcp::session::{SMALL_SESSION_STORAGE, SessionStorage};
     use bookend_smoltcp::{
-        Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig, TcpBuffers,
-        TcpStorage,
+        Bytes, Config, Decision, Endpoint, EndpointEvent, Event, ListenConfig, SessionBuffering,
+        TcpBuffers, TcpStorage,
     };
     use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
     use smoltcp::phy::{Medium, TunTapInterface, wait};
@@ -76,6 +78,7 @@ mod linux {
             let seed = config.seed;
             config = Config::small(seed);
             config.tcp_buffers = TcpBuffers::Provided;
+            config.session_buffers = SessionBuffering::Provided;
         }
         let mut device = TunTapInterface::new(&tap, Medium::Ethernet)?;
         let fd = device.as_raw_fd();
@@ -96,6 +99,13 @@ mod linux {
             for socket in storage.sockets() {
                 ep.add_socket(&mut sockets, socket)?;
             }
+            // One session's buffers per connection (8), `'static` as a
+            // session's are: leaked once here, a `static` on firmware.
+            let sessions: &'static mut SessionStorage<8, SMALL_SESSION_STORAGE> =
+                Box::leak(Box::new(SessionStorage::new()));
+            for b in sessions.buffers(&ep.config().session)? {
+                ep.add_session_buffers(b).map_err(|e| e.error)?;
+            }
         }
 
         // WSAAccept's condition function: the caller's data is seen before
@@ -112,7 +122,7 @@ mod linux {
             "listening on {}:{PORT} ({tap}{})",
             addr.address(),
             if provided {
-                ", provided TCP buffers"
+                ", provided TCP and session buffers"
             } else {
                 ""
             }
