@@ -8,6 +8,10 @@
 //! reads the grand total and (8) closes. On hardware the same `serve` and
 //! `client` functions run in embassy tasks, the stacks' runners in tasks of
 //! their own, and the wire is the board's network driver.
+//!
+//! No payload byte is on the heap: the TCP buffers are the tasks' own
+//! arrays, and the sessions' buffers come from a `SessionPool` on each side
+//! (three connections each), filled from `SessionStorage`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -15,7 +19,8 @@ mod support;
 use std::cell::Cell;
 use std::pin::pin;
 
-use bookend_embassy::{Config, Listener, connect};
+use bookend_embassy::session::{SMALL_SESSION_STORAGE, SessionStorage};
+use bookend_embassy::{Config, Listener, SessionPool, connect};
 use embassy_futures::join::{join, join3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
@@ -51,7 +56,7 @@ async fn serve(stack: Stack<'_>, listener: &Listener, grand: &Cell<u64>) {
 }
 
 /// One client task: steps (1), (6-7) and (8).
-async fn client(stack: Stack<'_>, name: &str, total: u64) {
+async fn client(stack: Stack<'_>, config: &Config, name: &str, total: u64) {
     let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
     let socket = TcpSocket::new(stack, &mut rx, &mut tx);
     let (mut conn, welcome) = connect(
@@ -59,7 +64,7 @@ async fn client(stack: Stack<'_>, name: &str, total: u64) {
         (SERVER, PORT),
         Some(name.as_bytes()),
         bookend_embassy::FIRMWARE_OPTIONS,
-        &Config::default(),
+        config,
     )
     .await
     .expect("accepted");
@@ -101,7 +106,24 @@ fn main() {
         2,
     );
 
-    let listener = Listener::new(PORT, Config::default()).expect("a valid configuration");
+    // Each side's sessions' buffers: a pool in a `static`, filled from
+    // storage that is `'static` as a session's is (leaked once here; a
+    // `static_cell::ConstStaticCell` on firmware).
+    static SERVER_POOL: SessionPool = SessionPool::new();
+    static CLIENT_POOL: SessionPool = SessionPool::new();
+    let pooled = |pool: &'static SessionPool| {
+        let mut config = Config::default();
+        let storage: &'static mut SessionStorage<3, SMALL_SESSION_STORAGE> =
+            Box::leak(Box::new(SessionStorage::new()));
+        for b in storage.buffers(&config.session).expect("sized for it") {
+            pool.add(b);
+        }
+        config.session_buffers = Some(pool);
+        config
+    };
+    let server_config = pooled(&SERVER_POOL);
+    let client_config = pooled(&CLIENT_POOL);
+    let listener = Listener::new(PORT, server_config).expect("a valid configuration");
     let grand = Cell::new(0);
     let servers = join3(
         serve(server_stack, &listener, &grand),
@@ -109,9 +131,9 @@ fn main() {
         serve(server_stack, &listener, &grand),
     );
     let clients = join3(
-        client(client_stack, "client-1", 17),
-        client(client_stack, "client-2", 25),
-        client(client_stack, "client-3", 8),
+        client(client_stack, &client_config, "client-1", 17),
+        client(client_stack, &client_config, "client-2", 25),
+        client(client_stack, &client_config, "client-3", 8),
     );
     let mut a = pin!(async { server_runner.run().await });
     let mut b = pin!(async { client_runner.run().await });
@@ -125,5 +147,10 @@ fn main() {
         "3 clients answered and closed, grand total {}, in {} ms of virtual time",
         grand.get(),
         took.as_millis()
+    );
+    println!(
+        "session buffers back in their pools: server {}, client {}",
+        SERVER_POOL.free(),
+        CLIENT_POOL.free()
     );
 }
