@@ -111,7 +111,8 @@ pub struct Config {
     /// back when it is dropped. With a pool, a `connect` finding it empty
     /// fails with [`ConnectError::NoSessionBuffers`] before TCP connects,
     /// and [`Listener::accept`] resets a caller that arrives while it is
-    /// empty and listens again.
+    /// empty and listens again (buffers too small for the configuration
+    /// fail `accept` with [`AcceptError::SessionBuffers`]).
     pub session_buffers: Option<&'static SessionPool>,
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use embassy_net::IpEndpoint;
 use embassy_net::tcp::{State, TcpSocket};
 
-use crate::buffers::PooledSession;
+use crate::buffers::{PooledSession, Refusal};
 use crate::connection::{Connection, now};
 use crate::fmt::debug;
 use crate::{Config, next_id};
@@ -31,6 +31,9 @@ pub enum AcceptError {
     Tcp(embassy_net::tcp::AcceptError),
     /// The sessions' configuration is unusable.
     Config(bookend_session::ConfigError),
+    /// The pool's session buffers are too small for the configuration
+    /// (`Config::session_buffers`); the caller was reset.
+    SessionBuffers(bookend_session::BuffersError),
 }
 
 impl core::fmt::Display for AcceptError {
@@ -38,6 +41,7 @@ impl core::fmt::Display for AcceptError {
         match self {
             Self::Tcp(e) => write!(f, "TCP accept failed: {e:?}"),
             Self::Config(e) => write!(f, "unusable configuration: {e}"),
+            Self::SessionBuffers(e) => write!(f, "{e}"),
         }
     }
 }
@@ -76,14 +80,20 @@ impl Listener {
             self.config.prepare(&mut socket);
             let session = Session::callee(self.config.session.clone(), next_id(), now())
                 .map_err(AcceptError::Config)?;
-            let session = match PooledSession::new(session, self.config.session_buffers) {
+            let refusal = match PooledSession::new(session, self.config.session_buffers) {
+                Ok(session) => Ok(session),
+                Err(Refusal::Empty) => Err(None),
+                Err(Refusal::Buffers(e)) => Err(Some(e)),
+            };
+            let session = match refusal {
                 Ok(s) => s,
-                Err(_) => {
-                    // No buffers free (or none that fit): the caller is
-                    // reset, as a full backlog would, and the socket
-                    // listens again.
+                Err(too_small) => {
+                    // No buffers free: the caller is reset, as a full
+                    // backlog would, and the socket listens again. Buffers
+                    // too small for the configuration are the application's
+                    // mistake, which every caller would meet: said at once.
                     debug!(
-                        "no session buffers free: {:?} reset",
+                        "no session buffers for {:?}: reset",
                         socket.remote_endpoint()
                     );
                     socket.abort();
@@ -92,7 +102,10 @@ impl Listener {
                         socket.flush(),
                     )
                     .await;
-                    continue;
+                    match too_small {
+                        Some(e) => return Err(AcceptError::SessionBuffers(e)),
+                        None => continue,
+                    }
                 }
             };
             let mut conn = Connection::new(socket, session, self.config.clone());

@@ -603,3 +603,72 @@ fn an_idle_connection_holds_no_heap() {
     );
     assert!(size <= 512, "a connection is {size} B");
 }
+
+/// A pool whose buffers are too small for the listener's configuration is
+/// the application's mistake: `accept` says so, and the caller is reset
+/// rather than left to its connect timer; the buffers stay in the pool.
+#[test]
+fn a_listener_with_buffers_too_small_says_so_and_resets_the_caller() {
+    static POOL: SessionPool = SessionPool::new();
+    let _clock = clock();
+    let mut tiny = bookend_embassy::firmware_session_config();
+    tiny.recv_buffer = 2048;
+    tiny.send_buffer = 512;
+    let len = bookend_embassy::session::BufferSizes::for_config(&tiny).total();
+    let storage: &'static mut [u8] = Box::leak(vec![0; len].into_boxed_slice());
+    POOL.add(SessionBuffers::new(storage, &tiny).unwrap());
+    let mut server_config = Config::default();
+    server_config.session_buffers = Some(&POOL);
+    let wire = Wire::new(Duration::from_millis(1));
+    let mut stacks = TwoStacks::new();
+    let (server_stack, server_runner, client_stack, client_runner) = stacks.up(&wire);
+    let listener = Listener::new(PORT, server_config).expect("a valid configuration");
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        match listener
+            .accept(TcpSocket::new(server_stack, &mut rx, &mut tx))
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => panic!("accepted over buffers too small"),
+        }
+    };
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; BUF], [0u8; BUF]);
+        let socket = TcpSocket::new(client_stack, &mut rx, &mut tx);
+        connect(
+            socket,
+            (SERVER, PORT),
+            Some(b"hello"),
+            bookend_embassy::FIRMWARE_OPTIONS,
+            &Config::default(),
+        )
+        .await
+        .map(|_| ())
+    };
+    let (mut a, mut b) = (pin!(runner(server_runner)), pin!(runner(client_runner)));
+    let ((accept_error, connected), took) = run(
+        &wire,
+        Duration::from_secs(60),
+        vec![a.as_mut(), b.as_mut()],
+        join(server, client),
+    );
+    assert!(
+        matches!(
+            accept_error,
+            bookend_embassy::AcceptError::SessionBuffers(
+                bookend_embassy::session::BuffersError::TooSmall { .. }
+            )
+        ),
+        "{accept_error}"
+    );
+    assert!(
+        matches!(
+            connected,
+            Err(ConnectError::Closed(CloseReason::Reset) | ConnectError::Tcp(_))
+        ),
+        "{connected:?}"
+    );
+    assert!(took < Duration::from_secs(5), "the caller was told at once");
+    assert_eq!(POOL.free(), 1, "the buffers stayed in the pool");
+}

@@ -234,6 +234,9 @@ impl RxBufs {
             return;
         }
         self.clear();
+        // A box in the pool serves heap sessions: messages as `Bytes` (a
+        // clone of a provided session's box kept the records' layout).
+        self.records = None;
         for b in [&mut self.partial, &mut self.stream] {
             if let Some(b) = b.heap_mut()
                 && !fits_the_pool(b, max)
