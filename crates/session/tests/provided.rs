@@ -65,34 +65,41 @@ fn buffers_smaller_than_the_configuration_needs_are_refused_and_given_back() {
     assert!(!s.has_provided_buffers());
 }
 
+/// A session takes buffers only while it holds no received byte: with half
+/// a CONNECT assembled they are refused (given back), and it goes on on the
+/// heap; once the request is whole and nothing is held, it may take them,
+/// but only one set.
 #[test]
-fn buffers_are_refused_once_bytes_were_received() {
+fn buffers_are_refused_while_received_bytes_are_held() {
     let mut p = Pair::new(Config::small(), Config::small());
     let t = p.time;
     p.client
         .session
         .connect(t, Some(b"hello"), Options::SMALL)
         .unwrap();
-    p.drive_until(Duration::from_secs(1), |p| {
-        p.server
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::ConnectRequest(_)))
-    });
-    // The caller's CONNECT was queued before: it moves into the buffers.
-    let e = p
-        .server
-        .session
-        .provide_buffers(exact_buffers(&Config::small()));
-    // The callee has received the whole CONNECT and holds nothing now, so
-    // it may still take buffers; a second set is refused.
-    assert!(e.is_ok());
+    let mut wire = [0u8; 512];
+    let n = p.client.session.poll_transmit(t, &mut wire);
+    assert!(n > 8, "a CONNECT");
+    assert_eq!(p.server.session.handle_bytes(t, &wire[..n / 2]), n / 2);
     let e = p
         .server
         .session
         .provide_buffers(exact_buffers(&Config::small()))
         .unwrap_err();
     assert_eq!(e.error, BuffersError::InUse);
+    assert!(!p.server.session.has_provided_buffers());
+    assert_eq!(p.server.session.handle_bytes(t, &wire[n / 2..n]), n - n / 2);
+    assert!(matches!(
+        p.server.session.poll_event(),
+        Some(Event::ConnectRequest(r)) if r.caller_data.as_deref() == Some(&b"hello"[..])
+    ));
+    p.server.session.provide_buffers(e.buffers).unwrap();
+    let again = p
+        .server
+        .session
+        .provide_buffers(exact_buffers(&Config::small()))
+        .unwrap_err();
+    assert_eq!(again.error, BuffersError::InUse);
 }
 
 /// The CONNECT queued before the buffers were given moves into them and
@@ -320,23 +327,7 @@ fn a_grant_the_buffers_cannot_hold_is_refused() {
     let mut p = Pair::new(Config::default(), Config::small());
     let b = exact_buffers(&Config::small());
     p.server.session.provide_buffers(b).unwrap();
-    let t = p.time;
-    p.client.session.connect(t, None, Options::DEFAULT).unwrap();
-    p.drive_until(Duration::from_secs(1), |p| {
-        p.server
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::ConnectRequest(_)))
-    });
-    let req = p
-        .server
-        .take_events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::ConnectRequest(r) => Some(r),
-            _ => None,
-        })
-        .unwrap();
+    let req = p.request(None, Options::DEFAULT);
     let t = p.time;
     assert_eq!(
         p.server.session.accept(t, None, Options::DEFAULT),

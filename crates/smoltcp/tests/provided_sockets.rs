@@ -469,18 +469,24 @@ fn an_aborted_connections_socket_sends_its_reset_once_and_is_reused() {
     assert!(rsts[0].0 < second_syn, "{rsts:?}");
 }
 
-/// Sockets and session buffers both from the application: `server` and
-/// `client` of each on hosts 0 and 1.
-fn world_without_heap_payloads(server: usize, client: usize) -> World {
+/// Sockets and session buffers both from the application: on the server
+/// (host 0) `sockets.0` sockets and `buffers.0` sessions' buffers, on the
+/// caller (host 1) `sockets.1` and `buffers.1`; a listener of backlog 1
+/// accepting with a greeting.
+fn world_without_heap_payloads(
+    seed: u64,
+    sockets: (usize, usize),
+    buffers: (usize, usize),
+) -> World {
     let mut w = World::new(2, |i| {
-        let mut c = provided(70 + i as u64);
+        let mut c = provided(seed + i as u64);
         c.session_buffers = SessionBuffering::Provided;
         Some(c)
     });
-    w.provide(0, server, 1024, 1024);
-    w.provide(1, client, 1024, 1024);
-    w.provide_session_buffers(0, server);
-    w.provide_session_buffers(1, client);
+    w.provide(0, sockets.0, 1024, 1024);
+    w.provide(1, sockets.1, 1024, 1024);
+    w.provide_session_buffers(0, buffers.0);
+    w.provide_session_buffers(1, buffers.1);
     let (ep, _, sockets) = w.parts(0);
     let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
     ep.accept_with(l, |req| Decision::Accept {
@@ -494,7 +500,7 @@ fn world_without_heap_payloads(server: usize, client: usize) -> World {
 /// back: one set each serves connection after connection.
 #[test]
 fn session_buffers_come_back_after_each_connection() {
-    let mut w = world_without_heap_payloads(2, 1);
+    let mut w = world_without_heap_payloads(70, (2, 1), (2, 1));
     for i in 0..5 {
         lifecycle(&mut w, format!("caller {i}").as_bytes());
         assert_eq!(w.ep(1).free_session_buffers_count(), 1, "lifecycle {i}");
@@ -509,23 +515,7 @@ fn session_buffers_come_back_after_each_connection() {
 #[test]
 fn connect_with_every_session_buffer_in_use_is_refused() {
     // One set of session buffers for the caller, two sockets.
-    let mut w = World::new(2, |i| {
-        let mut c = provided(80 + i as u64);
-        c.session_buffers = SessionBuffering::Provided;
-        Some(c)
-    });
-    w.provide(0, 2, 1024, 1024);
-    w.provide(1, 2, 1024, 1024);
-    w.provide_session_buffers(0, 2);
-    w.provide_session_buffers(1, 1);
-    {
-        let (ep, _, sockets) = w.parts(0);
-        let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
-        ep.accept_with(l, |req| Decision::Accept {
-            callee_data: Some(Bytes::from_static(b"welcome")),
-            granted: req.grant,
-        });
-    }
+    let mut w = world_without_heap_payloads(80, (2, 2), (2, 1));
     let first = connect(&mut w, b"one").unwrap();
     assert_eq!(connect(&mut w, b"two"), Err(Error::NoSessionBuffers));
     assert_eq!(w.ep(1).connection_count(), 1);
@@ -542,23 +532,8 @@ fn connect_with_every_session_buffer_in_use_is_refused() {
 /// caller when buffers are back.
 #[test]
 fn an_incoming_connection_without_session_buffers_is_reset() {
-    let mut w = World::new(2, |i| {
-        let mut c = provided(85 + i as u64);
-        c.session_buffers = SessionBuffering::Provided;
-        Some(c)
-    });
-    w.provide(0, 2, 1024, 1024);
-    w.provide(1, 1, 1024, 1024);
     // The server has sockets but no session buffers yet.
-    w.provide_session_buffers(1, 1);
-    {
-        let (ep, _, sockets) = w.parts(0);
-        let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
-        ep.accept_with(l, |req| Decision::Accept {
-            callee_data: Some(Bytes::from_static(b"welcome")),
-            granted: req.grant,
-        });
-    }
+    let mut w = world_without_heap_payloads(85, (2, 1), (0, 1));
     let c = connect(&mut w, b"one").unwrap();
     w.run_until(Duration::from_secs(30), |w| closed(w, 1, c).is_some());
     assert!(
@@ -584,7 +559,7 @@ fn an_incoming_connection_without_session_buffers_is_reset() {
 /// refused and given back whole.
 #[test]
 fn session_buffers_too_small_are_given_back() {
-    let mut w = world_without_heap_payloads(1, 1);
+    let mut w = world_without_heap_payloads(90, (1, 1), (1, 1));
     let small = bookend_session::Config::small();
     let mut tiny = small.clone();
     tiny.recv_buffer = 2048;

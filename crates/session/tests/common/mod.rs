@@ -470,12 +470,17 @@ impl Pair {
         });
     }
 
-    /// Connects with caller and callee data, accepting with the default grant.
-    pub fn connect(&mut self, caller_data: &[u8], callee_data: &[u8], options: Options) {
+    /// The caller connects with `caller_data` and `options`; drives until
+    /// the callee's application has the request, and returns it.
+    pub fn request(
+        &mut self,
+        caller_data: Option<&[u8]>,
+        options: Options,
+    ) -> bookend_session::ConnectRequest {
         let t = self.time;
         self.client
             .session
-            .connect(t, Some(caller_data), options)
+            .connect(t, caller_data, options)
             .unwrap();
         self.drive_until(Duration::from_secs(1), |p| {
             p.server
@@ -483,15 +488,19 @@ impl Pair {
                 .iter()
                 .any(|e| matches!(e, Event::ConnectRequest(_)))
         });
-        let req = self
-            .server
+        self.server
             .take_events()
             .into_iter()
             .find_map(|e| match e {
                 Event::ConnectRequest(r) => Some(r),
                 _ => None,
             })
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Connects with caller and callee data, accepting with the default grant.
+    pub fn connect(&mut self, caller_data: &[u8], callee_data: &[u8], options: Options) {
+        let req = self.request(Some(caller_data), options);
         assert_eq!(req.caller_data.as_deref(), Some(caller_data));
         let t = self.time;
         self.server
