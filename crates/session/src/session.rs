@@ -9,7 +9,8 @@
 use crate::fmt::trace;
 use alloc::sync::Arc;
 use bookend_wire::{
-    FrameType, HEADER_LEN, Integrity, Mode, Reason, SEALED_HEADER_LEN, SEALED_OVERHEAD, TRAILER_LEN,
+    FrameType, HEADER_LEN, Integrity, MIN_FRAME_SIZE, Mode, Reason, SEALED_HEADER_LEN,
+    SEALED_OVERHEAD, TRAILER_LEN,
 };
 use bytes::Bytes;
 
@@ -265,14 +266,17 @@ pub struct BufferUsage {
     pub rx_messages: usize,
     /// Encoded bytes waiting for the transport.
     pub tx: usize,
-    /// Bound on `tx`: the send buffer, plus one message, plus the largest
-    /// control frames (DISCONNECT or ABORT, PING).
+    /// Bound on `tx`: the send buffer (bytes on the wire), or one frame or
+    /// one message queued into an empty buffer, plus the control frames
+    /// that may follow (DISCONNECT or ABORT, PING).
     pub tx_max: usize,
 }
 
 /// The bounds of a session's buffers under `config` with options `p` in
 /// force (what [`BufferUsage`] reports, and what [`SessionBuffers`] are
-/// sized by, with `p` the configured options: a grant is never larger).
+/// sized by, with `p` a proposal or grant). Each bound only grows as the
+/// options grow, and frames shrinking within them cannot raise it, so that
+/// buffers sized for a proposal hold whatever grant answers it.
 pub(crate) struct Bounds {
     /// A frame assembled whole: any control frame, or a sealed frame of
     /// any type (§2.5), header and trailer included.
@@ -281,16 +285,15 @@ pub(crate) struct Bounds {
     pub(crate) data_body: usize,
     /// The largest message.
     pub(crate) message: usize,
-    /// Encoded bytes waiting for the transport: the send buffer, plus one
-    /// message, plus the largest control frames (DISCONNECT or ABORT, PING).
+    /// Encoded bytes waiting for the transport: DATA (the send buffer, in
+    /// bytes on the wire; or one frame, or one message, queued into an empty
+    /// buffer), then the control frames that may follow it (DISCONNECT or
+    /// ABORT, and a PING, which is only queued into an empty buffer).
     pub(crate) tx: usize,
 }
 
 impl Bounds {
     pub(crate) fn new(config: &Config, p: &Options) -> Self {
-        let frame = p.max_frame_size as usize;
-        let message = p.max_message_size as usize;
-        let control = 2 * MAX_FRAME_OVERHEAD + 2 + p.max_disconnect_data as usize;
         // A frame begun under our own configured limits (before ACCEPT) may
         // finish under a smaller grant.
         let configured = config.options.limits();
@@ -298,26 +301,35 @@ impl Bounds {
         let body = |t: FrameType| {
             (in_force.max_body_len(t) as usize).max(configured.max_body_len(t) as usize)
         };
+        let frame = body(FrameType::Data);
+        let message = (p.max_message_size as usize).max(config.options.max_message_size as usize);
         let largest_control = FrameType::KNOWN
             .iter()
             .filter(|&&t| t != FrameType::Data)
             .map(|&t| body(t))
             .max()
             .unwrap_or(0);
+        // A message queued into an empty buffer is taken whole, in frames
+        // of any granted size: counted with the smallest (§6.1), so that
+        // the bound does not depend on the frame size granted.
+        let message_on_wire =
+            message + message.div_ceil(MIN_FRAME_SIZE as usize).max(1) * MAX_FRAME_OVERHEAD;
+        let data = config
+            .send_buffer
+            .max(frame + MAX_FRAME_OVERHEAD)
+            .max(message_on_wire);
+        let disconnect = body(FrameType::Disconnect).max(body(FrameType::Abort));
         // A sealed frame of any type, DATA included, is assembled whole
         // before its CRC is checked (§2.5); a peer may seal whether or not
         // integrity was negotiated.
-        let largest_sealed = largest_control.max(body(FrameType::Data)) + TRAILER_LEN;
+        let largest_sealed = largest_control.max(frame) + TRAILER_LEN;
         Self {
             partial: SEALED_HEADER_LEN + largest_sealed,
-            data_body: body(FrameType::Data),
+            data_body: frame,
             message,
-            tx: config.send_buffer
-                + message
-                + (message / frame + 1) * MAX_FRAME_OVERHEAD
-                + MAX_FRAME_OVERHEAD
-                + largest_control
-                + control,
+            // DATA, then an ACCEPT still queued (callee) or the largest
+            // control frame, DISCONNECT or ABORT, and a PING.
+            tx: data + largest_control + disconnect + 3 * MAX_FRAME_OVERHEAD,
         }
     }
 }

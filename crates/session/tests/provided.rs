@@ -386,3 +386,99 @@ fn a_stream_flood_stops_at_the_receive_buffer() {
         );
     }
 }
+
+/// Small frames: each DATA frame adds its header (and sealed, its check and
+/// trailer) to the payload, so a send buffer's worth of payload in 64-byte
+/// frames is 22 % more on the wire. The send queue stays within its bound
+/// (the send buffer counts wire bytes), in exact provided buffers and on
+/// the heap alike.
+#[test]
+fn a_send_in_small_frames_stays_within_the_send_queue_bound() {
+    let mut config = Config::default();
+    config.options = Options {
+        max_frame_size: 64,
+        max_message_size: 1024,
+        max_connect_data: 16,
+        max_disconnect_data: 16,
+        integrity: Integrity::Crc32c,
+        ..Options::DEFAULT
+    };
+    config.send_buffer = 16_384;
+    config.recv_buffer = 16_384;
+    for provided in [false, true] {
+        let mut p = Pair::new(config.clone(), config.clone());
+        if provided {
+            p = p.provided();
+        }
+        p.connect(b"c", b"s", config.options);
+        let data: Vec<u8> = (0..16_384u32).map(|i| (i % 251) as u8).collect();
+        let mut at = 0;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..200 {
+            if at < data.len() {
+                at += p.client.session.send(&data[at..]).unwrap_or(0);
+                let u = p.client.session.buffer_usage();
+                assert!(u.tx <= u.tx_max, "provided {provided}: {u:?}");
+            }
+            settle(&mut p);
+            while let Ok(n) = p.server.session.recv(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        assert!(
+            got == data,
+            "provided {provided}: {} of {} bytes",
+            got.len(),
+            data.len()
+        );
+    }
+}
+
+/// A callee may grant frames smaller than the caller proposed: the
+/// caller's buffers, sized for its proposal, still hold what its sends
+/// then queue (the bounds only grow as the frames shrink within them).
+#[test]
+fn a_grant_of_smaller_frames_fits_the_callers_buffers() {
+    let mut config = Config::small();
+    config.send_buffer = 16_384;
+    config.recv_buffer = 16_384;
+    let mut p = Pair::new(config.clone(), config.clone()).provided();
+    let req = p.request(None, config.options);
+    let grant = Options {
+        max_frame_size: 64,
+        ..req.grant
+    };
+    let t = p.time;
+    p.server.session.accept(t, None, grant).unwrap();
+    p.drive_until(Duration::from_secs(1), |p| p.client.session.is_connected());
+    assert_eq!(p.client.session.options().max_frame_size, 64);
+    let data = vec![5u8; 16_384];
+    let n = p.client.session.send(&data).unwrap();
+    assert!(n > 0);
+    let u = p.client.session.buffer_usage();
+    assert!(u.tx <= u.tx_max, "{u:?}");
+}
+
+/// The firmware recipe (`Config::small` over `SMALL_SESSION_STORAGE`)
+/// accepts a caller proposing smaller frames with the default grant.
+#[test]
+fn the_default_grant_to_a_caller_of_smaller_frames_is_accepted() {
+    let mut p = Pair::new(Config::small(), Config::small());
+    let b = exact_buffers(&Config::small());
+    assert_eq!(b.sizes().total(), bookend_session::SMALL_SESSION_STORAGE);
+    p.server.session.provide_buffers(b).unwrap();
+    let proposal = Options {
+        max_frame_size: 512,
+        ..Options::SMALL
+    };
+    let req = p.request(None, proposal);
+    let t = p.time;
+    assert_eq!(p.server.session.accept(t, None, req.grant), Ok(()));
+}

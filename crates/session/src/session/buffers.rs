@@ -280,7 +280,7 @@ impl<const N: usize, const LEN: usize> Default for SessionStorage<N, LEN> {
 /// [`BufferSizes::total`] for [`Config::small`] (stream mode, the only mode
 /// it serves): the `LEN` of a [`SessionStorage`] for firmware sessions.
 /// A test checks it against the computed value.
-pub const SMALL_SESSION_STORAGE: usize = 14_196;
+pub const SMALL_SESSION_STORAGE: usize = 12_106;
 
 impl Session {
     /// Moves the session's buffers into `buffers`, the application's

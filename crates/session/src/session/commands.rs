@@ -168,8 +168,7 @@ impl Session {
     /// (or the reason the session ended) when not connected.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
         self.check_send(Mode::Stream)?;
-        let room = self.config.send_buffer.saturating_sub(self.tx.len());
-        let n = data.len().min(room);
+        let n = data.len().min(self.stream_room());
         if n < data.len() {
             self.tx.set_writable_wanted(true);
             if n == 0 {
@@ -180,6 +179,25 @@ impl Session {
             self.tx.queue_data(chunk, false);
         }
         Ok(n)
+    }
+
+    /// Payload bytes `send` may queue now: as many as fit the send buffer
+    /// with their frames' headers (the buffer bounds bytes on the wire, so
+    /// that small frames cannot make the queue outgrow it), and one frame's
+    /// worth into an empty queue whatever its size, so that a send buffer
+    /// smaller than one frame still moves.
+    fn stream_room(&self) -> usize {
+        let frame = self.params.max_frame_size as usize;
+        let overhead = self.tx.frame_overhead();
+        let room = self.config.send_buffer.saturating_sub(self.tx.len());
+        let whole = room / (frame + overhead);
+        let rest = (room % (frame + overhead)).saturating_sub(overhead);
+        let n = whole * frame + rest;
+        if n == 0 && self.tx.is_empty() {
+            frame
+        } else {
+            n
+        }
     }
 
     /// Stream mode, zero-copy send: frames up to `data.len()` bytes straight

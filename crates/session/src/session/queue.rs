@@ -162,6 +162,24 @@ impl Queue {
         }
     }
 
+    /// As [`Queue::reserve`], but a heap queue that must grow grows by
+    /// doubling only up to `limit()` (the queue's bound): `BytesMut` alone
+    /// would double past it, holding up to twice the bound a peer can fill.
+    #[must_use]
+    pub(crate) fn reserve_within(&mut self, n: usize, limit: impl FnOnce() -> usize) -> bool {
+        if let Self::Heap(b) = self {
+            let need = b.len() + n;
+            if need > b.capacity() {
+                let cap = (2 * b.capacity()).max(need).min(limit().max(need));
+                let mut grown = BytesMut::with_capacity(cap);
+                grown.extend_from_slice(b);
+                *b = grown;
+            }
+            return true;
+        }
+        self.reserve(n)
+    }
+
     /// Appends `data`; returns whether it fit (see [`Queue::reserve`]).
     pub(crate) fn extend_from_slice(&mut self, data: &[u8]) -> bool {
         if !self.reserve(data.len()) {
@@ -289,6 +307,18 @@ mod tests {
         assert!(q.extend_from_slice(b"abc"));
         assert!(!q.extend_from_slice(b"de"));
         assert_eq!(&q[..], b"abc");
+    }
+
+    /// A heap queue grows by doubling, but not past its limit.
+    #[test]
+    fn a_heap_queue_grows_within_its_limit() {
+        let mut q = Queue::default();
+        assert!(q.reserve_within(3000, || 5000));
+        assert!(q.extend_from_slice(&[1; 3000]));
+        assert!(q.reserve_within(1500, || 5000));
+        assert_eq!(q.capacity(), 5000, "doubled to 6000, held to 5000");
+        assert!(q.reserve_within(3000, || 5000));
+        assert!(q.capacity() >= 6000, "what is needed, whatever the limit");
     }
 
     /// A provided queue is no larger than a heap one: a session's parts

@@ -20,7 +20,7 @@ use core::time::Duration;
 use super::lazy::Lazy;
 use super::machine::Args;
 use super::queue::Queue;
-use super::{PeerDisconnect, Session};
+use super::{Bounds, PeerDisconnect, Session};
 use crate::bits::Flags;
 use crate::config::Options;
 use crate::event::Violation;
@@ -819,16 +819,22 @@ impl Session {
             self.rx.checked = None;
             return self.decoded(now, bytes, sink);
         }
+        // The bytes to keep now: the header if it came whole from the input
+        // (6 or 10 bytes), and what there is of the body. The buffer grows
+        // as they arrive, within the frame bound, not by doubling past it.
+        let header = if in_partial {
+            0
+        } else {
+            header_len(input[*at + 1])
+        };
+        let have = self.rx.partial_len() + header;
+        let n = (total - have).min(input.len() - *at - header);
+        let limit = self.growth_limit(header + n, |b| &b.partial, |b| b.partial);
         let partial = &mut self.rx.bufs_mut().partial;
-        if !in_partial {
-            // The header came whole from the input (6 or 10 bytes).
-            let header = header_len(input[*at + 1]);
-            let _ = partial.extend_from_slice(&input[*at..*at + header]);
-            *at += header;
+        if partial.reserve_within(header + n, || limit) {
+            let _ = partial.extend_from_slice(&input[*at..*at + header + n]);
         }
-        let n = (total - partial.len()).min(input.len() - *at);
-        let _ = partial.extend_from_slice(&input[*at..*at + n]);
-        *at += n;
+        *at += header + n;
         if partial.len() < total {
             return false;
         }
@@ -1080,7 +1086,16 @@ impl Session {
                 self.rx.queued += chunk.len() as u32;
                 match self.mode() {
                     Mode::Stream => {
-                        let _ = self.rx.bufs_mut().stream.extend_from_slice(chunk);
+                        // Grown within the stream's bound (the receive
+                        // buffer plus one sealed frame), so that what a peer
+                        // can make the heap hold is that bound.
+                        let limit = self
+                            .growth_limit(chunk.len(), |b| &b.stream, |b| b.data_body)
+                            .saturating_add(self.config.recv_buffer);
+                        let stream = &mut self.rx.bufs_mut().stream;
+                        if stream.reserve_within(chunk.len(), || limit) {
+                            let _ = stream.extend_from_slice(chunk);
+                        }
                         self.post_readable();
                     }
                     Mode::Message => self.rx.bufs_mut().push_message_bytes(chunk),
@@ -1096,6 +1111,28 @@ impl Session {
         let len = self.rx.bufs_mut().complete_message();
         self.rx.messages_charge += (len + MESSAGE_OVERHEAD) as u32;
         self.post_readable();
+    }
+
+    /// The most a heap queue of the receive buffers may grow to, computed
+    /// only when appending `n` bytes makes it grow (the bounds are not free
+    /// to compute): the receive buffer plus `extra(bounds)` for the stream,
+    /// or the frame bound for `partial` (`extra` then gives it whole).
+    fn growth_limit(
+        &self,
+        n: usize,
+        queue: impl Fn(&RxBufs) -> &Queue,
+        extra: impl Fn(&Bounds) -> usize,
+    ) -> usize {
+        let grows = self
+            .rx
+            .bufs
+            .get()
+            .is_none_or(|b| queue(b).len() + n > queue(b).capacity());
+        if !grows {
+            return usize::MAX;
+        }
+        let b = Bounds::new(&self.config, &self.params());
+        extra(&b)
     }
 
     pub(super) fn post_readable(&mut self) {
