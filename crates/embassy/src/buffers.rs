@@ -47,10 +47,13 @@ impl SessionPool {
         }
     }
 
-    /// Adds one session's buffers. Their sizes are checked against a
-    /// connection's configuration when one takes them: buffers too small
-    /// for it make its `connect` fail with
-    /// [`ConnectError::SessionBuffers`](crate::ConnectError::SessionBuffers).
+    /// Adds one session's buffers. Give a pool buffers of one size (one
+    /// `SessionStorage`'s), for one configuration: a connection takes the
+    /// last added and checks it against its configuration, and buffers too
+    /// small for it make its `connect` fail with
+    /// [`ConnectError::SessionBuffers`](crate::ConnectError::SessionBuffers)
+    /// (a listener's `accept` with
+    /// [`AcceptError::SessionBuffers`](crate::AcceptError::SessionBuffers)).
     pub fn add(&self, buffers: SessionBuffers) {
         critical_section::with(|cs| self.free.borrow_ref_mut(cs).push(buffers));
     }

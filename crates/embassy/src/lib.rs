@@ -225,8 +225,9 @@ pub enum ConnectError {
     Config(bookend_session::ConfigError),
     /// `Config::session_buffers` names a pool with no buffers free.
     NoSessionBuffers,
-    /// The pool's buffers are too small for the configuration (or the
-    /// options proposed); they stay in the pool.
+    /// The pool's buffers are too small for the configuration; they stay
+    /// in the pool. (Options proposed beyond what they hold are
+    /// `Session(InvalidGrant)`, as without a pool.)
     SessionBuffers(bookend_session::BuffersError),
 }
 
@@ -259,8 +260,13 @@ impl core::error::Error for ConnectError {}
 /// the caller's side of it is finished), `Err(ConnectError::Closed)` when
 /// the session ends otherwise before ACCEPT (the connect timer, a reset, an
 /// ABORT), `Err(ConnectError::Tcp)` when TCP cannot connect,
-/// `Err(ConnectError::Session)` for arguments the session refuses and
-/// `Err(ConnectError::Config)` for an unusable configuration.
+/// `Err(ConnectError::Session)` for arguments the session refuses (options
+/// beyond what the pool's buffers hold among them),
+/// `Err(ConnectError::Config)` for an unusable configuration, and, with a
+/// [`SessionPool`] in `config.session_buffers`,
+/// `Err(ConnectError::NoSessionBuffers)` when it has none free and
+/// `Err(ConnectError::SessionBuffers)` when its buffers are too small for
+/// the configuration: all before TCP connects.
 pub async fn connect<'a>(
     mut socket: TcpSocket<'a>,
     remote: impl Into<IpEndpoint>,

@@ -575,3 +575,33 @@ fn session_buffers_too_small_are_given_back() {
     assert_eq!(e.buffers.sizes().total(), len);
     assert_eq!(w.ep(1).provided_session_buffers_count(), 1);
 }
+
+/// With `SessionBuffering::Heap`, buffers given to the endpoint are used
+/// first, but a proposal larger than they hold runs on the heap instead of
+/// being refused; the buffers wait for a connection they fit.
+#[test]
+fn on_the_heap_a_proposal_beyond_the_given_buffers_uses_the_heap() {
+    let mut w = World::new(2, |i| Some(provided(95 + i as u64)));
+    w.provide(0, 2, 1024, 1024);
+    w.provide(1, 1, 1024, 1024);
+    w.provide_session_buffers(1, 1);
+    let (ep, _, sockets) = w.parts(0);
+    let l = ep.listen(sockets, PORT, ListenConfig::new(1, 8)).unwrap();
+    ep.accept_with(l, |req| Decision::Accept {
+        callee_data: Some(Bytes::from_static(b"welcome")),
+        granted: req.grant,
+    });
+    let now = w.now();
+    let (ep, iface, sockets) = w.parts(1);
+    // Frames of 4 KiB, where the configuration's (and the buffers') are
+    // 1 KiB.
+    let big = Options {
+        max_frame_size: 4096,
+        ..Options::SMALL
+    };
+    let c = ep
+        .connect(iface, sockets, now, addr(0), Some(b"big"), big)
+        .expect("the heap serves what the buffers cannot");
+    assert_eq!(w.ep(1).free_session_buffers_count(), 1);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+}

@@ -233,10 +233,18 @@ impl<const N: usize, const LEN: usize> SessionStorage<N, LEN> {
         }
     }
 
+    /// Whether slots of `LEN` bytes hold sessions of `config`: check it
+    /// before [`buffers`](Self::buffers), which consumes the `'static`
+    /// reference even when it refuses.
+    pub fn fits(&self, config: &Config) -> bool {
+        LEN >= BufferSizes::for_config(config).total()
+    }
+
     /// The `N` sessions' buffers for `config`.
     ///
     /// This function returns `Err(BuffersError::TooSmall)` if `LEN` is
-    /// shorter than `BufferSizes::for_config(config).total()`.
+    /// shorter than `BufferSizes::for_config(config).total()` (see
+    /// [`fits`](Self::fits)).
     pub fn buffers(
         &'static mut self,
         config: &Config,

@@ -59,7 +59,7 @@ impl Endpoint {
         // nothing a finished connection gave back.
         session.supply(&mut self.spares);
         // Buffers first: `connect` refuses options they cannot hold.
-        let _ = self.attach_buffers(&mut session);
+        let _ = self.attach_buffers(&mut session, Some(&options));
         if let Err(e) = session.connect(t, caller_data, options) {
             self.retire_session(&mut session);
             return Err(e.into());

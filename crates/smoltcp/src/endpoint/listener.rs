@@ -287,7 +287,7 @@ impl Endpoint {
                     }
                 }
             };
-            let buffered = self.attach_buffers(&mut session);
+            let buffered = self.attach_buffers(&mut session, None);
             #[cfg(feature = "conditional-accept")]
             let held =
                 self.listeners[id].tcp_condition.is_some() && s.state() == tcp::State::SynReceived;

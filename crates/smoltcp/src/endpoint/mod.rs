@@ -654,6 +654,14 @@ impl Endpoint {
     /// allocates nothing for payload bytes; see
     /// [`SessionBuffering`](crate::SessionBuffering).
     ///
+    /// A listener's connection takes its buffers when the listener takes
+    /// the SYN, as it takes a socket: callers that keep handshakes open
+    /// (a SYN flood) hold buffers until admission control ends them, and
+    /// an outgoing `connect` may then find none (`Error::NoSessionBuffers`).
+    /// Buffers still in use when the endpoint is dropped are dropped with
+    /// it; free ones can be taken back first
+    /// ([`take_session_buffers`](Self::take_session_buffers)).
+    ///
     /// This function returns the buffers back, with
     /// `BuffersError::TooSmall`, if they are smaller than the endpoint's
     /// session configuration needs.
@@ -704,7 +712,27 @@ impl Endpoint {
 
     /// Gives a new session provided buffers if any are free. Returns
     /// whether it has what it needs: those, or the heap where allowed.
-    pub(super) fn attach_buffers(&mut self, session: &mut Session) -> bool {
+    /// With `options` (a caller's proposal) beyond what the buffers hold,
+    /// a session that may use the heap uses it; one that may not takes them
+    /// anyway, and its `connect` refuses the options (`InvalidGrant`).
+    pub(super) fn attach_buffers(
+        &mut self,
+        session: &mut Session,
+        options: Option<&bookend_session::Options>,
+    ) -> bool {
+        let heap_allowed = self.config.session_buffers == crate::SessionBuffering::Heap;
+        let too_small = |b: &bookend_session::SessionBuffers| {
+            options.is_some_and(|o| {
+                let (need, have) = (
+                    bookend_session::BufferSizes::for_options(&self.session_config, o),
+                    b.sizes(),
+                );
+                have.rx < need.rx || have.tx < need.tx || have.frame < need.frame
+            })
+        };
+        if heap_allowed && self.session_buffers.last().is_some_and(too_small) {
+            return true;
+        }
         if let Some(b) = self.session_buffers.pop() {
             // The boxes that will hold them from the spare pool, so that a
             // steady lifecycle allocates none.
