@@ -642,10 +642,13 @@ impl Session {
         if let Some(k) = self.keepalive() {
             self.timers.restart_if_armed(TimerId::Keepalive, now, k);
         }
-        if self.tx.writable_wanted()
-            && self.tx.len() < self.config.send_buffer
-            && self.can_send_data()
-        {
+        // FD_WRITE once a send would take something: a payload byte in a
+        // frame (stream), a message up to the buffer (message mode).
+        let room = match self.mode() {
+            Mode::Stream => self.stream_room() > 0,
+            Mode::Message => self.tx.len() < self.config.send_buffer,
+        };
+        if self.tx.writable_wanted() && room && self.can_send_data() {
             self.tx.set_writable_wanted(false);
             self.events.push(EventKind::Writable);
         }

@@ -109,3 +109,49 @@ fn a_read_that_leaves_data_keeps_its_fd_read_after_fd_close() {
     assert_eq!(rest, [Event::PeerDisconnected, Event::Readable]);
     assert_eq!(callee.recv_message(&mut buf), Ok(2));
 }
+
+/// FD_WRITE (`Writable`) comes once a send would take something: in stream
+/// mode the send buffer counts frames' headers too, so a buffer with fewer
+/// free bytes than a header and one payload byte is still full.
+#[test]
+fn fd_write_comes_when_a_send_would_take_something() {
+    let mut c = Config::default();
+    c.send_buffer = 100;
+    let mut caller = Session::caller(c.clone(), 1).unwrap();
+    let mut callee = Session::callee(c, 2, T).unwrap();
+    let mut buf = vec![0u8; 4096];
+    caller.connect(T, None, Options::DEFAULT).unwrap();
+    let n = caller.poll_transmit(T, &mut buf);
+    callee.handle_bytes(T, &buf[..n]);
+    let Some(Event::ConnectRequest(req)) = callee.poll_event() else {
+        panic!("a request")
+    };
+    callee.accept(T, None, req.grant).unwrap();
+    let n = callee.poll_transmit(T, &mut buf);
+    caller.handle_bytes(T, &buf[..n]);
+    while caller.poll_event().is_some() {}
+    // Fill the buffer: one frame of header plus payload, then refused.
+    let taken = caller.send(&[1u8; 1000]).unwrap();
+    assert!(taken < 100);
+    assert_eq!(
+        caller.send(&[1u8; 10]),
+        Err(bookend_session::Error::WouldBlock)
+    );
+    let overhead = caller.send_queue() - taken;
+    // Free fewer bytes than a header and a payload byte: still full.
+    let mut out = vec![0u8; overhead];
+    assert_eq!(caller.poll_transmit(T, &mut out), overhead);
+    assert!(
+        !std::iter::from_fn(|| caller.poll_event()).any(|e| matches!(e, Event::Writable)),
+        "Writable while a send would take nothing"
+    );
+    assert_eq!(
+        caller.send(&[1u8; 10]),
+        Err(bookend_session::Error::WouldBlock)
+    );
+    // Free the rest: room for a frame, and FD_WRITE.
+    let mut out = vec![0u8; 200];
+    assert!(caller.poll_transmit(T, &mut out) > 0);
+    assert!(std::iter::from_fn(|| caller.poll_event()).any(|e| matches!(e, Event::Writable)));
+    assert!(caller.send(&[1u8; 10]).is_ok());
+}

@@ -186,7 +186,7 @@ impl Session {
     /// that small frames cannot make the queue outgrow it), and one frame's
     /// worth into an empty queue whatever its size, so that a send buffer
     /// smaller than one frame still moves.
-    fn stream_room(&self) -> usize {
+    pub(super) fn stream_room(&self) -> usize {
         let frame = self.params.max_frame_size as usize;
         let overhead = self.tx.frame_overhead();
         let room = self.config.send_buffer.saturating_sub(self.tx.len());
