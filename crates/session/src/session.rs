@@ -266,9 +266,9 @@ pub struct BufferUsage {
     pub rx_messages: usize,
     /// Encoded bytes waiting for the transport.
     pub tx: usize,
-    /// Bound on `tx`: the send buffer (bytes on the wire), or one frame or
-    /// one message queued into an empty buffer, plus the control frames
-    /// that may follow (DISCONNECT or ABORT, PING).
+    /// Bound on `tx`: the send buffer (bytes on the wire), or one frame,
+    /// message or control frame queued into an empty buffer; then a
+    /// DISCONNECT or ABORT.
     pub tx_max: usize,
 }
 
@@ -285,10 +285,9 @@ pub(crate) struct Bounds {
     pub(crate) data_body: usize,
     /// The largest message.
     pub(crate) message: usize,
-    /// Encoded bytes waiting for the transport: DATA (the send buffer, in
-    /// bytes on the wire; or one frame, or one message, queued into an empty
-    /// buffer), then the control frames that may follow it (DISCONNECT or
-    /// ABORT, and a PING, which is only queued into an empty buffer).
+    /// Encoded bytes waiting for the transport: the send buffer (bytes on
+    /// the wire), or one frame, message or control frame queued into an
+    /// empty buffer; then a DISCONNECT or ABORT.
     pub(crate) tx: usize,
 }
 
@@ -312,12 +311,12 @@ impl Bounds {
         // A message queued into an empty buffer is taken whole, in frames
         // of any granted size: counted with the smallest (§6.1), so that
         // the bound does not depend on the frame size granted.
-        let message_on_wire =
-            message + message.div_ceil(MIN_FRAME_SIZE as usize).max(1) * MAX_FRAME_OVERHEAD;
-        let data = config
-            .send_buffer
-            .max(frame + MAX_FRAME_OVERHEAD)
-            .max(message_on_wire);
+        let message_on_wire = match p.mode {
+            Mode::Message => {
+                message + message.div_ceil(MIN_FRAME_SIZE as usize).max(1) * MAX_FRAME_OVERHEAD
+            }
+            Mode::Stream => 0,
+        };
         let disconnect = body(FrameType::Disconnect).max(body(FrameType::Abort));
         // A sealed frame of any type, DATA included, is assembled whole
         // before its CRC is checked (§2.5); a peer may seal whether or not
@@ -327,10 +326,33 @@ impl Bounds {
             partial: SEALED_HEADER_LEN + largest_sealed,
             data_body: frame,
             message,
-            // DATA, then an ACCEPT still queued (callee) or the largest
-            // control frame, DISCONNECT or ABORT, and a PING.
-            tx: data + largest_control + disconnect + 3 * MAX_FRAME_OVERHEAD,
+            // What precedes a DISCONNECT or ABORT: DATA counted against the
+            // send buffer with any control frame queued before it (an
+            // ACCEPT, a PING, which is only queued into an empty buffer);
+            // or one frame, one message or one control frame queued into
+            // an empty buffer; or, after an abort's discard, the rest of
+            // the frame being handed out. Then the DISCONNECT or ABORT.
+            tx: config
+                .send_buffer
+                .max(frame + MAX_FRAME_OVERHEAD)
+                .max(message_on_wire)
+                .max(largest_control + MAX_FRAME_OVERHEAD)
+                + disconnect
+                + MAX_FRAME_OVERHEAD,
         }
+    }
+}
+
+/// `a` with each size the larger of `a`'s and `b`'s: the options a
+/// session's buffers may still hold bytes under (what a caller proposed,
+/// beside what was granted).
+fn widest(a: &Options, b: &Options) -> Options {
+    Options {
+        max_frame_size: a.max_frame_size.max(b.max_frame_size),
+        max_message_size: a.max_message_size.max(b.max_message_size),
+        max_connect_data: a.max_connect_data.max(b.max_connect_data),
+        max_disconnect_data: a.max_disconnect_data.max(b.max_disconnect_data),
+        ..*a
     }
 }
 
@@ -578,7 +600,9 @@ impl Session {
     /// Current buffer sizes and their bounds.
     pub fn buffer_usage(&self) -> BufferUsage {
         let p = self.params();
-        let b = Bounds::new(&self.config, &p);
+        // A CONNECT proposing more than the grant may still be queued (a
+        // callee that answered before it arrived).
+        let b = Bounds::new(&self.config, &widest(&p, &self.proposed()));
         BufferUsage {
             rx_partial: self.rx.partial_len(),
             rx_partial_max: b.partial,
@@ -644,11 +668,11 @@ impl Session {
         }
         // FD_WRITE once a send would take something: a payload byte in a
         // frame (stream), a message up to the buffer (message mode).
-        let room = match self.mode() {
+        let room = || match self.mode() {
             Mode::Stream => self.stream_room() > 0,
             Mode::Message => self.tx.len() < self.config.send_buffer,
         };
-        if self.tx.writable_wanted() && room && self.can_send_data() {
+        if self.tx.writable_wanted() && room() && self.can_send_data() {
             self.tx.set_writable_wanted(false);
             self.events.push(EventKind::Writable);
         }

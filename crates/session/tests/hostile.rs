@@ -520,3 +520,35 @@ fn data_before_connect_is_refused_even_without_room_to_read_it() {
     });
     s.close(T);
 }
+
+/// A callee that answers before the CONNECT has left the caller (an ACCEPT
+/// granting less caller data than was proposed, while the CONNECT is still
+/// queued) leaves the caller's send queue within its reported bound: the
+/// bound counts the proposal beside the grant.
+#[test]
+fn an_accept_before_the_connect_left_keeps_the_send_queue_within_its_bound() {
+    let mut config = Config::small();
+    config.options.integrity = bookend_session::Integrity::None;
+    let mut c = Session::caller(config, 1).unwrap();
+    let proposal = Options {
+        max_connect_data: 60_000,
+        integrity: bookend_session::Integrity::None,
+        ..Options::SMALL
+    };
+    c.connect(T, Some(&[7u8; 60_000]), proposal).unwrap();
+    let modest = OptionsRepr {
+        max_connect_data: Some(256),
+        ..proposal.to_repr()
+    };
+    c.handle_bytes(
+        T,
+        &frame(FrameRepr::Accept(AcceptRepr {
+            version: VERSION,
+            options: modest,
+            data: None,
+        })),
+    );
+    let u = c.buffer_usage();
+    assert!(u.tx > 60_000, "the CONNECT is still queued: {u:?}");
+    assert!(u.tx <= u.tx_max, "{u:?}");
+}

@@ -605,3 +605,28 @@ fn on_the_heap_a_proposal_beyond_the_given_buffers_uses_the_heap() {
     assert_eq!(w.ep(1).free_session_buffers_count(), 1);
     w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
 }
+
+/// A pool of mixed sizes serves a proposal the buffer that holds it, not
+/// merely the last one given.
+#[test]
+fn a_proposal_takes_the_given_buffers_that_hold_it() {
+    let mut w = world_without_heap_payloads(97, (2, 2), (2, 0));
+    let big = Options {
+        max_frame_size: 4096,
+        ..Options::SMALL
+    };
+    let config = w.ep(1).config().session.clone();
+    let sizes = bookend_session::BufferSizes::for_options(&config, &big);
+    let storage: &'static mut [u8] = Box::leak(vec![0; sizes.total()].into_boxed_slice());
+    let large = bookend_session::SessionBuffers::with_sizes(storage, sizes).unwrap();
+    w.ep(1).add_session_buffers(large).unwrap();
+    // The small set last, as a pool filled in any order may have it.
+    w.provide_session_buffers(1, 1);
+    let now = w.now();
+    let (ep, iface, sockets) = w.parts(1);
+    let c = ep
+        .connect(iface, sockets, now, addr(0), Some(b"big"), big)
+        .expect("the large buffers hold the proposal");
+    assert_eq!(w.ep(1).free_session_buffers_count(), 1);
+    w.run_until(Duration::from_secs(5), |w| connected(w, 1, c).is_some());
+}

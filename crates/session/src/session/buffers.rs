@@ -34,8 +34,9 @@ pub struct BufferSizes {
     /// sealed frame (stream mode) or one message with its charge (message
     /// mode), whichever is larger, plus one record header.
     pub rx: usize,
-    /// Encoded frames waiting for the transport: the send buffer, one
-    /// message, and the largest control frames.
+    /// Encoded frames waiting for the transport: the send buffer (bytes on
+    /// the wire), or one frame, message (message mode) or control frame
+    /// queued into an empty buffer; then a DISCONNECT or ABORT.
     pub tx: usize,
     /// A frame assembled whole: the largest control frame, or a sealed
     /// frame of any type (`docs/protocol.md` §2.5).
@@ -191,6 +192,19 @@ impl SessionBuffers {
         Self::split(storage, BufferSizes::for_config(config))
     }
 
+    /// Splits `storage` into buffers of `sizes`, for sessions whose options
+    /// go beyond their configuration's (`BufferSizes::for_options`); bytes
+    /// beyond go to the receive buffer.
+    ///
+    /// This function returns `Err(BuffersError::TooSmall)` if `storage` is
+    /// shorter than `sizes.total()`.
+    pub fn with_sizes(
+        storage: &'static mut [u8],
+        sizes: BufferSizes,
+    ) -> Result<Self, BuffersError> {
+        Self::split(storage, sizes)
+    }
+
     /// Splits `storage` into buffers of at least `need`'s sizes; bytes
     /// beyond go to the receive buffer.
     fn split(storage: &'static mut [u8], need: BufferSizes) -> Result<Self, BuffersError> {
@@ -288,7 +302,7 @@ impl<const N: usize, const LEN: usize> Default for SessionStorage<N, LEN> {
 /// [`BufferSizes::total`] for [`Config::small`] (stream mode, the only mode
 /// it serves): the `LEN` of a [`SessionStorage`] for firmware sessions.
 /// A test checks it against the computed value.
-pub const SMALL_SESSION_STORAGE: usize = 12_106;
+pub const SMALL_SESSION_STORAGE: usize = 10_790;
 
 impl Session {
     /// Moves the session's buffers into `buffers`, the application's

@@ -183,9 +183,9 @@ impl Session {
 
     /// Payload bytes `send` may queue now: as many as fit the send buffer
     /// with their frames' headers (the buffer bounds bytes on the wire, so
-    /// that small frames cannot make the queue outgrow it), and one frame's
-    /// worth into an empty queue whatever its size, so that a send buffer
-    /// smaller than one frame still moves.
+    /// that small frames cannot make the queue outgrow it); into an empty
+    /// queue, one frame's worth when the buffer has no room for a header
+    /// and a payload byte, so that even such a buffer moves.
     pub(super) fn stream_room(&self) -> usize {
         let frame = self.params.max_frame_size as usize;
         let overhead = self.tx.frame_overhead();

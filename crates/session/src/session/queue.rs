@@ -165,11 +165,16 @@ impl Queue {
     /// As [`Queue::reserve`], but a heap queue that must grow grows by
     /// doubling only up to `limit()` (the queue's bound): `BytesMut` alone
     /// would double past it, holding up to twice the bound a peer can fill.
+    /// Room is first taken back from the bytes already read where that is
+    /// cheap (`try_reclaim`: as many bytes read as are held). At the bound
+    /// with a reader that keeps it nearly full, each frame then costs a new
+    /// allocation and a copy of what is held: the price of the bound (a
+    /// provided queue pays the copy without the allocation).
     #[must_use]
     pub(crate) fn reserve_within(&mut self, n: usize, limit: impl FnOnce() -> usize) -> bool {
         if let Self::Heap(b) = self {
             let need = b.len() + n;
-            if need > b.capacity() {
+            if need > b.capacity() && !b.try_reclaim(n) {
                 let cap = (2 * b.capacity()).max(need).min(limit().max(need));
                 let mut grown = BytesMut::with_capacity(cap);
                 grown.extend_from_slice(b);
@@ -319,6 +324,26 @@ mod tests {
         assert_eq!(q.capacity(), 5000, "doubled to 6000, held to 5000");
         assert!(q.reserve_within(3000, || 5000));
         assert!(q.capacity() >= 6000, "what is needed, whatever the limit");
+    }
+
+    /// At its bound, a heap queue takes room back from the bytes already
+    /// read when as many were read as are held, in the same allocation; it
+    /// never grows past the bound.
+    #[test]
+    fn a_heap_queue_at_its_limit_reuses_what_was_read() {
+        let mut q = Queue::default();
+        assert!(q.reserve_within(5000, || 5000));
+        assert!(q.extend_from_slice(&[1; 5000]));
+        let at = q.as_ptr();
+        q.advance(3000);
+        assert!(q.reserve_within(2500, || 5000));
+        assert!(q.extend_from_slice(&[2; 2500]));
+        assert_eq!(q.as_ptr(), at, "the same allocation, the bytes moved");
+        q.advance(500);
+        assert!(q.reserve_within(900, || 5000));
+        assert!(q.extend_from_slice(&[3; 900]));
+        assert_eq!(q.len(), 4900);
+        assert!(q.capacity() <= 5000, "never past the bound");
     }
 
     /// A provided queue is no larger than a heap one: a session's parts

@@ -721,17 +721,22 @@ impl Endpoint {
         options: Option<&bookend_session::Options>,
     ) -> bool {
         let heap_allowed = self.config.session_buffers == crate::SessionBuffering::Heap;
-        let too_small = |b: &bookend_session::SessionBuffers| {
-            options.is_some_and(|o| {
-                let (need, have) = (
-                    bookend_session::BufferSizes::for_options(&self.session_config, o),
-                    b.sizes(),
-                );
-                have.rx < need.rx || have.tx < need.tx || have.frame < need.frame
-            })
+        let need =
+            options.map(|o| bookend_session::BufferSizes::for_options(&self.session_config, o));
+        let fits = |b: &bookend_session::SessionBuffers| {
+            let have = b.sizes();
+            need.is_none_or(|n| have.rx >= n.rx && have.tx >= n.tx && have.frame >= n.frame)
         };
-        if heap_allowed && self.session_buffers.last().is_some_and(too_small) {
-            return true;
+        // The last given that holds the options (pools of mixed sizes serve
+        // each connection one that fits); with none, the heap where
+        // allowed, or the last, whose session refuses the options.
+        match self.session_buffers.iter().rposition(fits) {
+            Some(i) => {
+                let last = self.session_buffers.len() - 1;
+                self.session_buffers.swap(i, last);
+            }
+            None if heap_allowed && options.is_some() => return true,
+            None => {}
         }
         if let Some(b) = self.session_buffers.pop() {
             // The boxes that will hold them from the spare pool, so that a
