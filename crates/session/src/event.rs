@@ -75,6 +75,12 @@ pub enum Violation {
         /// The frame type its header claimed.
         frame: FrameType,
     },
+    /// Received bytes did not fit the session's provided buffers
+    /// ([`crate::SessionBuffers`]). Not the peer's doing: the buffers are
+    /// sized from the bounds flow control and the frame limits keep, so
+    /// this is a sizing defect, reported (ABORT with `PROTOCOL_ERROR`)
+    /// rather than a loss of the bytes.
+    BuffersExhausted,
 }
 
 impl Violation {
@@ -90,9 +96,10 @@ impl Violation {
                 | WireError::MissingTrailer,
             )
             | Self::Unsealed { .. } => Reason::INTEGRITY_FAILURE,
-            Self::Malformed(_) | Self::UnterminatedMessage | Self::InvalidAccept => {
-                Reason::PROTOCOL_ERROR
-            }
+            Self::Malformed(_)
+            | Self::UnterminatedMessage
+            | Self::InvalidAccept
+            | Self::BuffersExhausted => Reason::PROTOCOL_ERROR,
             Self::UnexpectedFrame { .. } => Reason::UNEXPECTED_FRAME,
             Self::MessageTooLarge { .. } => Reason::MESSAGE_TOO_LARGE,
             Self::UnexpectedEof { .. } => Reason::UNEXPECTED_EOF,
@@ -118,6 +125,7 @@ impl fmt::Display for Violation {
             Self::Unsealed { frame } => {
                 write!(f, "{frame} without its CRC-32C while integrity is on")
             }
+            Self::BuffersExhausted => write!(f, "received bytes over the provided buffers"),
         }
     }
 }

@@ -1023,6 +1023,38 @@ mod tests {
         (c, s)
     }
 
+    /// Received bytes a provided buffer cannot hold (here a buffer shrunk
+    /// behind the session's back, as a sizing defect would leave it) end
+    /// the session with `BuffersExhausted`, visibly: never dropped.
+    #[test]
+    fn bytes_over_the_provided_buffers_end_the_session_visibly() {
+        let t = Instant::ZERO;
+        let (mut c, mut s) = connected_pair();
+        let len = BufferSizes::for_config(s.config()).total();
+        let storage = alloc::boxed::Box::leak(alloc::vec![0u8; len].into_boxed_slice());
+        let b = SessionBuffers::new(storage, s.config()).unwrap();
+        s.provide_buffers(b).unwrap();
+        let tiny = alloc::boxed::Box::leak(alloc::vec![0u8; 100].into_boxed_slice());
+        s.rx.bufs.make().stream = queue::Queue::fixed(tiny);
+        assert_eq!(c.send(&[7u8; 1000]), Ok(1000));
+        let mut buf = alloc::vec![0u8; 4096];
+        let n = c.poll_transmit(t, &mut buf);
+        s.handle_bytes(t, &buf[..n]);
+        let closed = core::iter::from_fn(|| s.poll_event()).find_map(|e| match e {
+            Event::Closed(r) => Some(r),
+            _ => None,
+        });
+        assert_eq!(
+            closed,
+            Some(CloseReason::ProtocolError {
+                detail: Violation::BuffersExhausted
+            })
+        );
+        // The ABORT discards what was unread (E12): no count of bytes that
+        // were never stored stays behind.
+        assert_eq!(s.recv_queue(), 0);
+    }
+
     /// Review of issue 10: a drained buffer reports only the capacity left
     /// after its consumed prefix, so a check of `capacity()` alone let a
     /// large allocation whose tail was small into the pool, kept alive by an

@@ -143,6 +143,9 @@ impl Queue {
                 let (s, e) = (*start as usize, *end as usize);
                 let len = e - s;
                 if len + n > buf.len() {
+                    // Unit tests check what release builds do (the session
+                    // ends visibly); everywhere else debug builds stop here.
+                    #[cfg(not(test))]
                     debug_assert!(
                         false,
                         "provided session buffer of {} bytes asked for {}",
@@ -306,7 +309,6 @@ mod tests {
 
     /// Asked for more than it holds (a sizing bug), it writes nothing.
     #[test]
-    #[cfg(not(debug_assertions))]
     fn a_provided_queue_never_writes_past_its_storage() {
         let mut q = fixed(4);
         assert!(q.extend_from_slice(b"abc"));

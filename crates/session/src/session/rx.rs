@@ -134,27 +134,36 @@ impl RxBufs {
         }
     }
 
-    /// Appends to the message in reassembly.
-    fn push_message_bytes(&mut self, chunk: &[u8]) {
+    /// Appends to the message in reassembly; returns whether it fit.
+    #[must_use]
+    fn push_message_bytes(&mut self, chunk: &[u8]) -> bool {
         match &mut self.records {
             Some(r) => {
+                let header = if r.open { 0 } else { RECORD_HEADER };
+                if !self.stream.reserve(header + chunk.len()) {
+                    return false;
+                }
                 if !r.open {
                     r.open = true;
                     let _ = self.stream.extend_from_slice(&[0; RECORD_HEADER]);
                 }
                 r.open_len += chunk.len() as u32;
-                let _ = self.stream.extend_from_slice(chunk);
+                self.stream.extend_from_slice(chunk)
             }
-            None => self.message.extend_from_slice(chunk),
+            None => {
+                self.message.extend_from_slice(chunk);
+                true
+            }
         }
     }
 
-    /// Completes the message in reassembly, returning its length.
-    fn complete_message(&mut self) -> usize {
+    /// Completes the message in reassembly, returning its length; `None`
+    /// if its record's header did not fit.
+    fn complete_message(&mut self) -> Option<usize> {
         match &mut self.records {
             Some(r) => {
-                if !r.open {
-                    let _ = self.stream.extend_from_slice(&[0; RECORD_HEADER]);
+                if !r.open && !self.stream.extend_from_slice(&[0; RECORD_HEADER]) {
+                    return None;
                 }
                 let len = r.open_len as usize;
                 let at = self.stream.len() - len - RECORD_HEADER;
@@ -162,7 +171,7 @@ impl RxBufs {
                 r.count += 1;
                 r.open = false;
                 r.open_len = 0;
-                len
+                Some(len)
             }
             None => {
                 // Moved out whole, never split off, so the buffer left behind
@@ -173,7 +182,7 @@ impl RxBufs {
                 let msg = core::mem::take(&mut self.message).freeze();
                 let len = msg.len();
                 self.messages.push_back(msg);
-                len
+                Some(len)
             }
         }
     }
@@ -314,6 +323,10 @@ const FLAG_HELD: u8 = 4;
 /// A sealed DATA frame has been delivered: the stream buffer may then
 /// overshoot its bound by less than one frame.
 const FLAG_SEALED_SEEN: u8 = 8;
+/// Received bytes did not fit a provided buffer (a sizing defect: the
+/// bounds make it impossible): the session ends with
+/// [`Violation::BuffersExhausted`] instead of dropping them.
+const FLAG_EXHAUSTED: u8 = 16;
 
 impl Rx {
     pub(crate) fn new() -> Self {
@@ -362,6 +375,18 @@ impl Rx {
 
     pub(super) fn set_sealed_seen(&mut self, on: bool) {
         self.flags.set(FLAG_SEALED_SEEN, on);
+    }
+
+    /// Received bytes did not fit a provided buffer.
+    fn exhausted(&self) -> bool {
+        self.flags.get(FLAG_EXHAUSTED)
+    }
+
+    /// Notes whether a write of received bytes fit.
+    fn note_fit(&mut self, fit: bool) {
+        if !fit {
+            self.flags.set(FLAG_EXHAUSTED, true);
+        }
     }
 
     /// The buffers for writing, created if absent, marked as touched.
@@ -451,7 +476,17 @@ impl Session {
             None => Sink::Buffer,
         };
         let mut at = 0;
-        while self.state.parses_frames() && self.decode_one(now, input, &mut at, &mut sink) {}
+        while self.state.parses_frames()
+            && !self.rx.exhausted()
+            && self.decode_one(now, input, &mut at, &mut sink)
+        {}
+        if self.rx.exhausted() {
+            // Never silently: bytes a provided buffer could not hold end
+            // the session, visibly (the bounds that size it make this a
+            // defect, which debug builds assert on where it happens).
+            self.rx.flags.set(FLAG_EXHAUSTED, false);
+            self.violate(now, Violation::BuffersExhausted);
+        }
         if !self.state.parses_frames() {
             // Everything until the FIN is ignored (§5.3).
             at = input.len();
@@ -620,9 +655,16 @@ impl Session {
                     return None;
                 }
                 // Touches the buffers only when there are bytes to keep.
-                let partial = &mut self.rx.bufs_mut().partial;
-                let _ = partial.extend_from_slice(&input[*at..*at + n]);
+                let fit = self
+                    .rx
+                    .bufs_mut()
+                    .partial
+                    .extend_from_slice(&input[*at..*at + n]);
+                self.rx.note_fit(fit);
                 *at += n;
+                if !fit {
+                    return None;
+                }
             }
             // Assembled above (at least `want` bytes): read, not written.
             match self.rx.bufs.get().and_then(|b| b.partial.get(..want)) {
@@ -829,16 +871,18 @@ impl Session {
         };
         let have = self.rx.partial_len() + header;
         let n = (total - have).min(input.len() - *at - header);
-        let limit = self.growth_limit(header + n, |b| &b.partial, |b| b.partial);
+        let p = self.params();
+        let config = &self.config;
         let partial = &mut self.rx.bufs_mut().partial;
-        if partial.reserve_within(header + n, || limit) {
-            let _ = partial.extend_from_slice(&input[*at..*at + header + n]);
-        }
+        let fit = partial.reserve_within(header + n, || Bounds::new(config, &p).partial)
+            && partial.extend_from_slice(&input[*at..*at + header + n]);
         *at += header + n;
-        if partial.len() < total {
+        let complete = partial.len() >= total;
+        self.rx.note_fit(fit);
+        if !fit || !complete {
             return false;
         }
-        let buf: Queue = core::mem::take(partial);
+        let buf: Queue = core::mem::take(&mut self.rx.bufs_mut().partial);
         self.rx.checked = None;
         let go_on = self.decoded(now, &buf, sink);
         // Keep the allocation for the next frame; a transition may already
@@ -1089,16 +1133,19 @@ impl Session {
                         // Grown within the stream's bound (the receive
                         // buffer plus one sealed frame), so that what a peer
                         // can make the heap hold is that bound.
-                        let limit = self
-                            .growth_limit(chunk.len(), |b| &b.stream, |b| b.data_body)
-                            .saturating_add(self.config.recv_buffer);
+                        let p = self.params();
+                        let config = &self.config;
                         let stream = &mut self.rx.bufs_mut().stream;
-                        if stream.reserve_within(chunk.len(), || limit) {
-                            let _ = stream.extend_from_slice(chunk);
-                        }
+                        let limit = || config.recv_buffer + Bounds::new(config, &p).data_body;
+                        let fit = stream.reserve_within(chunk.len(), limit)
+                            && stream.extend_from_slice(chunk);
+                        self.rx.note_fit(fit);
                         self.post_readable();
                     }
-                    Mode::Message => self.rx.bufs_mut().push_message_bytes(chunk),
+                    Mode::Message => {
+                        let fit = self.rx.bufs_mut().push_message_bytes(chunk);
+                        self.rx.note_fit(fit);
+                    }
                 }
             }
         }
@@ -1108,31 +1155,12 @@ impl Session {
         if self.mode() != Mode::Message {
             return;
         }
-        let len = self.rx.bufs_mut().complete_message();
+        let Some(len) = self.rx.bufs_mut().complete_message() else {
+            self.rx.note_fit(false);
+            return;
+        };
         self.rx.messages_charge += (len + MESSAGE_OVERHEAD) as u32;
         self.post_readable();
-    }
-
-    /// The most a heap queue of the receive buffers may grow to, computed
-    /// only when appending `n` bytes makes it grow (the bounds are not free
-    /// to compute): the receive buffer plus `extra(bounds)` for the stream,
-    /// or the frame bound for `partial` (`extra` then gives it whole).
-    fn growth_limit(
-        &self,
-        n: usize,
-        queue: impl Fn(&RxBufs) -> &Queue,
-        extra: impl Fn(&Bounds) -> usize,
-    ) -> usize {
-        let grows = self
-            .rx
-            .bufs
-            .get()
-            .is_none_or(|b| queue(b).len() + n > queue(b).capacity());
-        if !grows {
-            return usize::MAX;
-        }
-        let b = Bounds::new(&self.config, &self.params());
-        extra(&b)
     }
 
     pub(super) fn post_readable(&mut self) {
