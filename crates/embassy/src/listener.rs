@@ -80,31 +80,21 @@ impl Listener {
             self.config.prepare(&mut socket);
             let session = Session::callee(self.config.session.clone(), next_id(), now())
                 .map_err(AcceptError::Config)?;
-            let refusal = match PooledSession::new(session, self.config.session_buffers) {
-                Ok(session) => Ok(session),
-                Err(Refusal::Empty) => Err(None),
-                Err(Refusal::Buffers(e)) => Err(Some(e)),
-            };
-            let session = match refusal {
+            // Without buffers free, the caller is reset, as a full backlog
+            // would, and the socket listens again. Buffers too small for the
+            // configuration are the application's mistake, which every
+            // caller would meet: said at once.
+            let session = match PooledSession::new(session, self.config.session_buffers) {
                 Ok(s) => s,
-                Err(too_small) => {
-                    // No buffers free: the caller is reset, as a full
-                    // backlog would, and the socket listens again. Buffers
-                    // too small for the configuration are the application's
-                    // mistake, which every caller would meet: said at once.
+                Err(refusal) => {
                     debug!(
                         "no session buffers for {:?}: reset",
                         socket.remote_endpoint()
                     );
-                    socket.abort();
-                    let _ = embassy_time::with_timeout(
-                        embassy_time::Duration::from_secs(1),
-                        socket.flush(),
-                    )
-                    .await;
-                    match too_small {
-                        Some(e) => return Err(AcceptError::SessionBuffers(e)),
-                        None => continue,
+                    reset(&mut socket).await;
+                    match refusal {
+                        Refusal::Buffers(e) => return Err(AcceptError::SessionBuffers(e)),
+                        Refusal::Empty => continue,
                     }
                 }
             };
@@ -146,17 +136,19 @@ impl Listener {
                     if !matches!(socket.state(), State::Closed | State::TimeWait) {
                         // smoltcp listens again from CLOSED or TIME-WAIT;
                         // anything else was cut short above: reset it.
-                        socket.abort();
-                        let _ = embassy_time::with_timeout(
-                            embassy_time::Duration::from_secs(1),
-                            socket.flush(),
-                        )
-                        .await;
+                        reset(&mut socket).await;
                     }
                 }
             }
         }
     }
+}
+
+/// Resets `socket` and lets the RST out (embassy-net sends it on the flush),
+/// within a second, so that it can listen again.
+async fn reset(socket: &mut TcpSocket<'_>) {
+    socket.abort();
+    let _ = embassy_time::with_timeout(embassy_time::Duration::from_secs(1), socket.flush()).await;
 }
 
 /// A caller's request, undecided: its address, data and options, to

@@ -4,7 +4,7 @@
 //! peer's DISCONNECT and is still unread (`Event`'s contract; the model
 //! check's event-legality property, `tests/model.rs`).
 
-use bookend_session::{Config, Event, Instant, Mode, Options, Session};
+use bookend_session::{Config, Event, Instant, Mode, Session};
 
 const T: Instant = Instant::ZERO;
 
@@ -16,19 +16,15 @@ fn config(mode: Mode) -> Config {
 
 /// A caller and a callee connected in `mode`, every event so far taken.
 fn pair(mode: Mode) -> (Session, Session) {
-    let mut caller = Session::caller(config(mode), 1).unwrap();
-    let mut callee = Session::callee(config(mode), 2, T).unwrap();
+    pair_with(config(mode))
+}
+
+/// A caller and a callee of `config` connected, every event so far taken.
+fn pair_with(config: Config) -> (Session, Session) {
+    let mut caller = Session::caller(config.clone(), 1).unwrap();
+    let mut callee = Session::callee(config.clone(), 2, T).unwrap();
     let mut buf = vec![0u8; 4096];
-    caller
-        .connect(
-            T,
-            None,
-            Options {
-                mode,
-                ..Options::DEFAULT
-            },
-        )
-        .unwrap();
+    caller.connect(T, None, config.options).unwrap();
     let n = caller.poll_transmit(T, &mut buf);
     callee.handle_bytes(T, &buf[..n]);
     let Some(Event::ConnectRequest(req)) = callee.poll_event() else {
@@ -117,19 +113,7 @@ fn a_read_that_leaves_data_keeps_its_fd_read_after_fd_close() {
 fn fd_write_comes_when_a_send_would_take_something() {
     let mut c = Config::default();
     c.send_buffer = 100;
-    let mut caller = Session::caller(c.clone(), 1).unwrap();
-    let mut callee = Session::callee(c, 2, T).unwrap();
-    let mut buf = vec![0u8; 4096];
-    caller.connect(T, None, Options::DEFAULT).unwrap();
-    let n = caller.poll_transmit(T, &mut buf);
-    callee.handle_bytes(T, &buf[..n]);
-    let Some(Event::ConnectRequest(req)) = callee.poll_event() else {
-        panic!("a request")
-    };
-    callee.accept(T, None, req.grant).unwrap();
-    let n = callee.poll_transmit(T, &mut buf);
-    caller.handle_bytes(T, &buf[..n]);
-    while caller.poll_event().is_some() {}
+    let (mut caller, _callee) = pair_with(c);
     // Fill the buffer: one frame of header plus payload, then refused.
     let taken = caller.send(&[1u8; 1000]).unwrap();
     assert!(taken < 100);

@@ -189,7 +189,7 @@ impl SessionBuffers {
     /// This function returns `Err(BuffersError::TooSmall)` if `storage` is
     /// shorter than `BufferSizes::for_config(config).total()`.
     pub fn new(storage: &'static mut [u8], config: &Config) -> Result<Self, BuffersError> {
-        Self::split(storage, BufferSizes::for_config(config))
+        Self::with_sizes(storage, BufferSizes::for_config(config))
     }
 
     /// Splits `storage` into buffers of `sizes`, for sessions whose options
@@ -202,15 +202,9 @@ impl SessionBuffers {
         storage: &'static mut [u8],
         sizes: BufferSizes,
     ) -> Result<Self, BuffersError> {
-        Self::split(storage, sizes)
-    }
-
-    /// Splits `storage` into buffers of at least `need`'s sizes; bytes
-    /// beyond go to the receive buffer.
-    fn split(storage: &'static mut [u8], need: BufferSizes) -> Result<Self, BuffersError> {
-        too_small(storage.len(), need)?;
-        let (tx, rest) = storage.split_at_mut(need.tx);
-        let (frame, rx) = rest.split_at_mut(need.frame);
+        too_small(storage.len(), sizes)?;
+        let (tx, rest) = storage.split_at_mut(sizes.tx);
+        let (frame, rx) = rest.split_at_mut(sizes.frame);
         Ok(Self { rx, tx, frame })
     }
 
@@ -265,15 +259,11 @@ impl<const N: usize, const LEN: usize> SessionStorage<N, LEN> {
     ) -> Result<impl Iterator<Item = SessionBuffers> + use<N, LEN>, BuffersError> {
         let need = BufferSizes::for_config(config);
         // Checked once, so that every slot splits.
-        Self::check(need)?;
+        too_small(LEN, need)?;
         Ok(self
             .slots
             .iter_mut()
-            .filter_map(move |slot| SessionBuffers::split(slot, need).ok()))
-    }
-
-    fn check(need: BufferSizes) -> Result<(), BuffersError> {
-        too_small(LEN, need)
+            .filter_map(move |slot| SessionBuffers::with_sizes(slot, need).ok()))
     }
 }
 
